@@ -1,0 +1,230 @@
+//! `confab connect [HOST [PORT]]`: the terminal client of the line
+//! protocol (`docs/terminal.md`).
+//!
+//! It is a thin relay: typed lines go to the server as they are, server
+//! lines are shown as they arrive, even while a line is being typed. The
+//! client adds line editing and history, and three commands of its own:
+//! `%connect HOST PORT` (drop this server, connect to another), `%help`
+//! (its own commands, then the server's), and `%exit` (also Ctrl-D or
+//! Ctrl-C), which asks the server to leave every room and waits for its
+//! goodbye before quitting.
+//!
+//! One task waits for whichever comes first, a typed line or a server
+//! line; typing happens on a thread of its own ([`console`]).
+
+mod console;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use self::console::{Input, Screen};
+
+pub(crate) const DEFAULT_HOST: &str = "127.0.0.1";
+pub(crate) const DEFAULT_PORT: u16 = 6789;
+
+/// How long `%exit` waits for the server to finish and close.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+const HELP: &[&str] = &[
+    "client commands:",
+    "  %connect <host> <port>  leave this server and connect to another",
+    "  %help                   this help, then the server's commands",
+    "  %exit                   leave every room and quit (Ctrl-D and Ctrl-C too)",
+];
+
+/// A connection to a server.
+struct Link {
+    /// `host:port`, as the user gave it.
+    name: String,
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    writer: OwnedWriteHalf,
+}
+
+impl Link {
+    async fn open(host: &str, port: u16) -> std::io::Result<Link> {
+        let stream = TcpStream::connect((host, port)).await?;
+        stream.set_nodelay(true)?;
+        let (reader, writer) = stream.into_split();
+        Ok(Link { name: format!("{host}:{port}"), lines: BufReader::new(reader).lines(), writer })
+    }
+
+    async fn send(&mut self, line: &str) -> std::io::Result<()> {
+        self.writer.write_all(format!("{line}\n").as_bytes()).await
+    }
+}
+
+/// What a typed line asks of the client.
+#[derive(Debug, PartialEq, Eq)]
+enum Local {
+    Connect {
+        host: String,
+        port: u16,
+    },
+    Help,
+    Exit,
+    /// A client command written wrongly: the error to show.
+    Misuse(String),
+    /// Anything else: a line for the server.
+    Relay,
+}
+
+fn local(line: &str) -> Local {
+    let mut words = line.split_whitespace();
+    let Some(first) = words.next() else { return Local::Relay };
+    match first.to_lowercase().as_str() {
+        "%connect" => {
+            let usage = "usage: %connect <host> <port>";
+            match (words.next(), words.next(), words.next()) {
+                (Some(host), Some(port), None) => match port.parse::<u16>() {
+                    Ok(port) if port > 0 => Local::Connect { host: host.to_owned(), port },
+                    _ => Local::Misuse(format!("error: {port:?} is not a port; {usage}")),
+                },
+                _ => Local::Misuse(format!("error: %connect needs a host and a port; {usage}")),
+            }
+        }
+        "%help" if words.next().is_none() => Local::Help,
+        "%exit" if words.next().is_none() => Local::Exit,
+        _ => Local::Relay,
+    }
+}
+
+/// Runs the client until the user quits.
+pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
+    let host = host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
+    let port = port.unwrap_or(DEFAULT_PORT);
+    let (mut input, mut screen) = console::open();
+    let mut link = match connect(&host, port, &mut screen).await {
+        Some(link) => Some(link),
+        // A script cannot type `%connect`: fail at once.
+        None if screen.is_plain() => return ExitCode::FAILURE,
+        None => None,
+    };
+    loop {
+        tokio::select! {
+            typed = input.recv() => {
+                let line = match typed {
+                    Some(Input::Line(line)) => line,
+                    Some(Input::End) | None => return exit(link, &mut screen).await,
+                };
+                match local(&line) {
+                    Local::Connect { host, port } => {
+                        // Dropping the old connection is a disconnect there:
+                        // its rooms hold the seat for the reconnect grace.
+                        drop(link.take());
+                        link = connect(&host, port, &mut screen).await;
+                    }
+                    Local::Help => {
+                        for text in HELP {
+                            screen.note(text);
+                        }
+                        if link.is_some() {
+                            relay(&mut link, &line, &mut screen).await;
+                        }
+                    }
+                    Local::Exit => return exit(link, &mut screen).await,
+                    Local::Misuse(error) => screen.note(&error),
+                    Local::Relay => relay(&mut link, &line, &mut screen).await,
+                }
+            }
+            line = next_line(&mut link) => match line {
+                Some(line) => screen.server(&line),
+                None => {
+                    let name = link.take().map(|l| l.name).unwrap_or_default();
+                    if screen.is_plain() {
+                        return ExitCode::SUCCESS;
+                    }
+                    screen.note(&format!(
+                        "connection to {name} closed; %connect <host> <port> to connect again"
+                    ));
+                }
+            },
+        }
+    }
+}
+
+async fn connect(host: &str, port: u16, screen: &mut Screen) -> Option<Link> {
+    match Link::open(host, port).await {
+        Ok(link) => {
+            screen.note(&format!("connected to {}", link.name));
+            Some(link)
+        }
+        Err(e) => {
+            screen.note(&format!("error: cannot connect to {host}:{port}: {e}"));
+            None
+        }
+    }
+}
+
+/// Sends a typed line to the server, if there is one.
+async fn relay(link: &mut Option<Link>, line: &str, screen: &mut Screen) {
+    let Some(open) = link else {
+        return screen.note("error: not connected; %connect <host> <port> first");
+    };
+    if let Err(e) = open.send(line).await {
+        screen.note(&format!("error: connection to {} lost: {e}", open.name));
+        *link = None;
+    }
+}
+
+/// The next server line; `None` when the server closed. Waits forever
+/// without a connection.
+///
+/// # Cancel safety
+///
+/// Cancel safe: `Lines::next_line` keeps a partial line for the next call.
+async fn next_line(link: &mut Option<Link>) -> Option<String> {
+    match link {
+        Some(link) => link.lines.next_line().await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Asks the server to leave every room and shows its last lines.
+async fn exit(link: Option<Link>, screen: &mut Screen) -> ExitCode {
+    let Some(mut link) = link else { return ExitCode::SUCCESS };
+    if link.send("%exit").await.is_err() {
+        return ExitCode::SUCCESS;
+    }
+    let finished = tokio::time::timeout(EXIT_WAIT, async {
+        while let Ok(Some(line)) = link.lines.next_line().await {
+            screen.server(&line);
+        }
+    })
+    .await;
+    if finished.is_err() {
+        screen.note(&format!("{} did not close within {EXIT_WAIT:?}; quitting", link.name));
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_commands_are_recognised_and_the_rest_is_relayed() {
+        assert_eq!(
+            local(" %CONNECT example.org 7000 "),
+            Local::Connect { host: "example.org".into(), port: 7000 }
+        );
+        assert_eq!(local("%help"), Local::Help);
+        assert_eq!(local("%exit"), Local::Exit);
+        assert_eq!(local("%join"), Local::Relay);
+        assert_eq!(local("%post %exit is a fine subject"), Local::Relay);
+        assert_eq!(local(""), Local::Relay);
+        assert_eq!(
+            local("%connect host"),
+            Local::Misuse(
+                "error: %connect needs a host and a port; usage: %connect <host> <port>".into()
+            )
+        );
+        assert_eq!(
+            local("%connect host http"),
+            Local::Misuse("error: \"http\" is not a port; usage: %connect <host> <port>".into())
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! `confab`: the chat server, its terminal client and its load generator.
+
+mod bench;
+mod connect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use confab_server::{ServeArgs, Server};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "confab", version, about = "A self-hosted real-time chat server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once, at start")]
+enum Command {
+    /// Run the server: web chat, WebSocket and HTTP APIs.
+    Serve(ServeArgs),
+    /// Connect to a server's terminal line protocol.
+    Connect {
+        /// Server host [default: 127.0.0.1]
+        host: Option<String>,
+        /// Port of the line protocol [default: 6789]
+        port: Option<u16>,
+    },
+    /// Generate load against a server and measure it.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("CONFAB_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // The bench runs on one thread of its own, apart from any server.
+    if let Command::Bench(args) = cli.command {
+        return bench::run(args);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("confab: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Connect { host, port } => runtime.block_on(connect::run(host, port)),
+        Command::Bench(_) => unreachable!("run above"),
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("confab: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Handlers first, so a signal that arrives as soon as the address is
+    // logged already finds them in place.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("confab: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("confab: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stopper = server.stopper();
+    tokio::spawn(async move {
+        signals.wait().await;
+        stopper.cancel();
+    });
+    server.wait().await;
+    ExitCode::SUCCESS
+}
+
+/// SIGINT and SIGTERM, listened for from the moment they are installed.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
+        }
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

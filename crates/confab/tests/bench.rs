@@ -1,0 +1,92 @@
+//! `confab bench` against a real server: a short run whose JSON report
+//! must account for every post.
+
+use std::process::Command;
+
+use confab_server::{Config, Server};
+use serde_json::Value;
+
+/// Runs `confab bench --json` with `args` against `url`; returns the report.
+fn bench(url: &str, args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["bench", "--json", "--url", url])
+        .args(args)
+        .output()
+        .expect("confab bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn data_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("confab-bench-{name}-{}", std::process::id()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_delivers_every_post_to_every_other_member() {
+    let dir = data_dir("deliver");
+    let server = Server::start(Config::ephemeral(&dir)).await.expect("server starts");
+    let url = format!("ws://{}/ws", server.http_addr());
+    let args = ["--rooms", "3", "--members", "4", "--interval", "200", "--duration", "2"];
+    let report = tokio::task::spawn_blocking(move || bench(&url, &args)).await.unwrap();
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(report["connections"], 12, "{report}");
+    assert_eq!(report["connect_errors"], 0, "{report}");
+    let posts = report["posts"].as_u64().unwrap();
+    // 12 members, 5 posts a second each, for 2 s: about 120 posts.
+    assert!(posts >= 80, "too few posts: {report}");
+    assert_eq!(report["posts_sent"], posts, "every post answered: {report}");
+    assert_eq!(report["expected"], posts * 3, "{report}");
+    assert_eq!(report["deliveries"], report["expected"], "{report}");
+    assert_eq!(report["loss"], 0, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    assert_eq!(report["out_of_order"], 0, "{report}");
+    assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["bench"]["cpu_seconds"].is_number(), "the bench reports its CPU: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_held_and_counted() {
+    let dir = data_dir("idle");
+    let server = Server::start(Config::ephemeral(&dir)).await.expect("server starts");
+    let url = format!("ws://{}/ws", server.http_addr());
+    let pid = std::process::id().to_string();
+    let args = ["--idle", "--rooms", "5", "--members", "10", "--duration", "1"];
+    let report = tokio::task::spawn_blocking(move || {
+        let mut args = args.to_vec();
+        args.extend(["--server-pid", &pid, "--source", "127.0.0.1,127.0.0.2"]);
+        bench(&url, &args)
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(report["connections"], 50, "{report}");
+    assert_eq!(report["join_errors"], 0, "{report}");
+    assert_eq!(report["posts_sent"], 0, "{report}");
+    assert!(report["server"]["rss_bytes"].as_u64().unwrap() > 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_rooms_acknowledge_stored_posts() {
+    let dir = data_dir("persistent");
+    let server = Server::start(Config::ephemeral(&dir)).await.expect("server starts");
+    let url = format!("ws://{}/ws", server.http_addr());
+    let args =
+        ["--persistent", "--rooms", "2", "--members", "3", "--interval", "200", "--duration", "1"];
+    let report = tokio::task::spawn_blocking(move || bench(&url, &args)).await.unwrap();
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(report["persistent"], true);
+    assert!(report["posts"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["deliveries"], report["expected"], "{report}");
+    assert!(report["ack_latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{report}");
+}

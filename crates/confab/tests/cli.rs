@@ -1,0 +1,188 @@
+//! The `confab` binary itself: flags, environment, the logged address,
+//! and a clean exit on SIGTERM and SIGINT.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Running {
+    child: Child,
+    addr: String,
+    log: mpsc::Receiver<String>,
+}
+
+static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A data directory of its own for each server a test starts.
+fn data_dir() -> std::path::PathBuf {
+    let n = NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("confab-cli-{}-{n}", std::process::id()))
+}
+
+/// Starts `confab serve` and reads the bound address from its log.
+fn serve(args: &[&str], env: &[(&str, &str)]) -> Running {
+    serve_in(&data_dir(), args, env)
+}
+
+fn serve_in(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+    command
+        .arg("serve")
+        .args(["--tcp", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(args)
+        .env_remove("CONFAB_HTTP")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("confab starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, log) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = log.recv_timeout(Duration::from_secs(20)).expect("the server logs its address");
+        if let Some((_, rest)) = line.split_once("http listening on ") {
+            break rest.trim().to_owned();
+        }
+    };
+    Running { child, addr, log }
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([name, &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(mut running: Running) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "confab did not exit");
+        // Drain the log so the child never blocks on a full pipe.
+        while running.log.try_recv().is_ok() {}
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn port_zero_binds_a_free_port_and_sigterm_exits_cleanly() {
+    let running = serve(&["--http", "127.0.0.1:0"], &[]);
+    assert!(!running.addr.ends_with(":0"), "{}", running.addr);
+    let health = get(&running.addr, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains(r#""status":"ok""#), "{health}");
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+}
+
+#[test]
+fn the_environment_configures_and_sigint_exits_cleanly() {
+    let running = serve(&[], &[("CONFAB_HTTP", "127.0.0.1:0"), ("CONFAB_NODE", "node-from-env")]);
+    let health = get(&running.addr, "/health");
+    assert!(health.contains("node-from-env"), "{health}");
+    signal(&running.child, "-INT");
+    assert!(wait_exit(running).success());
+}
+
+#[test]
+fn a_flag_beats_the_environment() {
+    let running =
+        serve(&["--http", "127.0.0.1:0", "--node", "from-flag"], &[("CONFAB_NODE", "from-env")]);
+    assert!(get(&running.addr, "/health").contains("from-flag"));
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+}
+
+#[test]
+fn bad_configuration_exits_with_code_2_and_says_why() {
+    let output = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["serve", "--http", "127.0.0.1:0", "--grace", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("grace"));
+}
+
+#[test]
+fn serve_help_lists_the_flags() {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_confab")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--http",
+        "--tcp",
+        "--data",
+        "--database",
+        "--cluster",
+        "--node",
+        "--config",
+        "CONFAB_HTTP",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn kill_9_right_after_an_ok_loses_no_acknowledged_post() {
+    let data = data_dir();
+    let mut running = serve_in(&data, &["--http", "127.0.0.1:0", "--post-rate", "off"], &[]);
+    let url = format!("ws://{}/ws", running.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (session, acked) = runtime.block_on(async {
+        let (mut ann, hello) = confab_client::WsClient::hello(&url, "Ann").await.unwrap();
+        ann.ok(serde_json::json!({"op": "join", "room": "main"})).await.unwrap();
+        // Many posts in flight at once, so they share transactions.
+        for i in 0..500 {
+            let op = serde_json::json!({"op": "post", "id": 1000 + i, "room": "main", "body": format!("p{i}")});
+            ann.send_text(op.to_string()).await.unwrap();
+        }
+        let mut acked = Vec::new();
+        while acked.len() < 500 {
+            let reply = ann.next().await.unwrap();
+            assert_eq!(reply["ok"], true, "{reply}");
+            acked.push(reply["message"]["seq"].as_u64().unwrap());
+        }
+        (hello["session"].as_str().unwrap().to_owned(), acked)
+    });
+    running.child.kill().unwrap(); // SIGKILL
+    running.child.wait().unwrap();
+    let restarted = serve_in(&data, &["--http", "127.0.0.1:0"], &[]);
+    let url = format!("ws://{}/ws", restarted.addr);
+    let stored: Vec<u64> = runtime.block_on(async {
+        let mut ann = confab_client::WsClient::connect(&url).await.unwrap();
+        ann.ok(serde_json::json!({"op": "hello", "name": "Ann", "session": session}))
+            .await
+            .unwrap();
+        let joined =
+            ann.ok(serde_json::json!({"op": "join", "room": "main", "since": 0})).await.unwrap();
+        joined["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+    });
+    let mut acked = acked;
+    acked.sort_unstable();
+    assert_eq!(acked, (1..=500).collect::<Vec<u64>>());
+    assert_eq!(stored, acked, "every acknowledged post is there after kill -9");
+    signal(&restarted.child, "-TERM");
+    assert!(wait_exit(restarted).success());
+    let _ = std::fs::remove_dir_all(data);
+}

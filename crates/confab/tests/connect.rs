@@ -1,0 +1,215 @@
+//! `confab connect`: scripted through a pipe, and typed at through a
+//! pseudo-terminal while pushes arrive.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use confab_client::WsClient;
+use confab_server::{Config, Server};
+use serde_json::{Value, json};
+use tokio::runtime::Runtime;
+
+/// A real server on free loopback ports, with its own runtime so that the
+/// test itself can block on the client.
+struct Running {
+    runtime: Runtime,
+    server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start() -> Running {
+        let runtime = Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server =
+            runtime.block_on(Server::start(Config::ephemeral(dir.path()))).expect("server starts");
+        Running { runtime, server, _dir: dir }
+    }
+
+    fn tcp(&self) -> SocketAddr {
+        self.server.tcp_addr()
+    }
+
+    /// A WebSocket user, logged in as `name`.
+    fn web(&self, name: &str) -> WsClient {
+        let url = format!("ws://{}/ws", self.server.http_addr());
+        self.runtime.block_on(WsClient::hello(&url, name)).expect("hello").0
+    }
+
+    fn ok(&self, client: &mut WsClient, op: Value) -> Value {
+        self.runtime.block_on(client.ok(op)).expect("op succeeds")
+    }
+
+    fn event(&self, client: &mut WsClient, ev: &str) -> Value {
+        self.runtime.block_on(client.event(ev)).expect("event")
+    }
+}
+
+fn confab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_confab"))
+}
+
+#[test]
+fn without_a_terminal_it_relays_stdin_and_prints_server_lines_on_stdout() {
+    let running = Running::start();
+    let mut child = confab()
+        .args(["connect", "127.0.0.1", &running.tcp().port().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("confab connect starts");
+    // The end of stdin is an `%exit`.
+    child.stdin.take().unwrap().write_all(b"Ann\n%join\n%post hello Hi all\n%message 1\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("welcome to confab "), "{stdout}");
+    assert_eq!(
+        lines[1..5],
+        [
+            "username:",
+            "hello, Ann; %join joins the board main, %help lists the commands",
+            "[main] you joined \"Main board\"; members (1): Ann",
+            "[main] you posted 1",
+        ]
+    );
+    assert!(
+        lines[5].starts_with("[main] 1 | Ann | ") && lines[5].ends_with(" | hello"),
+        "{stdout}"
+    );
+    assert_eq!(lines[6..], ["  Hi all", "[main] you left", "bye: goodbye"]);
+    // Notes from the client itself stay off stdout.
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("connected to 127.0.0.1:{}", running.tcp().port())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_a_terminal_an_unreachable_server_fails() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let output = confab()
+        .args(["connect", "127.0.0.1", &port.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("error: cannot connect to 127.0.0.1:{port}")), "{stderr}");
+}
+
+#[cfg(unix)]
+mod terminal {
+    use rexpect::process::WaitStatus;
+    use rexpect::session::{PtySession, spawn_command};
+
+    use super::*;
+
+    const TIMEOUT_MS: u64 = 10_000;
+
+    fn spawn(args: &[&str]) -> PtySession {
+        let mut command = confab();
+        command.arg("connect").args(args).env("TERM", "xterm");
+        spawn_command(command, Some(TIMEOUT_MS)).expect("confab connect starts on a terminal")
+    }
+
+    fn exits_cleanly(session: &mut PtySession) {
+        session.exp_eof().expect("confab closes the terminal");
+        match session.process().wait() {
+            Ok(WaitStatus::Exited(_, code)) => assert_eq!(code, 0),
+            status => panic!("confab did not exit cleanly: {status:?}"),
+        }
+    }
+
+    #[test]
+    fn a_push_is_printed_above_the_line_being_typed_and_leaves_it_intact() {
+        let running = Running::start();
+        let mut ann = running.web("Ann");
+        let mut term = spawn(&["127.0.0.1", &running.tcp().port().to_string()]);
+        term.exp_string("username:").unwrap();
+        term.send_line("Bob").unwrap();
+        term.exp_string("hello, Bob;").unwrap();
+        term.send_line("%join").unwrap();
+        term.exp_string("[main] you joined \"Main board\"; members (1): Bob").unwrap();
+
+        // Half a line typed, not sent: the editor shows it.
+        term.send("%post half").unwrap();
+        term.flush().unwrap();
+        term.exp_string("%post half").unwrap();
+        // Meanwhile Ann joins and posts from the web.
+        running.ok(&mut ann, json!({"op": "join", "room": "main"}));
+        running
+            .ok(&mut ann, json!({"op": "post", "room": "main", "subject": "news", "body": "hi"}));
+        term.exp_string("[main] Ann joined").unwrap();
+        term.exp_regex(r"\[main\] 1 \| Ann \| [0-9-]+ [0-9:]+ UTC \| news").unwrap();
+        // The prompt comes back with the half line as it was.
+        term.exp_string("> %post half").unwrap();
+
+        // Finishing the line sends all of it.
+        term.send("way there\r").unwrap();
+        term.flush().unwrap();
+        term.exp_string("[main] you posted 2").unwrap();
+        let posted = running.event(&mut ann, "message");
+        assert_eq!(posted["message"]["subject"], "halfway");
+        assert_eq!(posted["message"]["body"], "there");
+
+        // Line editing: history brings the last line back, and it is sent
+        // again as edited.
+        term.send("\x1b[A").unwrap();
+        term.flush().unwrap();
+        term.exp_string("%post halfway there").unwrap();
+        term.send("!\r").unwrap();
+        term.flush().unwrap();
+        term.exp_string("[main] you posted 3").unwrap();
+        assert_eq!(running.event(&mut ann, "message")["message"]["body"], "there!");
+
+        // Ctrl-D leaves every room and quits.
+        term.send_control('d').unwrap();
+        term.exp_string("bye: goodbye").unwrap();
+        exits_cleanly(&mut term);
+        let left = running.event(&mut ann, "leave");
+        assert_eq!(
+            (left["user"]["name"].as_str(), left["reason"].as_str()),
+            (Some("Bob"), Some("left"))
+        );
+    }
+
+    #[test]
+    fn connect_help_and_exit_at_the_prompt() {
+        let running = Running::start();
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        // Nothing listens there: the client says so and keeps its prompt.
+        let mut term = spawn(&["127.0.0.1", &closed.to_string()]);
+        term.exp_string(&format!("error: cannot connect to 127.0.0.1:{closed}")).unwrap();
+        term.send_line("%join").unwrap();
+        term.exp_string("error: not connected; %connect <host> <port> first").unwrap();
+        term.send_line("%connect 127.0.0.1").unwrap();
+        term.exp_string("usage: %connect <host> <port>").unwrap();
+
+        term.send_line(&format!("%connect 127.0.0.1 {}", running.tcp().port())).unwrap();
+        term.exp_string(&format!("connected to 127.0.0.1:{}", running.tcp().port())).unwrap();
+        term.exp_string("username:").unwrap();
+        term.send_line("Cy").unwrap();
+        term.exp_string("hello, Cy;").unwrap();
+
+        // %help: the client's commands, then the server's.
+        term.send_line("%help").unwrap();
+        term.exp_string("%connect <host> <port>").unwrap();
+        term.exp_string("commands:").unwrap();
+        term.exp_string("%groupmessage <room> <id>").unwrap();
+
+        term.send_line("%exit").unwrap();
+        term.exp_string("bye: goodbye").unwrap();
+        exits_cleanly(&mut term);
+    }
+}

@@ -1,0 +1,28 @@
+//! The confab hub: rooms, presence, sequence numbers, visibility,
+//! de-duplication and limits.
+//!
+//! Nothing here knows about sockets, HTTP or SQL. An edge adapter (the
+//! WebSocket handler, the long-poll routes, the TCP line protocol) opens a
+//! [`Conn`] with an [`Outbox`], feeds it decoded ops, and writes out what
+//! the outbox yields. Everything a chat user can observe is decided here.
+
+mod clock;
+mod config;
+mod conn;
+mod hub;
+mod ids;
+mod limits;
+mod outbox;
+mod persist;
+mod rates;
+mod room;
+mod store;
+
+pub use clock::{now_rfc3339, rfc3339_ago};
+pub use config::{BoardConfig, HubConfig, Limits, RetentionPolicy};
+pub use conn::Conn;
+pub use hub::Hub;
+pub use limits::validate_name;
+pub use outbox::{CloseReason, CloseSignal, Outbox, OutboxReceiver};
+pub use rates::{Rate, Rates};
+pub use store::{MemoryStore, Store, StoreError, StoreFuture, StoredRoom, StoredVisibility, Write};

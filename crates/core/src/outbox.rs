@@ -1,0 +1,266 @@
+//! A connection's bounded outbox.
+//!
+//! Rooms push pre-serialized frames into it with [`Outbox::push`], which
+//! never waits. Overflow policy: when the queue is full the connection is
+//! closed with [`CloseReason::Overflow`] and the frame is dropped. The
+//! client reconnects and resumes with `since`, so it loses nothing, and the
+//! room never slows down for one slow reader.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Why the server closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The outbox overflowed: the client read too slowly.
+    Overflow,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client sent a frame over the size limit.
+    FrameTooLarge,
+    /// The client did not say `hello` in time.
+    HelloTimeout,
+}
+
+impl CloseReason {
+    /// Whether frames already queued should still be written before closing.
+    pub fn flush_first(self) -> bool {
+        match self {
+            CloseReason::Overflow => false,
+            CloseReason::Shutdown => true,
+            CloseReason::FrameTooLarge | CloseReason::HelloTimeout => true,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Overflow => "outbox overflow: reading too slowly; reconnect and resume",
+            CloseReason::Shutdown => "server shutting down",
+            CloseReason::FrameTooLarge => "frame over the size limit",
+            CloseReason::HelloTimeout => "no hello in time",
+        }
+    }
+}
+
+struct Closer {
+    token: CancellationToken,
+    reason: OnceLock<CloseReason>,
+}
+
+/// The queue itself. Not a tokio `mpsc` channel: a bounded channel
+/// allocates a block of 32 slots (about 1.5 KB with its state) for every
+/// connection up front, while this starts empty and grows with what is
+/// queued, which matters with a hundred thousand idle connections.
+///
+/// The lock is a `parking_lot::Mutex` held only for a push or a pop, never
+/// across an `.await`.
+struct Queue {
+    frames: Mutex<VecDeque<Bytes>>,
+    capacity: usize,
+    /// Wakes the writer when a frame is queued or the last sender is gone.
+    /// `notify_one` keeps a permit when nobody waits, so no wake is lost.
+    ready: Notify,
+    /// Live `Outbox` handles; at zero the writer sees the end.
+    senders: AtomicUsize,
+    receiver_gone: AtomicBool,
+}
+
+/// The sending half: cheap to clone, held by every room the connection joined.
+pub struct Outbox {
+    queue: Arc<Queue>,
+    closer: Arc<Closer>,
+}
+
+/// The receiving half, drained by the connection's writer.
+pub struct OutboxReceiver {
+    queue: Arc<Queue>,
+    closer: Arc<Closer>,
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.queue.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox { queue: self.queue.clone(), closer: self.closer.clone() }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.queue.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.queue.ready.notify_one();
+        }
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        self.queue.receiver_gone.store(true, Ordering::Release);
+        self.queue.frames.lock().clear();
+    }
+}
+
+impl Outbox {
+    /// A new outbox holding at most `capacity` frames.
+    pub fn new(capacity: usize) -> (Outbox, OutboxReceiver) {
+        let queue = Arc::new(Queue {
+            frames: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            ready: Notify::new(),
+            senders: AtomicUsize::new(1),
+            receiver_gone: AtomicBool::new(false),
+        });
+        let closer = Arc::new(Closer { token: CancellationToken::new(), reason: OnceLock::new() });
+        (Outbox { queue: queue.clone(), closer: closer.clone() }, OutboxReceiver { queue, closer })
+    }
+
+    /// Queues a frame without waiting. Returns false if it was not queued:
+    /// the connection is closing, or its outbox overflowed (which closes it).
+    pub fn push(&self, frame: Bytes) -> bool {
+        if self.queue.receiver_gone.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut frames = self.queue.frames.lock();
+        if frames.len() >= self.queue.capacity {
+            drop(frames);
+            metrics::counter!("confab_outbox_overflows_total").increment(1);
+            self.close(CloseReason::Overflow);
+            return false;
+        }
+        frames.push_back(frame);
+        drop(frames);
+        self.queue.ready.notify_one();
+        true
+    }
+
+    /// Asks the writer to close the connection. The first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.closer.reason.set(reason);
+        self.closer.token.cancel();
+    }
+
+    /// Resolves once the connection has been asked to close.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn closing(&self) {
+        self.closer.token.cancelled().await;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closer.token.is_cancelled() || self.queue.receiver_gone.load(Ordering::Acquire)
+    }
+
+    /// Whether two handles lead to the same connection.
+    pub fn same(&self, other: &Outbox) -> bool {
+        Arc::ptr_eq(&self.closer, &other.closer)
+    }
+}
+
+impl OutboxReceiver {
+    /// The next frame, or `None` once the outbox is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a frame is either returned or left in the queue.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.try_recv() {
+                return Some(frame);
+            }
+            if self.queue.senders.load(Ordering::Acquire) == 0 {
+                // The last push happened before the last sender went.
+                return self.try_recv();
+            }
+            self.queue.ready.notified().await;
+        }
+    }
+
+    /// A frame already queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.queue.frames.lock().pop_front()
+    }
+
+    /// A handle that tells when the connection must close, usable while
+    /// the receiver is borrowed by `recv`.
+    pub fn signal(&self) -> CloseSignal {
+        CloseSignal { closer: self.closer.clone() }
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.closer.reason.get().copied()
+    }
+}
+
+/// Tells a writer when its connection must close, and why.
+pub struct CloseSignal {
+    closer: Arc<Closer>,
+}
+
+impl CloseSignal {
+    /// Resolves when the connection must close, with the reason.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn closed(&self) -> CloseReason {
+        self.closer.token.cancelled().await;
+        self.closer.reason.get().copied().unwrap_or(CloseReason::Shutdown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn overflow_closes_instead_of_waiting() {
+        let (outbox, mut rx) = Outbox::new(2);
+        assert!(outbox.push(Bytes::from_static(b"1")));
+        assert!(outbox.push(Bytes::from_static(b"2")));
+        assert!(!outbox.push(Bytes::from_static(b"3")));
+        assert_eq!(rx.signal().closed().await, CloseReason::Overflow);
+        assert_eq!(rx.recv().await.as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn the_first_reason_wins() {
+        let (outbox, rx) = Outbox::new(1);
+        outbox.close(CloseReason::Shutdown);
+        outbox.close(CloseReason::Overflow);
+        assert_eq!(rx.close_reason(), Some(CloseReason::Shutdown));
+    }
+
+    #[tokio::test]
+    async fn the_writer_gets_every_frame_then_the_end_once_every_sender_is_gone() {
+        let (outbox, mut rx) = Outbox::new(4);
+        let room = outbox.clone();
+        let writer = tokio::spawn(async move {
+            let mut frames = Vec::new();
+            while let Some(frame) = rx.recv().await {
+                frames.push(frame);
+            }
+            frames
+        });
+        assert!(outbox.push(Bytes::from_static(b"1")));
+        drop(outbox);
+        tokio::task::yield_now().await;
+        assert!(room.push(Bytes::from_static(b"2")));
+        drop(room);
+        assert_eq!(writer.await.unwrap(), [&b"1"[..], &b"2"[..]]);
+    }
+
+    #[test]
+    fn nothing_is_queued_once_the_writer_is_gone() {
+        let (outbox, rx) = Outbox::new(4);
+        drop(rx);
+        assert!(outbox.is_closed());
+        assert!(!outbox.push(Bytes::from_static(b"1")));
+    }
+}

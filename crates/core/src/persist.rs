@@ -1,0 +1,153 @@
+//! The persister: one task that writes persistent messages in batches.
+//!
+//! A post to a persistent room gets its `seq` in the room's critical
+//! section and is queued here (bounded; when full the post answers
+//! `unavailable` and takes no `seq`). The writer takes everything queued,
+//! writes it in one transaction (group commit: one fsync for many posts),
+//! and only then publishes each message to its room: into the window, to
+//! the members, and the `ok` reply to the poster. So an `ok` means the
+//! message is durable, and members never see a message that could be lost.
+//!
+//! If a batch fails, every room in it rolls back to its last durable `seq`
+//! and starts a new *epoch*; queued posts from the old epoch fail too, so
+//! no `seq` is ever skipped or used twice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use confab_proto::{ErrorBody, ErrorCode, Message};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::Outbox;
+use crate::room::Room;
+use crate::store::{Store, Write};
+
+/// Most posts written in one transaction.
+const BATCH_MAX: usize = 2048;
+
+/// Whoever waits for a post's outcome: the poster and any retry of the
+/// same `cid` that arrived before the write finished.
+pub(crate) type Waiters = Arc<Mutex<Vec<(Outbox, Option<i64>)>>>;
+
+pub(crate) enum Job {
+    Post(PendingPost),
+    Visibility(Write),
+}
+
+pub(crate) struct PendingPost {
+    pub room: Arc<Room>,
+    pub message: Arc<Message>,
+    pub epoch: u64,
+    /// The posting connection, which gets the reply instead of the event.
+    pub conn: u64,
+    pub waiters: Waiters,
+}
+
+/// The queue into the writer, and the store's health as last seen.
+#[derive(Clone)]
+pub(crate) struct Persister {
+    tx: mpsc::Sender<Job>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Persister {
+    /// Starts the writer and the health checker for `store`.
+    pub fn start(store: Arc<dyn Store>, capacity: usize) -> Persister {
+        let (tx, rx) = mpsc::channel(capacity);
+        let healthy = Arc::new(AtomicBool::new(true));
+        tokio::spawn(write_loop(rx, store.clone(), healthy.clone()));
+        tokio::spawn(health_loop(store, Arc::downgrade(&healthy)));
+        Persister { tx, healthy }
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Queues a job without waiting. Overflow policy: refuse (the caller
+    /// answers `unavailable`).
+    pub fn try_queue(&self, job: Job) -> Result<(), ErrorBody> {
+        self.tx.try_send(job).map_err(|_| unavailable("storage is busy; try again"))
+    }
+}
+
+pub(crate) fn unavailable(message: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Unavailable, message)
+}
+
+async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy: Arc<AtomicBool>) {
+    let mut jobs = Vec::with_capacity(BATCH_MAX);
+    while rx.recv_many(&mut jobs, BATCH_MAX).await > 0 {
+        let mut posts = Vec::with_capacity(jobs.len());
+        let mut writes = Vec::with_capacity(jobs.len());
+        for job in jobs.drain(..) {
+            match job {
+                Job::Post(post) if post.room.epoch() != post.epoch => {
+                    fail(&post, "storage failed before this message was written; try again");
+                }
+                Job::Post(post) => {
+                    writes.push(Write::Message(post.message.clone()));
+                    posts.push(post);
+                }
+                Job::Visibility(write) => writes.push(write),
+            }
+        }
+        if writes.is_empty() {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let written = store.write(&writes).await;
+        metrics::histogram!("confab_store_write_seconds").record(started.elapsed());
+        metrics::histogram!("confab_store_batch_size").record(writes.len() as f64);
+        match written {
+            Ok(()) => {
+                healthy.store(true, Ordering::Relaxed);
+                for post in posts {
+                    post.room.commit(&post);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("storage write failed: {e}");
+                healthy.store(false, Ordering::Relaxed);
+                for post in &posts {
+                    post.room.roll_back(post.epoch);
+                }
+                for post in &posts {
+                    fail(post, "storage is unavailable; the message was not stored");
+                }
+            }
+        }
+    }
+}
+
+fn fail(post: &PendingPost, message: &str) {
+    let error = unavailable(message);
+    for (outbox, id) in post.waiters.lock().drain(..) {
+        outbox.push(crate::room::error_frame(id, error.clone()));
+    }
+}
+
+/// Pings the store: often while it is down, rarely while it is up. Ends
+/// when the hub is gone.
+async fn health_loop(store: Arc<dyn Store>, healthy: std::sync::Weak<AtomicBool>) {
+    loop {
+        let Some(up) = healthy.upgrade().map(|h| h.load(Ordering::Relaxed)) else { return };
+        tokio::time::sleep(if up { Duration::from_secs(5) } else { Duration::from_millis(500) })
+            .await;
+        let ok =
+            matches!(tokio::time::timeout(Duration::from_secs(2), store.ping()).await, Ok(Ok(())));
+        if ok != up {
+            if ok {
+                tracing::info!("storage is back");
+            } else {
+                tracing::warn!("storage is not answering");
+            }
+        }
+        match healthy.upgrade() {
+            Some(healthy) => healthy.store(ok, Ordering::Relaxed),
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Per-user rate limits, shared by every transport.
+//!
+//! Token buckets (GCRA, from `governor`) keyed by user id: each op kind
+//! has its own bucket with a steady rate and a burst. A refused op answers
+//! `rate_limited` with `retry_after_ms` and changes nothing.
+//!
+//! Failed joins (a room code that does not exist) have a stricter bucket
+//! of their own, keyed by client address where there is one, so that room
+//! codes cannot be enumerated: once it is empty, every join of that client
+//! is refused until the bucket refills.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use confab_proto::{ErrorBody, ErrorCode};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::Mutex;
+
+/// A token bucket: one token every `every`, at most `burst` saved up.
+/// `None` in a [`Rates`] field turns that limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub every: Duration,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// `count` per `period`, with a burst of `burst`.
+    pub fn new(count: u32, period: Duration, burst: u32) -> Rate {
+        Rate { every: period / count.max(1), burst: burst.max(1) }
+    }
+
+    fn quota(self) -> Quota {
+        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
+        Quota::with_period(self.every.max(Duration::from_nanos(1)))
+            .expect("a positive period")
+            .allow_burst(burst)
+    }
+}
+
+/// The limits, each `None` when off.
+#[derive(Debug, Clone, Copy)]
+pub struct Rates {
+    pub post: Option<Rate>,
+    pub join: Option<Rate>,
+    pub create: Option<Rate>,
+    /// Joins of rooms that do not exist, per client address (or user).
+    pub failed_join: Option<Rate>,
+    /// Whether loopback clients count by address for failed joins (by
+    /// default they are exempt and count per user instead).
+    pub limit_loopback: bool,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Rates {
+            post: Some(Rate::new(10, Duration::from_secs(1), 30)),
+            join: Some(Rate::new(5, Duration::from_secs(1), 20)),
+            create: Some(Rate::new(30, Duration::from_secs(60), 20)),
+            failed_join: Some(Rate::new(2, Duration::from_secs(60), 20)),
+            limit_loopback: false,
+        }
+    }
+}
+
+/// Which bucket an op draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    Post,
+    Join,
+    Create,
+}
+
+pub(crate) struct Limiters {
+    rates: Rates,
+    post: Option<DefaultKeyedRateLimiter<String>>,
+    join: Option<DefaultKeyedRateLimiter<String>>,
+    create: Option<DefaultKeyedRateLimiter<String>>,
+    failed_join: Option<DefaultKeyedRateLimiter<String>>,
+    /// Clients whose failed-join bucket ran dry, until when. A short lock:
+    /// a lookup or an insert, never across `.await`.
+    blocked: Mutex<HashMap<String, Instant>>,
+}
+
+impl Limiters {
+    pub fn new(rates: Rates) -> Limiters {
+        let keyed = |rate: Option<Rate>| rate.map(|r| RateLimiter::keyed(r.quota()));
+        Limiters {
+            rates,
+            post: keyed(rates.post),
+            join: keyed(rates.join),
+            create: keyed(rates.create),
+            failed_join: keyed(rates.failed_join),
+            blocked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `user_id`'s `limit`.
+    ///
+    /// # Errors
+    ///
+    /// `rate_limited` with `retry_after_ms` when the bucket is empty.
+    pub fn check(&self, limit: Limit, user_id: &str) -> Result<(), ErrorBody> {
+        let limiter = match limit {
+            Limit::Post => &self.post,
+            Limit::Join => &self.join,
+            Limit::Create => &self.create,
+        };
+        let Some(limiter) = limiter else { return Ok(()) };
+        limiter.check_key(&user_id.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            refused(&format!("too many {} ops", name(limit)), wait)
+        })
+    }
+
+    /// The key failed joins count under: the address, unless it is a
+    /// loopback address and loopback is exempt; else the user.
+    pub fn client_key(&self, peer: Option<IpAddr>, user_id: &str) -> String {
+        match peer {
+            Some(ip) if self.rates.limit_loopback || !ip.is_loopback() => format!("ip:{ip}"),
+            _ => format!("user:{user_id}"),
+        }
+    }
+
+    /// Refuses every join of a client that has failed too many.
+    ///
+    /// # Errors
+    ///
+    /// `rate_limited` while the client is blocked.
+    pub fn check_join_allowed(&self, client: &str) -> Result<(), ErrorBody> {
+        let mut blocked = self.blocked.lock();
+        match blocked.get(client) {
+            Some(until) if *until > Instant::now() => Err(refused(
+                "too many joins of rooms that do not exist",
+                until.saturating_duration_since(Instant::now()),
+            )),
+            Some(_) => {
+                blocked.remove(client);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a join of a room that does not exist.
+    pub fn failed_join(&self, client: &str) {
+        let Some(limiter) = &self.failed_join else { return };
+        if let Err(not_until) = limiter.check_key(&client.to_owned()) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            self.blocked.lock().insert(client.to_owned(), Instant::now() + wait);
+        }
+    }
+
+    /// Forgets buckets that are full again, so memory follows the active
+    /// users, not every user ever seen.
+    pub fn forget_idle(&self) {
+        for limiter in
+            [&self.post, &self.join, &self.create, &self.failed_join].into_iter().flatten()
+        {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        let now = Instant::now();
+        self.blocked.lock().retain(|_, until| *until > now);
+    }
+}
+
+fn name(limit: Limit) -> &'static str {
+    match limit {
+        Limit::Post => "post",
+        Limit::Join => "join",
+        Limit::Create => "create",
+    }
+}
+
+fn refused(what: &str, wait: Duration) -> ErrorBody {
+    metrics::counter!("confab_rate_limited_total").increment(1);
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    ErrorBody {
+        code: ErrorCode::RateLimited,
+        message: format!("{what}; try again in {ms} ms"),
+        retry_after_ms: Some(ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_refusal_with_a_retry_time() {
+        let limiters = Limiters::new(Rates {
+            post: Some(Rate::new(1, Duration::from_secs(10), 3)),
+            ..Rates::default()
+        });
+        for _ in 0..3 {
+            limiters.check(Limit::Post, "u_a").unwrap();
+        }
+        let refused = limiters.check(Limit::Post, "u_a").unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        let retry = refused.retry_after_ms.unwrap();
+        assert!(retry > 9_000 && retry <= 10_000, "{retry}");
+        limiters.check(Limit::Post, "u_b").expect("users have their own buckets");
+        limiters.check(Limit::Join, "u_a").expect("ops have their own buckets");
+    }
+
+    #[test]
+    fn off_means_off() {
+        let limiters = Limiters::new(Rates { post: None, ..Rates::default() });
+        for _ in 0..10_000 {
+            limiters.check(Limit::Post, "u_a").unwrap();
+        }
+    }
+
+    #[test]
+    fn failed_joins_block_the_client() {
+        let limiters = Limiters::new(Rates {
+            failed_join: Some(Rate::new(1, Duration::from_secs(60), 2)),
+            ..Rates::default()
+        });
+        let remote: IpAddr = "192.0.2.7".parse().unwrap();
+        let client = limiters.client_key(Some(remote), "u_a");
+        assert_eq!(client, "ip:192.0.2.7");
+        assert_eq!(limiters.client_key(Some("127.0.0.1".parse().unwrap()), "u_a"), "user:u_a");
+        for _ in 0..2 {
+            limiters.check_join_allowed(&client).unwrap();
+            limiters.failed_join(&client);
+        }
+        limiters.check_join_allowed(&client).unwrap();
+        limiters.failed_join(&client);
+        let refused = limiters.check_join_allowed(&client).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        assert!(refused.retry_after_ms.unwrap() > 50_000);
+    }
+}

@@ -1,0 +1,853 @@
+//! One room: the place where order is decided.
+//!
+//! # Concurrency
+//!
+//! All of a room's mutable state sits behind one `parking_lot::Mutex`. Each
+//! operation takes it once, does only in-memory work (no `.await`, no I/O),
+//! and releases it. Inside that critical section a post gets its `seq`, a
+//! join claims its seat, and events are pushed into members' outboxes with
+//! a non-blocking `try_send`, so every member sees one order and a
+//! capacity check and the seat it grants are one atomic step. Rooms never
+//! lock each other, and the hub's room map is never locked while a room is.
+//!
+//! Reads that need the store (old messages of a persistent room) are
+//! planned under the lock and done after it is released: see [`Slice`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use confab_proto::{
+    ErrorBody, ErrorCode, Event, JoinResult, LeaveReason, Message, Reply, Retention, RoomInfo, User,
+};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::outbox::Outbox;
+use crate::persist::{Job, PendingPost, Persister, Waiters, unavailable};
+use crate::store::{StoredVisibility, Write};
+
+/// Frames a connection may receive between its join and the moment its
+/// join reply is queued. Past this the connection is treated as overflowing.
+const PENDING_LIMIT: usize = 1024;
+
+/// What never changes about a room.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomMeta {
+    pub code: String,
+    pub title: String,
+    /// As created: `None` means the server maximum.
+    pub capacity: Option<u32>,
+    pub retention: Retention,
+    pub backlog: u32,
+    pub public: bool,
+    pub created: String,
+    pub board: bool,
+}
+
+/// Sizes that bound a room's memory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RoomLimits {
+    /// Seats the room grants: `capacity`, or the server maximum.
+    pub seats: usize,
+    /// Messages kept in memory.
+    pub window: usize,
+    /// Remembered `cid`s.
+    pub dedup: usize,
+}
+
+pub(crate) struct Room {
+    pub meta: RoomMeta,
+    limits: RoomLimits,
+    /// Where a persistent room's posts go; `None` for ephemeral rooms.
+    persister: Option<Persister>,
+    /// Mirrors `state.members.len()` so listings need not take the lock.
+    member_count: AtomicUsize,
+    /// Mirrors `state.epoch` so the writer can drop stale posts cheaply.
+    epoch: AtomicU64,
+    state: Mutex<RoomState>,
+}
+
+#[derive(Default)]
+struct RoomState {
+    /// Set once the room is destroyed; every later operation is `not_found`.
+    closed: bool,
+    /// The latest `seq` handed out.
+    seq: u64,
+    /// The latest `seq` that is durable and published (equal to `seq` in
+    /// an ephemeral room).
+    durable: u64,
+    /// Bumped when a failed write rolls `seq` back to `durable`.
+    epoch: u64,
+    /// The newest published messages, contiguous in `seq`, oldest first,
+    /// ending at `durable`.
+    window: VecDeque<Arc<Message>>,
+    /// Members by user id.
+    members: HashMap<String, Member>,
+    /// Which messages each user who joined may see (for a persistent room,
+    /// the users seen since this process started; the rest are in the store).
+    visibility: HashMap<String, Visibility>,
+    /// Posts by (user id, cid), so a retried post is answered, not repeated.
+    dedup: HashMap<(String, String), Dedup>,
+    dedup_order: VecDeque<(String, String)>,
+    /// Bumped on every drop that starts a grace period, so a stale timer
+    /// can tell it has been overtaken by a rejoin.
+    grace_epoch: u64,
+    /// Whether a persistent room's recent cids have been loaded.
+    warm: bool,
+}
+
+enum Dedup {
+    Done(Arc<Message>),
+    /// Being written: a retry waits for the same outcome.
+    Pending(Waiters),
+}
+
+struct Member {
+    user: User,
+    conns: Vec<ConnEntry>,
+    /// `Some(epoch)` while the member has no connection and is in grace.
+    grace: Option<u64>,
+}
+
+struct ConnEntry {
+    id: u64,
+    outbox: Outbox,
+    /// Frames held back until the join reply has been queued.
+    pending: Option<Vec<Bytes>>,
+}
+
+impl ConnEntry {
+    fn push(&mut self, frame: &Bytes) {
+        match &mut self.pending {
+            None => {
+                self.outbox.push(frame.clone());
+            }
+            Some(pending) if pending.len() < PENDING_LIMIT => pending.push(frame.clone()),
+            Some(_) => self.outbox.close(crate::CloseReason::Overflow),
+        }
+    }
+}
+
+/// The contiguous range of a room's messages a user may see: from `from`
+/// on, and, after they left, up to `left_at`.
+#[derive(Debug, Clone, Copy)]
+struct Visibility {
+    from: u64,
+    left_at: Option<u64>,
+}
+
+impl From<StoredVisibility> for Visibility {
+    fn from(v: StoredVisibility) -> Self {
+        Visibility { from: v.from, left_at: v.left_at }
+    }
+}
+
+/// Messages for a reply: what the window had, and, for a persistent room,
+/// an older range still to read from the store (outside the lock). The
+/// store part comes first: it is older.
+#[derive(Debug, Default)]
+pub(crate) struct Slice {
+    pub window: Vec<Message>,
+    pub fetch: Option<Fetch>,
+}
+
+/// A range to read from the store: `after < seq < before`, newest `limit`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fetch {
+    pub after: u64,
+    pub before: u64,
+    pub limit: usize,
+}
+
+/// A join, done but for its store read.
+pub(crate) struct Joined {
+    pub result: JoinResult,
+    pub fetch: Option<Fetch>,
+}
+
+/// A post's content, validated, before it gets its `seq`.
+#[derive(Debug)]
+pub(crate) struct Draft {
+    pub body: String,
+    pub subject: Option<String>,
+    pub cid: Option<String>,
+    pub ts: String,
+}
+
+/// What a member's departure did to the room.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Departure {
+    /// Nothing visible changed (another connection of the user remains, or
+    /// the connection was not joined).
+    Quiet,
+    /// The user left and the room goes on.
+    Left,
+    /// The user entered the reconnect grace; the caller starts its timer.
+    Grace { user_id: String, epoch: u64 },
+    /// The last member left an ephemeral room: the room is closed and the
+    /// caller removes it from the hub.
+    Destroyed,
+}
+
+impl Room {
+    /// A room whose latest durable `seq` is `last_seq` (0 for a new room).
+    pub fn new(
+        meta: RoomMeta,
+        limits: RoomLimits,
+        persister: Option<Persister>,
+        last_seq: u64,
+    ) -> Room {
+        let persister = if meta.retention == Retention::Persistent { persister } else { None };
+        Room {
+            meta,
+            limits: RoomLimits { window: limits.window.max(1), ..limits },
+            persister,
+            member_count: AtomicUsize::new(0),
+            epoch: AtomicU64::new(0),
+            state: Mutex::new(RoomState {
+                seq: last_seq,
+                durable: last_seq,
+                ..RoomState::default()
+            }),
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        &self.meta.code
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.persister.is_some()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    pub fn info(&self) -> RoomInfo {
+        RoomInfo {
+            code: self.meta.code.clone(),
+            title: self.meta.title.clone(),
+            capacity: self.meta.capacity,
+            retention: self.meta.retention,
+            backlog: self.meta.backlog,
+            public: self.meta.public,
+            members: self.member_count.load(Ordering::Relaxed),
+            created: self.meta.created.clone(),
+        }
+    }
+
+    /// Whether the room knows `user_id`'s visible range without the store.
+    pub fn knows(&self, user_id: &str) -> bool {
+        self.state.lock().visibility.contains_key(user_id)
+    }
+
+    /// For a persistent room whose recent cids are not loaded yet, the
+    /// `seq` after which to look for them (the de-duplication window).
+    pub fn needs_warming(&self) -> Option<u64> {
+        let state = self.state.lock();
+        (self.is_persistent() && !state.warm)
+            .then(|| state.durable.saturating_sub(self.limits.dedup as u64))
+    }
+
+    /// Remembers the cids of recent stored messages, so a retry of a post
+    /// from before a restart is still recognised.
+    pub fn warm(&self, recent: Vec<Message>) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.warm {
+            return;
+        }
+        state.warm = true;
+        for message in recent.into_iter().rev() {
+            if let Some(cid) = message.cid.clone() {
+                let key = (message.from.id.clone(), cid);
+                if !state.dedup.contains_key(&key) {
+                    remember(state, self.limits.dedup, key, Dedup::Done(Arc::new(message)));
+                }
+            }
+        }
+    }
+
+    /// Adds a connection of `user` to the room. The connection is left
+    /// *pending*: events for it are held until [`Room::activate`], so that
+    /// the caller can queue the join reply first.
+    ///
+    /// A user who is already a member (another tab, or a reconnect within
+    /// grace) joins silently; a new member takes a seat and is announced.
+    /// `stored` is the user's visible range from the store, if the room
+    /// did not know it.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` if the room is closed, `room_full`, `name_taken`.
+    pub fn join(
+        &self,
+        conn: u64,
+        outbox: &Outbox,
+        user: &User,
+        since: Option<u64>,
+        resume_limit: usize,
+        stored: Option<StoredVisibility>,
+    ) -> Result<Joined, ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.closed {
+            return Err(not_found(&self.meta.code));
+        }
+        let entry = ConnEntry { id: conn, outbox: outbox.clone(), pending: Some(Vec::new()) };
+        if let Some(member) = state.members.get_mut(&user.id) {
+            member.grace = None;
+            member.user.name.clone_from(&user.name);
+            member.conns.retain(|c| c.id != conn);
+            member.conns.push(entry);
+        } else {
+            if state.members.len() >= self.limits.seats {
+                return Err(ErrorBody::new(
+                    ErrorCode::RoomFull,
+                    format!("room {} is full ({} seats)", self.meta.code, self.limits.seats),
+                ));
+            }
+            if state.members.values().any(|m| names_clash(&m.user.name, &user.name)) {
+                return Err(ErrorBody::new(
+                    ErrorCode::NameTaken,
+                    format!("someone in room {} is already called {:?}", self.meta.code, user.name),
+                ));
+            }
+            let floor = (state.durable + 1).saturating_sub(u64::from(self.meta.backlog)).max(1);
+            let known = state.visibility.get(&user.id).copied().or(stored.map(Visibility::from));
+            let visibility = match known {
+                // Returning soon enough that the backlog covers the absence
+                // (or never seen to leave: the server stopped while they
+                // were a member): the visible range stays one piece.
+                Some(v) if v.left_at.is_none_or(|last| last + 1 >= floor) => {
+                    Visibility { from: v.from, left_at: None }
+                }
+                _ => Visibility { from: floor, left_at: None },
+            };
+            state.visibility.insert(user.id.clone(), visibility);
+            self.persist_visibility(&user.id, visibility);
+            let frame =
+                event_frame(&Event::Join { room: self.meta.code.clone(), user: user.clone() });
+            broadcast(state, &frame, |u, _| u.id != user.id);
+            state.members.insert(
+                user.id.clone(),
+                Member { user: user.clone(), conns: vec![entry], grace: None },
+            );
+            self.member_count.store(state.members.len(), Ordering::Relaxed);
+            metrics::gauge!("confab_members").increment(1.0);
+        }
+        let visibility = state.visibility[&user.id];
+        let (after, limit) = match since {
+            None => {
+                let first = (state.durable + 1).saturating_sub(u64::from(self.meta.backlog));
+                (first.saturating_sub(1), self.meta.backlog as usize)
+            }
+            Some(since) => (since, resume_limit),
+        };
+        let slice = self.slice(state, visibility, after, u64::MAX, limit);
+        let mut info = self.info();
+        info.members = state.members.len();
+        Ok(Joined {
+            result: JoinResult {
+                room: info,
+                members: state.members.values().map(|m| m.user.clone()).collect(),
+                messages: slice.window,
+                seq: state.durable,
+                gap: false,
+            },
+            fetch: slice.fetch,
+        })
+    }
+
+    /// Releases the events held for a connection since its join.
+    pub fn activate(&self, conn: u64) {
+        let mut state = self.state.lock();
+        for member in state.members.values_mut() {
+            if let Some(entry) = member.conns.iter_mut().find(|c| c.id == conn) {
+                for frame in entry.pending.take().unwrap_or_default() {
+                    entry.outbox.push(frame);
+                }
+                return;
+            }
+        }
+    }
+
+    /// An explicit `leave` by one connection of `user`.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the user is not a member, or is a member through
+    /// other connections only.
+    pub fn leave(&self, conn: u64, user_id: &str) -> Result<Departure, ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let Some(member) = state.members.get_mut(user_id) else {
+            return Err(not_member(&self.meta.code));
+        };
+        let before = member.conns.len();
+        member.conns.retain(|c| c.id != conn);
+        if member.conns.len() == before && before > 0 {
+            return Err(not_member(&self.meta.code));
+        }
+        if !member.conns.is_empty() {
+            return Ok(Departure::Quiet);
+        }
+        Ok(self.remove_member(state, user_id, LeaveReason::Left))
+    }
+
+    /// A connection went away without `leave`. If it was the user's last,
+    /// the member keeps the seat for the grace period (or leaves at once
+    /// when `grace` is false).
+    pub fn disconnect(&self, conn: u64, user_id: &str, grace: bool) -> Departure {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let Some(member) = state.members.get_mut(user_id) else {
+            return Departure::Quiet;
+        };
+        let before = member.conns.len();
+        member.conns.retain(|c| c.id != conn);
+        if member.conns.len() == before || !member.conns.is_empty() {
+            return Departure::Quiet;
+        }
+        if !grace {
+            return self.remove_member(state, user_id, LeaveReason::Disconnected);
+        }
+        state.grace_epoch += 1;
+        let epoch = state.grace_epoch;
+        member.grace = Some(epoch);
+        Departure::Grace { user_id: user_id.to_owned(), epoch }
+    }
+
+    /// The grace timer fired: the member leaves if nothing rejoined since.
+    pub fn expire_grace(&self, user_id: &str, epoch: u64) -> Departure {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        match state.members.get(user_id) {
+            Some(member) if member.grace == Some(epoch) && member.conns.is_empty() => {
+                self.remove_member(state, user_id, LeaveReason::Disconnected)
+            }
+            _ => Departure::Quiet,
+        }
+    }
+
+    fn remove_member(
+        &self,
+        state: &mut RoomState,
+        user_id: &str,
+        reason: LeaveReason,
+    ) -> Departure {
+        let Some(member) = state.members.remove(user_id) else {
+            return Departure::Quiet;
+        };
+        self.member_count.store(state.members.len(), Ordering::Relaxed);
+        metrics::gauge!("confab_members").decrement(1.0);
+        if let Some(v) = state.visibility.get_mut(user_id) {
+            v.left_at = Some(state.durable);
+            let v = *v;
+            self.persist_visibility(user_id, v);
+        }
+        if state.members.is_empty() && self.meta.retention == Retention::Ephemeral {
+            state.closed = true;
+            state.window.clear();
+            state.dedup.clear();
+            state.dedup_order.clear();
+            state.visibility.clear();
+            return Departure::Destroyed;
+        }
+        let frame =
+            event_frame(&Event::Leave { room: self.meta.code.clone(), user: member.user, reason });
+        broadcast(state, &frame, |_, _| true);
+        Departure::Left
+    }
+
+    /// Queues a visibility change for the store. Best effort: if the
+    /// queue is full the change lives in memory only until restart.
+    fn persist_visibility(&self, user_id: &str, v: Visibility) {
+        if let Some(persister) = &self.persister {
+            let write = Write::Visibility {
+                room: self.meta.code.clone(),
+                user_id: user_id.to_owned(),
+                visibility: StoredVisibility { from: v.from, left_at: v.left_at },
+            };
+            if persister.try_queue(Job::Visibility(write)).is_err() {
+                tracing::warn!(room = self.meta.code, "visibility not stored: storage is busy");
+            }
+        }
+    }
+
+    /// Drops from the window what the retention policy removed from the
+    /// store: all but the newest `keep`, and anything older than `cutoff`.
+    pub fn prune_window(&self, keep: Option<u64>, cutoff: Option<&str>) {
+        let mut state = self.state.lock();
+        let durable = state.durable;
+        while let Some(oldest) = state.window.front() {
+            let too_many = keep.is_some_and(|keep| oldest.seq + keep <= durable);
+            let too_old = cutoff.is_some_and(|cutoff| oldest.ts.as_str() < cutoff);
+            if !(too_many || too_old) {
+                break;
+            }
+            state.window.pop_front();
+        }
+    }
+
+    /// Destroys the room if nobody is in it (an unjoined room's timeout).
+    pub fn close_if_empty(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.closed || !state.members.is_empty() {
+            return false;
+        }
+        state.closed = true;
+        state.window.clear();
+        true
+    }
+
+    /// Posts a message from connection `conn`.
+    ///
+    /// In an ephemeral room the message is published at once. In a
+    /// persistent room it is queued for the persister, which publishes it
+    /// once it is durable. Either way the poster's reply (to `reply_id`)
+    /// and every later outcome go through the connection's outbox.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` if the room is closed, `not_member` if the connection
+    /// has not joined, `unavailable` if storage is down or busy.
+    pub fn post(
+        self: &Arc<Self>,
+        conn: u64,
+        user: &User,
+        draft: Draft,
+        reply_id: Option<i64>,
+    ) -> Result<(), ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.closed {
+            return Err(not_found(&self.meta.code));
+        }
+        let Some(member) = state.members.get(&user.id) else {
+            return Err(not_member(&self.meta.code));
+        };
+        let Some(poster) = member.conns.iter().find(|c| c.id == conn) else {
+            return Err(not_member(&self.meta.code));
+        };
+        let poster = poster.outbox.clone();
+        let from = member.user.clone();
+        let Draft { body, subject, cid, ts } = draft;
+        let key = cid.as_ref().map(|cid| (user.id.clone(), cid.clone()));
+        if let Some(key) = &key {
+            match state.dedup.get(key) {
+                Some(Dedup::Done(first)) => {
+                    if let Some(id) = reply_id {
+                        poster.push(message_reply(id, &message_json(first)));
+                    }
+                    return Ok(());
+                }
+                Some(Dedup::Pending(waiters)) => {
+                    waiters.lock().push((poster, reply_id));
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
+        if let Some(persister) = &self.persister
+            && !persister.healthy()
+        {
+            return Err(unavailable("storage is unavailable; try again shortly"));
+        }
+        let message = Arc::new(Message {
+            room: self.meta.code.clone(),
+            seq: state.seq + 1,
+            from,
+            subject,
+            body,
+            ts,
+            cid,
+        });
+        match &self.persister {
+            None => {
+                state.seq += 1;
+                if let Some(key) = key {
+                    remember(state, self.limits.dedup, key, Dedup::Done(message.clone()));
+                }
+                let waiters = [(poster, reply_id)];
+                self.publish(state, &message, conn, &waiters);
+            }
+            Some(persister) => {
+                let waiters: Waiters = Arc::new(Mutex::new(vec![(poster, reply_id)]));
+                persister.try_queue(Job::Post(PendingPost {
+                    room: self.clone(),
+                    message,
+                    epoch: state.epoch,
+                    conn,
+                    waiters: waiters.clone(),
+                }))?;
+                state.seq += 1;
+                if let Some(key) = key {
+                    remember(state, self.limits.dedup, key, Dedup::Pending(waiters));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The persister wrote `post`: publish it.
+    pub fn commit(&self, post: &PendingPost) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if let Some(cid) = &post.message.cid {
+            let key = (post.message.from.id.clone(), cid.clone());
+            if let Some(entry) = state.dedup.get_mut(&key) {
+                *entry = Dedup::Done(post.message.clone());
+            }
+        }
+        let waiters: Vec<_> = post.waiters.lock().drain(..).collect();
+        self.publish(state, &post.message, post.conn, &waiters);
+    }
+
+    /// A write failed: forget every `seq` handed out after the last durable
+    /// one and start a new epoch, so queued posts of the old one fail.
+    pub fn roll_back(&self, epoch: u64) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.epoch != epoch {
+            return;
+        }
+        state.epoch += 1;
+        self.epoch.store(state.epoch, Ordering::Relaxed);
+        state.seq = state.durable;
+        state.dedup.retain(|_, entry| matches!(entry, Dedup::Done(_)));
+        let dedup = &state.dedup;
+        state.dedup_order.retain(|key| dedup.contains_key(key));
+    }
+
+    /// Adds a message to the window, sends the event to every joined
+    /// connection but the poster's, and the reply to each waiter. The
+    /// message is serialized once; event and replies share the bytes.
+    fn publish(
+        &self,
+        state: &mut RoomState,
+        message: &Arc<Message>,
+        poster: u64,
+        waiters: &[(Outbox, Option<i64>)],
+    ) {
+        state.durable = message.seq;
+        state.window.push_back(message.clone());
+        if state.window.len() > self.limits.window {
+            state.window.pop_front();
+        }
+        let json = message_json(message);
+        let mut event = Vec::with_capacity(json.len() + 32);
+        event.extend_from_slice(br#"{"ev":"message","message":"#);
+        event.extend_from_slice(&json);
+        event.push(b'}');
+        let event = Bytes::from(event);
+        let fanout = std::time::Instant::now();
+        let queued = broadcast(state, &event, |_, c| c.id != poster);
+        metrics::histogram!("confab_fanout_seconds").record(fanout.elapsed());
+        metrics::counter!("confab_deliveries_total").increment(queued);
+        metrics::counter!("confab_posts_total").increment(1);
+        for (outbox, id) in waiters {
+            if let Some(id) = id {
+                outbox.push(message_reply(*id, &json));
+            }
+        }
+    }
+
+    /// Tells the other members that `user` is (not) typing.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined.
+    pub fn typing(&self, conn: u64, user: &User, active: bool) -> Result<(), ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if !is_joined(state, &user.id, conn) {
+            return Err(not_member(&self.meta.code));
+        }
+        let frame = event_frame(&Event::Typing {
+            room: self.meta.code.clone(),
+            user: state.members[&user.id].user.clone(),
+            active,
+        });
+        broadcast(state, &frame, |u, _| u.id != user.id);
+        Ok(())
+    }
+
+    /// The members, if `conn` may see them (the room is public, or the
+    /// connection joined it).
+    ///
+    /// # Errors
+    ///
+    /// `not_member` for a private room the connection has not joined.
+    pub fn members(&self, conn: u64, user_id: &str) -> Result<Vec<User>, ErrorBody> {
+        let state = self.state.lock();
+        if state.closed {
+            return Err(not_found(&self.meta.code));
+        }
+        if !self.meta.public && !is_joined(&state, user_id, conn) {
+            return Err(not_member(&self.meta.code));
+        }
+        Ok(state.members.values().map(|m| m.user.clone()).collect())
+    }
+
+    /// Up to `limit` visible messages before `before`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined.
+    pub fn history(
+        &self,
+        conn: u64,
+        user_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Slice, ErrorBody> {
+        let state = self.state.lock();
+        if !is_joined(&state, user_id, conn) {
+            return Err(not_member(&self.meta.code));
+        }
+        let visibility = state.visibility[user_id];
+        Ok(self.slice(&state, visibility, 0, before.unwrap_or(u64::MAX), limit))
+    }
+
+    /// The message `seq`, if the connection's user may see it.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined.
+    pub fn get(&self, conn: u64, user_id: &str, seq: u64) -> Result<Slice, ErrorBody> {
+        let state = self.state.lock();
+        if !is_joined(&state, user_id, conn) {
+            return Err(not_member(&self.meta.code));
+        }
+        let visibility = state.visibility[user_id];
+        Ok(self.slice(&state, visibility, seq.saturating_sub(1), seq.saturating_add(1), 1))
+    }
+
+    /// The newest `limit` messages with `after < seq < before` that
+    /// `visibility` allows: from the window, and, for a persistent room,
+    /// a range older than the window to read from the store.
+    fn slice(
+        &self,
+        state: &RoomState,
+        visibility: Visibility,
+        after: u64,
+        before: u64,
+        limit: usize,
+    ) -> Slice {
+        let after = after.max(visibility.from.saturating_sub(1));
+        let before =
+            before.min(visibility.left_at.map_or(u64::MAX, |last| last + 1)).min(state.durable + 1);
+        if limit == 0 || after.saturating_add(1) >= before {
+            return Slice::default();
+        }
+        let mut window: Vec<Message> = state
+            .window
+            .iter()
+            .rev()
+            .skip_while(|m| m.seq >= before)
+            .take_while(|m| m.seq > after)
+            .take(limit)
+            .map(|m| Message::clone(m))
+            .collect();
+        window.reverse();
+        let cached_from = state.window.front().map_or(state.durable + 1, |m| m.seq);
+        let older_before = before.min(cached_from);
+        let fetch = (self.is_persistent()
+            && window.len() < limit
+            && after.saturating_add(1) < older_before)
+            .then_some(Fetch { after, before: older_before, limit: limit - window.len() });
+        Slice { window, fetch }
+    }
+
+    /// Tells every joined connection that the room closes, and closes the
+    /// connections with `reason` (the server is stopping).
+    pub fn shut_down(&self, reason: crate::CloseReason) {
+        let mut state = self.state.lock();
+        let frame =
+            event_frame(&Event::Closed { room: self.meta.code.clone(), reason: "shutdown".into() });
+        for member in state.members.values_mut() {
+            for conn in &mut member.conns {
+                conn.push(&frame);
+                conn.outbox.close(reason);
+            }
+        }
+    }
+}
+
+fn remember(state: &mut RoomState, max: usize, key: (String, String), entry: Dedup) {
+    state.dedup.insert(key.clone(), entry);
+    state.dedup_order.push_back(key);
+    if state.dedup_order.len() > max
+        && let Some(old) = state.dedup_order.pop_front()
+    {
+        state.dedup.remove(&old);
+    }
+}
+
+fn names_clash(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.to_lowercase()
+}
+
+fn is_joined(state: &RoomState, user_id: &str, conn: u64) -> bool {
+    state.members.get(user_id).is_some_and(|m| m.conns.iter().any(|c| c.id == conn))
+}
+
+/// Pushes `frame` to every connection for which `to(user, conn)` holds;
+/// returns how many it was pushed to. Allocates nothing: each push is a
+/// reference count on the shared frame and a non-blocking queue send.
+fn broadcast(state: &mut RoomState, frame: &Bytes, to: impl Fn(&User, &ConnEntry) -> bool) -> u64 {
+    let mut pushed = 0;
+    for member in state.members.values_mut() {
+        for conn in &mut member.conns {
+            if to(&member.user, conn) {
+                conn.push(frame);
+                pushed += 1;
+            }
+        }
+    }
+    pushed
+}
+
+pub(crate) fn event_frame(event: &Event) -> Bytes {
+    Bytes::from(serde_json::to_vec(event).expect("events always serialize"))
+}
+
+#[derive(Serialize)]
+struct Failure {
+    error: ErrorBody,
+}
+
+/// An error as the reply to `id`, or as an `error` event without one.
+pub(crate) fn error_frame(id: Option<i64>, error: ErrorBody) -> Bytes {
+    match id {
+        Some(id) => Bytes::from(
+            serde_json::to_vec(&Reply { re: id, ok: false, result: Failure { error } })
+                .expect("replies always serialize"),
+        ),
+        None => event_frame(&Event::Error { error }),
+    }
+}
+
+fn message_json(message: &Message) -> Vec<u8> {
+    serde_json::to_vec(message).expect("messages always serialize")
+}
+
+fn message_reply(id: i64, message_json: &[u8]) -> Bytes {
+    let mut reply = Vec::with_capacity(message_json.len() + 40);
+    reply.extend_from_slice(format!(r#"{{"re":{id},"ok":true,"message":"#).as_bytes());
+    reply.extend_from_slice(message_json);
+    reply.push(b'}');
+    Bytes::from(reply)
+}
+
+pub(crate) fn not_found(code: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotFound, format!("no room {code}"))
+}
+
+fn not_member(code: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotMember, format!("you have not joined room {code}"))
+}

@@ -1,0 +1,284 @@
+//! Where persistent rooms keep their messages.
+//!
+//! The hub talks to storage only through [`Store`]. Implementations: the
+//! [`MemoryStore`] here (for a server that wants no disk), and SQLite and
+//! PostgreSQL in the server crate. Ephemeral rooms never reach a store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use confab_proto::{Message, User};
+use parking_lot::Mutex;
+
+/// A boxed future returned by [`Store`] methods.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A storage failure. The hub turns it into `unavailable`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    pub fn new(error: impl std::fmt::Display) -> Self {
+        StoreError(error.to_string())
+    }
+}
+
+/// A persistent room or board as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRoom {
+    pub code: String,
+    pub title: String,
+    pub capacity: Option<u32>,
+    pub backlog: u32,
+    pub public: bool,
+    pub board: bool,
+    pub created: String,
+    /// The latest durable `seq`.
+    pub last_seq: u64,
+}
+
+/// What a user may see of a room: from `from` on, up to `left_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredVisibility {
+    pub from: u64,
+    pub left_at: Option<u64>,
+}
+
+/// One change in a [`Store::write`] batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A new message; also advances its room's `last_seq`.
+    Message(std::sync::Arc<Message>),
+    /// A user's visible range in a room, inserted or replaced.
+    Visibility { room: String, user_id: String, visibility: StoredVisibility },
+}
+
+/// Storage for sessions, persistent rooms and their messages.
+///
+/// Every method may be called concurrently. `write` is called by one task
+/// at a time, in order.
+pub trait Store: Send + Sync + 'static {
+    /// The user of a session, by the digest of its token.
+    fn session<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<User>>;
+    /// Records a session by the digest of its token (insert, or update the
+    /// name).
+    fn save_session<'a>(&'a self, token: &'a str, user: &'a User) -> StoreFuture<'a, ()>;
+    /// Every persistent room and board.
+    fn rooms(&self) -> StoreFuture<'_, Vec<StoredRoom>>;
+    /// Records a new room, or updates a board's title and backlog.
+    fn save_room<'a>(&'a self, room: &'a StoredRoom) -> StoreFuture<'a, ()>;
+    /// Applies a batch in one transaction: all or nothing, durable when
+    /// the future resolves `Ok`.
+    fn write<'a>(&'a self, batch: &'a [Write]) -> StoreFuture<'a, ()>;
+    /// Up to `limit` messages of `room` with `after < seq < before`, the
+    /// newest ones, returned oldest first.
+    fn messages<'a>(
+        &'a self,
+        room: &'a str,
+        after: u64,
+        before: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Message>>;
+    /// A user's visible range in a room, if they ever joined it.
+    fn visibility<'a>(
+        &'a self,
+        room: &'a str,
+        user_id: &'a str,
+    ) -> StoreFuture<'a, Option<StoredVisibility>>;
+    /// The messages of `room` after `after` that carry a `cid`, newest first.
+    fn recent_cids<'a>(&'a self, room: &'a str, after: u64) -> StoreFuture<'a, Vec<Message>>;
+    /// A user's own messages, newest first.
+    fn mine<'a>(&'a self, user_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Message>>;
+    /// Deletes messages beyond the newest `keep` per room or older than
+    /// `max_age`, in boards if `boards`, else in created rooms. Returns
+    /// how many.
+    fn prune(
+        &self,
+        boards: bool,
+        keep: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> StoreFuture<'_, u64>;
+    /// Checks that the store answers.
+    fn ping(&self) -> StoreFuture<'_, ()>;
+}
+
+/// A store in memory: persistent rooms last as long as the process.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Memory>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    sessions: HashMap<String, User>,
+    rooms: BTreeMap<String, StoredRoom>,
+    messages: HashMap<String, BTreeMap<u64, Message>>,
+    visibility: HashMap<(String, String), StoredVisibility>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(Ok(value)))
+}
+
+impl Store for MemoryStore {
+    fn session<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<User>> {
+        ready(self.inner.lock().sessions.get(token).cloned())
+    }
+
+    fn save_session<'a>(&'a self, token: &'a str, user: &'a User) -> StoreFuture<'a, ()> {
+        self.inner.lock().sessions.insert(token.to_owned(), user.clone());
+        ready(())
+    }
+
+    fn rooms(&self) -> StoreFuture<'_, Vec<StoredRoom>> {
+        ready(self.inner.lock().rooms.values().cloned().collect())
+    }
+
+    fn save_room<'a>(&'a self, room: &'a StoredRoom) -> StoreFuture<'a, ()> {
+        let mut inner = self.inner.lock();
+        let entry = inner.rooms.entry(room.code.clone()).or_insert_with(|| room.clone());
+        if room.board {
+            entry.title.clone_from(&room.title);
+            entry.backlog = room.backlog;
+        }
+        ready(())
+    }
+
+    fn write<'a>(&'a self, batch: &'a [Write]) -> StoreFuture<'a, ()> {
+        let mut inner = self.inner.lock();
+        // All or nothing, like a transaction: refuse a batch that would
+        // overwrite a message before applying any of it.
+        let mut seen = std::collections::HashSet::new();
+        for write in batch {
+            if let Write::Message(m) = write {
+                let taken = inner.messages.get(&m.room).is_some_and(|r| r.contains_key(&m.seq));
+                if taken || !seen.insert((m.room.as_str(), m.seq)) {
+                    return Box::pin(std::future::ready(Err(StoreError(format!(
+                        "message {} of room {} exists already",
+                        m.seq, m.room
+                    )))));
+                }
+            }
+        }
+        for write in batch {
+            match write {
+                Write::Message(message) => {
+                    if let Some(room) = inner.rooms.get_mut(&message.room) {
+                        room.last_seq = room.last_seq.max(message.seq);
+                    }
+                    inner
+                        .messages
+                        .entry(message.room.clone())
+                        .or_default()
+                        .insert(message.seq, Message::clone(message));
+                }
+                Write::Visibility { room, user_id, visibility } => {
+                    inner.visibility.insert((room.clone(), user_id.clone()), *visibility);
+                }
+            }
+        }
+        ready(())
+    }
+
+    fn messages<'a>(
+        &'a self,
+        room: &'a str,
+        after: u64,
+        before: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Message>> {
+        let inner = self.inner.lock();
+        let mut found: Vec<Message> = match inner.messages.get(room) {
+            Some(messages) if after.saturating_add(1) < before => messages
+                .range(after + 1..before)
+                .rev()
+                .take(limit)
+                .map(|(_, m)| m.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        found.reverse();
+        ready(found)
+    }
+
+    fn visibility<'a>(
+        &'a self,
+        room: &'a str,
+        user_id: &'a str,
+    ) -> StoreFuture<'a, Option<StoredVisibility>> {
+        ready(self.inner.lock().visibility.get(&(room.to_owned(), user_id.to_owned())).copied())
+    }
+
+    fn recent_cids<'a>(&'a self, room: &'a str, after: u64) -> StoreFuture<'a, Vec<Message>> {
+        let inner = self.inner.lock();
+        let found = inner
+            .messages
+            .get(room)
+            .map(|m| {
+                m.range(after.saturating_add(1)..)
+                    .rev()
+                    .map(|(_, m)| m)
+                    .filter(|m| m.cid.is_some())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        ready(found)
+    }
+
+    fn mine<'a>(&'a self, user_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Message>> {
+        let inner = self.inner.lock();
+        let mut found: Vec<Message> = inner
+            .messages
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|m| m.from.id == user_id)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| b.ts.cmp(&a.ts).then(b.seq.cmp(&a.seq)));
+        found.truncate(limit);
+        ready(found)
+    }
+
+    fn prune(
+        &self,
+        boards: bool,
+        keep: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> StoreFuture<'_, u64> {
+        let mut inner = self.inner.lock();
+        let skip: Vec<String> =
+            inner.rooms.values().filter(|r| r.board != boards).map(|r| r.code.clone()).collect();
+        let cutoff = max_age.map(crate::clock::rfc3339_ago);
+        let mut pruned = 0;
+        for (room, messages) in &mut inner.messages {
+            if skip.contains(room) {
+                continue;
+            }
+            let before = messages.len();
+            if let Some(keep) = keep {
+                while messages.len() as u64 > keep {
+                    messages.pop_first();
+                }
+            }
+            if let Some(cutoff) = &cutoff {
+                messages.retain(|_, m| m.ts >= *cutoff);
+            }
+            pruned += (before - messages.len()) as u64;
+        }
+        ready(pruned)
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        ready(())
+    }
+}

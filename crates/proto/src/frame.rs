@@ -1,0 +1,149 @@
+//! Client frames: `{ "op": "<name>", "id": <integer, optional>, …args }`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::{ErrorBody, ErrorCode, Retention};
+
+/// One op a client can send. Unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ClientOp {
+    Hello {
+        name: String,
+        #[serde(default)]
+        session: Option<String>,
+        /// Rooms to rejoin: `{ code: last_seq }`.
+        #[serde(default)]
+        resume: Option<BTreeMap<String, u64>>,
+    },
+    Create {
+        #[serde(default)]
+        title: Option<String>,
+        #[serde(default)]
+        capacity: Option<u32>,
+        #[serde(default)]
+        retention: Option<Retention>,
+        #[serde(default)]
+        backlog: Option<u32>,
+        #[serde(default)]
+        public: Option<bool>,
+    },
+    Join {
+        room: String,
+        #[serde(default)]
+        since: Option<u64>,
+    },
+    Leave {
+        room: String,
+    },
+    Post {
+        room: String,
+        body: String,
+        #[serde(default)]
+        subject: Option<String>,
+        #[serde(default)]
+        cid: Option<String>,
+    },
+    Typing {
+        room: String,
+        active: bool,
+    },
+    Rooms,
+    Members {
+        room: String,
+    },
+    History {
+        room: String,
+        #[serde(default)]
+        before: Option<u64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    Get {
+        room: String,
+        seq: u64,
+    },
+    Mine {
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    Ping,
+}
+
+impl ClientOp {
+    /// The op's name as it appears on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientOp::Hello { .. } => "hello",
+            ClientOp::Create { .. } => "create",
+            ClientOp::Join { .. } => "join",
+            ClientOp::Leave { .. } => "leave",
+            ClientOp::Post { .. } => "post",
+            ClientOp::Typing { .. } => "typing",
+            ClientOp::Rooms => "rooms",
+            ClientOp::Members { .. } => "members",
+            ClientOp::History { .. } => "history",
+            ClientOp::Get { .. } => "get",
+            ClientOp::Mine { .. } => "mine",
+            ClientOp::Ping => "ping",
+        }
+    }
+}
+
+/// A decoded client frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: Option<i64>,
+    pub op: ClientOp,
+}
+
+/// A frame that could not be decoded. `id` is kept when it could be read,
+/// so the error can still be sent as a reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    pub id: Option<i64>,
+    pub error: ErrorBody,
+}
+
+impl FrameError {
+    fn bad(id: Option<i64>, message: impl Into<String>) -> Self {
+        FrameError { id, error: ErrorBody::new(ErrorCode::BadRequest, message) }
+    }
+}
+
+/// Decodes one client frame.
+///
+/// # Errors
+///
+/// `bad_request` for anything that is not a JSON object with a known `op`
+/// and well-typed arguments. The message says what is wrong.
+pub fn parse_request(frame: &[u8]) -> Result<Request, FrameError> {
+    let mut object: Map<String, Value> = match serde_json::from_slice(frame) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => return Err(FrameError::bad(None, "a frame must be a JSON object")),
+        Err(e) => return Err(FrameError::bad(None, format!("malformed JSON: {e}"))),
+    };
+    let id = match object.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(id) => Some(id),
+            None => return Err(FrameError::bad(None, "`id` must be an integer")),
+        },
+        Some(_) => return Err(FrameError::bad(None, "`id` must be an integer")),
+    };
+    match object.get("op") {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(FrameError::bad(id, "`op` must be a string")),
+        None => return Err(FrameError::bad(id, "missing `op`")),
+    }
+    match ClientOp::deserialize(Value::Object(object)) {
+        Ok(op) => Ok(Request { id, op }),
+        Err(e) => Err(FrameError::bad(id, e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

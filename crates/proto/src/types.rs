@@ -1,0 +1,167 @@
+use serde::{Deserialize, Serialize};
+
+/// The public identity of a user. `id` is random and never the session token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+}
+
+/// One chat message. `seq` is the room's sequence number and the message id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub room: String,
+    pub seq: u64,
+    pub from: User,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub body: String,
+    /// RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retention {
+    /// Messages live in memory only and vanish with the room.
+    Ephemeral,
+    /// Messages are stored and the room is kept.
+    Persistent,
+}
+
+impl Retention {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retention::Ephemeral => "ephemeral",
+            Retention::Persistent => "persistent",
+        }
+    }
+}
+
+/// What `create`, `join` and `rooms` tell about a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub code: String,
+    pub title: String,
+    pub capacity: Option<u32>,
+    pub retention: Retention,
+    pub backlog: u32,
+    pub public: bool,
+    /// Members right now (users, not connections).
+    pub members: usize,
+    /// RFC 3339 UTC.
+    pub created: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub version: String,
+    pub node: String,
+}
+
+/// The result of `join`, and one entry of `hello`'s `rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResult {
+    pub room: RoomInfo,
+    pub members: Vec<User>,
+    pub messages: Vec<Message>,
+    /// The latest `seq` of the room.
+    pub seq: u64,
+    /// True when some message after `since` is not returned.
+    pub gap: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthenticated,
+    NotFound,
+    RoomFull,
+    NameTaken,
+    NotMember,
+    TooLarge,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `error` object of a failed reply or an `error` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody { code, message: message.into(), retry_after_ms: None }
+    }
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ErrorBody {}
+
+/// Why a member left a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaveReason {
+    Left,
+    Disconnected,
+}
+
+/// A server push: `{ "ev": "<name>", … }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "lowercase")]
+pub enum Event {
+    Message { message: Message },
+    Join { room: String, user: User },
+    Leave { room: String, user: User, reason: LeaveReason },
+    Typing { room: String, user: User, active: bool },
+    Closed { room: String, reason: String },
+    Error { error: ErrorBody },
+}
+
+/// A reply to an op that carried an `id`.
+///
+/// Serialized as `{ "re": id, "ok": true, …result }` or
+/// `{ "re": id, "ok": false, "error": { … } }`.
+#[derive(Debug, Serialize)]
+pub struct Reply<T: Serialize> {
+    pub re: i64,
+    pub ok: bool,
+    #[serde(flatten)]
+    pub result: T,
+}

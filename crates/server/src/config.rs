@@ -1,0 +1,471 @@
+//! `confab serve` configuration: flags, `CONFAB_*` environment variables
+//! and a TOML file, in that order of precedence.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::admission::EdgeConfig;
+use clap::Args;
+use confab_core::{BoardConfig, HubConfig, Limits, Rate, Rates, RetentionPolicy};
+use serde::Deserialize;
+
+/// Flags of `confab serve`. Every flag can also be given as `CONFAB_<FLAG>`
+/// in the environment or as a key of the `--config` file.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeArgs {
+    /// Address for HTTP and WebSocket [default: 127.0.0.1:8080]
+    #[arg(long, env = "CONFAB_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Address for the terminal line protocol [default: 127.0.0.1:6789]
+    #[arg(long, env = "CONFAB_TCP", value_name = "ADDR")]
+    pub tcp: Option<String>,
+    /// Directory for persistent data [default: ./confab-data]
+    #[arg(long, env = "CONFAB_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://… [default: sqlite://DIR/confab.db]
+    #[arg(long, env = "CONFAB_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+    /// Join a cluster through Redis: redis://…
+    #[arg(long, env = "CONFAB_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// Name of this node [default: the host name, or "local"]
+    #[arg(long, env = "CONFAB_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+    /// TOML file with any of these settings (keys named like the flags)
+    #[arg(long, env = "CONFAB_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// How long a dropped member keeps their seat, e.g. 10s, 500ms [default: 10s]
+    #[arg(long, env = "CONFAB_GRACE", value_name = "DURATION")]
+    pub grace: Option<String>,
+    /// Boards, comma-separated; each always exists and is public [default: main]
+    #[arg(long, env = "CONFAB_BOARDS", value_name = "NAMES", value_delimiter = ',')]
+    pub boards: Option<Vec<String>>,
+    /// Earlier messages a board shows a joiner [default: 2]
+    #[arg(long, env = "CONFAB_BOARD_BACKLOG", value_name = "N")]
+    pub board_backlog: Option<u32>,
+    /// Default backlog of created rooms [default: 50]
+    #[arg(long, env = "CONFAB_ROOM_BACKLOG", value_name = "N")]
+    pub room_backlog: Option<u32>,
+    /// Largest room capacity [default: 1000]
+    #[arg(long, env = "CONFAB_MAX_CAPACITY", value_name = "N")]
+    pub max_capacity: Option<u32>,
+    /// Messages each room keeps in memory [default: 1000]
+    #[arg(long, env = "CONFAB_ROOM_WINDOW", value_name = "N")]
+    pub room_window: Option<usize>,
+    /// Frames queued per connection before it is closed as too slow [default: 1024]
+    #[arg(long, env = "CONFAB_OUTBOX", value_name = "FRAMES")]
+    pub outbox: Option<usize>,
+    /// Largest client frame in bytes [default: 65536]
+    #[arg(long, env = "CONFAB_FRAME_LIMIT", value_name = "BYTES")]
+    pub frame_limit: Option<usize>,
+    /// Largest message body in characters [default: 4000]
+    #[arg(long, env = "CONFAB_BODY_LIMIT", value_name = "CHARS")]
+    pub body_limit: Option<usize>,
+    /// Messages kept per persistent room; older ones are pruned [default: all]
+    #[arg(long, env = "CONFAB_RETAIN_MESSAGES", value_name = "N")]
+    pub retain_messages: Option<u64>,
+    /// Oldest message kept in persistent rooms, e.g. 30d [default: forever]
+    #[arg(long, env = "CONFAB_RETAIN_AGE", value_name = "DURATION")]
+    pub retain_age: Option<String>,
+    /// Messages kept per board [default: all]
+    #[arg(long, env = "CONFAB_BOARD_RETAIN_MESSAGES", value_name = "N")]
+    pub board_retain_messages: Option<u64>,
+    /// Oldest message kept on boards [default: forever]
+    #[arg(long, env = "CONFAB_BOARD_RETAIN_AGE", value_name = "DURATION")]
+    pub board_retain_age: Option<String>,
+    /// Posts per user: RATE like 10/s or 600/m, optionally ",burst=N", or off [default: 10/s,burst=30]
+    #[arg(long, env = "CONFAB_POST_RATE", value_name = "RATE")]
+    pub post_rate: Option<String>,
+    /// Joins per user [default: 5/s,burst=20]
+    #[arg(long, env = "CONFAB_JOIN_RATE", value_name = "RATE")]
+    pub join_rate: Option<String>,
+    /// Rooms created per user [default: 30/m,burst=20]
+    #[arg(long, env = "CONFAB_CREATE_RATE", value_name = "RATE")]
+    pub create_rate: Option<String>,
+    /// Joins of rooms that do not exist, per client address [default: 2/m,burst=20]
+    #[arg(long, env = "CONFAB_FAILED_JOIN_RATE", value_name = "RATE")]
+    pub failed_join_rate: Option<String>,
+    /// Apply per-address limits to loopback clients too [default: exempt]
+    #[arg(long, env = "CONFAB_LIMIT_LOOPBACK", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub limit_loopback: Option<bool>,
+    /// Most connections the server holds [default: 200000]
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most connections from one client address (loopback exempt) [default: 256]
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Reverse proxies whose X-Forwarded-For is believed, comma-separated
+    #[arg(long, env = "CONFAB_TRUSTED_PROXIES", value_name = "IPS", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Origins allowed to open a WebSocket besides the server's own, comma-separated
+    #[arg(long, env = "CONFAB_ALLOWED_ORIGINS", value_name = "ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// How long a connection may stay without hello [default: 10s]
+    #[arg(long, env = "CONFAB_HELLO_TIMEOUT", value_name = "DURATION")]
+    pub hello_timeout: Option<String>,
+    /// How long shutdown waits for connections to close [default: 5s]
+    #[arg(long, env = "CONFAB_DRAIN", value_name = "DURATION")]
+    pub drain: Option<String>,
+    /// How long a long poll waits for a frame before answering [] [default: 25s]
+    #[arg(long, env = "CONFAB_POLL_WAIT", value_name = "DURATION")]
+    pub poll_wait: Option<String>,
+    /// A long-poll connection not polled for this long is closed [default: 60s]
+    #[arg(long, env = "CONFAB_POLL_IDLE", value_name = "DURATION")]
+    pub poll_idle: Option<String>,
+}
+
+/// A configuration error, naming the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("{setting}: {problem}")]
+    Invalid { setting: &'static str, problem: String },
+}
+
+/// The resolved configuration of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: String,
+    pub tcp: String,
+    pub data: PathBuf,
+    pub database: Option<String>,
+    pub cluster: Option<String>,
+    /// Frames queued per connection.
+    pub outbox: usize,
+    /// How long shutdown waits for connections to close.
+    pub drain: Duration,
+    /// How long a long poll waits for a frame before answering `[]`.
+    pub poll_wait: Duration,
+    /// A long-poll connection not polled for this long is closed.
+    pub poll_idle: Duration,
+    /// Connection admission and origins.
+    pub edge: EdgeConfig,
+    pub hub: HubConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: "127.0.0.1:8080".into(),
+            tcp: "127.0.0.1:6789".into(),
+            data: PathBuf::from("./confab-data"),
+            database: None,
+            cluster: None,
+            outbox: 1024,
+            drain: Duration::from_secs(5),
+            poll_wait: Duration::from_secs(25),
+            poll_idle: Duration::from_secs(60),
+            edge: EdgeConfig::default(),
+            hub: HubConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests: every listener on a free loopback port.
+    pub fn ephemeral(data: &Path) -> Config {
+        Config {
+            http: "127.0.0.1:0".into(),
+            tcp: "127.0.0.1:0".into(),
+            data: data.to_path_buf(),
+            ..Config::default()
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Resolves flags and environment (already in `self`) over the config
+    /// file over the defaults.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable or invalid config file, or an invalid value.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str::<ServeArgs>(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.clone(), source })?
+            }
+            None => ServeArgs::default(),
+        };
+        let args = self.over(file);
+        let defaults = Config::default();
+        let mut hub = defaults.hub.clone();
+        if let Some(grace) = &args.grace {
+            hub.grace = parse_duration(grace).map_err(|problem| invalid("grace", problem))?;
+        }
+        let board_backlog = args.board_backlog.unwrap_or(2);
+        if let Some(names) = &args.boards {
+            hub.boards = names
+                .iter()
+                .map(|name| name.trim())
+                .filter(|name| !name.is_empty())
+                .map(|name| {
+                    if name.len() > 32 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                        return Err(invalid("boards", format!("{name:?} is not a board name (letters, digits, - and _, at most 32)")));
+                    }
+                    Ok(BoardConfig { name: name.to_lowercase(), title: title_case(name), backlog: board_backlog })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        for board in &mut hub.boards {
+            board.backlog = board_backlog;
+        }
+        if let Some(n) = args.room_backlog {
+            hub.room_backlog = n;
+        }
+        if let Some(n) = args.max_capacity {
+            if n < 2 {
+                return Err(invalid("max-capacity", "must be at least 2".into()));
+            }
+            hub.max_capacity = n;
+        }
+        if let Some(n) = args.room_window {
+            if n == 0 {
+                return Err(invalid("room-window", "must be at least 1".into()));
+            }
+            hub.room_window = n;
+        }
+        let mut limits = Limits::default();
+        if let Some(n) = args.frame_limit {
+            if n < 1024 {
+                return Err(invalid("frame-limit", "must be at least 1024 bytes".into()));
+            }
+            limits.frame_bytes = n;
+        }
+        if let Some(n) = args.body_limit {
+            if n == 0 {
+                return Err(invalid("body-limit", "must be at least 1".into()));
+            }
+            limits.body_chars = n;
+        }
+        hub.limits = limits;
+        let rate =
+            |setting: &'static str, value: &Option<String>, default: Option<Rate>| match value {
+                Some(text) => parse_rate(text).map_err(|problem| invalid(setting, problem)),
+                None => Ok(default),
+            };
+        let rates = hub.rates;
+        hub.rates = Rates {
+            post: rate("post-rate", &args.post_rate, rates.post)?,
+            join: rate("join-rate", &args.join_rate, rates.join)?,
+            create: rate("create-rate", &args.create_rate, rates.create)?,
+            failed_join: rate("failed-join-rate", &args.failed_join_rate, rates.failed_join)?,
+            limit_loopback: args.limit_loopback.unwrap_or(rates.limit_loopback),
+        };
+        hub.room_retention = RetentionPolicy {
+            keep: args.retain_messages,
+            max_age: args
+                .retain_age
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|problem| invalid("retain-age", problem))?,
+        };
+        hub.board_retention = RetentionPolicy {
+            keep: args.board_retain_messages,
+            max_age: args
+                .board_retain_age
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|problem| invalid("board-retain-age", problem))?,
+        };
+        if let Some(node) = args.node.clone() {
+            hub.node = node;
+        }
+        let outbox = args.outbox.unwrap_or(defaults.outbox);
+        if outbox == 0 {
+            return Err(invalid("outbox", "must be at least 1".into()));
+        }
+        let drain = match &args.drain {
+            Some(d) => parse_duration(d).map_err(|problem| invalid("drain", problem))?,
+            None => defaults.drain,
+        };
+        let poll_wait = match &args.poll_wait {
+            Some(d) => parse_duration(d).map_err(|problem| invalid("poll-wait", problem))?,
+            None => defaults.poll_wait,
+        };
+        let poll_idle = match &args.poll_idle {
+            Some(d) => parse_duration(d).map_err(|problem| invalid("poll-idle", problem))?,
+            None => defaults.poll_idle,
+        };
+        if let Some(url) = &args.database
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres:")
+                || url.starts_with("postgresql:"))
+        {
+            return Err(invalid(
+                "database",
+                format!("{url:?}: expected sqlite://PATH or postgres://…"),
+            ));
+        }
+        if let Some(url) = &args.cluster
+            && !(url.starts_with("redis:") || url.starts_with("rediss:"))
+        {
+            return Err(invalid("cluster", format!("{url:?}: expected redis://…")));
+        }
+        let mut edge = defaults.edge.clone();
+        if let Some(n) = args.max_connections {
+            edge.max_connections = n;
+        }
+        if let Some(n) = args.max_connections_per_ip {
+            edge.max_connections_per_ip = n;
+        }
+        edge.limit_loopback = hub.rates.limit_loopback;
+        if let Some(proxies) = &args.trusted_proxies {
+            edge.trusted_proxies = proxies
+                .iter()
+                .map(|p| {
+                    p.trim().parse().map_err(|_| {
+                        invalid("trusted-proxies", format!("{p:?} is not an IP address"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(origins) = &args.allowed_origins {
+            for origin in origins {
+                if origin != "*" && !origin.contains("://") {
+                    return Err(invalid(
+                        "allowed-origins",
+                        format!("{origin:?}: expected scheme://host[:port] or *"),
+                    ));
+                }
+            }
+            edge.allowed_origins.clone_from(origins);
+        }
+        if let Some(timeout) = &args.hello_timeout {
+            edge.hello_timeout =
+                parse_duration(timeout).map_err(|problem| invalid("hello-timeout", problem))?;
+        }
+        Ok(Config {
+            edge,
+            http: args.http.unwrap_or(defaults.http),
+            tcp: args.tcp.unwrap_or(defaults.tcp),
+            data: args.data.unwrap_or(defaults.data),
+            database: args.database,
+            cluster: args.cluster,
+            outbox,
+            drain,
+            poll_wait,
+            poll_idle,
+            hub,
+        })
+    }
+
+    /// `self`'s settings where given, else `lower`'s.
+    fn over(self, lower: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            http: self.http.or(lower.http),
+            tcp: self.tcp.or(lower.tcp),
+            data: self.data.or(lower.data),
+            database: self.database.or(lower.database),
+            cluster: self.cluster.or(lower.cluster),
+            node: self.node.or(lower.node),
+            config: self.config,
+            grace: self.grace.or(lower.grace),
+            boards: self.boards.or(lower.boards),
+            board_backlog: self.board_backlog.or(lower.board_backlog),
+            room_backlog: self.room_backlog.or(lower.room_backlog),
+            max_capacity: self.max_capacity.or(lower.max_capacity),
+            room_window: self.room_window.or(lower.room_window),
+            outbox: self.outbox.or(lower.outbox),
+            frame_limit: self.frame_limit.or(lower.frame_limit),
+            body_limit: self.body_limit.or(lower.body_limit),
+            drain: self.drain.or(lower.drain),
+            poll_wait: self.poll_wait.or(lower.poll_wait),
+            poll_idle: self.poll_idle.or(lower.poll_idle),
+            post_rate: self.post_rate.or(lower.post_rate),
+            join_rate: self.join_rate.or(lower.join_rate),
+            create_rate: self.create_rate.or(lower.create_rate),
+            failed_join_rate: self.failed_join_rate.or(lower.failed_join_rate),
+            limit_loopback: self.limit_loopback.or(lower.limit_loopback),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
+            hello_timeout: self.hello_timeout.or(lower.hello_timeout),
+            retain_messages: self.retain_messages.or(lower.retain_messages),
+            retain_age: self.retain_age.or(lower.retain_age),
+            board_retain_messages: self.board_retain_messages.or(lower.board_retain_messages),
+            board_retain_age: self.board_retain_age.or(lower.board_retain_age),
+        }
+    }
+}
+
+fn invalid(setting: &'static str, problem: String) -> ConfigError {
+    ConfigError::Invalid { setting, problem }
+}
+
+fn title_case(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m`, `1h`, `30d`, or a plain number of seconds.
+///
+/// # Errors
+///
+/// A message saying what was expected.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (use ms, s, m, h or d)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Parses a rate: `off`, or `N/UNIT` (UNIT one of s, m, h) with an
+/// optional `,burst=B` (default: the larger of N and 20).
+///
+/// # Errors
+///
+/// A message saying what was expected.
+pub fn parse_rate(text: &str) -> Result<Option<Rate>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let expected = || format!("{text:?} is not a rate (e.g. 10/s, 600/m,burst=40, or off)");
+    let (rate, burst) = match text.split_once(',') {
+        Some((rate, burst)) => {
+            let burst = burst.trim().strip_prefix("burst=").ok_or_else(expected)?;
+            (rate, Some(burst.trim().parse::<u32>().map_err(|_| expected())?))
+        }
+        None => (text, None),
+    };
+    let (count, unit) = rate.split_once('/').ok_or_else(expected)?;
+    let count: u32 = count.trim().parse().map_err(|_| expected())?;
+    let period = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return Err(expected()),
+    };
+    if count == 0 || burst == Some(0) {
+        return Err(format!("{text:?}: a rate must allow something; use off to disable it"));
+    }
+    Ok(Some(Rate::new(count, period, burst.unwrap_or(count.max(20)))))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,79 @@
+use super::*;
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+    assert!(parse_duration("soon").is_err());
+    assert!(parse_duration("5 parsecs").is_err());
+}
+
+#[test]
+fn flags_beat_the_file_which_beats_defaults() {
+    let dir = std::env::temp_dir().join(format!("confab-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("confab.toml");
+    std::fs::write(&file, "http = \"127.0.0.1:9000\"\ntcp = \"127.0.0.1:9001\"\ngrace = \"3s\"\n")
+        .unwrap();
+    let args = ServeArgs {
+        http: Some("127.0.0.1:0".into()),
+        config: Some(file.clone()),
+        ..ServeArgs::default()
+    };
+    let config = args.resolve().unwrap();
+    assert_eq!(config.http, "127.0.0.1:0");
+    assert_eq!(config.tcp, "127.0.0.1:9001");
+    assert_eq!(config.hub.grace, Duration::from_secs(3));
+    assert_eq!(config.data, PathBuf::from("./confab-data"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_refused() {
+    let dir = std::env::temp_dir().join(format!("confab-config-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("confab.toml");
+    std::fs::write(&file, "htp = \"127.0.0.1:9000\"\n").unwrap();
+    let error = ServeArgs { config: Some(file), ..ServeArgs::default() }.resolve().unwrap_err();
+    assert!(error.to_string().contains("htp"), "{error}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn boards_and_bad_values() {
+    let config = ServeArgs {
+        boards: Some(vec!["main".into(), "Random".into()]),
+        board_backlog: Some(5),
+        ..ServeArgs::default()
+    }
+    .resolve()
+    .unwrap();
+    let names: Vec<_> = config.hub.boards.iter().map(|b| (b.name.as_str(), b.backlog)).collect();
+    assert_eq!(names, [("main", 5), ("random", 5)]);
+    let bad = ServeArgs { boards: Some(vec!["no spaces".into()]), ..ServeArgs::default() };
+    assert!(bad.resolve().is_err());
+    let bad = ServeArgs { database: Some("mysql://x".into()), ..ServeArgs::default() };
+    assert!(bad.resolve().unwrap_err().to_string().contains("database"));
+}
+
+#[test]
+fn rates() {
+    assert_eq!(parse_rate("off").unwrap(), None);
+    assert_eq!(
+        parse_rate("10/s").unwrap(),
+        Some(Rate { every: Duration::from_millis(100), burst: 20 })
+    );
+    assert_eq!(
+        parse_rate("120/m,burst=40").unwrap(),
+        Some(Rate { every: Duration::from_millis(500), burst: 40 })
+    );
+    for bad in ["10", "10/y", "x/s", "0/s", "5/s,burst=0", "5/s,bust=3"] {
+        assert!(parse_rate(bad).is_err(), "{bad}");
+    }
+    let config =
+        ServeArgs { post_rate: Some("off".into()), ..ServeArgs::default() }.resolve().unwrap();
+    assert_eq!(config.hub.rates.post, None);
+    assert!(config.hub.rates.join.is_some(), "the others keep their defaults");
+}

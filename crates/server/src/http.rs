@@ -1,0 +1,41 @@
+//! HTTP routes: the WebSocket endpoint, health, the public room list and
+//! the web pages.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+use crate::{App, lp, metrics, web, ws};
+
+pub(crate) fn router(app: App) -> Router {
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .merge(lp::router(&app))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics::render))
+        .route("/api/v1/rooms", get(rooms))
+        .merge(web::router())
+        .with_state(app)
+}
+
+async fn health(State(app): State<App>) -> impl IntoResponse {
+    let database = app.hub.store_healthy();
+    let body = json!({
+        "status": if database { "ok" } else { "degraded" },
+        "database": if database { "ok" } else { "unavailable" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "node": app.hub.config().node,
+        "connections": app.hub.connections(),
+        "rooms": app.hub.room_count(),
+    });
+    let status = if database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+async fn rooms(State(app): State<App>) -> impl IntoResponse {
+    Json(app.hub.public_rooms())
+}

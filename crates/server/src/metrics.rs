@@ -1,0 +1,117 @@
+//! Prometheus metrics at `GET /metrics`.
+//!
+//! The hub and the edges record with the `metrics` crate's macros, which
+//! cost a registry lookup and an atomic add and never block. This module
+//! owns the recorder: built once per process, installed as the global
+//! recorder at most once, and rendered by the route. A process may start
+//! several servers (the tests do); they share the one recorder, so the
+//! figures are per process, not per server.
+//!
+//! Per-message work is counted once per post, never once per recipient:
+//! a fan-out adds its recipient count to [`DELIVERIES`] in one step.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::App;
+
+/// Open connections, labelled by `transport` (`ws`, …). Gauge.
+pub(crate) const CONNECTIONS: &str = "confab_connections";
+/// Rooms that exist, boards included. Gauge, set when scraped.
+pub(crate) const ROOMS: &str = "confab_rooms";
+/// Members of all rooms (users, counted once per room). Gauge.
+pub(crate) const MEMBERS: &str = "confab_members";
+/// Messages published (after the store wrote them, for persistent rooms).
+pub(crate) const POSTS: &str = "confab_posts_total";
+/// Frames of a published message queued for its recipients.
+pub(crate) const DELIVERIES: &str = "confab_deliveries_total";
+/// Connections closed because their outbox was full.
+pub(crate) const OUTBOX_OVERFLOWS: &str = "confab_outbox_overflows_total";
+/// Operations refused with `rate_limited`.
+pub(crate) const RATE_LIMITED: &str = "confab_rate_limited_total";
+/// Time one batch took to commit to the store.
+pub(crate) const STORE_WRITE: &str = "confab_store_write_seconds";
+/// Messages in one committed batch.
+pub(crate) const STORE_BATCH: &str = "confab_store_batch_size";
+/// Time one message took to be queued into every recipient's outbox.
+pub(crate) const FANOUT: &str = "confab_fanout_seconds";
+
+/// How often histogram samples are folded into their buckets when nobody
+/// scrapes, so that memory stays bounded.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Latency buckets in seconds, from 1 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_001, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+    0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 2048.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder handle: built, and installed as the global
+/// recorder, on first use. If something else installed a global recorder
+/// first, confab's metrics go there and this handle renders nothing but
+/// the scrape-time gauges; a warning says so.
+pub(crate) fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(STORE_BATCH.into()), BATCH_BUCKETS)
+            })
+            .expect("bucket lists are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; /metrics shows only gauges");
+        }
+        describe();
+        let upkeep = handle.clone();
+        // A thread, not a task: the handle outlives any one runtime.
+        let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the metrics upkeep thread: {e}");
+        }
+        handle
+    })
+}
+
+/// Describes every metric and registers the counters, so a scrape shows
+/// them at zero before anything happened.
+fn describe() {
+    describe_gauge!(CONNECTIONS, "Open connections, by transport.");
+    describe_gauge!(ROOMS, "Rooms that exist, boards included.");
+    describe_gauge!(MEMBERS, "Members of all rooms, each user counted once per room.");
+    describe_counter!(POSTS, "Messages published.");
+    describe_counter!(DELIVERIES, "Message frames queued for recipients.");
+    describe_counter!(OUTBOX_OVERFLOWS, "Connections closed because they read too slowly.");
+    describe_counter!(RATE_LIMITED, "Operations refused with rate_limited.");
+    describe_histogram!(STORE_WRITE, Unit::Seconds, "Time to commit one batch to the store.");
+    describe_histogram!(STORE_BATCH, Unit::Count, "Messages in one committed batch.");
+    describe_histogram!(FANOUT, Unit::Seconds, "Time to queue one message for every recipient.");
+    for counter in [POSTS, DELIVERIES, OUTBOX_OVERFLOWS, RATE_LIMITED] {
+        metrics::counter!(counter).increment(0);
+    }
+    metrics::gauge!(CONNECTIONS, "transport" => "ws").increment(0.0);
+    metrics::gauge!(MEMBERS).increment(0.0);
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub(crate) async fn render(State(app): State<App>) -> impl IntoResponse {
+    let handle = handle();
+    metrics::gauge!(ROOMS).set(app.hub.room_count() as f64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+}

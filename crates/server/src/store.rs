@@ -1,0 +1,442 @@
+//! SQL storage for persistent rooms: SQLite (embedded, the default) and
+//! PostgreSQL, through one implementation of [`confab_core::Store`] over
+//! sqlx's `Any` driver. The SQL is the subset both engines speak; each has
+//! its own embedded migrations, applied at start.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_core::{Store, StoreError, StoreFuture, StoredRoom, StoredVisibility, Write};
+use confab_proto::{Message, User};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
+
+/// The columns of a message, in the order [`message`] reads them.
+const MESSAGE_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid";
+
+/// Rows per multi-row `INSERT` (8 parameters each, well below both
+/// engines' parameter limits).
+const INSERT_CHUNK: usize = 256;
+
+/// `INSERT INTO messages … VALUES ($1, …), ($9, …), …` for `rows` rows.
+fn insert_messages(rows: usize) -> sqlx::AssertSqlSafe<String> {
+    let mut sql = format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ");
+    for row in 0..rows {
+        let base = row * 8;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let params: Vec<String> = (1..=8).map(|i| format!("${}", base + i)).collect();
+        sql.push('(');
+        sql.push_str(&params.join(", "));
+        sql.push(')');
+    }
+    sqlx::AssertSqlSafe(sql)
+}
+
+/// A store in a SQL database.
+pub struct SqlStore {
+    pool: AnyPool,
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("database {name}: {problem}")]
+pub struct OpenError {
+    name: String,
+    problem: String,
+}
+
+impl SqlStore {
+    /// Opens the database at `url` (or `DATA/confab.db` when `url` is
+    /// `None`), creating a new SQLite file if there is none, and applies
+    /// the migrations. An existing file that is not a confab database is
+    /// refused, never overwritten.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be reached, read or migrated; the error names it.
+    pub async fn open(url: Option<&str>, data: &Path) -> Result<SqlStore, OpenError> {
+        sqlx::any::install_default_drivers();
+        let (url, name, sqlite) = match url {
+            Some(url) if url.starts_with("postgres") => (url.to_owned(), redact(url), false),
+            Some(url) => {
+                let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                (format!("sqlite://{path}?mode=rwc"), path.to_owned(), true)
+            }
+            None => {
+                let path = data.join("confab.db");
+                let shown = path.display().to_string();
+                (format!("sqlite://{shown}?mode=rwc"), shown, true)
+            }
+        };
+        let fail = |problem: String| OpenError { name: name.clone(), problem };
+        if sqlite && let Some(dir) = Path::new(&name).parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        if sqlite {
+            // One plain connection first, so that a file that is not a
+            // database is reported as such rather than as a pool time-out.
+            let mut probe = AnyConnection::connect(&url).await.map_err(|e| fail(e.to_string()))?;
+            probe
+                .execute("SELECT count(*) FROM sqlite_master")
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            probe.close().await.map_err(|e| fail(e.to_string()))?;
+        }
+        let options = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(2))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL lets readers run beside the writer; FULL makes a
+                        // commit durable (fsync) before it returns.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 5000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(&url).await.map_err(|e| fail(e.to_string()))?;
+        let migrator = if sqlite {
+            sqlx::migrate!("migrations/sqlite")
+        } else {
+            sqlx::migrate!("migrations/postgres")
+        };
+        migrator.run(&pool).await.map_err(|e| fail(describe(&e)))?;
+        tracing::info!("database {name} ready");
+        Ok(SqlStore { pool })
+    }
+
+    pub fn into_store(self) -> Arc<dyn Store> {
+        Arc::new(self)
+    }
+}
+
+/// A migration error, with the cause a person can act on.
+fn describe(error: &sqlx::migrate::MigrateError) -> String {
+    match error {
+        sqlx::migrate::MigrateError::Execute(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn error(e: sqlx::Error) -> StoreError {
+    StoreError::new(e)
+}
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn uint(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
+    Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
+}
+
+fn message(row: &AnyRow) -> Result<Message, sqlx::Error> {
+    Ok(Message {
+        room: row.try_get("room")?,
+        seq: uint(row, "seq")?,
+        from: User { id: row.try_get("user_id")?, name: row.try_get("user_name")? },
+        subject: row.try_get("subject")?,
+        body: row.try_get("body")?,
+        ts: row.try_get("ts")?,
+        cid: row.try_get("cid")?,
+    })
+}
+
+fn messages(rows: &[AnyRow]) -> Result<Vec<Message>, StoreError> {
+    rows.iter().map(message).collect::<Result<_, _>>().map_err(error)
+}
+
+impl Store for SqlStore {
+    fn session<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<User>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT user_id, name FROM sessions WHERE token = $1")
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(error)?;
+            row.map(|row| Ok(User { id: row.try_get("user_id")?, name: row.try_get("name")? }))
+                .transpose()
+                .map_err(error)
+        })
+    }
+
+    fn save_session<'a>(&'a self, token: &'a str, user: &'a User) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO sessions (token, user_id, name) VALUES ($1, $2, $3) \
+                 ON CONFLICT (token) DO UPDATE SET name = excluded.name",
+            )
+            .bind(token)
+            .bind(&user.id)
+            .bind(&user.name)
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+            Ok(())
+        })
+    }
+
+    fn rooms(&self) -> StoreFuture<'_, Vec<StoredRoom>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT code, title, capacity, backlog, public, board, created, last_seq \
+                 FROM rooms ORDER BY created",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error)?;
+            let room = |row: &AnyRow| -> Result<StoredRoom, sqlx::Error> {
+                Ok(StoredRoom {
+                    code: row.try_get("code")?,
+                    title: row.try_get("title")?,
+                    capacity: row
+                        .try_get::<Option<i64>, _>("capacity")?
+                        .and_then(|c| u32::try_from(c).ok()),
+                    backlog: u32::try_from(row.try_get::<i64, _>("backlog")?).unwrap_or(0),
+                    public: row.try_get::<i64, _>("public")? != 0,
+                    board: row.try_get::<i64, _>("board")? != 0,
+                    created: row.try_get("created")?,
+                    last_seq: uint(row, "last_seq")?,
+                })
+            };
+            rows.iter().map(room).collect::<Result<_, _>>().map_err(error)
+        })
+    }
+
+    fn save_room<'a>(&'a self, room: &'a StoredRoom) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let query = if room.board {
+                "INSERT INTO rooms (code, title, capacity, backlog, public, board, created) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (code) DO UPDATE SET title = excluded.title, backlog = excluded.backlog"
+            } else {
+                "INSERT INTO rooms (code, title, capacity, backlog, public, board, created) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            };
+            sqlx::query(query)
+                .bind(&room.code)
+                .bind(&room.title)
+                .bind(room.capacity.map(i64::from))
+                .bind(i64::from(room.backlog))
+                .bind(i64::from(room.public))
+                .bind(i64::from(room.board))
+                .bind(&room.created)
+                .execute(&self.pool)
+                .await
+                .map_err(error)?;
+            Ok(())
+        })
+    }
+
+    fn write<'a>(&'a self, batch: &'a [Write]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(error)?;
+            let mut last_seqs: Vec<(&str, u64)> = Vec::new();
+            let new_messages: Vec<&Message> = batch
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Message(m) => Some(&**m),
+                    Write::Visibility { .. } => None,
+                })
+                .collect();
+            // Many rows per statement: one round trip to the database per
+            // chunk instead of per message.
+            for chunk in new_messages.chunks(INSERT_CHUNK) {
+                let mut query = sqlx::query(insert_messages(chunk.len()));
+                for m in chunk {
+                    query = query
+                        .bind(&m.room)
+                        .bind(int(m.seq))
+                        .bind(&m.from.id)
+                        .bind(&m.from.name)
+                        .bind(m.subject.as_deref())
+                        .bind(&m.body)
+                        .bind(&m.ts)
+                        .bind(m.cid.as_deref());
+                    match last_seqs.iter_mut().find(|(room, _)| *room == m.room) {
+                        Some((_, seq)) => *seq = (*seq).max(m.seq),
+                        None => last_seqs.push((&m.room, m.seq)),
+                    }
+                }
+                query.execute(&mut *tx).await.map_err(error)?;
+            }
+            for write in batch {
+                if let Write::Visibility { room, user_id, visibility } = write {
+                    sqlx::query(
+                        "INSERT INTO visibility (room, user_id, from_seq, left_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (room, user_id) DO UPDATE \
+                         SET from_seq = excluded.from_seq, left_at = excluded.left_at",
+                    )
+                    .bind(room)
+                    .bind(user_id)
+                    .bind(int(visibility.from))
+                    .bind(visibility.left_at.map(int))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error)?;
+                }
+            }
+            for (room, seq) in last_seqs {
+                sqlx::query("UPDATE rooms SET last_seq = $1 WHERE code = $2")
+                    .bind(int(seq))
+                    .bind(room)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error)?;
+            }
+            tx.commit().await.map_err(error)
+        })
+    }
+
+    fn messages<'a>(
+        &'a self,
+        room: &'a str,
+        after: u64,
+        before: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Message>> {
+        Box::pin(async move {
+            let query = sqlx::AssertSqlSafe(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages \
+                 WHERE room = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
+            ));
+            let rows = sqlx::query(query)
+                .bind(room)
+                .bind(int(after))
+                .bind(int(before))
+                .bind(int(limit as u64))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error)?;
+            let mut found = messages(&rows)?;
+            found.reverse();
+            Ok(found)
+        })
+    }
+
+    fn visibility<'a>(
+        &'a self,
+        room: &'a str,
+        user_id: &'a str,
+    ) -> StoreFuture<'a, Option<StoredVisibility>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT from_seq, left_at FROM visibility WHERE room = $1 AND user_id = $2",
+            )
+            .bind(room)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(error)?;
+            let visibility = |row: AnyRow| -> Result<StoredVisibility, sqlx::Error> {
+                Ok(StoredVisibility {
+                    from: uint(&row, "from_seq")?,
+                    left_at: row
+                        .try_get::<Option<i64>, _>("left_at")?
+                        .map(|v| u64::try_from(v).unwrap_or(0)),
+                })
+            };
+            row.map(visibility).transpose().map_err(error)
+        })
+    }
+
+    fn recent_cids<'a>(&'a self, room: &'a str, after: u64) -> StoreFuture<'a, Vec<Message>> {
+        Box::pin(async move {
+            let query = sqlx::AssertSqlSafe(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages \
+                 WHERE room = $1 AND seq > $2 AND cid IS NOT NULL ORDER BY seq DESC"
+            ));
+            let rows = sqlx::query(query)
+                .bind(room)
+                .bind(int(after))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error)?;
+            messages(&rows)
+        })
+    }
+
+    fn mine<'a>(&'a self, user_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Message>> {
+        Box::pin(async move {
+            let query = sqlx::AssertSqlSafe(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages \
+                 WHERE user_id = $1 ORDER BY ts DESC, seq DESC LIMIT $2"
+            ));
+            let rows = sqlx::query(query)
+                .bind(user_id)
+                .bind(int(limit as u64))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error)?;
+            messages(&rows)
+        })
+    }
+
+    fn prune(
+        &self,
+        boards: bool,
+        keep: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut pruned = 0;
+            if let Some(keep) = keep {
+                let done = sqlx::query(
+                    "DELETE FROM messages WHERE room IN \
+                     (SELECT code FROM rooms WHERE board = $1) \
+                     AND seq <= (SELECT last_seq FROM rooms WHERE rooms.code = messages.room) - $2",
+                )
+                .bind(i64::from(boards))
+                .bind(int(keep))
+                .execute(&self.pool)
+                .await
+                .map_err(error)?;
+                pruned += done.rows_affected();
+            }
+            if let Some(age) = max_age {
+                let done = sqlx::query(
+                    "DELETE FROM messages WHERE room IN \
+                     (SELECT code FROM rooms WHERE board = $1) AND ts < $2",
+                )
+                .bind(i64::from(boards))
+                .bind(confab_core::rfc3339_ago(age))
+                .execute(&self.pool)
+                .await
+                .map_err(error)?;
+                pruned += done.rows_affected();
+            }
+            Ok(pruned)
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await.map_err(error)?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,202 @@
+//! Terminal commands: a line becomes a [`Command`], or a [`Misuse`] that
+//! says what is wrong and how the command is written.
+
+use std::fmt;
+
+/// The board the plain commands (`%join`, `%post`, …) act on.
+pub(crate) const MAIN: &str = "main";
+
+/// One command of the terminal protocol, with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    Join { room: String },
+    Leave { room: String },
+    Post { room: String, subject: String, body: String },
+    Users { room: String },
+    List { room: String },
+    Message { room: String, id: u64 },
+    Groups,
+    Help,
+    Exit,
+}
+
+/// How one command is written, for `%help` and for usage errors.
+#[derive(Debug)]
+pub(crate) struct Spec {
+    pub usage: &'static str,
+    pub about: &'static str,
+}
+
+/// Every command, in the order `%help` lists them.
+pub(crate) const COMMANDS: &[Spec] = &[
+    Spec { usage: "%join", about: "join the board main" },
+    Spec { usage: "%leave", about: "leave the board main" },
+    Spec { usage: "%post <subject> <content...>", about: "post to main (subject: one word)" },
+    Spec { usage: "%users", about: "members of main" },
+    Spec { usage: "%list", about: "messages of main you can see: id, sender, date, subject" },
+    Spec { usage: "%message <id>", about: "one message of main, with its content" },
+    Spec { usage: "%groups", about: "public rooms and boards" },
+    Spec { usage: "%groupjoin <room>", about: "join a room, by code or board name" },
+    Spec { usage: "%groupleave <room>", about: "leave a room" },
+    Spec { usage: "%grouppost <room> <subject> <content...>", about: "post to a room" },
+    Spec { usage: "%groupusers <room>", about: "members of a room" },
+    Spec { usage: "%grouplist <room>", about: "messages of a room you can see" },
+    Spec { usage: "%groupmessage <room> <id>", about: "one message of a room" },
+    Spec { usage: "%help", about: "this list" },
+    Spec { usage: "%exit", about: "leave every room and disconnect" },
+];
+
+/// A line that is not a command that can be run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Misuse {
+    pub problem: String,
+    /// How the command is written, when the command itself was known.
+    pub usage: Option<&'static str>,
+}
+
+impl Misuse {
+    fn new(problem: impl Into<String>) -> Self {
+        Misuse { problem: problem.into(), usage: None }
+    }
+
+    fn usage(problem: impl Into<String>, name: &str) -> Self {
+        let usage = COMMANDS
+            .iter()
+            .find(|spec| spec.usage.split(' ').next() == Some(name))
+            .map(|spec| spec.usage);
+        Misuse { problem: problem.into(), usage }
+    }
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.usage {
+            Some(usage) => write!(f, "{}; usage: {usage}", self.problem),
+            None => write!(f, "{}; %help lists the commands", self.problem),
+        }
+    }
+}
+
+/// Checks that a line is text a terminal can show back: UTF-8 without
+/// control characters.
+///
+/// # Errors
+///
+/// A [`Misuse`] naming the problem.
+pub(crate) fn decode(line: &[u8]) -> Result<&str, Misuse> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        Misuse::new(format!("the line is not valid UTF-8 (at byte {})", e.valid_up_to()))
+    })?;
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(Misuse::new(format!(
+            "the line contains a control character (U+{:04X})",
+            u32::from(c)
+        )));
+    }
+    Ok(text)
+}
+
+/// Parses one line of text. A blank line is `Ok(None)`.
+///
+/// # Errors
+///
+/// A [`Misuse`] for a line that is not a command, an unknown command, or
+/// missing, extra or malformed arguments.
+pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
+    let Some((word, rest)) = split_word(text) else {
+        return Ok(None);
+    };
+    if !word.starts_with('%') {
+        return Err(Misuse::new(format!("commands start with %, and {word:?} does not")));
+    }
+    let name = word.to_lowercase();
+    let mut args = Args { name: &name, rest };
+    let command = match name.as_str() {
+        "%join" => Command::Join { room: MAIN.into() },
+        "%leave" => Command::Leave { room: MAIN.into() },
+        "%post" => {
+            let subject = args.word("a subject")?;
+            Command::Post { room: MAIN.into(), subject, body: args.content()? }
+        }
+        "%users" => Command::Users { room: MAIN.into() },
+        "%list" => Command::List { room: MAIN.into() },
+        "%message" => Command::Message { room: MAIN.into(), id: args.id()? },
+        "%groups" => Command::Groups,
+        "%groupjoin" => Command::Join { room: args.word("a room")? },
+        "%groupleave" => Command::Leave { room: args.word("a room")? },
+        "%grouppost" => {
+            let room = args.word("a room")?;
+            let subject = args.word("a subject")?;
+            Command::Post { room, subject, body: args.content()? }
+        }
+        "%groupusers" => Command::Users { room: args.word("a room")? },
+        "%grouplist" => Command::List { room: args.word("a room")? },
+        "%groupmessage" => {
+            let room = args.word("a room")?;
+            Command::Message { room, id: args.id()? }
+        }
+        "%help" => Command::Help,
+        "%exit" => Command::Exit,
+        _ => return Err(Misuse::new(format!("unknown command {word}"))),
+    };
+    args.end()?;
+    Ok(Some(command))
+}
+
+/// The arguments after a command's name, taken from the left.
+struct Args<'a> {
+    name: &'a str,
+    rest: &'a str,
+}
+
+impl Args<'_> {
+    /// The next word.
+    fn word(&mut self, what: &str) -> Result<String, Misuse> {
+        let (word, rest) = split_word(self.rest)
+            .ok_or_else(|| Misuse::usage(format!("{} needs {what}", self.name), self.name))?;
+        self.rest = rest;
+        Ok(word.to_owned())
+    }
+
+    /// Everything left on the line, as typed.
+    fn content(&mut self) -> Result<String, Misuse> {
+        let content = std::mem::take(&mut self.rest).trim_end();
+        if content.is_empty() {
+            return Err(Misuse::usage(format!("{} needs some content", self.name), self.name));
+        }
+        Ok(content.to_owned())
+    }
+
+    /// A message id: the room's `seq`, 1 or more.
+    fn id(&mut self) -> Result<u64, Misuse> {
+        let word = self.word("a message id")?;
+        match word.parse::<u64>() {
+            Ok(id) if id > 0 => Ok(id),
+            _ => Err(Misuse::usage(
+                format!("a message id is a number from 1 up, not {word:?}"),
+                self.name,
+            )),
+        }
+    }
+
+    /// Refuses anything left over.
+    fn end(&self) -> Result<(), Misuse> {
+        match split_word(self.rest) {
+            None => Ok(()),
+            Some((extra, _)) => {
+                Err(Misuse::usage(format!("{} does not take {extra:?}", self.name), self.name))
+            }
+        }
+    }
+}
+
+/// The first word of `text` and what follows it (without the white space
+/// in between), or `None` if `text` is blank.
+fn split_word(text: &str) -> Option<(&str, &str)> {
+    let text = text.trim_start();
+    if text.is_empty() {
+        return None;
+    }
+    let end = text.find(char::is_whitespace).unwrap_or(text.len());
+    Some((&text[..end], text[end..].trim_start()))
+}

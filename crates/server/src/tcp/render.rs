@@ -1,0 +1,250 @@
+//! Frames out of the hub, written as lines for a person.
+//!
+//! Every line about one room starts with `[room]`; a line that starts with
+//! `[room]` and then a number is a message: `id | sender | date | subject`.
+//! The exact formats are documented in `docs/terminal.md`.
+
+use confab_proto::{ErrorBody, ErrorCode, Event, JoinResult, LeaveReason, Message, RoomInfo, User};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::command::{COMMANDS, MAIN};
+
+/// What an op sent on behalf of a command was for, so its reply can be
+/// written the way that command shows it. `room` is the room the command
+/// named (as the hub spells it, once joined), for replies that omit it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pending {
+    Hello,
+    Join,
+    Leave { room: String },
+    Post { room: String },
+    Users { room: String },
+    List { room: String },
+    Message { room: String },
+    Groups,
+}
+
+impl Pending {
+    /// The room a command named, if any.
+    fn room(&self) -> Option<&str> {
+        match self {
+            Pending::Leave { room }
+            | Pending::Post { room }
+            | Pending::Users { room }
+            | Pending::List { room }
+            | Pending::Message { room } => Some(room),
+            Pending::Hello | Pending::Join | Pending::Groups => None,
+        }
+    }
+}
+
+/// A frame out of the hub, decoded.
+pub(crate) enum Frame {
+    Reply { re: i64, outcome: Result<Value, ErrorBody> },
+    Event(Event),
+}
+
+/// Decodes a frame the hub queued.
+///
+/// # Errors
+///
+/// The frame is neither a reply nor an event (a hub bug, worth a log line).
+pub(crate) fn decode(frame: &[u8]) -> Result<Frame, serde_json::Error> {
+    let value: Value = serde_json::from_slice(frame)?;
+    match value.get("re").and_then(Value::as_i64) {
+        Some(re) if value["ok"] == Value::Bool(true) => Ok(Frame::Reply { re, outcome: Ok(value) }),
+        Some(re) => {
+            let error = ErrorBody::deserialize(&value["error"])?;
+            Ok(Frame::Reply { re, outcome: Err(error) })
+        }
+        None => Ok(Frame::Event(Event::deserialize(value)?)),
+    }
+}
+
+#[derive(Deserialize)]
+struct Welcome {
+    user: User,
+}
+
+#[derive(Deserialize)]
+struct Members {
+    members: Vec<User>,
+}
+
+#[derive(Deserialize)]
+struct Messages {
+    messages: Vec<Message>,
+}
+
+#[derive(Deserialize)]
+struct OneMessage {
+    message: Message,
+}
+
+#[derive(Deserialize)]
+struct Rooms {
+    rooms: Vec<RoomInfo>,
+}
+
+/// Writes the successful reply to `pending` into `out`.
+///
+/// # Errors
+///
+/// The reply lacks what that op returns (a hub bug).
+pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_json::Result<()> {
+    match pending {
+        Pending::Hello => {
+            let Welcome { user } = Welcome::deserialize(reply)?;
+            say!(
+                out,
+                "hello, {}; %join joins the board {MAIN}, %help lists the commands",
+                clean(&user.name)
+            );
+        }
+        Pending::Join => {
+            let joined = JoinResult::deserialize(reply)?;
+            let room = &joined.room.code;
+            say!(
+                out,
+                "[{room}] you joined \"{}\"; {}",
+                clean(&joined.room.title),
+                members(&joined.members)
+            );
+            for message in &joined.messages {
+                say!(out, "[{room}] {}", summary(message));
+            }
+        }
+        Pending::Leave { room } => say!(out, "[{room}] you left"),
+        Pending::Post { .. } => {
+            let OneMessage { message } = OneMessage::deserialize(reply)?;
+            say!(out, "[{}] you posted {}", message.room, message.seq);
+        }
+        Pending::Users { room } => {
+            let Members { members: users } = Members::deserialize(reply)?;
+            say!(out, "[{room}] {}", members(&users));
+        }
+        Pending::List { room } => {
+            let Messages { messages } = Messages::deserialize(reply)?;
+            if messages.is_empty() {
+                say!(out, "[{room}] no messages");
+            } else {
+                say!(out, "[{room}] messages ({}):", messages.len());
+            }
+            for message in &messages {
+                say!(out, "{}", summary(message));
+            }
+        }
+        Pending::Message { .. } => {
+            let OneMessage { message } = OneMessage::deserialize(reply)?;
+            say!(out, "[{}] {}", message.room, summary(&message));
+            for text in message.body.split('\n') {
+                say!(out, "  {}", clean(text));
+            }
+        }
+        Pending::Groups => {
+            let Rooms { rooms } = Rooms::deserialize(reply)?;
+            say!(out, "rooms ({}):", rooms.len());
+            for room in &rooms {
+                let seats = match room.capacity {
+                    Some(capacity) => format!("{} of {capacity} members", room.members),
+                    None => plural(room.members, "member"),
+                };
+                say!(
+                    out,
+                    "{} | {} | {seats} | {}",
+                    room.code,
+                    clean(&room.title),
+                    room.retention.as_str()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a failed reply to `pending` into `out`, with a hint when the
+/// error has an obvious next step.
+pub(crate) fn failure(out: &mut String, pending: &Pending, error: &ErrorBody) {
+    let hint = match (error.code, pending.room()) {
+        (ErrorCode::NameTaken, _) => "; reconnect with another username".to_owned(),
+        (ErrorCode::NotMember, Some(MAIN)) => "; %join first".to_owned(),
+        (ErrorCode::NotMember, Some(room)) => format!("; %groupjoin {room} first"),
+        (ErrorCode::NotFound, _) if !matches!(pending, Pending::Message { .. }) => {
+            "; %groups lists the public rooms".to_owned()
+        }
+        _ => String::new(),
+    };
+    say!(out, "error: {}{hint}", clean(&error.to_string()));
+}
+
+/// Writes a pushed event into `out`. Typing indicators are not shown.
+pub(crate) fn event(out: &mut String, event: &Event) {
+    match event {
+        Event::Message { message } => say!(out, "[{}] {}", message.room, summary(message)),
+        Event::Join { room, user } => say!(out, "[{room}] {} joined", clean(&user.name)),
+        Event::Leave { room, user, reason } => {
+            let verb = match reason {
+                LeaveReason::Left => "left",
+                LeaveReason::Disconnected => "disconnected",
+            };
+            say!(out, "[{room}] {} {verb}", clean(&user.name));
+        }
+        Event::Closed { room, reason } => {
+            say!(out, "[{room}] room closed ({})", clean(reason));
+        }
+        Event::Error { error } => say!(out, "error: {}", clean(&error.to_string())),
+        Event::Typing { .. } => {}
+    }
+}
+
+/// The `%help` text.
+pub(crate) fn help(out: &mut String) {
+    say!(out, "commands:");
+    for spec in COMMANDS {
+        say!(out, "  {:<41} {}", spec.usage, spec.about);
+    }
+}
+
+/// A message's one-line summary: `id | sender | date | subject`.
+pub(crate) fn summary(message: &Message) -> String {
+    let subject = match message.subject.as_deref() {
+        Some(subject) => clean(subject),
+        None => "(no subject)".into(),
+    };
+    format!("{} | {} | {} | {subject}", message.seq, clean(&message.from.name), date(&message.ts))
+}
+
+/// `members (2): Ann, Bob`, sorted by name.
+fn members(users: &[User]) -> String {
+    let mut names: Vec<String> = users.iter().map(|u| clean(&u.name)).collect();
+    names.sort_by_key(|name| name.to_lowercase());
+    if names.is_empty() {
+        return "members (0)".into();
+    }
+    format!("members ({}): {}", names.len(), names.join(", "))
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// `2026-11-22T05:01:02.345Z` as `2026-11-22 05:01:02 UTC`.
+pub(crate) fn date(ts: &str) -> String {
+    match (ts.get(..10), ts.get(10..11), ts.get(11..19)) {
+        (Some(day), Some("T"), Some(time)) => format!("{day} {time} UTC"),
+        _ => clean(ts),
+    }
+}
+
+/// Text safe to show on a terminal: control characters (escape sequences
+/// included) become U+FFFD, a tab becomes a space.
+pub(crate) fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
+}

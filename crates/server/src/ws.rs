@@ -1,0 +1,196 @@
+//! The WebSocket transport at `GET /ws`.
+//!
+//! Each socket gets two halves: the reader feeds frames into the hub
+//! connection, and the writer drains the connection's outbox, writing
+//! every frame that is already queued before one flush, so a burst costs
+//! few syscalls.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::response::Response;
+use confab_core::{CloseReason, Outbox, OutboxReceiver};
+use confab_proto::{ErrorBody, ErrorCode};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::App;
+use crate::admission::Refusal;
+
+/// Close codes (RFC 6455).
+const GOING_AWAY: u16 = 1001;
+const TOO_BIG: u16 = 1009;
+const TRY_AGAIN_LATER: u16 = 1013;
+const POLICY_VIOLATION: u16 = 1008;
+
+/// Read buffer of a socket (see `upgrade`), which is also the most read
+/// at once: a usual client frame (a post of a line or two) in one read; a
+/// larger frame takes more reads. Every idle connection holds one.
+const READ_BUFFER: usize = 256;
+
+/// Checks origin and admission before anything is allocated for the
+/// socket, then upgrades.
+pub(crate) async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !app.edge.origin_allowed(&headers) {
+        return (StatusCode::FORBIDDEN, "this origin may not open a WebSocket here")
+            .into_response();
+    }
+    let ip = app.edge.client_ip(peer, &headers);
+    let ticket = match app.edge.admit(ip) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            let status = match refusal {
+                Refusal::Full => StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::TooManyFromAddress => StatusCode::TOO_MANY_REQUESTS,
+            };
+            return (status, refusal.message()).into_response();
+        }
+    };
+    let limit = app.hub.config().limits.frame_bytes;
+    // Held until the socket ends, so shutdown can wait for it.
+    let tracked = app.sockets.token();
+    // tungstenite's default read buffer (128 KiB) is allocated per socket
+    // and zero-filled before every read: 150 KB of memory per idle
+    // connection and a 128 KiB memset per frame received. Frames are
+    // small; a larger one grows the buffer as needed.
+    ws.read_buffer_size(READ_BUFFER).max_message_size(limit).max_frame_size(limit).on_upgrade(
+        move |socket: WebSocket| async move {
+            let (sink, stream) = socket.split();
+            serve(sink, stream, app, Some(ip)).await;
+            drop(ticket);
+            drop(tracked);
+        },
+    )
+}
+
+/// Runs one connection until either side closes it or the server stops.
+///
+/// Generic over the socket halves so it can be driven by anything that
+/// looks like a WebSocket.
+pub(crate) async fn serve<W, R, E>(sink: W, mut stream: R, app: App, peer: Option<IpAddr>)
+where
+    W: Sink<Message> + Unpin + Send + 'static,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    E: std::fmt::Display + Into<axum::Error>,
+{
+    let (outbox, receiver) = Outbox::new(app.outbox);
+    let mut conn = app.hub.connect_from(outbox.clone(), peer);
+    metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "ws").increment(1.0);
+    let writer = tokio::spawn(write(sink, receiver, app.shutdown.clone()));
+    // A connection that never says hello is closed after a short while.
+    let hello_deadline = tokio::time::sleep(app.edge.hello_timeout);
+    tokio::pin!(hello_deadline);
+    // Made once for the whole loop rather than per frame (see `write`).
+    let shutting_down = app.shutdown.cancelled();
+    tokio::pin!(shutting_down);
+    loop {
+        tokio::select! {
+            () = &mut hello_deadline, if conn.user().is_none() => {
+                outbox.close(CloseReason::HelloTimeout);
+                break;
+            }
+            frame = stream.next() => match frame {
+                // Boxed: an op's state lives only while it runs, instead of
+                // enlarging every idle connection's task by its size.
+                Some(Ok(Message::Text(text))) => {
+                    Box::pin(conn.handle_frame(text.as_bytes())).await;
+                }
+                Some(Ok(Message::Binary(_))) => conn.reject(ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    "binary frames are not supported; send JSON text frames",
+                )),
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Err(e)) => {
+                    let e: axum::Error = e.into();
+                    tracing::debug!("websocket read failed: {e}");
+                    if is_too_big(e) {
+                        outbox.close(CloseReason::FrameTooLarge);
+                    }
+                    break;
+                }
+            },
+            () = &mut shutting_down => break,
+            () = outbox.closing() => break,
+        }
+    }
+    // A disconnect: the hub starts the reconnect grace for joined rooms and
+    // drops the connection's outbox handles; with ours gone too, the writer
+    // sees the end of the queue and finishes.
+    drop(conn);
+    drop(outbox);
+    let _ = writer.await;
+    metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "ws").decrement(1.0);
+}
+
+fn is_too_big(error: axum::Error) -> bool {
+    let inner = error.into_inner();
+    matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
+}
+
+async fn write<W>(mut sink: W, mut outbox: OutboxReceiver, shutdown: CancellationToken)
+where
+    W: Sink<Message> + Unpin,
+{
+    let signal = outbox.signal();
+    // Made once, not per wake-up: each registers a waiter with its token,
+    // which costs a lock; per frame written that showed in profiles.
+    let closed = signal.closed();
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(closed, shutting_down);
+    let reason = loop {
+        tokio::select! {
+            biased;
+            reason = &mut closed => break reason,
+            () = &mut shutting_down => break CloseReason::Shutdown,
+            frame = outbox.recv() => {
+                let Some(frame) = frame else {
+                    // Every sender is gone: the client left. Finish the
+                    // close handshake, if it started one.
+                    let _ = sink.close().await;
+                    return;
+                };
+                if sink.feed(text(frame)).await.is_err() {
+                    return;
+                }
+                while let Some(frame) = outbox.try_recv() {
+                    if sink.feed(text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    if reason.flush_first() {
+        while let Some(frame) = outbox.try_recv() {
+            if sink.feed(text(frame)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let code = match reason {
+        CloseReason::Overflow => TRY_AGAIN_LATER,
+        CloseReason::Shutdown => GOING_AWAY,
+        CloseReason::FrameTooLarge => TOO_BIG,
+        CloseReason::HelloTimeout => POLICY_VIOLATION,
+    };
+    let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason.as_str()) };
+    let _ = sink.send(Message::Close(Some(close))).await;
+    let _ = sink.close().await;
+}
+
+fn text(frame: bytes::Bytes) -> Message {
+    // Frames come from serde_json, so they are always UTF-8.
+    Message::Text(Utf8Bytes::try_from(frame).expect("frames are UTF-8 JSON"))
+}

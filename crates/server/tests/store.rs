@@ -1,0 +1,157 @@
+//! One suite for every `Store`: SQLite, PostgreSQL (when
+//! `CONFAB_TEST_POSTGRES` is set) and memory.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::postgres_database;
+use confab_core::{MemoryStore, Store, StoredRoom, StoredVisibility, Write};
+use confab_proto::{Message, User};
+use confab_server::store::SqlStore;
+
+fn room(code: &str, board: bool) -> StoredRoom {
+    StoredRoom {
+        code: code.into(),
+        title: format!("Room {code}"),
+        capacity: if board { None } else { Some(4) },
+        backlog: 2,
+        public: board,
+        board,
+        created: "2026-01-01T00:00:00.000Z".into(),
+        last_seq: 0,
+    }
+}
+
+fn message(room: &str, seq: u64, user: &str, ts: &str, cid: Option<&str>) -> Write {
+    Write::Message(Arc::new(Message {
+        room: room.into(),
+        seq,
+        from: User { id: user.into(), name: format!("name of {user}") },
+        subject: seq.is_multiple_of(2).then(|| format!("subject {seq}")),
+        body: format!("body {seq} ✓ 'quoted' \"double\""),
+        ts: ts.into(),
+        cid: cid.map(str::to_owned),
+    }))
+}
+
+fn ts(seq: u64) -> String {
+    format!("2026-01-01T00:00:{:02}.000Z", seq % 60)
+}
+
+async fn suite(store: Arc<dyn Store>) {
+    // Sessions.
+    let ann = User { id: "u_ann".into(), name: "Ann".into() };
+    assert_eq!(store.session("tok").await.unwrap(), None);
+    store.save_session("tok", &ann).await.unwrap();
+    assert_eq!(store.session("tok").await.unwrap(), Some(ann.clone()));
+    let renamed = User { name: "Annie".into(), ..ann.clone() };
+    store.save_session("tok", &renamed).await.unwrap();
+    assert_eq!(store.session("tok").await.unwrap(), Some(renamed));
+
+    // Rooms and boards.
+    store.save_room(&room("ROOM22", false)).await.unwrap();
+    store.save_room(&room("main", true)).await.unwrap();
+    let mut board = room("main", true);
+    board.title = "Renamed board".into();
+    board.backlog = 7;
+    store.save_room(&board).await.unwrap();
+    let rooms = store.rooms().await.unwrap();
+    assert_eq!(rooms.len(), 2);
+    let main = rooms.iter().find(|r| r.code == "main").unwrap();
+    assert_eq!((main.title.as_str(), main.backlog, main.board), ("Renamed board", 7, true));
+    let created = rooms.iter().find(|r| r.code == "ROOM22").unwrap();
+    assert_eq!((created.capacity, created.public, created.last_seq), (Some(4), false, 0));
+
+    // A batch of messages and visibility, in one write.
+    let mut batch: Vec<Write> = (1..=10)
+        .map(|seq| message("ROOM22", seq, "u_ann", &ts(seq), Some(&format!("c{seq}"))))
+        .collect();
+    batch.push(Write::Visibility {
+        room: "ROOM22".into(),
+        user_id: "u_ann".into(),
+        visibility: StoredVisibility { from: 1, left_at: None },
+    });
+    store.write(&batch).await.unwrap();
+    store.write(&[message("main", 1, "u_bob", &ts(30), None)]).await.unwrap();
+    let rooms = store.rooms().await.unwrap();
+    assert_eq!(rooms.iter().find(|r| r.code == "ROOM22").unwrap().last_seq, 10);
+
+    // Ranges: after < seq < before, newest `limit`, oldest first.
+    let got = store.messages("ROOM22", 2, 9, 3).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), [6, 7, 8]);
+    let Write::Message(original) = &batch[7] else { unreachable!() };
+    assert_eq!(got[2], **original, "a message reads back exactly as written");
+    assert!(store.messages("ROOM22", 10, u64::MAX, 5).await.unwrap().is_empty());
+    assert!(store.messages("NOPE", 0, u64::MAX, 5).await.unwrap().is_empty());
+
+    // Visibility, replaced on the second write.
+    assert_eq!(
+        store.visibility("ROOM22", "u_ann").await.unwrap(),
+        Some(StoredVisibility { from: 1, left_at: None })
+    );
+    store
+        .write(&[Write::Visibility {
+            room: "ROOM22".into(),
+            user_id: "u_ann".into(),
+            visibility: StoredVisibility { from: 1, left_at: Some(10) },
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.visibility("ROOM22", "u_ann").await.unwrap(),
+        Some(StoredVisibility { from: 1, left_at: Some(10) })
+    );
+    assert_eq!(store.visibility("ROOM22", "u_bob").await.unwrap(), None);
+
+    // Recent cids, newest first; mine, newest first across rooms.
+    let cids = store.recent_cids("ROOM22", 7).await.unwrap();
+    assert_eq!(cids.iter().map(|m| m.seq).collect::<Vec<_>>(), [10, 9, 8]);
+    let mine = store.mine("u_ann", 4).await.unwrap();
+    assert_eq!(mine.iter().map(|m| m.seq).collect::<Vec<_>>(), [10, 9, 8, 7]);
+    assert_eq!(store.mine("u_bob", 10).await.unwrap().len(), 1);
+
+    // A duplicate seq fails the whole batch: nothing of it is kept.
+    let failing = [
+        message("ROOM22", 11, "u_ann", &ts(11), None),
+        message("ROOM22", 5, "u_ann", &ts(5), None),
+    ];
+    assert!(store.write(&failing).await.is_err());
+    assert!(store.messages("ROOM22", 10, u64::MAX, 5).await.unwrap().is_empty());
+
+    // Pruning: created rooms only; keep the newest 4.
+    let pruned = store.prune(false, Some(4), None).await.unwrap();
+    assert_eq!(pruned, 6);
+    let left = store.messages("ROOM22", 0, u64::MAX, 100).await.unwrap();
+    assert_eq!(left.iter().map(|m| m.seq).collect::<Vec<_>>(), [7, 8, 9, 10]);
+    assert_eq!(
+        store.messages("main", 0, u64::MAX, 100).await.unwrap().len(),
+        1,
+        "boards untouched"
+    );
+    // By age: everything from 2026-01-01 is old now.
+    assert_eq!(store.prune(true, None, Some(Duration::from_secs(3600))).await.unwrap(), 1);
+    assert!(store.messages("main", 0, u64::MAX, 100).await.unwrap().is_empty());
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::open(None, dir.path()).await.unwrap();
+    suite(store.into_store()).await;
+    assert!(dir.path().join("confab.db").exists());
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    let Some(url) = postgres_database().await else { return };
+    let store = SqlStore::open(Some(&url), std::path::Path::new(".")).await.unwrap();
+    suite(store.into_store()).await;
+}
+
+#[tokio::test]
+async fn memory_store() {
+    suite(Arc::new(MemoryStore::new())).await;
+}

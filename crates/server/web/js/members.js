@@ -1,0 +1,94 @@
+// The member list and who is typing.
+
+import { avatar, h } from './dom.js';
+
+// A typing notice that is not refreshed is dropped after this long, in case
+// the "stopped typing" event never comes (a closed laptop, a lost frame).
+const TYPING_EXPIRES_MS = 6000;
+
+export class Members {
+  constructor({ list, count, typingLine }, onChange) {
+    this.list = list;
+    this.count = count;
+    this.typingLine = typingLine;
+    this.onChange = onChange;
+    this.self = null;
+    this.users = new Map();
+    this.typing = new Map();
+  }
+
+  setSelf(user) {
+    this.self = user;
+  }
+
+  get size() {
+    return this.users.size;
+  }
+
+  /** Replaces the whole list (after a join); returns who came and who went. */
+  reset(users) {
+    const previous = this.users;
+    this.users = new Map(users.map((user) => [user.id, user]));
+    const came = users.filter((user) => !previous.has(user.id));
+    const went = [...previous.values()].filter((user) => !this.users.has(user.id));
+    for (const id of this.typing.keys()) {
+      if (!this.users.has(id)) this.stopTyping(id);
+    }
+    this.render();
+    return { came, went };
+  }
+
+  /** Returns false if the user was already listed. */
+  add(user) {
+    const known = this.users.has(user.id);
+    this.users.set(user.id, user);
+    this.render();
+    return !known;
+  }
+
+  /** Returns false if the user was not listed. */
+  remove(user) {
+    const known = this.users.delete(user.id);
+    this.stopTyping(user.id);
+    this.render();
+    return known;
+  }
+
+  setTyping(user, active) {
+    if (!active) {
+      this.stopTyping(user.id);
+      return;
+    }
+    clearTimeout(this.typing.get(user.id)?.timer);
+    const timer = setTimeout(() => this.stopTyping(user.id), TYPING_EXPIRES_MS);
+    this.typing.set(user.id, { user, timer });
+    this.render();
+  }
+
+  stopTyping(id) {
+    const entry = this.typing.get(id);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    this.typing.delete(id);
+    this.render();
+  }
+
+  render() {
+    const selfId = this.self?.id;
+    const users = [...this.users.values()].sort((a, b) =>
+      Number(b.id === selfId) - Number(a.id === selfId) || a.name.localeCompare(b.name));
+    this.list.replaceChildren(...users.map((user) => h('li', { class: 'member', 'data-user': user.id },
+      avatar(user),
+      h('span', { class: 'member-name' }, user.name, user.id === selfId ? h('span', { class: 'you' }, ' (you)') : null),
+      this.typing.has(user.id) ? h('span', { class: 'member-typing' }, 'typing…') : null)));
+    this.count.textContent = String(users.length);
+
+    const names = [...this.typing.values()].map(({ user }) => user.name);
+    if (names.length === 0) this.typingLine.textContent = '';
+    else if (names.length === 1) this.typingLine.textContent = `${names[0]} is typing…`;
+    else if (names.length === 2) this.typingLine.textContent = `${names[0]} and ${names[1]} are typing…`;
+    else this.typingLine.textContent = 'Several people are typing…';
+
+    this.onChange(users.length);
+  }
+}

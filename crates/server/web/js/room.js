@@ -1,0 +1,422 @@
+// The room page: joins the room named in the URL, keeps the conversation
+// in step across reconnects (resuming with `since`), and sends our messages
+// with a `cid` so that a retry is never posted twice.
+
+import { Client } from './client.js';
+import { Composer } from './composer.js';
+import { bindIndicator } from './connection.js';
+import { byId, h, show } from './dom.js';
+import { describeError } from './errors.js';
+import { Members } from './members.js';
+import { nameProblem, suggestName } from './names.js';
+import { beep, setupSoundToggle, setupThemeToggle } from './prefs.js';
+import { store } from './store.js';
+import { Timeline } from './timeline.js';
+
+const code = decodeURIComponent(location.pathname.split('/')[2] ?? '');
+const phone = window.matchMedia('(max-width: 720px)');
+
+setupThemeToggle(byId('theme-toggle'));
+setupSoundToggle(byId('sound-toggle'));
+
+const client = new Client(store.name);
+const timeline = new Timeline({
+  list: byId('messages'),
+  scroller: byId('scroller'),
+  pill: byId('new-pill'),
+  pillText: byId('new-pill-text'),
+  announcer: byId('announcer'),
+}, retry);
+const members = new Members({
+  list: byId('member-list'),
+  count: byId('member-count'),
+  typingLine: byId('typing'),
+}, renderSeats);
+const composer = new Composer({
+  form: byId('composer'),
+  box: byId('composer-box'),
+  body: byId('body'),
+  subject: byId('subject'),
+  subjectRow: byId('subject-row'),
+  subjectToggle: byId('subject-toggle'),
+  counter: byId('counter'),
+  subjectCounter: byId('subject-counter'),
+  send: byId('send'),
+}, {
+  onSend: send,
+  onTyping: (active) => { if (joined) client.notify('typing', { room: room.code, active }); },
+});
+
+let room = null; // RoomInfo from the latest join
+let joined = false; // joined on the current connection
+let everJoined = false;
+let joining = false;
+let ended = false; // the room is gone: no more reconnecting
+// Every message up to this seq has been seen; a rejoin asks for what follows.
+let since = 0;
+// Our messages not yet confirmed by the server, in the order they were written.
+const outbox = new Map();
+
+byId('room-code').textContent = code.toUpperCase();
+bindIndicator(client, byId('conn'), byId('conn-label'));
+
+client.on('ready', (hello) => {
+  timeline.setSelf(hello.user);
+  members.setSelf(hello.user);
+  joinRoom();
+});
+client.on('rejected', (error) => askName(describeError(error)));
+client.on('state', (state) => {
+  if (state !== 'connected') joined = false;
+  updateStatus();
+});
+client.on('message', ({ message }) => {
+  if (!isThisRoom(message.room)) return;
+  members.setTyping(message.from, false);
+  if (receive(message, true)) beep();
+});
+client.on('join', ({ room: where, user }) => {
+  if (isThisRoom(where) && members.add(user)) timeline.system(`${user.name} joined`);
+});
+client.on('leave', ({ room: where, user, reason }) => {
+  if (!isThisRoom(where) || !members.remove(user)) return;
+  timeline.system(reason === 'disconnected' ? `${user.name} lost the connection` : `${user.name} left`);
+});
+client.on('typing', ({ room: where, user, active }) => {
+  if (isThisRoom(where)) members.setTyping(user, active);
+});
+client.on('closed', ({ room: where, reason }) => {
+  if (!isThisRoom(where)) return;
+  if (reason === 'shutdown') {
+    setBanner('warn', 'The server is restarting. Reconnecting…');
+  } else {
+    roomEnded('This room has ended.');
+  }
+});
+
+if (nameProblem(store.name)) askName();
+else client.start();
+
+function isThisRoom(where) {
+  return String(where).toLowerCase() === (room?.code ?? code).toLowerCase();
+}
+
+async function joinRoom() {
+  if (joining || ended) return;
+  joining = true;
+  const resuming = everJoined;
+  const args = { room: code };
+  if (resuming) args.since = since;
+  try {
+    const result = await client.request('join', args);
+    joined = true;
+    room = result.room;
+    renderRoom();
+    const { came, went } = members.reset(result.members);
+    if (resuming) {
+      // Who came and went while we were away.
+      for (const user of came) if (user.id !== client.user.id) timeline.system(`${user.name} joined`);
+      for (const user of went) timeline.system(`${user.name} left`);
+    } else {
+      const first = result.messages[0];
+      timeline.intro(room, first ? first.seq === 1 : result.seq === 0);
+    }
+    let fresh = false;
+    for (const message of result.messages) fresh = receive(message, resuming) || fresh;
+    if (fresh && resuming) beep();
+    if (resuming && result.gap) timeline.system('Some messages from while you were away are no longer available.');
+    since = Math.max(since, result.seq);
+    advance();
+    everJoined = true;
+    hideGate();
+    updateStatus();
+    if (!resuming && !phone.matches) byId('body').focus();
+    for (const entry of outbox.values()) {
+      if (entry.state === 'pending') post(entry);
+    }
+  } catch (error) {
+    joinFailed(error);
+  } finally {
+    joining = false;
+  }
+}
+
+function joinFailed(error) {
+  switch (error.code) {
+    case 'disconnected':
+    case 'timeout':
+      return; // the next connection joins again
+    case 'name_taken':
+      askName(`Someone in this room is already called “${client.name}”. Pick another name.`);
+      return;
+    case 'not_found':
+      if (everJoined) roomEnded('This room has ended.');
+      else gate({ title: 'Room not found', text: `There is no room with the code ${code.toUpperCase()}. It may have ended: ephemeral rooms vanish when everyone leaves.` });
+      return;
+    case 'room_full':
+      gate({ title: 'This room is full', text: 'Every seat is taken. Try again when someone leaves.', retry: true });
+      return;
+    default:
+      gate({ title: 'Could not join the room', text: describeError(error), retry: true });
+  }
+}
+
+/** Shows a message; returns true if it is new and from someone else. */
+function receive(message, live) {
+  const own = message.from.id === client.user?.id;
+  if (own && message.cid) outbox.delete(message.cid);
+  const fresh = timeline.add(message, { live });
+  advance();
+  return fresh && !own;
+}
+
+function advance() {
+  while (timeline.bySeq.has(since + 1)) since++;
+}
+
+function roomEnded(text) {
+  ended = true;
+  joined = false;
+  client.stop();
+  setBanner('danger', text, { label: 'Back to home', action: () => location.assign('/') });
+  updateStatus();
+}
+
+// ---------- Sending ----------
+
+function newCid() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+function send(body, subject) {
+  const entry = { cid: newCid(), body, subject, state: 'pending', inFlight: false };
+  outbox.set(entry.cid, entry);
+  timeline.addPending(entry);
+  post(entry);
+}
+
+async function post(entry) {
+  if (!joined || entry.inFlight) return;
+  entry.inFlight = true;
+  const args = { room: room.code, body: entry.body, cid: entry.cid };
+  if (entry.subject) args.subject = entry.subject;
+  try {
+    const { message } = await client.request('post', args);
+    outbox.delete(entry.cid);
+    timeline.confirm(entry.cid, message);
+    advance();
+  } catch (error) {
+    if (error.code === 'rate_limited') {
+      setTimeout(() => post(entry), error.retryAfterMs ?? 1000);
+    } else if (error.code !== 'disconnected') {
+      // Still pending after a disconnect: the next join sends it again.
+      entry.state = 'failed';
+      timeline.fail(entry.cid, postError(error));
+    }
+  } finally {
+    entry.inFlight = false;
+  }
+}
+
+function postError(error) {
+  switch (error.code) {
+    case 'too_large': return 'too long';
+    case 'not_member': return 'you are not in the room';
+    case 'timeout': return 'no answer from the server';
+    default: return error.message || error.code;
+  }
+}
+
+function retry(cid) {
+  const entry = outbox.get(cid);
+  if (!entry) return;
+  entry.state = 'pending';
+  timeline.retrying(cid);
+  post(entry);
+}
+
+// ---------- Header, banner, gate ----------
+
+function isBoard(info) {
+  return !/^[2-9A-HJ-NP-Z]{6}$/i.test(info.code);
+}
+
+function roomTitle() {
+  if (room.title) return room.title;
+  return isBoard(room) ? `#${room.code}` : `Room ${room.code}`;
+}
+
+function renderRoom() {
+  const title = roomTitle();
+  byId('room-title').textContent = title;
+  byId('room-code').textContent = isBoard(room) ? 'Board' : room.code;
+  document.title = `${title} · confab`;
+  const badge = byId('retention-badge');
+  const note = byId('retention-note');
+  const ephemeral = room.retention === 'ephemeral';
+  badge.textContent = ephemeral ? 'Ephemeral' : 'Persistent';
+  badge.className = ephemeral ? 'badge warn' : 'badge';
+  note.textContent = ephemeral ? 'Messages vanish when everyone leaves' : 'Messages are kept';
+  show(badge, true);
+  show(note, true);
+  renderSeats(members.size);
+}
+
+function renderSeats(count) {
+  if (!room) return;
+  const seats = byId('seats');
+  const text = room.capacity === null ? `${count} online` : `${count} / ${room.capacity}`;
+  byId('seats-text').textContent = text;
+  byId('members-badge').textContent = String(count);
+  seats.title = room.capacity === null ? `${count} online` : `${count} of ${room.capacity} seats taken`;
+  show(seats, true);
+}
+
+function updateStatus() {
+  composer.setStatus({ ready: everJoined && !ended, online: joined });
+  if (ended) return;
+  if (!everJoined) {
+    setBanner(null);
+  } else if (client.state === 'offline') {
+    setBanner('warn', 'You are offline. Messages you write will be sent when the connection is back.');
+  } else if (client.state === 'reconnecting') {
+    setBanner('warn', 'Connection lost. Messages you write will be sent when it is back.', {
+      label: 'Reconnect now',
+      action: () => client.reconnectNow(),
+    });
+  } else if (joined) {
+    setBanner(null);
+  }
+}
+
+let bannerAction = null;
+byId('banner-action').addEventListener('click', () => bannerAction?.());
+
+function setBanner(tone, text, action) {
+  const banner = byId('banner');
+  show(banner, Boolean(tone));
+  if (!tone) return;
+  banner.dataset.tone = tone;
+  byId('banner-text').textContent = text;
+  const button = byId('banner-action');
+  show(button, Boolean(action));
+  bannerAction = action?.action ?? null;
+  if (action) button.textContent = action.label;
+}
+
+function gate({ title, text, form = false, retry: canRetry = false, error = '' }) {
+  byId('gate-title').textContent = title;
+  byId('gate-text').textContent = text;
+  show(byId('gate-form'), form);
+  show(byId('gate-actions'), !form);
+  show(byId('gate-retry'), canRetry);
+  const gateError = byId('gate-error');
+  gateError.textContent = error;
+  show(gateError, Boolean(error));
+  byId('gate-name').setAttribute('aria-invalid', error ? 'true' : 'false');
+  show(byId('gate'), true);
+  // Keep the keyboard inside the dialog.
+  document.querySelector('.room-app').inert = true;
+  const focus = form ? byId('gate-name') : byId('gate-actions').querySelector('button:not([hidden]), a');
+  focus.focus();
+}
+
+function hideGate() {
+  show(byId('gate'), false);
+  document.querySelector('.room-app').inert = false;
+}
+
+function askName(error = '') {
+  const input = byId('gate-name');
+  if (!input.value) input.value = store.name || suggestName();
+  gate({
+    title: `Join ${code.toUpperCase()}`,
+    text: 'Choose the name the others will see.',
+    form: true,
+    error,
+  });
+  input.select();
+}
+
+byId('gate-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const name = byId('gate-name').value.trim();
+  const problem = nameProblem(name);
+  if (problem) {
+    askName(problem);
+    return;
+  }
+  store.name = name;
+  try {
+    await client.setName(name);
+    if (!joined) joinRoom();
+  } catch (error) {
+    askName(describeError(error));
+  }
+});
+
+byId('gate-retry').addEventListener('click', () => {
+  hideGate();
+  joinRoom();
+});
+
+// ---------- Header buttons ----------
+
+byId('invite').addEventListener('click', async () => {
+  const link = `${location.origin}/r/${encodeURIComponent(room?.code ?? code)}`;
+  try {
+    await navigator.clipboard.writeText(link);
+    toast('Invite link copied');
+  } catch {
+    toast(`Invite link: ${link}`);
+  }
+});
+
+async function leave() {
+  if (joined) {
+    try {
+      await client.request('leave', { room: room.code });
+    } catch {
+      // Leaving anyway: without an answer the seat is released after the grace period.
+    }
+  }
+  client.stop();
+  location.assign('/');
+}
+
+for (const button of document.querySelectorAll('[data-leave]')) button.addEventListener('click', leave);
+
+const roomBody = byId('room-body');
+const membersToggle = byId('members-toggle');
+
+function membersVisible() {
+  return phone.matches ? roomBody.classList.contains('members-open') : !roomBody.classList.contains('members-hidden');
+}
+
+function setMembersVisible(visible) {
+  if (phone.matches) roomBody.classList.toggle('members-open', visible);
+  else roomBody.classList.toggle('members-hidden', !visible);
+  membersToggle.setAttribute('aria-expanded', String(visible));
+  // On a phone the list covers the conversation: move the focus into it and back.
+  if (phone.matches) (visible ? byId('members-close') : membersToggle).focus();
+}
+
+membersToggle.addEventListener('click', () => setMembersVisible(!membersVisible()));
+byId('members-close').addEventListener('click', () => setMembersVisible(false));
+// A click on the dimmed backdrop behind the phone's member list closes it.
+roomBody.addEventListener('click', (event) => {
+  if (event.target === roomBody && phone.matches) setMembersVisible(false);
+});
+phone.addEventListener('change', () => membersToggle.setAttribute('aria-expanded', String(membersVisible())));
+membersToggle.setAttribute('aria-expanded', String(membersVisible()));
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && phone.matches && membersVisible()) setMembersVisible(false);
+});
+
+function toast(text) {
+  document.querySelector('.toast')?.remove();
+  const el = h('div', { class: 'toast', role: 'status' }, text);
+  el.addEventListener('animationend', () => el.remove());
+  document.body.append(el);
+}

@@ -1,0 +1,246 @@
+// The message list. Confirmed messages are kept in `seq` order and shown at
+// most once; our own unconfirmed messages (pending or failed) stay at the
+// bottom until the server gives them a `seq`. Consecutive messages from one
+// sender are grouped under one name and time.
+
+import { avatar, h, linkify } from './dom.js';
+
+const GROUP_WINDOW_MS = 5 * 60 * 1000;
+const NEAR_BOTTOM_PX = 80;
+const ANNOUNCEMENTS_KEPT = 5;
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dayTimeFormat = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+
+function formatTime(date) {
+  const today = new Date();
+  return date.toDateString() === today.toDateString() ? timeFormat.format(date) : dayTimeFormat.format(date);
+}
+
+function isUnconfirmed(el) {
+  return el.classList.contains('msg') && !el.dataset.seq;
+}
+
+export class Timeline {
+  constructor({ list, scroller, pill, pillText, announcer }, onRetry) {
+    this.list = list;
+    this.scroller = scroller;
+    this.pill = pill;
+    this.pillText = pillText;
+    this.announcer = announcer;
+    this.onRetry = onRetry;
+    this.self = null;
+    this.bySeq = new Map();
+    this.byCid = new Map();
+    this.unread = 0;
+    this.introItem = null;
+
+    // Whether the reader is following the newest messages. When the
+    // scroller shrinks (a growing composer, a phone keyboard) they keep
+    // following.
+    this.following = true;
+    scroller.addEventListener('scroll', () => {
+      this.following = this.atBottom();
+      if (this.following) this.clearUnread();
+    });
+    new ResizeObserver(() => {
+      if (this.following) this.scrollToBottom();
+    }).observe(scroller);
+    // A node that is moved restarts its animation: drop it once it has run.
+    list.addEventListener('animationend', (event) => event.target.classList.remove('enter'));
+    pill.addEventListener('click', () => {
+      this.scrollToBottom();
+      this.clearUnread();
+    });
+  }
+
+  setSelf(user) {
+    this.self = user;
+  }
+
+  /** The card at the top of the conversation. */
+  intro(room, fromStart) {
+    const title = room.title || `Room ${room.code}`;
+    const text = fromStart
+      ? `This is the start of the conversation. Share the invite link to bring people in.`
+      : 'Earlier messages are not shown here.';
+    const item = h('li', { class: 'intro' },
+      h('div', { class: 'room-glyph', 'aria-hidden': 'true' }, '#'),
+      h('h2', {}, `Welcome to ${title}`),
+      h('p', {}, text));
+    if (this.introItem) this.introItem.replaceWith(item);
+    else this.list.prepend(item);
+    this.introItem = item;
+  }
+
+  /**
+   * Shows a message from the server. Returns true when it is new to the
+   * reader: not already shown, and not one of our own pending messages that
+   * this merely confirms (as after a reconnect, when the reply was lost).
+   */
+  add(message, { live = false } = {}) {
+    if (this.bySeq.has(message.seq)) return false;
+    if (message.cid && this.byCid.has(message.cid) && message.from.id === this.self?.id) {
+      this.confirm(message.cid, message);
+      return false;
+    }
+    const own = message.from.id === this.self?.id;
+    const item = this.render(message, own ? 'sent' : null);
+    item.dataset.seq = String(message.seq);
+    this.bySeq.set(message.seq, item);
+    this.insert(item, message.seq, live);
+    if (own) this.markLatest();
+    if (live && !own) this.announce(message);
+    return true;
+  }
+
+  /** Shows one of our own messages before the server has confirmed it. */
+  addPending({ cid, body, subject }) {
+    const item = this.render({ from: this.self, body, subject, ts: new Date().toISOString() }, 'pending');
+    item.dataset.cid = cid;
+    this.byCid.set(cid, item);
+    this.insert(item, Infinity, true, true);
+  }
+
+  confirm(cid, message) {
+    const item = this.byCid.get(cid);
+    if (!item) return;
+    this.byCid.delete(cid);
+    if (this.bySeq.has(message.seq)) {
+      item.remove();
+      return;
+    }
+    item.dataset.seq = String(message.seq);
+    this.bySeq.set(message.seq, item);
+    this.setTime(item, message.ts);
+    this.setState(item, 'sent');
+    const next = item.nextElementSibling;
+    item.remove();
+    this.regroup(next);
+    this.insert(item, message.seq, false);
+    this.markLatest();
+  }
+
+  fail(cid, reason) {
+    const item = this.byCid.get(cid);
+    if (item) this.setState(item, 'failed', reason);
+  }
+
+  retrying(cid) {
+    const item = this.byCid.get(cid);
+    if (item) this.setState(item, 'pending');
+  }
+
+  /** A small centred line: joins, leaves, gaps. */
+  system(text, { live = true } = {}) {
+    const item = h('li', { class: live ? 'system enter' : 'system' }, text);
+    this.insert(item, Infinity, live);
+    if (live) this.announce(null, text);
+  }
+
+  render(message, state) {
+    const date = new Date(message.ts);
+    const item = h('li', { class: state ? 'msg own' : 'msg', 'data-from': message.from.id, 'data-ts': String(date.getTime()) },
+      avatar(message.from),
+      h('div', { class: 'msg-main' },
+        h('div', { class: 'msg-head' },
+          h('span', { class: 'msg-from' }, message.from.name),
+          h('time', {})),
+        h('div', { class: 'bubble' },
+          message.subject ? h('strong', { class: 'msg-subject' }, message.subject) : null,
+          h('span', { class: 'msg-body' }, linkify(message.body))),
+        state ? h('div', { class: 'msg-status' }) : null));
+    this.setTime(item, message.ts);
+    if (state) this.setState(item, state);
+    return item;
+  }
+
+  setTime(item, ts) {
+    const date = new Date(ts);
+    const time = item.querySelector('time');
+    time.dateTime = date.toISOString();
+    time.title = fullFormat.format(date);
+    time.textContent = formatTime(date);
+    item.dataset.ts = String(date.getTime());
+  }
+
+  setState(item, state, reason) {
+    item.dataset.state = state;
+    const status = item.querySelector('.msg-status');
+    if (state === 'pending') {
+      status.replaceChildren('Sending…');
+    } else if (state === 'sent') {
+      status.replaceChildren('Sent ✓');
+    } else {
+      const retry = h('button', { type: 'button', class: 'retry' }, 'Retry');
+      retry.addEventListener('click', () => this.onRetry(item.dataset.cid));
+      status.replaceChildren(`Not sent${reason ? `: ${reason}` : ''}`, retry);
+    }
+  }
+
+  /**
+   * Inserts after the last element that comes before `seq`: scanning up
+   * from the bottom, past unconfirmed messages and later messages.
+   */
+  insert(item, seq, live, own = false) {
+    const stick = own || this.atBottom();
+    let before = this.list.lastElementChild;
+    while (before && (isUnconfirmed(before) || Number(before.dataset.seq) > seq)) {
+      before = before.previousElementSibling;
+    }
+    if (seq === Infinity && isUnconfirmed(item)) before = this.list.lastElementChild;
+    if (before) before.after(item);
+    else this.list.prepend(item);
+    if (live) item.classList.add('enter');
+    this.regroup(item);
+    this.regroup(item.nextElementSibling);
+    if (stick) {
+      this.scrollToBottom();
+    } else if (live && item.classList.contains('msg')) {
+      this.unread++;
+      this.pillText.textContent = this.unread === 1 ? '1 new message' : `${this.unread} new messages`;
+      this.pill.hidden = false;
+    }
+  }
+
+  regroup(item) {
+    if (!item || !item.classList.contains('msg')) return;
+    const prev = item.previousElementSibling;
+    const continued = Boolean(prev)
+      && prev.classList.contains('msg')
+      && prev.dataset.from === item.dataset.from
+      && prev.dataset.state !== 'failed'
+      && Number(item.dataset.ts) - Number(prev.dataset.ts) < GROUP_WINDOW_MS;
+    item.classList.toggle('continued', continued);
+  }
+
+  /** "Sent ✓" shows under our latest confirmed message only. */
+  markLatest() {
+    for (const el of this.list.querySelectorAll('.msg.latest')) el.classList.remove('latest');
+    const sent = this.list.querySelectorAll('.msg.own[data-state="sent"]');
+    sent[sent.length - 1]?.classList.add('latest');
+  }
+
+  announce(message, text) {
+    const line = message
+      ? `${message.from.name}: ${message.subject ? `${message.subject}. ` : ''}${message.body}`
+      : text;
+    this.announcer.append(h('p', {}, line.length > 300 ? `${line.slice(0, 300)}…` : line));
+    while (this.announcer.childElementCount > ANNOUNCEMENTS_KEPT) this.announcer.firstElementChild.remove();
+  }
+
+  atBottom() {
+    const { scrollHeight, scrollTop, clientHeight } = this.scroller;
+    return scrollHeight - scrollTop - clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  scrollToBottom() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  clearUnread() {
+    this.unread = 0;
+    this.pill.hidden = true;
+  }
+}
