@@ -23,8 +23,10 @@ use crate::App;
 
 /// Open connections, labelled by `transport` (`ws`, …). Gauge.
 pub(crate) const CONNECTIONS: &str = "confab_connections";
-/// Rooms that exist, boards included. Gauge, set when scraped.
-pub(crate) const ROOMS: &str = "confab_rooms";
+/// Rooms that exist, boards included. A gauge of this server's hub,
+/// written into the text at scrape time rather than through the shared
+/// recorder, so that two servers in one process never see each other's.
+const ROOMS: &str = "confab_rooms";
 /// Members of all rooms (users, counted once per room). Gauge.
 pub(crate) const MEMBERS: &str = "confab_members";
 /// Messages published (after the store wrote them, for persistent rooms).
@@ -93,7 +95,6 @@ pub(crate) fn handle() -> &'static PrometheusHandle {
 /// them at zero before anything happened.
 fn describe() {
     describe_gauge!(CONNECTIONS, "Open connections, by transport.");
-    describe_gauge!(ROOMS, "Rooms that exist, boards included.");
     describe_gauge!(MEMBERS, "Members of all rooms, each user counted once per room.");
     describe_counter!(POSTS, "Messages published.");
     describe_counter!(DELIVERIES, "Message frames queued for recipients.");
@@ -111,7 +112,10 @@ fn describe() {
 
 /// `GET /metrics`: the Prometheus text format.
 pub(crate) async fn render(State(app): State<App>) -> impl IntoResponse {
-    let handle = handle();
-    metrics::gauge!(ROOMS).set(app.hub.room_count() as f64);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+    let mut text = handle().render();
+    text.push_str(&format!(
+        "# HELP {ROOMS} Rooms that exist, boards included.\n# TYPE {ROOMS} gauge\n{ROOMS} {}\n",
+        app.hub.room_count()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }

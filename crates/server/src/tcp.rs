@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use confab_core::{CloseReason, Conn, Outbox};
+use confab_core::{CloseReason, CloseSignal, Conn, Outbox};
 use confab_proto::{ClientOp, Request};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -136,8 +136,12 @@ where
     say!(session.out, "username:");
     let mut deadline = Instant::now() + LOGIN_TIMEOUT;
     let end = loop {
-        if !session.out.is_empty() && !send(&mut writer, &mut session.out).await {
-            break End::Hangup;
+        if !session.out.is_empty() {
+            match send_unless_closed(&mut writer, &mut session.out, &signal, &app).await {
+                Sent::Done => {}
+                Sent::Gone => break End::Hangup,
+                Sent::Interrupted(reason) => break End::Closed(reason),
+            }
         }
         if session.exited && session.pending.is_empty() {
             break End::Exit;
@@ -212,6 +216,79 @@ where
         let _ = timeout(LINGER, lines.discard()).await;
     }
     drop(ticket);
+}
+
+/// What became of [`send_unless_closed`].
+enum Sent {
+    /// Everything was written.
+    Done,
+    /// The client is gone or stopped reading.
+    Gone,
+    /// The connection was told to close mid-write; `out` holds what is left
+    /// of the line being written, so a farewell starts on a line of its own.
+    Interrupted(CloseReason),
+}
+
+/// Writes and clears `out`, unless the connection is told to close first.
+///
+/// A client that reads nothing stalls this write, and with it the session's
+/// loop: without the race, an outbox overflow or a shutdown would go
+/// unnoticed until [`WRITE_TIMEOUT`] ran out.
+async fn send_unless_closed<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: &mut String,
+    signal: &CloseSignal,
+    app: &App,
+) -> Sent {
+    let mut written = 0;
+    let outcome = tokio::select! {
+        biased;
+        reason = signal.closed() => Err(reason),
+        () = app.shutdown.cancelled() => Err(CloseReason::Shutdown),
+        done = timeout(WRITE_TIMEOUT, write_counted(writer, out.as_bytes(), &mut written)) => Ok(done),
+    };
+    match outcome {
+        Ok(Ok(Ok(()))) => {
+            out.clear();
+            Sent::Done
+        }
+        Ok(Ok(Err(e))) => {
+            tracing::debug!("terminal write failed: {e}");
+            out.clear();
+            Sent::Gone
+        }
+        Ok(Err(_)) => {
+            tracing::debug!("terminal write stalled for {WRITE_TIMEOUT:?}; closing");
+            out.clear();
+            Sent::Gone
+        }
+        Err(reason) => {
+            let rest = &out[written..];
+            let line_end = if written == 0 || out.as_bytes()[written - 1] == b'\n' {
+                0
+            } else {
+                rest.find('\n').map_or(rest.len(), |at| at + 1)
+            };
+            *out = rest[..line_end].to_owned();
+            Sent::Interrupted(reason)
+        }
+    }
+}
+
+/// Writes all of `bytes`, counting in `written` what went out so far.
+async fn write_counted<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    written: &mut usize,
+) -> std::io::Result<()> {
+    while *written < bytes.len() {
+        let n = writer.write(&bytes[*written..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        *written += n;
+    }
+    writer.flush().await
 }
 
 /// Writes and clears `out`. False if the client is gone or stopped reading.

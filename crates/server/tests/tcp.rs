@@ -23,6 +23,20 @@ impl Term {
     /// Connects and reads the greeting up to the username prompt.
     async fn connect(server: &TestServer) -> Term {
         let stream = TcpStream::connect(server.server.tcp_addr()).await.expect("connect");
+        Term::greeted(stream).await
+    }
+
+    /// Connects with a small, fixed receive buffer. Linux otherwise grows a
+    /// loopback socket's buffer to tens of megabytes (`tcp_rmem`), and a
+    /// client that reads nothing would take that long to fall behind.
+    async fn connect_small(server: &TestServer) -> Term {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+        let stream = socket.connect(server.server.tcp_addr()).await.expect("connect");
+        Term::greeted(stream).await
+    }
+
+    async fn greeted(stream: TcpStream) -> Term {
         let (reader, writer) = stream.into_split();
         let mut term = Term { reader: BufReader::new(reader), writer };
         assert!(term.line().await.starts_with("welcome to confab "));
@@ -32,11 +46,16 @@ impl Term {
 
     /// Connects and logs in as `name`.
     async fn login(server: &TestServer, name: &str) -> Term {
-        let mut term = Term::connect(server).await;
-        term.send(name).await;
-        let hello = term.line().await;
+        let term = Term::connect(server).await;
+        term.logged_in(name).await
+    }
+
+    /// Logs in as `name` on a connection at the username prompt.
+    async fn logged_in(mut self, name: &str) -> Term {
+        self.send(name).await;
+        let hello = self.line().await;
         assert!(hello.starts_with(&format!("hello, {name};")), "{hello}");
-        term
+        self
     }
 
     async fn send(&mut self, line: &str) {
@@ -527,6 +546,8 @@ async fn a_terminal_that_reads_nothing_is_closed_and_the_room_goes_on() {
     let server = start_with(|c| {
         c.outbox = 16;
         c.hub.rates.post = None;
+        // Message 1 stays in memory however many are posted after it.
+        c.hub.room_window = 100_000;
     })
     .await;
     let mut ann = server.client("Ann").await;
@@ -534,16 +555,27 @@ async fn a_terminal_that_reads_nothing_is_closed_and_the_room_goes_on() {
     let room = server.create(&mut ann, json!({})).await;
     join(&mut ann, &room).await;
     post(&mut ann, &room, &"x".repeat(4000)).await;
-    let mut slow = Term::login(&server, "Slow").await;
+    let mut slow = Term::connect_small(&server).await.logged_in("Slow").await;
     slow.run(&format!("%groupjoin {room}"), &format!("[{room}] 1")).await;
-    // Slow asks for far more output than the socket buffers hold (12 MB)
+    // Slow asks for far more output than the socket buffers hold (12 MB
+    // against the server's 4 MB send buffer and Slow's small receive one)
     // and reads none of it, so the server's writes to it stall; meanwhile
-    // the posts pushed to it pile up in its outbox.
+    // the posts pushed to it pile up in its outbox until it overflows.
     slow.send_bytes(format!("%groupmessage {room} 1\n").repeat(3000).as_bytes()).await;
-    for _ in 0..2000 {
-        post(&mut ann, &room, "hello").await;
+    let overflows = || async {
+        let (_, text) = server.get("/metrics").await;
+        metric(&text, "confab_outbox_overflows_total")
+    };
+    let before = overflows().await;
+    let mut posted = 1;
+    while overflows().await == before {
+        assert!(posted < 20_000, "Slow's outbox never overflowed");
+        for _ in 0..100 {
+            post(&mut ann, &room, "hello").await;
+        }
+        posted += 100;
     }
-    // Reading at last, Slow finds the connection closed long before the end.
+    // Reading at last, Slow finds the connection closed before the end.
     let mut output = Vec::new();
     tokio::time::timeout(WAIT, slow.reader.read_to_end(&mut output))
         .await
@@ -551,11 +583,18 @@ async fn a_terminal_that_reads_nothing_is_closed_and_the_room_goes_on() {
         .unwrap();
     let output = String::from_utf8(output).unwrap();
     let pushed = output.lines().filter(|l| l.ends_with("| Ann | (no subject)")).count();
-    assert!(pushed < 2000, "all {pushed} posts were written");
+    assert!(pushed < posted - 1, "all {pushed} posts were written");
     assert_eq!(
         output.lines().last(),
         Some("bye: too much output went unread; reconnect and read faster")
     );
     // Ann goes on.
-    assert_eq!(post(&mut ann, &room, "still here").await["seq"], 2002);
+    assert_eq!(post(&mut ann, &room, "still here").await["seq"], posted + 1);
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
