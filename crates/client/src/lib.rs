@@ -37,6 +37,35 @@ impl WsClient {
         Ok(WsClient { socket, next_id: 1, queued: VecDeque::new(), closed: None })
     }
 
+    /// Connects with a small, fixed socket receive buffer of `bytes`, for
+    /// a client that is to fall behind soon when it stops reading (Linux
+    /// otherwise grows a loopback socket's buffer to tens of megabytes).
+    ///
+    /// # Errors
+    ///
+    /// As [`WsClient::connect`].
+    pub async fn connect_small(url: &str, bytes: u32) -> anyhow::Result<WsClient> {
+        let authority = url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .with_context(|| format!("not a ws:// URL: {url}"))?;
+        let addr = tokio::net::lookup_host(authority)
+            .await?
+            .next()
+            .with_context(|| format!("no address for {authority}"))?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_recv_buffer_size(bytes)?;
+        let stream = socket.connect(addr).await.with_context(|| format!("connect {url}"))?;
+        let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .with_context(|| format!("handshake {url}"))?;
+        Ok(WsClient { socket, next_id: 1, queued: VecDeque::new(), closed: None })
+    }
+
     /// Connects and says `hello` as `name`; returns the client and the reply.
     ///
     /// # Errors

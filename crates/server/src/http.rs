@@ -30,6 +30,8 @@ async fn health(State(app): State<App>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "node": app.hub.config().node,
         "connections": app.hub.connections(),
+        // Sockets of every transport not yet closed, writers included.
+        "sockets": app.sockets.len(),
         "rooms": app.hub.room_count(),
     });
     let status = if database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -6,15 +6,18 @@
 //! few syscalls.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::Response;
+use bytes::Bytes;
 use confab_core::{CloseReason, Outbox, OutboxReceiver};
 use confab_proto::{ErrorBody, ErrorCode};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::App;
@@ -136,6 +139,17 @@ fn is_too_big(error: axum::Error) -> bool {
     matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
 }
 
+/// How long one write may wait for a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the closing frames may take to go out before the socket is
+/// dropped without them.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Drains the outbox into the socket until the connection ends.
+///
+/// A write races the close signal: a client that reads nothing stalls the
+/// write, and an overflow or a shutdown must still close it at once rather
+/// than when [`WRITE_TIMEOUT`] runs out.
 async fn write<W>(mut sink: W, mut outbox: OutboxReceiver, shutdown: CancellationToken)
 where
     W: Sink<Message> + Unpin,
@@ -147,50 +161,126 @@ where
     let shutting_down = shutdown.cancelled();
     tokio::pin!(closed, shutting_down);
     let reason = loop {
-        tokio::select! {
+        let frame = tokio::select! {
             biased;
             reason = &mut closed => break reason,
             () = &mut shutting_down => break CloseReason::Shutdown,
-            frame = outbox.recv() => {
-                let Some(frame) = frame else {
-                    // Every sender is gone: the client left. Finish the
-                    // close handshake, if it started one.
-                    let _ = sink.close().await;
-                    return;
-                };
-                if sink.feed(text(frame)).await.is_err() {
-                    return;
-                }
-                while let Some(frame) = outbox.try_recv() {
-                    if sink.feed(text(frame)).await.is_err() {
-                        return;
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return;
-                }
-            }
-        }
-    };
-    if reason.flush_first() {
-        while let Some(frame) = outbox.try_recv() {
-            if sink.feed(text(frame)).await.is_err() {
+            frame = outbox.recv() => frame,
+        };
+        let Some(frame) = frame else {
+            // Every sender is gone: the client left. Finish the close
+            // handshake, if it started one.
+            let _ = timeout(CLOSE_TIMEOUT, sink.close()).await;
+            return;
+        };
+        let written = tokio::select! {
+            biased;
+            reason = &mut closed => break reason,
+            () = &mut shutting_down => break CloseReason::Shutdown,
+            written = timeout(WRITE_TIMEOUT, write_queued(&mut sink, frame, &mut outbox)) => written,
+        };
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(())) => return,
+            Err(_) => {
+                tracing::debug!("websocket write stalled for {WRITE_TIMEOUT:?}; closing");
                 return;
             }
         }
-    }
-    let code = match reason {
-        CloseReason::Overflow => TRY_AGAIN_LATER,
-        CloseReason::Shutdown => GOING_AWAY,
-        CloseReason::FrameTooLarge => TOO_BIG,
-        CloseReason::HelloTimeout => POLICY_VIOLATION,
     };
-    let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason.as_str()) };
-    let _ = sink.send(Message::Close(Some(close))).await;
-    let _ = sink.close().await;
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        if reason.flush_first() {
+            while let Some(frame) = outbox.try_recv() {
+                sink.feed(text(frame)).await.map_err(drop)?;
+            }
+        }
+        let code = match reason {
+            CloseReason::Overflow => TRY_AGAIN_LATER,
+            CloseReason::Shutdown => GOING_AWAY,
+            CloseReason::FrameTooLarge => TOO_BIG,
+            CloseReason::HelloTimeout => POLICY_VIOLATION,
+        };
+        let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason.as_str()) };
+        sink.send(Message::Close(Some(close))).await.map_err(drop)?;
+        sink.close().await.map_err(drop)
+    })
+    .await;
 }
 
-fn text(frame: bytes::Bytes) -> Message {
+/// Writes `first` and whatever else is queued already, then flushes once:
+/// a burst of frames costs one write, not one each.
+async fn write_queued<W>(sink: &mut W, first: Bytes, outbox: &mut OutboxReceiver) -> Result<(), ()>
+where
+    W: Sink<Message> + Unpin,
+{
+    sink.feed(text(first)).await.map_err(drop)?;
+    while let Some(frame) = outbox.try_recv() {
+        sink.feed(text(frame)).await.map_err(drop)?;
+    }
+    sink.flush().await.map_err(drop)
+}
+
+fn text(frame: Bytes) -> Message {
     // Frames come from serde_json, so they are always UTF-8.
     Message::Text(Utf8Bytes::try_from(frame).expect("frames are UTF-8 JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A socket whose peer reads nothing: it takes no frame, ever.
+    struct Stalled;
+
+    impl Sink<Message> for Stalled {
+        type Error = axum::Error;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+
+        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
+            unreachable!("never ready")
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+    }
+
+    /// Regression: the writer awaited a stalled write without watching the
+    /// close signal, so an overflowing connection whose client read nothing
+    /// was never closed, and its socket and task stayed forever.
+    #[tokio::test(start_paused = true)]
+    async fn an_overflow_during_a_stalled_write_ends_the_writer() {
+        let (outbox, receiver) = Outbox::new(1);
+        let writer = tokio::spawn(write(Stalled, receiver, CancellationToken::new()));
+        assert!(outbox.push(Bytes::from_static(b"{}")));
+        tokio::task::yield_now().await;
+        // The writer is stuck on the first frame; the next ones overflow.
+        while outbox.push(Bytes::from_static(b"{}")) {}
+        let ended = tokio::time::timeout(CLOSE_TIMEOUT + Duration::from_secs(1), writer).await;
+        assert!(ended.is_ok(), "the writer still waits for the stalled write");
+        // Well before the write timeout: the close, not the timeout, ended it.
+        assert!(CLOSE_TIMEOUT + Duration::from_secs(1) < WRITE_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_during_a_stalled_write_ends_the_writer() {
+        let (outbox, receiver) = Outbox::new(4);
+        let shutdown = CancellationToken::new();
+        let writer = tokio::spawn(write(Stalled, receiver, shutdown.clone()));
+        assert!(outbox.push(Bytes::from_static(b"{}")));
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+        let ended = tokio::time::timeout(CLOSE_TIMEOUT + Duration::from_secs(1), writer).await;
+        assert!(ended.is_ok(), "the writer still waits for the stalled write");
+    }
 }

@@ -5,29 +5,38 @@ mod common;
 use std::time::Duration;
 
 use common::{join, post, start, start_with};
-use confab_client::WsClient;
+use confab_client::{WAIT, WsClient};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_and_the_room_goes_on() {
     let server = start_with(|c| {
-        c.outbox = 16;
+        // Large enough that Slow's socket buffers are full before its
+        // outbox is, so the overflow comes while a write is stalled.
+        c.outbox = 512;
         c.hub.rates.post = None;
+        // Everything posted stays in memory, so Slow can resume from 0.
+        c.hub.room_window = 10_000;
     })
     .await;
     let mut ann = server.client("Ann").await;
     let mut bob = server.client("Bob").await;
-    let (mut slow, _) = WsClient::hello(&server.url, "Slow").await.unwrap();
+    let mut slow = WsClient::connect_small(&server.url, 64 * 1024).await.unwrap();
+    let hello = slow.ok(json!({"op": "hello", "name": "Slow"})).await.unwrap();
+    let session = hello["session"].as_str().unwrap().to_owned();
     let code = server.create(&mut ann, json!({})).await;
     join(&mut ann, &code).await;
     join(&mut bob, &code).await;
     join(&mut slow, &code).await;
-    // Slow never reads. Ann posts far more than its outbox and the socket
-    // buffers hold; Bob reads everything.
+    assert_eq!(sockets(&server).await, 3);
+    // Slow never reads again. Ann posts far more than its outbox and the
+    // socket buffers hold (12 MB against the server's 4 MB send buffer and
+    // Slow's small receive one); Bob reads everything.
     let body = "x".repeat(4000);
+    let posts = 3000;
     let reader = tokio::spawn(async move {
         let mut seqs = Vec::new();
-        while seqs.len() < 2000 {
+        while seqs.len() < posts {
             let frame = bob.next().await.unwrap();
             if frame["ev"] == "message" {
                 seqs.push(frame["message"]["seq"].as_u64().unwrap());
@@ -35,13 +44,37 @@ async fn a_slow_consumer_is_closed_and_the_room_goes_on() {
         }
         seqs
     });
-    for _ in 0..2000 {
+    for _ in 0..posts {
         post(&mut ann, &code, &body).await;
     }
     let seqs = reader.await.unwrap();
-    assert_eq!(seqs, (1..=2000).collect::<Vec<u64>>(), "Bob got every message in order");
-    // Slow was closed with "try again later"; it can resume from its last seq.
+    assert_eq!(seqs, (1..=posts as u64).collect::<Vec<u64>>(), "Bob got every message in order");
+    // The server gives up on Slow's socket by itself, though Slow still
+    // reads nothing: its writer does not wait for the stalled write.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sockets(&server).await != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "Slow's socket is still open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Slow comes back on the same session and resumes from where it was
+    // (here: the last 1,000, what one join returns at most): nothing lost.
+    let (mut again, _) = server.tab("Slow", &session).await;
+    let since = posts as u64 - 1000;
+    let joined = again.ok(json!({"op": "join", "room": code, "since": since})).await.unwrap();
+    let resumed: Vec<u64> =
+        joined["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert!(resumed == (since + 1..=posts as u64).collect::<Vec<u64>>(), "resumed {resumed:?}");
+    assert_eq!(joined["gap"], false);
+    // What Slow had buffered ends with the close: "try again later".
     assert_eq!(slow.closed().await.unwrap(), Some(1013));
+}
+
+/// Sockets the server still holds open, from `/health`.
+async fn sockets(server: &common::TestServer) -> u64 {
+    let (status, body) = server.get("/health").await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    health["sockets"].as_u64().unwrap()
 }
 
 #[tokio::test]
