@@ -14,6 +14,7 @@
 
 mod console;
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -97,7 +98,10 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
     let host = host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
     let port = port.unwrap_or(DEFAULT_PORT);
     let (mut input, mut screen) = console::open();
-    let mut link = match connect(&host, port, &mut screen).await {
+    // The session each server gave, by `host:port`: connecting there again
+    // presents it, so the seats held through a drop are the user's again.
+    let mut sessions = HashMap::new();
+    let mut link = match connect(&host, port, &sessions, &mut screen).await {
         Some(link) => Some(link),
         // A script cannot type `%connect`: fail at once.
         None if screen.is_plain() => return ExitCode::FAILURE,
@@ -115,7 +119,7 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
                         // Dropping the old connection is a disconnect there:
                         // its rooms hold the seat for the reconnect grace.
                         drop(link.take());
-                        link = connect(&host, port, &mut screen).await;
+                        link = connect(&host, port, &sessions, &mut screen).await;
                     }
                     Local::Help => {
                         for text in HELP {
@@ -131,7 +135,12 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
                 }
             }
             line = next_line(&mut link) => match line {
-                Some(line) => screen.server(&line),
+                Some(line) => {
+                    if let (Some(token), Some(open)) = (session_token(&line), &link) {
+                        sessions.insert(open.name.clone(), token.to_owned());
+                    }
+                    screen.server(&line);
+                }
                 None => {
                     let name = link.take().map(|l| l.name).unwrap_or_default();
                     if screen.is_plain() {
@@ -146,10 +155,22 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
     }
 }
 
-async fn connect(host: &str, port: u16, screen: &mut Screen) -> Option<Link> {
+async fn connect(
+    host: &str,
+    port: u16,
+    sessions: &HashMap<String, String>,
+    screen: &mut Screen,
+) -> Option<Link> {
     match Link::open(host, port).await {
-        Ok(link) => {
+        Ok(mut link) => {
             screen.note(&format!("connected to {}", link.name));
+            if let Some(token) = sessions.get(&link.name) {
+                if let Err(e) = link.send(&format!("%session {token}")).await {
+                    screen.note(&format!("error: connection to {} lost: {e}", link.name));
+                    return None;
+                }
+                screen.note("(as the same user as before: your session was sent)");
+            }
             Some(link)
         }
         Err(e) => {
@@ -157,6 +178,12 @@ async fn connect(host: &str, port: u16, screen: &mut Screen) -> Option<Link> {
             None
         }
     }
+}
+
+/// The token in the server's `session <token>: …` line after a login.
+fn session_token(line: &str) -> Option<&str> {
+    let token = line.strip_prefix("session ")?.split(':').next()?;
+    (!token.is_empty() && !token.contains(' ')).then_some(token)
 }
 
 /// Sends a typed line to the server, if there is one.
@@ -226,5 +253,13 @@ mod tests {
             local("%connect host http"),
             Local::Misuse("error: \"http\" is not a port; usage: %connect <host> <port>".into())
         );
+    }
+
+    #[test]
+    fn the_session_token_is_read_from_the_login_line() {
+        let line = "session 0123abcd: type \"%session 0123abcd\" before your username";
+        assert_eq!(session_token(line), Some("0123abcd"));
+        assert_eq!(session_token("[main] 1 | session | date | subject"), None);
+        assert_eq!(session_token("session : nothing"), None);
     }
 }

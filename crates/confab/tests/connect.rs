@@ -68,19 +68,19 @@ fn without_a_terminal_it_relays_stdin_and_prints_server_lines_on_stdout() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("welcome to confab "), "{stdout}");
     assert_eq!(
-        lines[1..5],
-        [
-            "username:",
-            "hello, Ann; %join joins the board main, %help lists the commands",
-            "[main] you joined \"Main board\"; members (1): Ann",
-            "[main] you posted 1",
-        ]
+        lines[1..3],
+        ["username:", "hello, Ann; %join joins the board main, %help lists the commands"]
+    );
+    assert!(lines[3].starts_with("session "), "{stdout}");
+    assert_eq!(
+        lines[4..6],
+        ["[main] you joined \"Main board\"; members (1): Ann", "[main] you posted 1"]
     );
     assert!(
-        lines[5].starts_with("[main] 1 | Ann | ") && lines[5].ends_with(" | hello"),
+        lines[6].starts_with("[main] 1 | Ann | ") && lines[6].ends_with(" | hello"),
         "{stdout}"
     );
-    assert_eq!(lines[6..], ["  Hi all", "[main] you left", "bye: goodbye"]);
+    assert_eq!(lines[7..], ["  Hi all", "[main] you left", "bye: goodbye"]);
     // Notes from the client itself stay off stdout.
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(

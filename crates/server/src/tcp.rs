@@ -323,6 +323,8 @@ struct Session {
     logged_in: bool,
     /// Whether `%exit` has been handled.
     exited: bool,
+    /// The session token to present with the username (`%session`).
+    session: Option<String>,
     /// The longest line accepted, in bytes.
     line_limit: usize,
     /// Lines waiting to be written.
@@ -338,6 +340,7 @@ impl Session {
             next_id: 1,
             logged_in: false,
             exited: false,
+            session: None,
             out: String::new(),
         }
     }
@@ -361,7 +364,7 @@ impl Session {
             if text.trim().is_empty() {
                 return say!(self.out, "username:");
             }
-            let hello = ClientOp::Hello { name: text, session: None, resume: None };
+            let hello = ClientOp::Hello { name: text, session: self.session.clone(), resume: None };
             return self.request(Pending::Hello, hello).await;
         }
         match command::parse(&text) {
@@ -380,6 +383,13 @@ impl Session {
         let (pending, op) = match command {
             Command::Help => return render::help(&mut self.out),
             Command::Exit => return self.exit().await,
+            Command::Session { .. } if self.logged_in => {
+                return say!(self.out, "error: %session comes before the username, not after");
+            }
+            Command::Session { token } => {
+                self.session = Some(token);
+                return say!(self.out, "session noted; username:");
+            }
             _ if !self.logged_in => {
                 return say!(self.out, "error: log in first: type a username (or %exit)");
             }

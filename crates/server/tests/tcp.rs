@@ -17,6 +17,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 struct Term {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// The session token the login gave.
+    session: Option<String>,
 }
 
 impl Term {
@@ -38,7 +40,7 @@ impl Term {
 
     async fn greeted(stream: TcpStream) -> Term {
         let (reader, writer) = stream.into_split();
-        let mut term = Term { reader: BufReader::new(reader), writer };
+        let mut term = Term { reader: BufReader::new(reader), writer, session: None };
         assert!(term.line().await.starts_with("welcome to confab "));
         assert_eq!(term.line().await, "username:");
         term
@@ -55,7 +57,24 @@ impl Term {
         self.send(name).await;
         let hello = self.line().await;
         assert!(hello.starts_with(&format!("hello, {name};")), "{hello}");
+        self.session = Some(self.session_line().await);
         self
+    }
+
+    /// Reads the `session <token>: …` line that follows a login.
+    async fn session_line(&mut self) -> String {
+        let line = self.line().await;
+        let token = line
+            .strip_prefix("session ")
+            .and_then(|rest| rest.split(':').next())
+            .unwrap_or_else(|| panic!("no session line: {line:?}"));
+        assert!(
+            line.ends_with(&format!(
+                "type \"%session {token}\" before your username to come back as this user"
+            )),
+            "{line}"
+        );
+        token.to_owned()
     }
 
     async fn send(&mut self, line: &str) {
@@ -144,6 +163,7 @@ async fn the_username_is_asked_for_and_validated_like_hello() {
     assert_eq!(term.ask("   ").await, "username:");
     let hello = term.ask("  Éloïse ").await;
     assert_eq!(hello, "hello, Éloïse; %join joins the board main, %help lists the commands");
+    term.session_line().await;
     assert_eq!(
         term.ask("%list").await,
         "error: not_member: you have not joined room main; %join first"
@@ -359,7 +379,7 @@ async fn a_name_already_in_the_room_is_refused_on_join() {
     let refused = term.ask("%join").await;
     assert_eq!(
         refused,
-        "error: name_taken: someone in room main is already called \"ANN\"; reconnect with another username"
+        "error: name_taken: someone in room main is already called \"ANN\"; reconnect with another username, or with %session if it is you"
     );
     // The connection is still usable.
     assert_eq!(term.ask("%users").await, "[main] members (1): Ann");
@@ -523,6 +543,51 @@ async fn a_dropped_connection_gets_the_reconnect_grace() {
     assert!(
         dropped.elapsed() >= Duration::from_millis(300),
         "the seat was held for the grace period"
+    );
+}
+
+#[tokio::test]
+async fn a_terminal_user_who_comes_back_with_the_session_within_grace_is_silent() {
+    let server = start_with(|c| c.hub.grace = Duration::from_secs(30)).await;
+    let mut web = server.client("Web").await;
+    join(&mut web, "main").await;
+    let mut term = Term::login(&server, "Term").await;
+    term.run("%join", "[main] you joined").await;
+    assert_eq!(web.event("join").await.unwrap()["user"]["name"], "Term");
+    let session = term.session.clone().unwrap();
+    drop(term);
+    // Wait until the server has seen the drop: only Web is connected.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, health) = server.get("/health").await;
+        let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+        if health["connections"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the drop was never seen: {health}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The seat is held: the name is still Term's, and a stranger without
+    // the session cannot take it.
+    let mut stranger = Term::login(&server, "term").await;
+    let refused = stranger.ask("%join").await;
+    assert!(refused.starts_with("error: name_taken: "), "{refused}");
+    drop(stranger);
+    // Term comes back with the session: the same user, and nobody sees a
+    // leave or a join.
+    let mut again = Term::connect(&server).await;
+    assert_eq!(again.ask(&format!("%session {session}")).await, "session noted; username:");
+    let mut again = again.logged_in("Term").await;
+    assert_eq!(again.session.as_deref(), Some(session.as_str()));
+    again.run("%join", "[main] you joined").await;
+    again.run("%post back I am back", "[main] you posted").await;
+    let next = web.next().await.unwrap();
+    assert_eq!(next["ev"], "message", "Web saw {next} before Term's post");
+    assert_eq!(next["message"]["from"]["name"], "Term");
+    // After login it is refused, clearly.
+    assert_eq!(
+        again.ask(&format!("%session {session}")).await,
+        "error: %session comes before the username, not after"
     );
 }
 

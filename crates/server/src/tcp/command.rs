@@ -9,13 +9,32 @@ pub(crate) const MAIN: &str = "main";
 /// One command of the terminal protocol, with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
-    Join { room: String },
-    Leave { room: String },
-    Post { room: String, subject: String, body: String },
-    Users { room: String },
-    List { room: String },
-    Message { room: String, id: u64 },
+    Join {
+        room: String,
+    },
+    Leave {
+        room: String,
+    },
+    Post {
+        room: String,
+        subject: String,
+        body: String,
+    },
+    Users {
+        room: String,
+    },
+    List {
+        room: String,
+    },
+    Message {
+        room: String,
+        id: u64,
+    },
     Groups,
+    /// Before the username: come back as the user of this session token.
+    Session {
+        token: String,
+    },
     Help,
     Exit,
 }
@@ -42,6 +61,10 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%groupusers <room>", about: "members of a room" },
     Spec { usage: "%grouplist <room>", about: "messages of a room you can see" },
     Spec { usage: "%groupmessage <room> <id>", about: "one message of a room" },
+    Spec {
+        usage: "%session <token>",
+        about: "before your username: come back as the user that token names",
+    },
     Spec { usage: "%help", about: "this list" },
     Spec { usage: "%exit", about: "leave every room and disconnect" },
 ];
@@ -135,6 +158,7 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
             let room = args.word("a room")?;
             Command::Message { room, id: args.id()? }
         }
+        "%session" => Command::Session { token: args.word("the token hello gave you")? },
         "%help" => Command::Help,
         "%exit" => Command::Exit,
         _ => return Err(Misuse::new(format!("unknown command {word}"))),

@@ -65,6 +65,7 @@ pub(crate) fn decode(frame: &[u8]) -> Result<Frame, serde_json::Error> {
 #[derive(Deserialize)]
 struct Welcome {
     user: User,
+    session: String,
 }
 
 #[derive(Deserialize)]
@@ -95,11 +96,15 @@ struct Rooms {
 pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_json::Result<()> {
     match pending {
         Pending::Hello => {
-            let Welcome { user } = Welcome::deserialize(reply)?;
+            let Welcome { user, session } = Welcome::deserialize(reply)?;
             say!(
                 out,
                 "hello, {}; %join joins the board {MAIN}, %help lists the commands",
                 clean(&user.name)
+            );
+            say!(
+                out,
+                "session {session}: type \"%session {session}\" before your username to come back as this user"
             );
         }
         Pending::Join => {
@@ -167,7 +172,9 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
 /// error has an obvious next step.
 pub(crate) fn failure(out: &mut String, pending: &Pending, error: &ErrorBody) {
     let hint = match (error.code, pending.room()) {
-        (ErrorCode::NameTaken, _) => "; reconnect with another username".to_owned(),
+        (ErrorCode::NameTaken, _) => {
+            "; reconnect with another username, or with %session if it is you".to_owned()
+        }
         (ErrorCode::NotMember, Some(MAIN)) => "; %join first".to_owned(),
         (ErrorCode::NotMember, Some(room)) => format!("; %groupjoin {room} first"),
         (ErrorCode::NotFound, _) if !matches!(pending, Pending::Message { .. }) => {
