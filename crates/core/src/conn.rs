@@ -273,7 +273,10 @@ impl Conn {
             Ok(name) => name,
             Err(e) => return self.fail(id, e),
         };
-        let user = self.hub.session(session.as_deref(), name).await;
+        let user = match self.hub.session(session.as_deref(), name, self.peer).await {
+            Ok(user) => user,
+            Err(e) => return self.fail(id, e),
+        };
         self.user = Some(user.clone());
         let mut rooms = Vec::new();
         let mut resumed = Vec::new();

@@ -327,7 +327,17 @@ impl Hub {
     /// Tokens are looked up and stored by their SHA-256 digest: what the
     /// lookup's timing could reveal is a digest, which says nothing about
     /// any token, and a copy of the database holds no usable token.
-    pub(crate) async fn session(&self, token: Option<&str>, name: String) -> Arc<UserRecord> {
+    ///
+    /// # Errors
+    ///
+    /// `rate_limited` when a new session is needed and the client at
+    /// `peer` has made too many.
+    pub(crate) async fn session(
+        &self,
+        token: Option<&str>,
+        name: String,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<UserRecord>, ErrorBody> {
         let digest = token.map(ids::token_digest);
         let known = digest.as_ref().and_then(|d| self.shared.sessions.lock().get(d).cloned());
         // With the store down, a session works in memory rather than wait.
@@ -353,17 +363,20 @@ impl Hub {
                 *user.name.lock() = name;
                 user
             }
-            None => self.remember_session(UserRecord {
-                id: ids::user_id(),
-                session: ids::session_token(),
-                name: Mutex::new(name),
-            }),
+            None => {
+                self.shared.limiters.check_new_session(peer)?;
+                self.remember_session(UserRecord {
+                    id: ids::user_id(),
+                    session: ids::session_token(),
+                    name: Mutex::new(name),
+                })
+            }
         };
         let digest = ids::token_digest(&user.session);
         if store_up && let Err(e) = self.store().save_session(&digest, &user.public()).await {
             tracing::warn!("cannot store a session: {e}");
         }
-        user
+        Ok(user)
     }
 
     fn remember_session(&self, user: UserRecord) -> Arc<UserRecord> {

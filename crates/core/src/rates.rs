@@ -49,6 +49,10 @@ pub struct Rates {
     pub create: Option<Rate>,
     /// Joins of rooms that do not exist, per client address (or user).
     pub failed_join: Option<Rate>,
+    /// New sessions (a `hello` without a known token), per client address:
+    /// without it, a flooder would get a fresh set of per-user buckets by
+    /// reconnecting.
+    pub new_session: Option<Rate>,
     /// Whether loopback clients count by address for failed joins (by
     /// default they are exempt and count per user instead).
     pub limit_loopback: bool,
@@ -61,6 +65,7 @@ impl Default for Rates {
             join: Some(Rate::new(5, Duration::from_secs(1), 20)),
             create: Some(Rate::new(30, Duration::from_secs(60), 20)),
             failed_join: Some(Rate::new(2, Duration::from_secs(60), 20)),
+            new_session: Some(Rate::new(10, Duration::from_secs(60), 30)),
             limit_loopback: false,
         }
     }
@@ -80,6 +85,7 @@ pub(crate) struct Limiters {
     join: Option<DefaultKeyedRateLimiter<String>>,
     create: Option<DefaultKeyedRateLimiter<String>>,
     failed_join: Option<DefaultKeyedRateLimiter<String>>,
+    new_session: Option<DefaultKeyedRateLimiter<String>>,
     /// Clients whose failed-join bucket ran dry, until when. A short lock:
     /// a lookup or an insert, never across `.await`.
     blocked: Mutex<HashMap<String, Instant>>,
@@ -94,6 +100,7 @@ impl Limiters {
             join: keyed(rates.join),
             create: keyed(rates.create),
             failed_join: keyed(rates.failed_join),
+            new_session: keyed(rates.new_session),
             blocked: Mutex::new(HashMap::new()),
         }
     }
@@ -120,9 +127,27 @@ impl Limiters {
     /// loopback address and loopback is exempt; else the user.
     pub fn client_key(&self, peer: Option<IpAddr>, user_id: &str) -> String {
         match peer {
-            Some(ip) if self.rates.limit_loopback || !ip.is_loopback() => format!("ip:{ip}"),
+            Some(ip) if self.rates.limit_loopback || !ip.is_loopback() => address_key(ip),
             _ => format!("user:{user_id}"),
         }
+    }
+
+    /// Takes a token from the new-session bucket of the client at `peer`.
+    /// Loopback clients are exempt unless `limit_loopback`; a client with
+    /// no address (an in-process test) is never limited.
+    ///
+    /// # Errors
+    ///
+    /// `rate_limited` with `retry_after_ms` when the bucket is empty.
+    pub fn check_new_session(&self, peer: Option<IpAddr>) -> Result<(), ErrorBody> {
+        let Some(limiter) = &self.new_session else { return Ok(()) };
+        let Some(ip) = peer.filter(|ip| self.rates.limit_loopback || !ip.is_loopback()) else {
+            return Ok(());
+        };
+        limiter.check_key(&address_key(ip)).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            refused("too many new sessions from your address", wait)
+        })
     }
 
     /// Refuses every join of a client that has failed too many.
@@ -157,14 +182,31 @@ impl Limiters {
     /// Forgets buckets that are full again, so memory follows the active
     /// users, not every user ever seen.
     pub fn forget_idle(&self) {
-        for limiter in
-            [&self.post, &self.join, &self.create, &self.failed_join].into_iter().flatten()
+        for limiter in [&self.post, &self.join, &self.create, &self.failed_join, &self.new_session]
+            .into_iter()
+            .flatten()
         {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
         let now = Instant::now();
         self.blocked.lock().retain(|_, until| *until > now);
+    }
+}
+
+/// The key a client address counts under. An IPv6 client counts by its
+/// /64, the block one subscriber usually holds, so that walking through
+/// the addresses of one's own block gives no new budget.
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -189,6 +231,28 @@ fn refused(what: &str, wait: Duration) -> ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_sessions_are_limited_per_address_and_ipv6_per_64() {
+        let limiters = Limiters::new(Rates {
+            new_session: Some(Rate::new(1, Duration::from_secs(60), 2)),
+            ..Rates::default()
+        });
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_block: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        limiters.check_new_session(Some(a)).unwrap();
+        limiters.check_new_session(Some(same_block)).unwrap();
+        let refused = limiters.check_new_session(Some(a)).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        assert!(refused.retry_after_ms.unwrap() > 0);
+        limiters.check_new_session(Some(other)).unwrap();
+        // Loopback is exempt by default, and so is a client with no address.
+        for _ in 0..10 {
+            limiters.check_new_session(Some(IpAddr::from([127, 0, 0, 1]))).unwrap();
+            limiters.check_new_session(None).unwrap();
+        }
+    }
 
     #[test]
     fn a_burst_then_refusal_with_a_retry_time() {

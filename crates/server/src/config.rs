@@ -87,6 +87,9 @@ pub struct ServeArgs {
     /// Joins of rooms that do not exist, per client address [default: 2/m,burst=20]
     #[arg(long, env = "CONFAB_FAILED_JOIN_RATE", value_name = "RATE")]
     pub failed_join_rate: Option<String>,
+    /// New sessions per client address (IPv6: per /64) [default: 10/m,burst=30]
+    #[arg(long, env = "CONFAB_SESSION_RATE", value_name = "RATE")]
+    pub session_rate: Option<String>,
     /// Apply per-address limits to loopback clients too [default: exempt]
     #[arg(long, env = "CONFAB_LIMIT_LOOPBACK", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub limit_loopback: Option<bool>,
@@ -258,6 +261,7 @@ impl ServeArgs {
             join: rate("join-rate", &args.join_rate, rates.join)?,
             create: rate("create-rate", &args.create_rate, rates.create)?,
             failed_join: rate("failed-join-rate", &args.failed_join_rate, rates.failed_join)?,
+            new_session: rate("session-rate", &args.session_rate, rates.new_session)?,
             limit_loopback: args.limit_loopback.unwrap_or(rates.limit_loopback),
         };
         hub.room_retention = RetentionPolicy {
@@ -386,6 +390,7 @@ impl ServeArgs {
             join_rate: self.join_rate.or(lower.join_rate),
             create_rate: self.create_rate.or(lower.create_rate),
             failed_join_rate: self.failed_join_rate.or(lower.failed_join_rate),
+            session_rate: self.session_rate.or(lower.session_rate),
             limit_loopback: self.limit_loopback.or(lower.limit_loopback),
             max_connections: self.max_connections.or(lower.max_connections),
             max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),

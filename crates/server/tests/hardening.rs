@@ -169,25 +169,85 @@ async fn session_tokens_are_stored_only_as_digests() {
 #[tokio::test]
 async fn pages_carry_security_headers() {
     let server = start_with(|_| {}).await;
-    let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(
-            format!("GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.http)
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let head = response.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
-    for header in [
-        "content-security-policy: default-src 'self'",
-        "x-frame-options: deny",
-        "x-content-type-options: nosniff",
-        "referrer-policy: no-referrer",
-    ] {
-        assert!(head.contains(header), "missing {header} in:\n{head}");
+    for path in ["/", "/r/ABCDEF", "/history"] {
+        let head = head_of(&server, path, "").await;
+        assert!(head.starts_with("http/1.1 200"), "{path}:\n{head}");
+        for header in [
+            "content-security-policy: default-src 'self'",
+            "x-frame-options: deny",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+        ] {
+            assert!(head.contains(header), "{path}: missing {header} in:\n{head}");
+        }
+        assert!(!head.contains("set-cookie"), "confab sets no cookies");
     }
-    assert!(!head.contains("set-cookie"), "confab sets no cookies");
+    for path in ["/assets/js/room.js", "/assets/app.css"] {
+        let head = head_of(&server, path, "").await;
+        assert!(head.starts_with("http/1.1 200"), "{path}:\n{head}");
+        assert!(head.contains("x-content-type-options: nosniff"), "{path}:\n{head}");
+    }
+    // Compressed for a browser that asks, and revalidated by ETag.
+    let head = head_of(&server, "/assets/js/room.js", "Accept-Encoding: gzip\r\n").await;
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let etag = head
+        .lines()
+        .find_map(|line| line.strip_prefix("etag: "))
+        .unwrap_or_else(|| panic!("no etag in:\n{head}"))
+        .to_owned();
+    let again = head_of(&server, "/assets/js/room.js", &format!("If-None-Match: {etag}\r\n")).await;
+    assert!(again.starts_with("http/1.1 304"), "{again}");
+}
+
+/// The lower-cased head of the response to `GET path` with `headers`.
+async fn head_of(server: &common::TestServer, path: &str, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\n{headers}Connection: close\r\n\r\n",
+        server.http
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(response.len());
+    String::from_utf8_lossy(&response[..end]).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn reconnecting_gives_a_flooder_no_fresh_budget() {
+    let server = start_with(|c| {
+        c.hub.rates.new_session = tight(1, 2);
+        c.hub.rates.limit_loopback = true;
+        c.edge.limit_loopback = false;
+    })
+    .await;
+    let (_ann, hello) = WsClient::hello(&server.url, "Ann").await.unwrap();
+    WsClient::hello(&server.url, "Bob").await.unwrap();
+    // A third new session from the same address is refused, and the
+    // connection stays usable.
+    let mut third = WsClient::connect(&server.url).await.unwrap();
+    let refused = third.request(json!({"op": "hello", "name": "Cy"})).await.unwrap();
+    assert_eq!(refused["error"]["code"], "rate_limited", "{refused}");
+    assert!(refused["error"]["retry_after_ms"].as_u64().unwrap() > 1_000);
+    // A known session is not new: Ann's second tab gets in.
+    let (_tab, again) = server.tab("Ann", hello["session"].as_str().unwrap()).await;
+    assert_eq!(again["ok"], true, "{again}");
+    assert_eq!(again["user"]["id"], hello["user"]["id"]);
+    // The terminal draws from the same budget.
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(server.server.tcp_addr()).await.unwrap();
+    let (reader, mut writer) = stream.into_split();
+    let mut lines = BufReader::new(reader).lines();
+    writer.write_all(b"Dee\n").await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.starts_with("error:") {
+            assert!(line.starts_with("error: rate_limited: too many new sessions"), "{line}");
+            assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("username:"));
+            return;
+        }
+        seen.push(line);
+    }
+    panic!("no refusal; the terminal saw {seen:?}");
 }
