@@ -476,4 +476,6 @@ impl Session {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -32,6 +32,9 @@ pub(crate) struct LineReader<R> {
     /// While an overlong line is being skipped: how many bytes of it have
     /// been dropped so far.
     discarding: Option<usize>,
+    /// Whether the last byte dropped was a `\r`, which is not counted in
+    /// the line's length if the `\n` comes next.
+    dropped_cr: bool,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
@@ -41,6 +44,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             buffer: BytesMut::with_capacity(READ_CHUNK.min(limit + 1)),
             limit,
             discarding: None,
+            dropped_cr: false,
         }
     }
 
@@ -90,13 +94,13 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         if let Some(dropped) = self.discarding {
             return match newline {
                 Some(end) => {
+                    let cr = if end == 0 { self.dropped_cr } else { self.buffer[end - 1] == b'\r' };
                     self.buffer.advance(end + 1);
                     self.discarding = None;
-                    Some(Line::TooLong(dropped + end))
+                    Some(Line::TooLong(dropped + end - usize::from(cr)))
                 }
                 None => {
-                    self.discarding = Some(dropped + self.buffer.len());
-                    self.buffer.clear();
+                    self.discard_buffer(dropped);
                     None
                 }
             };
@@ -115,18 +119,27 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             }
             // One byte of slack for a `\r` whose `\n` has not arrived.
             None if self.buffer.len() > self.limit + 1 => {
-                self.discarding = Some(self.buffer.len());
-                self.buffer.clear();
+                self.discard_buffer(0);
                 None
             }
             None => None,
         }
     }
 
+    /// Drops what is buffered of an overlong line, `dropped` bytes of
+    /// which went before.
+    fn discard_buffer(&mut self, dropped: usize) {
+        if let Some(&last) = self.buffer.last() {
+            self.dropped_cr = last == b'\r';
+        }
+        self.discarding = Some(dropped + self.buffer.len());
+        self.buffer.clear();
+    }
+
     /// What is left when the client closed its side.
     fn finish(&mut self) -> Option<Line> {
         if let Some(dropped) = self.discarding.take() {
-            return Some(Line::TooLong(dropped));
+            return Some(Line::TooLong(dropped - usize::from(self.dropped_cr)));
         }
         if self.buffer.is_empty() {
             return None;
