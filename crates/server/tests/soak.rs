@@ -49,6 +49,8 @@ async fn good_clients_are_served_while_bad_ones_misbehave() {
                 let joined = join(&mut c, &code).await;
                 let first = joined["seq"].as_u64().unwrap();
                 let mut seen = Vec::new();
+                // Others' messages, in the order they arrived.
+                let mut events = Vec::new();
                 let mut posted = 0u64;
                 let mut tick = tokio::time::interval(Duration::from_millis(200));
                 while !stop.load(Ordering::Relaxed) {
@@ -59,6 +61,7 @@ async fn good_clients_are_served_while_bad_ones_misbehave() {
                     while let Ok(Ok(frame)) = tokio::time::timeout(Duration::from_millis(1), c.next()).await {
                         if frame["ev"] == "message" {
                             seen.push(frame["message"]["seq"].as_u64().unwrap());
+                            events.push(frame["message"]["seq"].as_u64().unwrap());
                         } else if frame.get("re").is_some() {
                             assert_eq!(frame["ok"], true, "a good post failed: {frame}");
                             seen.push(frame["message"]["seq"].as_u64().unwrap());
@@ -73,10 +76,17 @@ async fn good_clients_are_served_while_bad_ones_misbehave() {
                         break last;
                     }
                     let frame = c.next().await.unwrap();
+                    if frame["ev"] == "message" {
+                        events.push(frame["message"]["seq"].as_u64().unwrap());
+                    }
                     if frame["ev"] == "message" || (frame.get("re").is_some() && frame["message"].is_object()) {
                         seen.push(frame["message"]["seq"].as_u64().unwrap());
                     }
                 };
+                assert!(
+                    events.windows(2).all(|w| w[0] < w[1]),
+                    "a good client saw messages out of order: {events:?}"
+                );
                 (first, last, seen, posted)
             }));
         }
