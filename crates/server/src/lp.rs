@@ -332,6 +332,7 @@ async fn pump(
     ticket: Ticket,
 ) {
     let signal = outbox.signal();
+    metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "lp").increment(1.0);
     let idle = app.lp.shared.idle;
     let hello_at = Instant::now() + app.edge.hello_timeout;
     let mut greeted = false;
@@ -357,6 +358,7 @@ async fn pump(
             }
             frame = outbox.recv() => match frame {
                 Some(frame) => if !lp.buffer(frame, &mut outbox, app.outbox) {
+                    metrics::counter!(crate::metrics::OUTBOX_OVERFLOWS).increment(1);
                     break Some(CloseReason::Overflow);
                 },
                 None => break Some(CloseReason::Shutdown),
@@ -380,6 +382,7 @@ async fn pump(
         }
     }
     lp.close().await;
+    metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "lp").decrement(1.0);
     drop(ticket);
 }
 

@@ -21,7 +21,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::App;
 
-/// Open connections, labelled by `transport` (`ws`, …). Gauge.
+/// Open connections, labelled by `transport` (`ws`, `lp`, `tcp`). Gauge.
 pub(crate) const CONNECTIONS: &str = "confab_connections";
 /// Rooms that exist, boards included. A gauge of this server's hub,
 /// written into the text at scrape time rather than through the shared
@@ -106,7 +106,9 @@ fn describe() {
     for counter in [POSTS, DELIVERIES, OUTBOX_OVERFLOWS, RATE_LIMITED] {
         metrics::counter!(counter).increment(0);
     }
-    metrics::gauge!(CONNECTIONS, "transport" => "ws").increment(0.0);
+    for transport in ["ws", "lp", "tcp"] {
+        metrics::gauge!(CONNECTIONS, "transport" => transport).increment(0.0);
+    }
     metrics::gauge!(MEMBERS).increment(0.0);
 }
 

@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{join, post, start};
+use std::time::Duration;
+
+use common::{join, post, start, start_with};
+use confab_core::Rate;
 use serde_json::json;
 
 /// The value of the sample named exactly `series` (name and labels).
@@ -61,4 +64,34 @@ async fn several_servers_in_one_process_each_serve_metrics() {
         assert_eq!(status, 200);
         assert!(text.contains("confab_posts_total"), "{text}");
     }
+}
+
+#[tokio::test]
+async fn refusals_and_long_poll_connections_are_counted() {
+    let server =
+        start_with(|c| c.hub.rates.post = Some(Rate::new(1, Duration::from_secs(60), 1))).await;
+    let scrape = || async {
+        let (status, text) = server.get("/metrics").await;
+        assert_eq!(status, 200);
+        text
+    };
+    let before = scrape().await;
+    let mut ann = server.client("Ann").await;
+    join(&mut ann, "main").await;
+    post(&mut ann, "main", "one").await;
+    let refused = ann.error_code(json!({"op": "post", "room": "main", "body": "two"})).await;
+    assert_eq!(refused.unwrap(), "rate_limited");
+    let mut http = common::http::Http::connect(server.http).await.unwrap();
+    let opened = http.request("POST", "/lp", b"").await;
+    assert_eq!(opened.status, 200);
+    let after = scrape().await;
+    let value = |text: &str, series: &str| {
+        sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert!(
+        value(&after, "confab_rate_limited_total") > value(&before, "confab_rate_limited_total")
+    );
+    // Other tests in this process may hold long-poll connections too, but
+    // never fewer than this one.
+    assert!(value(&after, r#"confab_connections{transport="lp"}"#) >= 1.0, "{after}");
 }
