@@ -155,9 +155,17 @@ pub fn run(args: BenchArgs) -> ExitCode {
     } else {
         print!("{}", stats::text_report(&report));
     }
-    let failed = ["connect_errors", "join_errors", "loss", "duplicates", "out_of_order"]
-        .iter()
-        .any(|key| report[key].as_u64().unwrap_or(0) > 0);
+    let failed = [
+        "connect_errors",
+        "join_errors",
+        "disconnects",
+        "posts_unanswered",
+        "loss",
+        "duplicates",
+        "out_of_order",
+    ]
+    .iter()
+    .any(|key| report[key].as_u64().unwrap_or(0) > 0);
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 

@@ -30,11 +30,35 @@ fn data_dir(name: &str) -> std::path::PathBuf {
 async fn a_short_run_delivers_every_post_to_every_other_member() {
     let dir = data_dir("deliver");
     let server = Server::start(Config::ephemeral(&dir)).await.expect("server starts");
+    // A second server: the bench spreads its rooms over every `--url`.
+    let other_dir = data_dir("deliver-other");
+    let other = Server::start(Config::ephemeral(&other_dir)).await.expect("server starts");
     let url = format!("ws://{}/ws", server.http_addr());
-    let args = ["--rooms", "3", "--members", "4", "--interval", "200", "--duration", "2"];
-    let report = tokio::task::spawn_blocking(move || bench(&url, &args)).await.unwrap();
+    let other_url = format!("ws://{}/ws", other.http_addr());
+    let report = tokio::task::spawn_blocking(move || {
+        let args = [
+            "--url",
+            &other_url,
+            "--rooms",
+            "3",
+            "--members",
+            "4",
+            "--interval",
+            "200",
+            "--duration",
+            "2",
+        ];
+        bench(&url, &args)
+    })
+    .await
+    .unwrap();
+    // Rooms 0 and 2 went to the first URL, room 1 to the other (each also
+    // has its board); they outlive their members for the reconnect grace.
+    let rooms = (server.hub().room_count(), other.hub().room_count());
     server.stop().await;
+    other.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other_dir);
 
     assert_eq!(report["connections"], 12, "{report}");
     assert_eq!(report["connect_errors"], 0, "{report}");
@@ -42,6 +66,8 @@ async fn a_short_run_delivers_every_post_to_every_other_member() {
     // 12 members, 5 posts a second each, for 2 s: about 120 posts.
     assert!(posts >= 80, "too few posts: {report}");
     assert_eq!(report["posts_sent"], posts, "every post answered: {report}");
+    assert_eq!(report["posts_unanswered"], 0, "{report}");
+    assert_eq!(report["disconnects"], 0, "{report}");
     assert_eq!(report["expected"], posts * 3, "{report}");
     assert_eq!(report["deliveries"], report["expected"], "{report}");
     assert_eq!(report["loss"], 0, "{report}");
@@ -49,6 +75,7 @@ async fn a_short_run_delivers_every_post_to_every_other_member() {
     assert_eq!(report["out_of_order"], 0, "{report}");
     assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["bench"]["cpu_seconds"].is_number(), "the bench reports its CPU: {report}");
+    assert_eq!(rooms, (3, 2), "rooms on each server (boards included)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,6 +89,13 @@ impl Stats {
         answered >= self.posts_sent && self.deliveries() >= self.expected(members)
     }
 
+    /// Posts sent that got neither an `ok` nor a refusal: lost before the
+    /// server answered (or it never did). Loss counts only what the server
+    /// acknowledged, so these are reported, and fail a run, on their own.
+    pub fn unanswered(&self) -> u64 {
+        self.posts_sent.saturating_sub(self.posts + self.refused.values().sum::<u64>())
+    }
+
     /// Deliveries owed: each acknowledged post to every other member.
     pub fn expected(&self, members: u64) -> u64 {
         self.posts * members.saturating_sub(1)
@@ -174,6 +181,7 @@ pub(crate) fn json_report(run: &Run, stats: &Stats) -> Value {
         "posts_sent": stats.posts_sent,
         "posts": stats.posts,
         "posts_refused": stats.refused,
+        "posts_unanswered": stats.unanswered(),
         "posts_per_second": stats.posts as f64 / active,
         "deliveries": deliveries,
         "expected": expected,
@@ -228,11 +236,12 @@ pub(crate) fn text_report(report: &Value) -> String {
     if report["idle"] != json!(true) {
         let _ = writeln!(
             out,
-            "posts        {} acknowledged of {} sent ({:.0}/s); refused: {}",
+            "posts        {} acknowledged of {} sent ({:.0}/s); refused: {}; unanswered {}",
             u(&report["posts"]),
             u(&report["posts_sent"]),
             f(&report["posts_per_second"]),
             report["posts_refused"],
+            u(&report["posts_unanswered"]),
         );
         let _ = writeln!(
             out,
