@@ -111,7 +111,11 @@ async fn a_reconnect_within_grace_is_silent() {
     join(&mut ann, "main").await;
     watcher.event("join").await.unwrap();
     ann.close().await;
-    // The seat is held: the member list still has Ann.
+    // Once the server has seen the drop (only Watcher is connected), the
+    // seat is held: the member list still has Ann.
+    wait_for_connections(&server, 1).await;
+    let members = watcher.ok(json!({"op": "members", "room": "main"})).await.unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
     let (mut again, _) = server.tab("Ann", &session).await;
     let rejoined = join(&mut again, "main").await;
     let names: Vec<&str> = rejoined["members"]
@@ -133,7 +137,10 @@ async fn when_grace_expires_the_member_leaves_as_disconnected() {
     join(&mut ann, "main").await;
     watcher.event("join").await.unwrap();
     drop(ann);
+    wait_for_connections(&server, 1).await;
+    let dropped = tokio::time::Instant::now();
     let leave = watcher.event("leave").await.unwrap();
+    assert!(dropped.elapsed() >= Duration::from_millis(250), "the seat was not held");
     assert_eq!(leave["user"]["name"], "Ann");
     assert_eq!(leave["reason"], "disconnected");
     let members = watcher.ok(json!({"op": "members", "room": "main"})).await.unwrap();
@@ -212,5 +219,19 @@ async fn an_unjoined_room_is_destroyed_after_its_ttl() {
         }
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the server holds `n` hub connections, from `/health`.
+async fn wait_for_connections(server: &common::TestServer, n: u64) {
+    let deadline = tokio::time::Instant::now() + confab_client::WAIT;
+    loop {
+        let (_, body) = server.get("/health").await;
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if health["connections"] == n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {health}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

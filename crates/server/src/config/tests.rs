@@ -31,6 +31,17 @@ fn flags_beat_the_file_which_beats_defaults() {
 }
 
 #[test]
+fn the_defaults_are_those_of_the_protocol() {
+    let config = ServeArgs::default().resolve().unwrap();
+    assert_eq!(config.http, "127.0.0.1:8080");
+    assert_eq!(config.tcp, "127.0.0.1:6789");
+    assert_eq!(config.data, PathBuf::from("./confab-data"));
+    assert_eq!(config.hub.grace, Duration::from_secs(10));
+    assert_eq!(config.hub.limits.frame_bytes, 64 * 1024);
+    assert_eq!(config.hub.limits.body_chars, 4000);
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_refused() {
     let dir = std::env::temp_dir().join(format!("confab-config-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
