@@ -26,10 +26,10 @@ pub struct ServeArgs {
     /// Database URL: sqlite://PATH or postgres://… [default: sqlite://DIR/confab.db]
     #[arg(long, env = "CONFAB_DATABASE", value_name = "URL")]
     pub database: Option<String>,
-    /// Join a cluster through Redis: redis://…
+    /// Join a cluster through Redis: redis://… (not available yet: refused)
     #[arg(long, env = "CONFAB_CLUSTER", value_name = "URL")]
     pub cluster: Option<String>,
-    /// Name of this node [default: the host name, or "local"]
+    /// Name of this node, shown in hello and /health [default: local]
     #[arg(long, env = "CONFAB_NODE", value_name = "NAME")]
     pub node: Option<String>,
     /// TOML file with any of these settings (keys named like the flags)
@@ -311,10 +311,19 @@ impl ServeArgs {
                 format!("{url:?}: expected sqlite://PATH or postgres://…"),
             ));
         }
-        if let Some(url) = &args.cluster
-            && !(url.starts_with("redis:") || url.starts_with("rediss:"))
-        {
-            return Err(invalid("cluster", format!("{url:?}: expected redis://…")));
+        if let Some(url) = &args.cluster {
+            if !(url.starts_with("redis:") || url.starts_with("rediss:")) {
+                return Err(invalid("cluster", format!("{url:?}: expected redis://…")));
+            }
+            // Refused rather than ignored: a node that believed itself part
+            // of a cluster while serving only its own users would split
+            // every room it shares.
+            return Err(invalid(
+                "cluster",
+                "clustering through Redis is not available in this version yet; \
+                 run a single node (without --cluster)"
+                    .into(),
+            ));
         }
         let mut edge = defaults.edge.clone();
         if let Some(n) = args.max_connections {

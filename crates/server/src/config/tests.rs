@@ -42,6 +42,13 @@ fn the_defaults_are_those_of_the_protocol() {
 }
 
 #[test]
+fn cluster_is_refused_rather_than_ignored() {
+    let args = ServeArgs { cluster: Some("redis://127.0.0.1:6379".into()), ..ServeArgs::default() };
+    let error = args.resolve().unwrap_err().to_string();
+    assert!(error.contains("cluster") && error.contains("not available"), "{error}");
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_refused() {
     let dir = std::env::temp_dir().join(format!("confab-config-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
