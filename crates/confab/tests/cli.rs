@@ -152,20 +152,27 @@ fn kill_9_right_after_an_ok_loses_no_acknowledged_post() {
     let (session, acked) = runtime.block_on(async {
         let (mut ann, hello) = confab_client::WsClient::hello(&url, "Ann").await.unwrap();
         ann.ok(serde_json::json!({"op": "join", "room": "main"})).await.unwrap();
-        // Many posts in flight at once, so they share transactions.
-        for i in 0..500 {
+        // Many posts in flight at once, so they share transactions; the
+        // server is killed while most of them still are.
+        for i in 0..900 {
             let op = serde_json::json!({"op": "post", "id": 1000 + i, "room": "main", "body": format!("p{i}")});
             ann.send_text(op.to_string()).await.unwrap();
         }
         let mut acked = Vec::new();
-        while acked.len() < 500 {
+        while acked.len() < 300 {
             let reply = ann.next().await.unwrap();
             assert_eq!(reply["ok"], true, "{reply}");
             acked.push(reply["message"]["seq"].as_u64().unwrap());
         }
+        running.child.kill().unwrap(); // SIGKILL
+        // Acknowledgements already on their way count as well.
+        while let Ok(reply) = ann.next().await {
+            if reply["ok"] == true {
+                acked.push(reply["message"]["seq"].as_u64().unwrap());
+            }
+        }
         (hello["session"].as_str().unwrap().to_owned(), acked)
     });
-    running.child.kill().unwrap(); // SIGKILL
     running.child.wait().unwrap();
     let restarted = serve_in(&data, &["--http", "127.0.0.1:0"], &[]);
     let url = format!("ws://{}/ws", restarted.addr);
@@ -180,8 +187,11 @@ fn kill_9_right_after_an_ok_loses_no_acknowledged_post() {
     });
     let mut acked = acked;
     acked.sort_unstable();
-    assert_eq!(acked, (1..=500).collect::<Vec<u64>>());
-    assert_eq!(stored, acked, "every acknowledged post is there after kill -9");
+    assert!(acked.len() >= 300, "{} acknowledged", acked.len());
+    // Nothing acknowledged is missing, and what is stored has no gap.
+    assert!(acked.iter().all(|seq| stored.contains(seq)), "an acknowledged post was lost");
+    assert_eq!(stored, (1..=stored.len() as u64).collect::<Vec<u64>>());
+    eprintln!("kill -9: {} acknowledged, {} stored of 900 sent", acked.len(), stored.len());
     signal(&restarted.child, "-TERM");
     assert!(wait_exit(restarted).success());
     let _ = std::fs::remove_dir_all(data);
