@@ -459,6 +459,45 @@ async fn a_connection_that_never_says_hello_is_closed() {
 }
 
 #[tokio::test]
+async fn a_parked_poll_is_answered_the_moment_a_message_arrives() {
+    let server = start_lp(|c| c.poll_wait = Duration::from_secs(25)).await;
+    let (mut ann, _) = Lp::hello(server.http, "Ann").await;
+    ann.ok(json!({"op": "join", "room": "main"})).await;
+    let mut bob = server.client("Bob").await;
+    join(&mut bob, "main").await;
+    // Bob's join reaches Ann first; take it, so the next poll has nothing.
+    ann.event("join").await;
+
+    // As above: of two polls, the older answers [] at once; the other is
+    // then parked for up to 25 s.
+    let path = ann.poll_path();
+    let mut a = Http::connect(server.http).await.unwrap();
+    let mut b = Http::connect(server.http).await.unwrap();
+    a.send("GET", &path, b"").await.unwrap();
+    b.send("GET", &path, b"").await.unwrap();
+    let which = tokio::time::timeout(WAIT, async {
+        tokio::select! {
+            r = a.response() => { assert_eq!(numbered(&r.unwrap()).1, Vec::<Value>::new()); 'a' }
+            r = b.response() => { assert_eq!(numbered(&r.unwrap()).1, Vec::<Value>::new()); 'b' }
+        }
+    })
+    .await
+    .expect("the older poll answers at once");
+    let mut parked = if which == 'a' { b } else { a };
+
+    let posted = Instant::now();
+    post(&mut bob, "main", "wake up").await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), parked.response())
+        .await
+        .expect("the parked poll answers long before its 25 s")
+        .unwrap();
+    let (_, frames) = numbered(&answered);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["message"]["body"], "wake up");
+    assert!(posted.elapsed() < Duration::from_secs(1), "answered after {:?}", posted.elapsed());
+}
+
+#[tokio::test]
 async fn a_newer_poll_releases_the_parked_one_and_shutdown_answers_it() {
     let server = start_lp(|c| c.poll_wait = Duration::from_secs(25)).await;
     let (mut ann, _) = Lp::hello(server.http, "Ann").await;
