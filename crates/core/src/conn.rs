@@ -1,6 +1,6 @@
 //! One client connection, whatever its transport.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -32,8 +32,10 @@ pub struct Conn {
     id: u64,
     outbox: Outbox,
     user: Option<Arc<UserRecord>>,
-    /// Rooms this connection joined, by code.
-    joined: HashMap<String, Arc<Room>>,
+    /// Rooms this connection joined. A `Vec`, not a map: a connection is
+    /// in a room or two, and a map's smallest table costs every idle
+    /// connection more than a short scan ever does.
+    joined: Vec<Arc<Room>>,
     /// The client's address, when the transport knows it.
     peer: Option<IpAddr>,
 }
@@ -76,7 +78,7 @@ struct Empty {}
 
 impl Conn {
     pub(crate) fn new(hub: Hub, id: u64, outbox: Outbox, peer: Option<IpAddr>) -> Conn {
-        Conn { hub, id, outbox, user: None, joined: HashMap::new(), peer }
+        Conn { hub, id, outbox, user: None, joined: Vec::new(), peer }
     }
 
     /// The user, once `hello` has been answered.
@@ -86,7 +88,7 @@ impl Conn {
 
     /// Codes of the rooms this connection has joined.
     pub fn rooms(&self) -> impl Iterator<Item = &str> {
-        self.joined.keys().map(String::as_str)
+        self.joined.iter().map(|room| room.code())
     }
 
     /// Decodes and applies one client frame. The reply, if any, is queued
@@ -192,7 +194,7 @@ impl Conn {
             ClientOp::Leave { room } => {
                 let room = self.hub.find(&room)?;
                 let departure = room.leave(self.id, &user.id)?;
-                self.joined.remove(room.code());
+                self.forget(&room);
                 self.hub.settle(&room, departure);
                 self.ok(id, &Empty {})
             }
@@ -364,7 +366,9 @@ impl Conn {
             self.hub.config().resume_limit,
             stored,
         )?;
-        self.joined.insert(room.code().to_owned(), room.clone());
+        if !self.has_joined(&room) {
+            self.joined.push(room.clone());
+        }
         let mut result = joined.result;
         if let Some(fetch) = joined.fetch {
             let slice = Slice { window: std::mem::take(&mut result.messages), fetch: Some(fetch) };
@@ -372,7 +376,7 @@ impl Conn {
                 Ok(messages) => result.messages = messages,
                 Err(e) => {
                     // The seat was taken; give it back before failing.
-                    self.joined.remove(room.code());
+                    self.forget(&room);
                     if let Ok(departure) = room.leave(self.id, &public.id) {
                         self.hub.settle(&room, departure);
                     }
@@ -388,7 +392,7 @@ impl Conn {
 
     fn joined_room(&self, code: &str) -> Result<Arc<Room>, ErrorBody> {
         let room = self.hub.find(code)?;
-        if self.joined.contains_key(room.code()) {
+        if self.has_joined(&room) {
             Ok(room)
         } else {
             Err(ErrorBody::new(
@@ -396,6 +400,14 @@ impl Conn {
                 format!("you have not joined room {}", room.code()),
             ))
         }
+    }
+
+    fn has_joined(&self, room: &Arc<Room>) -> bool {
+        self.joined.iter().any(|joined| Arc::ptr_eq(joined, room))
+    }
+
+    fn forget(&mut self, room: &Arc<Room>) {
+        self.joined.retain(|joined| !Arc::ptr_eq(joined, room));
     }
 
     fn ok<T: Serialize>(&self, id: Option<i64>, result: &T) -> Result<(), ErrorBody> {
@@ -416,7 +428,7 @@ impl Drop for Conn {
     fn drop(&mut self) {
         let grace = self.hub.grace_applies() && !self.hub.config().grace.is_zero();
         if let Some(user) = &self.user {
-            for room in self.joined.values() {
+            for room in &self.joined {
                 let departure = room.disconnect(self.id, &user.id, grace);
                 self.hub.settle(room, departure);
             }

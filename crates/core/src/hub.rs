@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use confab_proto::{ErrorBody, ErrorCode, Retention, RoomInfo, User};
 use parking_lot::{Mutex, RwLock};
@@ -57,7 +57,11 @@ struct Shared {
     rooms: RwLock<HashMap<String, Arc<Room>>>,
     /// Users by the digest of their session token, as seen since start
     /// (the store has all).
-    sessions: Mutex<HashMap<String, Arc<UserRecord>>>,
+    /// Held weakly: a record lives as long as a connection of its user
+    /// does, and the store keeps it for later, so memory follows the users
+    /// online rather than every user since start. Dead entries are swept
+    /// with the idle rate limits.
+    sessions: Mutex<HashMap<[u8; 32], Weak<UserRecord>>>,
     limiters: Limiters,
     next_conn: AtomicU64,
     connections: AtomicUsize,
@@ -338,8 +342,10 @@ impl Hub {
         name: String,
         peer: Option<IpAddr>,
     ) -> Result<Arc<UserRecord>, ErrorBody> {
+        let known = token.and_then(|token| {
+            self.shared.sessions.lock().get(&ids::token_key(token)).and_then(Weak::upgrade)
+        });
         let digest = token.map(ids::token_digest);
-        let known = digest.as_ref().and_then(|d| self.shared.sessions.lock().get(d).cloned());
         // With the store down, a session works in memory rather than wait.
         let store_up = self.store_healthy();
         let user = match (known, token.zip(digest.as_deref()).filter(|_| store_up)) {
@@ -381,8 +387,13 @@ impl Hub {
 
     fn remember_session(&self, user: UserRecord) -> Arc<UserRecord> {
         let mut sessions = self.shared.sessions.lock();
-        let digest = ids::token_digest(&user.session);
-        sessions.entry(digest).or_insert_with(|| Arc::new(user)).clone()
+        let entry = sessions.entry(ids::token_key(&user.session)).or_default();
+        if let Some(known) = entry.upgrade() {
+            return known;
+        }
+        let user = Arc::new(user);
+        *entry = Arc::downgrade(&user);
+        user
     }
 
     /// Whether the grace period applies to drops (false once shutting down).
@@ -440,5 +451,6 @@ async fn forget_idle_limits(shared: std::sync::Weak<Shared>) {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         let Some(shared) = shared.upgrade() else { return };
         shared.limiters.forget_idle();
+        shared.sessions.lock().retain(|_, user| user.strong_count() > 0);
     }
 }

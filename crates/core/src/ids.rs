@@ -24,6 +24,13 @@ pub fn room_code(len: usize) -> String {
     (0..len).map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char).collect()
 }
 
+/// The SHA-256 of a session token, as bytes: the key of the hub's
+/// in-memory session map.
+pub fn token_key(token: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes()).into()
+}
+
 /// The SHA-256 digest of a session token, in hex: how tokens are looked up
 /// and stored.
 pub fn token_digest(token: &str) -> String {

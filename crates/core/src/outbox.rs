@@ -171,8 +171,16 @@ impl OutboxReceiver {
     /// Cancel safe: a frame is either returned or left in the queue.
     pub async fn recv(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(frame) = self.try_recv() {
-                return Some(frame);
+            {
+                let mut frames = self.queue.frames.lock();
+                if let Some(frame) = frames.pop_front() {
+                    return Some(frame);
+                }
+                // Going idle: give the queue's memory back, so an idle
+                // connection holds none (a burst grows it again).
+                if frames.capacity() > 0 {
+                    *frames = VecDeque::new();
+                }
             }
             if self.queue.senders.load(Ordering::Acquire) == 0 {
                 // The last push happened before the last sender went.

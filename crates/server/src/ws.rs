@@ -6,6 +6,7 @@
 //! few syscalls.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use confab_core::{CloseReason, Outbox, OutboxReceiver};
 use confab_proto::{ErrorBody, ErrorCode};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::time::timeout;
+use tokio::time::{Sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::App;
@@ -65,11 +66,17 @@ pub(crate) async fn upgrade(
     // connection and a 128 KiB memset per frame received. Frames are
     // small; a larger one grows the buffer as needed.
     ws.read_buffer_size(READ_BUFFER).max_message_size(limit).max_frame_size(limit).on_upgrade(
-        move |socket: WebSocket| async move {
+        move |socket: WebSocket| {
+            // Split before the future is made, and box it: axum keeps the
+            // callback's future inside its own task, so an unboxed future
+            // would hold a dead copy of the socket for the connection's
+            // whole life.
             let (sink, stream) = socket.split();
-            serve(sink, stream, app, Some(ip)).await;
-            drop(ticket);
-            drop(tracked);
+            Box::pin(async move {
+                serve(sink, stream, app, Some(ip)).await;
+                drop(ticket);
+                drop(tracked);
+            })
         },
     )
 }
@@ -89,14 +96,18 @@ where
     metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "ws").increment(1.0);
     let writer = tokio::spawn(write(sink, receiver, app.shutdown.clone()));
     // A connection that never says hello is closed after a short while.
-    let hello_deadline = tokio::time::sleep(app.edge.hello_timeout);
-    tokio::pin!(hello_deadline);
+    // Boxed, and dropped once `hello` is done: an idle connection should
+    // not carry a timer it no longer needs.
+    let mut hello_deadline = Some(Box::pin(tokio::time::sleep(app.edge.hello_timeout)));
     // Made once for the whole loop rather than per frame (see `write`).
     let shutting_down = app.shutdown.cancelled();
     tokio::pin!(shutting_down);
     loop {
+        if hello_deadline.is_some() && conn.user().is_some() {
+            hello_deadline = None;
+        }
         tokio::select! {
-            () = &mut hello_deadline, if conn.user().is_none() => {
+            () = until(&mut hello_deadline) => {
                 outbox.close(CloseReason::HelloTimeout);
                 break;
             }
@@ -132,6 +143,14 @@ where
     drop(outbox);
     let _ = writer.await;
     metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "ws").decrement(1.0);
+}
+
+/// Resolves when `deadline` passes; never, without one.
+async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(deadline) => deadline.await,
+        None => std::future::pending().await,
+    }
 }
 
 fn is_too_big(error: axum::Error) -> bool {
@@ -170,14 +189,16 @@ where
         let Some(frame) = frame else {
             // Every sender is gone: the client left. Finish the close
             // handshake, if it started one.
-            let _ = timeout(CLOSE_TIMEOUT, sink.close()).await;
+            let _ = Box::pin(timeout(CLOSE_TIMEOUT, sink.close())).await;
             return;
         };
         let written = tokio::select! {
             biased;
             reason = &mut closed => break reason,
             () = &mut shutting_down => break CloseReason::Shutdown,
-            written = timeout(WRITE_TIMEOUT, write_queued(&mut sink, frame, &mut outbox)) => written,
+            // Boxed: the write's state lives only while it runs, instead of
+            // enlarging every idle connection's writer task by its size.
+            written = Box::pin(timeout(WRITE_TIMEOUT, write_queued(&mut sink, frame, &mut outbox))) => written,
         };
         match written {
             Ok(Ok(())) => {}
@@ -188,7 +209,8 @@ where
             }
         }
     };
-    let _ = timeout(CLOSE_TIMEOUT, async {
+    // Boxed like the write: the closing state is needed once, at the end.
+    let _ = Box::pin(timeout(CLOSE_TIMEOUT, async {
         if reason.flush_first() {
             while let Some(frame) = outbox.try_recv() {
                 sink.feed(text(frame)).await.map_err(drop)?;
@@ -203,7 +225,7 @@ where
         let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason.as_str()) };
         sink.send(Message::Close(Some(close))).await.map_err(drop)?;
         sink.close().await.map_err(drop)
-    })
+    }))
     .await;
 }
 
