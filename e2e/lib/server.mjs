@@ -16,49 +16,73 @@ function binary() {
   return fromEnv ? path.resolve(fromEnv) : path.resolve(E2E_DIR, '../target/debug/confab');
 }
 
-/**
- * Resolves to `{ url, stop() }` once the server logs the address it bound.
- * `extraArgs` are passed to `confab serve` (for example `['--grace', '2s']`).
- */
-export async function startServer(extraArgs = []) {
-  const data = await mkdtemp(path.join(tmpdir(), 'confab-e2e-'));
-  const args = ['serve', '--http', '127.0.0.1:0', '--tcp', '127.0.0.1:0', '--data', data, ...extraArgs];
+/** Spawns `confab serve` and resolves to `{ child, address, log }` once it logs the address it bound. */
+function spawnServer(args) {
   const child = spawn(binary(), args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1' },
   });
-  let log = '';
-
-  const address = await new Promise((resolve, reject) => {
+  const state = { child, log: '' };
+  return new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(`no "http listening on" line within ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
     function fail(why) {
       clearTimeout(timer);
       child.kill();
-      reject(new Error(`confab serve did not start: ${why}\n${log}`));
+      reject(new Error(`confab serve did not start: ${why}\n${state.log}`));
     }
     const onData = (chunk) => {
-      log += chunk.replace(ANSI_ESCAPE, '');
-      const match = /http listening on (\S+)/.exec(log);
-      if (match) {
+      state.log += chunk.replace(ANSI_ESCAPE, '');
+      const match = /http listening on (\S+)/.exec(state.log);
+      if (match && !state.address) {
         clearTimeout(timer);
-        resolve(match[1]);
+        state.address = match[1];
+        child.off('exit', onEarlyExit);
+        resolve(state);
       }
     };
+    const onEarlyExit = (code, signal) => fail(`exited with ${signal ?? code}`);
     child.stdout.setEncoding('utf8').on('data', onData);
     child.stderr.setEncoding('utf8').on('data', onData);
     child.on('error', (error) => fail(error.message));
-    child.on('exit', (code, signal) => fail(`exited with ${signal ?? code}`));
+    child.on('exit', onEarlyExit);
   });
+}
+
+async function halt(child) {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill();
+    await exited;
+  }
+}
+
+/**
+ * Resolves to `{ url, log(), halt(), restart(), stop() }` once the server
+ * logs the address it bound. `extraArgs` are passed to `confab serve` (for
+ * example `['--grace', '2s']`). `halt` stops the process (SIGTERM) and
+ * keeps its data; `restart` starts it again on the same address and data;
+ * `stop` ends it and removes the data.
+ */
+export async function startServer(extraArgs = []) {
+  const data = await mkdtemp(path.join(tmpdir(), 'confab-e2e-'));
+  const args = (http) => ['serve', '--http', http, '--tcp', '127.0.0.1:0', '--data', data, ...extraArgs];
+  let running = await spawnServer(args('127.0.0.1:0'));
+  const address = running.address;
+  let earlier = '';
 
   return {
     url: `http://${address}`,
-    log: () => log,
+    log: () => earlier + running.log,
+    async halt() {
+      await halt(running.child);
+    },
+    async restart() {
+      await halt(running.child);
+      earlier += running.log;
+      running = await spawnServer(args(address));
+    },
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        const exited = new Promise((resolve) => child.once('exit', resolve));
-        child.kill();
-        await exited;
-      }
+      await halt(running.child);
       await rm(data, { recursive: true, force: true });
     },
   };

@@ -153,8 +153,20 @@ describe('chatting in a room', { timeout: 120_000 }, () => {
     const payload = '<img src=x onerror=pwned=1>';
     const mallory = await person();
     const victim = await person();
-    const xssCode = await createRoom(mallory.page, server.url, { name: payload, title: payload, seats: '2', visibility: 'public' });
+    const xssCode = await createRoom(mallory.page, server.url, { name: payload, title: payload, seats: '3', visibility: 'public' });
     await joinByCode(victim.page, server.url, 'Victor', xssCode);
+
+    // A hostile name in the join, typing and leave lines is text too.
+    const eveName = '<img src=y onerror=pwned=3>';
+    const eve = await person();
+    await joinByCode(eve.page, server.url, eveName, xssCode);
+    const systemLineWith = (page, text) => page.waitForFunction((t) => [...document.querySelectorAll('#messages .system')]
+      .some((el) => el.textContent.includes(t)), text, { timeout: TIMEOUT });
+    await systemLineWith(victim.page, `${eveName} joined`);
+    await eve.page.fill('#body', 'typing away');
+    await waitForText(victim.page, '#typing', `${eveName} is typing…`);
+    await eve.page.click('#leave');
+    await systemLineWith(victim.page, `${eveName} left`);
 
     await mallory.page.click('#subject-toggle');
     await mallory.page.fill('#subject', payload);

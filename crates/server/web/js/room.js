@@ -52,6 +52,7 @@ let joined = false; // joined on the current connection
 let everJoined = false;
 let joining = false;
 let ended = false; // the room is gone: no more reconnecting
+let restarting = false; // the server said it is stopping: say so until we are back
 // Every message up to this seq has been seen; a rejoin asks for what follows.
 let since = 0;
 // Our messages not yet confirmed by the server, in the order they were written.
@@ -88,7 +89,9 @@ client.on('typing', ({ room: where, user, active }) => {
 client.on('closed', ({ room: where, reason }) => {
   if (!isThisRoom(where)) return;
   if (reason === 'shutdown') {
-    setBanner('warn', 'The server is restarting. Reconnecting…');
+    restarting = true;
+    joined = false; // the room closed under this connection
+    updateStatus();
   } else {
     roomEnded('This room has ended.');
   }
@@ -280,12 +283,18 @@ function updateStatus() {
     setBanner(null);
   } else if (client.state === 'offline') {
     setBanner('warn', 'You are offline. Messages you write will be sent when the connection is back.');
+  } else if (restarting && !joined) {
+    setBanner('warn', 'The server is restarting. Reconnecting… Messages you write will be sent when it is back.', {
+      label: 'Reconnect now',
+      action: () => client.reconnectNow(),
+    });
   } else if (client.state === 'reconnecting') {
     setBanner('warn', 'Connection lost. Messages you write will be sent when it is back.', {
       label: 'Reconnect now',
       action: () => client.reconnectNow(),
     });
   } else if (joined) {
+    restarting = false;
     setBanner(null);
   }
 }
