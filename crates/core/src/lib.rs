@@ -23,6 +23,6 @@ pub use config::{BoardConfig, HubConfig, Limits, RetentionPolicy};
 pub use conn::Conn;
 pub use hub::Hub;
 pub use limits::validate_name;
-pub use outbox::{CloseReason, CloseSignal, Outbox, OutboxReceiver};
+pub use outbox::{CloseReason, CloseSignal, Next, Outbox, OutboxReceiver};
 pub use rates::{Rate, Rates};
 pub use store::{MemoryStore, Store, StoreError, StoreFuture, StoredRoom, StoredVisibility, Write};

@@ -142,6 +142,8 @@ impl Outbox {
     pub fn close(&self, reason: CloseReason) {
         let _ = self.closer.reason.set(reason);
         self.closer.token.cancel();
+        // Wakes a writer waiting in `OutboxReceiver::next`.
+        self.queue.ready.notify_one();
     }
 
     /// Resolves once the connection has been asked to close.
@@ -190,6 +192,49 @@ impl OutboxReceiver {
         }
     }
 
+    /// The next frame, or why the connection ends: asked to close (with
+    /// the reason; frames still queued stay for [`try_recv`]), or every
+    /// sender gone.
+    ///
+    /// Unlike `recv` raced against [`CloseSignal::closed`], this checks the
+    /// close with one atomic load per call instead of polling a
+    /// cancellation future (which takes a lock) on every wake-up: it is
+    /// what a writer that wakes once per delivery should wait on.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a frame is either returned or left in the queue.
+    ///
+    /// [`try_recv`]: OutboxReceiver::try_recv
+    pub async fn next(&mut self) -> Next {
+        loop {
+            if let Some(reason) = self.closing_reason() {
+                return Next::Closed(reason);
+            }
+            {
+                let mut frames = self.queue.frames.lock();
+                if let Some(frame) = frames.pop_front() {
+                    return Next::Frame(frame);
+                }
+                if frames.capacity() > 0 {
+                    *frames = VecDeque::new();
+                }
+            }
+            if self.queue.senders.load(Ordering::Acquire) == 0 {
+                return match self.try_recv() {
+                    Some(frame) => Next::Frame(frame),
+                    None => Next::End,
+                };
+            }
+            self.queue.ready.notified().await;
+        }
+    }
+
+    /// The close reason, once `close` was called.
+    fn closing_reason(&self) -> Option<CloseReason> {
+        self.closer.reason.get().copied()
+    }
+
     /// A frame already queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Bytes> {
         self.queue.frames.lock().pop_front()
@@ -204,6 +249,16 @@ impl OutboxReceiver {
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.closer.reason.get().copied()
     }
+}
+
+/// What [`OutboxReceiver::next`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Frame(Bytes),
+    /// The connection was asked to close, for this reason.
+    Closed(CloseReason),
+    /// Every sender is gone and the queue is empty.
+    End,
 }
 
 /// Tells a writer when its connection must close, and why.
@@ -262,6 +317,27 @@ mod tests {
         assert!(room.push(Bytes::from_static(b"2")));
         drop(room);
         assert_eq!(writer.await.unwrap(), [&b"1"[..], &b"2"[..]]);
+    }
+
+    #[tokio::test]
+    async fn next_wakes_for_a_frame_a_close_and_the_end() {
+        let (outbox, mut rx) = Outbox::new(4);
+        let waiting = tokio::spawn(async move {
+            let first = rx.next().await;
+            (rx, first)
+        });
+        tokio::task::yield_now().await;
+        assert!(outbox.push(Bytes::from_static(b"1")));
+        let (mut rx, first) = waiting.await.unwrap();
+        assert_eq!(first, Next::Frame(Bytes::from_static(b"1")));
+        // A close wakes a waiting writer, and frames queued before it stay.
+        assert!(outbox.push(Bytes::from_static(b"2")));
+        outbox.close(CloseReason::Shutdown);
+        assert_eq!(rx.next().await, Next::Closed(CloseReason::Shutdown));
+        assert_eq!(rx.try_recv().as_deref(), Some(&b"2"[..]));
+        let (outbox, mut rx) = Outbox::new(4);
+        drop(outbox);
+        assert_eq!(rx.next().await, Next::End);
     }
 
     #[test]

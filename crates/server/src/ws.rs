@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::Response;
 use bytes::Bytes;
-use confab_core::{CloseReason, Outbox, OutboxReceiver};
+use confab_core::{CloseReason, Next, Outbox, OutboxReceiver};
 use confab_proto::{ErrorBody, ErrorCode};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::{Sleep, timeout};
@@ -132,7 +132,10 @@ where
                     break;
                 }
             },
-            () = &mut shutting_down => break,
+            () = &mut shutting_down => {
+                outbox.close(CloseReason::Shutdown);
+                break;
+            }
             () = outbox.closing() => break,
         }
     }
@@ -174,31 +177,29 @@ where
     W: Sink<Message> + Unpin,
 {
     let signal = outbox.signal();
-    // Made once, not per wake-up: each registers a waiter with its token,
-    // which costs a lock; per frame written that showed in profiles.
-    let closed = signal.closed();
-    let shutting_down = shutdown.cancelled();
-    tokio::pin!(closed, shutting_down);
     let reason = loop {
-        let frame = tokio::select! {
-            biased;
-            reason = &mut closed => break reason,
-            () = &mut shutting_down => break CloseReason::Shutdown,
-            frame = outbox.recv() => frame,
+        // One atomic load tells a close; polling cancellation futures on
+        // every wake-up took a lock each (a shutdown reaches the writer as
+        // a close of the outbox, from `serve`).
+        let frame = match outbox.next().await {
+            Next::Frame(frame) => frame,
+            Next::Closed(reason) => break reason,
+            Next::End => {
+                // Every sender is gone: the client left. Finish the close
+                // handshake, if it started one.
+                let _ = Box::pin(timeout(CLOSE_TIMEOUT, sink.close())).await;
+                return;
+            }
         };
-        let Some(frame) = frame else {
-            // Every sender is gone: the client left. Finish the close
-            // handshake, if it started one.
-            let _ = Box::pin(timeout(CLOSE_TIMEOUT, sink.close())).await;
-            return;
-        };
+        // The write first: one that completes at once (the usual case)
+        // never polls the close futures; a stalled one is cut short by them.
         let written = tokio::select! {
             biased;
-            reason = &mut closed => break reason,
-            () = &mut shutting_down => break CloseReason::Shutdown,
             // Boxed: the write's state lives only while it runs, instead of
             // enlarging every idle connection's writer task by its size.
             written = Box::pin(timeout(WRITE_TIMEOUT, write_queued(&mut sink, frame, &mut outbox))) => written,
+            reason = signal.closed() => break reason,
+            () = shutdown.cancelled() => break CloseReason::Shutdown,
         };
         match written {
             Ok(Ok(())) => {}
