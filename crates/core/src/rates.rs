@@ -64,7 +64,7 @@ impl Default for Rates {
             post: Some(Rate::new(10, Duration::from_secs(1), 30)),
             join: Some(Rate::new(5, Duration::from_secs(1), 20)),
             create: Some(Rate::new(30, Duration::from_secs(60), 20)),
-            failed_join: Some(Rate::new(2, Duration::from_secs(60), 20)),
+            failed_join: Some(Rate::new(10, Duration::from_secs(3600), 20)),
             new_session: Some(Rate::new(10, Duration::from_secs(60), 30)),
             limit_loopback: false,
         }

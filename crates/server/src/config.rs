@@ -84,7 +84,7 @@ pub struct ServeArgs {
     /// Rooms created per user [default: 30/m,burst=20]
     #[arg(long, env = "CONFAB_CREATE_RATE", value_name = "RATE")]
     pub create_rate: Option<String>,
-    /// Joins of rooms that do not exist, per client address [default: 2/m,burst=20]
+    /// Joins of rooms that do not exist, per client address [default: 10/h,burst=20]
     #[arg(long, env = "CONFAB_FAILED_JOIN_RATE", value_name = "RATE")]
     pub failed_join_rate: Option<String>,
     /// New sessions per client address (IPv6: per /64) [default: 10/m,burst=30]
