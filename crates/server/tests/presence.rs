@@ -113,7 +113,7 @@ async fn a_reconnect_within_grace_is_silent() {
     ann.close().await;
     // Once the server has seen the drop (only Watcher is connected), the
     // seat is held: the member list still has Ann.
-    wait_for_connections(&server, 1).await;
+    server.wait_for_connections(1).await;
     let members = watcher.ok(json!({"op": "members", "room": "main"})).await.unwrap();
     assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
     let (mut again, _) = server.tab("Ann", &session).await;
@@ -137,7 +137,7 @@ async fn when_grace_expires_the_member_leaves_as_disconnected() {
     join(&mut ann, "main").await;
     watcher.event("join").await.unwrap();
     drop(ann);
-    wait_for_connections(&server, 1).await;
+    server.wait_for_connections(1).await;
     let dropped = tokio::time::Instant::now();
     let leave = watcher.event("leave").await.unwrap();
     assert!(dropped.elapsed() >= Duration::from_millis(250), "the seat was not held");
@@ -219,19 +219,5 @@ async fn an_unjoined_room_is_destroyed_after_its_ttl() {
         }
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until the server holds `n` hub connections, from `/health`.
-async fn wait_for_connections(server: &common::TestServer, n: u64) {
-    let deadline = tokio::time::Instant::now() + confab_client::WAIT;
-    loop {
-        let (_, body) = server.get("/health").await;
-        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if health["connections"] == n {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still {health}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

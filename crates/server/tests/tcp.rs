@@ -557,16 +557,7 @@ async fn a_terminal_user_who_comes_back_with_the_session_within_grace_is_silent(
     let session = term.session.clone().unwrap();
     drop(term);
     // Wait until the server has seen the drop: only Web is connected.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, health) = server.get("/health").await;
-        let health: serde_json::Value = serde_json::from_str(&health).unwrap();
-        if health["connections"] == 1 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the drop was never seen: {health}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_for_connections(1).await;
     // The seat is held: the name is still Term's, and a stranger without
     // the session cannot take it.
     let mut stranger = Term::login(&server, "term").await;

@@ -54,6 +54,21 @@ impl TestServer {
         reply["room"]["code"].as_str().expect("code").to_owned()
     }
 
+    /// Waits until the server holds `n` hub connections (from `/health`):
+    /// the way to know it has seen a client's drop.
+    pub async fn wait_for_connections(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + confab_client::WAIT;
+        loop {
+            let (_, body) = self.get("/health").await;
+            let health: Value = serde_json::from_str(&body).expect("health is JSON");
+            if health["connections"] == n {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "still {health}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// A plain HTTP/1.1 GET; returns status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(self.http).await.expect("connect");
