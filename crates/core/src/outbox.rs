@@ -7,12 +7,14 @@
 //! room never slows down for one slow reader.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Why the server closes a connection.
@@ -63,9 +65,11 @@ struct Closer {
 struct Queue {
     frames: Mutex<VecDeque<Bytes>>,
     capacity: usize,
-    /// Wakes the writer when a frame is queued or the last sender is gone.
-    /// `notify_one` keeps a permit when nobody waits, so no wake is lost.
-    ready: Notify,
+    /// Wakes the writer when a frame is queued, the connection is closed
+    /// or the last sender is gone. The writer registers before it looks at
+    /// the queue, so no wake is lost; waking takes no lock (a `Notify`'s
+    /// did, once per delivery).
+    waker: AtomicWaker,
     /// Live `Outbox` handles; at zero the writer sees the end.
     senders: AtomicUsize,
     receiver_gone: AtomicBool,
@@ -93,7 +97,7 @@ impl Clone for Outbox {
 impl Drop for Outbox {
     fn drop(&mut self) {
         if self.queue.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.queue.ready.notify_one();
+            self.queue.waker.wake();
         }
     }
 }
@@ -111,7 +115,7 @@ impl Outbox {
         let queue = Arc::new(Queue {
             frames: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
-            ready: Notify::new(),
+            waker: AtomicWaker::new(),
             senders: AtomicUsize::new(1),
             receiver_gone: AtomicBool::new(false),
         });
@@ -134,7 +138,7 @@ impl Outbox {
         }
         frames.push_back(frame);
         drop(frames);
-        self.queue.ready.notify_one();
+        self.queue.waker.wake();
         true
     }
 
@@ -143,7 +147,7 @@ impl Outbox {
         let _ = self.closer.reason.set(reason);
         self.closer.token.cancel();
         // Wakes a writer waiting in `OutboxReceiver::next`.
-        self.queue.ready.notify_one();
+        self.queue.waker.wake();
     }
 
     /// Resolves once the connection has been asked to close.
@@ -172,23 +176,9 @@ impl OutboxReceiver {
     ///
     /// Cancel safe: a frame is either returned or left in the queue.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        loop {
-            {
-                let mut frames = self.queue.frames.lock();
-                if let Some(frame) = frames.pop_front() {
-                    return Some(frame);
-                }
-                // Going idle: give the queue's memory back, so an idle
-                // connection holds none (a burst grows it again).
-                if frames.capacity() > 0 {
-                    *frames = VecDeque::new();
-                }
-            }
-            if self.queue.senders.load(Ordering::Acquire) == 0 {
-                // The last push happened before the last sender went.
-                return self.try_recv();
-            }
-            self.queue.ready.notified().await;
+        match poll_fn(|cx| self.poll_next(cx, false)).await {
+            Next::Frame(frame) => Some(frame),
+            Next::Closed(_) | Next::End => None,
         }
     }
 
@@ -207,27 +197,35 @@ impl OutboxReceiver {
     ///
     /// [`try_recv`]: OutboxReceiver::try_recv
     pub async fn next(&mut self) -> Next {
-        loop {
-            if let Some(reason) = self.closing_reason() {
-                return Next::Closed(reason);
-            }
-            {
-                let mut frames = self.queue.frames.lock();
-                if let Some(frame) = frames.pop_front() {
-                    return Next::Frame(frame);
-                }
-                if frames.capacity() > 0 {
-                    *frames = VecDeque::new();
-                }
-            }
-            if self.queue.senders.load(Ordering::Acquire) == 0 {
-                return match self.try_recv() {
-                    Some(frame) => Next::Frame(frame),
-                    None => Next::End,
-                };
-            }
-            self.queue.ready.notified().await;
+        poll_fn(|cx| self.poll_next(cx, true)).await
+    }
+
+    /// One look at the queue. The waker is registered before the look, so
+    /// a push or close that comes after it wakes this task.
+    fn poll_next(&mut self, cx: &mut Context<'_>, watch_close: bool) -> Poll<Next> {
+        self.queue.waker.register(cx.waker());
+        if watch_close && let Some(reason) = self.closing_reason() {
+            return Poll::Ready(Next::Closed(reason));
         }
+        {
+            let mut frames = self.queue.frames.lock();
+            if let Some(frame) = frames.pop_front() {
+                return Poll::Ready(Next::Frame(frame));
+            }
+            // Going idle: give the queue's memory back, so an idle
+            // connection holds none (a burst grows it again).
+            if frames.capacity() > 0 {
+                *frames = VecDeque::new();
+            }
+        }
+        if self.queue.senders.load(Ordering::Acquire) == 0 {
+            // The last push happened before the last sender went.
+            return Poll::Ready(match self.try_recv() {
+                Some(frame) => Next::Frame(frame),
+                None => Next::End,
+            });
+        }
+        Poll::Pending
     }
 
     /// The close reason, once `close` was called.
