@@ -125,6 +125,27 @@ fn bad_configuration_exits_with_code_2_and_says_why() {
 }
 
 #[test]
+fn a_corrupt_database_stops_the_server_naming_the_file_which_is_left_alone() {
+    let data = data_dir();
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join("confab.db");
+    let garbage = b"not a database; keep me".repeat(100);
+    std::fs::write(&file, &garbage).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert!(stderr.contains("not a database"), "{stderr}");
+    assert_eq!(std::fs::read(&file).unwrap(), garbage, "the file is untouched");
+    let _ = std::fs::remove_dir_all(data);
+}
+
+#[test]
 fn serve_help_lists_the_flags() {
     let output =
         Command::new(env!("CARGO_BIN_EXE_confab")).args(["serve", "--help"]).output().unwrap();
