@@ -297,6 +297,12 @@ async fn a_poll_cut_off_mid_response_is_answered_again() {
     post(&mut bob, "main", "three").await;
     assert_eq!(body_of(&ann.event("message").await), "three");
     assert!(ann.queued.is_empty());
+    // The server itself sends nothing again once it is acknowledged (the
+    // client above drops repeats, so ask it raw): with the latest ack, a
+    // poll answers [] when its wait ends.
+    let path = ann.poll_path();
+    let (_, frames) = numbered(&ann.http.request("GET", &path, b"").await);
+    assert_eq!(frames, Vec::<Value>::new(), "acknowledged frames came back");
 }
 
 #[tokio::test]
@@ -357,11 +363,20 @@ async fn an_expired_connection_leaves_when_its_grace_ends() {
     join(&mut bob, &code).await;
     let (mut ann, _) = Lp::hello(server.http, "Ann").await;
     ann.ok(json!({"op": "join", "room": code})).await;
+    // Ann's last poll was answered by now; from here she polls no more.
+    // The leave needs both the idle time (200 ms) and the grace (300 ms);
+    // either alone is under the 450 ms asserted below.
+    let last_polled = Instant::now();
     bob.event("join").await.unwrap();
     let leave = bob.event("leave").await.unwrap();
     assert_eq!(
         (leave["user"]["name"].as_str(), leave["reason"].as_str()),
         (Some("Ann"), Some("disconnected"))
+    );
+    assert!(
+        last_polled.elapsed() >= Duration::from_millis(450),
+        "the leave came after {:?}, before idle time and grace had both passed",
+        last_polled.elapsed()
     );
     let path = ann.poll_path();
     assert_eq!(ann.http.request("GET", &path, b"").await.status, 404);
