@@ -433,6 +433,11 @@ impl Drop for Conn {
                 self.hub.settle(room, departure);
             }
         }
+        if let Some(user) = self.user.take()
+            && grace
+        {
+            self.hub.keep_through_grace(user);
+        }
         self.hub.disconnected();
     }
 }

@@ -178,6 +178,22 @@ impl Hub {
         &self.shared.limiters
     }
 
+    /// Keeps a user's session record in memory through the reconnect
+    /// grace after their connection closed. The session map holds records
+    /// weakly; with the store down, a record let go at once would make a
+    /// page refresh a new user (a ghost, and join/leave noise).
+    pub(crate) fn keep_through_grace(&self, user: Arc<UserRecord>) {
+        if Arc::strong_count(&user) > 1 {
+            return; // another connection of the user holds it
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let grace = self.shared.config.grace;
+        runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            drop(user);
+        });
+    }
+
     pub(crate) fn disconnected(&self) {
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
     }

@@ -265,6 +265,9 @@ async fn a_database_that_goes_away_degrades_and_recovers() {
     join(&mut ann, &fleeting).await;
     post(&mut ann, &kept, "before").await;
     assert_eq!(health(&server).await, 200);
+    let (mut bob, bob_hello) = WsClient::hello(&server.url, "Bob").await.unwrap();
+    join(&mut bob, &fleeting).await;
+    ann.event("join").await.unwrap();
 
     proxy.set(false);
     // The next persistent post fails with `unavailable` in bounded time.
@@ -277,6 +280,16 @@ async fn a_database_that_goes_away_degrades_and_recovers() {
     assert_eq!(again["error"]["code"], "unavailable");
     // Ephemeral rooms do not care.
     post(&mut ann, &fleeting, "still chatting").await;
+    // A page refresh during the outage is still the same user, and silent:
+    // the session record outlives the connection through the grace.
+    bob.close().await;
+    server.wait_for_connections(1).await;
+    let (mut bob, again) = server.tab("Bob", bob_hello["session"].as_str().unwrap()).await;
+    assert_eq!(again["user"]["id"], bob_hello["user"]["id"], "{again}");
+    join(&mut bob, &fleeting).await;
+    post(&mut bob, &fleeting, "back").await;
+    let next = ann.next().await.unwrap();
+    assert_eq!(next["ev"], "message", "Ann saw {next} before Bob's post");
 
     proxy.set(true);
     wait_for_health(&server, 200).await;
