@@ -27,7 +27,16 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> Running {
 }
 
 fn serve_in(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+    launch(Command::new(env!("CARGO_BIN_EXE_confab")), data, args, env)
+}
+
+/// Runs `command serve …` (the binary itself, or a wrapper that execs it).
+fn launch(
+    mut command: Command,
+    data: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Running {
     command
         .arg("serve")
         .args(["--tcp", "127.0.0.1:0", "--data"])
@@ -142,6 +151,37 @@ fn a_corrupt_database_stops_the_server_naming_the_file_which_is_left_alone() {
     assert!(stderr.contains(&file.display().to_string()), "{stderr}");
     assert!(stderr.contains("not a database"), "{stderr}");
     assert_eq!(std::fs::read(&file).unwrap(), garbage, "the file is untouched");
+    let _ = std::fs::remove_dir_all(data);
+}
+
+/// On one core the server runs on tokio's single-threaded scheduler; it
+/// must serve all the same.
+#[test]
+fn pinned_to_one_core_it_serves_and_exits_cleanly() {
+    if Command::new("taskset").arg("--version").output().is_err() {
+        eprintln!("skipped: taskset (util-linux) is not installed");
+        return;
+    }
+    let mut command = Command::new("taskset");
+    command.args(["-c", "0", env!("CARGO_BIN_EXE_confab")]);
+    let data = data_dir();
+    let running = launch(command, &data, &["--http", "127.0.0.1:0"], &[]);
+    let url = format!("ws://{}/ws", running.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (mut ann, _) = confab_client::WsClient::hello(&url, "Ann").await.unwrap();
+        let (mut bob, _) = confab_client::WsClient::hello(&url, "Bob").await.unwrap();
+        for client in [&mut ann, &mut bob] {
+            client.ok(serde_json::json!({"op": "join", "room": "main"})).await.unwrap();
+        }
+        ann.ok(serde_json::json!({"op": "post", "room": "main", "body": "one core"}))
+            .await
+            .unwrap();
+        let message = bob.event("message").await.unwrap();
+        assert_eq!(message["message"]["body"], "one core");
+    });
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
     let _ = std::fs::remove_dir_all(data);
 }
 
