@@ -183,9 +183,6 @@ impl Hub {
     /// weakly; with the store down, a record let go at once would make a
     /// page refresh a new user (a ghost, and join/leave noise).
     pub(crate) fn keep_through_grace(&self, user: Arc<UserRecord>) {
-        if Arc::strong_count(&user) > 1 {
-            return; // another connection of the user holds it
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let grace = self.shared.config.grace;
         runtime.spawn(async move {

@@ -204,7 +204,7 @@ impl OutboxReceiver {
     /// a push or close that comes after it wakes this task.
     fn poll_next(&mut self, cx: &mut Context<'_>, watch_close: bool) -> Poll<Next> {
         self.queue.waker.register(cx.waker());
-        if watch_close && let Some(reason) = self.closing_reason() {
+        if watch_close && let Some(reason) = self.close_reason() {
             return Poll::Ready(Next::Closed(reason));
         }
         {
@@ -226,11 +226,6 @@ impl OutboxReceiver {
             });
         }
         Poll::Pending
-    }
-
-    /// The close reason, once `close` was called.
-    fn closing_reason(&self) -> Option<CloseReason> {
-        self.closer.reason.get().copied()
     }
 
     /// A frame already queued, without waiting.
