@@ -182,6 +182,46 @@ mod terminal {
     }
 
     #[test]
+    fn connecting_again_is_the_same_user_and_ctrl_c_quits() {
+        let running = Running::start();
+        let port = running.tcp().port().to_string();
+        let mut ann = running.web("Ann");
+        running.ok(&mut ann, json!({"op": "join", "room": "main"}));
+        let mut term = spawn(&["127.0.0.1", &port]);
+        term.exp_string("username:").unwrap();
+        term.send_line("Dee").unwrap();
+        term.exp_string("hello, Dee;").unwrap();
+        term.exp_string("session ").unwrap();
+        term.send_line("%join").unwrap();
+        term.exp_string("[main] you joined").unwrap();
+        assert_eq!(running.event(&mut ann, "join")["user"]["name"], "Dee");
+
+        // Back to the same server: the client presents the session by
+        // itself, and rejoining within the grace is silent for Ann.
+        term.send_line(&format!("%connect 127.0.0.1 {port}")).unwrap();
+        term.exp_string("(as the same user as before: your session was sent)").unwrap();
+        term.exp_string("session noted; username:").unwrap();
+        term.send_line("Dee").unwrap();
+        term.exp_string("hello, Dee;").unwrap();
+        term.send_line("%join").unwrap();
+        term.exp_string("[main] you joined").unwrap();
+        term.send_line("%post back here again").unwrap();
+        term.exp_string("[main] you posted 1").unwrap();
+        let next = running.runtime.block_on(ann.next()).unwrap();
+        assert_eq!(next["ev"], "message", "Ann saw {next} before Dee's post");
+
+        // Ctrl-C leaves every room and quits, like %exit.
+        term.send_control('c').unwrap();
+        term.exp_string("bye: goodbye").unwrap();
+        exits_cleanly(&mut term);
+        let left = running.event(&mut ann, "leave");
+        assert_eq!(
+            (left["user"]["name"].as_str(), left["reason"].as_str()),
+            (Some("Dee"), Some("left"))
+        );
+    }
+
+    #[test]
     fn connect_help_and_exit_at_the_prompt() {
         let running = Running::start();
         let closed = {

@@ -438,6 +438,17 @@ async fn bad_input_gets_a_one_line_error_and_the_connection_goes_on() {
         term.send_bytes(b"\n").await;
         assert_eq!(term.line().await, *expected, "{}", String::from_utf8_lossy(input));
     }
+    // Rooms that do not exist, or that this user is not in.
+    for (line, code) in [
+        ("%groupleave NOROOM", "error: not_found: "),
+        ("%grouppost NOROOM hi there", "error: not_found: "),
+        ("%grouplist NOROOM", "error: not_found: "),
+        ("%leave", "error: not_member: "),
+        ("%post hi not joined yet", "error: not_member: "),
+    ] {
+        let answer = term.ask(line).await;
+        assert!(answer.starts_with(code), "{line}: {answer}");
+    }
     // Limits apply as on the WebSocket.
     term.run("%join", "[main] you joined").await;
     let subject = "s".repeat(121);
