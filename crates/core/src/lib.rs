@@ -7,6 +7,8 @@
 //! the outbox yields. Everything a chat user can observe is decided here.
 
 mod clock;
+#[allow(dead_code)]
+mod cluster;
 mod config;
 mod conn;
 mod hub;

@@ -836,7 +836,7 @@ fn message_json(message: &Message) -> Vec<u8> {
     serde_json::to_vec(message).expect("messages always serialize")
 }
 
-fn message_reply(id: i64, message_json: &[u8]) -> Bytes {
+pub(crate) fn message_reply(id: i64, message_json: &[u8]) -> Bytes {
     let mut reply = Vec::with_capacity(message_json.len() + 40);
     reply.extend_from_slice(format!(r#"{{"re":{id},"ok":true,"message":"#).as_bytes());
     reply.extend_from_slice(message_json);

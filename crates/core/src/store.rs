@@ -73,6 +73,12 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a batch in one transaction: all or nothing, durable when
     /// the future resolves `Ok`.
     fn write<'a>(&'a self, batch: &'a [Write]) -> StoreFuture<'a, ()>;
+    /// Stores messages of one room in one transaction, giving them the
+    /// room's next `seq`s in order (the `seq` they carry is ignored), and
+    /// returns them as stored. The database decides the order, so that
+    /// nodes of a cluster sharing it never give one `seq` twice.
+    fn append<'a>(&'a self, room: &'a str, messages: Vec<Message>)
+    -> StoreFuture<'a, Vec<Message>>;
     /// Up to `limit` messages of `room` with `after < seq < before`, the
     /// newest ones, returned oldest first.
     fn messages<'a>(
@@ -187,6 +193,31 @@ impl Store for MemoryStore {
             }
         }
         ready(())
+    }
+
+    fn append<'a>(
+        &'a self,
+        room: &'a str,
+        messages: Vec<Message>,
+    ) -> StoreFuture<'a, Vec<Message>> {
+        let mut inner = self.inner.lock();
+        let Some(last) = inner.rooms.get(room).map(|r| r.last_seq) else {
+            return Box::pin(std::future::ready(Err(StoreError(format!("no room {room}")))));
+        };
+        let mut stored = Vec::with_capacity(messages.len());
+        for (i, mut message) in messages.into_iter().enumerate() {
+            message.seq = last + 1 + i as u64;
+            stored.push(message);
+        }
+        let newest = last + stored.len() as u64;
+        if let Some(r) = inner.rooms.get_mut(room) {
+            r.last_seq = newest;
+        }
+        let kept = inner.messages.entry(room.to_owned()).or_default();
+        for message in &stored {
+            kept.insert(message.seq, message.clone());
+        }
+        ready(stored)
     }
 
     fn messages<'a>(

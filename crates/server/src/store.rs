@@ -326,6 +326,50 @@ impl Store for SqlStore {
         })
     }
 
+    fn append<'a>(
+        &'a self,
+        room: &'a str,
+        messages: Vec<Message>,
+    ) -> StoreFuture<'a, Vec<Message>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(error)?;
+            // The row lock this takes orders concurrent appends to the room,
+            // from any node, until the commit.
+            let row = sqlx::query(
+                "UPDATE rooms SET last_seq = last_seq + $1 WHERE code = $2 RETURNING last_seq",
+            )
+            .bind(int(messages.len() as u64))
+            .bind(room)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(error)?
+            .ok_or_else(|| StoreError::new(format!("no room {room}")))?;
+            let newest = uint(&row, "last_seq").map_err(error)?;
+            let first = newest + 1 - messages.len() as u64;
+            let mut stored = messages;
+            for (i, m) in stored.iter_mut().enumerate() {
+                m.seq = first + i as u64;
+            }
+            for chunk in stored.chunks(INSERT_CHUNK) {
+                let mut query = sqlx::query(insert_messages(chunk.len(), self.sqlite));
+                for m in chunk {
+                    query = query
+                        .bind(&m.room)
+                        .bind(int(m.seq))
+                        .bind(&m.from.id)
+                        .bind(&m.from.name)
+                        .bind(m.subject.as_deref())
+                        .bind(&m.body)
+                        .bind(&m.ts)
+                        .bind(m.cid.as_deref());
+                }
+                query.execute(&mut *tx).await.map_err(error)?;
+            }
+            tx.commit().await.map_err(error)?;
+            Ok(stored)
+        })
+    }
+
     fn messages<'a>(
         &'a self,
         room: &'a str,

@@ -133,6 +133,29 @@ async fn suite(store: Arc<dyn Store>) {
     // By age: everything from 2026-01-01 is old now.
     assert_eq!(store.prune(true, None, Some(Duration::from_secs(3600))).await.unwrap(), 1);
     assert!(store.messages("main", 0, u64::MAX, 100).await.unwrap().is_empty());
+
+    // Append: the store gives the seqs, after the room's latest, in order,
+    // and concurrent appends never share one.
+    store.save_room(&room("APPEND", false)).await.unwrap();
+    let draft = |n: u64| {
+        let Write::Message(m) = message("APPEND", 0, "u_ann", &ts(n), None) else { unreachable!() };
+        Message { body: format!("draft {n}"), ..Message::clone(&m) }
+    };
+    let first = store.append("APPEND", vec![draft(1), draft(2)]).await.unwrap();
+    assert_eq!(first.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    let (a, b) = tokio::join!(
+        store.append("APPEND", (10..20).map(draft).collect()),
+        store.append("APPEND", (20..30).map(draft).collect()),
+    );
+    let mut seqs: Vec<u64> = a.unwrap().into_iter().chain(b.unwrap()).map(|m| m.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (3..=22).collect::<Vec<_>>(), "no seq given twice, none skipped");
+    let stored = store.messages("APPEND", 0, u64::MAX, 100).await.unwrap();
+    assert_eq!(stored.len(), 22);
+    assert_eq!(stored[0].body, "draft 1");
+    let rooms = store.rooms().await.unwrap();
+    assert_eq!(rooms.iter().find(|r| r.code == "APPEND").unwrap().last_seq, 22);
+    assert!(store.append("NOPE", vec![draft(1)]).await.is_err(), "no such room");
     store.ping().await.unwrap();
 }
 

@@ -1,0 +1,375 @@
+//! A node's view of a cluster room: the room's members and its event
+//! order as of the last event applied, and this node's connections in it.
+//!
+//! Events are applied in `ev` order. One that comes early is held back
+//! until those before it have come (or have been read back); each applied
+//! event is serialized once and pushed to every local connection that
+//! joined before it. A connection that joined after some applied events
+//! gets them from the recent ones kept here, so that it misses nothing
+//! between its join's snapshot and its first live event.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use confab_proto::{Event, LeaveReason, Retention, RoomInfo, User};
+use parking_lot::Mutex;
+
+use super::{ClusterJoin, close_lost};
+use crate::Outbox;
+use crate::room::event_frame;
+
+/// Applied events kept for connections that join just after them.
+const RECENT: usize = 1024;
+/// Events held back waiting for an earlier one; past this the mirror gives
+/// up and its connections resume.
+const HOLDBACK_MAX: usize = 8192;
+/// Frames a connection may receive between its join and its join reply.
+const PENDING_LIMIT: usize = 1024;
+
+/// One event as published by the room script.
+#[derive(Debug)]
+pub(crate) struct Envelope {
+    pub room: String,
+    pub ev: u64,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Message { origin: String, conn: u64, reply: Option<i64>, json: Bytes },
+    Join(User),
+    Leave(LeaveReason, User),
+    Typing(bool, User),
+}
+
+/// Reads `"C ev kind …"`; see `room.lua`.
+pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(4, ' ');
+    let room = parts.next()?.to_owned();
+    let ev = parts.next()?.parse().ok()?;
+    let kind = parts.next()?;
+    let rest = parts.next()?;
+    let kind = match kind {
+        "m" => {
+            let mut parts = rest.splitn(4, ' ');
+            let origin = parts.next()?.to_owned();
+            let conn = parts.next()?.parse().ok()?;
+            let reply = parts.next()?.parse().ok();
+            let json = parts.next()?;
+            Kind::Message { origin, conn, reply, json: Bytes::copy_from_slice(json.as_bytes()) }
+        }
+        "j" => Kind::Join(serde_json::from_str(rest).ok()?),
+        "l" => {
+            let (reason, user) = rest.split_once(' ')?;
+            let reason = match reason {
+                "left" => LeaveReason::Left,
+                _ => LeaveReason::Disconnected,
+            };
+            Kind::Leave(reason, serde_json::from_str(user).ok()?)
+        }
+        "t" => {
+            let (active, user) = rest.split_once(' ')?;
+            Kind::Typing(active == "1", serde_json::from_str(user).ok()?)
+        }
+        _ => return None,
+    };
+    Some(Envelope { room, ev, kind })
+}
+
+/// An event as applied: its frame, serialized once, and who gets it.
+struct Applied {
+    ev: u64,
+    frame: Bytes,
+    to: To,
+}
+
+enum To {
+    /// A message: every connection, but the poster gets the reply.
+    Message { origin: String, conn: u64, reply: Option<Bytes> },
+    /// A join or typing: every connection but the user's own.
+    Others(String),
+    /// A leave: everyone.
+    All,
+}
+
+struct Entry {
+    user: String,
+    id: u64,
+    outbox: Outbox,
+    /// The last event the join's snapshot included.
+    after: u64,
+    incarnation: String,
+    pending: Option<Vec<Bytes>>,
+}
+
+impl Entry {
+    fn push(&mut self, frame: &Bytes) {
+        match &mut self.pending {
+            None => {
+                self.outbox.push(frame.clone());
+            }
+            Some(pending) if pending.len() < PENDING_LIMIT => pending.push(frame.clone()),
+            Some(_) => self.outbox.close(crate::CloseReason::Overflow),
+        }
+    }
+
+    fn deliver(&mut self, applied: &Applied, me: &str) -> bool {
+        if applied.ev != 0 && applied.ev <= self.after {
+            return false;
+        }
+        match &applied.to {
+            To::Message { origin, conn, reply } => {
+                if *conn == self.id && origin == me {
+                    if let Some(reply) = reply {
+                        self.push(reply);
+                    }
+                    return false;
+                }
+            }
+            To::Others(user) if *user == self.user => return false,
+            To::Others(_) | To::All => {}
+        }
+        self.push(&applied.frame);
+        true
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Whether `delivered` and `members` are known (after the first join).
+    synced: bool,
+    delivered: u64,
+    holdback: BTreeMap<u64, Envelope>,
+    filling: bool,
+    recent: VecDeque<Applied>,
+    entries: Vec<Entry>,
+    members: HashMap<String, User>,
+    joining: usize,
+}
+
+pub(crate) struct Mirror {
+    code: String,
+    meta: OnceLock<RoomInfo>,
+    members: AtomicUsize,
+    state: Mutex<State>,
+}
+
+impl Mirror {
+    pub fn new(code: &str) -> Mirror {
+        Mirror {
+            code: code.to_owned(),
+            meta: OnceLock::new(),
+            members: AtomicUsize::new(0),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    pub fn persistent(&self) -> bool {
+        self.meta.get().is_some_and(|m| m.retention == Retention::Persistent)
+    }
+
+    pub fn info(&self) -> Option<RoomInfo> {
+        let mut info = self.meta.get()?.clone();
+        info.members = self.members.load(Ordering::Relaxed);
+        Some(info)
+    }
+
+    pub fn begin_join(&self) {
+        self.state.lock().joining += 1;
+    }
+
+    pub fn join_failed(&self) {
+        self.state.lock().joining -= 1;
+    }
+
+    pub fn unused(&self) -> bool {
+        let state = self.state.lock();
+        state.entries.is_empty() && state.joining == 0
+    }
+
+    pub fn has(&self, conn: u64) -> bool {
+        self.state.lock().entries.iter().any(|e| e.id == conn)
+    }
+
+    pub fn members(&self) -> Vec<User> {
+        self.state.lock().members.values().cloned().collect()
+    }
+
+    /// Adds a connection whose join the cluster answered with `join`. The
+    /// connection is pending until [`Mirror::activate`].
+    pub fn add(&self, join: &ClusterJoin, user: &str, conn: u64, outbox: &Outbox, me: &str) {
+        let _ = self.meta.set(join.info.clone());
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        state.joining -= 1;
+        if !state.synced {
+            state.synced = true;
+            state.delivered = join.ev;
+            state.members = join.members.iter().map(|u| (u.id.clone(), u.clone())).collect();
+            self.members.store(state.members.len(), Ordering::Relaxed);
+            let held = std::mem::take(&mut state.holdback);
+            state.holdback = held.into_iter().filter(|(ev, _)| *ev > join.ev).collect();
+            self.drain(state, me);
+        }
+        state.entries.retain(|e| e.id != conn);
+        let mut entry = Entry {
+            user: user.to_owned(),
+            id: conn,
+            outbox: outbox.clone(),
+            after: join.ev,
+            incarnation: me.to_owned(),
+            pending: Some(Vec::new()),
+        };
+        if state.delivered > join.ev {
+            let covered = state.recent.front().is_some_and(|a| a.ev <= join.ev + 1);
+            if !covered {
+                close_lost(outbox);
+            }
+            for applied in state.recent.iter().filter(|a| a.ev > join.ev) {
+                entry.deliver(applied, me);
+            }
+        }
+        state.entries.push(entry);
+    }
+
+    /// Releases the events held for a connection since its join.
+    pub fn activate(&self, conn: u64) {
+        let mut state = self.state.lock();
+        if let Some(entry) = state.entries.iter_mut().find(|e| e.id == conn) {
+            for frame in entry.pending.take().unwrap_or_default() {
+                entry.outbox.push(frame);
+            }
+        }
+    }
+
+    /// Removes a connection; its user and the incarnation it joined under.
+    pub fn remove(&self, conn: u64) -> Option<(String, String)> {
+        let mut state = self.state.lock();
+        let i = state.entries.iter().position(|e| e.id == conn)?;
+        let entry = state.entries.swap_remove(i);
+        Some((entry.user, entry.incarnation))
+    }
+
+    /// Takes an event off the channel. True if events before it are
+    /// missing and must be read back.
+    pub fn receive(&self, envelope: Envelope, me: &str) -> bool {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if envelope.ev == 0 {
+            if state.synced {
+                let applied = self.applied(state, envelope, me);
+                for entry in &mut state.entries {
+                    entry.deliver(&applied, me);
+                }
+            }
+            return false;
+        }
+        if state.synced && envelope.ev <= state.delivered {
+            return false;
+        }
+        state.holdback.insert(envelope.ev, envelope);
+        if !state.synced {
+            return false;
+        }
+        self.drain(state, me);
+        if state.holdback.len() > HOLDBACK_MAX {
+            self.lose(state);
+            return false;
+        }
+        !state.holdback.is_empty() && !state.filling
+    }
+
+    /// Starts reading back missed events: those after the returned `ev`.
+    pub fn start_fill(&self) -> Option<u64> {
+        let mut state = self.state.lock();
+        if !state.synced || state.filling {
+            return None;
+        }
+        state.filling = true;
+        Some(state.delivered)
+    }
+
+    pub fn end_fill(&self, envelopes: Vec<Envelope>, me: &str) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        state.filling = false;
+        for envelope in envelopes {
+            if envelope.ev > state.delivered {
+                state.holdback.insert(envelope.ev, envelope);
+            }
+        }
+        self.drain(state, me);
+    }
+
+    /// The mirror cannot be kept in step: its connections are closed and
+    /// resume (on this node or another).
+    pub fn lost(&self) {
+        let mut state = self.state.lock();
+        self.lose(&mut state);
+    }
+
+    fn lose(&self, state: &mut State) {
+        for entry in state.entries.drain(..) {
+            close_lost(&entry.outbox);
+        }
+        state.holdback.clear();
+        state.synced = false;
+    }
+
+    fn drain(&self, state: &mut State, me: &str) {
+        while let Some(envelope) = state.holdback.remove(&(state.delivered + 1)) {
+            state.delivered = envelope.ev;
+            let applied = self.applied(state, envelope, me);
+            let mut delivered = 0u64;
+            for entry in &mut state.entries {
+                delivered += u64::from(entry.deliver(&applied, me));
+            }
+            if matches!(applied.to, To::Message { .. }) {
+                metrics::counter!("confab_deliveries_total").increment(delivered);
+            }
+            state.recent.push_back(applied);
+            if state.recent.len() > RECENT {
+                state.recent.pop_front();
+            }
+        }
+    }
+
+    /// Serializes an event once and updates the member list.
+    fn applied(&self, state: &mut State, envelope: Envelope, me: &str) -> Applied {
+        let room = self.code.clone();
+        let (frame, to) = match envelope.kind {
+            Kind::Message { origin, conn, reply, json } => {
+                let mut event = Vec::with_capacity(json.len() + 32);
+                event.extend_from_slice(br#"{"ev":"message","message":"#);
+                event.extend_from_slice(&json);
+                event.push(b'}');
+                let reply =
+                    reply.filter(|_| origin == me).map(|id| crate::room::message_reply(id, &json));
+                (Bytes::from(event), To::Message { origin, conn, reply })
+            }
+            Kind::Join(user) => {
+                let frame = event_frame(&Event::Join { room, user: user.clone() });
+                state.members.insert(user.id.clone(), user.clone());
+                self.members.store(state.members.len(), Ordering::Relaxed);
+                (frame, To::Others(user.id))
+            }
+            Kind::Leave(reason, user) => {
+                state.members.remove(&user.id);
+                self.members.store(state.members.len(), Ordering::Relaxed);
+                (event_frame(&Event::Leave { room, user, reason }), To::All)
+            }
+            Kind::Typing(active, user) => {
+                let id = user.id.clone();
+                (event_frame(&Event::Typing { room, user, active }), To::Others(id))
+            }
+        };
+        Applied { ev: envelope.ev, frame, to }
+    }
+}

@@ -1,0 +1,1238 @@
+//! Several nodes as one server, through Redis.
+//!
+//! # Design
+//!
+//! Redis holds each room's shared state (meta, members, connection counts
+//! per node, grace, visibility, `seq`, the recent window, remembered cids)
+//! and runs each room op as one Lua script (`room.lua`): Redis runs a
+//! script to the end before anything else, so a seat claim, a `seq` and a
+//! `cid` check are atomic across nodes, exactly as a room's critical
+//! section is on one node.
+//!
+//! Every event that changes what members see gets a per-room event number
+//! (`ev`) in the same script and is published on one channel. Each node
+//! keeps a [`Mirror`] of the rooms its connections joined, applies events
+//! in `ev` order, and fans them out to its own connections: a message is
+//! serialized once per node. A node that misses events (its subscription
+//! dropped) reads them back from the room's recent events; one that is
+//! too far behind closes its connections, which resume.
+//!
+//! Persistent rooms get their `seq` from the shared database, in the
+//! transaction that stores the message; the script then publishes stored
+//! messages in `seq` order, holding back one whose predecessor is not
+//! published yet.
+//!
+//! Each node holds a lease in Redis, renewed at a third of its length. A
+//! node whose lease lapsed is dead to the others: a survivor sweeps its
+//! connections out of every room it was in (its members leave with reason
+//! `disconnected`). A node that finds its own lease lapsed (Redis was out
+//! of reach too long) closes its connections, which come back and rejoin,
+//! and starts over as a new incarnation, so nothing it did before can
+//! count against what it does after.
+//!
+//! # Failure
+//!
+//! Without Redis a node accepts nothing that other nodes cannot see: every
+//! op answers `unavailable` within the op timeout, `/health` says 503, and
+//! the node recovers by itself when Redis answers again.
+
+mod mirror;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use confab_proto::{ErrorBody, ErrorCode, Message, RoomInfo, User};
+use futures_util::StreamExt;
+use parking_lot::{Mutex, RwLock};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Script, Value};
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc};
+
+pub(crate) use mirror::Mirror;
+use mirror::parse_envelope;
+
+use crate::persist::unavailable;
+use crate::store::{Store, StoredVisibility};
+use crate::{CloseReason, Outbox};
+
+/// The channel every node publishes room events on and listens to.
+const CHANNEL: &str = "cf:events";
+
+/// Posts to persistent rooms that may wait for the store at once.
+const PERSIST_QUEUE: usize = 65_536;
+/// Most posts of one room stored in one transaction.
+const PERSIST_BATCH: usize = 256;
+
+/// How a node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://…`
+    pub url: String,
+    /// How long a node that stopped renewing counts as alive.
+    pub lease: Duration,
+    /// The longest a Redis command may take before the op answers
+    /// `unavailable`.
+    pub timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(url: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            url: url.into(),
+            lease: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a cluster join answered.
+pub(crate) struct ClusterJoin {
+    pub new: bool,
+    pub seq: u64,
+    pub ev: u64,
+    pub from: u64,
+    pub info: RoomInfo,
+    pub members: Vec<User>,
+    /// Newest first.
+    pub messages: Vec<Message>,
+    pub after: u64,
+    pub limit: usize,
+    /// The oldest `seq` the window holds.
+    pub oldest: u64,
+}
+
+/// What a read of messages answered.
+pub(crate) struct ClusterRead {
+    /// Newest first.
+    pub messages: Vec<Message>,
+    pub after: u64,
+    pub before: u64,
+    pub oldest: u64,
+}
+
+/// The outcome of a departure, as the room script reports it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Gone {
+    Quiet,
+    Grace(String),
+    Left,
+    Destroyed,
+    NotMember,
+}
+
+struct PersistJob {
+    mirror: Arc<Mirror>,
+    message: Message,
+    origin: String,
+    cid_key: Option<String>,
+    outbox: Outbox,
+    reply: Option<i64>,
+}
+
+pub(crate) struct Cluster {
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    connecting: tokio::sync::Mutex<()>,
+    room_script: Script,
+    rooms_script: Script,
+    config: ClusterConfig,
+    node: String,
+    /// This node as Redis counts it: the name and an incarnation.
+    incarnation: Mutex<String>,
+    redis_up: AtomicBool,
+    subscribed: AtomicBool,
+    leased: AtomicBool,
+    /// Ends the subscription so that it starts over.
+    resubscribe: Notify,
+    /// Mirrors of the rooms this node's connections joined, by code.
+    ///
+    /// Lock order: this map, then a mirror; never the other way round.
+    mirrors: RwLock<HashMap<String, Arc<Mirror>>>,
+    /// Rooms with a grace timer running here.
+    graces: Mutex<HashMap<String, usize>>,
+    grace_epoch: AtomicU64,
+    store: Arc<dyn Store>,
+    persist: mpsc::Sender<PersistJob>,
+    window: usize,
+    dedup: usize,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+fn keys(code: &str, node: &str) -> [String; 18] {
+    let k = |name: &str| format!("cf:{{{code}}}:{name}");
+    [
+        k("meta"),
+        k("mem"),
+        k("names"),
+        k("cnt"),
+        k("grace"),
+        k("vis"),
+        k("seq"),
+        k("ev"),
+        k("win"),
+        k("evs"),
+        k("cid"),
+        k("cido"),
+        format!("cf:node:{{{node}}}:rooms"),
+        k("uname"),
+        "cf:rooms".to_owned(),
+        "cf:public".to_owned(),
+        k("pend"),
+        k("pendc"),
+    ]
+}
+
+fn lease_key(incarnation: &str) -> String {
+    format!("cf:node:{{{incarnation}}}")
+}
+
+fn redis_down(e: &redis::RedisError) -> ErrorBody {
+    tracing::warn!("cluster: redis: {e}");
+    unavailable("the cluster is unavailable; try again shortly")
+}
+
+impl Cluster {
+    /// Connects to Redis and starts the node's subscription, lease and
+    /// sweeps.
+    pub async fn start(
+        config: ClusterConfig,
+        node: &str,
+        store: Arc<dyn Store>,
+        window: usize,
+        dedup: usize,
+    ) -> Result<Arc<Cluster>, String> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::channel(PERSIST_QUEUE);
+        let cluster = Arc::new(Cluster {
+            client,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            room_script: Script::new(include_str!("room.lua")),
+            rooms_script: Script::new(include_str!("rooms.lua")),
+            node: node.to_owned(),
+            incarnation: Mutex::new(new_incarnation(node)),
+            redis_up: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            leased: AtomicBool::new(false),
+            resubscribe: Notify::new(),
+            mirrors: RwLock::new(HashMap::new()),
+            graces: Mutex::new(HashMap::new()),
+            grace_epoch: AtomicU64::new(0),
+            store,
+            persist: tx,
+            window: window.max(1),
+            dedup: dedup.max(1),
+            config,
+        });
+        cluster.connection().await.map_err(|e| e.message)?;
+        cluster.renew().await;
+        tokio::spawn(subscribe_loop(Arc::downgrade(&cluster)));
+        tokio::spawn(lease_loop(Arc::downgrade(&cluster)));
+        tokio::spawn(persist_loop(Arc::downgrade(&cluster), rx));
+        Ok(cluster)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn incarnation(&self) -> String {
+        self.incarnation.lock().clone()
+    }
+
+    /// Whether this node can serve: Redis answers, its events arrive, and
+    /// its lease is held.
+    pub fn healthy(&self) -> bool {
+        self.redis_up.load(Ordering::Relaxed)
+            && self.subscribed.load(Ordering::Relaxed)
+            && self.leased.load(Ordering::Relaxed)
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, ErrorBody> {
+        if let Some(conn) = self.conn.lock().clone() {
+            return Ok(conn);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(conn) = self.conn.lock().clone() {
+            return Ok(conn);
+        }
+        let t = self.config.timeout;
+        let settings = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(t))
+            .set_response_timeout(Some(t));
+        let conn = tokio::time::timeout(
+            t,
+            self.client.get_multiplexed_async_connection_with_config(&settings),
+        )
+        .await
+        .map_err(|_| unavailable("the cluster is unavailable; try again shortly"))
+        .and_then(|r| r.map_err(|e| redis_down(&e)));
+        match conn {
+            Ok(conn) => {
+                *self.conn.lock() = Some(conn.clone());
+                self.redis_up.store(true, Ordering::Relaxed);
+                Ok(conn)
+            }
+            Err(e) => {
+                self.redis_up.store(false, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    fn lost_connection(&self) {
+        *self.conn.lock() = None;
+        self.redis_up.store(false, Ordering::Relaxed);
+    }
+
+    /// Runs a Redis command with the op timeout.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ErrorBody> {
+        let mut conn = self.connection().await?;
+        match tokio::time::timeout(self.config.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                    self.lost_connection();
+                }
+                Err(redis_down(&e))
+            }
+            Err(_) => {
+                self.lost_connection();
+                Err(unavailable("the cluster is unavailable; try again shortly"))
+            }
+        }
+    }
+
+    /// Runs one op of the room script on room `code`.
+    async fn room_op(&self, code: &str, args: &[&str]) -> Result<Vec<Value>, ErrorBody> {
+        let incarnation = self.incarnation();
+        let mut invocation = self.room_script.prepare_invoke();
+        for key in keys(code, &incarnation) {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut conn = self.connection().await?;
+        let run = invocation.invoke_async::<Value>(&mut conn);
+        match tokio::time::timeout(self.config.timeout, run).await {
+            Ok(Ok(Value::Array(items))) => Ok(items),
+            Ok(Ok(other)) => {
+                tracing::error!("cluster: unexpected answer {other:?}");
+                Err(unavailable("the cluster gave an unexpected answer"))
+            }
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                    self.lost_connection();
+                }
+                Err(redis_down(&e))
+            }
+            Err(_) => {
+                self.lost_connection();
+                Err(unavailable("the cluster is unavailable; try again shortly"))
+            }
+        }
+    }
+
+    // ----- rooms -----
+
+    /// Records a room in the cluster. `only_new`: fail with `exists` if
+    /// the code is taken (a created room); else keep what is there (a
+    /// board, or a stored room recorded again at start).
+    pub async fn create(
+        &self,
+        info: &RoomInfo,
+        seats: usize,
+        ttl: Option<Duration>,
+        only_new: bool,
+        last_seq: u64,
+    ) -> Result<bool, ErrorBody> {
+        let json = serde_json::to_string(info).expect("room info serializes");
+        let eph = if info.retention == confab_proto::Retention::Ephemeral { "1" } else { "0" };
+        let ttl = ttl.map_or(0, |t| t.as_millis().max(1)).to_string();
+        let r = self
+            .room_op(
+                &info.code,
+                &[
+                    "create",
+                    &info.code,
+                    &json,
+                    &seats.to_string(),
+                    eph,
+                    if info.public { "1" } else { "0" },
+                    &ttl,
+                    if only_new { "1" } else { "0" },
+                    &last_seq.to_string(),
+                    &info.backlog.to_string(),
+                ],
+            )
+            .await?;
+        Ok(text(&r, 0) == "ok")
+    }
+
+    /// The public rooms of the whole cluster.
+    pub async fn public_rooms(&self) -> Result<Vec<RoomInfo>, ErrorBody> {
+        let mut conn = self.connection().await?;
+        let invocation = self.rooms_script.prepare_invoke();
+        let run = invocation.invoke_async::<Vec<Value>>(&mut conn);
+        let items = match tokio::time::timeout(self.config.timeout, run).await {
+            Ok(Ok(items)) => items,
+            Ok(Err(e)) => return Err(redis_down(&e)),
+            Err(_) => {
+                self.lost_connection();
+                return Err(unavailable("the cluster is unavailable; try again shortly"));
+            }
+        };
+        Ok(items
+            .chunks(2)
+            .filter_map(|pair| {
+                let mut info: RoomInfo = serde_json::from_str(&text(pair, 0)).ok()?;
+                info.members = usize::try_from(int(pair, 1)).unwrap_or(0);
+                Some(info)
+            })
+            .collect())
+    }
+
+    /// The members of a room, and whether `user_id` is one of them.
+    pub async fn members(
+        &self,
+        code: &str,
+        user_id: &str,
+    ) -> Result<(RoomInfo, Vec<User>, bool), ErrorBody> {
+        let r = self.room_op(code, &["members", code, user_id]).await?;
+        check(&r, code)?;
+        let info: RoomInfo = serde_json::from_str(&text(&r, 1))
+            .map_err(|_| unavailable("the cluster holds a damaged room"))?;
+        Ok((info, users(&r, 2), int(&r, 3) == 1))
+    }
+
+    // ----- mirrors -----
+
+    /// The mirror of `code`, made if there is none, marked as being joined
+    /// so that it is not let go before the join ends (see
+    /// [`Cluster::release_mirror`]).
+    pub fn mirror_for_join(self: &Arc<Self>, code: &str) -> Arc<Mirror> {
+        let mut mirrors = self.mirrors.write();
+        let mirror =
+            mirrors.entry(code.to_owned()).or_insert_with(|| Arc::new(Mirror::new(code))).clone();
+        mirror.begin_join();
+        mirror
+    }
+
+    pub fn mirror(&self, code: &str) -> Option<Arc<Mirror>> {
+        self.mirrors.read().get(code).cloned()
+    }
+
+    /// Lets a mirror go once no connection of this node is in it.
+    pub fn release_mirror(&self, mirror: &Arc<Mirror>) {
+        let mut mirrors = self.mirrors.write();
+        if mirror.unused() && mirrors.get(mirror.code()).is_some_and(|m| Arc::ptr_eq(m, mirror)) {
+            mirrors.remove(mirror.code());
+        }
+    }
+
+    fn all_mirrors(&self) -> Vec<Arc<Mirror>> {
+        self.mirrors.read().values().cloned().collect()
+    }
+
+    // ----- ops -----
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn join(
+        &self,
+        code: &str,
+        user: &User,
+        since: Option<u64>,
+        resume_limit: usize,
+        stored: Option<StoredVisibility>,
+    ) -> Result<ClusterJoin, ErrorBody> {
+        let json = serde_json::to_string(user).expect("users serialize");
+        let name_key = user.name.to_lowercase();
+        let stored = stored
+            .map(|v| {
+                format!("{},{}", v.from, v.left_at.map_or(-1, |l| i64::try_from(l).unwrap_or(-1)))
+            })
+            .unwrap_or_default();
+        let since = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
+        let incarnation = self.incarnation();
+        let r = self
+            .room_op(
+                code,
+                &[
+                    "join",
+                    code,
+                    &user.id,
+                    &json,
+                    &name_key,
+                    &incarnation,
+                    &since,
+                    &resume_limit.to_string(),
+                    &stored,
+                ],
+            )
+            .await;
+        let r = r?;
+        match text(&r, 0).as_str() {
+            "ok" => {}
+            "room_full" => {
+                return Err(ErrorBody::new(
+                    ErrorCode::RoomFull,
+                    format!("room {code} is full ({} seats)", int(&r, 1)),
+                ));
+            }
+            "name_taken" => {
+                return Err(ErrorBody::new(
+                    ErrorCode::NameTaken,
+                    format!("someone in room {code} is already called {:?}", user.name),
+                ));
+            }
+            _ => return Err(crate::room::not_found(code)),
+        }
+        let info: RoomInfo = serde_json::from_str(&text(&r, 5))
+            .map_err(|_| unavailable("the cluster holds a damaged room"))?;
+        let members = users(&r, 6);
+        Ok(ClusterJoin {
+            new: int(&r, 1) == 1,
+            seq: uint(&r, 2),
+            ev: uint(&r, 3),
+            from: uint(&r, 4),
+            info: RoomInfo { members: members.len(), ..info },
+            members,
+            messages: messages(&r, 7),
+            after: uint(&r, 8),
+            limit: usize::try_from(int(&r, 9)).unwrap_or(0),
+            oldest: uint(&r, 10),
+        })
+    }
+
+    /// One connection of `user_id` on this node leaves (`leave`) or drops
+    /// (`drop`, with a grace token if the seat is to be held).
+    pub async fn depart(
+        &self,
+        code: &str,
+        user_id: &str,
+        incarnation: &str,
+        explicit: bool,
+        grace: bool,
+    ) -> Result<Gone, ErrorBody> {
+        let token = if grace {
+            format!("{incarnation}:{}", self.grace_epoch.fetch_add(1, Ordering::Relaxed))
+        } else {
+            String::new()
+        };
+        let op = if explicit { "leave" } else { "drop" };
+        let r = self.room_op(code, &[op, code, user_id, incarnation, &token]).await?;
+        Ok(match text(&r, 0).as_str() {
+            "quiet" => Gone::Quiet,
+            "grace" => Gone::Grace(token),
+            "left" => Gone::Left,
+            "destroyed" => Gone::Destroyed,
+            _ => Gone::NotMember,
+        })
+    }
+
+    /// Ends a member's grace, unless they came back.
+    pub async fn expire(&self, code: &str, user_id: &str, token: &str) -> Result<Gone, ErrorBody> {
+        let r = self.room_op(code, &["expire", code, user_id, token]).await?;
+        Ok(match text(&r, 0).as_str() {
+            "left" => Gone::Left,
+            "destroyed" => Gone::Destroyed,
+            _ => Gone::Quiet,
+        })
+    }
+
+    /// Runs a member's grace here: at its end, the member leaves unless
+    /// they came back (on any node).
+    pub fn start_grace(
+        self: &Arc<Self>,
+        code: String,
+        user_id: String,
+        token: String,
+        grace: Duration,
+    ) {
+        *self.graces.lock().entry(code.clone()).or_default() += 1;
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            for attempt in 0..5u32 {
+                match cluster.expire(&code, &user_id, &token).await {
+                    Ok(_) => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500 << attempt)).await,
+                }
+            }
+            let mut graces = cluster.graces.lock();
+            if let Some(n) = graces.get_mut(&code) {
+                *n -= 1;
+                if *n == 0 {
+                    graces.remove(&code);
+                }
+            }
+        });
+    }
+
+    /// Posts to an ephemeral room. The reply reaches the poster with the
+    /// event, in order; a retried `cid` is answered at once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn post(
+        &self,
+        mirror: &Arc<Mirror>,
+        conn: u64,
+        outbox: &Outbox,
+        user: &User,
+        draft: crate::room::Draft,
+        reply: Option<i64>,
+    ) -> Result<(), ErrorBody> {
+        let code = mirror.code();
+        if mirror.persistent() {
+            return self.post_persistent(mirror, conn, outbox, user, draft, reply).await;
+        }
+        let tail = message_tail(code, user, &draft);
+        let reply_arg = reply.map_or_else(|| "-".to_owned(), |r| r.to_string());
+        let r = self
+            .room_op(
+                code,
+                &[
+                    "post",
+                    code,
+                    &user.id,
+                    &self.incarnation(),
+                    &conn.to_string(),
+                    &reply_arg,
+                    draft.cid.as_deref().unwrap_or(""),
+                    &tail,
+                    &self.window.to_string(),
+                    &self.dedup.to_string(),
+                ],
+            )
+            .await?;
+        match text(&r, 0).as_str() {
+            "ok" => {
+                metrics::counter!("confab_posts_total").increment(1);
+                Ok(())
+            }
+            "dup" => {
+                if let Some(id) = reply {
+                    outbox.push(crate::room::message_reply(id, text(&r, 1).as_bytes()));
+                }
+                Ok(())
+            }
+            _ => check(&r, code),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn post_persistent(
+        &self,
+        mirror: &Arc<Mirror>,
+        conn: u64,
+        outbox: &Outbox,
+        user: &User,
+        draft: crate::room::Draft,
+        reply: Option<i64>,
+    ) -> Result<(), ErrorBody> {
+        let code = mirror.code();
+        let cid = draft.cid.clone().unwrap_or_default();
+        // A retry of a post still being stored waits for it, a while.
+        let mut claimed = false;
+        for _ in 0..100 {
+            let r = self.room_op(code, &["claim", code, &user.id, &cid]).await?;
+            match text(&r, 0).as_str() {
+                "ok" => {
+                    claimed = true;
+                    break;
+                }
+                "dup" => {
+                    if let Some(id) = reply {
+                        outbox.push(crate::room::message_reply(id, text(&r, 1).as_bytes()));
+                    }
+                    return Ok(());
+                }
+                "pending" => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => return check(&r, code),
+            }
+        }
+        if !claimed {
+            return Err(unavailable("that message is still being stored; try again"));
+        }
+        let cid_key = draft.cid.as_ref().map(|cid| format!("{}|{cid}", user.id));
+        let message = Message {
+            room: code.to_owned(),
+            seq: 0,
+            from: user.clone(),
+            subject: draft.subject,
+            body: draft.body,
+            ts: draft.ts,
+            cid: draft.cid,
+        };
+        let origin = format!(
+            "{} {conn} {} ",
+            self.incarnation(),
+            reply.map_or_else(|| "-".to_owned(), |r| r.to_string())
+        );
+        let job = PersistJob {
+            mirror: mirror.clone(),
+            message,
+            origin,
+            cid_key: cid_key.clone(),
+            outbox: outbox.clone(),
+            reply,
+        };
+        if self.persist.try_send(job).is_err() {
+            if let Some(key) = cid_key {
+                let _ = self.room_op(code, &["unclaim", code, &key]).await;
+            }
+            return Err(unavailable("storage is busy; try again"));
+        }
+        Ok(())
+    }
+
+    pub async fn typing(&self, code: &str, user_id: &str, active: bool) -> Result<(), ErrorBody> {
+        let r =
+            self.room_op(code, &["typing", code, user_id, if active { "1" } else { "0" }]).await?;
+        check(&r, code)
+    }
+
+    /// The newest `limit` messages with `after < seq < before` that the
+    /// user may see (the window's part; the caller reads older ones of a
+    /// persistent room from the store).
+    pub async fn read(
+        &self,
+        code: &str,
+        user_id: &str,
+        after: u64,
+        before: u64,
+        limit: usize,
+    ) -> Result<ClusterRead, ErrorBody> {
+        let before = before.min(i64::MAX as u64).to_string();
+        let r = self
+            .room_op(
+                code,
+                &["read", code, user_id, &after.to_string(), &before, &limit.to_string()],
+            )
+            .await?;
+        check(&r, code)?;
+        Ok(ClusterRead {
+            messages: messages(&r, 1),
+            after: uint(&r, 2),
+            before: uint(&r, 3),
+            oldest: uint(&r, 4),
+        })
+    }
+
+    // ----- events -----
+
+    fn on_envelope(self: &Arc<Self>, payload: &[u8]) {
+        let Some(envelope) = parse_envelope(payload) else {
+            tracing::warn!("cluster: an event that cannot be read");
+            return;
+        };
+        let Some(mirror) = self.mirror(&envelope.room) else { return };
+        if mirror.receive(envelope, &self.incarnation()) {
+            self.fill(mirror);
+        }
+    }
+
+    /// Reads back the events a mirror missed.
+    fn fill(self: &Arc<Self>, mirror: Arc<Mirror>) {
+        let Some(after) = mirror.start_fill() else { return };
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let key = format!("cf:{{{}}}:evs", mirror.code());
+            let cmd = redis::cmd("ZRANGEBYSCORE")
+                .arg(&key)
+                .arg(format!("({after}"))
+                .arg("+inf")
+                .to_owned();
+            let missed: Result<Vec<Vec<u8>>, _> = cluster.query(&cmd).await;
+            let incarnation = cluster.incarnation();
+            match missed {
+                Ok(missed) => {
+                    let envelopes: Vec<_> =
+                        missed.iter().filter_map(|e| parse_envelope(e)).collect();
+                    if envelopes.first().is_some_and(|e| e.ev > after + 1) {
+                        tracing::warn!(
+                            room = mirror.code(),
+                            "cluster: events lost; connections resume"
+                        );
+                        mirror.lost();
+                        cluster.release_mirror(&mirror);
+                        return;
+                    }
+                    mirror.end_fill(envelopes, &incarnation);
+                }
+                Err(_) => mirror.end_fill(Vec::new(), &incarnation),
+            }
+        });
+    }
+
+    // ----- lease -----
+
+    /// Renews this node's lease (or takes a new one); sweeps dead nodes.
+    async fn renew(self: &Arc<Self>) {
+        let incarnation = self.incarnation();
+        let lease = self.config.lease.as_millis().to_string();
+        let renewed: Result<Option<String>, _> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(lease_key(&incarnation))
+                    .arg("1")
+                    .arg("PX")
+                    .arg(&lease)
+                    .arg("XX"),
+            )
+            .await;
+        match renewed {
+            Ok(Some(_)) => self.leased.store(true, Ordering::Relaxed),
+            Ok(None) => {
+                if self.leased.swap(false, Ordering::Relaxed) {
+                    // Out of reach longer than the lease: the others have
+                    // swept this node's members. Start over.
+                    tracing::warn!("cluster: this node's lease lapsed; its connections start over");
+                    self.evicted();
+                }
+                let incarnation = self.incarnation();
+                let taken: Result<Option<String>, _> = self
+                    .query(
+                        redis::cmd("SET")
+                            .arg(lease_key(&incarnation))
+                            .arg("1")
+                            .arg("PX")
+                            .arg(&lease)
+                            .arg("NX"),
+                    )
+                    .await;
+                let added: Result<i64, _> =
+                    self.query(redis::cmd("SADD").arg("cf:nodes").arg(&incarnation)).await;
+                if taken.is_ok() && added.is_ok() {
+                    self.leased.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                self.leased.store(false, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.sweep().await;
+    }
+
+    /// Closes every connection of this node and becomes a new incarnation.
+    fn evicted(&self) {
+        *self.incarnation.lock() = new_incarnation(&self.node);
+        let mirrors: Vec<Arc<Mirror>> = self.mirrors.write().drain().map(|(_, m)| m).collect();
+        for mirror in mirrors {
+            mirror.lost();
+        }
+    }
+
+    /// Sweeps the members of nodes whose lease lapsed out of their rooms.
+    async fn sweep(&self) {
+        let me = self.incarnation();
+        let Ok(nodes) = self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg("cf:nodes")).await
+        else {
+            return;
+        };
+        for node in nodes.into_iter().filter(|n| *n != me) {
+            let Ok(alive) = self.query::<bool>(redis::cmd("EXISTS").arg(lease_key(&node))).await
+            else {
+                return;
+            };
+            if alive {
+                continue;
+            }
+            let rooms_key = format!("cf:node:{{{node}}}:rooms");
+            let Ok(rooms) = self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(&rooms_key)).await
+            else {
+                return;
+            };
+            let mut done = true;
+            for room in &rooms {
+                match self.room_op(room, &["sweep", room, &node]).await {
+                    Ok(r) if int(&r, 1) > 0 => {
+                        tracing::info!(
+                            room,
+                            node,
+                            "cluster: {} members of a dead node left",
+                            int(&r, 1)
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(_) => done = false,
+                }
+            }
+            if done {
+                let _: Result<i64, _> = self.query(redis::cmd("DEL").arg(&rooms_key)).await;
+                let _: Result<i64, _> =
+                    self.query(redis::cmd("SREM").arg("cf:nodes").arg(&node)).await;
+            }
+        }
+        // This node's own room set: forget rooms it is no longer in.
+        let rooms_key = format!("cf:node:{{{me}}}:rooms");
+        if let Ok(rooms) = self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(&rooms_key)).await {
+            let stale: Vec<String> = {
+                let mirrors = self.mirrors.read();
+                let graces = self.graces.lock();
+                rooms
+                    .into_iter()
+                    .filter(|r| !mirrors.contains_key(r) && !graces.contains_key(r))
+                    .collect()
+            };
+            if !stale.is_empty() {
+                let _: Result<i64, _> =
+                    self.query(redis::cmd("SREM").arg(&rooms_key).arg(stale)).await;
+            }
+        }
+    }
+
+    /// Persistent rooms whose publishing waits for a message that its node
+    /// stored and never published: reads it from the store and publishes
+    /// it. `seen` carries what the last check saw, so that only a stall
+    /// that lasts is acted on.
+    async fn unstall(&self, seen: &mut HashSet<(String, u64)>) {
+        let mut now = HashSet::new();
+        for mirror in self.all_mirrors().into_iter().filter(|m| m.persistent()) {
+            let code = mirror.code();
+            let Ok(r) = self.room_op(code, &["stalled", code]).await else { return };
+            let next = uint(&r, 1);
+            if next == 0 {
+                continue;
+            }
+            if seen.contains(&(code.to_owned(), next)) {
+                if let Ok(found) = self.store.messages(code, next - 1, next + 1, 1).await
+                    && let Some(message) = found.first()
+                {
+                    tracing::warn!(
+                        room = code,
+                        seq = next,
+                        "cluster: publishing a stored message its node did not"
+                    );
+                    let json = serde_json::to_string(message).expect("messages serialize");
+                    let _ = self.commit(code, next, "- 0 - ", &json, None).await;
+                }
+            } else {
+                now.insert((code.to_owned(), next));
+            }
+        }
+        *seen = now;
+    }
+
+    async fn commit(
+        &self,
+        code: &str,
+        seq: u64,
+        origin: &str,
+        json: &str,
+        cid_key: Option<&str>,
+    ) -> Result<(), ErrorBody> {
+        let r = self
+            .room_op(
+                code,
+                &[
+                    "commit",
+                    code,
+                    &seq.to_string(),
+                    origin,
+                    json,
+                    cid_key.unwrap_or(""),
+                    &self.window.to_string(),
+                    &self.dedup.to_string(),
+                ],
+            )
+            .await?;
+        check(&r, code)
+    }
+}
+
+fn new_incarnation(node: &str) -> String {
+    format!("{node}#{:08x}", rand::random::<u32>())
+}
+
+/// A message's JSON without its `seq`, from the first field on, for the
+/// post script to complete: `,"room":…}`.
+fn message_tail(code: &str, user: &User, draft: &crate::room::Draft) -> String {
+    #[derive(Serialize)]
+    struct Tail<'a> {
+        room: &'a str,
+        from: &'a User,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<&'a str>,
+        body: &'a str,
+        ts: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cid: Option<&'a str>,
+    }
+    let json = serde_json::to_string(&Tail {
+        room: code,
+        from: user,
+        subject: draft.subject.as_deref(),
+        body: &draft.body,
+        ts: &draft.ts,
+        cid: draft.cid.as_deref(),
+    })
+    .expect("messages serialize");
+    format!(",{}", &json[1..])
+}
+
+fn check(r: &[Value], code: &str) -> Result<(), ErrorBody> {
+    match text(r, 0).as_str() {
+        "ok" => Ok(()),
+        "not_member" => {
+            Err(ErrorBody::new(ErrorCode::NotMember, format!("you have not joined room {code}")))
+        }
+        "not_found" => Err(crate::room::not_found(code)),
+        other => Err(unavailable(&format!("the cluster answered {other}"))),
+    }
+}
+
+fn text(r: &[Value], i: usize) -> String {
+    match r.get(i) {
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Value::SimpleString(s)) => s.clone(),
+        Some(Value::Int(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn int(r: &[Value], i: usize) -> i64 {
+    match r.get(i) {
+        Some(Value::Int(n)) => *n,
+        Some(Value::BulkString(b)) => {
+            std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+fn uint(r: &[Value], i: usize) -> u64 {
+    u64::try_from(int(r, i)).unwrap_or(0)
+}
+
+fn strings(r: &[Value], i: usize) -> Vec<Vec<u8>> {
+    match r.get(i) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| match v {
+                Value::BulkString(b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn users(r: &[Value], i: usize) -> Vec<User> {
+    strings(r, i).iter().filter_map(|b| serde_json::from_slice(b).ok()).collect()
+}
+
+fn messages(r: &[Value], i: usize) -> Vec<Message> {
+    strings(r, i).iter().filter_map(|b| serde_json::from_slice(b).ok()).collect()
+}
+
+async fn subscribe_loop(cluster: Weak<Cluster>) {
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let timeout = c.config.timeout;
+        let pubsub = tokio::time::timeout(timeout, c.client.get_async_pubsub()).await;
+        if let Ok(Ok(mut pubsub)) = pubsub
+            && let Ok(Ok(())) = tokio::time::timeout(timeout, pubsub.subscribe(CHANNEL)).await
+        {
+            c.subscribed.store(true, Ordering::Relaxed);
+            // What was published while this node was not listening.
+            for mirror in c.all_mirrors() {
+                c.fill(mirror);
+            }
+            let mut stream = pubsub.into_on_message();
+            loop {
+                tokio::select! {
+                    message = stream.next() => match message {
+                        Some(message) => c.on_envelope(message.get_payload_bytes()),
+                        None => break,
+                    },
+                    () = c.resubscribe.notified() => break,
+                }
+            }
+            c.subscribed.store(false, Ordering::Relaxed);
+            tracing::warn!("cluster: the event subscription ended; subscribing again");
+        }
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn lease_loop(cluster: Weak<Cluster>) {
+    let mut stalled = HashSet::new();
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let every = (c.config.lease / 3).max(Duration::from_millis(100));
+        let was_up = c.redis_up.load(Ordering::Relaxed);
+        c.renew().await;
+        if !c.redis_up.load(Ordering::Relaxed) {
+            // The subscription may hang on a dead connection: restart it.
+            c.resubscribe.notify_waiters();
+        } else if !was_up {
+            tracing::info!("cluster: redis answers again");
+        }
+        c.unstall(&mut stalled).await;
+        drop(c);
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Stores posts to persistent rooms, a room's queued posts in one
+/// transaction, and publishes each once stored.
+async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<PersistJob>) {
+    let mut jobs = Vec::new();
+    while rx.recv_many(&mut jobs, PERSIST_QUEUE).await > 0 {
+        let Some(c) = cluster.upgrade() else { return };
+        let mut by_room: Vec<(String, Vec<PersistJob>)> = Vec::new();
+        for job in jobs.drain(..) {
+            let code = job.mirror.code().to_owned();
+            match by_room.iter_mut().find(|(c, group)| *c == code && group.len() < PERSIST_BATCH) {
+                Some((_, group)) => group.push(job),
+                None => by_room.push((code, vec![job])),
+            }
+        }
+        for (code, group) in by_room {
+            let batch: Vec<Message> = group.iter().map(|j| j.message.clone()).collect();
+            let started = std::time::Instant::now();
+            let stored = c.store.append(&code, batch).await;
+            metrics::histogram!("confab_store_seconds").record(started.elapsed());
+            match stored {
+                Ok(stored) => {
+                    for (job, message) in group.iter().zip(stored) {
+                        let json = serde_json::to_string(&message).expect("messages serialize");
+                        if c.commit(&code, message.seq, &job.origin, &json, job.cid_key.as_deref())
+                            .await
+                            .is_ok()
+                        {
+                            metrics::counter!("confab_posts_total").increment(1);
+                        }
+                        // If publishing failed, the stall check publishes
+                        // it from the store.
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(room = code, "cannot store messages: {e}");
+                    for job in group {
+                        if let Some(key) = &job.cid_key {
+                            let _ = c.room_op(&code, &["unclaim", &code, key]).await;
+                        }
+                        job.outbox.push(crate::room::error_frame(
+                            job.reply,
+                            unavailable("storage is unavailable; try again shortly"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Closes a connection that can no longer be kept in step.
+pub(crate) fn close_lost(outbox: &Outbox) {
+    outbox.close(CloseReason::Shutdown);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+    use confab_proto::Retention;
+
+    async fn cluster(node: &str) -> Option<Arc<Cluster>> {
+        let Ok(url) = std::env::var("CONFAB_TEST_REDIS") else {
+            eprintln!("skipped: set CONFAB_TEST_REDIS=redis://127.0.0.1:6379 to run");
+            return None;
+        };
+        let config = ClusterConfig::new(url);
+        Some(Cluster::start(config, node, Arc::new(MemoryStore::new()), 100, 100).await.unwrap())
+    }
+
+    fn info(code: &str, capacity: u32) -> RoomInfo {
+        RoomInfo {
+            code: code.into(),
+            title: "t".into(),
+            capacity: Some(capacity),
+            retention: Retention::Ephemeral,
+            backlog: 10,
+            public: false,
+            members: 0,
+            created: crate::now_rfc3339(),
+        }
+    }
+
+    fn user(i: usize) -> User {
+        User { id: format!("u_{i}_{:x}", rand::random::<u32>()), name: format!("user {i}") }
+    }
+
+    #[tokio::test]
+    async fn concurrent_joins_over_three_nodes_take_exactly_the_seats() {
+        let (Some(a), Some(b), Some(c)) =
+            (cluster("a").await, cluster("b").await, cluster("c").await)
+        else {
+            return;
+        };
+        let code = format!("T{:08X}", rand::random::<u32>());
+        assert!(a.create(&info(&code, 3), 3, None, true, 0).await.unwrap());
+        assert!(!b.create(&info(&code, 3), 3, None, true, 0).await.unwrap(), "code taken");
+        let nodes = [a.clone(), b.clone(), c.clone()];
+        let joins = (0..30).map(|i| {
+            let node = nodes[i % 3].clone();
+            let code = code.clone();
+            async move { node.join(&code, &user(i), None, 100, None).await }
+        });
+        let results = futures_util::future::join_all(joins).await;
+        let admitted = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(admitted, 3, "exactly the seats are taken");
+        for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(refused.code, ErrorCode::RoomFull);
+        }
+        let (_, members, _) = c.members(&code, "").await.unwrap();
+        assert_eq!(members.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn posts_from_two_nodes_get_one_order_and_a_cid_is_posted_once() {
+        let (Some(a), Some(b)) = (cluster("a").await, cluster("b").await) else { return };
+        let code = format!("T{:08X}", rand::random::<u32>());
+        a.create(&info(&code, 4), 4, None, true, 0).await.unwrap();
+        let (ann, bob) = (user(1), user(2));
+        let joined = a.join(&code, &ann, None, 100, None).await.unwrap();
+        assert!(joined.new);
+        b.join(&code, &bob, None, 100, None).await.unwrap();
+        let mirror_a = a.mirror_for_join(&code);
+        mirror_a.add(&joined, &ann.id, 1, &Outbox::new(64).0, &a.incarnation());
+        let mirror_b = b.mirror_for_join(&code);
+        mirror_b.add(&joined, &bob.id, 2, &Outbox::new(64).0, &b.incarnation());
+        let draft = |body: &str, cid: Option<&str>| crate::room::Draft {
+            body: body.into(),
+            subject: None,
+            cid: cid.map(str::to_owned),
+            ts: crate::now_rfc3339(),
+        };
+        let outbox = Outbox::new(64).0;
+        for i in 0..5 {
+            a.post(&mirror_a, 1, &outbox, &ann, draft(&format!("a{i}"), None), None).await.unwrap();
+            b.post(&mirror_b, 2, &outbox, &bob, draft(&format!("b{i}"), None), None).await.unwrap();
+        }
+        b.post(&mirror_b, 2, &outbox, &bob, draft("once", Some("c1")), Some(1)).await.unwrap();
+        a.post(&mirror_a, 1, &outbox, &bob, draft("once", Some("c1")), Some(2)).await.unwrap();
+        let read = a.read(&code, &ann.id, 0, u64::MAX, 100).await.unwrap();
+        let mut seqs: Vec<u64> = read.messages.iter().map(|m| m.seq).collect();
+        seqs.reverse();
+        assert_eq!(seqs, (1..=11).collect::<Vec<_>>(), "one order, no gap, the cid once");
+        let gone = a.depart(&code, &ann.id, &a.incarnation(), true, false).await.unwrap();
+        assert_eq!(gone, Gone::Left);
+        let gone = b.depart(&code, &bob.id, &b.incarnation(), true, false).await.unwrap();
+        assert_eq!(gone, Gone::Destroyed, "the last member out ends an ephemeral room");
+        let err = a.join(&code, &ann, None, 100, None).await.err().unwrap();
+        assert_eq!(err.code, ErrorCode::NotFound);
+    }
+}

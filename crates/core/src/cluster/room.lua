@@ -1,0 +1,356 @@
+-- A room's critical section in a cluster. Redis runs a script to the end
+-- before it runs anything else, so each op below is atomic across nodes:
+-- a seat claim and the count it checks, a `seq` and the order of the
+-- messages, a `cid` and the post it names.
+--
+-- KEYS (all of one room C, plus this node's room set):
+--   1 meta   hash: json (room info), seats, eph (1|0)
+--   2 mem    hash: user id -> user JSON (members, cluster-wide)
+--   3 names  hash: lower-cased name -> user id
+--   4 cnt    hash: user id -> connections everywhere; "user|node" -> on node
+--   5 grace  hash: user id -> "node:epoch" while the member is in grace
+--   6 vis    hash: user id -> "from,left" (left -1: still a member)
+--   7 seq    string: latest message seq
+--   8 ev     string: latest event number
+--   9 win    zset: seq -> message JSON (the recent window)
+--  10 evs    zset: event number -> envelope (for nodes that missed one)
+--  11 cid    hash: "user|cid" -> message JSON
+--  12 cido   list: cid keys, oldest first
+--  13 nroom  set: rooms this node has members in (for the crash sweep)
+--  14 uname  hash: user id -> lower-cased name
+--  15 rooms  set: every room code
+--  16 public set: public room codes
+--  17 pend   hash: seq -> envelope tail of a stored message not yet
+--                published (a persistent room publishes in seq order)
+--  18 pendc  hash: seq -> its "user|cid" key
+--
+-- ARGV[1] is the op, ARGV[2] the room code; the rest depend on the op.
+-- Envelopes published on the events channel:
+--   "C ev m node conn reply <message JSON>"   a message
+--   "C ev j <user JSON>"                      a join
+--   "C ev l reason <user JSON>"               a leave
+--   "C 0 t 1|0 <user JSON>"                   typing (not numbered)
+
+local op = ARGV[1]
+local code = ARGV[2]
+local CHANNEL = 'cf:events'
+local EVENTS_KEPT = 4096
+
+local function publish(kind, rest)
+  local ev = redis.call('INCR', KEYS[8])
+  local envelope = code .. ' ' .. ev .. ' ' .. kind .. ' ' .. rest
+  redis.call('ZADD', KEYS[10], ev, envelope)
+  redis.call('ZREMRANGEBYRANK', KEYS[10], 0, -(EVENTS_KEPT + 1))
+  redis.call('PUBLISH', CHANNEL, envelope)
+  return ev
+end
+
+local function seq()
+  return tonumber(redis.call('GET', KEYS[7]) or '0')
+end
+
+local function destroy()
+  for i = 1, 12 do redis.call('DEL', KEYS[i]) end
+  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18])
+  redis.call('SREM', KEYS[15], code)
+  redis.call('SREM', KEYS[16], code)
+end
+
+-- Removes a member; 'destroyed' if that emptied an ephemeral room.
+local function remove_member(uid, reason)
+  local user = redis.call('HGET', KEYS[2], uid)
+  if not user then return 'quiet' end
+  redis.call('HDEL', KEYS[2], uid)
+  local name = redis.call('HGET', KEYS[14], uid)
+  if name then redis.call('HDEL', KEYS[3], name) end
+  redis.call('HDEL', KEYS[14], uid)
+  redis.call('HDEL', KEYS[5], uid)
+  redis.call('HDEL', KEYS[4], uid)
+  local vis = redis.call('HGET', KEYS[6], uid)
+  if vis then
+    local from = string.match(vis, '^(%d+),')
+    redis.call('HSET', KEYS[6], uid, from .. ',' .. seq())
+  end
+  if redis.call('HLEN', KEYS[2]) == 0 and redis.call('HGET', KEYS[1], 'eph') == '1' then
+    destroy()
+    return 'destroyed'
+  end
+  publish('l', reason .. ' ' .. user)
+  return 'left'
+end
+
+-- One connection of `uid` on `node` went away; returns what is left of the
+-- user's connections everywhere.
+local function release(uid, node)
+  local here = uid .. '|' .. node
+  local mine = tonumber(redis.call('HGET', KEYS[4], here) or '0')
+  if mine <= 0 then return -1 end
+  if mine == 1 then redis.call('HDEL', KEYS[4], here) else redis.call('HINCRBY', KEYS[4], here, -1) end
+  return redis.call('HINCRBY', KEYS[4], uid, -1)
+end
+
+local function messages(after, limit)
+  if limit <= 0 then return {} end
+  local newest = redis.call('ZREVRANGEBYSCORE', KEYS[9], '+inf', '(' .. after, 'LIMIT', 0, limit)
+  return newest
+end
+
+local function oldest()
+  local first = redis.call('ZRANGE', KEYS[9], 0, 0, 'WITHSCORES')
+  if first[2] then return tonumber(first[2]) end
+  return seq() + 1
+end
+
+if op == 'create' then
+  -- ARGV: 3 info JSON, 4 seats, 5 eph, 6 public, 7 ttl ms (0: none),
+  --       8 only if new (1|0), 9 latest stored seq, 10 backlog
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    if ARGV[8] == '1' then return {'exists'} end
+    return {'ok'}
+  end
+  redis.call('HSET', KEYS[1], 'json', ARGV[3], 'seats', ARGV[4], 'eph', ARGV[5], 'backlog', ARGV[10])
+  if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[9]) then
+    redis.call('SET', KEYS[7], ARGV[9])
+  end
+  if tonumber(ARGV[7]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[7]) end
+  redis.call('SADD', KEYS[15], code)
+  if ARGV[6] == '1' then redis.call('SADD', KEYS[16], code) end
+  return {'ok'}
+end
+
+if op == 'join' then
+  -- ARGV: 3 user id, 4 user JSON, 5 name key, 6 node, 7 since (-1: none),
+  --       8 limit for since, 9 stored visibility "from,left" or ''
+  local info = redis.call('HGET', KEYS[1], 'json')
+  if not info then return {'not_found'} end
+  local uid = ARGV[3]
+  local latest = seq()
+  local new = 0
+  if redis.call('HEXISTS', KEYS[2], uid) == 1 then
+    redis.call('HDEL', KEYS[5], uid)
+    local old = redis.call('HGET', KEYS[14], uid)
+    if old ~= ARGV[5] then
+      local holder = redis.call('HGET', KEYS[3], ARGV[5])
+      if not holder then
+        if old then redis.call('HDEL', KEYS[3], old) end
+        redis.call('HSET', KEYS[3], ARGV[5], uid)
+        redis.call('HSET', KEYS[14], uid, ARGV[5])
+        redis.call('HSET', KEYS[2], uid, ARGV[4])
+      end
+    end
+  else
+    local seats = tonumber(redis.call('HGET', KEYS[1], 'seats'))
+    if redis.call('HLEN', KEYS[2]) >= seats then return {'room_full', seats} end
+    if redis.call('HEXISTS', KEYS[3], ARGV[5]) == 1 then return {'name_taken'} end
+    local backlog = tonumber(redis.call('HGET', KEYS[1], 'backlog') or '0')
+    local floor = math.max(latest + 1 - backlog, 1)
+    local known = redis.call('HGET', KEYS[6], uid)
+    if not known and ARGV[9] ~= '' then known = ARGV[9] end
+    local from = floor
+    if known then
+      local f, l = string.match(known, '^(%d+),(-?%d+)$')
+      f = tonumber(f)
+      l = tonumber(l)
+      if l < 0 or l + 1 >= floor then from = f end
+    end
+    redis.call('HSET', KEYS[6], uid, from .. ',-1')
+    redis.call('HSET', KEYS[2], uid, ARGV[4])
+    redis.call('HSET', KEYS[3], ARGV[5], uid)
+    redis.call('HSET', KEYS[14], uid, ARGV[5])
+    redis.call('PERSIST', KEYS[1])
+    publish('j', ARGV[4])
+    new = 1
+  end
+  redis.call('HINCRBY', KEYS[4], uid, 1)
+  redis.call('HINCRBY', KEYS[4], uid .. '|' .. ARGV[6], 1)
+  redis.call('SADD', KEYS[13], code)
+  local vis = redis.call('HGET', KEYS[6], uid)
+  local from = tonumber(string.match(vis, '^(%d+),'))
+  local since = tonumber(ARGV[7])
+  local after, limit
+  if since < 0 then
+    local backlog = tonumber(redis.call('HGET', KEYS[1], 'backlog') or '0')
+    after = math.max(latest + 1 - backlog, 1) - 1
+    limit = backlog
+  else
+    after = since
+    limit = tonumber(ARGV[8])
+  end
+  after = math.max(after, from - 1)
+  local ev = tonumber(redis.call('GET', KEYS[8]) or '0')
+  local members = redis.call('HVALS', KEYS[2])
+  return {'ok', new, latest, ev, from, info, members, messages(after, limit), after, limit, oldest()}
+end
+
+if op == 'leave' or op == 'drop' then
+  -- ARGV: 3 user id, 4 node, 5 grace token ('' for none)
+  local uid = ARGV[3]
+  if redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_member'} end
+  local left = release(uid, ARGV[4])
+  if left < 0 then return {'not_member'} end
+  if left > 0 then return {'quiet'} end
+  if op == 'drop' and ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[5], uid, ARGV[5])
+    return {'grace'}
+  end
+  local reason = 'left'
+  if op == 'drop' then reason = 'disconnected' end
+  return {remove_member(uid, reason)}
+end
+
+if op == 'expire' then
+  -- ARGV: 3 user id, 4 grace token
+  local uid = ARGV[3]
+  if redis.call('HGET', KEYS[5], uid) ~= ARGV[4] then return {'quiet'} end
+  if tonumber(redis.call('HGET', KEYS[4], uid) or '0') > 0 then return {'quiet'} end
+  return {remove_member(uid, 'disconnected')}
+end
+
+if op == 'sweep' then
+  -- ARGV: 3 the dead node. Its connections are gone, and so are its
+  -- grace timers: its members leave now.
+  local dead = ARGV[3]
+  local suffix = '|' .. dead
+  local gone = 0
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'ok', 0} end
+  for _, uid in ipairs(redis.call('HKEYS', KEYS[2])) do
+    local here = tonumber(redis.call('HGET', KEYS[4], uid .. suffix) or '0')
+    local left = tonumber(redis.call('HGET', KEYS[4], uid) or '0')
+    if here > 0 then
+      redis.call('HDEL', KEYS[4], uid .. suffix)
+      left = redis.call('HINCRBY', KEYS[4], uid, -here)
+    end
+    local token = redis.call('HGET', KEYS[5], uid)
+    local graced_there = token and string.sub(token, 1, #dead + 1) == dead .. ':'
+    if left <= 0 and (here > 0 or graced_there) then
+      gone = gone + 1
+      if remove_member(uid, 'disconnected') == 'destroyed' then return {'ok', gone} end
+    end
+  end
+  return {'ok', gone}
+end
+
+if op == 'post' then
+  -- ARGV: 3 user id, 4 node, 5 conn, 6 reply id ('-' none), 7 cid ('' none),
+  --       8 message JSON without its seq, from its first field on (",...}"),
+  --       9 window, 10 remembered cids
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
+  local uid = ARGV[3]
+  if redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_member'} end
+  local key = uid .. '|' .. ARGV[7]
+  if ARGV[7] ~= '' then
+    local first = redis.call('HGET', KEYS[11], key)
+    if first then return {'dup', first} end
+  end
+  local n = redis.call('INCR', KEYS[7])
+  local message = '{"seq":' .. n .. ARGV[8]
+  redis.call('ZADD', KEYS[9], n, message)
+  redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(tonumber(ARGV[9]) + 1))
+  if ARGV[7] ~= '' then
+    redis.call('HSET', KEYS[11], key, message)
+    redis.call('RPUSH', KEYS[12], key)
+    if redis.call('LLEN', KEYS[12]) > tonumber(ARGV[10]) then
+      redis.call('HDEL', KEYS[11], redis.call('LPOP', KEYS[12]))
+    end
+  end
+  publish('m', ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. message)
+  return {'ok', n}
+end
+
+if op == 'claim' then
+  -- A persistent room's post, before it is stored: membership, and its
+  -- cid claimed so that a retry on any node waits for it or gets it.
+  -- ARGV: 3 user id, 4 cid ('' none)
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
+  local uid = ARGV[3]
+  if redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_member'} end
+  if ARGV[4] == '' then return {'ok'} end
+  local key = uid .. '|' .. ARGV[4]
+  local first = redis.call('HGET', KEYS[11], key)
+  if first then return {'dup', first} end
+  if redis.call('SET', KEYS[11] .. ':claim:' .. key, '1', 'NX', 'PX', 30000) then return {'ok'} end
+  return {'pending'}
+end
+
+if op == 'unclaim' then
+  -- ARGV: 3 "user|cid"
+  redis.call('DEL', KEYS[11] .. ':claim:' .. ARGV[3])
+  return {'ok'}
+end
+
+if op == 'commit' then
+  -- A stored message, published in seq order: one whose predecessor is
+  -- not published yet waits in pend until it is.
+  -- ARGV: 3 seq, 4 "node conn reply " (who posted it), 5 message JSON,
+  --       6 "user|cid" ('' none), 7 window, 8 remembered cids
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
+  local n = tonumber(ARGV[3])
+  local published = seq()
+  if n <= published then return {'ok', published} end
+  redis.call('HSET', KEYS[17], n, ARGV[4] .. ARGV[5])
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[18], n, ARGV[6]) end
+  while true do
+    local next = published + 1
+    local tail = redis.call('HGET', KEYS[17], next)
+    if not tail then break end
+    redis.call('HDEL', KEYS[17], next)
+    redis.call('SET', KEYS[7], next)
+    local message = string.match(tail, '^%S+ %S+ %S+ (.*)$')
+    redis.call('ZADD', KEYS[9], next, message)
+    redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(tonumber(ARGV[7]) + 1))
+    local key = redis.call('HGET', KEYS[18], next)
+    if key then
+      redis.call('HDEL', KEYS[18], next)
+      redis.call('HSET', KEYS[11], key, message)
+      redis.call('DEL', KEYS[11] .. ':claim:' .. key)
+      redis.call('RPUSH', KEYS[12], key)
+      if redis.call('LLEN', KEYS[12]) > tonumber(ARGV[8]) then
+        redis.call('HDEL', KEYS[11], redis.call('LPOP', KEYS[12]))
+      end
+    end
+    publish('m', tail)
+    published = next
+  end
+  return {'ok', published}
+end
+
+if op == 'stalled' then
+  -- Whether a stored message waits for a predecessor that never came
+  -- (its node died between storing and publishing): the seq to read
+  -- from the store, or 0.
+  local published = seq()
+  if redis.call('HLEN', KEYS[17]) == 0 then return {'ok', 0} end
+  return {'ok', published + 1}
+end
+
+if op == 'typing' then
+  -- ARGV: 3 user id, 4 1|0
+  local user = redis.call('HGET', KEYS[2], ARGV[3])
+  if not user then return {'not_member'} end
+  redis.call('PUBLISH', CHANNEL, code .. ' 0 t ' .. ARGV[4] .. ' ' .. user)
+  return {'ok'}
+end
+
+if op == 'read' then
+  -- ARGV: 3 user id, 4 after, 5 before, 6 limit. The newest `limit`
+  -- messages with after < seq < before that the user may see.
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
+  local vis = redis.call('HGET', KEYS[6], ARGV[3])
+  if not vis or redis.call('HEXISTS', KEYS[2], ARGV[3]) == 0 then return {'not_member'} end
+  local from = tonumber(string.match(vis, '^(%d+),'))
+  local after = math.max(tonumber(ARGV[4]), from - 1)
+  local before = math.min(tonumber(ARGV[5]), seq() + 1)
+  local limit = tonumber(ARGV[6])
+  if after + 1 >= before then return {'ok', {}, after, before, oldest()} end
+  local newest = redis.call('ZREVRANGEBYSCORE', KEYS[9], '(' .. before, '(' .. after, 'LIMIT', 0, limit)
+  return {'ok', newest, after, before, oldest()}
+end
+
+if op == 'members' then
+  -- ARGV: 3 user id asking ('' for anyone, of a public room)
+  local info = redis.call('HGET', KEYS[1], 'json')
+  if not info then return {'not_found'} end
+  return {'ok', info, redis.call('HVALS', KEYS[2]), redis.call('HEXISTS', KEYS[2], ARGV[3])}
+end
+
+return redis.error_reply('unknown op ' .. tostring(op))
