@@ -43,6 +43,31 @@ fn insert_messages(rows: usize, sqlite: bool) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
 
+/// Inserts messages many rows per statement: one round trip to the
+/// database per chunk instead of per message.
+async fn insert_all(
+    conn: &mut AnyConnection,
+    messages: &[&Message],
+    sqlite: bool,
+) -> Result<(), StoreError> {
+    for chunk in messages.chunks(INSERT_CHUNK) {
+        let mut query = sqlx::query(insert_messages(chunk.len(), sqlite));
+        for m in chunk {
+            query = query
+                .bind(&m.room)
+                .bind(int(m.seq))
+                .bind(&m.from.id)
+                .bind(&m.from.name)
+                .bind(m.subject.as_deref())
+                .bind(&m.body)
+                .bind(&m.ts)
+                .bind(m.cid.as_deref());
+        }
+        query.execute(&mut *conn).await.map_err(error)?;
+    }
+    Ok(())
+}
+
 /// A store in a SQL database.
 pub struct SqlStore {
     pool: AnyPool,
@@ -277,27 +302,13 @@ impl Store for SqlStore {
                     Write::Visibility { .. } => None,
                 })
                 .collect();
-            // Many rows per statement: one round trip to the database per
-            // chunk instead of per message.
-            for chunk in new_messages.chunks(INSERT_CHUNK) {
-                let mut query = sqlx::query(insert_messages(chunk.len(), self.sqlite));
-                for m in chunk {
-                    query = query
-                        .bind(&m.room)
-                        .bind(int(m.seq))
-                        .bind(&m.from.id)
-                        .bind(&m.from.name)
-                        .bind(m.subject.as_deref())
-                        .bind(&m.body)
-                        .bind(&m.ts)
-                        .bind(m.cid.as_deref());
-                    match last_seqs.iter_mut().find(|(room, _)| *room == m.room) {
-                        Some((_, seq)) => *seq = (*seq).max(m.seq),
-                        None => last_seqs.push((&m.room, m.seq)),
-                    }
+            for m in &new_messages {
+                match last_seqs.iter_mut().find(|(room, _)| *room == m.room) {
+                    Some((_, seq)) => *seq = (*seq).max(m.seq),
+                    None => last_seqs.push((&m.room, m.seq)),
                 }
-                query.execute(&mut *tx).await.map_err(error)?;
             }
+            insert_all(&mut tx, &new_messages, self.sqlite).await?;
             for write in batch {
                 if let Write::Visibility { room, user_id, visibility } = write {
                     sqlx::query(
@@ -350,21 +361,7 @@ impl Store for SqlStore {
             for (i, m) in stored.iter_mut().enumerate() {
                 m.seq = first + i as u64;
             }
-            for chunk in stored.chunks(INSERT_CHUNK) {
-                let mut query = sqlx::query(insert_messages(chunk.len(), self.sqlite));
-                for m in chunk {
-                    query = query
-                        .bind(&m.room)
-                        .bind(int(m.seq))
-                        .bind(&m.from.id)
-                        .bind(&m.from.name)
-                        .bind(m.subject.as_deref())
-                        .bind(&m.body)
-                        .bind(&m.ts)
-                        .bind(m.cid.as_deref());
-                }
-                query.execute(&mut *tx).await.map_err(error)?;
-            }
+            insert_all(&mut tx, &stored.iter().collect::<Vec<_>>(), self.sqlite).await?;
             tx.commit().await.map_err(error)?;
             Ok(stored)
         })
