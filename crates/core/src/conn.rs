@@ -1,5 +1,7 @@
 //! One client connection, whatever its transport.
 
+mod clustered;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use confab_proto::{
 };
 use serde::Serialize;
 
+use crate::cluster::Mirror;
 use crate::hub::{Hub, UserRecord};
 use crate::limits::{check_len, check_post, validate_name};
 use crate::persist::unavailable;
@@ -36,8 +39,25 @@ pub struct Conn {
     /// in a room or two, and a map's smallest table costs every idle
     /// connection more than a short scan ever does.
     joined: Vec<Arc<Room>>,
+    /// Rooms this connection joined, when the node is one of a cluster.
+    seats: Vec<clustered::Seat>,
     /// The client's address, when the transport knows it.
     peer: Option<IpAddr>,
+}
+
+/// Where a joined connection waits for its reply to be queued.
+enum Pending {
+    Room(Arc<Room>),
+    Mirror(Arc<Mirror>),
+}
+
+impl Pending {
+    fn activate(&self, conn: u64) {
+        match self {
+            Pending::Room(room) => room.activate(conn),
+            Pending::Mirror(mirror) => mirror.activate(conn),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -78,7 +98,7 @@ struct Empty {}
 
 impl Conn {
     pub(crate) fn new(hub: Hub, id: u64, outbox: Outbox, peer: Option<IpAddr>) -> Conn {
-        Conn { hub, id, outbox, user: None, joined: Vec::new(), peer }
+        Conn { hub, id, outbox, user: None, joined: Vec::new(), seats: Vec::new(), peer }
     }
 
     /// The user, once `hello` has been answered.
@@ -88,7 +108,10 @@ impl Conn {
 
     /// Codes of the rooms this connection has joined.
     pub fn rooms(&self) -> impl Iterator<Item = &str> {
-        self.joined.iter().map(|room| room.code())
+        self.joined
+            .iter()
+            .map(|room| room.code())
+            .chain(self.seats.iter().map(|seat| seat.mirror.code()))
     }
 
     /// Decodes and applies one client frame. The reply, if any, is queued
@@ -151,6 +174,13 @@ impl Conn {
 
     async fn apply(&mut self, id: Option<i64>, op: ClientOp) -> Result<(), ErrorBody> {
         let user = self.authenticated()?;
+        let op = match self.hub.cluster().cloned() {
+            Some(cluster) => match self.apply_clustered(&cluster, id, &user, op).await? {
+                Some(op) => op,
+                None => return Ok(()),
+            },
+            None => op,
+        };
         let config = self.hub.config();
         match op {
             ClientOp::Hello { .. } | ClientOp::Join { .. } => unreachable!("handled by handle()"),
@@ -211,7 +241,7 @@ impl Conn {
                 room.typing(self.id, &user.public(), active)?;
                 self.ok(id, &Empty {})
             }
-            ClientOp::Rooms => self.ok(id, &RoomsResult { rooms: self.hub.public_rooms() }),
+            ClientOp::Rooms => self.ok(id, &RoomsResult { rooms: self.hub.public_rooms().await? }),
             ClientOp::Members { room } => {
                 let members = self.hub.find(&room)?.members(self.id, &user.id)?;
                 self.ok(id, &MembersResult { members })
@@ -296,18 +326,18 @@ impl Conn {
             let result = HelloResult { session: &user.session, user: user.public(), server, rooms };
             self.outbox.push(reply_frame(id, &result));
         }
-        for room in resumed {
-            room.activate(self.id);
+        for pending in resumed {
+            pending.activate(self.id);
         }
     }
 
     async fn join_op(&mut self, id: Option<i64>, code: &str, since: Option<u64>) {
         match self.join_limited(code, since).await {
-            Ok((room, result)) => {
+            Ok((pending, result)) => {
                 if let Some(id) = id {
                     self.outbox.push(reply_frame(id, &result));
                 }
-                room.activate(self.id);
+                pending.activate(self.id);
             }
             Err(e) => self.fail(id, e),
         }
@@ -319,7 +349,7 @@ impl Conn {
         &mut self,
         code: &str,
         since: Option<u64>,
-    ) -> Result<(Arc<Room>, JoinResult), ErrorBody> {
+    ) -> Result<(Pending, JoinResult), ErrorBody> {
         let user = self.authenticated()?;
         let limiters = self.hub.limiters();
         let client = limiters.client_key(self.peer, &user.id);
@@ -340,7 +370,11 @@ impl Conn {
         &mut self,
         code: &str,
         since: Option<u64>,
-    ) -> Result<(Arc<Room>, JoinResult), ErrorBody> {
+    ) -> Result<(Pending, JoinResult), ErrorBody> {
+        if let Some(cluster) = self.hub.cluster().cloned() {
+            let (mirror, result) = self.join_clustered(&cluster, code, since).await?;
+            return Ok((Pending::Mirror(mirror), result));
+        }
         let user = self.authenticated()?;
         let public = user.public();
         let room = self.hub.find(code)?;
@@ -387,7 +421,7 @@ impl Conn {
         if let Some(since) = since {
             result.gap = (result.messages.len() as u64) < result.seq.saturating_sub(since);
         }
-        Ok((room, result))
+        Ok((Pending::Room(room), result))
     }
 
     fn joined_room(&self, code: &str) -> Result<Arc<Room>, ErrorBody> {
@@ -427,6 +461,9 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         let grace = self.hub.grace_applies() && !self.hub.config().grace.is_zero();
+        if let Some(cluster) = self.hub.cluster().cloned() {
+            self.drop_clustered(&cluster, grace);
+        }
         if let Some(user) = &self.user {
             for room in &self.joined {
                 let departure = room.disconnect(self.id, &user.id, grace);

@@ -12,11 +12,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use confab_proto::{ErrorBody, ErrorCode, Retention, RoomInfo, User};
 use parking_lot::{Mutex, RwLock};
 
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::conn::Conn;
 use crate::persist::{Persister, unavailable};
 use crate::rates::Limiters;
@@ -66,6 +67,9 @@ struct Shared {
     next_conn: AtomicU64,
     connections: AtomicUsize,
     shutting_down: AtomicBool,
+    /// Set when the node joined a cluster: rooms then live in Redis, and
+    /// `rooms` above stays empty.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Hub {
@@ -138,6 +142,7 @@ impl Hub {
                 next_conn: AtomicU64::new(1),
                 connections: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
+                cluster: OnceLock::new(),
             }),
         };
         tokio::spawn(forget_idle_limits(Arc::downgrade(&hub.shared)));
@@ -150,6 +155,68 @@ impl Hub {
 
     pub fn config(&self) -> &HubConfig {
         &self.shared.config
+    }
+
+    /// Makes this node one of a cluster through Redis: records the boards
+    /// and the stored rooms there (keeping what other nodes recorded), and
+    /// from then on runs every room through the cluster.
+    ///
+    /// # Errors
+    ///
+    /// Redis cannot be reached, or the hub is in a cluster already.
+    pub async fn join_cluster(&self, cluster: ClusterConfig) -> Result<(), String> {
+        let config = &self.shared.config;
+        let cluster = Cluster::start(
+            cluster,
+            &config.node,
+            self.shared.store.clone(),
+            config.room_window,
+            config.dedup_window,
+        )
+        .await?;
+        let rooms: Vec<Arc<Room>> = self.shared.rooms.read().values().cloned().collect();
+        for room in &rooms {
+            cluster
+                .create(&room.info(), room.seats(), None, false, room.latest())
+                .await
+                .map_err(|e| format!("cannot record room {}: {}", room.code(), e.message))?;
+        }
+        self.shared.cluster.set(cluster).map_err(|_| "already in a cluster".to_owned())?;
+        self.shared.rooms.write().clear();
+        Ok(())
+    }
+
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.shared.cluster.get()
+    }
+
+    /// Whether the node can serve its cluster (always true for a single
+    /// node): Redis answers, its events arrive, and its lease is held.
+    pub fn cluster_healthy(&self) -> Option<bool> {
+        self.cluster().map(|c| c.healthy())
+    }
+
+    /// The room key of a code in a cluster: a board's lower-case name, or
+    /// a created room's upper-case code.
+    pub(crate) fn cluster_key(&self, code: &str) -> String {
+        let code = code.trim();
+        if self.shared.config.boards.iter().any(|b| b.name.eq_ignore_ascii_case(code)) {
+            code.to_lowercase()
+        } else {
+            code.to_uppercase()
+        }
+    }
+
+    /// Waits (up to `limit`) until the departures of closed connections
+    /// have reached the cluster.
+    pub async fn settle_departures(&self, limit: std::time::Duration) {
+        let Some(cluster) = self.cluster() else { return };
+        let _ = tokio::time::timeout(limit, async {
+            while cluster.departing() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
@@ -200,17 +267,37 @@ impl Hub {
         self.shared.connections.load(Ordering::Relaxed)
     }
 
-    /// Rooms that exist right now, boards included.
+    /// Rooms that exist right now, boards included (in a cluster: rooms
+    /// this node has connections in).
     pub fn room_count(&self) -> usize {
-        self.shared.rooms.read().len()
+        match self.cluster() {
+            Some(cluster) => cluster.mirror_count(),
+            None => self.shared.rooms.read().len(),
+        }
     }
 
     /// Public rooms and boards: boards first, then the busiest.
-    pub fn public_rooms(&self) -> Vec<RoomInfo> {
-        let rooms: Vec<Arc<Room>> =
-            self.shared.rooms.read().values().filter(|r| r.meta.public).cloned().collect();
-        let mut rooms: Vec<(bool, RoomInfo)> =
-            rooms.iter().map(|r| (r.meta.board, r.info())).collect();
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when the cluster cannot be reached.
+    pub async fn public_rooms(&self) -> Result<Vec<RoomInfo>, ErrorBody> {
+        let mut rooms: Vec<(bool, RoomInfo)> = match self.cluster() {
+            Some(cluster) => {
+                let boards = &self.shared.config.boards;
+                cluster
+                    .public_rooms()
+                    .await?
+                    .into_iter()
+                    .map(|info| (boards.iter().any(|b| b.name == info.code), info))
+                    .collect()
+            }
+            None => {
+                let rooms: Vec<Arc<Room>> =
+                    self.shared.rooms.read().values().filter(|r| r.meta.public).cloned().collect();
+                rooms.iter().map(|r| (r.meta.board, r.info())).collect()
+            }
+        };
         rooms.sort_by(|(a_board, a), (b_board, b)| {
             b_board
                 .cmp(a_board)
@@ -218,7 +305,7 @@ impl Hub {
                 .then_with(|| a.title.cmp(&b.title))
                 .then_with(|| a.code.cmp(&b.code))
         });
-        rooms.into_iter().map(|(_, info)| info).collect()
+        Ok(rooms.into_iter().map(|(_, info)| info).collect())
     }
 
     /// Finds a room by code (case-insensitive) or board name.
@@ -244,6 +331,11 @@ impl Hub {
         public: bool,
     ) -> Result<RoomInfo, ErrorBody> {
         let config = &self.shared.config;
+        if let Some(cluster) = self.cluster() {
+            return self
+                .create_in_cluster(cluster, title, capacity, retention, backlog, public)
+                .await;
+        }
         let code = {
             let rooms = self.shared.rooms.read();
             (0..32)
@@ -308,6 +400,62 @@ impl Hub {
         }
         tracing::debug!(room = room.code(), retention = retention.as_str(), "room created");
         Ok(room.info())
+    }
+
+    async fn create_in_cluster(
+        &self,
+        cluster: &Arc<Cluster>,
+        title: Option<String>,
+        capacity: Option<u32>,
+        retention: Retention,
+        backlog: u32,
+        public: bool,
+    ) -> Result<RoomInfo, ErrorBody> {
+        let config = &self.shared.config;
+        let persistent = retention == Retention::Persistent;
+        if persistent && !self.store_healthy() {
+            return Err(unavailable("storage is unavailable; try again shortly"));
+        }
+        let seats = capacity.unwrap_or(config.max_capacity) as usize;
+        let created = now_rfc3339();
+        for _ in 0..32 {
+            let code = ids::room_code(config.code_len);
+            let info = RoomInfo {
+                title: title.clone().unwrap_or_else(|| format!("Room {code}")),
+                code,
+                capacity,
+                retention,
+                backlog,
+                public,
+                members: 0,
+                created: created.clone(),
+            };
+            // Unjoined, an ephemeral room expires; so does a persistent
+            // one until it is stored.
+            if !cluster.create(&info, seats, Some(config.unjoined_room_ttl), true, 0).await? {
+                continue;
+            }
+            if persistent {
+                let stored = StoredRoom {
+                    code: info.code.clone(),
+                    title: info.title.clone(),
+                    capacity,
+                    backlog,
+                    public,
+                    board: false,
+                    created: info.created.clone(),
+                    last_seq: 0,
+                };
+                self.store().save_room(&stored).await.map_err(|e| {
+                    tracing::warn!("cannot store room {}: {e}", info.code);
+                    unavailable("storage is unavailable; try again shortly")
+                })?;
+                cluster.keep(&info.code).await?;
+            }
+            tracing::debug!(room = info.code, retention = retention.as_str(), "room created");
+            return Ok(info);
+        }
+        Err(unavailable("no free room code; try again"))
     }
 
     /// Acts on what a departure did: starts a grace timer, or removes a
@@ -418,6 +566,9 @@ impl Hub {
     /// `shutdown` and is closed after its queued frames are written.
     pub fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Relaxed);
+        if let Some(cluster) = self.cluster() {
+            cluster.shut_down();
+        }
         let rooms: Vec<Arc<Room>> = self.shared.rooms.read().values().cloned().collect();
         for room in rooms {
             room.shut_down(CloseReason::Shutdown);

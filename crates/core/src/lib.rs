@@ -7,7 +7,6 @@
 //! the outbox yields. Everything a chat user can observe is decided here.
 
 mod clock;
-#[allow(dead_code)]
 mod cluster;
 mod config;
 mod conn;
@@ -21,6 +20,7 @@ mod room;
 mod store;
 
 pub use clock::{now_rfc3339, rfc3339_ago};
+pub use cluster::ClusterConfig;
 pub use config::{BoardConfig, HubConfig, Limits, RetentionPolicy};
 pub use conn::Conn;
 pub use hub::Hub;

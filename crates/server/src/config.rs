@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::admission::EdgeConfig;
 use clap::Args;
-use confab_core::{BoardConfig, HubConfig, Limits, Rate, Rates, RetentionPolicy};
+use confab_core::{BoardConfig, ClusterConfig, HubConfig, Limits, Rate, Rates, RetentionPolicy};
 use serde::Deserialize;
 
 /// Flags of `confab serve`. Every flag can also be given as `CONFAB_<FLAG>`
@@ -26,12 +26,18 @@ pub struct ServeArgs {
     /// Database URL: sqlite://PATH or postgres://… [default: sqlite://DIR/confab.db]
     #[arg(long, env = "CONFAB_DATABASE", value_name = "URL")]
     pub database: Option<String>,
-    /// Join a cluster through Redis: redis://… (not available yet: refused)
+    /// Join a cluster of nodes through Redis: redis://… (needs a postgres:// --database)
     #[arg(long, env = "CONFAB_CLUSTER", value_name = "URL")]
     pub cluster: Option<String>,
     /// Name of this node, shown in hello and /health [default: local]
     #[arg(long, env = "CONFAB_NODE", value_name = "NAME")]
     pub node: Option<String>,
+    /// How soon the others free the seats of a cluster node that stopped answering [default: 10s]
+    #[arg(long, env = "CONFAB_NODE_LEASE", value_name = "DURATION")]
+    pub node_lease: Option<String>,
+    /// Prefix of the cluster's Redis keys, for several clusters on one Redis [default: cf]
+    #[arg(long, env = "CONFAB_CLUSTER_NAMESPACE", value_name = "NAME")]
+    pub cluster_namespace: Option<String>,
     /// TOML file with any of these settings (keys named like the flags)
     #[arg(long, env = "CONFAB_CONFIG", value_name = "FILE")]
     #[serde(skip)]
@@ -137,7 +143,8 @@ pub struct Config {
     pub tcp: String,
     pub data: PathBuf,
     pub database: Option<String>,
-    pub cluster: Option<String>,
+    /// The cluster this node joins, if any.
+    pub cluster: Option<ClusterConfig>,
     /// Frames queued per connection.
     pub outbox: usize,
     /// How long shutdown waits for connections to close.
@@ -311,20 +318,59 @@ impl ServeArgs {
                 format!("{url:?}: expected sqlite://PATH or postgres://…"),
             ));
         }
-        if let Some(url) = &args.cluster {
-            if !(url.starts_with("redis:") || url.starts_with("rediss:")) {
-                return Err(invalid("cluster", format!("{url:?}: expected redis://…")));
+        let cluster = match &args.cluster {
+            None => {
+                if args.node_lease.is_some() {
+                    return Err(invalid("node-lease", "applies only with --cluster".into()));
+                }
+                if args.cluster_namespace.is_some() {
+                    return Err(invalid("cluster-namespace", "applies only with --cluster".into()));
+                }
+                None
             }
-            // Refused rather than ignored: a node that believed itself part
-            // of a cluster while serving only its own users would split
-            // every room it shares.
-            return Err(invalid(
-                "cluster",
-                "clustering through Redis is not available in this version yet; \
-                 run a single node (without --cluster)"
-                    .into(),
-            ));
-        }
+            Some(url) => {
+                if !(url.starts_with("redis:") || url.starts_with("rediss:")) {
+                    return Err(invalid("cluster", format!("{url:?}: expected redis://…")));
+                }
+                // Nodes share rooms, so they must share what is stored: a
+                // node on its own SQLite file would give out `seq`s that
+                // the others' databases know nothing of.
+                let shared = args
+                    .database
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("postgres:") || d.starts_with("postgresql:"));
+                if !shared {
+                    return Err(invalid(
+                        "cluster",
+                        "the nodes of a cluster share one database: give --database postgres://…"
+                            .into(),
+                    ));
+                }
+                let mut cluster = ClusterConfig::new(url.clone());
+                if let Some(lease) = &args.node_lease {
+                    cluster.lease =
+                        parse_duration(lease).map_err(|problem| invalid("node-lease", problem))?;
+                    if cluster.lease < Duration::from_millis(300) {
+                        return Err(invalid("node-lease", "must be at least 300ms".into()));
+                    }
+                }
+                if let Some(namespace) = &args.cluster_namespace {
+                    let fine = !namespace.is_empty()
+                        && namespace.len() <= 64
+                        && namespace
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                    if !fine {
+                        return Err(invalid(
+                            "cluster-namespace",
+                            format!("{namespace:?}: 1 to 64 letters, digits, '-', '_' or '.'"),
+                        ));
+                    }
+                    cluster.namespace.clone_from(namespace);
+                }
+                Some(cluster)
+            }
+        };
         let mut edge = defaults.edge.clone();
         if let Some(n) = args.max_connections {
             edge.max_connections = n;
@@ -364,7 +410,7 @@ impl ServeArgs {
             tcp: args.tcp.unwrap_or(defaults.tcp),
             data: args.data.unwrap_or(defaults.data),
             database: args.database,
-            cluster: args.cluster,
+            cluster,
             outbox,
             drain,
             poll_wait,
@@ -382,6 +428,8 @@ impl ServeArgs {
             database: self.database.or(lower.database),
             cluster: self.cluster.or(lower.cluster),
             node: self.node.or(lower.node),
+            node_lease: self.node_lease.or(lower.node_lease),
+            cluster_namespace: self.cluster_namespace.or(lower.cluster_namespace),
             config: self.config,
             grace: self.grace.or(lower.grace),
             boards: self.boards.or(lower.boards),

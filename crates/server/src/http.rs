@@ -24,8 +24,10 @@ pub(crate) fn router(app: App) -> Router {
 
 async fn health(State(app): State<App>) -> impl IntoResponse {
     let database = app.hub.store_healthy();
-    let body = json!({
-        "status": if database { "ok" } else { "degraded" },
+    let cluster = app.hub.cluster_healthy();
+    let up = database && cluster.unwrap_or(true);
+    let mut body = json!({
+        "status": if up { "ok" } else { "degraded" },
         "database": if database { "ok" } else { "unavailable" },
         "version": env!("CARGO_PKG_VERSION"),
         "node": app.hub.config().node,
@@ -34,10 +36,18 @@ async fn health(State(app): State<App>) -> impl IntoResponse {
         "sockets": app.sockets.len(),
         "rooms": app.hub.room_count(),
     });
-    let status = if database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    if let Some(cluster) = cluster {
+        body["cluster"] = json!(if cluster { "ok" } else { "unavailable" });
+    }
+    let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
 }
 
-async fn rooms(State(app): State<App>) -> impl IntoResponse {
-    Json(app.hub.public_rooms())
+async fn rooms(State(app): State<App>) -> axum::response::Response {
+    match app.hub.public_rooms().await {
+        Ok(rooms) => Json(rooms).into_response(),
+        Err(error) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": error }))).into_response()
+        }
+    }
 }

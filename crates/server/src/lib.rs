@@ -71,6 +71,13 @@ impl Server {
         let hub = Hub::open(config.hub.clone(), store.into_store())
             .await
             .context("cannot load rooms from the database")?;
+        if let Some(cluster) = config.cluster.clone() {
+            let url = cluster.url.clone();
+            hub.join_cluster(cluster)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot join the cluster at {url}: {e}"))?;
+            tracing::info!(node = hub.config().node, "joined the cluster at {url}");
+        }
         let app = App {
             hub: hub.clone(),
             outbox: config.outbox,
@@ -155,5 +162,8 @@ async fn run(
     if drained.is_err() {
         tracing::warn!("connections still open after {drain:?}; stopping anyway");
     }
+    // In a cluster, the departures of the closed connections reach Redis
+    // before the node goes (else its seats wait for the lease to lapse).
+    app.hub.settle_departures(Duration::from_secs(2)).await;
     tracing::info!("stopped");
 }

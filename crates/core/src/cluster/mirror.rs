@@ -175,12 +175,6 @@ impl Mirror {
         self.meta.get().is_some_and(|m| m.retention == Retention::Persistent)
     }
 
-    pub fn info(&self) -> Option<RoomInfo> {
-        let mut info = self.meta.get()?.clone();
-        info.members = self.members.load(Ordering::Relaxed);
-        Some(info)
-    }
-
     pub fn begin_join(&self) {
         self.state.lock().joining += 1;
     }
@@ -194,17 +188,19 @@ impl Mirror {
         state.entries.is_empty() && state.joining == 0
     }
 
-    pub fn has(&self, conn: u64) -> bool {
-        self.state.lock().entries.iter().any(|e| e.id == conn)
-    }
-
-    pub fn members(&self) -> Vec<User> {
-        self.state.lock().members.values().cloned().collect()
-    }
-
     /// Adds a connection whose join the cluster answered with `join`. The
     /// connection is pending until [`Mirror::activate`].
-    pub fn add(&self, join: &ClusterJoin, user: &str, conn: u64, outbox: &Outbox, me: &str) {
+    /// Returns the range of events `(after, upto]` the connection still
+    /// needs, if the mirror cannot give them (see [`Mirror::catch_up`]).
+    #[must_use]
+    pub fn add(
+        &self,
+        join: &ClusterJoin,
+        user: &str,
+        conn: u64,
+        outbox: &Outbox,
+        me: &str,
+    ) -> Option<(u64, u64)> {
         let _ = self.meta.set(join.info.clone());
         let mut guard = self.state.lock();
         let state = &mut *guard;
@@ -227,16 +223,51 @@ impl Mirror {
             incarnation: me.to_owned(),
             pending: Some(Vec::new()),
         };
+        let mut missing = None;
         if state.delivered > join.ev {
             let covered = state.recent.front().is_some_and(|a| a.ev <= join.ev + 1);
-            if !covered {
-                close_lost(outbox);
-            }
-            for applied in state.recent.iter().filter(|a| a.ev > join.ev) {
-                entry.deliver(applied, me);
+            if covered {
+                for applied in state.recent.iter().filter(|a| a.ev > join.ev) {
+                    entry.deliver(applied, me);
+                }
+            } else {
+                // Another join of this node synced the mirror at a later
+                // event than this join's snapshot: the events in between
+                // are read back for this connection (see `catch_up`).
+                missing = Some((join.ev, state.delivered));
             }
         }
         state.entries.push(entry);
+        missing
+    }
+
+    /// Gives a pending connection the events `(after, upto]` that `add`
+    /// found missing, read back from the room's recent events, ahead of
+    /// what it holds. Closes it if they are not all there.
+    pub fn catch_up(&self, conn: u64, after: u64, upto: u64, envelopes: Vec<Envelope>, me: &str) {
+        let mut state = self.state.lock();
+        let Some(entry) = state.entries.iter_mut().find(|e| e.id == conn) else { return };
+        let mut wanted = after + 1;
+        let mut frames = Vec::new();
+        for envelope in envelopes {
+            if envelope.ev != wanted || envelope.ev > upto {
+                continue;
+            }
+            wanted += 1;
+            let applied = self.render(envelope, me);
+            let held = std::mem::replace(&mut entry.pending, Some(Vec::new()));
+            entry.deliver(&applied, me);
+            frames.extend(entry.pending.take().unwrap_or_default());
+            entry.pending = held;
+        }
+        if wanted != upto + 1 {
+            close_lost(&entry.outbox);
+            return;
+        }
+        if let Some(pending) = &mut entry.pending {
+            frames.append(pending);
+            *pending = frames;
+        }
     }
 
     /// Releases the events held for a connection since its join.
@@ -341,8 +372,23 @@ impl Mirror {
         }
     }
 
-    /// Serializes an event once and updates the member list.
+    /// Updates the member list for an event and serializes it once.
     fn applied(&self, state: &mut State, envelope: Envelope, me: &str) -> Applied {
+        match &envelope.kind {
+            Kind::Join(user) => {
+                state.members.insert(user.id.clone(), user.clone());
+            }
+            Kind::Leave(_, user) => {
+                state.members.remove(&user.id);
+            }
+            Kind::Message { .. } | Kind::Typing(..) => {}
+        }
+        self.members.store(state.members.len(), Ordering::Relaxed);
+        self.render(envelope, me)
+    }
+
+    /// Serializes an event, and says who gets it.
+    fn render(&self, envelope: Envelope, me: &str) -> Applied {
         let room = self.code.clone();
         let (frame, to) = match envelope.kind {
             Kind::Message { origin, conn, reply, json } => {
@@ -355,14 +401,10 @@ impl Mirror {
                 (Bytes::from(event), To::Message { origin, conn, reply })
             }
             Kind::Join(user) => {
-                let frame = event_frame(&Event::Join { room, user: user.clone() });
-                state.members.insert(user.id.clone(), user.clone());
-                self.members.store(state.members.len(), Ordering::Relaxed);
-                (frame, To::Others(user.id))
+                let id = user.id.clone();
+                (event_frame(&Event::Join { room, user }), To::Others(id))
             }
             Kind::Leave(reason, user) => {
-                state.members.remove(&user.id);
-                self.members.store(state.members.len(), Ordering::Relaxed);
                 (event_frame(&Event::Leave { room, user, reason }), To::All)
             }
             Kind::Typing(active, user) => {
@@ -371,5 +413,17 @@ impl Mirror {
             }
         };
         Applied { ev: envelope.ev, frame, to }
+    }
+
+    /// Tells every connection here that the room closes for `reason`, and
+    /// closes them (the server is stopping).
+    pub fn shut_down(&self, reason: crate::CloseReason) {
+        let mut state = self.state.lock();
+        let frame =
+            event_frame(&Event::Closed { room: self.code.clone(), reason: "shutdown".into() });
+        for entry in &mut state.entries {
+            entry.push(&frame);
+            entry.outbox.close(reason);
+        }
     }
 }

@@ -58,9 +58,6 @@ use crate::persist::unavailable;
 use crate::store::{Store, StoredVisibility};
 use crate::{CloseReason, Outbox};
 
-/// The channel every node publishes room events on and listens to.
-const CHANNEL: &str = "cf:events";
-
 /// Posts to persistent rooms that may wait for the store at once.
 const PERSIST_QUEUE: usize = 65_536;
 /// Most posts of one room stored in one transaction.
@@ -76,6 +73,9 @@ pub struct ClusterConfig {
     /// The longest a Redis command may take before the op answers
     /// `unavailable`.
     pub timeout: Duration,
+    /// Prefix of every key and channel: clusters with different ones
+    /// share a Redis without seeing each other.
+    pub namespace: String,
 }
 
 impl ClusterConfig {
@@ -84,16 +84,18 @@ impl ClusterConfig {
             url: url.into(),
             lease: Duration::from_secs(10),
             timeout: Duration::from_secs(2),
+            namespace: "cf".to_owned(),
         }
     }
 }
 
 /// What a cluster join answered.
 pub(crate) struct ClusterJoin {
+    /// Whether the user became a member (else they were one already).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub new: bool,
     pub seq: u64,
     pub ev: u64,
-    pub from: u64,
     pub info: RoomInfo,
     pub members: Vec<User>,
     /// Newest first.
@@ -154,6 +156,7 @@ pub(crate) struct Cluster {
     /// Rooms with a grace timer running here.
     graces: Mutex<HashMap<String, usize>>,
     grace_epoch: AtomicU64,
+    departing: std::sync::atomic::AtomicUsize,
     store: Arc<dyn Store>,
     persist: mpsc::Sender<PersistJob>,
     window: usize,
@@ -166,8 +169,8 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-fn keys(code: &str, node: &str) -> [String; 18] {
-    let k = |name: &str| format!("cf:{{{code}}}:{name}");
+fn keys(ns: &str, code: &str, node: &str) -> [String; 18] {
+    let k = |name: &str| format!("{ns}:{{{code}}}:{name}");
     [
         k("meta"),
         k("mem"),
@@ -181,17 +184,17 @@ fn keys(code: &str, node: &str) -> [String; 18] {
         k("evs"),
         k("cid"),
         k("cido"),
-        format!("cf:node:{{{node}}}:rooms"),
+        format!("{ns}:node:{{{node}}}:rooms"),
         k("uname"),
-        "cf:rooms".to_owned(),
-        "cf:public".to_owned(),
+        format!("{ns}:rooms"),
+        format!("{ns}:public"),
         k("pend"),
         k("pendc"),
     ]
 }
 
-fn lease_key(incarnation: &str) -> String {
-    format!("cf:node:{{{incarnation}}}")
+fn lease_key(ns: &str, incarnation: &str) -> String {
+    format!("{ns}:node:{{{incarnation}}}")
 }
 
 fn redis_down(e: &redis::RedisError) -> ErrorBody {
@@ -226,6 +229,7 @@ impl Cluster {
             mirrors: RwLock::new(HashMap::new()),
             graces: Mutex::new(HashMap::new()),
             grace_epoch: AtomicU64::new(0),
+            departing: std::sync::atomic::AtomicUsize::new(0),
             store,
             persist: tx,
             window: window.max(1),
@@ -240,8 +244,13 @@ impl Cluster {
         Ok(cluster)
     }
 
-    pub fn node(&self) -> &str {
-        &self.node
+    /// The channel every node publishes room events on and listens to.
+    fn channel(&self) -> String {
+        format!("{}:events", self.config.namespace)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.config.namespace)
     }
 
     pub fn incarnation(&self) -> String {
@@ -315,7 +324,7 @@ impl Cluster {
     async fn room_op(&self, code: &str, args: &[&str]) -> Result<Vec<Value>, ErrorBody> {
         let incarnation = self.incarnation();
         let mut invocation = self.room_script.prepare_invoke();
-        for key in keys(code, &incarnation) {
+        for key in keys(&self.config.namespace, code, &incarnation) {
             invocation.key(key);
         }
         for arg in args {
@@ -381,7 +390,8 @@ impl Cluster {
     /// The public rooms of the whole cluster.
     pub async fn public_rooms(&self) -> Result<Vec<RoomInfo>, ErrorBody> {
         let mut conn = self.connection().await?;
-        let invocation = self.rooms_script.prepare_invoke();
+        let mut invocation = self.rooms_script.prepare_invoke();
+        invocation.arg(&self.config.namespace);
         let run = invocation.invoke_async::<Vec<Value>>(&mut conn);
         let items = match tokio::time::timeout(self.config.timeout, run).await {
             Ok(Ok(items)) => items,
@@ -503,7 +513,6 @@ impl Cluster {
             new: int(&r, 1) == 1,
             seq: uint(&r, 2),
             ev: uint(&r, 3),
-            from: uint(&r, 4),
             info: RoomInfo { members: members.len(), ..info },
             members,
             messages: messages(&r, 7),
@@ -729,6 +738,81 @@ impl Cluster {
 
     // ----- events -----
 
+    /// The room's recorded events after `after` (up to `upto`), in order.
+    pub async fn events(
+        &self,
+        code: &str,
+        after: u64,
+        upto: Option<u64>,
+    ) -> Result<Vec<mirror::Envelope>, ErrorBody> {
+        let key = format!("{}:{{{code}}}:evs", self.config.namespace);
+        let upto = upto.map_or_else(|| "+inf".to_owned(), |u| u.to_string());
+        let cmd =
+            redis::cmd("ZRANGEBYSCORE").arg(&key).arg(format!("({after}")).arg(upto).to_owned();
+        let found: Vec<Vec<u8>> = self.query(&cmd).await?;
+        Ok(found.iter().filter_map(|e| parse_envelope(e)).collect())
+    }
+
+    /// Departures still on their way to Redis.
+    pub fn departing(&self) -> usize {
+        self.departing.load(Ordering::Relaxed)
+    }
+
+    /// A connection of `user_id` on this node went away without `leave`:
+    /// tells the cluster, in the background, retrying while Redis is out
+    /// of reach (past the lease the other nodes sweep it anyway), and runs
+    /// the grace here if the seat is held.
+    pub fn departed(
+        self: &Arc<Self>,
+        mirror: Arc<Mirror>,
+        user_id: String,
+        incarnation: String,
+        grace: Duration,
+    ) {
+        self.departing.fetch_add(1, Ordering::Relaxed);
+        let cluster = self.clone();
+        let task = async move {
+            let code = mirror.code().to_owned();
+            for attempt in 0..6u32 {
+                match cluster.depart(&code, &user_id, &incarnation, false, !grace.is_zero()).await {
+                    Ok(Gone::Grace(token)) => {
+                        cluster.start_grace(code, user_id, token, grace);
+                        break;
+                    }
+                    Ok(_) => break,
+                    Err(_) if incarnation != cluster.incarnation() => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250 << attempt)).await,
+                }
+            }
+            cluster.release_mirror(&mirror);
+            cluster.departing.fetch_sub(1, Ordering::Relaxed);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(task)),
+            Err(_) => {
+                self.departing.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A created persistent room, once stored, no longer expires unjoined.
+    pub async fn keep(&self, code: &str) -> Result<(), ErrorBody> {
+        let r = self.room_op(code, &["persist", code]).await?;
+        check(&r, code)
+    }
+
+    /// Tells every connection of this node that it is stopping.
+    pub fn shut_down(&self) {
+        for mirror in self.all_mirrors() {
+            mirror.shut_down(CloseReason::Shutdown);
+        }
+    }
+
+    /// Rooms this node has connections in.
+    pub fn mirror_count(&self) -> usize {
+        self.mirrors.read().len()
+    }
+
     fn on_envelope(self: &Arc<Self>, payload: &[u8]) {
         let Some(envelope) = parse_envelope(payload) else {
             tracing::warn!("cluster: an event that cannot be read");
@@ -745,18 +829,10 @@ impl Cluster {
         let Some(after) = mirror.start_fill() else { return };
         let cluster = self.clone();
         tokio::spawn(async move {
-            let key = format!("cf:{{{}}}:evs", mirror.code());
-            let cmd = redis::cmd("ZRANGEBYSCORE")
-                .arg(&key)
-                .arg(format!("({after}"))
-                .arg("+inf")
-                .to_owned();
-            let missed: Result<Vec<Vec<u8>>, _> = cluster.query(&cmd).await;
+            let missed = cluster.events(mirror.code(), after, None).await;
             let incarnation = cluster.incarnation();
             match missed {
-                Ok(missed) => {
-                    let envelopes: Vec<_> =
-                        missed.iter().filter_map(|e| parse_envelope(e)).collect();
+                Ok(envelopes) => {
                     if envelopes.first().is_some_and(|e| e.ev > after + 1) {
                         tracing::warn!(
                             room = mirror.code(),
@@ -782,7 +858,7 @@ impl Cluster {
         let renewed: Result<Option<String>, _> = self
             .query(
                 redis::cmd("SET")
-                    .arg(lease_key(&incarnation))
+                    .arg(lease_key(&self.config.namespace, &incarnation))
                     .arg("1")
                     .arg("PX")
                     .arg(&lease)
@@ -802,7 +878,7 @@ impl Cluster {
                 let taken: Result<Option<String>, _> = self
                     .query(
                         redis::cmd("SET")
-                            .arg(lease_key(&incarnation))
+                            .arg(lease_key(&self.config.namespace, &incarnation))
                             .arg("1")
                             .arg("PX")
                             .arg(&lease)
@@ -810,7 +886,7 @@ impl Cluster {
                     )
                     .await;
                 let added: Result<i64, _> =
-                    self.query(redis::cmd("SADD").arg("cf:nodes").arg(&incarnation)).await;
+                    self.query(redis::cmd("SADD").arg(self.nodes_key()).arg(&incarnation)).await;
                 if taken.is_ok() && added.is_ok() {
                     self.leased.store(true, Ordering::Relaxed);
                 }
@@ -835,19 +911,22 @@ impl Cluster {
     /// Sweeps the members of nodes whose lease lapsed out of their rooms.
     async fn sweep(&self) {
         let me = self.incarnation();
-        let Ok(nodes) = self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg("cf:nodes")).await
+        let Ok(nodes) =
+            self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(self.nodes_key())).await
         else {
             return;
         };
         for node in nodes.into_iter().filter(|n| *n != me) {
-            let Ok(alive) = self.query::<bool>(redis::cmd("EXISTS").arg(lease_key(&node))).await
+            let Ok(alive) = self
+                .query::<bool>(redis::cmd("EXISTS").arg(lease_key(&self.config.namespace, &node)))
+                .await
             else {
                 return;
             };
             if alive {
                 continue;
             }
-            let rooms_key = format!("cf:node:{{{node}}}:rooms");
+            let rooms_key = format!("{}:node:{{{node}}}:rooms", self.config.namespace);
             let Ok(rooms) = self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(&rooms_key)).await
             else {
                 return;
@@ -870,11 +949,11 @@ impl Cluster {
             if done {
                 let _: Result<i64, _> = self.query(redis::cmd("DEL").arg(&rooms_key)).await;
                 let _: Result<i64, _> =
-                    self.query(redis::cmd("SREM").arg("cf:nodes").arg(&node)).await;
+                    self.query(redis::cmd("SREM").arg(self.nodes_key()).arg(&node)).await;
             }
         }
         // This node's own room set: forget rooms it is no longer in.
-        let rooms_key = format!("cf:node:{{{me}}}:rooms");
+        let rooms_key = format!("{}:node:{{{me}}}:rooms", self.config.namespace);
         if let Ok(rooms) = self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(&rooms_key)).await {
             let stale: Vec<String> = {
                 let mirrors = self.mirrors.read();
@@ -1041,7 +1120,7 @@ async fn subscribe_loop(cluster: Weak<Cluster>) {
         let timeout = c.config.timeout;
         let pubsub = tokio::time::timeout(timeout, c.client.get_async_pubsub()).await;
         if let Ok(Ok(mut pubsub)) = pubsub
-            && let Ok(Ok(())) = tokio::time::timeout(timeout, pubsub.subscribe(CHANNEL)).await
+            && let Ok(Ok(())) = tokio::time::timeout(timeout, pubsub.subscribe(c.channel())).await
         {
             c.subscribed.store(true, Ordering::Relaxed);
             // What was published while this node was not listening.
@@ -1208,9 +1287,9 @@ mod tests {
         assert!(joined.new);
         b.join(&code, &bob, None, 100, None).await.unwrap();
         let mirror_a = a.mirror_for_join(&code);
-        mirror_a.add(&joined, &ann.id, 1, &Outbox::new(64).0, &a.incarnation());
+        let _ = mirror_a.add(&joined, &ann.id, 1, &Outbox::new(64).0, &a.incarnation());
         let mirror_b = b.mirror_for_join(&code);
-        mirror_b.add(&joined, &bob.id, 2, &Outbox::new(64).0, &b.incarnation());
+        let _ = mirror_b.add(&joined, &bob.id, 2, &Outbox::new(64).0, &b.incarnation());
         let draft = |body: &str, cid: Option<&str>| crate::room::Draft {
             body: body.into(),
             subject: None,

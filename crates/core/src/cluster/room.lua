@@ -33,7 +33,8 @@
 
 local op = ARGV[1]
 local code = ARGV[2]
-local CHANNEL = 'cf:events'
+-- The events channel: the namespace of KEYS[15] ("<ns>:rooms"), then "events".
+local CHANNEL = string.sub(KEYS[15], 1, -6) .. 'events'
 local EVENTS_KEPT = 4096
 
 local function publish(kind, rest)
@@ -116,6 +117,12 @@ if op == 'create' then
   redis.call('SADD', KEYS[15], code)
   if ARGV[6] == '1' then redis.call('SADD', KEYS[16], code) end
   return {'ok'}
+end
+
+if op == 'persist' then
+  -- A created persistent room, once stored: it no longer expires unjoined.
+  if redis.call('PERSIST', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then return {'ok'} end
+  return {'not_found'}
 end
 
 if op == 'join' then

@@ -1,14 +1,16 @@
 -- The public rooms of the cluster: info JSON and member count of each.
 -- Codes whose room is gone (an unjoined room that expired) are dropped.
+-- ARGV[1] is the namespace of the keys.
+local ns = ARGV[1]
 local out = {}
-for _, code in ipairs(redis.call('SMEMBERS', 'cf:public')) do
-  local info = redis.call('HGET', 'cf:{' .. code .. '}:meta', 'json')
+for _, code in ipairs(redis.call('SMEMBERS', ns .. ':public')) do
+  local info = redis.call('HGET', ns .. ':{' .. code .. '}:meta', 'json')
   if info then
     table.insert(out, info)
-    table.insert(out, redis.call('HLEN', 'cf:{' .. code .. '}:mem'))
+    table.insert(out, redis.call('HLEN', ns .. ':{' .. code .. '}:mem'))
   else
-    redis.call('SREM', 'cf:public', code)
-    redis.call('SREM', 'cf:rooms', code)
+    redis.call('SREM', ns .. ':public', code)
+    redis.call('SREM', ns .. ':rooms', code)
   end
 end
 return out

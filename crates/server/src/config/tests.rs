@@ -42,10 +42,30 @@ fn the_defaults_are_those_of_the_protocol() {
 }
 
 #[test]
-fn cluster_is_refused_rather_than_ignored() {
-    let args = ServeArgs { cluster: Some("redis://127.0.0.1:6379".into()), ..ServeArgs::default() };
-    let error = args.resolve().unwrap_err().to_string();
-    assert!(error.contains("cluster") && error.contains("not available"), "{error}");
+fn a_cluster_needs_a_shared_database_and_a_sane_lease() {
+    let cluster = |database: Option<&str>, lease: Option<&str>| ServeArgs {
+        cluster: Some("redis://127.0.0.1:6379".into()),
+        database: database.map(str::to_owned),
+        node_lease: lease.map(str::to_owned),
+        ..ServeArgs::default()
+    };
+    let error = cluster(None, None).resolve().unwrap_err().to_string();
+    assert!(error.contains("cluster") && error.contains("postgres"), "{error}");
+    let error = cluster(Some("sqlite://x.db"), None).resolve().unwrap_err().to_string();
+    assert!(error.contains("postgres"), "{error}");
+    let postgres = Some("postgres://127.0.0.1/test");
+    let config = cluster(postgres, None).resolve().unwrap();
+    let joined = config.cluster.expect("a cluster config");
+    assert_eq!(joined.url, "redis://127.0.0.1:6379");
+    assert_eq!(joined.lease, Duration::from_secs(10), "the default lease");
+    let config = cluster(postgres, Some("3s")).resolve().unwrap();
+    assert_eq!(config.cluster.unwrap().lease, Duration::from_secs(3));
+    assert!(cluster(postgres, Some("10ms")).resolve().is_err(), "a lease too short to renew");
+    let bad = ServeArgs { cluster: Some("http://x".into()), ..ServeArgs::default() };
+    assert!(bad.resolve().unwrap_err().to_string().contains("redis://"));
+    let stray = ServeArgs { node_lease: Some("3s".into()), ..ServeArgs::default() };
+    assert!(stray.resolve().unwrap_err().to_string().contains("--cluster"));
+    assert!(ServeArgs::default().resolve().unwrap().cluster.is_none());
 }
 
 #[test]
