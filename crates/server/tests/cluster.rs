@@ -1,0 +1,493 @@
+//! Three nodes made one server by Redis: every promise of the protocol
+//! holds across nodes. Needs `CONFAB_TEST_REDIS` and `CONFAB_TEST_POSTGRES`
+//! (set by `.ci/run`); without them each test says it was skipped.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{TestServer, postgres_database, skipped, start_with};
+use confab_client::WsClient;
+use confab_core::ClusterConfig;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Starts `n` nodes on one Redis namespace and one PostgreSQL database.
+/// `redis` overrides the Redis URL of node `i` (a proxy, for outages).
+async fn nodes_with(
+    n: usize,
+    grace: Duration,
+    redis: impl Fn(usize) -> Option<String>,
+) -> Option<Vec<TestServer>> {
+    let Ok(url) = std::env::var("CONFAB_TEST_REDIS") else {
+        skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
+        return None;
+    };
+    let database = postgres_database().await?;
+    let namespace = format!("t{:016x}", rand::random::<u64>());
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let mut cluster = ClusterConfig::new(redis(i).unwrap_or_else(|| url.clone()));
+        cluster.namespace.clone_from(&namespace);
+        let database = database.clone();
+        nodes.push(
+            start_with(move |config| {
+                config.database = Some(database);
+                config.cluster = Some(cluster);
+                config.hub.node = format!("n{}", i + 1);
+                config.hub.grace = grace;
+                config.hub.rates.limit_loopback = false;
+            })
+            .await,
+        );
+    }
+    Some(nodes)
+}
+
+async fn nodes(n: usize) -> Option<Vec<TestServer>> {
+    nodes_with(n, Duration::from_secs(10), |_| None).await
+}
+
+/// Waits for the message event with `body`, returning every frame before it.
+async fn until_message(client: &mut WsClient, body: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let frame = client.next().await.expect("a frame");
+        if frame["ev"] == "message" && frame["message"]["body"] == body {
+            return seen;
+        }
+        seen.push(frame);
+    }
+}
+
+#[tokio::test]
+async fn posts_from_every_node_reach_every_member_in_one_order() {
+    let Some(nodes) = nodes(3).await else { return };
+    let mut ann = nodes[0].client("Ann").await;
+    let code = nodes[0].create(&mut ann, json!({"capacity": 4})).await;
+    ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+    let mut bob = nodes[1].client("Bob").await;
+    bob.ok(json!({"op": "join", "room": code.to_lowercase()})).await.unwrap();
+    let mut cat = nodes[2].client("Cat").await;
+    let joined = cat.ok(json!({"op": "join", "room": code})).await.unwrap();
+    let names: Vec<&str> =
+        joined["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 3, "members are cluster-wide: {names:?}");
+    // Ann, on another node, hears both joins, in order.
+    assert_eq!(ann.event("join").await.unwrap()["user"]["name"], "Bob");
+    assert_eq!(ann.event("join").await.unwrap()["user"]["name"], "Cat");
+
+    let mut clients = [ann, bob, cat];
+    let mut tasks = Vec::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let code = code.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for k in 0..20 {
+                let body = format!("{i}-{k}");
+                let reply =
+                    client.ok(json!({"op": "post", "room": code, "body": body})).await.unwrap();
+                mine.push(reply["message"].clone());
+            }
+            client
+                .ok(json!({"op": "post", "room": code, "body": format!("done {i}")}))
+                .await
+                .unwrap();
+            (client, mine)
+        }));
+    }
+    let mut by_seq: BTreeMap<u64, String> = BTreeMap::new();
+    let mut done = Vec::new();
+    for task in tasks {
+        let (client, mine) = task.await.unwrap();
+        for message in mine {
+            by_seq
+                .insert(message["seq"].as_u64().unwrap(), message["body"].as_str().unwrap().into());
+        }
+        done.push(client);
+    }
+    clients = done.try_into().ok().unwrap();
+    // Every member sees all 63 messages, in one order with no gap.
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut seen = Vec::new();
+        let mut finished = 0;
+        while finished < 2 {
+            let frame = client.next().await.unwrap();
+            if frame["ev"] == "message" {
+                let message = &frame["message"];
+                if message["body"].as_str().unwrap().starts_with("done") {
+                    finished += 1;
+                }
+                seen.push((message["seq"].as_u64().unwrap(), message["body"].clone()));
+            }
+        }
+        let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "member {i} saw {seqs:?}");
+        for (seq, body) in &seen {
+            if let Some(known) = by_seq.get(seq) {
+                assert_eq!(body, known.as_str(), "one message per seq");
+            }
+        }
+        // What the others posted: 40 messages plus two "done".
+        assert_eq!(seen.len(), 42, "member {i}");
+    }
+    let all: Vec<u64> = by_seq.keys().copied().collect();
+    assert_eq!(all.len(), 60);
+    let history =
+        clients[0].ok(json!({"op": "history", "room": code, "limit": 100})).await.unwrap();
+    let seqs: Vec<u64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=63).collect::<Vec<_>>(), "no gap in the one order");
+}
+
+#[tokio::test]
+async fn thirty_joins_over_three_nodes_take_exactly_three_seats() {
+    let Some(nodes) = nodes(3).await else { return };
+    let mut owner = nodes[0].client("Owner").await;
+    let code = nodes[0].create(&mut owner, json!({"capacity": 3, "public": true})).await;
+    let mut clients = Vec::new();
+    for i in 0..30 {
+        clients.push(nodes[i % 3].client(&format!("user {i}")).await);
+    }
+    let joins = clients.into_iter().map(|mut client| {
+        let code = code.clone();
+        tokio::spawn(async move {
+            let reply = client.request(json!({"op": "join", "room": code})).await.unwrap();
+            (client, reply)
+        })
+    });
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for join in joins {
+        let (client, reply) = join.await.unwrap();
+        if reply["ok"] == true {
+            admitted.push(client);
+        } else {
+            assert_eq!(reply["error"]["code"], "room_full", "{reply}");
+            refused += 1;
+        }
+    }
+    assert_eq!((admitted.len(), refused), (3, 27), "exactly the seats, cluster-wide");
+    for node in &nodes {
+        let mut probe = node.client("Probe").await;
+        let members = probe.ok(json!({"op": "members", "room": code})).await.unwrap();
+        assert_eq!(members["members"].as_array().unwrap().len(), 3);
+        let rooms = probe.ok(json!({"op": "rooms"})).await.unwrap();
+        let listed = rooms["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["code"] == code.as_str())
+            .cloned()
+            .expect("the public room is listed on every node");
+        assert_eq!(listed["members"], 3);
+    }
+    // A seat freed on one node is free on the others.
+    let leaver = admitted.pop().unwrap();
+    drop(admitted);
+    let mut leaver = leaver;
+    leaver.ok(json!({"op": "leave", "room": code})).await.unwrap();
+    let mut late = nodes[2].client("Late").await;
+    late.ok(json!({"op": "join", "room": code})).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_ephemeral_room_dies_when_its_last_member_anywhere_leaves() {
+    let Some(nodes) = nodes(3).await else { return };
+    let mut ann = nodes[0].client("Ann").await;
+    let code = nodes[0].create(&mut ann, json!({})).await;
+    ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+    let mut bob = nodes[1].client("Bob").await;
+    bob.ok(json!({"op": "join", "room": code})).await.unwrap();
+    ann.ok(json!({"op": "post", "room": code, "body": "secret"})).await.unwrap();
+    ann.ok(json!({"op": "leave", "room": code})).await.unwrap();
+    let leave = bob.event("leave").await.unwrap();
+    assert_eq!(
+        (leave["user"]["name"].as_str(), leave["reason"].as_str()),
+        (Some("Ann"), Some("left"))
+    );
+    // Still alive while Bob is in it: Cat joins from the third node.
+    let mut cat = nodes[2].client("Cat").await;
+    let joined = cat.ok(json!({"op": "join", "room": code})).await.unwrap();
+    assert_eq!(joined["messages"][0]["body"], "secret");
+    cat.ok(json!({"op": "leave", "room": code})).await.unwrap();
+    bob.ok(json!({"op": "leave", "room": code})).await.unwrap();
+    for node in &nodes {
+        let mut probe = node.client("Probe").await;
+        let code_now = probe.error_code(json!({"op": "join", "room": code})).await.unwrap();
+        assert_eq!(code_now, "not_found", "gone everywhere, messages with it");
+    }
+}
+
+#[tokio::test]
+async fn a_cid_is_posted_once_whichever_node_gets_the_retry() {
+    let Some(nodes) = nodes(2).await else { return };
+    for retention in ["ephemeral", "persistent"] {
+        let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
+        let session = hello["session"].as_str().unwrap().to_owned();
+        let code = nodes[0].create(&mut ann, json!({"retention": retention})).await;
+        ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+        let (mut tab, _) = nodes[1].tab("Ann", &session).await;
+        tab.ok(json!({"op": "join", "room": code})).await.unwrap();
+        let mut bob = nodes[1].client("Bob").await;
+        bob.ok(json!({"op": "join", "room": code})).await.unwrap();
+        let post = json!({"op": "post", "room": code, "body": "once", "cid": "c-1"});
+        let first = ann.ok(post.clone()).await.unwrap();
+        let retry = tab.ok(post).await.unwrap();
+        assert_eq!(first["message"]["seq"], retry["message"]["seq"], "{retention}");
+        ann.ok(json!({"op": "post", "room": code, "body": "after"})).await.unwrap();
+        let before = until_message(&mut bob, "after").await;
+        let onces = before
+            .iter()
+            .filter(|f| f["ev"] == "message" && f["message"]["body"] == "once")
+            .count();
+        assert_eq!(onces, 1, "{retention}: Bob gets the message once");
+    }
+}
+
+#[tokio::test]
+async fn resume_on_another_node_gets_exactly_what_was_missed_and_is_silent() {
+    let Some(nodes) = nodes(3).await else { return };
+    for retention in ["ephemeral", "persistent"] {
+        let mut ann = nodes[0].client("Ann").await;
+        let code = nodes[0].create(&mut ann, json!({"retention": retention})).await;
+        ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+        let (mut bob, hello) = WsClient::hello(&nodes[1].url, "Bob").await.unwrap();
+        let session = hello["session"].as_str().unwrap().to_owned();
+        bob.ok(json!({"op": "join", "room": code})).await.unwrap();
+        ann.event("join").await.unwrap();
+        ann.ok(json!({"op": "post", "room": code, "body": "seen"})).await.unwrap();
+        let seen = bob.event("message").await.unwrap();
+        let since = seen["message"]["seq"].as_u64().unwrap();
+        bob.close().await;
+        nodes[1].wait_for_connections(0).await;
+        for i in 0..5 {
+            ann.ok(json!({"op": "post", "room": code, "body": format!("missed {i}")}))
+                .await
+                .unwrap();
+        }
+        // Back within grace, on the third node.
+        let mut bob = WsClient::connect(&nodes[2].url).await.unwrap();
+        let hello = bob
+            .ok(json!({"op": "hello", "name": "Bob", "session": session,
+                       "resume": {code.clone(): since}}))
+            .await
+            .unwrap();
+        let room = &hello["rooms"][0];
+        let bodies: Vec<&str> = room["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["body"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            bodies,
+            ["missed 0", "missed 1", "missed 2", "missed 3", "missed 4"],
+            "{retention}"
+        );
+        assert_eq!(room["gap"], false);
+        assert_eq!(room["members"].as_array().unwrap().len(), 2, "Bob kept his seat");
+        bob.ok(json!({"op": "post", "room": code, "body": "marker"})).await.unwrap();
+        let between = until_message(&mut ann, "marker").await;
+        // Of all Ann got while Bob was away and back, none is his leaving
+        // or coming back.
+        assert!(
+            !between.iter().any(|f| f["ev"] == "leave" || f["ev"] == "join"),
+            "{retention}: a reconnect within grace is silent: {between:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_persistent_room_resumes_past_the_redis_window_from_postgres() {
+    let Ok(url) = std::env::var("CONFAB_TEST_REDIS") else {
+        skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
+        return;
+    };
+    let Some(database) = postgres_database().await else { return };
+    let namespace = format!("t{:016x}", rand::random::<u64>());
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let mut cluster = ClusterConfig::new(url.clone());
+        cluster.namespace.clone_from(&namespace);
+        let database = database.clone();
+        nodes.push(
+            start_with(move |config| {
+                config.database = Some(database);
+                config.cluster = Some(cluster);
+                config.hub.node = format!("n{}", i + 1);
+                config.hub.room_window = 4;
+                config.hub.rates.limit_loopback = false;
+            })
+            .await,
+        );
+    }
+    let mut ann = nodes[0].client("Ann").await;
+    let code = nodes[0].create(&mut ann, json!({"retention": "persistent", "backlog": 2})).await;
+    ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+    let (mut bob, hello) = WsClient::hello(&nodes[1].url, "Bob").await.unwrap();
+    let session = hello["session"].as_str().unwrap().to_owned();
+    bob.ok(json!({"op": "join", "room": code})).await.unwrap();
+    bob.close().await;
+    nodes[1].wait_for_connections(0).await;
+    for i in 0..10 {
+        ann.ok(json!({"op": "post", "room": code, "body": format!("m{i}")})).await.unwrap();
+    }
+    let mut bob = WsClient::connect(&nodes[0].url).await.unwrap();
+    let hello = bob
+        .ok(json!({"op": "hello", "name": "Bob", "session": session, "resume": {code.clone(): 0}}))
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = hello["rooms"][0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "6 from PostgreSQL, 4 from Redis");
+    let page =
+        bob.ok(json!({"op": "history", "room": code, "before": 8, "limit": 3})).await.unwrap();
+    let seqs: Vec<u64> =
+        page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [5, 6, 7]);
+    let one = bob.ok(json!({"op": "get", "room": code, "seq": 2})).await.unwrap();
+    assert_eq!(one["message"]["body"], "m1");
+}
+
+#[tokio::test]
+async fn a_member_in_grace_leaves_cluster_wide_when_it_ends() {
+    let Some(nodes) = nodes_with(2, Duration::from_millis(300), |_| None).await else { return };
+    let mut ann = nodes[0].client("Ann").await;
+    let code = nodes[0].create(&mut ann, json!({})).await;
+    ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+    let mut bob = nodes[1].client("Bob").await;
+    bob.ok(json!({"op": "join", "room": code})).await.unwrap();
+    ann.event("join").await.unwrap();
+    let started = tokio::time::Instant::now();
+    bob.close().await;
+    let leave = ann.event("leave").await.unwrap();
+    assert_eq!(leave["reason"], "disconnected");
+    assert!(started.elapsed() >= Duration::from_millis(300), "not before the grace ends");
+}
+
+/// A TCP proxy to Redis that can be cut and restored.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let (accepting, cutting) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !accepting.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let cutting = cutting.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = cutting.notified() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, cut }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn health(node: &TestServer) -> (u16, Value) {
+    let (status, body) = node.get("/health").await;
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+async fn wait_health(node: &TestServer, status: u16) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (now, body) = health(node).await;
+        if now == status {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "health stays {now}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn without_redis_a_node_says_unavailable_accepts_nothing_and_recovers() {
+    let Ok(redis) = std::env::var("CONFAB_TEST_REDIS") else {
+        skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
+        return;
+    };
+    let target = redis.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+    let proxy = Proxy::start(target).await;
+    let proxied = format!("redis://{}", proxy.addr);
+    let Some(nodes) =
+        nodes_with(2, Duration::from_secs(10), |i| (i == 0).then(|| proxied.clone())).await
+    else {
+        return;
+    };
+    let mut ann = nodes[0].client("Ann").await;
+    let code = nodes[0].create(&mut ann, json!({})).await;
+    ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+    let mut bob = nodes[1].client("Bob").await;
+    bob.ok(json!({"op": "join", "room": code})).await.unwrap();
+    assert_eq!(health(&nodes[0]).await.1["cluster"], "ok");
+
+    proxy.cut();
+    let body = wait_health(&nodes[0], 503).await;
+    assert_eq!(body["cluster"], "unavailable");
+    let started = tokio::time::Instant::now();
+    let reply =
+        ann.request(json!({"op": "post", "room": code, "body": "split brain?"})).await.unwrap();
+    assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered, not hung");
+    assert_eq!(ann.error_code(json!({"op": "create"})).await.unwrap(), "unavailable");
+    // The other node serves on, and never sees the refused post.
+    bob.ok(json!({"op": "post", "room": code, "body": "from bob"})).await.unwrap();
+
+    proxy.restore();
+    wait_health(&nodes[0], 200).await;
+    // Ann is still in the room: her connection was kept, and she gets
+    // what she missed (Bob's post) before her new one is answered.
+    ann.ok(json!({"op": "post", "room": code, "body": "back"})).await.unwrap();
+    let before = until_message(&mut bob, "back").await;
+    assert!(
+        !before.iter().any(|f| f["message"]["body"] == "split brain?"),
+        "the refused post never reached anyone"
+    );
+    let history = bob.ok(json!({"op": "history", "room": code})).await.unwrap();
+    let bodies: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["from bob", "back"]);
+}
