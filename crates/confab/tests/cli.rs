@@ -257,3 +257,64 @@ fn kill_9_right_after_an_ok_loses_no_acknowledged_post() {
     assert!(wait_exit(restarted).success());
     let _ = std::fs::remove_dir_all(data);
 }
+
+#[test]
+fn a_cluster_node_killed_with_9_frees_its_seats_within_the_lease() {
+    let (Ok(redis), Ok(postgres)) =
+        (std::env::var("CONFAB_TEST_REDIS"), std::env::var("CONFAB_TEST_POSTGRES"))
+    else {
+        eprintln!("SKIPPED: set CONFAB_TEST_REDIS and CONFAB_TEST_POSTGRES to run this cluster test");
+        return;
+    };
+    let namespace = format!("crash{}", std::process::id());
+    let node = |name: &str| {
+        serve(
+            &[
+                "--http",
+                "127.0.0.1:0",
+                "--cluster",
+                &redis,
+                "--cluster-namespace",
+                &namespace,
+                "--database",
+                &postgres,
+                "--node",
+                name,
+                "--node-lease",
+                "2s",
+            ],
+            &[],
+        )
+    };
+    let (n1, n2, mut n3) = (node("n1"), node("n2"), node("n3"));
+    let url = |running: &Running| format!("ws://{}/ws", running.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use serde_json::json;
+        let (mut ann, _) = confab_client::WsClient::hello(&url(&n1), "Ann").await.unwrap();
+        let created = ann.ok(json!({"op": "create", "capacity": 2})).await.unwrap();
+        let code = created["room"]["code"].as_str().unwrap().to_owned();
+        ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+        let (mut bob, _) = confab_client::WsClient::hello(&url(&n3), "Bob").await.unwrap();
+        bob.ok(json!({"op": "join", "room": code})).await.unwrap();
+        ann.event("join").await.unwrap();
+        let (mut cat, _) = confab_client::WsClient::hello(&url(&n2), "Cat").await.unwrap();
+        assert_eq!(cat.error_code(json!({"op": "join", "room": code})).await.unwrap(), "room_full");
+
+        n3.child.kill().unwrap();
+        n3.child.wait().unwrap();
+        let killed = std::time::Instant::now();
+        let leave = ann.event("leave").await.unwrap();
+        let took = killed.elapsed();
+        assert_eq!(leave["user"]["name"], "Bob");
+        assert_eq!(leave["reason"], "disconnected");
+        // The lease (2 s) lapses, and a survivor's next renewal sweeps.
+        assert!(took < Duration::from_secs(5), "Bob left {took:?} after the crash");
+        cat.ok(json!({"op": "join", "room": code})).await.unwrap();
+        eprintln!("a crashed node's member left {took:?} after kill -9 (lease 2s)");
+    });
+    for mut running in [n1, n2] {
+        let _ = running.child.kill();
+        let _ = running.child.wait();
+    }
+}
