@@ -263,7 +263,9 @@ fn a_cluster_node_killed_with_9_frees_its_seats_within_the_lease() {
     let (Ok(redis), Ok(postgres)) =
         (std::env::var("CONFAB_TEST_REDIS"), std::env::var("CONFAB_TEST_POSTGRES"))
     else {
-        eprintln!("SKIPPED: set CONFAB_TEST_REDIS and CONFAB_TEST_POSTGRES to run this cluster test");
+        eprintln!(
+            "SKIPPED: set CONFAB_TEST_REDIS and CONFAB_TEST_POSTGRES to run this cluster test"
+        );
         return;
     };
     let namespace = format!("crash{}", std::process::id());

@@ -346,6 +346,21 @@ impl ServeArgs {
                             .into(),
                     ));
                 }
+                // The node's name starts its long-poll tokens, which a
+                // load balancer routes by: it must be unique and path-safe.
+                let node = args.node.as_deref().unwrap_or_default();
+                let path_safe = !node.is_empty()
+                    && node.len() <= 32
+                    && node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if !path_safe {
+                    return Err(invalid(
+                        "node",
+                        format!(
+                            "{node:?}: each node of a cluster needs its own --node name, \
+                             1 to 32 letters, digits, '-' or '_'"
+                        ),
+                    ));
+                }
                 let mut cluster = ClusterConfig::new(url.clone());
                 if let Some(lease) = &args.node_lease {
                     cluster.lease =

@@ -310,8 +310,15 @@ async fn open(
             return error(status, code, refusal.message());
         }
     };
-    let token: String =
+    let random: String =
         rand::rng().sample_iter(&Alphanumeric).take(TOKEN_CHARS).map(char::from).collect();
+    // In a cluster the token names its node, `<node>.<random>`, so that a
+    // load balancer can send every request of the connection there (see
+    // docs/operations.md).
+    let token = match app.hub.cluster_healthy() {
+        Some(_) => format!("{}.{random}", app.hub.config().node),
+        None => random,
+    };
     let (outbox, receiver) = Outbox::new(app.outbox);
     let lp = Arc::new(LpConn::new(app.hub.connect_from(outbox, Some(ip))));
     app.lp.shared.conns.lock().insert(token.clone(), lp.clone());

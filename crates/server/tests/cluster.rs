@@ -491,3 +491,126 @@ async fn without_redis_a_node_says_unavailable_accepts_nothing_and_recovers() {
         .collect();
     assert_eq!(bodies, ["from bob", "back"]);
 }
+
+/// A long-poll connection spoken one request per TCP connection, so that
+/// a load balancer chooses a node for every request.
+struct Poller {
+    lb: std::net::SocketAddr,
+    conn: String,
+    ack: u64,
+    frames: std::collections::VecDeque<Value>,
+}
+
+impl Poller {
+    async fn open(lb: std::net::SocketAddr) -> Poller {
+        let mut http = common::http::Http::connect(lb).await.unwrap();
+        let opened = http.request("POST", "/lp", b"").await;
+        assert_eq!(opened.status, 200, "{opened:?}");
+        let conn = opened.json()["conn"].as_str().unwrap().to_owned();
+        Poller { lb, conn, ack: 0, frames: Default::default() }
+    }
+
+    async fn send(&mut self, frame: Value) {
+        let mut http = common::http::Http::connect(self.lb).await.unwrap();
+        let body = json!([frame]).to_string();
+        let sent = http.request("POST", &format!("/lp/{}", self.conn), body.as_bytes()).await;
+        assert_eq!(sent.status, 204, "{sent:?}");
+    }
+
+    /// The next frame matching `wanted`, polling as long as it takes.
+    async fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            while let Some(frame) = self.frames.pop_front() {
+                if wanted(&frame) {
+                    return frame;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "nothing came");
+            let mut http = common::http::Http::connect(self.lb).await.unwrap();
+            let path = format!("/lp/{}?ack={}", self.conn, self.ack);
+            let polled = http.request("GET", &path, b"").await;
+            assert_eq!(polled.status, 200, "a poll through the balancer: {polled:?}");
+            if let Some(last) = polled.header("confab-last").and_then(|l| l.parse().ok()) {
+                self.ack = last;
+            }
+            self.frames.extend(polled.json().as_array().unwrap().iter().cloned());
+        }
+    }
+}
+
+#[tokio::test]
+async fn long_polling_works_behind_a_balancer_that_routes_by_the_token() {
+    let haproxy = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([std::path::PathBuf::from("/usr/sbin")])
+            .map(|p| p.join("haproxy"))
+            .find(|p| p.is_file())
+    });
+    let Some(haproxy) = haproxy else {
+        skipped("haproxy is not installed; the load-balancer test did not run");
+        return;
+    };
+    let Some(nodes) = nodes(2).await else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The configuration docs/operations.md gives, on test ports.
+    let config = format!(
+        "global\n  maxconn 256\n\
+         defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n\
+         frontend chat\n  bind 127.0.0.1:{port}\n\
+         \x20 acl lp_n1 path_beg /lp/n1.\n  acl lp_n2 path_beg /lp/n2.\n\
+         \x20 use_backend n1 if lp_n1\n  use_backend n2 if lp_n2\n  default_backend nodes\n\
+         backend nodes\n  balance roundrobin\n  server n1 {a}\n  server n2 {b}\n\
+         backend n1\n  server n1 {a}\n\
+         backend n2\n  server n2 {b}\n",
+        a = nodes[0].http,
+        b = nodes[1].http,
+    );
+    let file = nodes[0].dir.path().join("haproxy.cfg");
+    std::fs::write(&file, config).unwrap();
+    let mut balancer = tokio::process::Command::new(haproxy)
+        .arg("-db")
+        .arg("-f")
+        .arg(&file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("haproxy starts");
+    let lb: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(lb).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "haproxy does not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut ann = nodes[0].client("Ann").await;
+    let code = nodes[0].create(&mut ann, json!({})).await;
+    ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+    // Round robin spreads the opens over both nodes.
+    let mut pollers = Vec::new();
+    for _ in 0..4 {
+        pollers.push(Poller::open(lb).await);
+    }
+    let homes: std::collections::BTreeSet<&str> =
+        pollers.iter().map(|p| p.conn.split('.').next().unwrap()).collect();
+    assert_eq!(homes.into_iter().collect::<Vec<_>>(), ["n1", "n2"]);
+    for (i, poller) in pollers.iter_mut().enumerate() {
+        poller.send(json!({"op": "hello", "id": 1, "name": format!("Poller {i}")})).await;
+        poller.until(|f| f["re"] == 1).await;
+        poller.send(json!({"op": "join", "id": 2, "room": code})).await;
+        let joined = poller.until(|f| f["re"] == 2).await;
+        assert_eq!(joined["ok"], true, "{joined}");
+        poller.send(json!({"op": "post", "id": 3, "room": code, "body": format!("lp {i}")})).await;
+        poller.until(|f| f["re"] == 3).await;
+    }
+    ann.ok(json!({"op": "post", "room": code, "body": "to all"})).await.unwrap();
+    for poller in &mut pollers {
+        poller.until(|f| f["ev"] == "message" && f["message"]["body"] == "to all").await;
+    }
+    // Without the rule a request can reach the wrong node, which does
+    // not know the connection.
+    let on_n1 = pollers.iter().find(|p| p.conn.starts_with("n1.")).unwrap();
+    let mut wrong = common::http::Http::connect(nodes[1].http).await.unwrap();
+    let missed = wrong.request("GET", &format!("/lp/{}", on_n1.conn), b"").await;
+    assert_eq!(missed.status, 404);
+    balancer.kill().await.unwrap();
+}

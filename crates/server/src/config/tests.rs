@@ -45,6 +45,7 @@ fn the_defaults_are_those_of_the_protocol() {
 fn a_cluster_needs_a_shared_database_and_a_sane_lease() {
     let cluster = |database: Option<&str>, lease: Option<&str>| ServeArgs {
         cluster: Some("redis://127.0.0.1:6379".into()),
+        node: Some("n1".into()),
         database: database.map(str::to_owned),
         node_lease: lease.map(str::to_owned),
         ..ServeArgs::default()
@@ -61,6 +62,10 @@ fn a_cluster_needs_a_shared_database_and_a_sane_lease() {
     let config = cluster(postgres, Some("3s")).resolve().unwrap();
     assert_eq!(config.cluster.unwrap().lease, Duration::from_secs(3));
     assert!(cluster(postgres, Some("10ms")).resolve().is_err(), "a lease too short to renew");
+    let unnamed = ServeArgs { node: None, ..cluster(postgres, None) };
+    assert!(unnamed.resolve().unwrap_err().to_string().contains("--node"));
+    let unsafe_name = ServeArgs { node: Some("a/b".into()), ..cluster(postgres, None) };
+    assert!(unsafe_name.resolve().is_err());
     let bad = ServeArgs { cluster: Some("http://x".into()), ..ServeArgs::default() };
     assert!(bad.resolve().unwrap_err().to_string().contains("redis://"));
     let stray = ServeArgs { node_lease: Some("3s".into()), ..ServeArgs::default() };
