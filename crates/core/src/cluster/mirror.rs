@@ -255,7 +255,7 @@ impl Mirror {
             }
             wanted += 1;
             let applied = self.render(envelope, me);
-            let held = std::mem::replace(&mut entry.pending, Some(Vec::new()));
+            let held = entry.pending.replace(Vec::new());
             entry.deliver(&applied, me);
             frames.extend(entry.pending.take().unwrap_or_default());
             entry.pending = held;
