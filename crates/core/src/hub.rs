@@ -172,18 +172,28 @@ impl Hub {
             self.shared.store.clone(),
             config.room_window,
             config.dedup_window,
+            config.boards.iter().map(|b| b.name.to_lowercase()).collect(),
+            config.max_capacity,
         )
         .await?;
-        let rooms: Vec<Arc<Room>> = self.shared.rooms.read().values().cloned().collect();
-        for room in &rooms {
-            cluster
-                .create(&room.info(), room.seats(), None, false, room.latest())
-                .await
-                .map_err(|e| format!("cannot record room {}: {}", room.code(), e.message))?;
-        }
+        cluster.record_stored().await?;
         self.shared.cluster.set(cluster).map_err(|_| "already in a cluster".to_owned())?;
         self.shared.rooms.write().clear();
         Ok(())
+    }
+
+    /// Records in the store where a member's visible range in a cluster
+    /// room starts, so that it outlives what Redis holds. Best effort, as
+    /// on one node.
+    pub(crate) fn remember_visibility(&self, room: &str, user_id: &str, from: u64) {
+        let write = crate::store::Write::Visibility {
+            room: room.to_owned(),
+            user_id: user_id.to_owned(),
+            visibility: crate::store::StoredVisibility { from, left_at: None },
+        };
+        if self.shared.persister.try_queue(crate::persist::Job::Visibility(write)).is_err() {
+            tracing::warn!(room, "visibility not stored: storage is busy");
+        }
     }
 
     pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {

@@ -222,16 +222,6 @@ impl Room {
         self.persister.is_some()
     }
 
-    /// Seats of the room (members it admits).
-    pub fn seats(&self) -> usize {
-        self.limits.seats
-    }
-
-    /// The latest durable `seq`.
-    pub fn latest(&self) -> u64 {
-        self.state.lock().durable
-    }
-
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Relaxed)
     }

@@ -22,6 +22,16 @@ async fn nodes_with(
     grace: Duration,
     redis: impl Fn(usize) -> Option<String>,
 ) -> Option<Vec<TestServer>> {
+    nodes_leased(n, grace, Duration::from_secs(10), redis).await.map(|(nodes, _)| nodes)
+}
+
+/// As `nodes_with`, with a lease; also returns the Redis namespace.
+async fn nodes_leased(
+    n: usize,
+    grace: Duration,
+    lease: Duration,
+    redis: impl Fn(usize) -> Option<String>,
+) -> Option<(Vec<TestServer>, String)> {
     let Ok(url) = std::env::var("CONFAB_TEST_REDIS") else {
         skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
         return None;
@@ -32,6 +42,7 @@ async fn nodes_with(
     for i in 0..n {
         let mut cluster = ClusterConfig::new(redis(i).unwrap_or_else(|| url.clone()));
         cluster.namespace.clone_from(&namespace);
+        cluster.lease = lease;
         let database = database.clone();
         nodes.push(
             start_with(move |config| {
@@ -44,7 +55,7 @@ async fn nodes_with(
             .await,
         );
     }
-    Some(nodes)
+    Some((nodes, namespace))
 }
 
 async fn nodes(n: usize) -> Option<Vec<TestServer>> {
@@ -613,4 +624,52 @@ async fn long_polling_works_behind_a_balancer_that_routes_by_the_token() {
     let missed = wrong.request("GET", &format!("/lp/{}", on_n1.conn), b"").await;
     assert_eq!(missed.status, 404);
     balancer.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn boards_and_persistent_rooms_come_back_when_redis_loses_everything() {
+    let Some((nodes, namespace)) =
+        nodes_leased(2, Duration::from_secs(10), Duration::from_millis(900), |_| None).await
+    else {
+        return;
+    };
+    let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
+    let session = hello["session"].as_str().unwrap().to_owned();
+    ann.ok(json!({"op": "join", "room": "main"})).await.unwrap();
+    for i in 0..3 {
+        ann.ok(json!({"op": "post", "room": "main", "body": format!("kept {i}")})).await.unwrap();
+    }
+    // Redis restarts empty: every key of this cluster is gone.
+    let client = redis::Client::open(std::env::var("CONFAB_TEST_REDIS").unwrap()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{namespace}:*")).query_async(&mut redis).await.unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await.unwrap();
+    // The nodes notice (their leases are gone) and close their
+    // connections, which come back.
+    assert!(ann.closed().await.is_ok(), "Ann's connection is closed to start over");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Ann comes back, on the other node: what she could see, she still can.
+    let joined = loop {
+        let (mut again, _) = nodes[1].tab("Ann", &session).await;
+        let reply = again.request(json!({"op": "join", "room": "main", "since": 0})).await.unwrap();
+        if reply["ok"] == true {
+            break reply;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "main is not back: {reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let bodies: Vec<&str> = joined["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["kept 0", "kept 1", "kept 2"], "history from PostgreSQL");
+    assert_eq!(joined["seq"], 3);
+    let mut cat = nodes[0].client("Cat").await;
+    cat.ok(json!({"op": "join", "room": "main"})).await.unwrap();
+    let posted = cat.ok(json!({"op": "post", "room": "main", "body": "next"})).await.unwrap();
+    assert_eq!(posted["message"]["seq"], 4, "seq carries on from the database");
 }

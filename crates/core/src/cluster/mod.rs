@@ -96,6 +96,8 @@ pub(crate) struct ClusterJoin {
     pub new: bool,
     pub seq: u64,
     pub ev: u64,
+    /// Where the user's visible range starts.
+    pub from: u64,
     pub info: RoomInfo,
     pub members: Vec<User>,
     /// Newest first.
@@ -161,6 +163,13 @@ pub(crate) struct Cluster {
     persist: mpsc::Sender<PersistJob>,
     window: usize,
     dedup: usize,
+    /// The configured boards (lower case), and the seats of a room
+    /// created without a capacity: for recording stored rooms.
+    boards: Vec<String>,
+    max_capacity: u32,
+    /// Set when this node must record the stored rooms again (Redis lost
+    /// them, or this node's lease lapsed).
+    rerecord: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -211,6 +220,8 @@ impl Cluster {
         store: Arc<dyn Store>,
         window: usize,
         dedup: usize,
+        boards: Vec<String>,
+        max_capacity: u32,
     ) -> Result<Arc<Cluster>, String> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel(PERSIST_QUEUE);
@@ -234,6 +245,9 @@ impl Cluster {
             persist: tx,
             window: window.max(1),
             dedup: dedup.max(1),
+            boards,
+            max_capacity,
+            rerecord: AtomicBool::new(false),
             config,
         });
         cluster.connection().await.map_err(|e| e.message)?;
@@ -513,6 +527,7 @@ impl Cluster {
             new: int(&r, 1) == 1,
             seq: uint(&r, 2),
             ev: uint(&r, 3),
+            from: uint(&r, 4),
             info: RoomInfo { members: members.len(), ..info },
             members,
             messages: messages(&r, 7),
@@ -890,6 +905,14 @@ impl Cluster {
                 if taken.is_ok() && added.is_ok() {
                     self.leased.store(true, Ordering::Relaxed);
                 }
+                // A lapsed lease may mean Redis restarted empty: the boards
+                // and stored rooms are recorded again.
+                if self.rerecord.load(Ordering::Relaxed) {
+                    match self.record_stored().await {
+                        Ok(()) => self.rerecord.store(false, Ordering::Relaxed),
+                        Err(e) => tracing::warn!("cluster: {e}"),
+                    }
+                }
             }
             Err(_) => {
                 self.leased.store(false, Ordering::Relaxed);
@@ -899,8 +922,36 @@ impl Cluster {
         self.sweep().await;
     }
 
+    /// Records the boards and the stored persistent rooms in Redis,
+    /// keeping what is there (other nodes may have recorded them already).
+    pub async fn record_stored(&self) -> Result<(), String> {
+        let stored = self.store.rooms().await.map_err(|e| e.to_string())?;
+        for room in stored {
+            if room.board && !self.boards.contains(&room.code) {
+                continue;
+            }
+            let seats =
+                room.capacity.unwrap_or(if room.board { u32::MAX } else { self.max_capacity });
+            let info = RoomInfo {
+                code: room.code,
+                title: room.title,
+                capacity: room.capacity,
+                retention: confab_proto::Retention::Persistent,
+                backlog: room.backlog,
+                public: room.public,
+                members: 0,
+                created: room.created,
+            };
+            self.create(&info, seats as usize, None, false, room.last_seq)
+                .await
+                .map_err(|e| format!("cannot record room {}: {}", info.code, e.message))?;
+        }
+        Ok(())
+    }
+
     /// Closes every connection of this node and becomes a new incarnation.
     fn evicted(&self) {
+        self.rerecord.store(true, Ordering::Relaxed);
         *self.incarnation.lock() = new_incarnation(&self.node);
         let mirrors: Vec<Arc<Mirror>> = self.mirrors.write().drain().map(|(_, m)| m).collect();
         for mirror in mirrors {
@@ -1231,7 +1282,8 @@ mod tests {
             return None;
         };
         let config = ClusterConfig::new(url);
-        Some(Cluster::start(config, node, Arc::new(MemoryStore::new()), 100, 100).await.unwrap())
+        let store = Arc::new(MemoryStore::new());
+        Some(Cluster::start(config, node, store, 100, 100, Vec::new(), 100).await.unwrap())
     }
 
     fn info(code: &str, capacity: u32) -> RoomInfo {

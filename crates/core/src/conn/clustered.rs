@@ -133,6 +133,9 @@ impl Conn {
                     return Err(e);
                 }
             };
+        if joined.new && joined.info.retention == confab_proto::Retention::Persistent {
+            self.hub.remember_visibility(&code, &public.id, joined.from);
+        }
         let incarnation = cluster.incarnation();
         let missing = mirror.add(&joined, &public.id, self.id, &self.outbox, &incarnation);
         if !self.seats.iter().any(|s| Arc::ptr_eq(&s.mirror, &mirror)) {
