@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// spread the rooms over them, all members of a room on one URL
     #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
     url: Vec<String>,
+    /// With several --url (the nodes of a cluster): spread the members of
+    /// each room over them instead, so that every message crosses nodes
+    #[arg(long)]
+    spread_members: bool,
     /// Rooms to create
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     rooms: u32,
@@ -196,13 +200,18 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Value> {
     let permits = Rc::new(Semaphore::new(args.connect_concurrency as usize));
     let started = Instant::now();
     for room in 0..args.rooms {
-        let target = targets[room as usize % targets.len()].clone();
+        let room_target = room as usize % targets.len();
         let (code_tx, code_rx) = watch::channel(RoomCode::None);
         let mut code_tx = Some(code_tx);
         for index in 0..args.members {
             let n = u64::from(room) * u64::from(args.members) + u64::from(index);
+            let target = if args.spread_members {
+                (room_target + index as usize) % targets.len()
+            } else {
+                room_target
+            };
             let client = Client {
-                target: target.clone(),
+                target: targets[target].clone(),
                 source: (!args.source.is_empty())
                     .then(|| args.source[n as usize % args.source.len()]),
                 index,
