@@ -259,7 +259,7 @@ fn kill_9_right_after_an_ok_loses_no_acknowledged_post() {
 }
 
 #[test]
-fn a_cluster_node_killed_with_9_frees_its_seats_within_the_lease() {
+fn a_cluster_node_that_stops_frees_its_seats_at_once_and_one_killed_within_the_lease() {
     let (Ok(redis), Ok(postgres)) =
         (std::env::var("CONFAB_TEST_REDIS"), std::env::var("CONFAB_TEST_POSTGRES"))
     else {
@@ -283,40 +283,59 @@ fn a_cluster_node_killed_with_9_frees_its_seats_within_the_lease() {
                 "--node",
                 name,
                 "--node-lease",
-                "2s",
+                "4s",
             ],
             &[],
         )
     };
-    let (n1, n2, mut n3) = (node("n1"), node("n2"), node("n3"));
+    let (n1, mut n2, mut n3) = (node("n1"), node("n2"), node("n3"));
     let url = |running: &Running| format!("ws://{}/ws", running.addr);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         use serde_json::json;
         let (mut ann, _) = confab_client::WsClient::hello(&url(&n1), "Ann").await.unwrap();
-        let created = ann.ok(json!({"op": "create", "capacity": 2})).await.unwrap();
+        let created = ann.ok(json!({"op": "create", "capacity": 3})).await.unwrap();
         let code = created["room"]["code"].as_str().unwrap().to_owned();
         ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+        let (mut dan, _) = confab_client::WsClient::hello(&url(&n2), "Dan").await.unwrap();
+        dan.ok(json!({"op": "join", "room": code})).await.unwrap();
         let (mut bob, _) = confab_client::WsClient::hello(&url(&n3), "Bob").await.unwrap();
         bob.ok(json!({"op": "join", "room": code})).await.unwrap();
         ann.event("join").await.unwrap();
-        let (mut cat, _) = confab_client::WsClient::hello(&url(&n2), "Cat").await.unwrap();
+        ann.event("join").await.unwrap();
+        let (mut cat, _) = confab_client::WsClient::hello(&url(&n1), "Cat").await.unwrap();
         assert_eq!(cat.error_code(json!({"op": "join", "room": code})).await.unwrap(), "room_full");
 
+        // A node that stops tells the cluster its members left: no wait
+        // for its lease.
+        let stopped = std::time::Instant::now();
+        signal(&n2.child, "-TERM");
+        let leave = ann.event("leave").await.unwrap();
+        let took = stopped.elapsed();
+        assert_eq!(
+            (leave["user"]["name"].as_str(), leave["reason"].as_str()),
+            (Some("Dan"), Some("disconnected"))
+        );
+        assert!(took < Duration::from_secs(3), "Dan left {took:?} after SIGTERM (lease 4 s)");
+        assert!(n2.child.wait().unwrap().success());
+        drop(dan);
+
+        // One killed outright holds its seats until its lease lapses and a
+        // survivor's next renewal sweeps it.
         n3.child.kill().unwrap();
         n3.child.wait().unwrap();
         let killed = std::time::Instant::now();
         let leave = ann.event("leave").await.unwrap();
-        let took = killed.elapsed();
-        assert_eq!(leave["user"]["name"], "Bob");
-        assert_eq!(leave["reason"], "disconnected");
-        // The lease (2 s) lapses, and a survivor's next renewal sweeps.
-        assert!(took < Duration::from_secs(5), "Bob left {took:?} after the crash");
+        let crashed = killed.elapsed();
+        assert_eq!(
+            (leave["user"]["name"].as_str(), leave["reason"].as_str()),
+            (Some("Bob"), Some("disconnected"))
+        );
+        assert!(crashed < Duration::from_secs(8), "Bob left {crashed:?} after kill -9 (lease 4 s)");
         cat.ok(json!({"op": "join", "room": code})).await.unwrap();
-        eprintln!("a crashed node's member left {took:?} after kill -9 (lease 2s)");
+        eprintln!("left {took:?} after SIGTERM, {crashed:?} after kill -9 (lease 4 s)");
     });
-    for mut running in [n1, n2] {
-        let _ = running.child.kill();
-        let _ = running.child.wait();
-    }
+    let mut n1 = n1;
+    let _ = n1.child.kill();
+    let _ = n1.child.wait();
 }
