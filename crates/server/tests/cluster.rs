@@ -9,28 +9,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{TestServer, postgres_database, skipped, start_with};
+use common::{TestServer, bodies, postgres_database, seqs, skipped, start_with};
 use confab_client::WsClient;
 use confab_core::ClusterConfig;
+use confab_server::Config;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Starts `n` nodes on one Redis namespace and one PostgreSQL database.
-/// `redis` overrides the Redis URL of node `i` (a proxy, for outages).
-async fn nodes_with(
+/// Starts `n` nodes on one Redis namespace and one PostgreSQL database;
+/// returns them and the namespace. `redis` overrides the Redis URL of node
+/// `i` (a proxy, for outages); `tweak` adjusts every node's settings.
+async fn cluster_of(
     n: usize,
-    grace: Duration,
     redis: impl Fn(usize) -> Option<String>,
-) -> Option<Vec<TestServer>> {
-    nodes_leased(n, grace, Duration::from_secs(10), redis).await.map(|(nodes, _)| nodes)
-}
-
-/// As `nodes_with`, with a lease; also returns the Redis namespace.
-async fn nodes_leased(
-    n: usize,
-    grace: Duration,
-    lease: Duration,
-    redis: impl Fn(usize) -> Option<String>,
+    tweak: impl Fn(&mut Config),
 ) -> Option<(Vec<TestServer>, String)> {
     let Ok(url) = std::env::var("CONFAB_TEST_REDIS") else {
         skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
@@ -42,20 +34,27 @@ async fn nodes_leased(
     for i in 0..n {
         let mut cluster = ClusterConfig::new(redis(i).unwrap_or_else(|| url.clone()));
         cluster.namespace.clone_from(&namespace);
-        cluster.lease = lease;
         let database = database.clone();
         nodes.push(
-            start_with(move |config| {
+            start_with(|config| {
                 config.database = Some(database);
                 config.cluster = Some(cluster);
                 config.hub.node = format!("n{}", i + 1);
-                config.hub.grace = grace;
                 config.hub.rates.limit_loopback = false;
+                tweak(config);
             })
             .await,
         );
     }
     Some((nodes, namespace))
+}
+
+async fn nodes_with(
+    n: usize,
+    grace: Duration,
+    redis: impl Fn(usize) -> Option<String>,
+) -> Option<Vec<TestServer>> {
+    cluster_of(n, redis, |config| config.hub.grace = grace).await.map(|(nodes, _)| nodes)
 }
 
 async fn nodes(n: usize) -> Option<Vec<TestServer>> {
@@ -149,13 +148,7 @@ async fn posts_from_every_node_reach_every_member_in_one_order() {
     assert_eq!(all.len(), 60);
     let history =
         clients[0].ok(json!({"op": "history", "room": code, "limit": 100})).await.unwrap();
-    let seqs: Vec<u64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, (1..=63).collect::<Vec<_>>(), "no gap in the one order");
+    assert_eq!(seqs(&history["messages"]), (1..=63).collect::<Vec<_>>(), "no gap in the one order");
 }
 
 #[tokio::test]
@@ -292,14 +285,8 @@ async fn resume_on_another_node_gets_exactly_what_was_missed_and_is_silent() {
             .await
             .unwrap();
         let room = &hello["rooms"][0];
-        let bodies: Vec<&str> = room["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["body"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            bodies,
+            bodies(&room["messages"]),
             ["missed 0", "missed 1", "missed 2", "missed 3", "missed 4"],
             "{retention}"
         );
@@ -318,28 +305,10 @@ async fn resume_on_another_node_gets_exactly_what_was_missed_and_is_silent() {
 
 #[tokio::test]
 async fn a_persistent_room_resumes_past_the_redis_window_from_postgres() {
-    let Ok(url) = std::env::var("CONFAB_TEST_REDIS") else {
-        skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
+    let Some((nodes, _)) = cluster_of(2, |_| None, |config| config.hub.room_window = 4).await
+    else {
         return;
     };
-    let Some(database) = postgres_database().await else { return };
-    let namespace = format!("t{:016x}", rand::random::<u64>());
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        let mut cluster = ClusterConfig::new(url.clone());
-        cluster.namespace.clone_from(&namespace);
-        let database = database.clone();
-        nodes.push(
-            start_with(move |config| {
-                config.database = Some(database);
-                config.cluster = Some(cluster);
-                config.hub.node = format!("n{}", i + 1);
-                config.hub.room_window = 4;
-                config.hub.rates.limit_loopback = false;
-            })
-            .await,
-        );
-    }
     let mut ann = nodes[0].client("Ann").await;
     let code = nodes[0].create(&mut ann, json!({"retention": "persistent", "backlog": 2})).await;
     ann.ok(json!({"op": "join", "room": code})).await.unwrap();
@@ -356,18 +325,11 @@ async fn a_persistent_room_resumes_past_the_redis_window_from_postgres() {
         .ok(json!({"op": "hello", "name": "Bob", "session": session, "resume": {code.clone(): 0}}))
         .await
         .unwrap();
-    let seqs: Vec<u64> = hello["rooms"][0]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "6 from PostgreSQL, 4 from Redis");
+    let resumed = seqs(&hello["rooms"][0]["messages"]);
+    assert_eq!(resumed, (1..=10).collect::<Vec<_>>(), "6 from PostgreSQL, 4 from Redis");
     let page =
         bob.ok(json!({"op": "history", "room": code, "before": 8, "limit": 3})).await.unwrap();
-    let seqs: Vec<u64> =
-        page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, [5, 6, 7]);
+    assert_eq!(seqs(&page["messages"]), [5, 6, 7]);
     let one = bob.ok(json!({"op": "get", "room": code, "seq": 2})).await.unwrap();
     assert_eq!(one["message"]["body"], "m1");
 }
@@ -494,13 +456,7 @@ async fn without_redis_a_node_says_unavailable_accepts_nothing_and_recovers() {
         "the refused post never reached anyone"
     );
     let history = bob.ok(json!({"op": "history", "room": code})).await.unwrap();
-    let bodies: Vec<&str> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["body"].as_str().unwrap())
-        .collect();
-    assert_eq!(bodies, ["from bob", "back"]);
+    assert_eq!(bodies(&history["messages"]), ["from bob", "back"]);
 }
 
 /// A long-poll connection spoken one request per TCP connection, so that
@@ -628,11 +584,12 @@ async fn long_polling_works_behind_a_balancer_that_routes_by_the_token() {
 
 #[tokio::test]
 async fn boards_and_persistent_rooms_come_back_when_redis_loses_everything() {
-    let Some((nodes, namespace)) =
-        nodes_leased(2, Duration::from_secs(10), Duration::from_millis(900), |_| None).await
-    else {
-        return;
+    let lease = |config: &mut Config| {
+        if let Some(cluster) = &mut config.cluster {
+            cluster.lease = Duration::from_millis(900);
+        }
     };
+    let Some((nodes, namespace)) = cluster_of(2, |_| None, lease).await else { return };
     let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
     let session = hello["session"].as_str().unwrap().to_owned();
     ann.ok(json!({"op": "join", "room": "main"})).await.unwrap();
@@ -660,13 +617,11 @@ async fn boards_and_persistent_rooms_come_back_when_redis_loses_everything() {
         assert!(tokio::time::Instant::now() < deadline, "main is not back: {reply}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let bodies: Vec<&str> = joined["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["body"].as_str().unwrap())
-        .collect();
-    assert_eq!(bodies, ["kept 0", "kept 1", "kept 2"], "history from PostgreSQL");
+    assert_eq!(
+        bodies(&joined["messages"]),
+        ["kept 0", "kept 1", "kept 2"],
+        "history from PostgreSQL"
+    );
     assert_eq!(joined["seq"], 3);
     let mut cat = nodes[0].client("Cat").await;
     cat.ok(json!({"op": "join", "room": "main"})).await.unwrap();

@@ -93,6 +93,18 @@ pub async fn post(client: &mut WsClient, room: &str, body: &str) -> Value {
         .clone()
 }
 
+/// The bodies of a JSON array of messages.
+pub fn bodies(messages: &Value) -> Vec<String> {
+    let messages = messages.as_array().expect("an array of messages");
+    messages.iter().map(|m| m["body"].as_str().expect("a body").to_owned()).collect()
+}
+
+/// The `seq`s of a JSON array of messages.
+pub fn seqs(messages: &Value) -> Vec<u64> {
+    let messages = messages.as_array().expect("an array of messages");
+    messages.iter().map(|m| m["seq"].as_u64().expect("a seq")).collect()
+}
+
 /// The `ev` names among frames.
 pub fn events(frames: &[Value]) -> Vec<String> {
     frames.iter().filter_map(|f| f["ev"].as_str().map(str::to_owned)).collect()
