@@ -1,13 +1,23 @@
-//! HTTP routes: the WebSocket endpoint, health, the public room list and
-//! the web pages.
+//! The HTTP server, and its routes: the WebSocket endpoint, health, the
+//! public room list and the web pages.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
 
 use crate::{App, lp, metrics, web, ws};
 
@@ -50,4 +60,78 @@ async fn rooms(State(app): State<App>) -> axum::response::Response {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": error }))).into_response()
         }
     }
+}
+
+/// Accepts HTTP/1.1 connections and serves `router` on each until
+/// `shutdown`; then stops accepting, lets every connection finish the
+/// request it is in (idle keep-alive connections close at once), and
+/// returns when they have.
+///
+/// Each connection is served by hyper directly, so that an upgraded
+/// WebSocket gets the accepted `TcpStream` itself back (see `ws`) and
+/// owns both of its halves without a lock between them.
+pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            // The client gave up before it was accepted: nothing to do.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off instead of
+                // spinning on the same error.
+                tracing::error!("http accept failed: {e}");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        // Frames are small and each should leave at once: without
+        // TCP_NODELAY a frame written while the previous one awaits its
+        // (delayed) ACK is held back for up to 40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    router.clone().call(request)
+                });
+            let connection = hyper::server::conn::http1::Builder::new()
+                // Enables the timeout for reading a request's head (30 s).
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = served {
+                tracing::trace!(%peer, "http connection ended: {e}");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }

@@ -132,21 +132,7 @@ async fn run(
     drain: Duration,
 ) {
     let shutdown = app.shutdown.clone();
-    // Frames are small and each should leave at once: without TCP_NODELAY
-    // a frame written while the previous one awaits its (delayed) ACK is
-    // held back for up to 40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let serve = tokio::spawn(async move {
-        if let Err(e) = serve.await {
-            tracing::error!("http server failed: {e}");
-        }
-    });
+    let serve = tokio::spawn(http::serve(listener, router, shutdown.clone()));
     stop.cancelled().await;
     tracing::info!("shutting down");
     // Queue `closed` for every joined connection, then let the sockets

@@ -1,53 +1,98 @@
 //! The WebSocket transport at `GET /ws`.
 //!
-//! Each socket gets two halves: the reader feeds frames into the hub
-//! connection, and the writer drains the connection's outbox, writing
-//! every frame that is already queued before one flush, so a burst costs
-//! few syscalls.
+//! The handshake is answered here and the upgraded TCP socket is taken
+//! whole, split into its two halves without a lock between them:
+//!
+//! - the reader task parses the client's frames ([`frame`]) and feeds each
+//!   text message into the hub connection;
+//! - the writer task drains the connection's outbox. A broadcast's frame
+//!   is serialized once and shared; the writer adds only the frame header
+//!   of each (2 to 4 bytes), and writes every frame already queued in one
+//!   vectored `write` straight from the shared buffers, copying nothing.
+//!
+//! An idle connection holds no read or write buffer: the reader waits for
+//! the socket to become readable before it allocates one, and both tasks
+//! free what a burst grew.
+//!
+//! Control frames the reader must answer (a pong, the echo of a close, a
+//! close for a protocol error) go through the outbox too, so they never
+//! cut into a frame the writer has half written. They are queued already
+//! framed; the writer tells them from the JSON frames by their first byte
+//! (a JSON frame starts with `{`, a frame header with its `FIN` bit).
 
+mod frame;
+
+use std::future::Future;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::response::Response;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use confab_core::{CloseReason, Next, Outbox, OutboxReceiver};
 use confab_proto::{ErrorBody, ErrorCode};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::App;
 use crate::admission::Refusal;
+use frame::{MAX_HEAD, Violation};
 
-/// Close codes (RFC 6455).
+/// Close codes (RFC 6455, section 7.4.1).
 const GOING_AWAY: u16 = 1001;
+const PROTOCOL_ERROR: u16 = 1002;
+const INVALID_PAYLOAD: u16 = 1007;
+const POLICY_VIOLATION: u16 = 1008;
 const TOO_BIG: u16 = 1009;
 const TRY_AGAIN_LATER: u16 = 1013;
-const POLICY_VIOLATION: u16 = 1008;
 
-/// Read buffer of a socket (see `upgrade`), which is also the most read
-/// at once: a usual client frame (a post of a line or two) in one read; a
-/// larger frame takes more reads. Every idle connection holds one.
-const READ_BUFFER: usize = 256;
+/// The most read from the socket at once. The buffer is allocated when the
+/// socket is readable and freed once the bytes are handled, so an idle
+/// connection holds none.
+const READ_CHUNK: usize = 4096;
 
-/// Checks origin and admission before anything is allocated for the
-/// socket, then upgrades.
+/// Frames written in one vectored `write` at most (two slices each: the
+/// header and the shared payload).
+const BATCH: usize = 32;
+
+/// How long one write may wait for a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the closing frames may take to go out before the socket is
+/// dropped without them.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After the server sent its close frame, how long it reads on for the
+/// client's close and the end of its stream (so that the socket is not
+/// dropped with unread bytes, which would reset it and could lose the
+/// close frame on the way).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Answers the handshake, after checking it, the origin and admission,
+/// before anything is allocated for the socket.
 pub(crate) async fn upgrade(
-    ws: WebSocketUpgrade,
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    mut request: Request,
 ) -> Response {
-    if !app.edge.origin_allowed(&headers) {
+    let accept = match handshake(request.method(), request.headers()) {
+        Ok(accept) => accept,
+        Err(refused) => return refused.into_response(),
+    };
+    if !app.edge.origin_allowed(request.headers()) {
         return (StatusCode::FORBIDDEN, "this origin may not open a WebSocket here")
             .into_response();
     }
-    let ip = app.edge.client_ip(peer, &headers);
+    let Some(upgrading) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded")
+            .into_response();
+    };
+    let ip = app.edge.client_ip(peer, request.headers());
     let ticket = match app.edge.admit(ip) {
         Ok(ticket) => ticket,
         Err(refusal) => {
@@ -58,94 +103,309 @@ pub(crate) async fn upgrade(
             return (status, refusal.message()).into_response();
         }
     };
-    let limit = app.hub.config().limits.frame_bytes;
     // Held until the socket ends, so shutdown can wait for it.
     let tracked = app.sockets.token();
-    // tungstenite's default read buffer (128 KiB) is allocated per socket
-    // and zero-filled before every read: 150 KB of memory per idle
-    // connection and a 128 KiB memset per frame received. Frames are
-    // small; a larger one grows the buffer as needed.
-    ws.read_buffer_size(READ_BUFFER).max_message_size(limit).max_frame_size(limit).on_upgrade(
-        move |socket: WebSocket| {
-            // Split before the future is made, and box it: axum keeps the
-            // callback's future inside its own task, so an unboxed future
-            // would hold a dead copy of the socket for the connection's
-            // whole life.
-            let (sink, stream) = socket.split();
-            Box::pin(async move {
-                serve(sink, stream, app, Some(ip)).await;
-                drop(ticket);
-                drop(tracked);
+    tokio::spawn(async move {
+        let upgraded = match upgrading.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!("websocket upgrade failed: {e}");
+                return;
+            }
+        };
+        // The HTTP server hands over the accepted socket itself (see
+        // `http::serve`), with whatever the client sent after its request.
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("upgraded connection is not a TCP socket");
+            return;
+        };
+        let (read, write) = parts.io.into_inner().into_split();
+        serve(read, write, Vec::from(parts.read_buf), app, Some(ip)).await;
+        drop(ticket);
+        drop(tracked);
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// A handshake refused: the status and why.
+struct Refused(StatusCode, &'static str);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, self.1).into_response();
+        if self.0 == StatusCode::UPGRADE_REQUIRED {
+            // The version this server speaks (RFC 6455, section 4.4).
+            let version = HeaderValue::from_static("13");
+            response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, version);
+        }
+        response
+    }
+}
+
+/// Checks an opening handshake (RFC 6455, section 4.2.1); returns the
+/// `Sec-WebSocket-Accept` value for it, or the refusal.
+fn handshake(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refused> {
+    if method != Method::GET {
+        return Err(Refused(StatusCode::METHOD_NOT_ALLOWED, "a WebSocket opens with GET"));
+    }
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|value| {
+                value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token))
             })
-        },
-    )
+        })
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(Refused(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request"));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|version| version != "13") {
+        return Err(Refused(
+            StatusCode::UPGRADE_REQUIRED,
+            "only WebSocket version 13 is spoken here",
+        ));
+    }
+    // A key is 16 random bytes in base64: 24 characters.
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|key| key.len() == 24) else {
+        return Err(Refused(StatusCode::BAD_REQUEST, "missing or malformed Sec-WebSocket-Key"));
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Ok(HeaderValue::from_str(&accept).expect("base64 is a valid header value"))
+}
+
+/// What the client's bytes have been read into, and the message being
+/// assembled from fragments.
+struct Reader {
+    /// Bytes read and not yet handled; `start` is where they begin.
+    buf: Vec<u8>,
+    start: usize,
+    /// Fragments of the current message: its opcode and length so far,
+    /// and for a text message the fragments themselves.
+    fragmented: Option<(u8, usize)>,
+    message: Vec<u8>,
+    limit: usize,
+}
+
+/// One thing the reader found.
+enum Event {
+    /// A whole text message at this range of `Reader::buf`.
+    Text(std::ops::Range<usize>),
+    /// A whole text message assembled in `Reader::message`.
+    Assembled,
+    /// A whole binary message.
+    Binary,
+    Ping(std::ops::Range<usize>),
+    Pong,
+    /// A close frame, with the code to echo.
+    Close(Option<u16>),
+    /// A fragment was kept; the message is not complete.
+    Fragment,
+}
+
+impl Reader {
+    /// The next event in what has been read; `None` when more must be read.
+    fn next(&mut self) -> Result<Option<Event>, Violation> {
+        let so_far = self.fragmented.map_or(0, |(_, len)| len);
+        let Some(frame) = frame::parse(&mut self.buf[self.start..], so_far, self.limit)? else {
+            // Keep only the unfinished frame; an idle reader keeps nothing.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            if self.buf.is_empty() {
+                self.buf = Vec::new();
+            }
+            return Ok(None);
+        };
+        let payload = self.start + frame.payload.start..self.start + frame.payload.end;
+        self.start += frame.end();
+        let event = match (frame.opcode, self.fragmented) {
+            (frame::PING, _) => Event::Ping(payload),
+            (frame::PONG, _) => Event::Pong,
+            (frame::CLOSE, _) => Event::Close(frame::close_code(&self.buf[payload])?),
+            (frame::TEXT | frame::BINARY, Some(_)) => {
+                return Err(Violation::Protocol("a new message before the last one ended"));
+            }
+            (frame::CONTINUATION, None) => {
+                return Err(Violation::Protocol("a continuation frame outside a message"));
+            }
+            (frame::TEXT, None) if frame.fin => Event::Text(payload),
+            (frame::BINARY, None) if frame.fin => Event::Binary,
+            (opcode, None) => {
+                self.fragmented = Some((opcode, payload.len()));
+                if opcode == frame::TEXT {
+                    self.message.extend_from_slice(&self.buf[payload]);
+                }
+                Event::Fragment
+            }
+            (_, Some((opcode, len))) => {
+                self.fragmented = Some((opcode, len + payload.len()));
+                if opcode == frame::TEXT {
+                    self.message.extend_from_slice(&self.buf[payload]);
+                }
+                match (frame.fin, opcode) {
+                    (false, _) => Event::Fragment,
+                    (true, frame::TEXT) => {
+                        self.fragmented = None;
+                        Event::Assembled
+                    }
+                    (true, _) => {
+                        self.fragmented = None;
+                        Event::Binary
+                    }
+                }
+            }
+        };
+        Ok(Some(event))
+    }
+
+    /// Reads what the socket has, without waiting; `Ok(0)` at its end.
+    fn fill(&mut self, socket: &OwnedReadHalf) -> io::Result<usize> {
+        self.buf.reserve(READ_CHUNK);
+        socket.try_read_buf(&mut self.buf)
+    }
+}
+
+/// How the reader's loop ended.
+enum Ended {
+    /// The client closed, or the socket broke: nothing more to read.
+    ByClient,
+    /// The server closes: read on for the client's close after ours.
+    ByServer,
 }
 
 /// Runs one connection until either side closes it or the server stops.
-///
-/// Generic over the socket halves so it can be driven by anything that
-/// looks like a WebSocket.
-pub(crate) async fn serve<W, R, E>(sink: W, mut stream: R, app: App, peer: Option<IpAddr>)
-where
-    W: Sink<Message> + Unpin + Send + 'static,
-    R: Stream<Item = Result<Message, E>> + Unpin,
-    E: std::fmt::Display + Into<axum::Error>,
-{
+async fn serve(
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    already_read: Vec<u8>,
+    app: App,
+    peer: Option<IpAddr>,
+) {
     let (outbox, receiver) = Outbox::new(app.outbox);
     let mut conn = app.hub.connect_from(outbox.clone(), peer);
     metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "ws").increment(1.0);
-    let writer = tokio::spawn(write(sink, receiver, app.shutdown.clone()));
+    let writer = tokio::spawn(write_frames(write, receiver, app.shutdown.clone()));
+    let mut reader = Reader {
+        buf: already_read,
+        start: 0,
+        fragmented: None,
+        message: Vec::new(),
+        limit: app.hub.config().limits.frame_bytes,
+    };
     // A connection that never says hello is closed after a short while.
     // Boxed, and dropped once `hello` is done: an idle connection should
     // not carry a timer it no longer needs.
     let mut hello_deadline = Some(Box::pin(tokio::time::sleep(app.edge.hello_timeout)));
-    // Made once for the whole loop rather than per frame (see `write`).
+    // Made once for the whole loop rather than per frame.
     let shutting_down = app.shutdown.cancelled();
     tokio::pin!(shutting_down);
-    loop {
+    let ended = 'connection: loop {
+        // Everything already read, in order, before reading more.
+        loop {
+            let event = match reader.next() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(Violation::TooBig) => {
+                    outbox.close(CloseReason::FrameTooLarge);
+                    break 'connection Ended::ByServer;
+                }
+                Err(Violation::Protocol(why)) => {
+                    outbox.push(Bytes::from(frame::close(PROTOCOL_ERROR, why)));
+                    break 'connection Ended::ByServer;
+                }
+            };
+            let assembled = matches!(event, Event::Assembled);
+            let text = match event {
+                Event::Text(range) => &reader.buf[range],
+                Event::Assembled => &reader.message[..],
+                Event::Binary => {
+                    conn.reject(ErrorBody::new(
+                        ErrorCode::BadRequest,
+                        "binary frames are not supported; send JSON text frames",
+                    ));
+                    continue;
+                }
+                Event::Ping(range) => {
+                    outbox.push(Bytes::from(frame::control(frame::PONG, &reader.buf[range])));
+                    continue;
+                }
+                Event::Pong | Event::Fragment => continue,
+                Event::Close(code) => {
+                    let echo = code.map(u16::to_be_bytes);
+                    let echo = echo.as_ref().map_or(&[][..], |code| &code[..]);
+                    outbox.push(Bytes::from(frame::control(frame::CLOSE, echo)));
+                    break 'connection Ended::ByClient;
+                }
+            };
+            if std::str::from_utf8(text).is_err() {
+                let close = frame::close(INVALID_PAYLOAD, "text frames must be UTF-8");
+                outbox.push(Bytes::from(close));
+                break 'connection Ended::ByServer;
+            }
+            // Boxed: an op's state lives only while it runs, instead of
+            // enlarging every idle connection's task by its size.
+            Box::pin(conn.handle_frame(text)).await;
+            if assembled {
+                reader.message = Vec::new();
+            }
+        }
         if hello_deadline.is_some() && conn.user().is_some() {
             hello_deadline = None;
         }
         tokio::select! {
             () = until(&mut hello_deadline) => {
                 outbox.close(CloseReason::HelloTimeout);
-                break;
+                break Ended::ByServer;
             }
-            frame = stream.next() => match frame {
-                // Boxed: an op's state lives only while it runs, instead of
-                // enlarging every idle connection's task by its size.
-                Some(Ok(Message::Text(text))) => {
-                    Box::pin(conn.handle_frame(text.as_bytes())).await;
+            ready = read.readable() => {
+                if ready.is_err() {
+                    break Ended::ByClient;
                 }
-                Some(Ok(Message::Binary(_))) => conn.reject(ErrorBody::new(
-                    ErrorCode::BadRequest,
-                    "binary frames are not supported; send JSON text frames",
-                )),
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Err(e)) => {
-                    let e: axum::Error = e.into();
-                    tracing::debug!("websocket read failed: {e}");
-                    if is_too_big(e) {
-                        outbox.close(CloseReason::FrameTooLarge);
+                match reader.fill(&read) {
+                    Ok(0) => break Ended::ByClient,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        tracing::debug!("websocket read failed: {e}");
+                        break Ended::ByClient;
                     }
-                    break;
                 }
-            },
+            }
             () = &mut shutting_down => {
                 outbox.close(CloseReason::Shutdown);
-                break;
+                break Ended::ByServer;
             }
-            () = outbox.closing() => break,
+            () = outbox.closing() => break Ended::ByServer,
         }
-    }
+    };
     // A disconnect: the hub starts the reconnect grace for joined rooms and
     // drops the connection's outbox handles; with ours gone too, the writer
     // sees the end of the queue and finishes.
     drop(conn);
     drop(outbox);
     let _ = writer.await;
+    if let Ended::ByServer = ended {
+        let _ = Box::pin(timeout(LINGER, read_to_end(&read))).await;
+    }
     metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "ws").decrement(1.0);
+}
+
+/// Reads and drops what the client still sends, until its end.
+async fn read_to_end(read: &OwnedReadHalf) {
+    let mut scratch = Vec::new();
+    while read.readable().await.is_ok() {
+        scratch.clear();
+        scratch.reserve(READ_CHUNK);
+        match read.try_read_buf(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Resolves when `deadline` passes; never, without one.
@@ -156,65 +416,188 @@ async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-fn is_too_big(error: axum::Error) -> bool {
-    let inner = error.into_inner();
-    matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
+/// The writing half of a socket: the writer needs only these two.
+pub(crate) trait Socket: Send + Sync + 'static {
+    /// Writes what it can at once, without waiting.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Resolves when the socket may take more.
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// How long one write may wait for a client that does not read.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the closing frames may take to go out before the socket is
-/// dropped without them.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+impl Socket for OwnedWriteHalf {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        OwnedWriteHalf::try_write_vectored(self, bufs)
+    }
+
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        OwnedWriteHalf::writable(self)
+    }
+}
+
+/// Bytes the socket did not take at once, and how far they have gone out.
+struct Unsent {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+/// What one attempt to write the queued frames did.
+enum Written {
+    /// Everything queued went out.
+    All,
+    /// A close frame went out: nothing more may follow it.
+    Closed,
+    /// The socket took part; the rest waits for it. `closing`: the rest
+    /// ends with a close frame.
+    Partly(Unsent, bool),
+}
+
+/// A frame queued already framed (a control frame), rather than JSON.
+fn is_framed(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|first| first & 0x80 != 0)
+}
+
+/// Writes `first` and whatever else is queued, as many frames per
+/// vectored write as fit, without waiting: each frame is its header and
+/// its shared payload.
+fn write_now<S: Socket>(
+    socket: &S,
+    first: Bytes,
+    outbox: &mut OutboxReceiver,
+) -> io::Result<Written> {
+    let mut next = Some(first);
+    loop {
+        let mut frames: [Bytes; BATCH] = Default::default();
+        let mut count = 0;
+        let mut closing = false;
+        while count < BATCH && !closing {
+            let Some(frame) = next.take().or_else(|| outbox.try_recv()) else { break };
+            closing = frame.first() == Some(&(0x80 | frame::CLOSE));
+            frames[count] = frame;
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(Written::All);
+        }
+        let mut heads = [[0u8; MAX_HEAD]; BATCH];
+        let mut slices = [IoSlice::new(&[]); 2 * BATCH];
+        let mut used = 0;
+        let mut total = 0;
+        for (frame, head) in frames[..count].iter().zip(heads.iter_mut()) {
+            if !is_framed(frame) {
+                let len = frame::head(head, frame::TEXT, frame.len());
+                let head: &[u8; MAX_HEAD] = head;
+                slices[used] = IoSlice::new(&head[..len]);
+                used += 1;
+                total += len;
+            }
+            slices[used] = IoSlice::new(frame);
+            used += 1;
+            total += frame.len();
+        }
+        let written = match socket.try_write_vectored(&slices[..used]) {
+            Ok(written) => written,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if written == total {
+            if closing {
+                return Ok(Written::Closed);
+            }
+            continue;
+        }
+        let mut rest = Vec::with_capacity(total - written);
+        let mut skip = written;
+        for slice in &slices[..used] {
+            if skip >= slice.len() {
+                skip -= slice.len();
+            } else {
+                rest.extend_from_slice(&slice[skip..]);
+                skip = 0;
+            }
+        }
+        return Ok(Written::Partly(Unsent { bytes: rest, at: 0 }, closing));
+    }
+}
+
+/// Writes `unsent` to the end, waiting for the socket as it must. Progress
+/// is kept in `unsent`, so a caller that stops waiting can finish later.
+async fn send<S: Socket>(socket: &S, unsent: &mut Unsent) -> io::Result<()> {
+    while unsent.at < unsent.bytes.len() {
+        socket.writable().await?;
+        match socket.try_write_vectored(&[IoSlice::new(&unsent.bytes[unsent.at..])]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => unsent.at += written,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 /// Drains the outbox into the socket until the connection ends.
 ///
-/// A write races the close signal: a client that reads nothing stalls the
-/// write, and an overflow or a shutdown must still close it at once rather
-/// than when [`WRITE_TIMEOUT`] runs out.
-async fn write<W>(mut sink: W, mut outbox: OutboxReceiver, shutdown: CancellationToken)
-where
-    W: Sink<Message> + Unpin,
-{
+/// A write that the socket does not take at once races the close signal:
+/// a client that reads nothing stalls it, and an overflow or a shutdown
+/// must still close the connection at once rather than when
+/// [`WRITE_TIMEOUT`] runs out. Dropping the socket at the end sends the
+/// client the end of the stream.
+async fn write_frames<S: Socket>(
+    socket: S,
+    mut outbox: OutboxReceiver,
+    shutdown: CancellationToken,
+) {
     let signal = outbox.signal();
-    let reason = loop {
-        // One atomic load tells a close; polling cancellation futures on
-        // every wake-up took a lock each (a shutdown reaches the writer as
-        // a close of the outbox, from `serve`).
+    let (reason, mut unfinished) = loop {
+        // One atomic load tells a close (a shutdown reaches the writer as a
+        // close of the outbox, from `serve`).
         let frame = match outbox.next().await {
             Next::Frame(frame) => frame,
-            Next::Closed(reason) => break reason,
-            Next::End => {
-                // Every sender is gone: the client left. Finish the close
-                // handshake, if it started one.
-                let _ = Box::pin(timeout(CLOSE_TIMEOUT, sink.close())).await;
-                return;
-            }
+            Next::Closed(reason) => break (reason, None),
+            // Every sender is gone: the client left, or the reader queued
+            // the last frame.
+            Next::End => return,
         };
-        // The write first: one that completes at once (the usual case)
-        // never polls the close futures; a stalled one is cut short by them.
+        let (mut rest, closing) = match write_now(&socket, frame, &mut outbox) {
+            Ok(Written::All) => continue,
+            Ok(Written::Closed) | Err(_) => return,
+            Ok(Written::Partly(rest, closing)) => (rest, closing),
+        };
+        // Boxed: the stalled write's state lives only while it waits,
+        // instead of enlarging every idle connection's writer task.
         let written = tokio::select! {
             biased;
-            // Boxed: the write's state lives only while it runs, instead of
-            // enlarging every idle connection's writer task by its size.
-            written = Box::pin(timeout(WRITE_TIMEOUT, write_queued(&mut sink, frame, &mut outbox))) => written,
-            reason = signal.closed() => break reason,
-            () = shutdown.cancelled() => break CloseReason::Shutdown,
+            written = Box::pin(timeout(WRITE_TIMEOUT, send(&socket, &mut rest))) => written,
+            reason = signal.closed() => break (reason, Some(rest)),
+            () = shutdown.cancelled() => break (CloseReason::Shutdown, Some(rest)),
         };
         match written {
-            Ok(Ok(())) => {}
-            Ok(Err(())) => return,
+            Ok(Ok(())) if !closing => {}
+            Ok(Ok(())) | Ok(Err(_)) => return,
             Err(_) => {
                 tracing::debug!("websocket write stalled for {WRITE_TIMEOUT:?}; closing");
                 return;
             }
         }
     };
-    // Boxed like the write: the closing state is needed once, at the end.
+    // Boxed like the stalled write: the closing state is needed once.
     let _ = Box::pin(timeout(CLOSE_TIMEOUT, async {
-        if reason.flush_first() {
-            while let Some(frame) = outbox.try_recv() {
-                sink.feed(text(frame)).await.map_err(drop)?;
+        // A frame half written is finished first, or the close frame would
+        // land inside it.
+        if let Some(rest) = unfinished.as_mut() {
+            send(&socket, rest).await?;
+        }
+        if reason.flush_first()
+            && let Some(frame) = outbox.try_recv()
+        {
+            match write_now(&socket, frame, &mut outbox)? {
+                Written::All => {}
+                Written::Closed => return Ok(()),
+                Written::Partly(mut rest, closing) => {
+                    send(&socket, &mut rest).await?;
+                    if closing {
+                        return Ok(());
+                    }
+                }
             }
         }
         let code = match reason {
@@ -223,59 +606,55 @@ where
             CloseReason::FrameTooLarge => TOO_BIG,
             CloseReason::HelloTimeout => POLICY_VIOLATION,
         };
-        let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason.as_str()) };
-        sink.send(Message::Close(Some(close))).await.map_err(drop)?;
-        sink.close().await.map_err(drop)
+        let close = frame::close(code, reason.as_str());
+        send(&socket, &mut Unsent { bytes: close, at: 0 }).await
     }))
     .await;
 }
 
-/// Writes `first` and whatever else is queued already, then flushes once:
-/// a burst of frames costs one write, not one each.
-async fn write_queued<W>(sink: &mut W, first: Bytes, outbox: &mut OutboxReceiver) -> Result<(), ()>
-where
-    W: Sink<Message> + Unpin,
-{
-    sink.feed(text(first)).await.map_err(drop)?;
-    while let Some(frame) = outbox.try_recv() {
-        sink.feed(text(frame)).await.map_err(drop)?;
-    }
-    sink.flush().await.map_err(drop)
-}
-
-fn text(frame: Bytes) -> Message {
-    // Frames come from serde_json, so they are always UTF-8.
-    Message::Text(Utf8Bytes::try_from(frame).expect("frames are UTF-8 JSON"))
-}
-
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use std::sync::Mutex;
 
     use super::*;
 
-    /// A socket whose peer reads nothing: it takes no frame, ever.
+    /// A socket whose peer reads nothing: it takes no byte, ever.
     struct Stalled;
 
-    impl Sink<Message> for Stalled {
-        type Error = axum::Error;
-
-        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Pending
+    impl Socket for Stalled {
+        fn try_write_vectored(&self, _: &[IoSlice<'_>]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
         }
 
-        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
-            unreachable!("never ready")
+        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+            std::future::pending()
+        }
+    }
+
+    /// A socket that takes at most `per_write` bytes a write, and keeps
+    /// each write apart.
+    struct Recorder {
+        writes: std::sync::Arc<Mutex<Vec<Vec<u8>>>>,
+        per_write: usize,
+    }
+
+    impl Socket for Recorder {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut write: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            write.truncate(self.per_write);
+            let len = write.len();
+            self.writes.lock().unwrap().push(write);
+            Ok(len)
         }
 
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Pending
+        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+            std::future::ready(Ok(()))
         }
+    }
 
-        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Pending
-        }
+    fn recorder(per_write: usize) -> (Recorder, std::sync::Arc<Mutex<Vec<Vec<u8>>>>) {
+        let writes = std::sync::Arc::default();
+        (Recorder { writes: std::sync::Arc::clone(&writes), per_write }, writes)
     }
 
     /// Regression: the writer awaited a stalled write without watching the
@@ -284,7 +663,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_overflow_during_a_stalled_write_ends_the_writer() {
         let (outbox, receiver) = Outbox::new(1);
-        let writer = tokio::spawn(write(Stalled, receiver, CancellationToken::new()));
+        let writer = tokio::spawn(write_frames(Stalled, receiver, CancellationToken::new()));
         assert!(outbox.push(Bytes::from_static(b"{}")));
         tokio::task::yield_now().await;
         // The writer is stuck on the first frame; the next ones overflow.
@@ -299,11 +678,50 @@ mod tests {
     async fn a_shutdown_during_a_stalled_write_ends_the_writer() {
         let (outbox, receiver) = Outbox::new(4);
         let shutdown = CancellationToken::new();
-        let writer = tokio::spawn(write(Stalled, receiver, shutdown.clone()));
+        let writer = tokio::spawn(write_frames(Stalled, receiver, shutdown.clone()));
         assert!(outbox.push(Bytes::from_static(b"{}")));
         tokio::task::yield_now().await;
         shutdown.cancel();
         let ended = tokio::time::timeout(CLOSE_TIMEOUT + Duration::from_secs(1), writer).await;
         assert!(ended.is_ok(), "the writer still waits for the stalled write");
+    }
+
+    #[tokio::test]
+    async fn queued_frames_go_out_framed_in_one_write() {
+        let (socket, writes) = recorder(usize::MAX);
+        let (outbox, mut receiver) = Outbox::new(64);
+        let long = Bytes::from(format!("{{\"pad\":\"{}\"}}", "x".repeat(300)));
+        for frame in [Bytes::from_static(b"{\"a\":1}"), long.clone(), Bytes::from_static(b"{}")] {
+            assert!(outbox.push(frame));
+        }
+        let first = receiver.try_recv().unwrap();
+        assert!(matches!(write_now(&socket, first, &mut receiver), Ok(Written::All)));
+        let writes = writes.lock().unwrap();
+        assert_eq!(writes.len(), 1, "one write for the three frames");
+        let mut expected = vec![0x81, 7];
+        expected.extend_from_slice(b"{\"a\":1}");
+        expected.extend_from_slice(&[0x81, 126]);
+        expected.extend_from_slice(&(long.len() as u16).to_be_bytes());
+        expected.extend_from_slice(&long);
+        expected.extend_from_slice(&[0x81, 2, b'{', b'}']);
+        assert_eq!(writes[0], expected);
+    }
+
+    #[tokio::test]
+    async fn a_write_the_socket_takes_in_part_is_finished_in_order_and_nothing_follows_a_close() {
+        let (socket, writes) = recorder(5);
+        let (outbox, receiver) = Outbox::new(64);
+        assert!(outbox.push(Bytes::from_static(b"{\"n\":1}")));
+        assert!(outbox.push(Bytes::from(frame::close(1000, "bye"))));
+        // Queued after the close: never written.
+        assert!(outbox.push(Bytes::from_static(b"{\"n\":2}")));
+        let writer = tokio::spawn(write_frames(socket, receiver, CancellationToken::new()));
+        writer.await.unwrap();
+        let written: Vec<u8> = writes.lock().unwrap().concat();
+        let mut expected = vec![0x81, 7];
+        expected.extend_from_slice(b"{\"n\":1}");
+        expected.extend_from_slice(&frame::close(1000, "bye"));
+        assert_eq!(written, expected);
+        drop(outbox);
     }
 }
