@@ -63,7 +63,7 @@ struct Closer {
 /// The lock is a `parking_lot::Mutex` held only for a push or a pop, never
 /// across an `.await`.
 struct Queue {
-    frames: Mutex<VecDeque<Bytes>>,
+    frames: Mutex<Frames>,
     capacity: usize,
     /// Wakes the writer when a frame is queued, the connection is closed
     /// or the last sender is gone. The writer registers before it looks at
@@ -73,6 +73,42 @@ struct Queue {
     /// Live `Outbox` handles; at zero the writer sees the end.
     senders: AtomicUsize,
     receiver_gone: AtomicBool,
+}
+
+/// Queued frames, oldest first. The first is kept inline: a connection
+/// that gets one frame at a time (the usual case: a delivery every so
+/// often) queues it without allocating, and an idle one holds no memory
+/// beyond this struct.
+#[derive(Default)]
+struct Frames {
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Frames {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    /// Frees the queue's memory once it is empty, so that an idle
+    /// connection holds none (a burst grows it again).
+    fn release(&mut self) {
+        if self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+    }
 }
 
 /// The sending half: cheap to clone, held by every room the connection joined.
@@ -105,7 +141,7 @@ impl Drop for Outbox {
 impl Drop for OutboxReceiver {
     fn drop(&mut self) {
         self.queue.receiver_gone.store(true, Ordering::Release);
-        self.queue.frames.lock().clear();
+        *self.queue.frames.lock() = Frames::default();
     }
 }
 
@@ -113,7 +149,7 @@ impl Outbox {
     /// A new outbox holding at most `capacity` frames.
     pub fn new(capacity: usize) -> (Outbox, OutboxReceiver) {
         let queue = Arc::new(Queue {
-            frames: Mutex::new(VecDeque::new()),
+            frames: Mutex::new(Frames::default()),
             capacity: capacity.max(1),
             waker: AtomicWaker::new(),
             senders: AtomicUsize::new(1),
@@ -136,7 +172,7 @@ impl Outbox {
             self.close(CloseReason::Overflow);
             return false;
         }
-        frames.push_back(frame);
+        frames.push(frame);
         drop(frames);
         self.queue.waker.wake();
         true
@@ -209,14 +245,10 @@ impl OutboxReceiver {
         }
         {
             let mut frames = self.queue.frames.lock();
-            if let Some(frame) = frames.pop_front() {
+            if let Some(frame) = frames.pop() {
                 return Poll::Ready(Next::Frame(frame));
             }
-            // Going idle: give the queue's memory back, so an idle
-            // connection holds none (a burst grows it again).
-            if frames.capacity() > 0 {
-                *frames = VecDeque::new();
-            }
+            frames.release();
         }
         if self.queue.senders.load(Ordering::Acquire) == 0 {
             // The last push happened before the last sender went.
@@ -230,7 +262,7 @@ impl OutboxReceiver {
 
     /// A frame already queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Bytes> {
-        self.queue.frames.lock().pop_front()
+        self.queue.frames.lock().pop()
     }
 
     /// A handle that tells when the connection must close, usable while
@@ -331,6 +363,29 @@ mod tests {
         let (outbox, mut rx) = Outbox::new(4);
         drop(outbox);
         assert_eq!(rx.next().await, Next::End);
+    }
+
+    #[test]
+    fn frames_come_out_in_the_order_they_went_in_however_they_interleave() {
+        let (outbox, mut rx) = Outbox::new(16);
+        let mut sent = 0u32;
+        let mut got = Vec::new();
+        // Pushes and pops interleaved in every pattern of up to 3 each,
+        // so the inline first slot is taken and refilled while more wait.
+        for (pushes, pops) in [(1, 1), (3, 1), (1, 2), (2, 3), (3, 3), (1, 0), (0, 2)] {
+            for _ in 0..pushes {
+                sent += 1;
+                assert!(outbox.push(Bytes::from(sent.to_string())));
+            }
+            for _ in 0..pops {
+                got.extend(rx.try_recv());
+            }
+        }
+        while let Some(frame) = rx.try_recv() {
+            got.push(frame);
+        }
+        let expected: Vec<Bytes> = (1..=sent).map(|n| Bytes::from(n.to_string())).collect();
+        assert_eq!(got, expected);
     }
 
     #[test]

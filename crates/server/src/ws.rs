@@ -61,6 +61,10 @@ const READ_CHUNK: usize = 4096;
 /// Frames written in one vectored `write` at most (two slices each: the
 /// header and the shared payload).
 const BATCH: usize = 32;
+/// Up to this many bytes, a batch is copied into one buffer on the stack
+/// and written with a plain `write`: for a frame or two that is cheaper
+/// than the kernel's walk over a list of slices.
+const SMALL_WRITE: usize = 2048;
 
 /// How long one write may wait for a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -419,12 +423,18 @@ async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
 /// The writing half of a socket: the writer needs only these two.
 pub(crate) trait Socket: Send + Sync + 'static {
     /// Writes what it can at once, without waiting.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// The same from several buffers.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Resolves when the socket may take more.
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
 impl Socket for OwnedWriteHalf {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        OwnedWriteHalf::try_write(self, buf)
+    }
+
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         OwnedWriteHalf::try_write_vectored(self, bufs)
     }
@@ -494,7 +504,18 @@ fn write_now<S: Socket>(
             used += 1;
             total += frame.len();
         }
-        let written = match socket.try_write_vectored(&slices[..used]) {
+        let attempt = if total <= SMALL_WRITE {
+            let mut flat = [0u8; SMALL_WRITE];
+            let mut at = 0;
+            for slice in &slices[..used] {
+                flat[at..at + slice.len()].copy_from_slice(slice);
+                at += slice.len();
+            }
+            socket.try_write(&flat[..total])
+        } else {
+            socket.try_write_vectored(&slices[..used])
+        };
+        let written = match attempt {
             Ok(written) => written,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
@@ -524,7 +545,7 @@ fn write_now<S: Socket>(
 async fn send<S: Socket>(socket: &S, unsent: &mut Unsent) -> io::Result<()> {
     while unsent.at < unsent.bytes.len() {
         socket.writable().await?;
-        match socket.try_write_vectored(&[IoSlice::new(&unsent.bytes[unsent.at..])]) {
+        match socket.try_write(&unsent.bytes[unsent.at..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => unsent.at += written,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -622,6 +643,10 @@ mod tests {
     struct Stalled;
 
     impl Socket for Stalled {
+        fn try_write(&self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+
         fn try_write_vectored(&self, _: &[IoSlice<'_>]) -> io::Result<usize> {
             Err(io::ErrorKind::WouldBlock.into())
         }
@@ -639,6 +664,10 @@ mod tests {
     }
 
     impl Socket for Recorder {
+        fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+            self.try_write_vectored(&[IoSlice::new(buf)])
+        }
+
         fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
             let mut write: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
             write.truncate(self.per_write);
@@ -705,6 +734,28 @@ mod tests {
         expected.extend_from_slice(&long);
         expected.extend_from_slice(&[0x81, 2, b'{', b'}']);
         assert_eq!(writes[0], expected);
+    }
+
+    #[tokio::test]
+    async fn a_large_burst_goes_out_in_vectored_writes_of_a_batch_each() {
+        let (socket, writes) = recorder(usize::MAX);
+        let (outbox, mut receiver) = Outbox::new(64);
+        let frames: Vec<Bytes> = (0..40)
+            .map(|n| Bytes::from(format!("{{\"n\":{n:03},\"pad\":\"{}\"}}", "x".repeat(90))))
+            .collect();
+        for frame in &frames {
+            assert!(outbox.push(frame.clone()));
+        }
+        let first = receiver.try_recv().unwrap();
+        assert!(matches!(write_now(&socket, first, &mut receiver), Ok(Written::All)));
+        let writes = writes.lock().unwrap();
+        let sizes: Vec<usize> = writes.iter().map(Vec::len).collect();
+        // A batch of 32 frames (2 bytes of header each), then the other 8.
+        let framed = 2 + frames[0].len();
+        assert_eq!(sizes, [BATCH * framed, 8 * framed]);
+        let expected: Vec<u8> =
+            frames.iter().flat_map(|f| [&[0x81, f.len() as u8][..], &f[..]].concat()).collect();
+        assert_eq!(writes.concat(), expected);
     }
 
     #[tokio::test]
