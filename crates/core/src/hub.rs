@@ -550,8 +550,18 @@ impl Hub {
             }
         };
         let digest = ids::token_digest(&user.session);
-        if store_up && let Err(e) = self.store().save_session(&digest, &user.public()).await {
-            tracing::warn!("cannot store a session: {e}");
+        if store_up {
+            // With the posts' batches: one transaction for many sessions.
+            // With the queue full, on its own.
+            match self.shared.persister.save_session(digest.clone(), user.public()).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!("cannot store a session: the write failed"),
+                Err(_) => {
+                    if let Err(e) = self.store().save_session(&digest, &user.public()).await {
+                        tracing::warn!("cannot store a session: {e}");
+                    }
+                }
+            }
         }
         Ok(user)
     }

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use confab_proto::{ErrorBody, ErrorCode, Message};
+use confab_proto::{ErrorBody, ErrorCode, Message, User};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Outbox;
 use crate::room::Room;
@@ -34,6 +34,8 @@ pub(crate) type Waiters = Arc<Mutex<Vec<(Outbox, Option<i64>)>>>;
 pub(crate) enum Job {
     Post(PendingPost),
     Visibility(Write),
+    /// A session write, and who waits to hear whether it is durable.
+    Session(Write, oneshot::Sender<bool>),
 }
 
 pub(crate) struct PendingPost {
@@ -66,6 +68,20 @@ impl Persister {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// Writes a session with the next batch, and resolves once it is
+    /// durable: `Ok(false)` if the batch failed. A burst of new sessions
+    /// (thousands of clients connecting at once) shares transactions
+    /// instead of queueing for the database one at a time.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` if the queue is full.
+    pub async fn save_session(&self, token: String, user: User) -> Result<bool, ErrorBody> {
+        let (done, written) = oneshot::channel();
+        self.try_queue(Job::Session(Write::Session { token, user }, done))?;
+        Ok(written.await.unwrap_or(false))
+    }
+
     /// Queues a job without waiting. Overflow policy: refuse (the caller
     /// answers `unavailable`).
     pub fn try_queue(&self, job: Job) -> Result<(), ErrorBody> {
@@ -82,6 +98,7 @@ async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy:
     while rx.recv_many(&mut jobs, BATCH_MAX).await > 0 {
         let mut posts = Vec::with_capacity(jobs.len());
         let mut writes = Vec::with_capacity(jobs.len());
+        let mut sessions = Vec::new();
         for job in jobs.drain(..) {
             match job {
                 Job::Post(post) if post.room.epoch() != post.epoch => {
@@ -92,6 +109,10 @@ async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy:
                     posts.push(post);
                 }
                 Job::Visibility(write) => writes.push(write),
+                Job::Session(write, done) => {
+                    writes.push(write);
+                    sessions.push(done);
+                }
             }
         }
         if writes.is_empty() {
@@ -101,6 +122,9 @@ async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy:
         let written = store.write(&writes).await;
         metrics::histogram!("confab_store_write_seconds").record(started.elapsed());
         metrics::histogram!("confab_store_batch_size").record(writes.len() as f64);
+        for done in sessions {
+            let _ = done.send(written.is_ok());
+        }
         match written {
             Ok(()) => {
                 healthy.store(true, Ordering::Relaxed);

@@ -54,6 +54,9 @@ pub enum Write {
     Message(std::sync::Arc<Message>),
     /// A user's visible range in a room, inserted or replaced.
     Visibility { room: String, user_id: String, visibility: StoredVisibility },
+    /// A session by the digest of its token: inserted, or its name
+    /// updated (as [`Store::save_session`]).
+    Session { token: String, user: User },
 }
 
 /// Storage for sessions, persistent rooms and their messages.
@@ -189,6 +192,9 @@ impl Store for MemoryStore {
                 }
                 Write::Visibility { room, user_id, visibility } => {
                     inner.visibility.insert((room.clone(), user_id.clone()), *visibility);
+                }
+                Write::Session { token, user } => {
+                    inner.sessions.insert(token.clone(), user.clone());
                 }
             }
         }

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod config;
 mod http;
 mod lp;
+mod mem;
 mod metrics;
 pub mod store;
 mod tcp;
@@ -88,6 +89,7 @@ impl Server {
         };
         let stop = CancellationToken::new();
         tokio::spawn(tcp::listen(tcp_listener, app.clone()));
+        tokio::spawn(mem::trim_after_bursts(stop.clone()));
         let router = http::router(app.clone());
         let task = tokio::spawn(run(listener, router, app, stop.clone(), config.drain));
         Ok(Server { http, tcp, hub, stop, task })

@@ -19,6 +19,10 @@ const MESSAGE_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts,
 /// engines' parameter limits).
 const INSERT_CHUNK: usize = 256;
 
+/// Records a session, or updates its name.
+const SAVE_SESSION: &str = "INSERT INTO sessions (token, user_id, name) VALUES ($1, $2, $3) \
+     ON CONFLICT (token) DO UPDATE SET name = excluded.name";
+
 /// `INSERT INTO messages … VALUES (…), (…), …` for `rows` rows.
 ///
 /// PostgreSQL needs numbered parameters (`$1`, `$2`, …). SQLite gets
@@ -225,16 +229,13 @@ impl Store for SqlStore {
 
     fn save_session<'a>(&'a self, token: &'a str, user: &'a User) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO sessions (token, user_id, name) VALUES ($1, $2, $3) \
-                 ON CONFLICT (token) DO UPDATE SET name = excluded.name",
-            )
-            .bind(token)
-            .bind(&user.id)
-            .bind(&user.name)
-            .execute(&self.pool)
-            .await
-            .map_err(error)?;
+            sqlx::query(SAVE_SESSION)
+                .bind(token)
+                .bind(&user.id)
+                .bind(&user.name)
+                .execute(&self.pool)
+                .await
+                .map_err(error)?;
             Ok(())
         })
     }
@@ -299,7 +300,7 @@ impl Store for SqlStore {
                 .iter()
                 .filter_map(|w| match w {
                     Write::Message(m) => Some(&**m),
-                    Write::Visibility { .. } => None,
+                    Write::Visibility { .. } | Write::Session { .. } => None,
                 })
                 .collect();
             for m in &new_messages {
@@ -310,19 +311,31 @@ impl Store for SqlStore {
             }
             insert_all(&mut tx, &new_messages, self.sqlite).await?;
             for write in batch {
-                if let Write::Visibility { room, user_id, visibility } = write {
-                    sqlx::query(
-                        "INSERT INTO visibility (room, user_id, from_seq, left_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (room, user_id) DO UPDATE \
-                         SET from_seq = excluded.from_seq, left_at = excluded.left_at",
-                    )
-                    .bind(room)
-                    .bind(user_id)
-                    .bind(int(visibility.from))
-                    .bind(visibility.left_at.map(int))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(error)?;
+                match write {
+                    Write::Visibility { room, user_id, visibility } => {
+                        sqlx::query(
+                            "INSERT INTO visibility (room, user_id, from_seq, left_at) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (room, user_id) DO UPDATE \
+                             SET from_seq = excluded.from_seq, left_at = excluded.left_at",
+                        )
+                        .bind(room)
+                        .bind(user_id)
+                        .bind(int(visibility.from))
+                        .bind(visibility.left_at.map(int))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(error)?;
+                    }
+                    Write::Session { token, user } => {
+                        sqlx::query(SAVE_SESSION)
+                            .bind(token)
+                            .bind(&user.id)
+                            .bind(&user.name)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(error)?;
+                    }
+                    Write::Message(_) => {}
                 }
             }
             for (room, seq) in last_seqs {

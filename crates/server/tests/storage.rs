@@ -329,3 +329,37 @@ async fn the_server_runs_on_postgres_with_the_same_behaviour() {
     assert_eq!(seqs(&joined["messages"]), [2, 3]);
     assert!(!dir.path().join("confab.db").exists(), "no SQLite file when PostgreSQL is used");
 }
+
+#[tokio::test]
+async fn a_burst_of_new_sessions_is_stored_whole() {
+    // A thousand clients say hello at once (a restart, say). Their
+    // sessions are written in shared transactions; each must be durable by
+    // its `hello` reply and name the same user after a restart.
+    const CLIENTS: usize = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Config::ephemeral(dir.path())).await.unwrap();
+    let url = format!("ws://{}/ws", server.http_addr());
+    let hellos = (0..CLIENTS).map(|i| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let (client, hello) = WsClient::hello(&url, &format!("u{i}")).await.unwrap();
+            (client, hello["session"].as_str().unwrap().to_owned(), hello["user"]["id"].clone())
+        })
+    });
+    let mut sessions = Vec::new();
+    for hello in hellos.collect::<Vec<_>>() {
+        sessions.push(hello.await.unwrap());
+    }
+    server.stop().await;
+    let server = Server::start(Config::ephemeral(dir.path())).await.unwrap();
+    let url = format!("ws://{}/ws", server.http_addr());
+    for (i, (_, session, id)) in sessions.iter().enumerate() {
+        let mut client = WsClient::connect(&url).await.unwrap();
+        let hello = client
+            .ok(json!({"op": "hello", "name": format!("u{i}"), "session": session}))
+            .await
+            .unwrap();
+        assert_eq!(&hello["user"]["id"], id, "session {i} of {CLIENTS} names its user");
+        assert_eq!(hello["session"], session.as_str());
+    }
+}
