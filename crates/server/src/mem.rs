@@ -37,7 +37,7 @@ pub(crate) async fn trim_after_bursts(stop: CancellationToken) {
         let trimmed = tokio::task::spawn_blocking(trim_if_worth_it).await;
         if let Ok(Some((free, took))) = trimmed {
             tracing::debug!(free_bytes = free, ?took, "returned free heap memory to the system");
-            metrics::counter!("confab_heap_trims_total").increment(1);
+            metrics::counter!(crate::metrics::HEAP_TRIMS).increment(1);
         }
     }
 }

@@ -43,6 +43,8 @@ pub(crate) const STORE_WRITE: &str = "confab_store_write_seconds";
 pub(crate) const STORE_BATCH: &str = "confab_store_batch_size";
 /// Time one message took to be queued into every recipient's outbox.
 pub(crate) const FANOUT: &str = "confab_fanout_seconds";
+/// Times free heap memory was given back to the system after a burst.
+pub(crate) const HEAP_TRIMS: &str = "confab_heap_trims_total";
 
 /// How often histogram samples are folded into their buckets when nobody
 /// scrapes, so that memory stays bounded.
@@ -103,7 +105,8 @@ fn describe() {
     describe_histogram!(STORE_WRITE, Unit::Seconds, "Time to commit one batch to the store.");
     describe_histogram!(STORE_BATCH, Unit::Count, "Messages in one committed batch.");
     describe_histogram!(FANOUT, Unit::Seconds, "Time to queue one message for every recipient.");
-    for counter in [POSTS, DELIVERIES, OUTBOX_OVERFLOWS, RATE_LIMITED] {
+    describe_counter!(HEAP_TRIMS, "Times free heap memory was returned to the system.");
+    for counter in [POSTS, DELIVERIES, OUTBOX_OVERFLOWS, RATE_LIMITED, HEAP_TRIMS] {
         metrics::counter!(counter).increment(0);
     }
     for transport in ["ws", "lp", "tcp"] {

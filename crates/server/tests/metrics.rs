@@ -52,6 +52,7 @@ async fn metrics_count_connections_posts_deliveries_and_fan_out() {
     // Present from the start, even before anything is refused.
     at_least("confab_outbox_overflows_total", 0.0);
     at_least("confab_rate_limited_total", 0.0);
+    at_least("confab_heap_trims_total", 0.0);
     assert!(text.contains("# TYPE confab_fanout_seconds histogram"), "{text}");
 }
 
