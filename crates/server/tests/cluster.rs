@@ -593,6 +593,9 @@ async fn boards_and_persistent_rooms_come_back_when_redis_loses_everything() {
     let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
     let session = hello["session"].as_str().unwrap().to_owned();
     ann.ok(json!({"op": "join", "room": "main"})).await.unwrap();
+    // Bob watches from the other node, so that node's start over is seen.
+    let mut bob = nodes[1].client("Bob").await;
+    bob.ok(json!({"op": "join", "room": "main"})).await.unwrap();
     for i in 0..3 {
         ann.ok(json!({"op": "post", "room": "main", "body": format!("kept {i}")})).await.unwrap();
     }
@@ -606,6 +609,9 @@ async fn boards_and_persistent_rooms_come_back_when_redis_loses_everything() {
     // The nodes notice (their leases are gone) and close their
     // connections, which come back.
     assert!(ann.closed().await.is_ok(), "Ann's connection is closed to start over");
+    // Each node notices on its own renewal; a connection made to a node
+    // that has not noticed yet would be closed under it, so wait for both.
+    assert!(bob.closed().await.is_ok(), "Bob's connection is closed to start over");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     // Ann comes back, on the other node: what she could see, she still can.
     let joined = loop {
