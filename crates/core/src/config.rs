@@ -91,6 +91,9 @@ pub struct HubConfig {
     pub prune_every: Duration,
     /// Per-user rate limits.
     pub rates: Rates,
+    /// Rooms one connection may be in at once; also the most codes a
+    /// `hello` may name to resume.
+    pub max_rooms_per_conn: usize,
 }
 
 impl Default for HubConfig {
@@ -115,6 +118,7 @@ impl Default for HubConfig {
             board_retention: RetentionPolicy::default(),
             prune_every: Duration::from_secs(60),
             rates: Rates::default(),
+            max_rooms_per_conn: 100,
         }
     }
 }

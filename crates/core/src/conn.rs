@@ -209,6 +209,7 @@ impl Conn {
                     return Err(bad(format!("backlog must be at most {}", config.room_window)));
                 }
                 self.hub.limiters().check(Limit::Create, &user.id)?;
+                self.hub.limiters().check_address_create(self.peer)?;
                 let room = self
                     .hub
                     .create_room(
@@ -221,9 +222,15 @@ impl Conn {
                     .await?;
                 self.ok(id, &RoomResult { room })
             }
-            ClientOp::Leave { room } => {
-                let room = self.hub.find(&room)?;
-                let departure = room.leave(self.id, &user.id)?;
+            ClientOp::Leave { room: code } => {
+                // Another connection's seat held in grace ends with a
+                // `leave` from this one; any other room answers as one
+                // that does not exist.
+                let room = match self.joined_room(&code) {
+                    Ok(room) => room,
+                    Err(e) => self.hub.room(&code).ok_or(e)?,
+                };
+                let departure = room.leave(self.id, &user.id).map_err(|_| not_in(&code))?;
                 self.forget(&room);
                 self.hub.settle(&room, departure);
                 self.ok(id, &Empty {})
@@ -238,12 +245,21 @@ impl Conn {
             }
             ClientOp::Typing { room, active } => {
                 let room = self.joined_room(&room)?;
-                room.typing(self.id, &user.public(), active)?;
+                // Over the budget, an indicator is dropped, not fanned out.
+                if self.hub.limiters().check(Limit::Typing, &user.id).is_ok() {
+                    room.typing(self.id, &user.public(), active)?;
+                }
                 self.ok(id, &Empty {})
             }
             ClientOp::Rooms => self.ok(id, &RoomsResult { rooms: self.hub.public_rooms().await? }),
-            ClientOp::Members { room } => {
-                let members = self.hub.find(&room)?.members(self.id, &user.id)?;
+            ClientOp::Members { room: code } => {
+                // A public room's members are anyone's to see; a private
+                // one answers as one that does not exist.
+                let room = match self.joined_room(&code) {
+                    Ok(room) => room,
+                    Err(e) => self.hub.room(&code).filter(|room| room.meta.public).ok_or(e)?,
+                };
+                let members = room.members(self.id, &user.id).map_err(|_| not_in(&code))?;
                 self.ok(id, &MembersResult { members })
             }
             ClientOp::History { room, before, limit } => {
@@ -301,6 +317,16 @@ impl Conn {
         if self.user.is_some() {
             return self.fail(id, bad("hello was already sent on this connection"));
         }
+        let most = self.hub.config().max_rooms_per_conn;
+        if resume.len() > most {
+            return self.fail(
+                id,
+                bad(format!(
+                    "resume names {} rooms; a connection is in at most {most}",
+                    resume.len()
+                )),
+            );
+        }
         let name = match validate_name(&name, self.hub.config().limits.name_chars) {
             Ok(name) => name,
             Err(e) => return self.fail(id, e),
@@ -312,10 +338,18 @@ impl Conn {
         self.user = Some(user.clone());
         let mut rooms = Vec::new();
         let mut resumed = Vec::new();
+        // Only seats the session holds come back. Any other code is left
+        // out as a room that does not exist is, and spends the client's
+        // failed-join budget, so that `resume` is no way to guess codes.
+        let client = self.hub.limiters().client_key(self.peer, &user.id);
         for (code, since) in resume {
-            if let Ok((room, result)) = self.join_pending(&code, Some(since)).await {
-                resumed.push(room);
-                rooms.push(result);
+            match self.join_pending(&code, Some(since), true).await {
+                Ok((room, result)) => {
+                    resumed.push(room);
+                    rooms.push(result);
+                }
+                Err(e) if e.code == ErrorCode::NotFound => self.hub.limiters().failed_join(&client),
+                Err(_) => {}
             }
         }
         if let Some(id) = id {
@@ -355,7 +389,13 @@ impl Conn {
         let client = limiters.client_key(self.peer, &user.id);
         limiters.check_join_allowed(&client)?;
         limiters.check(Limit::Join, &user.id)?;
-        let joined = self.join_pending(code, since).await;
+        let most = self.hub.config().max_rooms_per_conn;
+        if !self.in_room(code) && self.room_count() >= most {
+            return Err(bad(format!(
+                "this connection is in {most} rooms, the most it may be in; leave one first"
+            )));
+        }
+        let joined = self.join_pending(code, since, false).await;
         if let Err(e) = &joined
             && e.code == ErrorCode::NotFound
         {
@@ -365,19 +405,24 @@ impl Conn {
     }
 
     /// Joins a room, leaving the connection pending there until the caller
-    /// has queued the reply and calls `activate`.
+    /// has queued the reply and calls `activate`. `rejoin`: only if the
+    /// user holds a seat there already (a resume); else `not_found`.
     async fn join_pending(
         &mut self,
         code: &str,
         since: Option<u64>,
+        rejoin: bool,
     ) -> Result<(Pending, JoinResult), ErrorBody> {
         if let Some(cluster) = self.hub.cluster().cloned() {
-            let (mirror, result) = self.join_clustered(&cluster, code, since).await?;
+            let (mirror, result) = self.join_clustered(&cluster, code, since, rejoin).await?;
             return Ok((Pending::Mirror(mirror), result));
         }
         let user = self.authenticated()?;
         let public = user.public();
         let room = self.hub.find(code)?;
+        if rejoin && !room.holds_seat(&public.id) {
+            return Err(crate::room::not_found(code));
+        }
         let store = self.hub.store().clone();
         let storage_down = |e: crate::store::StoreError| {
             tracing::warn!(room = room.code(), "cannot read the room: {e}");
@@ -399,6 +444,7 @@ impl Conn {
             since,
             self.hub.config().resume_limit,
             stored,
+            rejoin,
         )?;
         if !self.has_joined(&room) {
             self.joined.push(room.clone());
@@ -424,16 +470,27 @@ impl Conn {
         Ok((Pending::Room(room), result))
     }
 
+    /// A room this connection joined, found among its own rooms only: a
+    /// room that does not exist and one that is not this connection's
+    /// answer the same error, by the same path.
     fn joined_room(&self, code: &str) -> Result<Arc<Room>, ErrorBody> {
-        let room = self.hub.find(code)?;
-        if self.has_joined(&room) {
-            Ok(room)
-        } else {
-            Err(ErrorBody::new(
-                ErrorCode::NotMember,
-                format!("you have not joined room {}", room.code()),
-            ))
-        }
+        let key = code.trim();
+        self.joined
+            .iter()
+            .find(|room| room.code().eq_ignore_ascii_case(key))
+            .cloned()
+            .ok_or_else(|| not_in(code))
+    }
+
+    /// Whether this connection is in the room `code`.
+    fn in_room(&self, code: &str) -> bool {
+        let key = code.trim();
+        self.rooms().any(|room| room.eq_ignore_ascii_case(key))
+    }
+
+    /// Rooms this connection is in.
+    fn room_count(&self) -> usize {
+        self.joined.len() + self.seats.len()
     }
 
     fn has_joined(&self, room: &Arc<Room>) -> bool {
@@ -491,6 +548,18 @@ fn page_limit(limit: Option<u32>) -> Result<usize, ErrorBody> {
         n if n > PAGE_MAX => Err(bad(format!("limit must be at most {PAGE_MAX}"))),
         n => Ok(n as usize),
     }
+}
+
+/// The one answer to an op on a room this connection is not in, whether
+/// or not the room exists: it names the room only as the client wrote it.
+pub(crate) fn not_in(code: &str) -> ErrorBody {
+    let code = code.trim();
+    let message = if code.len() <= 32 && !code.chars().any(char::is_control) {
+        format!("you are not in room {code}")
+    } else {
+        "you are not in that room".to_owned()
+    };
+    ErrorBody::new(ErrorCode::NotMember, message)
 }
 
 fn bad(message: impl Into<String>) -> ErrorBody {

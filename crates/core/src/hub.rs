@@ -589,9 +589,15 @@ impl Hub {
         if let Some(cluster) = self.cluster() {
             cluster.shut_down();
         }
+        // Every room's `closed` is queued before any connection closes: a
+        // writer that saw its close first would end before the next room's
+        // event was queued.
         let rooms: Vec<Arc<Room>> = self.shared.rooms.read().values().cloned().collect();
-        for room in rooms {
-            room.shut_down(CloseReason::Shutdown);
+        for room in &rooms {
+            room.announce_shutdown();
+        }
+        for room in &rooms {
+            room.close_connections(CloseReason::Shutdown);
         }
     }
 }

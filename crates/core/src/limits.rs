@@ -4,8 +4,10 @@ use confab_proto::{ErrorBody, ErrorCode};
 
 use crate::Limits;
 
-/// Checks a display name: 1 to `max` characters after trimming, no control
-/// characters. Returns the trimmed name.
+/// Checks a display name: 1 to `max` characters after trimming, at least
+/// one of them visible, no control characters and no bidirectional
+/// controls (which would let a name reorder the text around it). Returns
+/// the trimmed name.
 ///
 /// # Errors
 ///
@@ -28,7 +30,77 @@ pub fn validate_name(name: &str, max: usize) -> Result<String, ErrorBody> {
             "name must not contain control characters",
         ));
     }
+    if name.chars().any(is_bidi_control) {
+        return Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "name must not contain bidirectional control characters",
+        ));
+    }
+    if name.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        return Err(ErrorBody::new(ErrorCode::BadRequest, "name must contain a visible character"));
+    }
     Ok(name.to_owned())
+}
+
+/// What two names are compared by: lower-cased, without invisible and
+/// format characters, white space folded to one space. Names with the
+/// same key cannot be told apart on screen, so a room holds one of them.
+pub(crate) fn name_key(name: &str) -> String {
+    let mut key = String::with_capacity(name.len());
+    let mut space = false;
+    for c in name.chars().filter(|&c| !is_invisible(c)) {
+        if c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if space && !key.is_empty() {
+            key.push(' ');
+        }
+        space = false;
+        key.extend(c.to_lowercase());
+    }
+    key
+}
+
+/// Characters that reorder text: embeddings, overrides, isolates and
+/// marks (Unicode's Bidi_Control property).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing: Unicode's Default_Ignorable_Code_Point,
+/// the format characters (category Cf) outside it, and the blank braille
+/// pattern, which fonts draw as an empty cell.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// Refuses a text field beyond its limit with `too_large`.
@@ -87,6 +159,40 @@ mod tests {
         assert_eq!(validate_name("a\u{7}b", 32).unwrap_err().code, ErrorCode::BadRequest);
         assert!(validate_name(&"é".repeat(32), 32).is_ok());
         assert_eq!(validate_name(&"é".repeat(33), 32).unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn names_that_show_nothing_or_reorder_text_are_refused() {
+        for name in
+            ["\u{200B}", "\u{200B}\u{2060}\u{FEFF}", " \u{3164} ", "\u{2800}\u{2800}", "\u{E0041}"]
+        {
+            assert_eq!(
+                validate_name(name, 32).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{name:?}"
+            );
+        }
+        for name in ["Ann\u{202E}", "\u{2066}Ann\u{2069}", "A\u{200F}nn"] {
+            let refused = validate_name(name, 32).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::BadRequest, "{name:?}");
+            assert!(refused.message.contains("bidirectional"), "{}", refused.message);
+        }
+        // Emoji sequences keep their joiners and variation selectors.
+        assert_eq!(
+            validate_name("\u{1F469}\u{200D}\u{1F4BB}", 32).unwrap(),
+            "\u{1F469}\u{200D}\u{1F4BB}"
+        );
+        assert_eq!(validate_name("\u{2764}\u{FE0F}", 32).unwrap(), "\u{2764}\u{FE0F}");
+    }
+
+    #[test]
+    fn names_that_look_the_same_have_the_same_key() {
+        assert_eq!(name_key("Ann"), name_key("ann\u{200B}"));
+        assert_eq!(name_key("Ann"), name_key("A\u{00AD}nn"));
+        assert_eq!(name_key("Ann Lee"), name_key("ann\u{3000}\u{2009}lee"));
+        assert_eq!(name_key("Ann"), name_key("\u{FEFF}ANN"));
+        assert_ne!(name_key("Ann"), name_key("Anne"));
+        assert_ne!(name_key("Ann Lee"), name_key("AnnLee"));
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub struct Rates {
     pub post: Option<Rate>,
     pub join: Option<Rate>,
     pub create: Option<Rate>,
+    /// Typing indicators per user: a few a second is all a person makes;
+    /// beyond it they are dropped without being fanned out.
+    pub typing: Option<Rate>,
+    /// Rooms created per client address, so that new sessions give a
+    /// flooder no fresh room budget.
+    pub address_create: Option<Rate>,
     /// Joins of rooms that do not exist, per client address (or user).
     pub failed_join: Option<Rate>,
     /// New sessions (a `hello` without a known token), per client address:
@@ -64,6 +70,8 @@ impl Default for Rates {
             post: Some(Rate::new(10, Duration::from_secs(1), 30)),
             join: Some(Rate::new(5, Duration::from_secs(1), 20)),
             create: Some(Rate::new(30, Duration::from_secs(60), 20)),
+            typing: Some(Rate::new(4, Duration::from_secs(1), 8)),
+            address_create: Some(Rate::new(60, Duration::from_secs(3600), 30)),
             failed_join: Some(Rate::new(10, Duration::from_secs(3600), 20)),
             new_session: Some(Rate::new(10, Duration::from_secs(60), 30)),
             limit_loopback: false,
@@ -77,6 +85,7 @@ pub(crate) enum Limit {
     Post,
     Join,
     Create,
+    Typing,
 }
 
 pub(crate) struct Limiters {
@@ -84,6 +93,8 @@ pub(crate) struct Limiters {
     post: Option<DefaultKeyedRateLimiter<String>>,
     join: Option<DefaultKeyedRateLimiter<String>>,
     create: Option<DefaultKeyedRateLimiter<String>>,
+    typing: Option<DefaultKeyedRateLimiter<String>>,
+    address_create: Option<DefaultKeyedRateLimiter<String>>,
     failed_join: Option<DefaultKeyedRateLimiter<String>>,
     new_session: Option<DefaultKeyedRateLimiter<String>>,
     /// Clients whose failed-join bucket ran dry, until when. A short lock:
@@ -99,6 +110,8 @@ impl Limiters {
             post: keyed(rates.post),
             join: keyed(rates.join),
             create: keyed(rates.create),
+            typing: keyed(rates.typing),
+            address_create: keyed(rates.address_create),
             failed_join: keyed(rates.failed_join),
             new_session: keyed(rates.new_session),
             blocked: Mutex::new(HashMap::new()),
@@ -115,6 +128,7 @@ impl Limiters {
             Limit::Post => &self.post,
             Limit::Join => &self.join,
             Limit::Create => &self.create,
+            Limit::Typing => &self.typing,
         };
         let Some(limiter) = limiter else { return Ok(()) };
         limiter.check_key(&user_id.to_owned()).map_err(|not_until| {
@@ -150,6 +164,23 @@ impl Limiters {
         })
     }
 
+    /// Takes a token from the room-creation bucket of the client at
+    /// `peer` (exempt as for new sessions).
+    ///
+    /// # Errors
+    ///
+    /// `rate_limited` with `retry_after_ms` when the bucket is empty.
+    pub fn check_address_create(&self, peer: Option<IpAddr>) -> Result<(), ErrorBody> {
+        let Some(limiter) = &self.address_create else { return Ok(()) };
+        let Some(ip) = peer.filter(|ip| self.rates.limit_loopback || !ip.is_loopback()) else {
+            return Ok(());
+        };
+        limiter.check_key(&address_key(ip)).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            refused("too many rooms created from your address", wait)
+        })
+    }
+
     /// Refuses every join of a client that has failed too many.
     ///
     /// # Errors
@@ -182,9 +213,17 @@ impl Limiters {
     /// Forgets buckets that are full again, so memory follows the active
     /// users, not every user ever seen.
     pub fn forget_idle(&self) {
-        for limiter in [&self.post, &self.join, &self.create, &self.failed_join, &self.new_session]
-            .into_iter()
-            .flatten()
+        for limiter in [
+            &self.post,
+            &self.join,
+            &self.create,
+            &self.typing,
+            &self.address_create,
+            &self.failed_join,
+            &self.new_session,
+        ]
+        .into_iter()
+        .flatten()
         {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -215,6 +254,7 @@ fn name(limit: Limit) -> &'static str {
         Limit::Post => "post",
         Limit::Join => "join",
         Limit::Create => "create",
+        Limit::Typing => "typing",
     }
 }
 

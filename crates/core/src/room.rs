@@ -282,7 +282,13 @@ impl Room {
     ///
     /// # Errors
     ///
-    /// `not_found` if the room is closed, `room_full`, `name_taken`.
+    /// `rejoin`: only if the user holds a seat already (a resume).
+    ///
+    /// # Errors
+    ///
+    /// `not_found` if the room is closed (or, with `rejoin`, the user holds
+    /// no seat), `room_full`, `name_taken`.
+    #[allow(clippy::too_many_arguments)]
     pub fn join(
         &self,
         conn: u64,
@@ -291,10 +297,11 @@ impl Room {
         since: Option<u64>,
         resume_limit: usize,
         stored: Option<StoredVisibility>,
+        rejoin: bool,
     ) -> Result<Joined, ErrorBody> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
-        if state.closed {
+        if state.closed || (rejoin && !state.members.contains_key(&user.id)) {
             return Err(not_found(&self.meta.code));
         }
         let entry = ConnEntry { id: conn, outbox: outbox.clone(), pending: Some(Vec::new()) };
@@ -360,6 +367,12 @@ impl Room {
             },
             fetch: slice.fetch,
         })
+    }
+
+    /// Whether `user_id` holds a seat: a member, connected or in grace.
+    pub fn holds_seat(&self, user_id: &str) -> bool {
+        let state = self.state.lock();
+        !state.closed && state.members.contains_key(user_id)
     }
 
     /// Releases the events held for a connection since its join.
@@ -763,15 +776,26 @@ impl Room {
         Slice { window, fetch }
     }
 
-    /// Tells every joined connection that the room closes, and closes the
-    /// connections with `reason` (the server is stopping).
-    pub fn shut_down(&self, reason: crate::CloseReason) {
+    /// Queues `closed` (reason `shutdown`) for every joined connection.
+    /// The server does this for every room before it closes any
+    /// connection (see [`Room::close_connections`]), so that a client in
+    /// several rooms hears of each of them.
+    pub fn announce_shutdown(&self) {
         let mut state = self.state.lock();
         let frame =
             event_frame(&Event::Closed { room: self.meta.code.clone(), reason: "shutdown".into() });
         for member in state.members.values_mut() {
             for conn in &mut member.conns {
                 conn.push(&frame);
+            }
+        }
+    }
+
+    /// Closes every joined connection with `reason`, after what is queued.
+    pub fn close_connections(&self, reason: crate::CloseReason) {
+        let state = self.state.lock();
+        for member in state.members.values() {
+            for conn in &member.conns {
                 conn.outbox.close(reason);
             }
         }
@@ -789,7 +813,7 @@ fn remember(state: &mut RoomState, max: usize, key: (String, String), entry: Ded
 }
 
 fn names_clash(a: &str, b: &str) -> bool {
-    a.to_lowercase() == b.to_lowercase()
+    crate::limits::name_key(a) == crate::limits::name_key(b)
 }
 
 fn is_joined(state: &RoomState, user_id: &str, conn: u64) -> bool {

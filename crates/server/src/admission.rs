@@ -1,11 +1,15 @@
-//! Admission at the edge: who may open a connection, checked before a
-//! WebSocket upgrade, a long-poll connection or a TCP session allocates
-//! anything.
+//! Admission at the edge: who may open a socket or a connection, checked
+//! at `accept` for every socket (HTTP or terminal) and again for a
+//! long-poll connection, before anything is allocated for them.
 //!
-//! - A cap on all connections (a semaphore permit per connection).
+//! - A cap on all sockets and long-poll connections (a semaphore permit
+//!   each), never more than the process's open-file limit allows.
 //! - A cap per client address; loopback is exempt unless configured
 //!   otherwise (behind a reverse proxy, name it as trusted so the real
-//!   client address from `X-Forwarded-For` counts).
+//!   client address from `X-Forwarded-For` counts for what it forwards).
+//!   When descriptors run short the cap shrinks, so the addresses holding
+//!   the most sockets are refused first and a newcomer (a health check)
+//!   still gets in.
 //! - WebSocket `Origin` checks: same origin by default.
 
 use std::collections::HashMap;
@@ -31,6 +35,9 @@ pub struct Edge {
     allowed_origins: Vec<String>,
     /// How long a connection may stay without `hello`.
     pub hello_timeout: Duration,
+    /// Sockets the process can hold (its open-file limit less a reserve),
+    /// if known.
+    descriptors: Option<usize>,
 }
 
 /// Edge settings, from the configuration.
@@ -42,6 +49,9 @@ pub struct EdgeConfig {
     pub trusted_proxies: Vec<IpAddr>,
     pub allowed_origins: Vec<String>,
     pub hello_timeout: Duration,
+    /// Sockets the process can hold: its open-file limit less what the
+    /// database, Redis and the listeners need. `None`: not known.
+    pub descriptors: Option<usize>,
 }
 
 impl Default for EdgeConfig {
@@ -53,6 +63,7 @@ impl Default for EdgeConfig {
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
             hello_timeout: Duration::from_secs(10),
+            descriptors: None,
         }
     }
 }
@@ -75,11 +86,14 @@ impl Refusal {
     }
 }
 
-/// A connection's place at the server; dropping it frees the place.
+/// A socket's or a connection's place at the server; dropping it frees
+/// the place.
 pub struct Ticket {
     edge: Arc<Edge>,
     ip: Option<IpAddr>,
-    _permit: OwnedSemaphorePermit,
+    /// `None` for a forwarded client's share of a proxy's socket, which
+    /// the socket's own ticket counts.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Ticket {
@@ -98,9 +112,12 @@ impl Drop for Ticket {
 
 impl Edge {
     pub fn new(config: EdgeConfig) -> Arc<Edge> {
+        let max_total = config
+            .descriptors
+            .map_or(config.max_connections, |descriptors| config.max_connections.min(descriptors));
         Arc::new(Edge {
-            total: Arc::new(Semaphore::new(config.max_connections)),
-            max_total: config.max_connections,
+            total: Arc::new(Semaphore::new(max_total)),
+            max_total,
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: config.max_connections_per_ip,
             limit_loopback: config.limit_loopback,
@@ -111,26 +128,80 @@ impl Edge {
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
             hello_timeout: config.hello_timeout,
+            descriptors: config.descriptors,
         })
     }
 
-    /// Takes a place for a connection from `ip`.
+    /// Takes a place for a connection from `ip`: a terminal socket, or a
+    /// long-poll connection.
     ///
     /// # Errors
     ///
     /// The server or the address is at its limit.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
-        let permit = self.total.clone().try_acquire_owned().map_err(|_| Refusal::Full)?;
         let counted = self.limit_loopback || !ip.is_loopback();
+        self.take(ip, counted, true)
+    }
+
+    /// Takes a place for an accepted HTTP socket from `peer`. A trusted
+    /// proxy's sockets count in the total only: what it forwards counts
+    /// by the client's address (see [`Edge::admit_forwarded`]).
+    ///
+    /// # Errors
+    ///
+    /// The server or the address is at its limit.
+    pub fn admit_socket(self: &Arc<Self>, peer: IpAddr) -> Result<Ticket, Refusal> {
+        let counted =
+            (self.limit_loopback || !peer.is_loopback()) && !self.trusted_proxies.contains(&peer);
+        self.take(peer, counted, true)
+    }
+
+    /// Counts a WebSocket that a trusted proxy forwards for the client at
+    /// `ip` against that address (the proxy's socket holds the permit).
+    ///
+    /// # Errors
+    ///
+    /// The address is at its limit.
+    pub fn admit_forwarded(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
+        let counted = self.limit_loopback || !ip.is_loopback();
+        self.take(ip, counted, false)
+    }
+
+    fn take(self: &Arc<Self>, ip: IpAddr, counted: bool, permit: bool) -> Result<Ticket, Refusal> {
+        let permit = match permit {
+            true => Some(self.total.clone().try_acquire_owned().map_err(|_| Refusal::Full)?),
+            false => None,
+        };
         if counted {
+            let cap = self.address_cap();
             let mut per_ip = self.per_ip.lock();
             let count = per_ip.entry(ip).or_insert(0);
-            if *count >= self.max_per_ip {
+            if *count >= cap {
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
                 return Err(Refusal::TooManyFromAddress);
             }
             *count += 1;
         }
         Ok(Ticket { edge: self.clone(), ip: counted.then_some(ip), _permit: permit })
+    }
+
+    /// The most sockets one address may hold right now: the configured
+    /// cap while descriptors are plentiful; once fewer than a quarter are
+    /// free, shrinking with what is free down to one, so that the
+    /// heaviest addresses are refused first and the last descriptors go
+    /// to addresses that hold none (a health check, a new visitor).
+    fn address_cap(&self) -> usize {
+        let Some(descriptors) = self.descriptors.filter(|d| *d > 0) else {
+            return self.max_per_ip;
+        };
+        let free = self.total.available_permits();
+        let quarter = (descriptors / 4).max(1);
+        if free >= quarter {
+            return self.max_per_ip;
+        }
+        (self.max_per_ip * free / quarter).clamp(1, self.max_per_ip)
     }
 
     /// Connections open right now.
@@ -198,6 +269,53 @@ mod tests {
         assert_eq!(edge.open(), 3);
         drop(first);
         assert!(edge.admit(a).is_ok(), "a closed connection frees its place");
+    }
+
+    #[test]
+    fn short_of_descriptors_the_heaviest_address_is_refused_first() {
+        let edge = Edge::new(EdgeConfig {
+            max_connections: 1_000,
+            max_connections_per_ip: 100,
+            descriptors: Some(200),
+            ..EdgeConfig::default()
+        });
+        let heavy: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut held: Vec<Ticket> = (0..100).map(|_| edge.admit_socket(heavy).unwrap()).collect();
+        assert_eq!(edge.admit_socket(heavy).err(), Some(Refusal::TooManyFromAddress));
+        // Others fill up to 190 of 200: ten free, under a quarter.
+        for n in 0..90u8 {
+            held.push(edge.admit_socket(IpAddr::from([198, 51, 100, n])).unwrap());
+        }
+        let light: IpAddr = "203.0.113.9".parse().unwrap();
+        let cap = edge.address_cap();
+        assert!(cap < 100, "the cap shrinks as descriptors run short: {cap}");
+        held.push(edge.admit_socket(light).expect("an address holding nothing still gets in"));
+        let second = IpAddr::from([198, 51, 100, 1]);
+        // Nine free of 200: a cap of 100 × 9 / 50 = 18; the heavy address
+        // holds 100 and the one holding 1 may add one more.
+        assert_eq!(edge.admit_socket(heavy).err(), Some(Refusal::TooManyFromAddress));
+        held.push(edge.admit_socket(second).unwrap());
+        let mut n = 10;
+        while edge.total.available_permits() > 0 {
+            held.push(edge.admit_socket(IpAddr::from([203, 0, 113, n])).unwrap());
+            n += 1;
+        }
+        assert_eq!(edge.admit_socket(light).err(), Some(Refusal::Full));
+        drop(held);
+        assert_eq!(edge.address_cap(), 100, "all free again");
+    }
+
+    #[test]
+    fn a_trusted_proxy_counts_by_the_addresses_it_forwards() {
+        let edge = edge(1, 10);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let sockets: Vec<_> = (0..5).map(|_| edge.admit_socket(proxy).unwrap()).collect();
+        let client: IpAddr = "203.0.113.5".parse().unwrap();
+        let forwarded = edge.admit_forwarded(client).unwrap();
+        assert_eq!(edge.admit_forwarded(client).err(), Some(Refusal::TooManyFromAddress));
+        assert_eq!(edge.open(), 5, "a forwarded client takes no second permit");
+        drop((sockets, forwarded));
+        assert_eq!(edge.open(), 0);
     }
 
     #[test]

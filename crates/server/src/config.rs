@@ -90,6 +90,18 @@ pub struct ServeArgs {
     /// Rooms created per user [default: 30/m,burst=20]
     #[arg(long, env = "CONFAB_CREATE_RATE", value_name = "RATE")]
     pub create_rate: Option<String>,
+    /// Rooms created per client address (IPv6: per /64) [default: 60/h,burst=30]
+    #[arg(long, env = "CONFAB_CREATE_RATE_PER_IP", value_name = "RATE")]
+    pub create_rate_per_ip: Option<String>,
+    /// Typing indicators per user; more are dropped unsent [default: 4/s,burst=8]
+    #[arg(long, env = "CONFAB_TYPING_RATE", value_name = "RATE")]
+    pub typing_rate: Option<String>,
+    /// Rooms one connection may be in at once [default: 100]
+    #[arg(long, env = "CONFAB_MAX_ROOMS_PER_CONNECTION", value_name = "N")]
+    pub max_rooms_per_connection: Option<usize>,
+    /// Serve /metrics on this address only, not on --http [default: on --http]
+    #[arg(long, env = "CONFAB_METRICS", value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Joins of rooms that do not exist, per client address [default: 10/h,burst=20]
     #[arg(long, env = "CONFAB_FAILED_JOIN_RATE", value_name = "RATE")]
     pub failed_join_rate: Option<String>,
@@ -141,6 +153,8 @@ pub enum ConfigError {
 pub struct Config {
     pub http: String,
     pub tcp: String,
+    /// A separate address for `/metrics`; `None` serves it on `http`.
+    pub metrics: Option<String>,
     pub data: PathBuf,
     pub database: Option<String>,
     /// The cluster this node joins, if any.
@@ -163,6 +177,7 @@ impl Default for Config {
         Config {
             http: "127.0.0.1:8080".into(),
             tcp: "127.0.0.1:6789".into(),
+            metrics: None,
             data: PathBuf::from("./confab-data"),
             database: None,
             cluster: None,
@@ -267,6 +282,12 @@ impl ServeArgs {
             post: rate("post-rate", &args.post_rate, rates.post)?,
             join: rate("join-rate", &args.join_rate, rates.join)?,
             create: rate("create-rate", &args.create_rate, rates.create)?,
+            typing: rate("typing-rate", &args.typing_rate, rates.typing)?,
+            address_create: rate(
+                "create-rate-per-ip",
+                &args.create_rate_per_ip,
+                rates.address_create,
+            )?,
             failed_join: rate("failed-join-rate", &args.failed_join_rate, rates.failed_join)?,
             new_session: rate("session-rate", &args.session_rate, rates.new_session)?,
             limit_loopback: args.limit_loopback.unwrap_or(rates.limit_loopback),
@@ -291,6 +312,12 @@ impl ServeArgs {
         };
         if let Some(node) = args.node.clone() {
             hub.node = node;
+        }
+        if let Some(n) = args.max_rooms_per_connection {
+            if n == 0 {
+                return Err(invalid("max-rooms-per-connection", "must be at least 1".into()));
+            }
+            hub.max_rooms_per_conn = n;
         }
         let outbox = args.outbox.unwrap_or(defaults.outbox);
         if outbox == 0 {
@@ -423,6 +450,7 @@ impl ServeArgs {
             edge,
             http: args.http.unwrap_or(defaults.http),
             tcp: args.tcp.unwrap_or(defaults.tcp),
+            metrics: args.metrics,
             data: args.data.unwrap_or(defaults.data),
             database: args.database,
             cluster,
@@ -461,6 +489,12 @@ impl ServeArgs {
             post_rate: self.post_rate.or(lower.post_rate),
             join_rate: self.join_rate.or(lower.join_rate),
             create_rate: self.create_rate.or(lower.create_rate),
+            create_rate_per_ip: self.create_rate_per_ip.or(lower.create_rate_per_ip),
+            typing_rate: self.typing_rate.or(lower.typing_rate),
+            max_rooms_per_connection: self
+                .max_rooms_per_connection
+                .or(lower.max_rooms_per_connection),
+            metrics: self.metrics.or(lower.metrics),
             failed_join_rate: self.failed_join_rate.or(lower.failed_join_rate),
             session_rate: self.session_rate.or(lower.session_rate),
             limit_loopback: self.limit_loopback.or(lower.limit_loopback),

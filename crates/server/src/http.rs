@@ -19,17 +19,35 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::admission::{Edge, Refusal, Ticket};
 use crate::{App, lp, metrics, web, ws};
 
-pub(crate) fn router(app: App) -> Router {
-    Router::new()
+/// The routes of the HTTP listener; `/metrics` among them unless it has
+/// an address of its own.
+pub(crate) fn router(app: App, with_metrics: bool) -> Router {
+    let router = Router::new()
         .route("/ws", get(ws::upgrade))
         .merge(lp::router(&app))
         .route("/health", get(health))
-        .route("/metrics", get(metrics::render))
-        .route("/api/v1/rooms", get(rooms))
-        .merge(web::router())
-        .with_state(app)
+        .route("/api/v1/rooms", get(rooms));
+    let router = if with_metrics { router.route("/metrics", get(metrics::render)) } else { router };
+    router.merge(web::router()).with_state(app)
+}
+
+/// The routes of a listener of its own for `/metrics`.
+pub(crate) fn metrics_router(app: App) -> Router {
+    Router::new().route("/metrics", get(metrics::render)).with_state(app)
+}
+
+/// An accepted socket's place at the server, for a WebSocket upgrade to
+/// take over: the upgraded connection is the same socket.
+#[derive(Clone)]
+pub(crate) struct SocketTicket(std::sync::Arc<parking_lot::Mutex<Option<Ticket>>>);
+
+impl SocketTicket {
+    pub fn take(&self) -> Option<Ticket> {
+        self.0.lock().take()
+    }
 }
 
 async fn health(State(app): State<App>) -> impl IntoResponse {
@@ -70,7 +88,18 @@ async fn rooms(State(app): State<App>) -> axum::response::Response {
 /// Each connection is served by hyper directly, so that an upgraded
 /// WebSocket gets the accepted `TcpStream` itself back (see `ws`) and
 /// owns both of its halves without a lock between them.
-pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+///
+/// Every socket counts against the edge's caps from the moment it is
+/// accepted (`edge`; `None` for the metrics listener, which is the
+/// operator's): a socket that never sends a request holds a descriptor as
+/// surely as a WebSocket does. A socket refused gets a short 503 or 429
+/// and is closed.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    edge: Option<std::sync::Arc<Edge>>,
+) {
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -97,12 +126,22 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: Cance
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
+        let ticket = match edge.as_ref().map(|edge| edge.admit_socket(peer.ip())) {
+            None => None,
+            Some(Ok(ticket)) => Some(ticket),
+            Some(Err(refusal)) => {
+                refuse(&tcp, refusal);
+                continue;
+            }
+        };
+        let ticket = SocketTicket(std::sync::Arc::new(parking_lot::Mutex::new(ticket)));
         let router = router.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    request.extensions_mut().insert(ticket.clone());
                     router.clone().call(request)
                 });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -125,6 +164,22 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: Cance
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Tells a refused socket why, if it can take the bytes at once, and
+/// closes it.
+fn refuse(tcp: &tokio::net::TcpStream, refusal: Refusal) {
+    let status = match refusal {
+        Refusal::Full => "503 Service Unavailable",
+        Refusal::TooManyFromAddress => "429 Too Many Requests",
+    };
+    let body = refusal.message();
+    let response = format!(
+        "HTTP/1.1 {status}\r\nconnection: close\r\ncontent-type: text/plain\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.try_write(response.as_bytes());
 }
 
 fn is_connection_error(e: &io::Error) -> bool {

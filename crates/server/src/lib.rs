@@ -45,6 +45,7 @@ pub(crate) struct App {
 pub struct Server {
     http: SocketAddr,
     tcp: SocketAddr,
+    metrics: Option<SocketAddr>,
     hub: Hub,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -68,6 +69,25 @@ impl Server {
         })?;
         let tcp = tcp_listener.local_addr()?;
         tracing::info!("tcp listening on {tcp}");
+        let metrics_listener = match &config.metrics {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+                tracing::info!("metrics listening on {}", listener.local_addr()?);
+                Some(listener)
+            }
+            None => None,
+        };
+        let mut edge = config.edge.clone();
+        if let Some(files) = raise_open_files() {
+            let descriptors = files.saturating_sub(RESERVED_FILES);
+            tracing::info!(
+                "open-file limit {files}: up to {descriptors} sockets, {RESERVED_FILES} kept for \
+                 the database, Redis and the listeners"
+            );
+            edge.descriptors = Some(descriptors);
+        }
         let store = store::SqlStore::open(config.database.as_deref(), &config.data).await?;
         let hub = Hub::open(config.hub.clone(), store.into_store())
             .await
@@ -85,14 +105,23 @@ impl Server {
             shutdown: CancellationToken::new(),
             sockets: TaskTracker::new(),
             lp: lp::Registry::new(config.poll_wait, config.poll_idle),
-            edge: admission::Edge::new(config.edge.clone()),
+            edge: admission::Edge::new(edge),
         };
         let stop = CancellationToken::new();
         tokio::spawn(tcp::listen(tcp_listener, app.clone()));
         tokio::spawn(mem::trim_after_bursts(stop.clone()));
-        let router = http::router(app.clone());
+        let metrics = match metrics_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                let router = http::metrics_router(app.clone());
+                tokio::spawn(http::serve(listener, router, stop.clone(), None));
+                Some(addr)
+            }
+            None => None,
+        };
+        let router = http::router(app.clone(), metrics.is_none());
         let task = tokio::spawn(run(listener, router, app, stop.clone(), config.drain));
-        Ok(Server { http, tcp, hub, stop, task })
+        Ok(Server { http, tcp, metrics, hub, stop, task })
     }
 
     /// The bound HTTP address (with the real port when 0 was asked for).
@@ -103,6 +132,11 @@ impl Server {
     /// The bound address of the terminal line protocol.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp
+    }
+
+    /// The bound address of `/metrics`, when it has its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     pub fn hub(&self) -> &Hub {
@@ -134,7 +168,8 @@ async fn run(
     drain: Duration,
 ) {
     let shutdown = app.shutdown.clone();
-    let serve = tokio::spawn(http::serve(listener, router, shutdown.clone()));
+    let serve =
+        tokio::spawn(http::serve(listener, router, shutdown.clone(), Some(app.edge.clone())));
     stop.cancelled().await;
     tracing::info!("shutting down");
     // Queue `closed` for every joined connection, then let the sockets
@@ -154,4 +189,39 @@ async fn run(
     // before the node goes (else its seats wait for the lease to lapse).
     app.hub.settle_departures(Duration::from_secs(2)).await;
     tracing::info!("stopped");
+}
+
+/// Descriptors kept out of the sockets' budget: the database pool, Redis,
+/// the listeners, standard streams, files the store opens.
+const RESERVED_FILES: usize = 64;
+
+/// Raises the process's soft open-file limit to its hard limit, once, and
+/// returns the soft limit in force (`None` if it cannot be read).
+#[allow(unsafe_code)]
+fn raise_open_files() -> Option<usize> {
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `limit` is a valid `rlimit` for the call to fill.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return None;
+        }
+        // An unlimited hard limit still stops at the kernel's `nr_open`,
+        // a million by default.
+        let target = limit.rlim_max.min(1 << 20);
+        if limit.rlim_cur < target {
+            let raised = libc::rlimit { rlim_cur: target, rlim_max: limit.rlim_max };
+            // SAFETY: `raised` is a valid `rlimit`; raising the soft limit
+            // up to the hard one needs no privilege.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit = raised;
+            } else {
+                tracing::warn!(
+                    "cannot raise the open-file limit from {} to {target}",
+                    limit.rlim_cur
+                );
+            }
+        }
+        usize::try_from(limit.rlim_cur).ok()
+    })
 }

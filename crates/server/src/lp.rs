@@ -409,13 +409,21 @@ async fn send(
         Ok(body) => body,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             let limit = app.hub.config().limits.frame_bytes;
-            return error(
+            let mut response = error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::TooLarge,
                 &format!(
                     "the body counts as one frame: at most {limit} bytes; nothing was applied"
                 ),
             );
+            // The rest of the body is never read, so the connection cannot
+            // carry another request: say so, rather than let the client's
+            // next pooled request meet a reset.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return response;
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &e.body_text()),
     };

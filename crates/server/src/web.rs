@@ -32,19 +32,20 @@ pub(crate) fn router() -> Router<App> {
 }
 
 fn page(name: &str, headers: &HeaderMap) -> Response {
-    let mut response = asset(name, headers);
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    response
+    asset(name, headers)
 }
 
 /// Serves an embedded file with an ETag; the browser revalidates each
-/// time and gets `304 Not Modified` while the binary is the same.
+/// time and gets `304 Not Modified` while the binary is the same. Every
+/// response carries the security headers, so that a page template opened
+/// under `/assets/` is as protected as the page itself.
 fn asset(path: &str, headers: &HeaderMap) -> Response {
     let Some(file) = Assets::get(path) else {
-        return (StatusCode::NOT_FOUND, "not found").into_response();
+        let mut response = (StatusCode::NOT_FOUND, "not found").into_response();
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        return response;
     };
     let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..12]));
     let mut response =
@@ -59,6 +60,9 @@ fn asset(path: &str, headers: &HeaderMap) -> Response {
             response
         };
     let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if let Ok(etag) = HeaderValue::from_str(&etag) {

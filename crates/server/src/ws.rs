@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::App;
 use crate::admission::Refusal;
+use crate::http::SocketTicket;
 use frame::{MAX_HEAD, Violation};
 
 /// Close codes (RFC 6455, section 7.4.1).
@@ -96,7 +97,15 @@ pub(crate) async fn upgrade(
             .into_response();
     };
     let ip = app.edge.client_ip(peer, request.headers());
-    let ticket = match app.edge.admit(ip) {
+    // The socket's own place, taken at accept, goes on with it; a client
+    // behind a trusted proxy counts by its own address too.
+    let socket = request.extensions().get::<SocketTicket>().and_then(SocketTicket::take);
+    let admitted = match socket {
+        Some(socket) if ip == peer.ip() => Ok((socket, None)),
+        Some(socket) => app.edge.admit_forwarded(ip).map(|client| (socket, Some(client))),
+        None => app.edge.admit(ip).map(|ticket| (ticket, None)),
+    };
+    let ticket = match admitted {
         Ok(ticket) => ticket,
         Err(refusal) => {
             let status = match refusal {
@@ -172,12 +181,25 @@ fn handshake(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refuse
             "only WebSocket version 13 is spoken here",
         ));
     }
-    // A key is 16 random bytes in base64: 24 characters.
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|key| key.len() == 24) else {
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|key| is_key(key.as_bytes()))
+    else {
         return Err(Refused(StatusCode::BAD_REQUEST, "missing or malformed Sec-WebSocket-Key"));
     };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     Ok(HeaderValue::from_str(&accept).expect("base64 is a valid header value"))
+}
+
+/// Whether `key` is 16 bytes in base64 (RFC 6455, section 4.2.1): 22
+/// characters of the alphabet, the last of which carries only 2 bits,
+/// then `==`.
+fn is_key(key: &[u8]) -> bool {
+    let digit = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    match key {
+        [data @ .., last, b'=', b'='] if data.len() == 21 => {
+            data.iter().all(digit) && matches!(last, b'A' | b'Q' | b'g' | b'w')
+        }
+        _ => false,
+    }
 }
 
 /// What the client's bytes have been read into, and the message being
@@ -191,6 +213,10 @@ struct Reader {
     fragmented: Option<(u8, usize)>,
     message: Vec<u8>,
     limit: usize,
+    /// The text message being received, checked as its bytes arrive.
+    utf8: frame::Utf8,
+    /// Payload bytes of a text frame still arriving that were checked.
+    checked: usize,
 }
 
 /// One thing the reader found.
@@ -214,6 +240,7 @@ impl Reader {
     fn next(&mut self) -> Result<Option<Event>, Violation> {
         let so_far = self.fragmented.map_or(0, |(_, len)| len);
         let Some(frame) = frame::parse(&mut self.buf[self.start..], so_far, self.limit)? else {
+            self.check_arriving(so_far)?;
             // Keep only the unfinished frame; an idle reader keeps nothing.
             self.buf.drain(..self.start);
             self.start = 0;
@@ -224,6 +251,13 @@ impl Reader {
         };
         let payload = self.start + frame.payload.start..self.start + frame.payload.end;
         self.start += frame.end();
+        if self.is_text(frame.opcode) {
+            let checked = std::mem::take(&mut self.checked);
+            self.utf8.feed(&self.buf[payload.start + checked..payload.end])?;
+            if frame.fin {
+                self.utf8.finish()?;
+            }
+        }
         let event = match (frame.opcode, self.fragmented) {
             (frame::PING, _) => Event::Ping(payload),
             (frame::PONG, _) => Event::Pong,
@@ -262,6 +296,34 @@ impl Reader {
             }
         };
         Ok(Some(event))
+    }
+
+    /// Whether a frame with `opcode` carries text: a text frame starting
+    /// a message, or a continuation of a text message.
+    fn is_text(&self, opcode: u8) -> bool {
+        match self.fragmented {
+            None => opcode == frame::TEXT,
+            Some((first, _)) => opcode == frame::CONTINUATION && first == frame::TEXT,
+        }
+    }
+
+    /// Checks the part of a text frame that has arrived, so that a byte
+    /// that is not UTF-8 closes the connection when it arrives rather than
+    /// when the frame (up to the frame limit) is complete.
+    fn check_arriving(&mut self, so_far: usize) -> Result<(), Violation> {
+        let buf = &self.buf[self.start..];
+        let Some(head) = frame::read_head(buf, so_far, self.limit)? else { return Ok(()) };
+        if !self.is_text(head.opcode) {
+            return Ok(());
+        }
+        let arrived = buf.len().saturating_sub(head.start).min(head.len);
+        if arrived > self.checked {
+            let payload = &buf[head.start..head.start + arrived];
+            let utf8 = &mut self.utf8;
+            frame::unmasked_pieces(payload, self.checked, head.mask, |piece| utf8.feed(piece))?;
+            self.checked = arrived;
+        }
+        Ok(())
     }
 
     /// Reads what the socket has, without waiting; `Ok(0)` at its end.
@@ -305,6 +367,8 @@ async fn serve(
         fragmented: None,
         message: Vec::new(),
         limit: app.hub.config().limits.frame_bytes,
+        utf8: frame::Utf8::default(),
+        checked: 0,
     };
     // A connection that never says hello is closed after a short while.
     // Boxed, and dropped once `hello` is done: an idle connection should
@@ -325,6 +389,11 @@ async fn serve(
                 }
                 Err(Violation::Protocol(why)) => {
                     outbox.push(Bytes::from(frame::close(PROTOCOL_ERROR, why)));
+                    break 'connection Ended::ByServer;
+                }
+                Err(Violation::NotUtf8) => {
+                    let close = frame::close(INVALID_PAYLOAD, "text frames must be UTF-8");
+                    outbox.push(Bytes::from(close));
                     break 'connection Ended::ByServer;
                 }
             };
@@ -351,11 +420,6 @@ async fn serve(
                     break 'connection Ended::ByClient;
                 }
             };
-            if std::str::from_utf8(text).is_err() {
-                let close = frame::close(INVALID_PAYLOAD, "text frames must be UTF-8");
-                outbox.push(Bytes::from(close));
-                break 'connection Ended::ByServer;
-            }
             // Boxed: an op's state lives only while it runs, instead of
             // enlarging every idle connection's task by its size.
             Box::pin(conn.handle_frame(text)).await;

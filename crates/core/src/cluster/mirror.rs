@@ -417,12 +417,20 @@ impl Mirror {
 
     /// Tells every connection here that the room closes for `reason`, and
     /// closes them (the server is stopping).
-    pub fn shut_down(&self, reason: crate::CloseReason) {
+    /// Queues `closed` (reason `shutdown`) for every connection here.
+    pub fn announce_shutdown(&self) {
         let mut state = self.state.lock();
         let frame =
             event_frame(&Event::Closed { room: self.code.clone(), reason: "shutdown".into() });
         for entry in &mut state.entries {
             entry.push(&frame);
+        }
+    }
+
+    /// Closes every connection here with `reason`, after what is queued.
+    pub fn close_connections(&self, reason: crate::CloseReason) {
+        let state = self.state.lock();
+        for entry in &state.entries {
             entry.outbox.close(reason);
         }
     }

@@ -477,9 +477,10 @@ impl Cluster {
         since: Option<u64>,
         resume_limit: usize,
         stored: Option<StoredVisibility>,
+        rejoin: bool,
     ) -> Result<ClusterJoin, ErrorBody> {
         let json = serde_json::to_string(user).expect("users serialize");
-        let name_key = user.name.to_lowercase();
+        let name_key = crate::limits::name_key(&user.name);
         let stored = stored
             .map(|v| {
                 format!("{},{}", v.from, v.left_at.map_or(-1, |l| i64::try_from(l).unwrap_or(-1)))
@@ -500,6 +501,7 @@ impl Cluster {
                     &since,
                     &resume_limit.to_string(),
                     &stored,
+                    if rejoin { "1" } else { "0" },
                 ],
             )
             .await;
@@ -816,10 +818,16 @@ impl Cluster {
         check(&r, code)
     }
 
-    /// Tells every connection of this node that it is stopping.
+    /// Tells every connection of this node that it is stopping: first
+    /// `closed` for every room, then the close, so that a connection in
+    /// several rooms hears of each.
     pub fn shut_down(&self) {
-        for mirror in self.all_mirrors() {
-            mirror.shut_down(CloseReason::Shutdown);
+        let mirrors = self.all_mirrors();
+        for mirror in &mirrors {
+            mirror.announce_shutdown();
+        }
+        for mirror in &mirrors {
+            mirror.close_connections(CloseReason::Shutdown);
         }
     }
 
@@ -1317,7 +1325,7 @@ mod tests {
         let joins = (0..30).map(|i| {
             let node = nodes[i % 3].clone();
             let code = code.clone();
-            async move { node.join(&code, &user(i), None, 100, None).await }
+            async move { node.join(&code, &user(i), None, 100, None, false).await }
         });
         let results = futures_util::future::join_all(joins).await;
         let admitted = results.iter().filter(|r| r.is_ok()).count();
@@ -1335,9 +1343,9 @@ mod tests {
         let code = format!("T{:08X}", rand::random::<u32>());
         a.create(&info(&code, 4), 4, None, true, 0).await.unwrap();
         let (ann, bob) = (user(1), user(2));
-        let joined = a.join(&code, &ann, None, 100, None).await.unwrap();
+        let joined = a.join(&code, &ann, None, 100, None, false).await.unwrap();
         assert!(joined.new);
-        b.join(&code, &bob, None, 100, None).await.unwrap();
+        b.join(&code, &bob, None, 100, None, false).await.unwrap();
         let mirror_a = a.mirror_for_join(&code);
         let _ = mirror_a.add(&joined, &ann.id, 1, &Outbox::new(64).0, &a.incarnation());
         let mirror_b = b.mirror_for_join(&code);
@@ -1363,7 +1371,7 @@ mod tests {
         assert_eq!(gone, Gone::Left);
         let gone = b.depart(&code, &bob.id, &b.incarnation(), true, false).await.unwrap();
         assert_eq!(gone, Gone::Destroyed, "the last member out ends an ephemeral room");
-        let err = a.join(&code, &ann, None, 100, None).await.err().unwrap();
+        let err = a.join(&code, &ann, None, 100, None, false).await.err().unwrap();
         assert_eq!(err.code, ErrorCode::NotFound);
     }
 }

@@ -127,10 +127,12 @@ end
 
 if op == 'join' then
   -- ARGV: 3 user id, 4 user JSON, 5 name key, 6 node, 7 since (-1: none),
-  --       8 limit for since, 9 stored visibility "from,left" or ''
+  --       8 limit for since, 9 stored visibility "from,left" or '',
+  --       10 rejoin only (1|0): a resume, which takes no new seat
   local info = redis.call('HGET', KEYS[1], 'json')
   if not info then return {'not_found'} end
   local uid = ARGV[3]
+  if ARGV[10] == '1' and redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_found'} end
   local latest = seq()
   local new = 0
   if redis.call('HEXISTS', KEYS[2], uid) == 1 then

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use confab_proto::{ClientOp, ErrorBody, ErrorCode, JoinResult, Message};
 
-use super::{Conn, Empty, MembersResult, MessageResult, MessagesResult, page_limit};
+use super::{Conn, Empty, MembersResult, MessageResult, MessagesResult, not_in, page_limit};
 use crate::cluster::{Cluster, Gone, Mirror};
 use crate::hub::UserRecord;
 use crate::limits::check_post;
@@ -37,11 +37,11 @@ impl Conn {
             ClientOp::Leave { room } => {
                 let code = self.hub.cluster_key(&room);
                 let Some(i) = self.seats.iter().position(|s| s.mirror.code() == code) else {
-                    return Err(self.not_joined(cluster, &code, &user.id).await);
+                    return Err(not_in(&room));
                 };
                 let incarnation = self.seats[i].incarnation.clone();
                 match cluster.depart(&code, &user.id, &incarnation, true, false).await? {
-                    Gone::NotMember => return Err(not_member(&code)),
+                    Gone::NotMember => return Err(not_in(&room)),
                     Gone::Quiet | Gone::Left | Gone::Destroyed | Gone::Grace(_) => {}
                 }
                 let seat = self.seats.swap_remove(i);
@@ -52,28 +52,33 @@ impl Conn {
             ClientOp::Post { room, body, subject, cid } => {
                 let config = self.hub.config();
                 check_post(&config.limits, &body, subject.as_deref(), cid.as_deref())?;
-                let mirror = self.seat(cluster, &room, &user.id).await?;
+                let mirror = self.seat(&room)?;
                 self.hub.limiters().check(Limit::Post, &user.id)?;
                 let subject = subject.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
                 let draft = Draft { body, subject, cid, ts: now_rfc3339() };
                 cluster.post(&mirror, self.id, &self.outbox, &user.public(), draft, id).await?;
             }
             ClientOp::Typing { room, active } => {
-                let mirror = self.seat(cluster, &room, &user.id).await?;
+                let mirror = self.seat(&room)?;
                 cluster.typing(mirror.code(), &user.id, active).await?;
                 self.ok(id, &Empty {})?;
             }
             ClientOp::Members { room } => {
+                // Asked of Redis whether or not the room is this
+                // connection's, so both answers take one round trip.
                 let code = self.hub.cluster_key(&room);
-                let (info, members, _) = cluster.members(&code, &user.id).await?;
-                if !info.public && !self.seats.iter().any(|s| s.mirror.code() == code) {
-                    return Err(not_member(&code));
-                }
+                let joined = self.seats.iter().any(|s| s.mirror.code() == code);
+                let members = match cluster.members(&code, &user.id).await {
+                    Ok((info, members, _)) if joined || info.public => members,
+                    Ok(_) => return Err(not_in(&room)),
+                    Err(e) if e.code == ErrorCode::NotFound => return Err(not_in(&room)),
+                    Err(e) => return Err(e),
+                };
                 self.ok(id, &MembersResult { members })?;
             }
             ClientOp::History { room, before, limit } => {
                 let limit = page_limit(limit)?;
-                let mirror = self.seat(cluster, &room, &user.id).await?;
+                let mirror = self.seat(&room)?;
                 let before = before.unwrap_or(u64::MAX);
                 let read = cluster.read(mirror.code(), &user.id, 0, before, limit).await?;
                 let messages = self
@@ -82,7 +87,7 @@ impl Conn {
                 self.ok(id, &MessagesResult { messages })?;
             }
             ClientOp::Get { room, seq } => {
-                let mirror = self.seat(cluster, &room, &user.id).await?;
+                let mirror = self.seat(&room)?;
                 let (after, before) = (seq.saturating_sub(1), seq.saturating_add(1));
                 let read = cluster.read(mirror.code(), &user.id, after, before, 1).await?;
                 let message = self
@@ -109,6 +114,7 @@ impl Conn {
         cluster: &Arc<Cluster>,
         code: &str,
         since: Option<u64>,
+        rejoin: bool,
     ) -> Result<(Arc<Mirror>, JoinResult), ErrorBody> {
         let user = self.authenticated()?;
         let public = user.public();
@@ -123,16 +129,17 @@ impl Conn {
             }
         };
         let mirror = cluster.mirror_for_join(&code);
-        let joined =
-            match cluster.join(&code, &public, since, self.hub.config().resume_limit, stored).await
-            {
-                Ok(joined) => joined,
-                Err(e) => {
-                    mirror.join_failed();
-                    cluster.release_mirror(&mirror);
-                    return Err(e);
-                }
-            };
+        let joined = match cluster
+            .join(&code, &public, since, self.hub.config().resume_limit, stored, rejoin)
+            .await
+        {
+            Ok(joined) => joined,
+            Err(e) => {
+                mirror.join_failed();
+                cluster.release_mirror(&mirror);
+                return Err(e);
+            }
+        };
         if joined.new && joined.info.retention == confab_proto::Retention::Persistent {
             self.hub.remember_visibility(&code, &public.id, joined.from);
         }
@@ -209,26 +216,14 @@ impl Conn {
         Ok(older)
     }
 
-    /// The mirror of a room this connection joined.
-    async fn seat(
-        &self,
-        cluster: &Arc<Cluster>,
-        room: &str,
-        user_id: &str,
-    ) -> Result<Arc<Mirror>, ErrorBody> {
+    /// The mirror of a room this connection joined, found among its own
+    /// seats only: a room that does not exist and one that is not this
+    /// connection's answer the same error, by the same path.
+    fn seat(&self, room: &str) -> Result<Arc<Mirror>, ErrorBody> {
         let code = self.hub.cluster_key(room);
         match self.seats.iter().find(|s| s.mirror.code() == code) {
             Some(seat) => Ok(seat.mirror.clone()),
-            None => Err(self.not_joined(cluster, &code, user_id).await),
-        }
-    }
-
-    /// The error for an op on a room this connection has not joined:
-    /// `not_found` if there is no such room, else `not_member`.
-    async fn not_joined(&self, cluster: &Arc<Cluster>, code: &str, user_id: &str) -> ErrorBody {
-        match cluster.members(code, user_id).await {
-            Ok(_) => not_member(code),
-            Err(e) => e,
+            None => Err(not_in(room)),
         }
     }
 
@@ -242,8 +237,4 @@ impl Conn {
             cluster.departed(seat.mirror, user.id.clone(), seat.incarnation, grace);
         }
     }
-}
-
-fn not_member(code: &str) -> ErrorBody {
-    ErrorBody::new(ErrorCode::NotMember, format!("you have not joined room {code}"))
 }

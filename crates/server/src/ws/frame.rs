@@ -46,19 +46,29 @@ pub(crate) enum Violation {
     Protocol(&'static str),
     /// A message longer than the limit: close code 1009.
     TooBig,
+    /// A text message that is not UTF-8: close code 1007.
+    NotUtf8,
 }
 
-/// Parses the frame at the start of `buf`, unmasking its payload in place.
-///
-/// `Ok(None)`: the frame is not complete yet; read more and call again.
-/// `so_far` is the length of the fragments of the current message already
-/// received, so that a message over `limit` is refused from the header of
-/// the frame that takes it over, before its payload is read.
-pub(crate) fn parse(
-    buf: &mut [u8],
+/// A frame's header: enough to know what its payload is before all of it
+/// has arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub fin: bool,
+    pub opcode: u8,
+    /// Where the payload starts, and its length.
+    pub start: usize,
+    pub len: usize,
+    pub mask: [u8; 4],
+}
+
+/// Reads the header at the start of `buf` and checks it, as [`parse`]
+/// does; `Ok(None)` while the header itself is incomplete.
+pub(crate) fn read_head(
+    buf: &[u8],
     so_far: usize,
     limit: usize,
-) -> Result<Option<Frame>, Violation> {
+) -> Result<Option<Head>, Violation> {
     let [first, second, ..] = *buf else { return Ok(None) };
     if first & 0x70 != 0 {
         return Err(Violation::Protocol("reserved bits set; no extension was agreed"));
@@ -73,7 +83,7 @@ pub(crate) fn parse(
     if second & 0x80 == 0 {
         return Err(Violation::Protocol("a client's frames must be masked"));
     }
-    let (len, mut at) = match second & 0x7F {
+    let (len, at) = match second & 0x7F {
         126 => {
             let Some(bytes) = buf.get(2..4) else { return Ok(None) };
             (u64::from(u16::from_be_bytes([bytes[0], bytes[1]])), 4)
@@ -101,10 +111,89 @@ pub(crate) fn parse(
     let len = usize::try_from(len).map_err(|_| Violation::TooBig)?;
     let Some(mask) = buf.get(at..at + 4) else { return Ok(None) };
     let mask: [u8; 4] = mask.try_into().expect("4 bytes");
-    at += 4;
-    let Some(payload) = buf.get_mut(at..at + len) else { return Ok(None) };
-    unmask(payload, mask);
-    Ok(Some(Frame { fin, opcode, payload: at..at + len }))
+    Ok(Some(Head { fin, opcode, start: at + 4, len, mask }))
+}
+
+/// Checks UTF-8 as it arrives, in pieces split anywhere: a byte that
+/// cannot be part of UTF-8 is found when it arrives, not when its message
+/// ends.
+#[derive(Debug, Default)]
+pub(crate) struct Utf8 {
+    /// The start of a character whose other bytes are still to come.
+    carry: [u8; 4],
+    carried: usize,
+}
+
+impl Utf8 {
+    /// Takes the next piece.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Violation> {
+        while self.carried > 0 {
+            let Some((&next, rest)) = bytes.split_first() else { return Ok(()) };
+            self.carry[self.carried] = next;
+            self.carried += 1;
+            bytes = rest;
+            match std::str::from_utf8(&self.carry[..self.carried]) {
+                Ok(_) => self.carried = 0,
+                Err(e) if e.error_len().is_none() => {}
+                Err(_) => return Err(Violation::NotUtf8),
+            }
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_none() => {
+                let rest = &bytes[e.valid_up_to()..];
+                self.carry[..rest.len()].copy_from_slice(rest);
+                self.carried = rest.len();
+                Ok(())
+            }
+            Err(_) => Err(Violation::NotUtf8),
+        }
+    }
+
+    /// The message ended: no character may be left unfinished.
+    pub fn finish(&mut self) -> Result<(), Violation> {
+        let carried = std::mem::take(&mut self.carried);
+        if carried == 0 { Ok(()) } else { Err(Violation::NotUtf8) }
+    }
+}
+
+/// Unmasks a copy of `payload[from..]` (a payload whose first byte had
+/// mask offset 0) piece by piece and passes each piece to `check`.
+pub(crate) fn unmasked_pieces(
+    payload: &[u8],
+    from: usize,
+    mask: [u8; 4],
+    mut check: impl FnMut(&[u8]) -> Result<(), Violation>,
+) -> Result<(), Violation> {
+    let mut piece = [0u8; 256];
+    let mut at = from;
+    while at < payload.len() {
+        let n = (payload.len() - at).min(piece.len());
+        for (i, byte) in piece[..n].iter_mut().enumerate() {
+            *byte = payload[at + i] ^ mask[(at + i) % 4];
+        }
+        check(&piece[..n])?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Parses the frame at the start of `buf`, unmasking its payload in place.
+///
+/// `Ok(None)`: the frame is not complete yet; read more and call again.
+/// `so_far` is the length of the fragments of the current message already
+/// received, so that a message over `limit` is refused from the header of
+/// the frame that takes it over, before its payload is read.
+pub(crate) fn parse(
+    buf: &mut [u8],
+    so_far: usize,
+    limit: usize,
+) -> Result<Option<Frame>, Violation> {
+    let Some(head) = read_head(buf, so_far, limit)? else { return Ok(None) };
+    let payload = head.start..head.start + head.len;
+    let Some(bytes) = buf.get_mut(payload.clone()) else { return Ok(None) };
+    unmask(bytes, head.mask);
+    Ok(Some(Frame { fin: head.fin, opcode: head.opcode, payload }))
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
@@ -168,7 +257,9 @@ pub(crate) fn close_code(payload: &[u8]) -> Result<Option<u16>, Violation> {
         [_] => Err(Violation::Protocol("a close frame's payload is empty or starts with a code")),
         [high, low, reason @ ..] => {
             let code = u16::from_be_bytes([*high, *low]);
-            let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            // The codes IANA registered for endpoints to send, 1012 to
+            // 1014 included, and the ranges for libraries and applications.
+            let allowed = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
             if !allowed {
                 return Err(Violation::Protocol("a close code a peer may not send"));
             }
@@ -293,9 +384,53 @@ mod tests {
         assert_eq!(close_code(&[0x03, 0xE8, b'o', b'k']), Ok(Some(1000)));
         assert!(close_code(&[0x03]).is_err());
         // 1005 and 1006 are never sent; 999 and 5000 are not codes.
-        for code in [999u16, 1005, 1006, 1015, 2999, 5000] {
+        for code in [999u16, 1004, 1005, 1006, 1015, 2999, 5000] {
             assert!(close_code(&code.to_be_bytes()).is_err(), "{code}");
         }
+        // Service restart, try again later, bad gateway: a proxy or a
+        // server-side client may send them.
+        for code in [1012u16, 1013, 1014] {
+            assert_eq!(close_code(&code.to_be_bytes()), Ok(Some(code)));
+        }
         assert!(close_code(&[0x03, 0xE8, 0xFF]).is_err(), "a reason that is not UTF-8");
+    }
+
+    #[test]
+    fn utf8_is_checked_in_pieces_split_anywhere() {
+        let text = "añ€😀 ok".as_bytes();
+        for cut in 0..=text.len() {
+            for cut2 in cut..=text.len() {
+                let mut utf8 = Utf8::default();
+                utf8.feed(&text[..cut]).unwrap();
+                utf8.feed(&text[cut..cut2]).unwrap();
+                utf8.feed(&text[cut2..]).unwrap();
+                utf8.finish().unwrap();
+            }
+        }
+        // A bad byte is refused when it arrives.
+        let mut utf8 = Utf8::default();
+        utf8.feed(&[0xF0, 0x9F]).unwrap();
+        assert_eq!(utf8.feed(&[0x41]), Err(Violation::NotUtf8));
+        let mut utf8 = Utf8::default();
+        assert_eq!(utf8.feed(b"ok \xFF"), Err(Violation::NotUtf8));
+        // A character cut off by the end of the message.
+        let mut utf8 = Utf8::default();
+        utf8.feed(&[b'a', 0xE2, 0x82]).unwrap();
+        assert_eq!(utf8.finish(), Err(Violation::NotUtf8));
+    }
+
+    #[test]
+    fn a_header_is_known_before_its_payload_arrives() {
+        let frame = client(0x81, &[b'x'; 300]);
+        let head = read_head(&frame[..8], 0, 1024).unwrap().unwrap();
+        assert_eq!((head.fin, head.opcode, head.start, head.len), (true, TEXT, 8, 300));
+        assert_eq!(read_head(&frame[..7], 0, 1024), Ok(None));
+        let mut seen = Vec::new();
+        unmasked_pieces(&frame[8..], 0, head.mask, |piece| {
+            seen.extend_from_slice(piece);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b'x'; 300]);
     }
 }
