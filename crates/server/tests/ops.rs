@@ -289,9 +289,10 @@ async fn members_history_and_get_respect_membership_and_visibility() {
         "not_found"
     );
     assert_eq!(ann.error_code(json!({"op": "join", "room": "NOPE22"})).await.unwrap(), "not_found");
+    // Only `join` tells a room that does not exist from one not joined.
     assert_eq!(
         ann.error_code(json!({"op": "members", "room": "NOPE22"})).await.unwrap(),
-        "not_found"
+        "not_member"
     );
 }
 

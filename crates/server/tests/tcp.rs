@@ -164,10 +164,7 @@ async fn the_username_is_asked_for_and_validated_like_hello() {
     let hello = term.ask("  Éloïse ").await;
     assert_eq!(hello, "hello, Éloïse; %join joins the board main, %help lists the commands");
     term.session_line().await;
-    assert_eq!(
-        term.ask("%list").await,
-        "error: not_member: you have not joined room main; %join first"
-    );
+    assert_eq!(term.ask("%list").await, "error: not_member: you are not in room main; %join first");
     // The members of a public room can be seen without joining it.
     assert_eq!(term.ask("%users").await, "[main] members (0)");
 }
@@ -230,7 +227,7 @@ async fn the_board_commands_work_and_a_joiner_sees_the_last_two_posts() {
         (Some("Bob"), Some("left"))
     );
     let after = bob.ask("%post late again").await;
-    assert_eq!(after, "error: not_member: you have not joined room main; %join first");
+    assert_eq!(after, "error: not_member: you are not in room main; %join first");
 }
 
 #[tokio::test]
@@ -314,10 +311,7 @@ async fn the_group_commands_work_on_any_room_by_code_or_board_name() {
     let left = ann.event("leave").await.unwrap();
     assert_eq!(left["reason"], "left");
     // The plain commands are about main, which Bob never joined.
-    assert_eq!(
-        bob.ask("%list").await,
-        "error: not_member: you have not joined room main; %join first"
-    );
+    assert_eq!(bob.ask("%list").await, "error: not_member: you are not in room main; %join first");
 }
 
 #[tokio::test]
@@ -416,9 +410,10 @@ async fn bad_input_gets_a_one_line_error_and_the_connection_goes_on() {
             "error: %groupmessage needs a message id; usage: %groupmessage <room> <id>",
         ),
         (b"%groupjoin NOROOM", "error: not_found: no room NOROOM; %groups lists the public rooms"),
+        // A room that does not exist answers as one this user is not in.
         (
             b"%groupusers nowhere",
-            "error: not_found: no room nowhere; %groups lists the public rooms",
+            "error: not_member: you are not in room nowhere; %groupjoin nowhere first",
         ),
         (
             b"%post caf\xc3 latte",
@@ -440,9 +435,9 @@ async fn bad_input_gets_a_one_line_error_and_the_connection_goes_on() {
     }
     // Rooms that do not exist, or that this user is not in.
     for (line, code) in [
-        ("%groupleave NOROOM", "error: not_found: "),
-        ("%grouppost NOROOM hi there", "error: not_found: "),
-        ("%grouplist NOROOM", "error: not_found: "),
+        ("%groupleave NOROOM", "error: not_member: "),
+        ("%grouppost NOROOM hi there", "error: not_member: "),
+        ("%grouplist NOROOM", "error: not_member: "),
         ("%leave", "error: not_member: "),
         ("%post hi not joined yet", "error: not_member: "),
     ] {
