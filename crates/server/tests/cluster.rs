@@ -634,3 +634,64 @@ async fn boards_and_persistent_rooms_come_back_when_redis_loses_everything() {
     let posted = cat.ok(json!({"op": "post", "room": "main", "body": "next"})).await.unwrap();
     assert_eq!(posted["message"]["seq"], 4, "seq carries on from the database");
 }
+
+#[tokio::test]
+async fn in_a_cluster_only_join_tells_a_missing_room_from_a_private_one() {
+    let Some(nodes) = cluster_of(
+        2,
+        |_| None,
+        |c| {
+            c.hub.rates.failed_join = Some(confab_core::Rate::new(1, Duration::from_secs(3600), 2));
+        },
+    )
+    .await
+    .map(|(nodes, _)| nodes) else {
+        return;
+    };
+    let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
+    let token = hello["session"].as_str().unwrap().to_owned();
+    let live = nodes[0].create(&mut ann, json!({})).await;
+    common::join(&mut ann, &live).await;
+    common::post(&mut ann, &live, "secret").await;
+    let missing =
+        if live.starts_with('Z') { format!("Y{}", &live[1..]) } else { format!("Z{}", &live[1..]) };
+    // From the other node, as from the same one, every op but join answers
+    // alike for the live private room and the missing one.
+    for node in &nodes {
+        let mut mallory = node.client("Mallory").await;
+        for op in ["leave", "post", "typing", "history", "get", "members"] {
+            let ask =
+                |code: &str| json!({"op": op, "room": code, "body": "x", "active": true, "seq": 1});
+            let a = mallory.request(ask(&live)).await.unwrap();
+            let b = mallory.request(ask(&missing)).await.unwrap();
+            assert_eq!(a["error"]["code"], "not_member", "{op}: {a}");
+            let a = a["error"].to_string().replace(&live, "CODE");
+            let b = b["error"].to_string().replace(&missing, "CODE");
+            assert_eq!(a, b, "{op}");
+        }
+        // A resume naming the live code brings nothing back and takes no
+        // seat; it counts as a failed join (a burst of two here).
+        let mut guesser = WsClient::connect(&node.url).await.unwrap();
+        let hello = guesser
+            .ok(json!({"op": "hello", "name": "Guess", "resume": {live.clone(): 0, missing.clone(): 0}}))
+            .await
+            .unwrap();
+        assert_eq!(hello["rooms"], json!([]), "{hello}");
+        let code = guesser.error_code(json!({"op": "join", "room": "ZZZZZ9"})).await.unwrap();
+        assert_eq!(code, "not_found");
+        let code = guesser.error_code(json!({"op": "join", "room": "main"})).await.unwrap();
+        assert_eq!(
+            code, "rate_limited",
+            "the resume's two guesses and one join emptied the bucket"
+        );
+    }
+    let members = ann.ok(json!({"op": "members", "room": live})).await.unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 1, "nobody else took a seat");
+    // Ann's own session, holding the seat, resumes on the other node.
+    let mut tab = WsClient::connect(&nodes[1].url).await.unwrap();
+    let hello =
+        json!({"op": "hello", "name": "Ann", "session": token, "resume": {live.clone(): 0}});
+    let back = tab.ok(hello).await.unwrap();
+    assert_eq!(back["rooms"][0]["room"]["code"], live.as_str(), "{back}");
+    assert_eq!(bodies(&back["rooms"][0]["messages"]), ["secret"]);
+}

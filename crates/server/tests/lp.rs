@@ -682,3 +682,26 @@ async fn memory_of_ten_thousand_idle_long_poll_connections() {
     drop(parked);
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn over_long_polling_only_join_tells_a_missing_room_from_a_private_one() {
+    let server = start_lp(|_| {}).await;
+    let mut ann = server.client("Ann").await;
+    let live = server.create(&mut ann, json!({})).await;
+    join(&mut ann, &live).await;
+    let missing =
+        if live.starts_with('Z') { format!("Y{}", &live[1..]) } else { format!("Z{}", &live[1..]) };
+    let (mut mallory, _) = Lp::hello(server.http, "Mallory").await;
+    for op in ["leave", "post", "typing", "history", "get", "members"] {
+        let ask =
+            |code: &str| json!({"op": op, "room": code, "body": "x", "active": true, "seq": 1});
+        let a = mallory.request(ask(&live)).await;
+        let b = mallory.request(ask(&missing)).await;
+        assert_eq!(a["error"]["code"], "not_member", "{op}: {a}");
+        let a = a["error"].to_string().replace(&live, "CODE");
+        let b = b["error"].to_string().replace(&missing, "CODE");
+        assert_eq!(a, b, "{op}");
+    }
+    let joined = mallory.request(json!({"op": "join", "room": missing})).await;
+    assert_eq!(joined["error"]["code"], "not_found", "only join tells, inside its budget");
+}

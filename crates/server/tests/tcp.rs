@@ -660,3 +660,40 @@ fn metric(text: &str, name: &str) -> f64 {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
+
+#[tokio::test]
+async fn on_the_terminal_only_groupjoin_tells_a_missing_room_from_a_private_one() {
+    let server = start_with(|c| {
+        c.hub.rates.failed_join = Some(confab_core::Rate::new(1, Duration::from_secs(3600), 1));
+    })
+    .await;
+    let mut ann = server.client("Ann").await;
+    let live = server.create(&mut ann, json!({})).await;
+    join(&mut ann, &live).await;
+    let missing =
+        if live.starts_with('Z') { format!("Y{}", &live[1..]) } else { format!("Z{}", &live[1..]) };
+    let mut term = Term::login(&server, "Mallory").await;
+    for command in
+        ["%groupleave", "%grouppost {} hi there", "%groupusers", "%grouplist", "%groupmessage {} 1"]
+    {
+        let line = |code: &str| {
+            if command.contains("{}") {
+                command.replace("{}", code)
+            } else {
+                format!("{command} {code}")
+            }
+        };
+        let a = term.ask(&line(&live)).await.replace(&live, "CODE");
+        let b = term.ask(&line(&missing)).await.replace(&missing, "CODE");
+        assert!(a.starts_with("error: not_member: you are not in room CODE"), "{command}: {a}");
+        assert_eq!(a, b, "{command}");
+    }
+    // %groupjoin tells them apart, inside the failed-join budget (a burst
+    // of one here): the second guess blocks every join.
+    let guess = term.ask(&format!("%groupjoin {missing}")).await;
+    assert!(guess.starts_with("error: not_found"), "{guess}");
+    let guess = term.ask("%groupjoin ZZZZZ9").await;
+    assert!(guess.starts_with("error: not_found"), "{guess}");
+    let blocked = term.ask(&format!("%groupjoin {live}")).await;
+    assert!(blocked.starts_with("error: rate_limited"), "{blocked}");
+}
