@@ -339,3 +339,91 @@ fn a_cluster_node_that_stops_frees_its_seats_at_once_and_one_killed_within_the_l
     let _ = n1.child.kill();
     let _ = n1.child.wait();
 }
+
+/// Starts `confab serve` with an open-file limit of 1,024, soft and hard
+/// (the common default, which the server cannot raise).
+fn serve_with_1024_files(args: &[&str]) -> Running {
+    let mut command = Command::new("sh");
+    command.args(["-c", "ulimit -n 1024 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_confab")]);
+    let mut all = vec!["--http", "127.0.0.1:0", "--limit-loopback"];
+    all.extend_from_slice(args);
+    launch(command, &data_dir(), &all, &[])
+}
+
+/// Opens `n` sockets from 127.0.0.2 that never send a byte; returns them.
+async fn silent_sockets(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let mut sockets = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        sockets.push(socket.connect(addr).await.expect("the kernel accepts the connection"));
+    }
+    sockets
+}
+
+/// Whether another address still gets `/health`, a WebSocket and the
+/// terminal from the server.
+async fn still_serves_others(running: &Running, tcp: &str) {
+    let health = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut stream = tokio::net::TcpStream::connect(&running.addr).await.unwrap();
+        let request = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request).await.unwrap();
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer).await.unwrap();
+        answer
+    })
+    .await
+    .expect("/health answers in time");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let url = format!("ws://{}/ws", running.addr);
+    confab_client::WsClient::hello(&url, "Ann").await.expect("a WebSocket from another address");
+    let mut terminal = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    let mut greeting = [0u8; 256];
+    let n = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut terminal, &mut greeting),
+    )
+    .await
+    .expect("the terminal greets in time")
+    .unwrap();
+    let greeting = String::from_utf8_lossy(&greeting[..n]);
+    assert!(!greeting.is_empty() && !greeting.starts_with("bye"), "{greeting}");
+}
+
+#[test]
+fn silent_sockets_from_one_address_do_not_lock_others_out_at_1024_files() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The default cap per address (256) holds from the moment of accept.
+    let mut running = serve_with_1024_files(&[]);
+    let tcp = logged(&mut running, "tcp listening on ");
+    runtime.block_on(async {
+        let _flood = silent_sockets(&running.addr, 1_100).await;
+        still_serves_others(&running, &tcp).await;
+    });
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+
+    // With no useful cap per address, running short of descriptors sheds
+    // the heaviest address and keeps serving the others.
+    let mut running = serve_with_1024_files(&["--max-connections-per-ip", "100000"]);
+    let tcp = logged(&mut running, "tcp listening on ");
+    let limit = logged(&mut running, "open-file limit ");
+    assert!(limit.starts_with("1024:"), "the limit in force is logged: {limit}");
+    runtime.block_on(async {
+        let _flood = silent_sockets(&running.addr, 1_100).await;
+        still_serves_others(&running, &tcp).await;
+    });
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+}
+
+/// What follows `needle` in the next log line that has it.
+fn logged(running: &mut Running, needle: &str) -> String {
+    loop {
+        let line = running.log.recv_timeout(Duration::from_secs(20)).expect("a log line");
+        if let Some((_, rest)) = line.split_once(needle) {
+            return rest.trim().to_owned();
+        }
+    }
+}
