@@ -74,6 +74,10 @@ async fn every_op_but_join_answers_a_missing_room_and_a_private_one_alike() {
     join(&mut ann, &public).await;
     let members = mallory.ok(json!({"op": "members", "room": public})).await.unwrap();
     assert_eq!(members["members"][0]["name"], "Ann");
+    // The web page of a room is the same page for any code.
+    let (status, page) = server.get(&format!("/r/{live}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.get(&format!("/r/{missing}")).await, (200, page));
     // Ann, in the room, is answered as before; nothing Mallory sent landed.
     let history = ann.ok(json!({"op": "history", "room": live})).await.unwrap();
     assert_eq!(common::bodies(&history["messages"]), ["secret"]);
