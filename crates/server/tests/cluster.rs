@@ -653,8 +653,7 @@ async fn in_a_cluster_only_join_tells_a_missing_room_from_a_private_one() {
     let live = nodes[0].create(&mut ann, json!({})).await;
     common::join(&mut ann, &live).await;
     common::post(&mut ann, &live, "secret").await;
-    let missing =
-        if live.starts_with('Z') { format!("Y{}", &live[1..]) } else { format!("Z{}", &live[1..]) };
+    let missing = common::missing_like(&live);
     // From the other node, as from the same one, every op but join answers
     // alike for the live private room and the missing one.
     for node in &nodes {

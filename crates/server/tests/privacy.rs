@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{join, post, start_with};
+use common::{join, missing_like, post, start_with};
 use confab_client::WsClient;
 use confab_core::Rate;
 use serde_json::{Value, json};
@@ -15,14 +15,6 @@ use tokio::net::TcpStream;
 
 fn tight(count: u32, burst: u32) -> Option<Rate> {
     Some(Rate::new(count, Duration::from_secs(3600), burst))
-}
-
-/// A code of the same form as `live` that names no room (one room exists,
-/// so one changed character is enough).
-fn missing_like(live: &str) -> String {
-    let mut chars: Vec<char> = live.chars().collect();
-    chars[0] = if chars[0] == 'Z' { 'Y' } else { 'Z' };
-    chars.into_iter().collect()
 }
 
 /// Every op that names a room, other than `join` and `create`.

@@ -670,8 +670,7 @@ async fn on_the_terminal_only_groupjoin_tells_a_missing_room_from_a_private_one(
     let mut ann = server.client("Ann").await;
     let live = server.create(&mut ann, json!({})).await;
     join(&mut ann, &live).await;
-    let missing =
-        if live.starts_with('Z') { format!("Y{}", &live[1..]) } else { format!("Z{}", &live[1..]) };
+    let missing = common::missing_like(&live);
     let mut term = Term::login(&server, "Mallory").await;
     for command in
         ["%groupleave", "%grouppost {} hi there", "%groupusers", "%grouplist", "%groupmessage {} 1"]
