@@ -685,7 +685,10 @@ async fn memory_of_ten_thousand_idle_long_poll_connections() {
 
 #[tokio::test]
 async fn over_long_polling_only_join_tells_a_missing_room_from_a_private_one() {
-    let server = start_lp(|_| {}).await;
+    let server = start_lp(|c| {
+        c.hub.rates.failed_join = Some(confab_core::Rate::new(1, Duration::from_secs(3600), 1));
+    })
+    .await;
     let mut ann = server.client("Ann").await;
     let live = server.create(&mut ann, json!({})).await;
     join(&mut ann, &live).await;
@@ -701,6 +704,12 @@ async fn over_long_polling_only_join_tells_a_missing_room_from_a_private_one() {
         let b = b["error"].to_string().replace(&missing, "CODE");
         assert_eq!(a, b, "{op}");
     }
+    // Only join tells, inside its budget (a burst of one here): the second
+    // guess blocks every join.
     let joined = mallory.request(json!({"op": "join", "room": missing})).await;
-    assert_eq!(joined["error"]["code"], "not_found", "only join tells, inside its budget");
+    assert_eq!(joined["error"]["code"], "not_found", "{joined}");
+    let joined = mallory.request(json!({"op": "join", "room": "ZZZZZ9"})).await;
+    assert_eq!(joined["error"]["code"], "not_found", "{joined}");
+    let joined = mallory.request(json!({"op": "join", "room": live})).await;
+    assert_eq!(joined["error"]["code"], "rate_limited", "{joined}");
 }
