@@ -517,10 +517,15 @@ impl Hub {
             self.shared.sessions.lock().get(&ids::token_key(token)).and_then(Weak::upgrade)
         });
         let digest = token.map(ids::token_digest);
-        // With the store down, a session works in memory rather than wait.
         let store_up = self.store_healthy();
-        let user = match (known, token.zip(digest.as_deref()).filter(|_| store_up)) {
+        // A token this node does not hold in memory is looked up in the
+        // store; if the store cannot say, the answer is `unavailable`, never
+        // a new identity for someone who has one.
+        let cannot_look_up =
+            || unavailable("cannot look up your session right now; try again shortly");
+        let user = match (known, token.zip(digest.as_deref())) {
             (Some(user), _) => Some(user),
+            (None, Some(_)) if !store_up => return Err(cannot_look_up()),
             (None, Some((token, digest))) => match self.store().session(digest).await {
                 Ok(Some(stored)) => Some(self.remember_session(UserRecord {
                     id: stored.id,
@@ -530,7 +535,7 @@ impl Hub {
                 Ok(None) => None,
                 Err(e) => {
                     tracing::warn!("cannot read sessions: {e}");
-                    None
+                    return Err(cannot_look_up());
                 }
             },
             (None, None) => None,

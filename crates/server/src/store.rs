@@ -53,7 +53,7 @@ async fn insert_all(
     conn: &mut AnyConnection,
     messages: &[&Message],
     sqlite: bool,
-) -> Result<(), StoreError> {
+) -> Result<(), sqlx::Error> {
     for chunk in messages.chunks(INSERT_CHUNK) {
         let mut query = sqlx::query(insert_messages(chunk.len(), sqlite));
         for m in chunk {
@@ -67,7 +67,7 @@ async fn insert_all(
                 .bind(&m.ts)
                 .bind(m.cid.as_deref());
         }
-        query.execute(&mut *conn).await.map_err(error)?;
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -88,6 +88,68 @@ pub struct OpenError {
 }
 
 impl SqlStore {
+    /// One attempt at a batch, in one transaction. Rows are written in
+    /// key order: messages, then visibility by room and user, sessions by
+    /// token, and rooms' latest `seq` by code.
+    async fn write_once(&self, batch: &[Write]) -> Result<(), sqlx::Error> {
+        {
+            let mut tx = self.pool.begin().await?;
+            let mut last_seqs: Vec<(&str, u64)> = Vec::new();
+            let new_messages: Vec<&Message> = batch
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Message(m) => Some(&**m),
+                    Write::Visibility { .. } | Write::Session { .. } => None,
+                })
+                .collect();
+            for m in &new_messages {
+                match last_seqs.iter_mut().find(|(room, _)| *room == m.room) {
+                    Some((_, seq)) => *seq = (*seq).max(m.seq),
+                    None => last_seqs.push((&m.room, m.seq)),
+                }
+            }
+            insert_all(&mut tx, &new_messages, self.sqlite).await?;
+            let mut ordered: Vec<&Write> =
+                batch.iter().filter(|w| !matches!(w, Write::Message(_))).collect();
+            ordered.sort_by(|a, b| write_key(a).cmp(&write_key(b)));
+            last_seqs.sort_unstable();
+            for write in ordered {
+                match write {
+                    Write::Visibility { room, user_id, visibility } => {
+                        sqlx::query(
+                            "INSERT INTO visibility (room, user_id, from_seq, left_at) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (room, user_id) DO UPDATE \
+                             SET from_seq = excluded.from_seq, left_at = excluded.left_at",
+                        )
+                        .bind(room)
+                        .bind(user_id)
+                        .bind(int(visibility.from))
+                        .bind(visibility.left_at.map(int))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Write::Session { token, user } => {
+                        sqlx::query(SAVE_SESSION)
+                            .bind(token)
+                            .bind(&user.id)
+                            .bind(&user.name)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Write::Message(_) => {}
+                }
+            }
+            for (room, seq) in last_seqs {
+                sqlx::query("UPDATE rooms SET last_seq = $1 WHERE code = $2")
+                    .bind(int(seq))
+                    .bind(room)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        }
+    }
+
     /// Opens the database at `url` (or `DATA/confab.db` when `url` is
     /// `None`), creating a new SQLite file if there is none, and applies
     /// the migrations. An existing file that is not a confab database is
@@ -187,6 +249,23 @@ fn redact(url: &str) -> String {
 
 fn error(e: sqlx::Error) -> StoreError {
     StoreError::new(e)
+}
+
+/// A failure that trying the same transaction again may not meet: a
+/// deadlock, a serialization failure, a busy SQLite file.
+fn retryable(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| matches!(code.as_ref(), "40P01" | "40001" | "5" | "6" | "517"))
+}
+
+/// The order a batch's writes other than messages are applied in.
+fn write_key(write: &Write) -> (u8, &str, &str) {
+    match write {
+        Write::Message(m) => (0, &m.room, ""),
+        Write::Visibility { room, user_id, .. } => (1, room, user_id),
+        Write::Session { token, .. } => (2, token, ""),
+    }
 }
 
 fn int(value: u64) -> i64 {
@@ -294,62 +373,24 @@ impl Store for SqlStore {
 
     fn write<'a>(&'a self, batch: &'a [Write]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(error)?;
-            let mut last_seqs: Vec<(&str, u64)> = Vec::new();
-            let new_messages: Vec<&Message> = batch
-                .iter()
-                .filter_map(|w| match w {
-                    Write::Message(m) => Some(&**m),
-                    Write::Visibility { .. } | Write::Session { .. } => None,
-                })
-                .collect();
-            for m in &new_messages {
-                match last_seqs.iter_mut().find(|(room, _)| *room == m.room) {
-                    Some((_, seq)) => *seq = (*seq).max(m.seq),
-                    None => last_seqs.push((&m.room, m.seq)),
+            // Every transaction takes its rows in one order (see
+            // `write_once`), so nodes writing overlapping batches into one
+            // database do not deadlock; if the database still reports a
+            // deadlock or a serialization failure, the batch is tried again
+            // rather than failed (a failed batch marks the store down).
+            let mut attempt = 0;
+            loop {
+                match self.write_once(batch).await {
+                    Err(e) if attempt < 3 && retryable(&e) => {
+                        attempt += 1;
+                        tracing::debug!("storage write retried ({attempt}): {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                    }
+                    written => return written.map_err(error),
                 }
             }
-            insert_all(&mut tx, &new_messages, self.sqlite).await?;
-            for write in batch {
-                match write {
-                    Write::Visibility { room, user_id, visibility } => {
-                        sqlx::query(
-                            "INSERT INTO visibility (room, user_id, from_seq, left_at) \
-                             VALUES ($1, $2, $3, $4) ON CONFLICT (room, user_id) DO UPDATE \
-                             SET from_seq = excluded.from_seq, left_at = excluded.left_at",
-                        )
-                        .bind(room)
-                        .bind(user_id)
-                        .bind(int(visibility.from))
-                        .bind(visibility.left_at.map(int))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(error)?;
-                    }
-                    Write::Session { token, user } => {
-                        sqlx::query(SAVE_SESSION)
-                            .bind(token)
-                            .bind(&user.id)
-                            .bind(&user.name)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(error)?;
-                    }
-                    Write::Message(_) => {}
-                }
-            }
-            for (room, seq) in last_seqs {
-                sqlx::query("UPDATE rooms SET last_seq = $1 WHERE code = $2")
-                    .bind(int(seq))
-                    .bind(room)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(error)?;
-            }
-            tx.commit().await.map_err(error)
         })
     }
-
     fn append<'a>(
         &'a self,
         room: &'a str,
@@ -374,7 +415,9 @@ impl Store for SqlStore {
             for (i, m) in stored.iter_mut().enumerate() {
                 m.seq = first + i as u64;
             }
-            insert_all(&mut tx, &stored.iter().collect::<Vec<_>>(), self.sqlite).await?;
+            insert_all(&mut tx, &stored.iter().collect::<Vec<_>>(), self.sqlite)
+                .await
+                .map_err(error)?;
             tx.commit().await.map_err(error)?;
             Ok(stored)
         })

@@ -694,3 +694,51 @@ async fn in_a_cluster_only_join_tells_a_missing_room_from_a_private_one() {
     assert_eq!(back["rooms"][0]["room"]["code"], live.as_str(), "{back}");
     assert_eq!(bodies(&back["rooms"][0]["messages"]), ["secret"]);
 }
+
+/// Regression: the session upserts of two nodes' batches took the same rows
+/// in different orders and deadlocked in PostgreSQL; the failed batch
+/// marked the node's store down, and its `hello` then gave a new user and
+/// token to sessions it did not hold in memory.
+#[tokio::test]
+async fn a_known_session_stays_the_same_user_under_a_burst_of_hellos_on_every_node() {
+    let Some(nodes) = nodes(3).await else { return };
+    let mut known = Vec::new();
+    for i in 0..40 {
+        let (_, hello) = WsClient::hello(&nodes[i % 3].url, &format!("user{i}")).await.unwrap();
+        let token = hello["session"].as_str().unwrap().to_owned();
+        known.push((token, hello["user"]["id"].as_str().unwrap().to_owned()));
+    }
+    // Each session says hello nine times at once, three times on each node,
+    // all 360 together; two of three nodes hold it in no memory.
+    let mut hellos = tokio::task::JoinSet::new();
+    for round in 0..9 {
+        for (i, (token, id)) in known.iter().enumerate() {
+            let url = nodes[(i + round) % 3].url.clone();
+            let (token, id) = (token.clone(), id.clone());
+            hellos.spawn(async move {
+                let mut client = WsClient::connect(&url).await.unwrap();
+                let hello = json!({"op": "hello", "name": format!("user{i}"), "session": token});
+                let reply = client.request(hello).await.unwrap();
+                (reply, id, client)
+            });
+        }
+    }
+    let mut clients = Vec::new();
+    let mut refused = 0;
+    while let Some(joined) = hellos.join_next().await {
+        let (reply, id, client) = joined.unwrap();
+        if reply["ok"] == true {
+            assert_eq!(reply["user"]["id"], id.as_str(), "a known session became someone else");
+        } else {
+            // Never a new identity; at worst, try again.
+            assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+            refused += 1;
+        }
+        clients.push(client);
+    }
+    assert_eq!(refused, 0, "no hello was refused either");
+    for node in &nodes {
+        let (status, health) = health(node).await;
+        assert_eq!((status, &health["database"]), (200, &json!("ok")), "{health}");
+    }
+}
