@@ -342,7 +342,17 @@ impl Conn {
         // out as a room that does not exist is, and spends the client's
         // failed-join budget, so that `resume` is no way to guess codes.
         let client = self.hub.limiters().client_key(self.peer, &user.id);
+        let mut seen = std::collections::HashSet::new();
         for (code, since) in resume {
+            // One code written two ways is one room.
+            if !seen.insert(code.trim().to_lowercase()) {
+                continue;
+            }
+            // A client out of failed joins resumes nothing (and costs
+            // nothing more to look up).
+            if self.hub.limiters().check_join_allowed(&client).is_err() {
+                break;
+            }
             match self.join_pending(&code, Some(since), true).await {
                 Ok((room, result)) => {
                     resumed.push(room);

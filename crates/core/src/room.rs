@@ -305,9 +305,17 @@ impl Room {
             return Err(not_found(&self.meta.code));
         }
         let entry = ConnEntry { id: conn, outbox: outbox.clone(), pending: Some(Vec::new()) };
+        // A member coming back under a new name keeps the old one if the
+        // new one is another member's.
+        let renamable = !state
+            .members
+            .iter()
+            .any(|(id, m)| *id != user.id && names_clash(&m.user.name, &user.name));
         if let Some(member) = state.members.get_mut(&user.id) {
             member.grace = None;
-            member.user.name.clone_from(&user.name);
+            if renamable {
+                member.user.name.clone_from(&user.name);
+            }
             member.conns.retain(|c| c.id != conn);
             member.conns.push(entry);
         } else {

@@ -139,6 +139,7 @@ impl Edge {
     ///
     /// The server or the address is at its limit.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
+        let ip = canonical(ip);
         let counted = self.limit_loopback || !ip.is_loopback();
         self.take(ip, counted, true)
     }
@@ -151,6 +152,7 @@ impl Edge {
     ///
     /// The server or the address is at its limit.
     pub fn admit_socket(self: &Arc<Self>, peer: IpAddr) -> Result<Ticket, Refusal> {
+        let peer = canonical(peer);
         let counted =
             (self.limit_loopback || !peer.is_loopback()) && !self.trusted_proxies.contains(&peer);
         self.take(peer, counted, true)
@@ -163,11 +165,13 @@ impl Edge {
     ///
     /// The address is at its limit.
     pub fn admit_forwarded(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
+        let ip = canonical(ip);
         let counted = self.limit_loopback || !ip.is_loopback();
         self.take(ip, counted, false)
     }
 
     fn take(self: &Arc<Self>, ip: IpAddr, counted: bool, permit: bool) -> Result<Ticket, Refusal> {
+        let ip = counted_as(ip);
         let permit = match permit {
             true => Some(self.total.clone().try_acquire_owned().map_err(|_| Refusal::Full)?),
             false => None,
@@ -201,7 +205,8 @@ impl Edge {
         if free >= quarter {
             return self.max_per_ip;
         }
-        (self.max_per_ip * free / quarter).clamp(1, self.max_per_ip)
+        let cap = self.max_per_ip as u128 * free as u128 / quarter as u128;
+        usize::try_from(cap).unwrap_or(usize::MAX).clamp(1, self.max_per_ip.max(1))
     }
 
     /// Connections open right now.
@@ -212,7 +217,7 @@ impl Edge {
     /// The client's address: the peer, or, when the peer is a trusted
     /// proxy, the last address it put in `X-Forwarded-For`.
     pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        let peer = peer.ip();
+        let peer = canonical(peer.ip());
         if !self.trusted_proxies.contains(&peer) {
             return peer;
         }
@@ -239,6 +244,29 @@ impl Edge {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let origin_host = origin.split_once("://").map(|(_, rest)| rest);
         matches!((origin_host, host), (Some(o), Some(h)) if o == h.to_ascii_lowercase())
+    }
+}
+
+/// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`, as a dual-stack
+/// listener reports IPv4 peers) as the IPv4 address it is.
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What an address counts as: itself for IPv4, its /64 for IPv6, the
+/// block one subscriber usually holds (as the per-address rate limits
+/// count it), so that walking through one's own block gives no new
+/// sockets.
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) if !v6.is_loopback() => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        ip => ip,
     }
 }
 
@@ -316,6 +344,24 @@ mod tests {
         assert_eq!(edge.open(), 5, "a forwarded client takes no second permit");
         drop((sockets, forwarded));
         assert_eq!(edge.open(), 0);
+    }
+
+    #[test]
+    fn an_ipv6_block_counts_as_one_address_and_mapped_ipv4_as_ipv4() {
+        let edge = edge(2, 100);
+        let _a = edge.admit_socket("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        let _b = edge.admit_socket("2001:db8:1:2:ffff::9".parse().unwrap()).unwrap();
+        let same_block = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        assert_eq!(edge.admit_socket(same_block).err(), Some(Refusal::TooManyFromAddress));
+        assert!(edge.admit_socket("2001:db8:1:3::1".parse().unwrap()).is_ok(), "another /64");
+        let _c = edge.admit_socket("192.0.2.4".parse().unwrap()).unwrap();
+        let _d = edge.admit_socket("::ffff:192.0.2.4".parse().unwrap()).unwrap();
+        let mapped = "::ffff:192.0.2.4".parse().unwrap();
+        assert_eq!(edge.admit_socket(mapped).err(), Some(Refusal::TooManyFromAddress));
+        // A mapped loopback address is loopback, and exempt.
+        for _ in 0..5 {
+            std::mem::forget(edge.admit_socket("::ffff:127.0.0.1".parse().unwrap()).unwrap());
+        }
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub(crate) fn metrics_router(app: App) -> Router {
 pub(crate) struct SocketTicket(std::sync::Arc<parking_lot::Mutex<Option<Ticket>>>);
 
 impl SocketTicket {
+    /// Whether the socket's place is still here to be taken.
+    pub fn peek(&self) -> bool {
+        self.0.lock().is_some()
+    }
+
     pub fn take(&self) -> Option<Ticket> {
         self.0.lock().take()
     }

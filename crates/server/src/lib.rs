@@ -81,7 +81,8 @@ impl Server {
         };
         let mut edge = config.edge.clone();
         if let Some(files) = raise_open_files() {
-            let descriptors = files.saturating_sub(RESERVED_FILES);
+            // At least half for sockets, however low the limit.
+            let descriptors = files.saturating_sub(RESERVED_FILES).max(files / 2);
             tracing::info!(
                 "open-file limit {files}: up to {descriptors} sockets, {RESERVED_FILES} kept for \
                  the database, Redis and the listeners"

@@ -99,11 +99,16 @@ pub(crate) async fn upgrade(
     let ip = app.edge.client_ip(peer, request.headers());
     // The socket's own place, taken at accept, goes on with it; a client
     // behind a trusted proxy counts by its own address too.
-    let socket = request.extensions().get::<SocketTicket>().and_then(SocketTicket::take);
-    let admitted = match socket {
-        Some(socket) if ip == peer.ip() => Ok((socket, None)),
-        Some(socket) => app.edge.admit_forwarded(ip).map(|client| (socket, Some(client))),
-        None => app.edge.admit(ip).map(|ticket| (ticket, None)),
+    // (Taken only once admitted: a refused upgrade leaves it with the
+    // keep-alive socket, which goes on counting.)
+    let socket = request.extensions().get::<SocketTicket>().cloned();
+    let forwarded = ip != crate::admission::canonical(peer.ip());
+    let admitted = match (socket.as_ref().is_some_and(SocketTicket::peek), forwarded) {
+        (true, false) => Ok((socket.and_then(|s| s.take()), None)),
+        (true, true) => {
+            app.edge.admit_forwarded(ip).map(|client| (socket.and_then(|s| s.take()), Some(client)))
+        }
+        (false, _) => app.edge.admit(ip).map(|ticket| (Some(ticket), None)),
     };
     let ticket = match admitted {
         Ok(ticket) => ticket,

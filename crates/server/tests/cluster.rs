@@ -742,3 +742,142 @@ async fn a_known_session_stays_the_same_user_under_a_burst_of_hellos_on_every_no
         assert_eq!((status, &health["database"]), (200, &json!("ok")), "{health}");
     }
 }
+
+/// Regressions found by reading the cluster path as an attacker: a second
+/// `join` of one room by one connection (or a `resume` naming it twice)
+/// counted the connection twice and left a seat nothing would free; a
+/// second `hello` under another member's name made the posts of an
+/// existing connection carry that name; typing was not limited.
+#[tokio::test]
+async fn in_a_cluster_a_seat_is_counted_once_names_stay_and_typing_is_limited() {
+    let Some(nodes) = cluster_of(
+        2,
+        |_| None,
+        |c| {
+            c.hub.grace = Duration::from_millis(300);
+            c.hub.rates.typing = Some(confab_core::Rate::new(1, Duration::from_secs(3600), 3));
+        },
+    )
+    .await
+    .map(|(nodes, _)| nodes) else {
+        return;
+    };
+    let mut ann = nodes[0].client("Ann").await;
+    let code = nodes[0].create(&mut ann, json!({"capacity": 2})).await;
+    common::join(&mut ann, &code).await;
+    let (mut bob, hello) = WsClient::hello(&nodes[1].url, "Bob").await.unwrap();
+    let token = hello["session"].as_str().unwrap().to_owned();
+    common::join(&mut bob, &code).await;
+    common::join(&mut bob, &code).await;
+    bob.ok(json!({"op": "leave", "room": code})).await.unwrap();
+    let left = ann.event("leave").await.unwrap();
+    assert_eq!(left["user"]["name"], "Bob");
+    // The seat is free: Cy takes it.
+    let mut cy = nodes[1].client("Cy").await;
+    common::join(&mut cy, &code).await;
+    cy.ok(json!({"op": "leave", "room": code})).await.unwrap();
+
+    // A resume naming the room twice, in two spellings, counts once.
+    common::join(&mut bob, &code).await;
+    let mut tab = WsClient::connect(&nodes[1].url).await.unwrap();
+    let twice = json!({code.clone(): 0, code.to_lowercase(): 0, format!(" {code}"): 0});
+    let hello = json!({"op": "hello", "name": "Bob", "session": token, "resume": twice});
+    let back = tab.ok(hello).await.unwrap();
+    assert_eq!(back["rooms"].as_array().unwrap().len(), 1, "{back}");
+    drop(tab);
+    bob.close().await;
+    let left = loop {
+        let left = ann.event("leave").await.unwrap();
+        if left["user"]["name"] == "Bob" {
+            break left;
+        }
+    };
+    assert_eq!(left["reason"], "disconnected", "the seat ended with its grace");
+    let members = ann.ok(json!({"op": "members", "room": code})).await.unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
+
+    // Bob again, then a second hello of his session under Ann's name: his
+    // posts in the room still say Bob.
+    let (mut bob, hello) = WsClient::hello(&nodes[1].url, "Bob").await.unwrap();
+    let token = hello["session"].as_str().unwrap().to_owned();
+    common::join(&mut bob, &code).await;
+    let (_twin, _) = nodes[1].tab("Ann", &token).await;
+    let posted = common::post(&mut bob, &code, "who am i").await;
+    assert_eq!(posted["from"]["name"], "Bob");
+    let message = loop {
+        let message = ann.event("message").await.unwrap();
+        if message["message"]["body"] == "who am i" {
+            break message;
+        }
+    };
+    assert_eq!(message["message"]["from"]["name"], "Bob");
+
+    // Typing over its budget (a burst of three here) is dropped.
+    for _ in 0..50 {
+        bob.ok(json!({"op": "typing", "room": code, "active": true})).await.unwrap();
+    }
+    common::post(&mut bob, &code, "done").await;
+    let frames = until_message(&mut ann, "done").await;
+    let typing = frames.iter().filter(|f| f["ev"] == "typing").count();
+    assert_eq!(typing, 3, "only the burst reached Ann");
+}
+
+/// Regression: a node cut off from Redis for longer than its lease was
+/// swept by the others, yet took its old incarnation back when Redis
+/// returned (a failed renewal had already cleared what told it the lease
+/// lapsed): its users stayed connected as non-members.
+#[tokio::test]
+async fn a_node_whose_lease_lapsed_starts_over_and_its_users_resume() {
+    let Ok(redis) = std::env::var("CONFAB_TEST_REDIS") else {
+        skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
+        return;
+    };
+    let target = redis.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+    let proxy = Proxy::start(target).await;
+    let proxied = format!("redis://{}", proxy.addr);
+    let lease = Duration::from_secs(2);
+    let Some((nodes, _)) = cluster_of(
+        2,
+        |i| (i == 0).then(|| proxied.clone()),
+        |c| {
+            c.hub.grace = Duration::from_millis(500);
+            c.cluster.as_mut().unwrap().lease = lease;
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
+    let token = hello["session"].as_str().unwrap().to_owned();
+    let code = nodes[0].create(&mut ann, json!({})).await;
+    common::join(&mut ann, &code).await;
+    let mut bob = nodes[1].client("Bob").await;
+    common::join(&mut bob, &code).await;
+
+    proxy.cut();
+    let cut = tokio::time::Instant::now();
+    // The others sweep Ann's node once its lease lapses.
+    let left = bob.event("leave").await.unwrap();
+    assert_eq!((&left["user"]["name"], &left["reason"]), (&json!("Ann"), &json!("disconnected")));
+    // Within the lease (from the last renewal) and a sweep of the others.
+    assert!(cut.elapsed() < 2 * lease, "swept after {:?}", cut.elapsed());
+    // Held past the lease, as in a longer outage.
+    tokio::time::sleep(lease).await;
+    proxy.restore();
+    // Ann's node knows: it closes her connection so that she comes back.
+    assert_eq!(ann.closed().await.unwrap(), Some(1001));
+    wait_health(&nodes[0], 200).await;
+    let mut again = WsClient::connect(&nodes[0].url).await.unwrap();
+    let hello =
+        json!({"op": "hello", "name": "Ann", "session": token, "resume": {code.clone(): 0}});
+    let back = again.ok(hello).await.unwrap();
+    assert_eq!(back["rooms"], json!([]), "her seat was swept; she joins anew");
+    common::join(&mut again, &code).await;
+    let joined = bob.event("join").await.unwrap();
+    assert_eq!(joined["user"]["name"], "Ann");
+    common::post(&mut again, &code, "back for real").await;
+    until_message(&mut bob, "back for real").await;
+    let members = bob.ok(json!({"op": "members", "room": code})).await.unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
+}

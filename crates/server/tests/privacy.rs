@@ -497,3 +497,27 @@ async fn metrics_can_have_an_address_of_their_own() {
     let (status, _) = server.get("/metrics").await;
     assert_eq!(status, 404, "not on the public listener");
 }
+
+#[tokio::test]
+async fn a_member_coming_back_under_another_member_s_name_keeps_their_own() {
+    let server = start_with(|_| {}).await;
+    let mut ann = server.client("Ann").await;
+    join(&mut ann, "main").await;
+    let (mut bob, hello) = WsClient::hello(&server.url, "Bob").await.unwrap();
+    let token = hello["session"].as_str().unwrap().to_owned();
+    join(&mut bob, "main").await;
+    // Bob's session says hello again as "ann" and rejoins: still Bob there.
+    let (mut twin, _) = server.tab("ann", &token).await;
+    join(&mut twin, "main").await;
+    let posted = post(&mut twin, "main", "it is me").await;
+    assert_eq!(posted["from"]["name"], "Bob");
+    let members = ann.ok(json!({"op": "members", "room": "main"})).await.unwrap();
+    let mut names: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Ann", "Bob"]);
+}

@@ -149,6 +149,10 @@ pub(crate) struct Cluster {
     redis_up: AtomicBool,
     subscribed: AtomicBool,
     leased: AtomicBool,
+    /// When the newest renewal of this incarnation's lease that Redis
+    /// confirmed was sent: the lease is known to have held until a lease
+    /// after it. `None` before this incarnation held one.
+    lease_proven: Mutex<Option<std::time::Instant>>,
     /// Ends the subscription so that it starts over.
     resubscribe: Notify,
     /// Mirrors of the rooms this node's connections joined, by code.
@@ -236,6 +240,7 @@ impl Cluster {
             redis_up: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
             leased: AtomicBool::new(false),
+            lease_proven: Mutex::new(None),
             resubscribe: Notify::new(),
             mirrors: RwLock::new(HashMap::new()),
             graces: Mutex::new(HashMap::new()),
@@ -425,17 +430,15 @@ impl Cluster {
             .collect())
     }
 
-    /// The members of a room, and whether `user_id` is one of them.
-    pub async fn members(
-        &self,
-        code: &str,
-        user_id: &str,
-    ) -> Result<(RoomInfo, Vec<User>, bool), ErrorBody> {
-        let r = self.room_op(code, &["members", code, user_id]).await?;
-        check(&r, code)?;
-        let info: RoomInfo = serde_json::from_str(&text(&r, 1))
-            .map_err(|_| unavailable("the cluster holds a damaged room"))?;
-        Ok((info, users(&r, 2), int(&r, 3) == 1))
+    /// The members of a room that is public or that the asking connection
+    /// is in (`joined`); `None` for any other room, and for one that does
+    /// not exist.
+    pub async fn members(&self, code: &str, joined: bool) -> Result<Option<Vec<User>>, ErrorBody> {
+        let r = self.room_op(code, &["members", code, if joined { "1" } else { "0" }]).await?;
+        match text(&r, 0).as_str() {
+            "ok" => Ok(Some(users(&r, 1))),
+            _ => Ok(None),
+        }
     }
 
     // ----- mirrors -----
@@ -478,6 +481,7 @@ impl Cluster {
         resume_limit: usize,
         stored: Option<StoredVisibility>,
         rejoin: bool,
+        seated: bool,
     ) -> Result<ClusterJoin, ErrorBody> {
         let json = serde_json::to_string(user).expect("users serialize");
         let name_key = crate::limits::name_key(&user.name);
@@ -502,6 +506,7 @@ impl Cluster {
                     &resume_limit.to_string(),
                     &stored,
                     if rejoin { "1" } else { "0" },
+                    if seated { "1" } else { "0" },
                 ],
             )
             .await;
@@ -875,9 +880,18 @@ impl Cluster {
     // ----- lease -----
 
     /// Renews this node's lease (or takes a new one); sweeps dead nodes.
+    ///
+    /// A node that cannot prove its lease held without a break (Redis
+    /// says it is gone, or the last renewal Redis confirmed was sent a
+    /// whole lease ago: a cut-off, a stall, a stopped process) has been
+    /// swept by the others, whatever it believes: it closes its
+    /// connections, so that they resume, and starts over as a new
+    /// incarnation. That holds however the break went, including a renewal
+    /// that failed before the lease ran out.
     async fn renew(self: &Arc<Self>) {
         let incarnation = self.incarnation();
         let lease = self.config.lease.as_millis().to_string();
+        let sent = std::time::Instant::now();
         let renewed: Result<Option<String>, _> = self
             .query(
                 redis::cmd("SET")
@@ -888,13 +902,20 @@ impl Cluster {
                     .arg("XX"),
             )
             .await;
+        let proven = *self.lease_proven.lock();
+        let continuous = proven.is_some_and(|at| sent.duration_since(at) < self.config.lease);
         match renewed {
-            Ok(Some(_)) => self.leased.store(true, Ordering::Relaxed),
-            Ok(None) => {
-                if self.leased.swap(false, Ordering::Relaxed) {
-                    // Out of reach longer than the lease: the others have
-                    // swept this node's members. Start over.
-                    tracing::warn!("cluster: this node's lease lapsed; its connections start over");
+            Ok(Some(_)) if continuous => {
+                self.leased.store(true, Ordering::Relaxed);
+                *self.lease_proven.lock() = Some(sent);
+            }
+            Ok(_) => {
+                if proven.is_some() {
+                    self.leased.store(false, Ordering::Relaxed);
+                    tracing::warn!(
+                        "cluster: this node's lease lapsed; its connections start over as a new \
+                         incarnation"
+                    );
                     self.evicted();
                 }
                 let incarnation = self.incarnation();
@@ -910,8 +931,9 @@ impl Cluster {
                     .await;
                 let added: Result<i64, _> =
                     self.query(redis::cmd("SADD").arg(self.nodes_key()).arg(&incarnation)).await;
-                if taken.is_ok() && added.is_ok() {
+                if matches!(taken, Ok(Some(_))) && added.is_ok() {
                     self.leased.store(true, Ordering::Relaxed);
+                    *self.lease_proven.lock() = Some(sent);
                 }
                 // A lapsed lease may mean Redis restarted empty: the boards
                 // and stored rooms are recorded again.
@@ -960,6 +982,7 @@ impl Cluster {
     /// Closes every connection of this node and becomes a new incarnation.
     fn evicted(&self) {
         self.rerecord.store(true, Ordering::Relaxed);
+        *self.lease_proven.lock() = None;
         *self.incarnation.lock() = new_incarnation(&self.node);
         let mirrors: Vec<Arc<Mirror>> = self.mirrors.write().drain().map(|(_, m)| m).collect();
         for mirror in mirrors {
@@ -1325,7 +1348,7 @@ mod tests {
         let joins = (0..30).map(|i| {
             let node = nodes[i % 3].clone();
             let code = code.clone();
-            async move { node.join(&code, &user(i), None, 100, None, false).await }
+            async move { node.join(&code, &user(i), None, 100, None, false, false).await }
         });
         let results = futures_util::future::join_all(joins).await;
         let admitted = results.iter().filter(|r| r.is_ok()).count();
@@ -1333,7 +1356,7 @@ mod tests {
         for refused in results.iter().filter_map(|r| r.as_ref().err()) {
             assert_eq!(refused.code, ErrorCode::RoomFull);
         }
-        let (_, members, _) = c.members(&code, "").await.unwrap();
+        let members = c.members(&code, true).await.unwrap().unwrap();
         assert_eq!(members.len(), 3);
     }
 
@@ -1343,9 +1366,9 @@ mod tests {
         let code = format!("T{:08X}", rand::random::<u32>());
         a.create(&info(&code, 4), 4, None, true, 0).await.unwrap();
         let (ann, bob) = (user(1), user(2));
-        let joined = a.join(&code, &ann, None, 100, None, false).await.unwrap();
+        let joined = a.join(&code, &ann, None, 100, None, false, false).await.unwrap();
         assert!(joined.new);
-        b.join(&code, &bob, None, 100, None, false).await.unwrap();
+        b.join(&code, &bob, None, 100, None, false, false).await.unwrap();
         let mirror_a = a.mirror_for_join(&code);
         let _ = mirror_a.add(&joined, &ann.id, 1, &Outbox::new(64).0, &a.incarnation());
         let mirror_b = b.mirror_for_join(&code);
@@ -1371,7 +1394,7 @@ mod tests {
         assert_eq!(gone, Gone::Left);
         let gone = b.depart(&code, &bob.id, &b.incarnation(), true, false).await.unwrap();
         assert_eq!(gone, Gone::Destroyed, "the last member out ends an ephemeral room");
-        let err = a.join(&code, &ann, None, 100, None, false).await.err().unwrap();
+        let err = a.join(&code, &ann, None, 100, None, false, false).await.err().unwrap();
         assert_eq!(err.code, ErrorCode::NotFound);
     }
 }

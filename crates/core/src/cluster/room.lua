@@ -128,7 +128,8 @@ end
 if op == 'join' then
   -- ARGV: 3 user id, 4 user JSON, 5 name key, 6 node, 7 since (-1: none),
   --       8 limit for since, 9 stored visibility "from,left" or '',
-  --       10 rejoin only (1|0): a resume, which takes no new seat
+  --       10 rejoin only (1|0): a resume, which takes no new seat,
+  --       11 this connection is counted here already (1|0): a second join
   local info = redis.call('HGET', KEYS[1], 'json')
   if not info then return {'not_found'} end
   local uid = ARGV[3]
@@ -170,8 +171,10 @@ if op == 'join' then
     publish('j', ARGV[4])
     new = 1
   end
-  redis.call('HINCRBY', KEYS[4], uid, 1)
-  redis.call('HINCRBY', KEYS[4], uid .. '|' .. ARGV[6], 1)
+  if new == 1 or ARGV[11] ~= '1' then
+    redis.call('HINCRBY', KEYS[4], uid, 1)
+    redis.call('HINCRBY', KEYS[4], uid .. '|' .. ARGV[6], 1)
+  end
   redis.call('SADD', KEYS[13], code)
   local vis = redis.call('HGET', KEYS[6], uid)
   local from = tonumber(string.match(vis, '^(%d+),'))
@@ -356,10 +359,12 @@ if op == 'read' then
 end
 
 if op == 'members' then
-  -- ARGV: 3 user id asking ('' for anyone, of a public room)
-  local info = redis.call('HGET', KEYS[1], 'json')
-  if not info then return {'not_found'} end
-  return {'ok', info, redis.call('HVALS', KEYS[2]), redis.call('HEXISTS', KEYS[2], ARGV[3])}
+  -- ARGV: 3 whether the asking connection is in the room (1|0).
+  -- A private room the asker is not in and a room that does not exist
+  -- take the same commands and get the same answer.
+  if ARGV[3] ~= '1' and redis.call('SISMEMBER', KEYS[16], code) == 0 then return {'hidden'} end
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'hidden'} end
+  return {'ok', redis.call('HVALS', KEYS[2])}
 end
 
 return redis.error_reply('unknown op ' .. tostring(op))

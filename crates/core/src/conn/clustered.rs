@@ -21,6 +21,9 @@ pub(super) struct Seat {
     /// The node's incarnation when the connection joined: what Redis
     /// counts the connection under.
     pub incarnation: String,
+    /// The name the room knows the user by (a name another member holds
+    /// is not taken on a rejoin): what this connection's posts carry.
+    pub name: String,
 }
 
 impl Conn {
@@ -52,27 +55,29 @@ impl Conn {
             ClientOp::Post { room, body, subject, cid } => {
                 let config = self.hub.config();
                 check_post(&config.limits, &body, subject.as_deref(), cid.as_deref())?;
-                let mirror = self.seat(&room)?;
+                let (mirror, name) = self.seat_named(&room)?;
                 self.hub.limiters().check(Limit::Post, &user.id)?;
                 let subject = subject.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
                 let draft = Draft { body, subject, cid, ts: now_rfc3339() };
-                cluster.post(&mirror, self.id, &self.outbox, &user.public(), draft, id).await?;
+                let from = confab_proto::User { id: user.id.clone(), name };
+                cluster.post(&mirror, self.id, &self.outbox, &from, draft, id).await?;
             }
             ClientOp::Typing { room, active } => {
                 let mirror = self.seat(&room)?;
-                cluster.typing(mirror.code(), &user.id, active).await?;
+                // Over the budget, an indicator is dropped, not fanned out.
+                if self.hub.limiters().check(Limit::Typing, &user.id).is_ok() {
+                    cluster.typing(mirror.code(), &user.id, active).await?;
+                }
                 self.ok(id, &Empty {})?;
             }
             ClientOp::Members { room } => {
-                // Asked of Redis whether or not the room is this
-                // connection's, so both answers take one round trip.
+                // Redis answers a private room this connection is not in
+                // exactly as a missing one: the same commands, the same
+                // one-word answer.
                 let code = self.hub.cluster_key(&room);
                 let joined = self.seats.iter().any(|s| s.mirror.code() == code);
-                let members = match cluster.members(&code, &user.id).await {
-                    Ok((info, members, _)) if joined || info.public => members,
-                    Ok(_) => return Err(not_in(&room)),
-                    Err(e) if e.code == ErrorCode::NotFound => return Err(not_in(&room)),
-                    Err(e) => return Err(e),
+                let Some(members) = cluster.members(&code, joined).await? else {
+                    return Err(not_in(&room));
                 };
                 self.ok(id, &MembersResult { members })?;
             }
@@ -120,17 +125,23 @@ impl Conn {
         let public = user.public();
         let code = self.hub.cluster_key(code);
         // What the store remembers of the user's visible range, for a
-        // persistent room that Redis lost (the store is the record).
-        let stored = match self.hub.store().visibility(&code, &public.id).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                tracing::debug!(room = code, "cannot read visibility: {e}");
-                None
-            }
+        // persistent room that Redis lost (the store is the record). A
+        // rejoin keeps the range Redis has.
+        let stored = match rejoin {
+            true => None,
+            false => match self.hub.store().visibility(&code, &public.id).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    tracing::debug!(room = code, "cannot read visibility: {e}");
+                    None
+                }
+            },
         };
+        // A connection joining a room it is in already is counted once.
+        let seated = self.seats.iter().any(|s| s.mirror.code() == code);
         let mirror = cluster.mirror_for_join(&code);
         let joined = match cluster
-            .join(&code, &public, since, self.hub.config().resume_limit, stored, rejoin)
+            .join(&code, &public, since, self.hub.config().resume_limit, stored, rejoin, seated)
             .await
         {
             Ok(joined) => joined,
@@ -145,9 +156,18 @@ impl Conn {
         }
         let incarnation = cluster.incarnation();
         let missing = mirror.add(&joined, &public.id, self.id, &self.outbox, &incarnation);
-        if !self.seats.iter().any(|s| Arc::ptr_eq(&s.mirror, &mirror)) {
-            self.seats.retain(|s| s.mirror.code() != code);
-            self.seats.push(Seat { mirror: mirror.clone(), incarnation: incarnation.clone() });
+        let name = joined
+            .members
+            .iter()
+            .find(|m| m.id == public.id)
+            .map_or_else(|| public.name.clone(), |m| m.name.clone());
+        match self.seats.iter_mut().find(|s| Arc::ptr_eq(&s.mirror, &mirror)) {
+            Some(seat) => seat.name = name,
+            None => {
+                self.seats.retain(|s| s.mirror.code() != code);
+                let seat = Seat { mirror: mirror.clone(), incarnation: incarnation.clone(), name };
+                self.seats.push(seat);
+            }
         }
         if let Some((after, upto)) = missing {
             let envelopes = cluster.events(&code, after, Some(upto)).await.unwrap_or_default();
@@ -220,9 +240,15 @@ impl Conn {
     /// seats only: a room that does not exist and one that is not this
     /// connection's answer the same error, by the same path.
     fn seat(&self, room: &str) -> Result<Arc<Mirror>, ErrorBody> {
+        self.seat_named(room).map(|(mirror, _)| mirror)
+    }
+
+    /// The mirror of a room this connection joined, and the name the room
+    /// knows the user by.
+    fn seat_named(&self, room: &str) -> Result<(Arc<Mirror>, String), ErrorBody> {
         let code = self.hub.cluster_key(room);
         match self.seats.iter().find(|s| s.mirror.code() == code) {
-            Some(seat) => Ok(seat.mirror.clone()),
+            Some(seat) => Ok((seat.mirror.clone(), seat.name.clone())),
             None => Err(not_in(room)),
         }
     }
