@@ -154,14 +154,7 @@ impl Limiters {
     ///
     /// `rate_limited` with `retry_after_ms` when the bucket is empty.
     pub fn check_new_session(&self, peer: Option<IpAddr>) -> Result<(), ErrorBody> {
-        let Some(limiter) = &self.new_session else { return Ok(()) };
-        let Some(ip) = peer.filter(|ip| self.rates.limit_loopback || !ip.is_loopback()) else {
-            return Ok(());
-        };
-        limiter.check_key(&address_key(ip)).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            refused("too many new sessions from your address", wait)
-        })
+        self.check_address(&self.new_session, peer, "too many new sessions from your address")
     }
 
     /// Takes a token from the room-creation bucket of the client at
@@ -171,13 +164,23 @@ impl Limiters {
     ///
     /// `rate_limited` with `retry_after_ms` when the bucket is empty.
     pub fn check_address_create(&self, peer: Option<IpAddr>) -> Result<(), ErrorBody> {
-        let Some(limiter) = &self.address_create else { return Ok(()) };
+        self.check_address(&self.address_create, peer, "too many rooms created from your address")
+    }
+
+    /// Takes a token from `limiter`'s bucket for the address `peer`.
+    fn check_address(
+        &self,
+        limiter: &Option<DefaultKeyedRateLimiter<String>>,
+        peer: Option<IpAddr>,
+        what: &str,
+    ) -> Result<(), ErrorBody> {
+        let Some(limiter) = limiter else { return Ok(()) };
         let Some(ip) = peer.filter(|ip| self.rates.limit_loopback || !ip.is_loopback()) else {
             return Ok(());
         };
         limiter.check_key(&address_key(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            refused("too many rooms created from your address", wait)
+            refused(what, wait)
         })
     }
 

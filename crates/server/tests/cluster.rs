@@ -358,6 +358,19 @@ struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy in front of the Redis at `CONFAB_TEST_REDIS`, and its URL;
+    /// `None` (and a note) when that is unset.
+    async fn to_test_redis() -> Option<(Proxy, String)> {
+        let Ok(redis) = std::env::var("CONFAB_TEST_REDIS") else {
+            skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
+            return None;
+        };
+        let target = redis.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+        let proxy = Proxy::start(target).await;
+        let url = format!("redis://{}", proxy.addr);
+        Some((proxy, url))
+    }
+
     async fn start(target: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -414,13 +427,7 @@ async fn wait_health(node: &TestServer, status: u16) -> Value {
 
 #[tokio::test]
 async fn without_redis_a_node_says_unavailable_accepts_nothing_and_recovers() {
-    let Ok(redis) = std::env::var("CONFAB_TEST_REDIS") else {
-        skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
-        return;
-    };
-    let target = redis.trim_start_matches("redis://").trim_end_matches('/').to_owned();
-    let proxy = Proxy::start(target).await;
-    let proxied = format!("redis://{}", proxy.addr);
+    let Some((proxy, proxied)) = Proxy::to_test_redis().await else { return };
     let Some(nodes) =
         nodes_with(2, Duration::from_secs(10), |i| (i == 0).then(|| proxied.clone())).await
     else {
@@ -828,13 +835,7 @@ async fn in_a_cluster_a_seat_is_counted_once_names_stay_and_typing_is_limited() 
 /// lapsed): its users stayed connected as non-members.
 #[tokio::test]
 async fn a_node_whose_lease_lapsed_starts_over_and_its_users_resume() {
-    let Ok(redis) = std::env::var("CONFAB_TEST_REDIS") else {
-        skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
-        return;
-    };
-    let target = redis.trim_start_matches("redis://").trim_end_matches('/').to_owned();
-    let proxy = Proxy::start(target).await;
-    let proxied = format!("redis://{}", proxy.addr);
+    let Some((proxy, proxied)) = Proxy::to_test_redis().await else { return };
     let lease = Duration::from_secs(2);
     let Some((nodes, _)) = cluster_of(
         2,

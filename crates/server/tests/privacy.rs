@@ -512,12 +512,5 @@ async fn a_member_coming_back_under_another_member_s_name_keeps_their_own() {
     let posted = post(&mut twin, "main", "it is me").await;
     assert_eq!(posted["from"]["name"], "Bob");
     let members = ann.ok(json!({"op": "members", "room": "main"})).await.unwrap();
-    let mut names: Vec<&str> = members["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
-    names.sort_unstable();
-    assert_eq!(names, ["Ann", "Bob"]);
+    assert_eq!(common::member_names(&members), ["Ann", "Bob"]);
 }

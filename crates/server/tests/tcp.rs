@@ -342,14 +342,7 @@ async fn terminal_and_web_users_share_rooms_both_ways() {
     assert_eq!(seen["message"]["subject"], "reply");
     assert_eq!(seen["message"]["body"], "from the terminal");
     let members = web.ok(json!({"op": "members", "room": "main"})).await.unwrap();
-    let mut names: Vec<&str> = members["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
-    names.sort_unstable();
-    assert_eq!(names, ["Term", "Web"]);
+    assert_eq!(common::member_names(&members), ["Term", "Web"]);
 
     // Leaves, both ways.
     web.ok(json!({"op": "leave", "room": "main"})).await.unwrap();

@@ -100,6 +100,15 @@ pub fn missing_like(live: &str) -> String {
     std::iter::once(first).chain(live.chars().skip(1)).collect()
 }
 
+/// The sorted names of a `members` reply.
+pub fn member_names(reply: &Value) -> Vec<String> {
+    let members = reply["members"].as_array().expect("an array of members");
+    let mut names: Vec<String> =
+        members.iter().map(|m| m["name"].as_str().expect("a name").to_owned()).collect();
+    names.sort_unstable();
+    names
+}
+
 /// The bodies of a JSON array of messages.
 pub fn bodies(messages: &Value) -> Vec<String> {
     let messages = messages.as_array().expect("an array of messages");
