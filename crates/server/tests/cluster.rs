@@ -351,10 +351,14 @@ async fn a_member_in_grace_leaves_cluster_wide_when_it_ends() {
 }
 
 /// A TCP proxy to Redis that can be cut and restored.
+/// A TCP proxy in front of Redis that a test can cut (connections closed,
+/// new ones refused), hold (nothing passes either way, and what was sent
+/// waits) and release.
 struct Proxy {
     addr: std::net::SocketAddr,
     up: Arc<AtomicBool>,
     cut: Arc<tokio::sync::Notify>,
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -376,26 +380,40 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let cut = Arc::new(tokio::sync::Notify::new());
+        let (held, holding) = tokio::sync::watch::channel(false);
         let (accepting, cutting) = (up.clone(), cut.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((inbound, _)) = listener.accept().await else { return };
                 if !accepting.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
                 let target = target.clone();
                 let cutting = cutting.clone();
+                let holding = holding.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    let Ok(outbound) = TcpStream::connect(target).await else { return };
+                    let (from_client, to_client) = inbound.into_split();
+                    let (from_redis, to_redis) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = pump(from_client, to_redis, holding.clone()) => {}
+                        () = pump(from_redis, to_client, holding) => {}
                         () = cutting.notified() => {}
                     }
                 });
             }
         });
-        Proxy { addr, up, cut }
+        Proxy { addr, up, cut, held }
+    }
+
+    /// Holds every byte in either direction until `release`.
+    fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    fn release(&self) {
+        self.held.send_replace(false);
     }
 
     fn cut(&self) {
@@ -405,6 +423,26 @@ impl Proxy {
 
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction of a proxied connection, waiting while it is held
+/// (what was read waits too, so it arrives late, as over a stalled link).
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut held: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let Ok(read) = from.read(&mut buffer).await else { return };
+        if read == 0 || held.wait_for(|held| !held).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -881,4 +919,53 @@ async fn a_node_whose_lease_lapsed_starts_over_and_its_users_resume() {
     until_message(&mut bob, "back for real").await;
     let members = bob.ok(json!({"op": "members", "room": code})).await.unwrap();
     assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
+}
+
+/// Regression: a join whose Redis traffic was held past the op timeout
+/// answered `unavailable`, then ran in Redis when the traffic went through
+/// and seated the visitor for good (counted under a live node, so never
+/// swept), filling the room.
+#[tokio::test]
+async fn a_join_that_answered_unavailable_never_takes_a_seat_later() {
+    let Some((proxy, proxied)) = Proxy::to_test_redis().await else { return };
+    let Some(nodes) =
+        nodes_with(2, Duration::from_secs(10), |i| (i == 1).then(|| proxied.clone())).await
+    else {
+        return;
+    };
+    let mut ann = nodes[0].client("Ann").await;
+    let code = nodes[0].create(&mut ann, json!({"capacity": 2})).await;
+    common::join(&mut ann, &code).await;
+    let mut visitor = nodes[1].client("Visitor").await;
+
+    proxy.hold();
+    let started = tokio::time::Instant::now();
+    let reply = visitor.request(json!({"op": "join", "room": code})).await.unwrap();
+    assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered, not hung");
+    // The held join goes through now, late.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.release();
+    drop(visitor);
+    wait_health(&nodes[1], 200).await;
+
+    // Whatever order the late join and its cancel reached Redis in, the
+    // visitor holds no seat: the second seat is free for Bob.
+    let mut bob = nodes[0].client("Bob").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = bob.request(json!({"op": "join", "room": code})).await.unwrap();
+        if reply["ok"] == true {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the late join kept the seat: {reply}");
+        let wait = match reply["error"]["code"].as_str() {
+            Some("room_full") => 100,
+            Some("rate_limited") => reply["error"]["retry_after_ms"].as_u64().unwrap(),
+            _ => panic!("{reply}"),
+        };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+    let members = ann.ok(json!({"op": "members", "room": code})).await.unwrap();
+    assert_eq!(common::member_names(&members), ["Ann", "Bob"]);
 }

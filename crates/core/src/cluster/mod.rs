@@ -182,7 +182,7 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-fn keys(ns: &str, code: &str, node: &str) -> [String; 18] {
+fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 19] {
     let k = |name: &str| format!("{ns}:{{{code}}}:{name}");
     [
         k("meta"),
@@ -203,6 +203,7 @@ fn keys(ns: &str, code: &str, node: &str) -> [String; 18] {
         format!("{ns}:public"),
         k("pend"),
         k("pendc"),
+        k(&format!("op:{op_id}")),
     ]
 }
 
@@ -341,9 +342,20 @@ impl Cluster {
 
     /// Runs one op of the room script on room `code`.
     async fn room_op(&self, code: &str, args: &[&str]) -> Result<Vec<Value>, ErrorBody> {
+        self.room_op_with(code, "-", args).await
+    }
+
+    /// Runs one op of the room script on room `code`, with the key that
+    /// records what became of the op `op_id`.
+    async fn room_op_with(
+        &self,
+        code: &str,
+        op_id: &str,
+        args: &[&str],
+    ) -> Result<Vec<Value>, ErrorBody> {
         let incarnation = self.incarnation();
         let mut invocation = self.room_script.prepare_invoke();
-        for key in keys(&self.config.namespace, code, &incarnation) {
+        for key in keys(&self.config.namespace, code, &incarnation, op_id) {
             invocation.key(key);
         }
         for arg in args {
@@ -474,7 +486,7 @@ impl Cluster {
 
     #[allow(clippy::too_many_arguments)]
     pub async fn join(
-        &self,
+        self: &Arc<Self>,
         code: &str,
         user: &User,
         since: Option<u64>,
@@ -492,9 +504,14 @@ impl Cluster {
             .unwrap_or_default();
         let since = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
         let incarnation = self.incarnation();
+        // A join this node stops waiting for may still run in Redis later
+        // (its command held up on the way): named, so that it can be
+        // cancelled, and undone if it ran.
+        let op_id = format!("{:016x}", rand::random::<u64>());
         let r = self
-            .room_op(
+            .room_op_with(
                 code,
+                &op_id,
                 &[
                     "join",
                     code,
@@ -507,10 +524,17 @@ impl Cluster {
                     &stored,
                     if rejoin { "1" } else { "0" },
                     if seated { "1" } else { "0" },
+                    &op_id,
                 ],
             )
             .await;
-        let r = r?;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                self.cancel_join(code, &user.id, &incarnation, op_id);
+                return Err(e);
+            }
+        };
         match text(&r, 0).as_str() {
             "ok" => {}
             "room_full" => {
@@ -542,6 +566,34 @@ impl Cluster {
             limit: usize::try_from(int(&r, 9)).unwrap_or(0),
             oldest: uint(&r, 10),
         })
+    }
+
+    /// Cancels a join that timed out, in the background, until Redis has
+    /// taken the cancel: if the join ran, it is undone (its seat freed,
+    /// a `leave` for a member it added); if it runs later, it does nothing.
+    /// Once this node is a new incarnation, the sweep frees what the old
+    /// one held, and the cancel is no longer needed.
+    fn cancel_join(self: &Arc<Self>, code: &str, user_id: &str, incarnation: &str, op_id: String) {
+        let cluster = self.clone();
+        let (code, user_id, incarnation) =
+            (code.to_owned(), user_id.to_owned(), incarnation.to_owned());
+        tokio::spawn(async move {
+            while cluster.incarnation() == incarnation {
+                let args = ["cancel", code.as_str(), user_id.as_str(), incarnation.as_str()];
+                match cluster.room_op_with(&code, &op_id, &args).await {
+                    Ok(r) => {
+                        if text(&r, 0) == "undone" {
+                            tracing::info!(
+                                room = code,
+                                "cluster: a join that timed out was undone"
+                            );
+                        }
+                        return;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
     }
 
     /// One connection of `user_id` on this node leaves (`leave`) or drops

@@ -23,6 +23,8 @@
 --  17 pend   hash: seq -> envelope tail of a stored message not yet
 --                published (a persistent room publishes in seq order)
 --  18 pendc  hash: seq -> its "user|cid" key
+--  19 op     string: what became of one join, by its op id ("...:op:-"
+--                for an op without one): "done:<counted>" or "cancelled"
 --
 -- ARGV[1] is the op, ARGV[2] the room code; the rest depend on the op.
 -- Envelopes published on the events channel:
@@ -129,9 +131,11 @@ if op == 'join' then
   -- ARGV: 3 user id, 4 user JSON, 5 name key, 6 node, 7 since (-1: none),
   --       8 limit for since, 9 stored visibility "from,left" or '',
   --       10 rejoin only (1|0): a resume, which takes no new seat,
-  --       11 this connection is counted here already (1|0): a second join
+  --       11 this connection is counted here already (1|0): a second join,
+  --       12 op id ('' none): a join its node gave up on is cancelled by it
   local info = redis.call('HGET', KEYS[1], 'json')
   if not info then return {'not_found'} end
+  if ARGV[12] ~= '' and redis.call('GET', KEYS[19]) == 'cancelled' then return {'cancelled'} end
   local uid = ARGV[3]
   if ARGV[10] == '1' and redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_found'} end
   local latest = seq()
@@ -171,10 +175,13 @@ if op == 'join' then
     publish('j', ARGV[4])
     new = 1
   end
+  local counted = 0
   if new == 1 or ARGV[11] ~= '1' then
     redis.call('HINCRBY', KEYS[4], uid, 1)
     redis.call('HINCRBY', KEYS[4], uid .. '|' .. ARGV[6], 1)
+    counted = 1
   end
+  if ARGV[12] ~= '' then redis.call('SET', KEYS[19], 'done:' .. counted, 'PX', 60000) end
   redis.call('SADD', KEYS[13], code)
   local vis = redis.call('HGET', KEYS[6], uid)
   local from = tonumber(string.match(vis, '^(%d+),'))
@@ -208,6 +215,18 @@ if op == 'leave' or op == 'drop' then
   local reason = 'left'
   if op == 'drop' then reason = 'disconnected' end
   return {remove_member(uid, reason)}
+end
+
+if op == 'cancel' then
+  -- A join whose node stopped waiting for it (a timeout): if it ran, it
+  -- is undone; if it has not run yet, it never will.
+  -- ARGV: 3 user id, 4 node the join counted the connection under
+  local done = redis.call('GET', KEYS[19])
+  redis.call('SET', KEYS[19], 'cancelled', 'PX', 60000)
+  if done ~= 'done:1' then return {'cancelled'} end
+  local left = release(ARGV[3], ARGV[4])
+  if left ~= 0 then return {'undone'} end
+  return {'undone', remove_member(ARGV[3], 'left')}
 end
 
 if op == 'expire' then
