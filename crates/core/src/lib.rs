@@ -27,4 +27,6 @@ pub use hub::Hub;
 pub use limits::validate_name;
 pub use outbox::{CloseReason, CloseSignal, Next, Outbox, OutboxReceiver};
 pub use rates::{Rate, Rates};
-pub use store::{MemoryStore, Store, StoreError, StoreFuture, StoredRoom, StoredVisibility, Write};
+pub use store::{
+    Appended, MemoryStore, Store, StoreError, StoreFuture, StoredRoom, StoredVisibility, Write,
+};

@@ -59,6 +59,14 @@ pub enum Write {
     Session { token: String, user: User },
 }
 
+/// A message as [`Store::append`] left it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    pub message: Message,
+    /// Stored now; false when the room held it already (a retried `cid`).
+    pub new: bool,
+}
+
 /// Storage for sessions, persistent rooms and their messages.
 ///
 /// Every method may be called concurrently. `write` is called by one task
@@ -78,10 +86,17 @@ pub trait Store: Send + Sync + 'static {
     fn write<'a>(&'a self, batch: &'a [Write]) -> StoreFuture<'a, ()>;
     /// Stores messages of one room in one transaction, giving them the
     /// room's next `seq`s in order (the `seq` they carry is ignored), and
-    /// returns them as stored. The database decides the order, so that
-    /// nodes of a cluster sharing it never give one `seq` twice.
-    fn append<'a>(&'a self, room: &'a str, messages: Vec<Message>)
-    -> StoreFuture<'a, Vec<Message>>;
+    /// returns them as stored, in the order given. The database decides
+    /// the order, so that nodes of a cluster sharing it never give one
+    /// `seq` twice. A message whose author already has a message with its
+    /// `cid` in the room (stored before, or earlier in the batch) is not
+    /// stored again: that message is returned in its place, marked as not
+    /// new, so that a retried post is stored once whichever node retries.
+    fn append<'a>(
+        &'a self,
+        room: &'a str,
+        messages: Vec<Message>,
+    ) -> StoreFuture<'a, Vec<Appended>>;
     /// Up to `limit` messages of `room` with `after < seq < before`, the
     /// newest ones, returned oldest first.
     fn messages<'a>(
@@ -205,25 +220,30 @@ impl Store for MemoryStore {
         &'a self,
         room: &'a str,
         messages: Vec<Message>,
-    ) -> StoreFuture<'a, Vec<Message>> {
+    ) -> StoreFuture<'a, Vec<Appended>> {
         let mut inner = self.inner.lock();
-        let Some(last) = inner.rooms.get(room).map(|r| r.last_seq) else {
+        let Some(mut last) = inner.rooms.get(room).map(|r| r.last_seq) else {
             return Box::pin(std::future::ready(Err(StoreError(format!("no room {room}")))));
         };
-        let mut stored = Vec::with_capacity(messages.len());
-        for (i, mut message) in messages.into_iter().enumerate() {
-            message.seq = last + 1 + i as u64;
-            stored.push(message);
-        }
-        let newest = last + stored.len() as u64;
-        if let Some(r) = inner.rooms.get_mut(room) {
-            r.last_seq = newest;
-        }
         let kept = inner.messages.entry(room.to_owned()).or_default();
-        for message in &stored {
+        let mut appended = Vec::with_capacity(messages.len());
+        for mut message in messages {
+            let earlier = message.cid.as_ref().and_then(|cid| {
+                kept.values().find(|m| m.from.id == message.from.id && m.cid.as_ref() == Some(cid))
+            });
+            if let Some(earlier) = earlier {
+                appended.push(Appended { message: earlier.clone(), new: false });
+                continue;
+            }
+            last += 1;
+            message.seq = last;
             kept.insert(message.seq, message.clone());
+            appended.push(Appended { message, new: true });
         }
-        ready(stored)
+        if let Some(r) = inner.rooms.get_mut(room) {
+            r.last_seq = last;
+        }
+        ready(appended)
     }
 
     fn messages<'a>(

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_core::{Store, StoreError, StoreFuture, StoredRoom, StoredVisibility, Write};
+use confab_core::{Appended, Store, StoreError, StoreFuture, StoredRoom, StoredVisibility, Write};
 use confab_proto::{Message, User};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
@@ -70,6 +70,27 @@ async fn insert_all(
         query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// The message `user_id` posted to `room` with `cid`, if there is one.
+async fn stored_by_cid(
+    conn: &mut AnyConnection,
+    room: &str,
+    user_id: &str,
+    cid: &str,
+) -> Result<Option<Message>, StoreError> {
+    let query = sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages \
+         WHERE room = $1 AND user_id = $2 AND cid = $3 ORDER BY seq LIMIT 1"
+    ));
+    let row = sqlx::query(query)
+        .bind(room)
+        .bind(user_id)
+        .bind(cid)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(error)?;
+    row.as_ref().map(message).transpose().map_err(error)
 }
 
 /// A store in a SQL database.
@@ -395,31 +416,54 @@ impl Store for SqlStore {
         &'a self,
         room: &'a str,
         messages: Vec<Message>,
-    ) -> StoreFuture<'a, Vec<Message>> {
+    ) -> StoreFuture<'a, Vec<Appended>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(error)?;
             // The row lock this takes orders concurrent appends to the room,
-            // from any node, until the commit.
+            // from any node, until the commit; what is read after it is
+            // what the appends before this one committed.
             let row = sqlx::query(
-                "UPDATE rooms SET last_seq = last_seq + $1 WHERE code = $2 RETURNING last_seq",
+                "UPDATE rooms SET last_seq = last_seq WHERE code = $1 RETURNING last_seq",
             )
-            .bind(int(messages.len() as u64))
             .bind(room)
             .fetch_optional(&mut *tx)
             .await
             .map_err(error)?
             .ok_or_else(|| StoreError::new(format!("no room {room}")))?;
-            let newest = uint(&row, "last_seq").map_err(error)?;
-            let first = newest + 1 - messages.len() as u64;
-            let mut stored = messages;
-            for (i, m) in stored.iter_mut().enumerate() {
-                m.seq = first + i as u64;
+            let mut last = uint(&row, "last_seq").map_err(error)?;
+            let mut appended: Vec<Appended> = Vec::with_capacity(messages.len());
+            for mut message in messages {
+                let earlier = match &message.cid {
+                    None => None,
+                    Some(cid) => match appended.iter().find(|a| {
+                        a.message.from.id == message.from.id && a.message.cid.as_ref() == Some(cid)
+                    }) {
+                        Some(a) => Some(a.message.clone()),
+                        None => stored_by_cid(&mut tx, room, &message.from.id, cid).await?,
+                    },
+                };
+                match earlier {
+                    Some(earlier) => appended.push(Appended { message: earlier, new: false }),
+                    None => {
+                        last += 1;
+                        message.seq = last;
+                        appended.push(Appended { message, new: true });
+                    }
+                }
             }
-            insert_all(&mut tx, &stored.iter().collect::<Vec<_>>(), self.sqlite)
-                .await
-                .map_err(error)?;
+            let new: Vec<&Message> =
+                appended.iter().filter(|a| a.new).map(|a| &a.message).collect();
+            if !new.is_empty() {
+                sqlx::query("UPDATE rooms SET last_seq = $1 WHERE code = $2")
+                    .bind(int(last))
+                    .bind(room)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error)?;
+                insert_all(&mut tx, &new, self.sqlite).await.map_err(error)?;
+            }
             tx.commit().await.map_err(error)?;
-            Ok(stored)
+            Ok(appended)
         })
     }
 

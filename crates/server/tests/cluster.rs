@@ -969,3 +969,96 @@ async fn a_join_that_answered_unavailable_never_takes_a_seat_later() {
     let members = ann.ok(json!({"op": "members", "room": code})).await.unwrap();
     assert_eq!(common::member_names(&members), ["Ann", "Bob"]);
 }
+
+/// Regression: after a 2.5 s Redis stall during a post to a persistent
+/// room, the post's claim on its `cid` (taken late, when the held command
+/// went through) kept every retry answering "still being stored" for 30 s.
+#[tokio::test]
+async fn a_short_redis_stall_costs_a_short_outage_and_the_post_is_stored_once() {
+    let Some((proxy, proxied)) = Proxy::to_test_redis().await else { return };
+    let Some(nodes) =
+        nodes_with(2, Duration::from_secs(10), |i| (i == 0).then(|| proxied.clone())).await
+    else {
+        return;
+    };
+    let mut ann = nodes[0].client("Ann").await;
+    let code = nodes[0].create(&mut ann, json!({"retention": "persistent"})).await;
+    common::join(&mut ann, &code).await;
+    let mut bob = nodes[1].client("Bob").await;
+    common::join(&mut bob, &code).await;
+
+    proxy.hold();
+    let post = json!({"op": "post", "room": code, "body": "through the stall", "cid": "c1"});
+    let reply = ann.request(post.clone()).await.unwrap();
+    assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.release();
+    let released = tokio::time::Instant::now();
+    // The retry goes through at once, not when the claim would expire.
+    let retried = ann.ok(post).await.unwrap();
+    assert!(released.elapsed() < Duration::from_secs(5), "{:?}", released.elapsed());
+    until_message(&mut bob, "through the stall").await;
+    let history = bob.ok(json!({"op": "history", "room": code})).await.unwrap();
+    assert_eq!(bodies(&history["messages"]), ["through the stall"], "stored once");
+    assert_eq!(history["messages"][0]["seq"], retried["message"]["seq"]);
+}
+
+/// Regression: a post stored while its node lost Redis was published by
+/// another node without its `cid`, and a retry of that `cid` on another
+/// node was stored a second time once the claim expired.
+#[tokio::test]
+async fn a_persistent_post_is_stored_once_whichever_node_publishes_and_retries_it() {
+    let Some((proxy, proxied)) = Proxy::to_test_redis().await else { return };
+    let database = Arc::new(std::sync::Mutex::new(None));
+    let Some((nodes, _)) = cluster_of(
+        2,
+        |i| (i == 0).then(|| proxied.clone()),
+        |c| {
+            c.cluster.as_mut().unwrap().lease = Duration::from_millis(900);
+            *database.lock().unwrap() = c.database.clone();
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let database = database.lock().unwrap().clone().unwrap();
+    let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
+    let token = hello["session"].as_str().unwrap().to_owned();
+    let code = nodes[0].create(&mut ann, json!({"retention": "persistent"})).await;
+    common::join(&mut ann, &code).await;
+    let mut bob = nodes[1].client("Bob").await;
+    common::join(&mut bob, &code).await;
+
+    // The database is slow: the messages table is locked for a while.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&database).await.unwrap();
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    let post = json!({"op": "post", "room": code, "body": "slow one", "cid": "c9", "id": 77});
+    ann.send_text(post.to_string()).await.unwrap();
+    // The post waits on the lock; its node loses Redis meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.commit().await.unwrap();
+    // Stored, but its node cannot publish it. The next post waits for it
+    // in Redis, and the other node publishes it from the store.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob.ok(json!({"op": "post", "room": code, "body": "after"})).await.unwrap();
+    until_message(&mut bob, "slow one").await;
+    // Ann retries on the other node: answered with the stored message.
+    let (mut tab, _) = nodes[1].tab("Ann", &token).await;
+    common::join(&mut tab, &code).await;
+    let post = json!({"op": "post", "room": code, "body": "slow one", "cid": "c9"});
+    let retried = tab.ok(post).await.unwrap();
+    let history = bob.ok(json!({"op": "history", "room": code})).await.unwrap();
+    assert_eq!(bodies(&history["messages"]), ["slow one", "after"]);
+    assert_eq!(retried["message"]["seq"], history["messages"][0]["seq"]);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE cid = 'c9'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "one row for one cid");
+    proxy.restore();
+}

@@ -142,12 +142,13 @@ async fn suite(store: Arc<dyn Store>) {
         Message { body: format!("draft {n}"), ..Message::clone(&m) }
     };
     let first = store.append("APPEND", vec![draft(1), draft(2)]).await.unwrap();
-    assert_eq!(first.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(first.iter().map(|a| a.message.seq).collect::<Vec<_>>(), [1, 2]);
     let (a, b) = tokio::join!(
         store.append("APPEND", (10..20).map(draft).collect()),
         store.append("APPEND", (20..30).map(draft).collect()),
     );
-    let mut seqs: Vec<u64> = a.unwrap().into_iter().chain(b.unwrap()).map(|m| m.seq).collect();
+    let mut seqs: Vec<u64> =
+        a.unwrap().into_iter().chain(b.unwrap()).map(|a| a.message.seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (3..=22).collect::<Vec<_>>(), "no seq given twice, none skipped");
     let stored = store.messages("APPEND", 0, u64::MAX, 100).await.unwrap();
@@ -156,6 +157,22 @@ async fn suite(store: Arc<dyn Store>) {
     let rooms = store.rooms().await.unwrap();
     assert_eq!(rooms.iter().find(|r| r.code == "APPEND").unwrap().last_seq, 22);
     assert!(store.append("NOPE", vec![draft(1)]).await.is_err(), "no such room");
+    // A cid its author used in the room already is not stored again, from
+    // an earlier append or from earlier in the same one.
+    let with_cid = |n: u64, cid: &str| Message { cid: Some(cid.into()), ..draft(n) };
+    let first = store.append("APPEND", vec![with_cid(40, "c1")]).await.unwrap();
+    assert_eq!((first[0].message.seq, first[0].new), (23, true));
+    let again =
+        store.append("APPEND", vec![with_cid(41, "c1"), with_cid(42, "c2"), with_cid(43, "c2")]);
+    let again = again.await.unwrap();
+    let seen: Vec<(u64, bool, &str)> =
+        again.iter().map(|a| (a.message.seq, a.new, a.message.body.as_str())).collect();
+    assert_eq!(seen, [(23, false, "draft 40"), (24, true, "draft 42"), (24, false, "draft 42")]);
+    let other =
+        Message { from: User { id: "u_bob".into(), name: "Bob".into() }, ..with_cid(44, "c1") };
+    let theirs = store.append("APPEND", vec![other]).await.unwrap();
+    assert_eq!((theirs[0].message.seq, theirs[0].new), (25, true), "cids are per author");
+    assert_eq!(store.messages("APPEND", 22, u64::MAX, 100).await.unwrap().len(), 3);
     store.ping().await.unwrap();
 }
 

@@ -132,6 +132,8 @@ struct PersistJob {
     message: Message,
     origin: String,
     cid_key: Option<String>,
+    /// The op id its cid's claim holds.
+    claim: String,
     outbox: Outbox,
     reply: Option<i64>,
 }
@@ -665,7 +667,7 @@ impl Cluster {
     /// event, in order; a retried `cid` is answered at once.
     #[allow(clippy::too_many_arguments)]
     pub async fn post(
-        &self,
+        self: &Arc<Self>,
         mirror: &Arc<Mirror>,
         conn: u64,
         outbox: &Outbox,
@@ -713,7 +715,7 @@ impl Cluster {
 
     #[allow(clippy::too_many_arguments)]
     async fn post_persistent(
-        &self,
+        self: &Arc<Self>,
         mirror: &Arc<Mirror>,
         conn: u64,
         outbox: &Outbox,
@@ -725,8 +727,21 @@ impl Cluster {
         let cid = draft.cid.clone().unwrap_or_default();
         // A retry of a post still being stored waits for it, a while.
         let mut claimed = false;
+        let key = format!("{}|{cid}", user.id);
+        let claim = format!("{:016x}", rand::random::<u64>());
         for _ in 0..100 {
-            let r = self.room_op(code, &["claim", code, &user.id, &cid]).await?;
+            let args = ["claim", code, &user.id, &cid, &claim];
+            let r = match self.room_op_with(code, &claim, &args).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // The claim may still run, late: it must not keep the
+                    // retry of this post waiting.
+                    if !cid.is_empty() {
+                        self.unclaim(code, &key, &claim);
+                    }
+                    return Err(e);
+                }
+            };
             match text(&r, 0).as_str() {
                 "ok" => {
                     claimed = true;
@@ -765,16 +780,36 @@ impl Cluster {
             message,
             origin,
             cid_key: cid_key.clone(),
+            claim: claim.clone(),
             outbox: outbox.clone(),
             reply,
         };
         if self.persist.try_send(job).is_err() {
             if let Some(key) = cid_key {
-                let _ = self.room_op(code, &["unclaim", code, &key]).await;
+                self.unclaim(code, &key, &claim);
             }
             return Err(unavailable("storage is busy; try again"));
         }
         Ok(())
+    }
+
+    /// Releases a post's claim on its `cid`, in the background until Redis
+    /// has taken it (at most a minute: the claim itself expires after
+    /// 30 s), so that a retry is not kept waiting for a post that will
+    /// not come.
+    fn unclaim(self: &Arc<Self>, code: &str, key: &str, claim: &str) {
+        let cluster = self.clone();
+        let (code, key, claim) = (code.to_owned(), key.to_owned(), claim.to_owned());
+        tokio::spawn(async move {
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+            let args = ["unclaim", code.as_str(), key.as_str(), claim.as_str()];
+            while cluster.room_op_with(&code, &claim, &args).await.is_err() {
+                if tokio::time::Instant::now() > give_up {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
     }
 
     pub async fn typing(&self, code: &str, user_id: &str, active: bool) -> Result<(), ErrorBody> {
@@ -1127,7 +1162,11 @@ impl Cluster {
                         "cluster: publishing a stored message its node did not"
                     );
                     let json = serde_json::to_string(message).expect("messages serialize");
-                    let _ = self.commit(code, next, "- 0 - ", &json, None).await;
+                    // Its cid is remembered (and its claim released), so a
+                    // retry on any node is answered with it, not stored.
+                    let cid_key =
+                        message.cid.as_ref().map(|cid| format!("{}|{cid}", message.from.id));
+                    let _ = self.commit(code, next, "- 0 - ", &json, cid_key.as_deref()).await;
                 }
             } else {
                 now.insert((code.to_owned(), next));
@@ -1319,8 +1358,21 @@ async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<PersistJob>
             metrics::histogram!("confab_store_seconds").record(started.elapsed());
             match stored {
                 Ok(stored) => {
-                    for (job, message) in group.iter().zip(stored) {
+                    for (job, appended) in group.iter().zip(stored) {
+                        let message = appended.message;
                         let json = serde_json::to_string(&message).expect("messages serialize");
+                        if !appended.new {
+                            // A retry of a post the room holds already (its
+                            // first try was stored through another node):
+                            // answered with it, and not stored again.
+                            if let Some(key) = &job.cid_key {
+                                c.unclaim(&code, key, &job.claim);
+                            }
+                            if let Some(id) = job.reply {
+                                job.outbox.push(crate::room::message_reply(id, json.as_bytes()));
+                            }
+                            continue;
+                        }
                         if c.commit(&code, message.seq, &job.origin, &json, job.cid_key.as_deref())
                             .await
                             .is_ok()
@@ -1328,14 +1380,14 @@ async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<PersistJob>
                             metrics::counter!("confab_posts_total").increment(1);
                         }
                         // If publishing failed, the stall check publishes
-                        // it from the store.
+                        // it from the store, remembering its cid.
                     }
                 }
                 Err(e) => {
                     tracing::warn!(room = code, "cannot store messages: {e}");
                     for job in group {
                         if let Some(key) = &job.cid_key {
-                            let _ = c.room_op(&code, &["unclaim", &code, key]).await;
+                            c.unclaim(&code, key, &job.claim);
                         }
                         job.outbox.push(crate::room::error_frame(
                             job.reply,

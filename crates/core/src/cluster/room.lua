@@ -23,8 +23,9 @@
 --  17 pend   hash: seq -> envelope tail of a stored message not yet
 --                published (a persistent room publishes in seq order)
 --  18 pendc  hash: seq -> its "user|cid" key
---  19 op     string: what became of one join, by its op id ("...:op:-"
---                for an op without one): "done:<counted>" or "cancelled"
+--  19 op     string: what became of one join or claim, by its op id
+--                ("...:op:-" for an op without one): "done:<counted>",
+--                "claimed" or "cancelled"
 --
 -- ARGV[1] is the op, ARGV[2] the room code; the rest depend on the op.
 -- Envelopes published on the events channel:
@@ -291,7 +292,9 @@ end
 if op == 'claim' then
   -- A persistent room's post, before it is stored: membership, and its
   -- cid claimed so that a retry on any node waits for it or gets it.
-  -- ARGV: 3 user id, 4 cid ('' none)
+  -- ARGV: 3 user id, 4 cid ('' none), 5 op id: the claim holds it, and a
+  -- claim its node gave up on (cancelled by `unclaim` with the op id)
+  -- does not take effect if it runs late
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
   local uid = ARGV[3]
   if redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_member'} end
@@ -299,13 +302,18 @@ if op == 'claim' then
   local key = uid .. '|' .. ARGV[4]
   local first = redis.call('HGET', KEYS[11], key)
   if first then return {'dup', first} end
-  if redis.call('SET', KEYS[11] .. ':claim:' .. key, '1', 'NX', 'PX', 30000) then return {'ok'} end
+  if redis.call('GET', KEYS[19]) == 'cancelled' then return {'cancelled'} end
+  if redis.call('SET', KEYS[11] .. ':claim:' .. key, ARGV[5], 'NX', 'PX', 30000) then return {'ok'} end
+  if redis.call('GET', KEYS[11] .. ':claim:' .. key) == ARGV[5] then return {'ok'} end
   return {'pending'}
 end
 
 if op == 'unclaim' then
-  -- ARGV: 3 "user|cid"
-  redis.call('DEL', KEYS[11] .. ':claim:' .. ARGV[3])
+  -- ARGV: 3 "user|cid", 4 the claiming op's id: its claim is released,
+  -- and should it run later, it takes no effect
+  redis.call('SET', KEYS[19], 'cancelled', 'PX', 60000)
+  local claim = KEYS[11] .. ':claim:' .. ARGV[3]
+  if redis.call('GET', claim) == ARGV[4] then redis.call('DEL', claim) end
   return {'ok'}
 end
 
