@@ -427,3 +427,87 @@ fn logged(running: &mut Running, needle: &str) -> String {
         }
     }
 }
+
+#[test]
+fn a_cluster_node_stopped_past_its_lease_starts_over_and_presence_converges() {
+    let (Ok(redis), Ok(postgres)) =
+        (std::env::var("CONFAB_TEST_REDIS"), std::env::var("CONFAB_TEST_POSTGRES"))
+    else {
+        eprintln!(
+            "SKIPPED: set CONFAB_TEST_REDIS and CONFAB_TEST_POSTGRES to run this cluster test"
+        );
+        return;
+    };
+    let namespace = format!("stop{}", std::process::id());
+    let node = |name: &str| {
+        serve(
+            &[
+                "--http",
+                "127.0.0.1:0",
+                "--cluster",
+                &redis,
+                "--cluster-namespace",
+                &namespace,
+                "--database",
+                &postgres,
+                "--node",
+                name,
+                "--node-lease",
+                "2s",
+                "--grace",
+                "500ms",
+            ],
+            &[],
+        )
+    };
+    let (mut n1, mut n2) = (node("n1"), node("n2"));
+    let url = |running: &Running| format!("ws://{}/ws", running.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use serde_json::json;
+        let (mut ann, _) = confab_client::WsClient::hello(&url(&n1), "Ann").await.unwrap();
+        let created = ann.ok(json!({"op": "create"})).await.unwrap();
+        let code = created["room"]["code"].as_str().unwrap().to_owned();
+        ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+        let (mut dan, hello) = confab_client::WsClient::hello(&url(&n2), "Dan").await.unwrap();
+        let token = hello["session"].as_str().unwrap().to_owned();
+        dan.ok(json!({"op": "join", "room": code})).await.unwrap();
+        ann.event("join").await.unwrap();
+
+        // Frozen past its lease: the other node sweeps Dan.
+        signal(&n2.child, "-STOP");
+        let leave = ann.event("leave").await.unwrap();
+        assert_eq!(
+            (leave["user"]["name"].as_str(), leave["reason"].as_str()),
+            (Some("Dan"), Some("disconnected"))
+        );
+        signal(&n2.child, "-CONT");
+        // The node cannot prove its lease held: it closes Dan's connection
+        // so that he comes back, as a member again.
+        assert_eq!(dan.closed().await.unwrap(), Some(1001));
+        let mut dan = confab_client::WsClient::connect(&url(&n2)).await.unwrap();
+        dan.ok(json!({"op": "hello", "name": "Dan", "session": token})).await.unwrap();
+        dan.ok(json!({"op": "join", "room": code})).await.unwrap();
+        let joined = ann.event("join").await.unwrap();
+        assert_eq!(joined["user"]["name"], "Dan");
+        // Both nodes list exactly who is connected.
+        for client in [&mut ann, &mut dan] {
+            let members = client.ok(json!({"op": "members", "room": code})).await.unwrap();
+            let mut names: Vec<&str> = members["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["name"].as_str().unwrap())
+                .collect();
+            names.sort_unstable();
+            assert_eq!(names, ["Ann", "Dan"]);
+        }
+        dan.ok(json!({"op": "post", "room": code, "body": "back"})).await.unwrap();
+        let message = ann.event("message").await.unwrap();
+        assert_eq!(message["message"]["body"], "back");
+    });
+    for running in [&mut n1, &mut n2] {
+        let _ = running.child.kill();
+        let _ = running.child.wait();
+    }
+}
