@@ -476,15 +476,23 @@ fn a_cluster_node_stopped_past_its_lease_starts_over_and_presence_converges() {
 
         // Frozen past its lease: the other node sweeps Dan.
         signal(&n2.child, "-STOP");
+        let stopped = std::time::Instant::now();
         let leave = ann.event("leave").await.unwrap();
+        let swept = stopped.elapsed();
         assert_eq!(
             (leave["user"]["name"].as_str(), leave["reason"].as_str()),
             (Some("Dan"), Some("disconnected"))
         );
         signal(&n2.child, "-CONT");
+        let resumed = std::time::Instant::now();
         // The node cannot prove its lease held: it closes Dan's connection
         // so that he comes back, as a member again.
         assert_eq!(dan.closed().await.unwrap(), Some(1001));
+        eprintln!(
+            "stopped node swept {swept:?} after SIGSTOP (lease 2 s); its connections closed \
+             {:?} after SIGCONT",
+            resumed.elapsed()
+        );
         let mut dan = confab_client::WsClient::connect(&url(&n2)).await.unwrap();
         dan.ok(json!({"op": "hello", "name": "Dan", "session": token})).await.unwrap();
         dan.ok(json!({"op": "join", "room": code})).await.unwrap();

@@ -900,12 +900,15 @@ async fn a_node_whose_lease_lapsed_starts_over_and_its_users_resume() {
     let left = bob.event("leave").await.unwrap();
     assert_eq!((&left["user"]["name"], &left["reason"]), (&json!("Ann"), &json!("disconnected")));
     // Within the lease (from the last renewal) and a sweep of the others.
-    assert!(cut.elapsed() < 2 * lease, "swept after {:?}", cut.elapsed());
+    let swept = cut.elapsed();
+    assert!(swept < 2 * lease, "swept after {swept:?}");
     // Held past the lease, as in a longer outage.
     tokio::time::sleep(lease).await;
     proxy.restore();
+    let restored = tokio::time::Instant::now();
     // Ann's node knows: it closes her connection so that she comes back.
     assert_eq!(ann.closed().await.unwrap(), Some(1001));
+    let closed = restored.elapsed();
     wait_health(&nodes[0], 200).await;
     let mut again = WsClient::connect(&nodes[0].url).await.unwrap();
     let hello =
@@ -918,7 +921,14 @@ async fn a_node_whose_lease_lapsed_starts_over_and_its_users_resume() {
     common::post(&mut again, &code, "back for real").await;
     until_message(&mut bob, "back for real").await;
     let members = bob.ok(json!({"op": "members", "room": code})).await.unwrap();
-    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
+    assert_eq!(common::member_names(&members), ["Ann", "Bob"]);
+    let members = again.ok(json!({"op": "members", "room": code})).await.unwrap();
+    assert_eq!(common::member_names(&members), ["Ann", "Bob"], "the same on both nodes");
+    eprintln!(
+        "lease {lease:?}: swept {swept:?} after the cut; connection closed {closed:?} after \
+         Redis came back; back in the room {:?} after",
+        restored.elapsed()
+    );
 }
 
 /// Regression: a join whose Redis traffic was held past the op timeout
@@ -942,10 +952,12 @@ async fn a_join_that_answered_unavailable_never_takes_a_seat_later() {
     let started = tokio::time::Instant::now();
     let reply = visitor.request(json!({"op": "join", "room": code})).await.unwrap();
     assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
-    assert!(started.elapsed() < Duration::from_secs(5), "answered, not hung");
+    let answered = started.elapsed();
+    assert!(answered < Duration::from_secs(5), "answered, not hung");
     // The held join goes through now, late.
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.release();
+    let released = tokio::time::Instant::now();
     drop(visitor);
     wait_health(&nodes[1], 200).await;
 
@@ -959,6 +971,7 @@ async fn a_join_that_answered_unavailable_never_takes_a_seat_later() {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "the late join kept the seat: {reply}");
+        // (Measured from the release, below.)
         let wait = match reply["error"]["code"].as_str() {
             Some("room_full") => 100,
             Some("rate_limited") => reply["error"]["retry_after_ms"].as_u64().unwrap(),
@@ -966,8 +979,12 @@ async fn a_join_that_answered_unavailable_never_takes_a_seat_later() {
         };
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
+    let freed = released.elapsed();
     let members = ann.ok(json!({"op": "members", "room": code})).await.unwrap();
     assert_eq!(common::member_names(&members), ["Ann", "Bob"]);
+    eprintln!(
+        "a join held 2.5 s: unavailable after {answered:?}; its seat free {freed:?} after the release"
+    );
 }
 
 /// Regression: after a 2.5 s Redis stall during a post to a persistent
@@ -996,7 +1013,9 @@ async fn a_short_redis_stall_costs_a_short_outage_and_the_post_is_stored_once() 
     let released = tokio::time::Instant::now();
     // The retry goes through at once, not when the claim would expire.
     let retried = ann.ok(post).await.unwrap();
-    assert!(released.elapsed() < Duration::from_secs(5), "{:?}", released.elapsed());
+    let recovered = released.elapsed();
+    assert!(recovered < Duration::from_secs(5), "{recovered:?}");
+    eprintln!("a post held 2.5 s: its retry stored {recovered:?} after the release");
     until_message(&mut bob, "through the stall").await;
     let history = bob.ok(json!({"op": "history", "room": code})).await.unwrap();
     assert_eq!(bodies(&history["messages"]), ["through the stall"], "stored once");
@@ -1045,7 +1064,12 @@ async fn a_persistent_post_is_stored_once_whichever_node_publishes_and_retries_i
     // Stored, but its node cannot publish it. The next post waits for it
     // in Redis, and the other node publishes it from the store.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let next = tokio::time::Instant::now();
     bob.ok(json!({"op": "post", "room": code, "body": "after"})).await.unwrap();
+    eprintln!(
+        "a stored, unpublished post published by another node {:?} after the next post",
+        next.elapsed()
+    );
     until_message(&mut bob, "slow one").await;
     // Ann retries on the other node: answered with the stored message.
     let (mut tab, _) = nodes[1].tab("Ann", &token).await;
