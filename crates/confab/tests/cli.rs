@@ -68,6 +68,15 @@ fn launch(
     Running { child, addr, log }
 }
 
+/// The environment variable naming a service a test needs. Such tests
+/// are `#[ignore]`d; run with `--include-ignored`, a missing service fails
+/// them rather than letting them pass unrun.
+fn service(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: this test needs the service it names (see README.md)")
+    })
+}
+
 fn get(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
@@ -158,10 +167,7 @@ fn a_corrupt_database_stops_the_server_naming_the_file_which_is_left_alone() {
 /// must serve all the same.
 #[test]
 fn pinned_to_one_core_it_serves_and_exits_cleanly() {
-    if Command::new("taskset").arg("--version").output().is_err() {
-        eprintln!("skipped: taskset (util-linux) is not installed");
-        return;
-    }
+    Command::new("taskset").arg("--version").output().expect("taskset (util-linux) runs");
     let mut command = Command::new("taskset");
     command.args(["-c", "0", env!("CARGO_BIN_EXE_confab")]);
     let data = data_dir();
@@ -259,15 +265,9 @@ fn kill_9_right_after_an_ok_loses_no_acknowledged_post() {
 }
 
 #[test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 fn a_cluster_node_that_stops_frees_its_seats_at_once_and_one_killed_within_the_lease() {
-    let (Ok(redis), Ok(postgres)) =
-        (std::env::var("CONFAB_TEST_REDIS"), std::env::var("CONFAB_TEST_POSTGRES"))
-    else {
-        eprintln!(
-            "SKIPPED: set CONFAB_TEST_REDIS and CONFAB_TEST_POSTGRES to run this cluster test"
-        );
-        return;
-    };
+    let (redis, postgres) = (service("CONFAB_TEST_REDIS"), service("CONFAB_TEST_POSTGRES"));
     let namespace = format!("crash{}", std::process::id());
     let node = |name: &str| {
         serve(
@@ -429,15 +429,9 @@ fn logged(running: &mut Running, needle: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 fn a_cluster_node_stopped_past_its_lease_starts_over_and_presence_converges() {
-    let (Ok(redis), Ok(postgres)) =
-        (std::env::var("CONFAB_TEST_REDIS"), std::env::var("CONFAB_TEST_POSTGRES"))
-    else {
-        eprintln!(
-            "SKIPPED: set CONFAB_TEST_REDIS and CONFAB_TEST_POSTGRES to run this cluster test"
-        );
-        return;
-    };
+    let (redis, postgres) = (service("CONFAB_TEST_REDIS"), service("CONFAB_TEST_POSTGRES"));
     let namespace = format!("stop{}", std::process::id());
     let node = |name: &str| {
         serve(

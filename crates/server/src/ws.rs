@@ -190,8 +190,33 @@ fn handshake(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refuse
     else {
         return Err(Refused(StatusCode::BAD_REQUEST, "missing or malformed Sec-WebSocket-Key"));
     };
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    Ok(HeaderValue::from_str(&accept).expect("base64 is a valid header value"))
+    Ok(HeaderValue::from_str(&accept_key(key.as_bytes())).expect("base64 is a valid header value"))
+}
+
+/// `Sec-WebSocket-Accept` for a key: base64 of the SHA-1 of the key and
+/// the protocol's GUID (RFC 6455, section 4.2.2).
+fn accept_key(key: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let digest = Sha1::new().chain_update(key).chain_update(GUID).finalize();
+    base64(&digest)
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Whether `key` is 16 bytes in base64 (RFC 6455, section 4.2.1): 22
@@ -714,6 +739,17 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+
+    #[test]
+    fn the_accept_key_is_the_rfc_s() {
+        // RFC 6455, section 1.3.
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foob"), "Zm9vYg==");
+    }
 
     /// A socket whose peer reads nothing: it takes no byte, ever.
     struct Stalled;

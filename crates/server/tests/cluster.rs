@@ -1,6 +1,7 @@
 //! Three nodes made one server by Redis: every promise of the protocol
 //! holds across nodes. Needs `CONFAB_TEST_REDIS` and `CONFAB_TEST_POSTGRES`
-//! (set by `.ci/run`); without them each test says it was skipped.
+//! (set by `.ci/run`). They are `#[ignore]`d, so that a plain `cargo test`
+//! lists them as not run; `.ci/run` runs them with `--include-ignored`.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{TestServer, bodies, postgres_database, seqs, skipped, start_with};
+use common::{TestServer, bodies, postgres_database, seqs, start_with};
 use confab_client::WsClient;
 use confab_core::ClusterConfig;
 use confab_server::Config;
@@ -23,12 +24,9 @@ async fn cluster_of(
     n: usize,
     redis: impl Fn(usize) -> Option<String>,
     tweak: impl Fn(&mut Config),
-) -> Option<(Vec<TestServer>, String)> {
-    let Ok(url) = std::env::var("CONFAB_TEST_REDIS") else {
-        skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
-        return None;
-    };
-    let database = postgres_database().await?;
+) -> (Vec<TestServer>, String) {
+    let url = common::service("CONFAB_TEST_REDIS");
+    let database = postgres_database().await;
     let namespace = format!("t{:016x}", rand::random::<u64>());
     let mut nodes = Vec::new();
     for i in 0..n {
@@ -46,18 +44,18 @@ async fn cluster_of(
             .await,
         );
     }
-    Some((nodes, namespace))
+    (nodes, namespace)
 }
 
 async fn nodes_with(
     n: usize,
     grace: Duration,
     redis: impl Fn(usize) -> Option<String>,
-) -> Option<Vec<TestServer>> {
-    cluster_of(n, redis, |config| config.hub.grace = grace).await.map(|(nodes, _)| nodes)
+) -> Vec<TestServer> {
+    cluster_of(n, redis, |config| config.hub.grace = grace).await.0
 }
 
-async fn nodes(n: usize) -> Option<Vec<TestServer>> {
+async fn nodes(n: usize) -> Vec<TestServer> {
     nodes_with(n, Duration::from_secs(10), |_| None).await
 }
 
@@ -74,8 +72,9 @@ async fn until_message(client: &mut WsClient, body: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn posts_from_every_node_reach_every_member_in_one_order() {
-    let Some(nodes) = nodes(3).await else { return };
+    let nodes = nodes(3).await;
     let mut ann = nodes[0].client("Ann").await;
     let code = nodes[0].create(&mut ann, json!({"capacity": 4})).await;
     ann.ok(json!({"op": "join", "room": code})).await.unwrap();
@@ -152,8 +151,9 @@ async fn posts_from_every_node_reach_every_member_in_one_order() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn thirty_joins_over_three_nodes_take_exactly_three_seats() {
-    let Some(nodes) = nodes(3).await else { return };
+    let nodes = nodes(3).await;
     let mut owner = nodes[0].client("Owner").await;
     let code = nodes[0].create(&mut owner, json!({"capacity": 3, "public": true})).await;
     let mut clients = Vec::new();
@@ -203,8 +203,9 @@ async fn thirty_joins_over_three_nodes_take_exactly_three_seats() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn an_ephemeral_room_dies_when_its_last_member_anywhere_leaves() {
-    let Some(nodes) = nodes(3).await else { return };
+    let nodes = nodes(3).await;
     let mut ann = nodes[0].client("Ann").await;
     let code = nodes[0].create(&mut ann, json!({})).await;
     ann.ok(json!({"op": "join", "room": code})).await.unwrap();
@@ -231,8 +232,9 @@ async fn an_ephemeral_room_dies_when_its_last_member_anywhere_leaves() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn a_cid_is_posted_once_whichever_node_gets_the_retry() {
-    let Some(nodes) = nodes(2).await else { return };
+    let nodes = nodes(2).await;
     for retention in ["ephemeral", "persistent"] {
         let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
         let session = hello["session"].as_str().unwrap().to_owned();
@@ -257,8 +259,9 @@ async fn a_cid_is_posted_once_whichever_node_gets_the_retry() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn resume_on_another_node_gets_exactly_what_was_missed_and_is_silent() {
-    let Some(nodes) = nodes(3).await else { return };
+    let nodes = nodes(3).await;
     for retention in ["ephemeral", "persistent"] {
         let mut ann = nodes[0].client("Ann").await;
         let code = nodes[0].create(&mut ann, json!({"retention": retention})).await;
@@ -304,11 +307,9 @@ async fn resume_on_another_node_gets_exactly_what_was_missed_and_is_silent() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn a_persistent_room_resumes_past_the_redis_window_from_postgres() {
-    let Some((nodes, _)) = cluster_of(2, |_| None, |config| config.hub.room_window = 4).await
-    else {
-        return;
-    };
+    let (nodes, _) = cluster_of(2, |_| None, |config| config.hub.room_window = 4).await;
     let mut ann = nodes[0].client("Ann").await;
     let code = nodes[0].create(&mut ann, json!({"retention": "persistent", "backlog": 2})).await;
     ann.ok(json!({"op": "join", "room": code})).await.unwrap();
@@ -335,8 +336,9 @@ async fn a_persistent_room_resumes_past_the_redis_window_from_postgres() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn a_member_in_grace_leaves_cluster_wide_when_it_ends() {
-    let Some(nodes) = nodes_with(2, Duration::from_millis(300), |_| None).await else { return };
+    let nodes = nodes_with(2, Duration::from_millis(300), |_| None).await;
     let mut ann = nodes[0].client("Ann").await;
     let code = nodes[0].create(&mut ann, json!({})).await;
     ann.ok(json!({"op": "join", "room": code})).await.unwrap();
@@ -362,17 +364,13 @@ struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy in front of the Redis at `CONFAB_TEST_REDIS`, and its URL;
-    /// `None` (and a note) when that is unset.
-    async fn to_test_redis() -> Option<(Proxy, String)> {
-        let Ok(redis) = std::env::var("CONFAB_TEST_REDIS") else {
-            skipped("CONFAB_TEST_REDIS is not set; this cluster test did not run");
-            return None;
-        };
+    /// A proxy in front of the Redis at `CONFAB_TEST_REDIS`, and its URL.
+    async fn to_test_redis() -> (Proxy, String) {
+        let redis = common::service("CONFAB_TEST_REDIS");
         let target = redis.trim_start_matches("redis://").trim_end_matches('/').to_owned();
         let proxy = Proxy::start(target).await;
         let url = format!("redis://{}", proxy.addr);
-        Some((proxy, url))
+        (proxy, url)
     }
 
     async fn start(target: String) -> Proxy {
@@ -464,13 +462,10 @@ async fn wait_health(node: &TestServer, status: u16) -> Value {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn without_redis_a_node_says_unavailable_accepts_nothing_and_recovers() {
-    let Some((proxy, proxied)) = Proxy::to_test_redis().await else { return };
-    let Some(nodes) =
-        nodes_with(2, Duration::from_secs(10), |i| (i == 0).then(|| proxied.clone())).await
-    else {
-        return;
-    };
+    let (proxy, proxied) = Proxy::to_test_redis().await;
+    let nodes = nodes_with(2, Duration::from_secs(10), |i| (i == 0).then(|| proxied.clone())).await;
     let mut ann = nodes[0].client("Ann").await;
     let code = nodes[0].create(&mut ann, json!({})).await;
     ann.ok(json!({"op": "join", "room": code})).await.unwrap();
@@ -552,6 +547,7 @@ impl Poller {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis, PostgreSQL and haproxy: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn long_polling_works_behind_a_balancer_that_routes_by_the_token() {
     let haproxy = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -559,11 +555,9 @@ async fn long_polling_works_behind_a_balancer_that_routes_by_the_token() {
             .map(|p| p.join("haproxy"))
             .find(|p| p.is_file())
     });
-    let Some(haproxy) = haproxy else {
-        skipped("haproxy is not installed; the load-balancer test did not run");
-        return;
-    };
-    let Some(nodes) = nodes(2).await else { return };
+    let haproxy =
+        haproxy.expect("haproxy is not installed: this test needs it (.ci/services installs it)");
+    let nodes = nodes(2).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // The configuration docs/operations.md gives, on test ports.
     let config = format!(
@@ -628,13 +622,14 @@ async fn long_polling_works_behind_a_balancer_that_routes_by_the_token() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn boards_and_persistent_rooms_come_back_when_redis_loses_everything() {
     let lease = |config: &mut Config| {
         if let Some(cluster) = &mut config.cluster {
             cluster.lease = Duration::from_millis(900);
         }
     };
-    let Some((nodes, namespace)) = cluster_of(2, |_| None, lease).await else { return };
+    let (nodes, namespace) = cluster_of(2, |_| None, lease).await;
     let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
     let session = hello["session"].as_str().unwrap().to_owned();
     ann.ok(json!({"op": "join", "room": "main"})).await.unwrap();
@@ -681,8 +676,9 @@ async fn boards_and_persistent_rooms_come_back_when_redis_loses_everything() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn in_a_cluster_only_join_tells_a_missing_room_from_a_private_one() {
-    let Some(nodes) = cluster_of(
+    let nodes = cluster_of(
         2,
         |_| None,
         |c| {
@@ -690,9 +686,7 @@ async fn in_a_cluster_only_join_tells_a_missing_room_from_a_private_one() {
         },
     )
     .await
-    .map(|(nodes, _)| nodes) else {
-        return;
-    };
+    .0;
     let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
     let token = hello["session"].as_str().unwrap().to_owned();
     let live = nodes[0].create(&mut ann, json!({})).await;
@@ -745,8 +739,9 @@ async fn in_a_cluster_only_join_tells_a_missing_room_from_a_private_one() {
 /// marked the node's store down, and its `hello` then gave a new user and
 /// token to sessions it did not hold in memory.
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn a_known_session_stays_the_same_user_under_a_burst_of_hellos_on_every_node() {
-    let Some(nodes) = nodes(3).await else { return };
+    let nodes = nodes(3).await;
     let mut known = Vec::new();
     for i in 0..40 {
         let (_, hello) = WsClient::hello(&nodes[i % 3].url, &format!("user{i}")).await.unwrap();
@@ -794,8 +789,9 @@ async fn a_known_session_stays_the_same_user_under_a_burst_of_hellos_on_every_no
 /// second `hello` under another member's name made the posts of an
 /// existing connection carry that name; typing was not limited.
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn in_a_cluster_a_seat_is_counted_once_names_stay_and_typing_is_limited() {
-    let Some(nodes) = cluster_of(
+    let nodes = cluster_of(
         2,
         |_| None,
         |c| {
@@ -804,9 +800,7 @@ async fn in_a_cluster_a_seat_is_counted_once_names_stay_and_typing_is_limited() 
         },
     )
     .await
-    .map(|(nodes, _)| nodes) else {
-        return;
-    };
+    .0;
     let mut ann = nodes[0].client("Ann").await;
     let code = nodes[0].create(&mut ann, json!({"capacity": 2})).await;
     common::join(&mut ann, &code).await;
@@ -872,10 +866,11 @@ async fn in_a_cluster_a_seat_is_counted_once_names_stay_and_typing_is_limited() 
 /// returned (a failed renewal had already cleared what told it the lease
 /// lapsed): its users stayed connected as non-members.
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn a_node_whose_lease_lapsed_starts_over_and_its_users_resume() {
-    let Some((proxy, proxied)) = Proxy::to_test_redis().await else { return };
+    let (proxy, proxied) = Proxy::to_test_redis().await;
     let lease = Duration::from_secs(2);
-    let Some((nodes, _)) = cluster_of(
+    let (nodes, _) = cluster_of(
         2,
         |i| (i == 0).then(|| proxied.clone()),
         |c| {
@@ -883,10 +878,7 @@ async fn a_node_whose_lease_lapsed_starts_over_and_its_users_resume() {
             c.cluster.as_mut().unwrap().lease = lease;
         },
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
     let token = hello["session"].as_str().unwrap().to_owned();
     let code = nodes[0].create(&mut ann, json!({})).await;
@@ -936,13 +928,10 @@ async fn a_node_whose_lease_lapsed_starts_over_and_its_users_resume() {
 /// and seated the visitor for good (counted under a live node, so never
 /// swept), filling the room.
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn a_join_that_answered_unavailable_never_takes_a_seat_later() {
-    let Some((proxy, proxied)) = Proxy::to_test_redis().await else { return };
-    let Some(nodes) =
-        nodes_with(2, Duration::from_secs(10), |i| (i == 1).then(|| proxied.clone())).await
-    else {
-        return;
-    };
+    let (proxy, proxied) = Proxy::to_test_redis().await;
+    let nodes = nodes_with(2, Duration::from_secs(10), |i| (i == 1).then(|| proxied.clone())).await;
     let mut ann = nodes[0].client("Ann").await;
     let code = nodes[0].create(&mut ann, json!({"capacity": 2})).await;
     common::join(&mut ann, &code).await;
@@ -991,13 +980,10 @@ async fn a_join_that_answered_unavailable_never_takes_a_seat_later() {
 /// room, the post's claim on its `cid` (taken late, when the held command
 /// went through) kept every retry answering "still being stored" for 30 s.
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn a_short_redis_stall_costs_a_short_outage_and_the_post_is_stored_once() {
-    let Some((proxy, proxied)) = Proxy::to_test_redis().await else { return };
-    let Some(nodes) =
-        nodes_with(2, Duration::from_secs(10), |i| (i == 0).then(|| proxied.clone())).await
-    else {
-        return;
-    };
+    let (proxy, proxied) = Proxy::to_test_redis().await;
+    let nodes = nodes_with(2, Duration::from_secs(10), |i| (i == 0).then(|| proxied.clone())).await;
     let mut ann = nodes[0].client("Ann").await;
     let code = nodes[0].create(&mut ann, json!({"retention": "persistent"})).await;
     common::join(&mut ann, &code).await;
@@ -1026,10 +1012,11 @@ async fn a_short_redis_stall_costs_a_short_outage_and_the_post_is_stored_once() 
 /// another node without its `cid`, and a retry of that `cid` on another
 /// node was stored a second time once the claim expired.
 #[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 async fn a_persistent_post_is_stored_once_whichever_node_publishes_and_retries_it() {
-    let Some((proxy, proxied)) = Proxy::to_test_redis().await else { return };
+    let (proxy, proxied) = Proxy::to_test_redis().await;
     let database = Arc::new(std::sync::Mutex::new(None));
-    let Some((nodes, _)) = cluster_of(
+    let (nodes, _) = cluster_of(
         2,
         |i| (i == 0).then(|| proxied.clone()),
         |c| {
@@ -1037,10 +1024,7 @@ async fn a_persistent_post_is_stored_once_whichever_node_publishes_and_retries_i
             *database.lock().unwrap() = c.database.clone();
         },
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let database = database.lock().unwrap().clone().unwrap();
     let (mut ann, hello) = WsClient::hello(&nodes[0].url, "Ann").await.unwrap();
     let token = hello["session"].as_str().unwrap().to_owned();

@@ -560,7 +560,7 @@ async fn a_newer_poll_releases_the_parked_one_and_shutdown_answers_it() {
 /// ```
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement, not a test"]
-async fn memory_of_ten_thousand_idle_long_poll_connections() {
+async fn measure_memory_of_ten_thousand_idle_long_poll_connections() {
     use tokio::io::AsyncBufReadExt;
 
     const CONNECTIONS: usize = 10_000;

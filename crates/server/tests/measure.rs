@@ -21,7 +21,7 @@ use serde_json::json;
 /// `clients` connections each keeping `window` posts in flight.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement, not a test"]
-async fn persistent_posts_per_second_on_sqlite() {
+async fn measure_persistent_posts_per_second_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::ephemeral(dir.path());
     config.hub.rates = confab_core::Rates {
@@ -96,7 +96,7 @@ fn message(room: &str, seq: u64) -> Write {
 /// Join latency in a persistent room of 10 messages and of 1,000,000.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement, not a test"]
-async fn join_cost_does_not_grow_with_room_size() {
+async fn measure_join_cost_against_room_size() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SqlStore::open(None, dir.path()).await.unwrap().into_store();

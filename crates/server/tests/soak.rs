@@ -20,6 +20,7 @@ fn rss_bytes() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a soak (CONFAB_SOAK_SECS, 15 s by default): .ci/run runs it for 120 s"]
 async fn good_clients_are_served_while_bad_ones_misbehave() {
     let secs: u64 =
         std::env::var("CONFAB_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);

@@ -251,8 +251,9 @@ async fn wait_for_health(server: &common::TestServer, status: u16) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: CONFAB_TEST_POSTGRES"]
 async fn a_database_that_goes_away_degrades_and_recovers() {
-    let Some(url) = postgres_database().await else { return };
+    let url = postgres_database().await;
     let (prefix, rest) = url.split_once('@').unwrap();
     let (target, database) = rest.split_once('/').unwrap();
     let proxy = Proxy::start(target.to_owned()).await;
@@ -306,8 +307,9 @@ async fn a_database_that_goes_away_degrades_and_recovers() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: CONFAB_TEST_POSTGRES"]
 async fn the_server_runs_on_postgres_with_the_same_behaviour() {
-    let Some(url) = postgres_database().await else { return };
+    let url = postgres_database().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::ephemeral(dir.path());
     config.database = Some(url.clone());

@@ -185,8 +185,9 @@ async fn sqlite_store() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: CONFAB_TEST_POSTGRES"]
 async fn postgres_store() {
-    let Some(url) = postgres_database().await else { return };
+    let url = postgres_database().await;
     let store = SqlStore::open(Some(&url), std::path::Path::new(".")).await.unwrap();
     suite(store.into_store()).await;
 }

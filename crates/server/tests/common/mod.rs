@@ -126,13 +126,20 @@ pub fn events(frames: &[Value]) -> Vec<String> {
     frames.iter().filter_map(|f| f["ev"].as_str().map(str::to_owned)).collect()
 }
 
+/// The value of the environment variable naming a service a test needs
+/// (`CONFAB_TEST_POSTGRES`, `CONFAB_TEST_REDIS`). Such tests are
+/// `#[ignore]`d, so a plain `cargo test` lists them as not run; run with
+/// `--include-ignored` (as `.ci/run` does), a missing service fails them.
+pub fn service(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: this test needs the service it names (see README.md)")
+    })
+}
+
 /// A fresh, empty PostgreSQL database for one test, from the server at
-/// `CONFAB_TEST_POSTGRES`; `None` (and a note on stderr) when that is unset.
-pub async fn postgres_database() -> Option<String> {
-    let Ok(url) = std::env::var("CONFAB_TEST_POSTGRES") else {
-        skipped("CONFAB_TEST_POSTGRES is not set; this PostgreSQL test did not run");
-        return None;
-    };
+/// `CONFAB_TEST_POSTGRES`.
+pub async fn postgres_database() -> String {
+    let url = service("CONFAB_TEST_POSTGRES");
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(&url).await.expect("CONFAB_TEST_POSTGRES answers");
     let name = format!(
@@ -146,17 +153,10 @@ pub async fn postgres_database() -> Option<String> {
     sqlx::query(sqlx::AssertSqlSafe(create)).execute(&admin).await.expect("create database");
     admin.close().await;
     let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
-    Some(format!("{base}/{name}"))
+    format!("{base}/{name}")
 }
 
 static NEXT_DATABASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Says on the terminal, past the test harness's output capture, that a
-/// test did not run.
-pub fn skipped(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
-}
 
 /// A minimal HTTP/1.1 client over one keep-alive TCP connection: enough
 /// for the long-poll routes, with no HTTP client library.
