@@ -13,6 +13,7 @@ mod conn;
 mod hub;
 mod ids;
 mod limits;
+pub mod metric;
 mod outbox;
 mod persist;
 mod rates;

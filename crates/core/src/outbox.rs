@@ -168,7 +168,7 @@ impl Outbox {
         let mut frames = self.queue.frames.lock();
         if frames.len() >= self.queue.capacity {
             drop(frames);
-            metrics::counter!("confab_outbox_overflows_total").increment(1);
+            metrics::counter!(crate::metric::OUTBOX_OVERFLOWS).increment(1);
             self.close(CloseReason::Overflow);
             return false;
         }

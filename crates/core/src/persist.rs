@@ -120,8 +120,8 @@ async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy:
         }
         let started = std::time::Instant::now();
         let written = store.write(&writes).await;
-        metrics::histogram!("confab_store_write_seconds").record(started.elapsed());
-        metrics::histogram!("confab_store_batch_size").record(writes.len() as f64);
+        metrics::histogram!(crate::metric::STORE_WRITE).record(started.elapsed());
+        metrics::histogram!(crate::metric::STORE_BATCH).record(writes.len() as f64);
         for done in sessions {
             let _ = done.send(written.is_ok());
         }

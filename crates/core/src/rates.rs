@@ -262,7 +262,7 @@ fn name(limit: Limit) -> &'static str {
 }
 
 fn refused(what: &str, wait: Duration) -> ErrorBody {
-    metrics::counter!("confab_rate_limited_total").increment(1);
+    metrics::counter!(crate::metric::RATE_LIMITED).increment(1);
     let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
     ErrorBody {
         code: ErrorCode::RateLimited,

@@ -352,7 +352,7 @@ impl Room {
                 Member { user: user.clone(), conns: vec![entry], grace: None },
             );
             self.member_count.store(state.members.len(), Ordering::Relaxed);
-            metrics::gauge!("confab_members").increment(1.0);
+            metrics::gauge!(crate::metric::MEMBERS).increment(1.0);
         }
         let visibility = state.visibility[&user.id];
         let (after, limit) = match since {
@@ -464,7 +464,7 @@ impl Room {
             return Departure::Quiet;
         };
         self.member_count.store(state.members.len(), Ordering::Relaxed);
-        metrics::gauge!("confab_members").decrement(1.0);
+        metrics::gauge!(crate::metric::MEMBERS).decrement(1.0);
         if let Some(v) = state.visibility.get_mut(user_id) {
             v.left_at = Some(state.durable);
             let v = *v;
@@ -667,9 +667,9 @@ impl Room {
         let event = Bytes::from(event);
         let fanout = std::time::Instant::now();
         let queued = broadcast(state, &event, |_, c| c.id != poster);
-        metrics::histogram!("confab_fanout_seconds").record(fanout.elapsed());
-        metrics::counter!("confab_deliveries_total").increment(queued);
-        metrics::counter!("confab_posts_total").increment(1);
+        metrics::histogram!(crate::metric::FANOUT).record(fanout.elapsed());
+        metrics::counter!(crate::metric::DELIVERIES).increment(queued);
+        metrics::counter!(crate::metric::POSTS).increment(1);
         for (outbox, id) in waiters {
             if let Some(id) = id {
                 outbox.push(message_reply(*id, &json));

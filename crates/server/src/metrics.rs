@@ -21,30 +21,15 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::App;
 
-/// Open connections, labelled by `transport` (`ws`, `lp`, `tcp`). Gauge.
-pub(crate) const CONNECTIONS: &str = "confab_connections";
+pub(crate) use confab_core::metric::{
+    CONNECTIONS, DELIVERIES, FANOUT, HEAP_TRIMS, MEMBERS, OUTBOX_OVERFLOWS, POSTS, RATE_LIMITED,
+    STORE_BATCH, STORE_WRITE,
+};
+
 /// Rooms that exist, boards included. A gauge of this server's hub,
 /// written into the text at scrape time rather than through the shared
 /// recorder, so that two servers in one process never see each other's.
 const ROOMS: &str = "confab_rooms";
-/// Members of all rooms (users, counted once per room). Gauge.
-pub(crate) const MEMBERS: &str = "confab_members";
-/// Messages published (after the store wrote them, for persistent rooms).
-pub(crate) const POSTS: &str = "confab_posts_total";
-/// Frames of a published message queued for its recipients.
-pub(crate) const DELIVERIES: &str = "confab_deliveries_total";
-/// Connections closed because their outbox was full.
-pub(crate) const OUTBOX_OVERFLOWS: &str = "confab_outbox_overflows_total";
-/// Operations refused with `rate_limited`.
-pub(crate) const RATE_LIMITED: &str = "confab_rate_limited_total";
-/// Time one batch took to commit to the store.
-pub(crate) const STORE_WRITE: &str = "confab_store_write_seconds";
-/// Messages in one committed batch.
-pub(crate) const STORE_BATCH: &str = "confab_store_batch_size";
-/// Time one message took to be queued into every recipient's outbox.
-pub(crate) const FANOUT: &str = "confab_fanout_seconds";
-/// Times free heap memory was given back to the system after a burst.
-pub(crate) const HEAP_TRIMS: &str = "confab_heap_trims_total";
 
 /// How often histogram samples are folded into their buckets when nobody
 /// scrapes, so that memory stays bounded.

@@ -363,7 +363,7 @@ impl Mirror {
                 delivered += u64::from(entry.deliver(&applied, me));
             }
             if matches!(applied.to, To::Message { .. }) {
-                metrics::counter!("confab_deliveries_total").increment(delivered);
+                metrics::counter!(crate::metric::DELIVERIES).increment(delivered);
             }
             state.recent.push_back(applied);
             if state.recent.len() > RECENT {

@@ -700,7 +700,7 @@ impl Cluster {
             .await?;
         match text(&r, 0).as_str() {
             "ok" => {
-                metrics::counter!("confab_posts_total").increment(1);
+                metrics::counter!(crate::metric::POSTS).increment(1);
                 Ok(())
             }
             "dup" => {
@@ -1355,7 +1355,7 @@ async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<PersistJob>
             let batch: Vec<Message> = group.iter().map(|j| j.message.clone()).collect();
             let started = std::time::Instant::now();
             let stored = c.store.append(&code, batch).await;
-            metrics::histogram!("confab_store_seconds").record(started.elapsed());
+            metrics::histogram!(crate::metric::STORE_WRITE).record(started.elapsed());
             match stored {
                 Ok(stored) => {
                     for (job, appended) in group.iter().zip(stored) {
@@ -1377,7 +1377,7 @@ async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<PersistJob>
                             .await
                             .is_ok()
                         {
-                            metrics::counter!("confab_posts_total").increment(1);
+                            metrics::counter!(crate::metric::POSTS).increment(1);
                         }
                         // If publishing failed, the stall check publishes
                         // it from the store, remembering its cid.
