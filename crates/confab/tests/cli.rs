@@ -481,7 +481,7 @@ fn a_cluster_node_stopped_past_its_lease_starts_over_and_presence_converges() {
         let resumed = std::time::Instant::now();
         // The node cannot prove its lease held: it closes Dan's connection
         // so that he comes back, as a member again.
-        assert_eq!(dan.closed().await.unwrap(), Some(1001));
+        assert_eq!(dan.closed().await.unwrap(), Some(1012), "closed to resume, not as a shutdown");
         eprintln!(
             "stopped node swept {swept:?} after SIGSTOP (lease 2 s); its connections closed \
              {:?} after SIGCONT",

@@ -28,6 +28,10 @@ pub enum CloseReason {
     FrameTooLarge,
     /// The client did not say `hello` in time.
     HelloTimeout,
+    /// This node lost track of a room the connection is in (events that
+    /// cannot be read back, or a lapsed cluster lease): the client should
+    /// reconnect and resume at once; nothing is shutting down.
+    Resync,
 }
 
 impl CloseReason {
@@ -35,7 +39,7 @@ impl CloseReason {
     pub fn flush_first(self) -> bool {
         match self {
             CloseReason::Overflow => false,
-            CloseReason::Shutdown => true,
+            CloseReason::Shutdown | CloseReason::Resync => true,
             CloseReason::FrameTooLarge | CloseReason::HelloTimeout => true,
         }
     }
@@ -46,6 +50,7 @@ impl CloseReason {
             CloseReason::Shutdown => "server shutting down",
             CloseReason::FrameTooLarge => "frame over the size limit",
             CloseReason::HelloTimeout => "no hello in time",
+            CloseReason::Resync => "this node lost track of a room; reconnect and resume",
         }
     }
 }

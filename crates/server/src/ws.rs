@@ -52,6 +52,7 @@ const PROTOCOL_ERROR: u16 = 1002;
 const INVALID_PAYLOAD: u16 = 1007;
 const POLICY_VIOLATION: u16 = 1008;
 const TOO_BIG: u16 = 1009;
+const SERVICE_RESTART: u16 = 1012;
 const TRY_AGAIN_LATER: u16 = 1013;
 
 /// The most read from the socket at once. What is read is kept until it
@@ -727,6 +728,7 @@ async fn write_frames<S: Socket>(
             CloseReason::Shutdown => GOING_AWAY,
             CloseReason::FrameTooLarge => TOO_BIG,
             CloseReason::HelloTimeout => POLICY_VIOLATION,
+            CloseReason::Resync => SERVICE_RESTART,
         };
         let close = frame::close(code, reason.as_str());
         send(&socket, &mut Unsent { bytes: close, at: 0 }).await

@@ -899,7 +899,7 @@ async fn a_node_whose_lease_lapsed_starts_over_and_its_users_resume() {
     proxy.restore();
     let restored = tokio::time::Instant::now();
     // Ann's node knows: it closes her connection so that she comes back.
-    assert_eq!(ann.closed().await.unwrap(), Some(1001));
+    assert_eq!(ann.closed().await.unwrap(), Some(1012), "closed to resume, not as a shutdown");
     let closed = restored.elapsed();
     wait_health(&nodes[0], 200).await;
     let mut again = WsClient::connect(&nodes[0].url).await.unwrap();

@@ -1402,7 +1402,7 @@ async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<PersistJob>
 
 /// Closes a connection that can no longer be kept in step.
 pub(crate) fn close_lost(outbox: &Outbox) {
-    outbox.close(CloseReason::Shutdown);
+    outbox.close(CloseReason::Resync);
 }
 
 #[cfg(test)]
