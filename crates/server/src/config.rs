@@ -222,6 +222,29 @@ impl ServeArgs {
         };
         let args = self.over(file);
         let defaults = Config::default();
+        let hub = args.hub(&defaults)?;
+        let (outbox, drain, poll_wait, poll_idle) = args.timing(&defaults)?;
+        let cluster = args.cluster()?;
+        let edge = args.edge(&defaults, hub.rates.limit_loopback)?;
+        Ok(Config {
+            edge,
+            http: args.http.unwrap_or(defaults.http),
+            tcp: args.tcp.unwrap_or(defaults.tcp),
+            metrics: args.metrics,
+            data: args.data.unwrap_or(defaults.data),
+            database: args.database,
+            cluster,
+            outbox,
+            drain,
+            poll_wait,
+            poll_idle,
+            hub,
+        })
+    }
+
+    /// The hub's settings: boards, rooms, limits, rates, retention.
+    fn hub(&self, defaults: &Config) -> Result<HubConfig, ConfigError> {
+        let args = self;
         let mut hub = defaults.hub.clone();
         if let Some(grace) = &args.grace {
             hub.grace = parse_duration(grace).map_err(|problem| invalid("grace", problem))?;
@@ -319,6 +342,16 @@ impl ServeArgs {
             }
             hub.max_rooms_per_conn = n;
         }
+        Ok(hub)
+    }
+
+    /// The outbox size and the connection timings: drain, poll wait, poll
+    /// idle.
+    fn timing(
+        &self,
+        defaults: &Config,
+    ) -> Result<(usize, Duration, Duration, Duration), ConfigError> {
+        let args = self;
         let outbox = args.outbox.unwrap_or(defaults.outbox);
         if outbox == 0 {
             return Err(invalid("outbox", "must be at least 1".into()));
@@ -335,6 +368,12 @@ impl ServeArgs {
             Some(d) => parse_duration(d).map_err(|problem| invalid("poll-idle", problem))?,
             None => defaults.poll_idle,
         };
+        Ok((outbox, drain, poll_wait, poll_idle))
+    }
+
+    /// The database URL checked, and the cluster this node joins, if any.
+    fn cluster(&self) -> Result<Option<ClusterConfig>, ConfigError> {
+        let args = self;
         if let Some(url) = &args.database
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres:")
@@ -345,7 +384,7 @@ impl ServeArgs {
                 format!("{url:?}: expected sqlite://PATH or postgres://…"),
             ));
         }
-        let cluster = match &args.cluster {
+        Ok(match &args.cluster {
             None => {
                 if args.node_lease.is_some() {
                     return Err(invalid("node-lease", "applies only with --cluster".into()));
@@ -412,7 +451,12 @@ impl ServeArgs {
                 }
                 Some(cluster)
             }
-        };
+        })
+    }
+
+    /// Admission at the edge: connection caps, proxies, origins, hello.
+    fn edge(&self, defaults: &Config, limit_loopback: bool) -> Result<EdgeConfig, ConfigError> {
+        let args = self;
         let mut edge = defaults.edge.clone();
         if let Some(n) = args.max_connections {
             edge.max_connections = n;
@@ -420,7 +464,7 @@ impl ServeArgs {
         if let Some(n) = args.max_connections_per_ip {
             edge.max_connections_per_ip = n;
         }
-        edge.limit_loopback = hub.rates.limit_loopback;
+        edge.limit_loopback = limit_loopback;
         if let Some(proxies) = &args.trusted_proxies {
             edge.trusted_proxies = proxies
                 .iter()
@@ -446,20 +490,7 @@ impl ServeArgs {
             edge.hello_timeout =
                 parse_duration(timeout).map_err(|problem| invalid("hello-timeout", problem))?;
         }
-        Ok(Config {
-            edge,
-            http: args.http.unwrap_or(defaults.http),
-            tcp: args.tcp.unwrap_or(defaults.tcp),
-            metrics: args.metrics,
-            data: args.data.unwrap_or(defaults.data),
-            database: args.database,
-            cluster,
-            outbox,
-            drain,
-            poll_wait,
-            poll_idle,
-            hub,
-        })
+        Ok(edge)
     }
 
     /// `self`'s settings where given, else `lower`'s.
