@@ -174,6 +174,7 @@ impl Hub {
             config.dedup_window,
             config.boards.iter().map(|b| b.name.to_lowercase()).collect(),
             config.max_capacity,
+            config.grace,
         )
         .await?;
         cluster.record_stored().await?;
@@ -555,18 +556,27 @@ impl Hub {
             }
         };
         let digest = ids::token_digest(&user.session);
-        if store_up {
-            // With the posts' batches: one transaction for many sessions.
-            // With the queue full, on its own.
-            match self.shared.persister.save_session(digest.clone(), user.public()).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!("cannot store a session: the write failed"),
-                Err(_) => {
-                    if let Err(e) = self.store().save_session(&digest, &user.public()).await {
+        let saved = store_up
+            && match self.shared.persister.save_session(digest.clone(), user.public()).await {
+                // With the posts' batches: one transaction for many sessions.
+                Ok(written) => written,
+                // With the queue full, on its own.
+                Err(_) => match self.store().save_session(&digest, &user.public()).await {
+                    Ok(()) => true,
+                    Err(e) => {
                         tracing::warn!("cannot store a session: {e}");
+                        false
                     }
-                }
-            }
+                },
+            };
+        // In a cluster a session lives in the store, where every node finds
+        // it: one the store does not hold would be someone else on the next
+        // node. A single node keeps it in memory meanwhile.
+        if !saved && self.cluster().is_some() {
+            return Err(unavailable("cannot store your session right now; try again shortly"));
+        }
+        if !saved && store_up {
+            tracing::warn!("cannot store a session: the write failed");
         }
         Ok(user)
     }

@@ -277,7 +277,11 @@ fn error(e: sqlx::Error) -> StoreError {
 fn retryable(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|e| e.code())
-        .is_some_and(|code| matches!(code.as_ref(), "40P01" | "40001" | "5" | "6" | "517"))
+        // PostgreSQL's deadlock and serialization failure; SQLite's busy
+        // and locked, with their extended codes.
+        .is_some_and(|code| {
+            matches!(code.as_ref(), "40P01" | "40001" | "5" | "6" | "261" | "262" | "517" | "773")
+        })
 }
 
 /// The order a batch's writes other than messages are applied in.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{TestServer, bodies, postgres_database, seqs, start_with};
+use common::{TestServer, bodies, events, postgres_database, seqs, start_with};
 use confab_client::WsClient;
 use confab_core::ClusterConfig;
 use confab_server::Config;
@@ -1069,4 +1069,83 @@ async fn a_persistent_post_is_stored_once_whichever_node_publishes_and_retries_i
         .unwrap();
     assert_eq!(rows, 1, "one row for one cid");
     proxy.restore();
+}
+
+/// Regression: a stall shorter than the lease made the node evict itself
+/// (its next renewal was sent over a lease after the last confirmed one,
+/// though the key never expired), closing every connection for nothing.
+#[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
+async fn a_stall_shorter_than_the_lease_keeps_the_node_and_its_users() {
+    let (proxy, proxied) = Proxy::to_test_redis().await;
+    let lease = Duration::from_secs(5);
+    let (nodes, _) = cluster_of(
+        2,
+        |i| (i == 0).then(|| proxied.clone()),
+        |c| {
+            c.cluster.as_mut().unwrap().lease = lease;
+        },
+    )
+    .await;
+    let mut ann = nodes[0].client("Ann").await;
+    let code = nodes[0].create(&mut ann, json!({})).await;
+    common::join(&mut ann, &code).await;
+    let mut bob = nodes[1].client("Bob").await;
+    common::join(&mut bob, &code).await;
+
+    proxy.hold();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    proxy.release();
+    wait_health(&nodes[0], 200).await;
+    // A lease later, Ann's node has renewed several times: still her room.
+    tokio::time::sleep(lease).await;
+    ann.ok(json!({"op": "ping"})).await.expect("Ann's connection was kept");
+    common::post(&mut ann, &code, "still here").await;
+    let before = until_message(&mut bob, "still here").await;
+    assert!(!events(&before).contains(&"leave".to_owned()), "nobody left: {before:?}");
+}
+
+/// Regression: undoing a join that timed out removed a member whose seat
+/// was held in grace (and destroyed an ephemeral room they were alone in),
+/// when the late join had taken the seat out of grace.
+#[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
+async fn undoing_a_late_join_leaves_a_seat_in_grace_in_grace() {
+    let (proxy, proxied) = Proxy::to_test_redis().await;
+    let nodes = nodes_with(2, Duration::from_secs(30), |i| (i == 0).then(|| proxied.clone())).await;
+    let (mut ann, hello) = WsClient::hello(&nodes[1].url, "Ann").await.unwrap();
+    let token = hello["session"].as_str().unwrap().to_owned();
+    let code = nodes[1].create(&mut ann, json!({})).await;
+    common::join(&mut ann, &code).await;
+    common::post(&mut ann, &code, "kept").await;
+    // Ann drops: her seat is held in grace, the room lives on.
+    ann.close().await;
+    nodes[1].wait_for_connections(0).await;
+    // She comes back through the other node, whose Redis traffic stalls:
+    // her join answers unavailable, and runs late.
+    let (mut tab, _) = nodes[0].tab("Ann", &token).await;
+    proxy.hold();
+    let reply = tab.request(json!({"op": "join", "room": code})).await.unwrap();
+    assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.release();
+    drop(tab);
+    wait_health(&nodes[0], 200).await;
+    // Whichever order the late join and its undoing ran in, her seat is
+    // still held: she resumes on the first node, the room and its message
+    // with her.
+    let mut again = WsClient::connect(&nodes[1].url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let hello =
+            json!({"op": "hello", "name": "Ann", "session": token, "resume": {code.clone(): 0}});
+        let back = again.ok(hello).await.unwrap();
+        if back["rooms"].as_array().is_some_and(|r| r.len() == 1) {
+            assert_eq!(bodies(&back["rooms"][0]["messages"]), ["kept"]);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the seat in grace was lost: {back}");
+        again = WsClient::connect(&nodes[1].url).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

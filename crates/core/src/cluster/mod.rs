@@ -173,6 +173,13 @@ pub(crate) struct Cluster {
     /// created without a capacity: for recording stored rooms.
     boards: Vec<String>,
     max_capacity: u32,
+    /// The reconnect grace: a join undone after a timeout leaves a member
+    /// who was there before in grace, as a drop would.
+    grace: Duration,
+    /// When a connection to Redis last failed: within a timeout of it,
+    /// ops answer `unavailable` at once instead of queueing for a
+    /// connection that is not coming.
+    connect_failed: Mutex<Option<std::time::Instant>>,
     /// Set when this node must record the stored rooms again (Redis lost
     /// them, or this node's lease lapsed).
     rerecord: AtomicBool,
@@ -221,6 +228,7 @@ fn redis_down(e: &redis::RedisError) -> ErrorBody {
 impl Cluster {
     /// Connects to Redis and starts the node's subscription, lease and
     /// sweeps.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         config: ClusterConfig,
         node: &str,
@@ -229,6 +237,7 @@ impl Cluster {
         dedup: usize,
         boards: Vec<String>,
         max_capacity: u32,
+        grace: Duration,
     ) -> Result<Arc<Cluster>, String> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel(PERSIST_QUEUE);
@@ -255,6 +264,8 @@ impl Cluster {
             dedup: dedup.max(1),
             boards,
             max_capacity,
+            grace,
+            connect_failed: Mutex::new(None),
             rerecord: AtomicBool::new(false),
             config,
         });
@@ -291,11 +302,24 @@ impl Cluster {
         if let Some(conn) = self.conn.lock().clone() {
             return Ok(conn);
         }
-        let _one = self.connecting.lock().await;
+        let t = self.config.timeout;
+        let down = || unavailable("the cluster is unavailable; try again shortly");
+        // One connection attempt at a time; nobody waits longer than an
+        // op may, and right after a failed attempt nobody waits at all.
+        let recently_failed =
+            |failed: &Option<std::time::Instant>| failed.is_some_and(|at| at.elapsed() < t / 2);
+        if recently_failed(&self.connect_failed.lock()) {
+            return Err(down());
+        }
+        let Ok(_one) = tokio::time::timeout(t, self.connecting.lock()).await else {
+            return Err(down());
+        };
         if let Some(conn) = self.conn.lock().clone() {
             return Ok(conn);
         }
-        let t = self.config.timeout;
+        if recently_failed(&self.connect_failed.lock()) {
+            return Err(down());
+        }
         let settings = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(t))
             .set_response_timeout(Some(t));
@@ -309,10 +333,12 @@ impl Cluster {
         match conn {
             Ok(conn) => {
                 *self.conn.lock() = Some(conn.clone());
+                *self.connect_failed.lock() = None;
                 self.redis_up.store(true, Ordering::Relaxed);
                 Ok(conn)
             }
             Err(e) => {
+                *self.connect_failed.lock() = Some(std::time::Instant::now());
                 self.redis_up.store(false, Ordering::Relaxed);
                 Err(e)
             }
@@ -580,19 +606,34 @@ impl Cluster {
         let (code, user_id, incarnation) =
             (code.to_owned(), user_id.to_owned(), incarnation.to_owned());
         tokio::spawn(async move {
+            let mut wait = Duration::from_millis(200);
             while cluster.incarnation() == incarnation {
-                let args = ["cancel", code.as_str(), user_id.as_str(), incarnation.as_str()];
+                let token = match cluster.grace.is_zero() {
+                    true => String::new(),
+                    false => format!(
+                        "{incarnation}:{}",
+                        cluster.grace_epoch.fetch_add(1, Ordering::Relaxed)
+                    ),
+                };
+                let args =
+                    ["cancel", code.as_str(), user_id.as_str(), incarnation.as_str(), &token];
                 match cluster.room_op_with(&code, &op_id, &args).await {
                     Ok(r) => {
-                        if text(&r, 0) == "undone" {
-                            tracing::info!(
-                                room = code,
-                                "cluster: a join that timed out was undone"
-                            );
+                        match text(&r, 0).as_str() {
+                            "grace" => {
+                                let grace = cluster.grace;
+                                cluster.start_grace(code.clone(), user_id.clone(), token, grace);
+                            }
+                            "undone" => {}
+                            _ => return,
                         }
+                        tracing::info!(room = code, "cluster: a join that timed out was undone");
                         return;
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(_) => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(2));
+                    }
                 }
             }
         });
@@ -803,11 +844,13 @@ impl Cluster {
         tokio::spawn(async move {
             let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
             let args = ["unclaim", code.as_str(), key.as_str(), claim.as_str()];
+            let mut wait = Duration::from_millis(200);
             while cluster.room_op_with(&code, &claim, &args).await.is_err() {
                 if tokio::time::Instant::now() > give_up {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
             }
         });
     }
@@ -968,10 +1011,9 @@ impl Cluster {
 
     /// Renews this node's lease (or takes a new one); sweeps dead nodes.
     ///
-    /// A node that cannot prove its lease held without a break (Redis
-    /// says it is gone, or the last renewal Redis confirmed was sent a
-    /// whole lease ago: a cut-off, a stall, a stopped process) has been
-    /// swept by the others, whatever it believes: it closes its
+    /// A node that cannot prove its lease held without a break (its
+    /// renewal finds the key gone: a cut-off, a stall, a stopped process)
+    /// has been swept by the others, whatever it believes: it closes its
     /// connections, so that they resume, and starts over as a new
     /// incarnation. That holds however the break went, including a renewal
     /// that failed before the lease ran out.
@@ -989,10 +1031,11 @@ impl Cluster {
                     .arg("XX"),
             )
             .await;
+        // `SET XX` succeeds only while the key exists: it never expired
+        // since this incarnation took it, whatever the node saw meanwhile.
         let proven = *self.lease_proven.lock();
-        let continuous = proven.is_some_and(|at| sent.duration_since(at) < self.config.lease);
         match renewed {
-            Ok(Some(_)) if continuous => {
+            Ok(Some(_)) if proven.is_some() => {
                 self.leased.store(true, Ordering::Relaxed);
                 *self.lease_proven.lock() = Some(sent);
             }
@@ -1021,6 +1064,12 @@ impl Cluster {
                 if matches!(taken, Ok(Some(_))) && added.is_ok() {
                     self.leased.store(true, Ordering::Relaxed);
                     *self.lease_proven.lock() = Some(sent);
+                } else {
+                    // Not taken, or taken without being known to the
+                    // others (or taken late, after an answer that never
+                    // came): the next try starts with a fresh incarnation
+                    // rather than one whose lease nobody can vouch for.
+                    self.evicted();
                 }
                 // A lapsed lease may mean Redis restarted empty: the boards
                 // and stored rooms are recorded again.
@@ -1364,8 +1413,15 @@ async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<PersistJob>
                         if !appended.new {
                             // A retry of a post the room holds already (its
                             // first try was stored through another node):
-                            // answered with it, and not stored again.
-                            if let Some(key) = &job.cid_key {
+                            // answered with it, and not stored again; and
+                            // published, should its first try not have been
+                            // (nothing happens if it was).
+                            let cid_key = job.cid_key.as_deref();
+                            let published =
+                                c.commit(&code, message.seq, "- 0 - ", &json, cid_key).await;
+                            if published.is_err()
+                                && let Some(key) = &job.cid_key
+                            {
                                 c.unclaim(&code, key, &job.claim);
                             }
                             if let Some(id) = job.reply {
@@ -1373,14 +1429,18 @@ async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<PersistJob>
                             }
                             continue;
                         }
-                        if c.commit(&code, message.seq, &job.origin, &json, job.cid_key.as_deref())
-                            .await
-                            .is_ok()
-                        {
-                            metrics::counter!(crate::metric::POSTS).increment(1);
+                        let cid_key = job.cid_key.as_deref();
+                        match c.commit(&code, message.seq, &job.origin, &json, cid_key).await {
+                            Ok(()) => metrics::counter!(crate::metric::POSTS).increment(1),
+                            // The stall check publishes it from the store,
+                            // remembering its cid; meanwhile a retry is not
+                            // kept waiting: it finds the message stored.
+                            Err(_) => {
+                                if let Some(key) = &job.cid_key {
+                                    c.unclaim(&code, key, &job.claim);
+                                }
+                            }
                         }
-                        // If publishing failed, the stall check publishes
-                        // it from the store, remembering its cid.
                     }
                 }
                 Err(e) => {
@@ -1418,7 +1478,11 @@ mod tests {
         };
         let config = ClusterConfig::new(url);
         let store = Arc::new(MemoryStore::new());
-        Some(Cluster::start(config, node, store, 100, 100, Vec::new(), 100).await.unwrap())
+        Some(
+            Cluster::start(config, node, store, 100, 100, Vec::new(), 100, Duration::from_secs(10))
+                .await
+                .unwrap(),
+        )
     }
 
     fn info(code: &str, capacity: u32) -> RoomInfo {

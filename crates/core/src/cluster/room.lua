@@ -182,7 +182,9 @@ if op == 'join' then
     redis.call('HINCRBY', KEYS[4], uid .. '|' .. ARGV[6], 1)
     counted = 1
   end
-  if ARGV[12] ~= '' then redis.call('SET', KEYS[19], 'done:' .. counted, 'PX', 60000) end
+  if ARGV[12] ~= '' then
+    redis.call('SET', KEYS[19], 'done:' .. counted .. ':' .. new, 'PX', 60000)
+  end
   redis.call('SADD', KEYS[13], code)
   local vis = redis.call('HGET', KEYS[6], uid)
   local from = tonumber(string.match(vis, '^(%d+),'))
@@ -220,14 +222,24 @@ end
 
 if op == 'cancel' then
   -- A join whose node stopped waiting for it (a timeout): if it ran, it
-  -- is undone; if it has not run yet, it never will.
-  -- ARGV: 3 user id, 4 node the join counted the connection under
+  -- is undone; if it has not run yet, it never will. Undone means: a
+  -- member the join added leaves again; a member who was there before
+  -- (held in grace, or whose connections have dropped since) is left as
+  -- a drop leaves them, in grace with the token given, or gone.
+  -- ARGV: 3 user id, 4 node the join counted the connection under,
+  --       5 grace token ('' for none)
   local done = redis.call('GET', KEYS[19])
   redis.call('SET', KEYS[19], 'cancelled', 'PX', 60000)
-  if done ~= 'done:1' then return {'cancelled'} end
-  local left = release(ARGV[3], ARGV[4])
+  if not done or string.sub(done, 1, 7) ~= 'done:1:' then return {'cancelled'} end
+  local uid = ARGV[3]
+  local left = release(uid, ARGV[4])
   if left ~= 0 then return {'undone'} end
-  return {'undone', remove_member(ARGV[3], 'left')}
+  if string.sub(done, 8) == '1' then return {'undone', remove_member(uid, 'left')} end
+  if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[5], uid, ARGV[5])
+    return {'grace'}
+  end
+  return {'undone', remove_member(uid, 'disconnected')}
 end
 
 if op == 'expire' then
@@ -326,8 +338,10 @@ if op == 'commit' then
   local n = tonumber(ARGV[3])
   local published = seq()
   if n <= published then return {'ok', published} end
-  redis.call('HSET', KEYS[17], n, ARGV[4] .. ARGV[5])
-  if ARGV[6] ~= '' then redis.call('HSET', KEYS[18], n, ARGV[6]) end
+  -- The first to commit a seq names its poster; a later commit of the same
+  -- stored message (a retry answered from the store) does not replace it.
+  redis.call('HSETNX', KEYS[17], n, ARGV[4] .. ARGV[5])
+  if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[18], n, ARGV[6]) end
   while true do
     local next = published + 1
     local tail = redis.call('HGET', KEYS[17], next)
