@@ -89,13 +89,16 @@ pub trait Store: Send + Sync + 'static {
     /// returns them as stored, in the order given. The database decides
     /// the order, so that nodes of a cluster sharing it never give one
     /// `seq` twice. A message whose author already has a message with its
-    /// `cid` in the room (stored before, or earlier in the batch) is not
-    /// stored again: that message is returned in its place, marked as not
-    /// new, so that a retried post is stored once whichever node retries.
+    /// `cid` among the room's newest `recent` messages (stored before, or
+    /// earlier in the batch) is not stored again: that message is returned
+    /// in its place, marked as not new, so that a retried post is stored
+    /// once whichever node retries. (Older cids may be used again, as the
+    /// protocol's de-duplication window says.)
     fn append<'a>(
         &'a self,
         room: &'a str,
         messages: Vec<Message>,
+        recent: u64,
     ) -> StoreFuture<'a, Vec<Appended>>;
     /// Up to `limit` messages of `room` with `after < seq < before`, the
     /// newest ones, returned oldest first.
@@ -220,6 +223,7 @@ impl Store for MemoryStore {
         &'a self,
         room: &'a str,
         messages: Vec<Message>,
+        recent: u64,
     ) -> StoreFuture<'a, Vec<Appended>> {
         let mut inner = self.inner.lock();
         let Some(mut last) = inner.rooms.get(room).map(|r| r.last_seq) else {
@@ -228,8 +232,11 @@ impl Store for MemoryStore {
         let kept = inner.messages.entry(room.to_owned()).or_default();
         let mut appended = Vec::with_capacity(messages.len());
         for mut message in messages {
+            let floor = last.saturating_sub(recent);
             let earlier = message.cid.as_ref().and_then(|cid| {
-                kept.values().find(|m| m.from.id == message.from.id && m.cid.as_ref() == Some(cid))
+                kept.range(floor + 1..)
+                    .map(|(_, m)| m)
+                    .find(|m| m.from.id == message.from.id && m.cid.as_ref() == Some(cid))
             });
             if let Some(earlier) = earlier {
                 appended.push(Appended { message: earlier.clone(), new: false });

@@ -72,21 +72,24 @@ async fn insert_all(
     Ok(())
 }
 
-/// The message `user_id` posted to `room` with `cid`, if there is one.
+/// The newest message `user_id` posted to `room` with `cid` after `after`,
+/// if there is one.
 async fn stored_by_cid(
     conn: &mut AnyConnection,
     room: &str,
+    after: u64,
     user_id: &str,
     cid: &str,
 ) -> Result<Option<Message>, StoreError> {
     let query = sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages \
-         WHERE room = $1 AND user_id = $2 AND cid = $3 ORDER BY seq LIMIT 1"
+         WHERE room = $1 AND user_id = $2 AND cid = $3 AND seq > $4 ORDER BY seq DESC LIMIT 1"
     ));
     let row = sqlx::query(query)
         .bind(room)
         .bind(user_id)
         .bind(cid)
+        .bind(int(after))
         .fetch_optional(&mut *conn)
         .await
         .map_err(error)?;
@@ -420,6 +423,7 @@ impl Store for SqlStore {
         &'a self,
         room: &'a str,
         messages: Vec<Message>,
+        recent: u64,
     ) -> StoreFuture<'a, Vec<Appended>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(error)?;
@@ -443,7 +447,10 @@ impl Store for SqlStore {
                         a.message.from.id == message.from.id && a.message.cid.as_ref() == Some(cid)
                     }) {
                         Some(a) => Some(a.message.clone()),
-                        None => stored_by_cid(&mut tx, room, &message.from.id, cid).await?,
+                        None => {
+                            let after = last.saturating_sub(recent);
+                            stored_by_cid(&mut tx, room, after, &message.from.id, cid).await?
+                        }
                     },
                 };
                 match earlier {

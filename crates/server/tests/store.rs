@@ -141,11 +141,11 @@ async fn suite(store: Arc<dyn Store>) {
         let Write::Message(m) = message("APPEND", 0, "u_ann", &ts(n), None) else { unreachable!() };
         Message { body: format!("draft {n}"), ..Message::clone(&m) }
     };
-    let first = store.append("APPEND", vec![draft(1), draft(2)]).await.unwrap();
+    let first = store.append("APPEND", vec![draft(1), draft(2)], 1024).await.unwrap();
     assert_eq!(first.iter().map(|a| a.message.seq).collect::<Vec<_>>(), [1, 2]);
     let (a, b) = tokio::join!(
-        store.append("APPEND", (10..20).map(draft).collect()),
-        store.append("APPEND", (20..30).map(draft).collect()),
+        store.append("APPEND", (10..20).map(draft).collect(), 1024),
+        store.append("APPEND", (20..30).map(draft).collect(), 1024),
     );
     let mut seqs: Vec<u64> =
         a.unwrap().into_iter().chain(b.unwrap()).map(|a| a.message.seq).collect();
@@ -156,23 +156,26 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(stored[0].body, "draft 1");
     let rooms = store.rooms().await.unwrap();
     assert_eq!(rooms.iter().find(|r| r.code == "APPEND").unwrap().last_seq, 22);
-    assert!(store.append("NOPE", vec![draft(1)]).await.is_err(), "no such room");
+    assert!(store.append("NOPE", vec![draft(1)], 1024).await.is_err(), "no such room");
     // A cid its author used in the room already is not stored again, from
     // an earlier append or from earlier in the same one.
     let with_cid = |n: u64, cid: &str| Message { cid: Some(cid.into()), ..draft(n) };
-    let first = store.append("APPEND", vec![with_cid(40, "c1")]).await.unwrap();
+    let first = store.append("APPEND", vec![with_cid(40, "c1")], 1024).await.unwrap();
     assert_eq!((first[0].message.seq, first[0].new), (23, true));
-    let again =
-        store.append("APPEND", vec![with_cid(41, "c1"), with_cid(42, "c2"), with_cid(43, "c2")]);
+    let batch = vec![with_cid(41, "c1"), with_cid(42, "c2"), with_cid(43, "c2")];
+    let again = store.append("APPEND", batch, 1024);
     let again = again.await.unwrap();
     let seen: Vec<(u64, bool, &str)> =
         again.iter().map(|a| (a.message.seq, a.new, a.message.body.as_str())).collect();
     assert_eq!(seen, [(23, false, "draft 40"), (24, true, "draft 42"), (24, false, "draft 42")]);
     let other =
         Message { from: User { id: "u_bob".into(), name: "Bob".into() }, ..with_cid(44, "c1") };
-    let theirs = store.append("APPEND", vec![other]).await.unwrap();
+    let theirs = store.append("APPEND", vec![other], 1024).await.unwrap();
     assert_eq!((theirs[0].message.seq, theirs[0].new), (25, true), "cids are per author");
     assert_eq!(store.messages("APPEND", 22, u64::MAX, 100).await.unwrap().len(), 3);
+    // Only among the newest: past the window, a cid may be used again.
+    let reused = store.append("APPEND", vec![with_cid(45, "c1")], 2).await.unwrap();
+    assert_eq!((reused[0].message.seq, reused[0].new), (26, true));
     store.ping().await.unwrap();
 }
 

@@ -1403,7 +1403,7 @@ async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<PersistJob>
         for (code, group) in by_room {
             let batch: Vec<Message> = group.iter().map(|j| j.message.clone()).collect();
             let started = std::time::Instant::now();
-            let stored = c.store.append(&code, batch).await;
+            let stored = c.store.append(&code, batch, c.dedup as u64).await;
             metrics::histogram!(crate::metric::STORE_WRITE).record(started.elapsed());
             match stored {
                 Ok(stored) => {
