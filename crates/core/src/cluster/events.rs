@@ -1,0 +1,159 @@
+//! The events channel: envelopes into mirrors, and what a mirror missed read back.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use confab_proto::ErrorBody;
+
+use super::*;
+
+impl Cluster {
+    /// The room's recorded events after `after` (up to `upto`), in order.
+    pub async fn events(
+        &self,
+        code: &str,
+        after: u64,
+        upto: Option<u64>,
+    ) -> Result<Vec<mirror::Envelope>, ErrorBody> {
+        let key = format!("{}:{{{code}}}:evs", self.config.namespace);
+        let upto = upto.map_or_else(|| "+inf".to_owned(), |u| u.to_string());
+        let cmd =
+            redis::cmd("ZRANGEBYSCORE").arg(&key).arg(format!("({after}")).arg(upto).to_owned();
+        let found: Vec<Vec<u8>> = self.query(&cmd).await?;
+        Ok(found.iter().filter_map(|e| parse_envelope(e)).collect())
+    }
+
+    /// Departures still on their way to Redis.
+    pub fn departing(&self) -> usize {
+        self.departing.load(Ordering::Relaxed)
+    }
+
+    /// A connection of `user_id` on this node went away without `leave`:
+    /// tells the cluster, in the background, retrying while Redis is out
+    /// of reach (past the lease the other nodes sweep it anyway), and runs
+    /// the grace here if the seat is held.
+    pub fn departed(
+        self: &Arc<Self>,
+        mirror: Arc<Mirror>,
+        user_id: String,
+        incarnation: String,
+        grace: Duration,
+    ) {
+        self.departing.fetch_add(1, Ordering::Relaxed);
+        let cluster = self.clone();
+        let task = async move {
+            let code = mirror.code().to_owned();
+            for attempt in 0..6u32 {
+                match cluster.depart(&code, &user_id, &incarnation, false, !grace.is_zero()).await {
+                    Ok(Gone::Grace(token)) => {
+                        cluster.start_grace(code, user_id, token, grace);
+                        break;
+                    }
+                    Ok(_) => break,
+                    Err(_) if incarnation != cluster.incarnation() => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250 << attempt)).await,
+                }
+            }
+            cluster.release_mirror(&mirror);
+            cluster.departing.fetch_sub(1, Ordering::Relaxed);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(task)),
+            Err(_) => {
+                self.departing.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A created persistent room, once stored, no longer expires unjoined.
+    pub async fn keep(&self, code: &str) -> Result<(), ErrorBody> {
+        let r = self.room_op(code, &["persist", code]).await?;
+        check(&r, code)
+    }
+
+    /// Tells every connection of this node that it is stopping: first
+    /// `closed` for every room, then the close, so that a connection in
+    /// several rooms hears of each.
+    pub fn shut_down(&self) {
+        let mirrors = self.all_mirrors();
+        for mirror in &mirrors {
+            mirror.announce_shutdown();
+        }
+        for mirror in &mirrors {
+            mirror.close_connections(CloseReason::Shutdown);
+        }
+    }
+
+    /// Rooms this node has connections in.
+    pub fn mirror_count(&self) -> usize {
+        self.mirrors.read().len()
+    }
+
+    pub(super) fn on_envelope(self: &Arc<Self>, payload: &[u8]) {
+        let Some(envelope) = parse_envelope(payload) else {
+            tracing::warn!("cluster: an event that cannot be read");
+            return;
+        };
+        let Some(mirror) = self.mirror(&envelope.room) else { return };
+        if mirror.receive(envelope, &self.incarnation()) {
+            self.fill(mirror);
+        }
+    }
+
+    /// Reads back the events a mirror missed.
+    pub(super) fn fill(self: &Arc<Self>, mirror: Arc<Mirror>) {
+        let Some(after) = mirror.start_fill() else { return };
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let missed = cluster.events(mirror.code(), after, None).await;
+            let incarnation = cluster.incarnation();
+            match missed {
+                Ok(envelopes) => {
+                    if envelopes.first().is_some_and(|e| e.ev > after + 1) {
+                        tracing::warn!(
+                            room = mirror.code(),
+                            "cluster: events lost; connections resume"
+                        );
+                        mirror.lost();
+                        cluster.release_mirror(&mirror);
+                        return;
+                    }
+                    mirror.end_fill(envelopes, &incarnation);
+                }
+                Err(_) => mirror.end_fill(Vec::new(), &incarnation),
+            }
+        });
+    }
+}
+
+pub(super) async fn subscribe_loop(cluster: Weak<Cluster>) {
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let timeout = c.config.timeout;
+        let pubsub = tokio::time::timeout(timeout, c.client.get_async_pubsub()).await;
+        if let Ok(Ok(mut pubsub)) = pubsub
+            && let Ok(Ok(())) = tokio::time::timeout(timeout, pubsub.subscribe(c.channel())).await
+        {
+            c.subscribed.store(true, Ordering::Relaxed);
+            // What was published while this node was not listening.
+            for mirror in c.all_mirrors() {
+                c.fill(mirror);
+            }
+            let mut stream = pubsub.into_on_message();
+            loop {
+                tokio::select! {
+                    message = stream.next() => match message {
+                        Some(message) => c.on_envelope(message.get_payload_bytes()),
+                        None => break,
+                    },
+                    () = c.resubscribe.notified() => break,
+                }
+            }
+            c.subscribed.store(false, Ordering::Relaxed);
+            tracing::warn!("cluster: the event subscription ended; subscribing again");
+        }
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

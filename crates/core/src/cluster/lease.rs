@@ -1,0 +1,272 @@
+//! A node's lease: renewed, lapsed, taken anew; dead nodes swept; stalled publishing unstuck.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use confab_proto::{ErrorBody, RoomInfo};
+
+use super::*;
+
+impl Cluster {
+    /// Renews this node's lease (or takes a new one); sweeps dead nodes.
+    ///
+    /// A node that cannot prove its lease held without a break (its
+    /// renewal finds the key gone: a cut-off, a stall, a stopped process)
+    /// has been swept by the others, whatever it believes: it closes its
+    /// connections, so that they resume, and starts over as a new
+    /// incarnation. That holds however the break went, including a renewal
+    /// that failed before the lease ran out.
+    pub(super) async fn renew(self: &Arc<Self>) {
+        let incarnation = self.incarnation();
+        let lease = self.config.lease.as_millis().to_string();
+        let sent = std::time::Instant::now();
+        let renewed: Result<Option<String>, _> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(lease_key(&self.config.namespace, &incarnation))
+                    .arg("1")
+                    .arg("PX")
+                    .arg(&lease)
+                    .arg("XX"),
+            )
+            .await;
+        // `SET XX` succeeds only while the key exists: it never expired
+        // since this incarnation took it, whatever the node saw meanwhile.
+        let proven = *self.lease_proven.lock();
+        match renewed {
+            Ok(Some(_)) if proven.is_some() => {
+                self.leased.store(true, Ordering::Relaxed);
+                *self.lease_proven.lock() = Some(sent);
+            }
+            Ok(_) => {
+                if proven.is_some() {
+                    self.leased.store(false, Ordering::Relaxed);
+                    tracing::warn!(
+                        "cluster: this node's lease lapsed; its connections start over as a new \
+                         incarnation"
+                    );
+                    self.evicted();
+                }
+                let incarnation = self.incarnation();
+                let taken: Result<Option<String>, _> = self
+                    .query(
+                        redis::cmd("SET")
+                            .arg(lease_key(&self.config.namespace, &incarnation))
+                            .arg("1")
+                            .arg("PX")
+                            .arg(&lease)
+                            .arg("NX"),
+                    )
+                    .await;
+                let added: Result<i64, _> =
+                    self.query(redis::cmd("SADD").arg(self.nodes_key()).arg(&incarnation)).await;
+                if matches!(taken, Ok(Some(_))) && added.is_ok() {
+                    self.leased.store(true, Ordering::Relaxed);
+                    *self.lease_proven.lock() = Some(sent);
+                } else {
+                    // Not taken, or taken without being known to the
+                    // others (or taken late, after an answer that never
+                    // came): the next try starts with a fresh incarnation
+                    // rather than one whose lease nobody can vouch for.
+                    self.evicted();
+                }
+                // A lapsed lease may mean Redis restarted empty: the boards
+                // and stored rooms are recorded again.
+                if self.rerecord.load(Ordering::Relaxed) {
+                    match self.record_stored().await {
+                        Ok(()) => self.rerecord.store(false, Ordering::Relaxed),
+                        Err(e) => tracing::warn!("cluster: {e}"),
+                    }
+                }
+            }
+            Err(_) => {
+                self.leased.store(false, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.sweep().await;
+    }
+
+    /// Records the boards and the stored persistent rooms in Redis,
+    /// keeping what is there (other nodes may have recorded them already).
+    pub async fn record_stored(&self) -> Result<(), String> {
+        let stored = self.store.rooms().await.map_err(|e| e.to_string())?;
+        for room in stored {
+            if room.board && !self.boards.contains(&room.code) {
+                continue;
+            }
+            let seats =
+                room.capacity.unwrap_or(if room.board { u32::MAX } else { self.max_capacity });
+            let info = RoomInfo {
+                code: room.code,
+                title: room.title,
+                capacity: room.capacity,
+                retention: confab_proto::Retention::Persistent,
+                backlog: room.backlog,
+                public: room.public,
+                members: 0,
+                created: room.created,
+            };
+            self.create(&info, seats as usize, None, false, room.last_seq)
+                .await
+                .map_err(|e| format!("cannot record room {}: {}", info.code, e.message))?;
+        }
+        Ok(())
+    }
+
+    /// Closes every connection of this node and becomes a new incarnation.
+    pub(super) fn evicted(&self) {
+        self.rerecord.store(true, Ordering::Relaxed);
+        *self.lease_proven.lock() = None;
+        *self.incarnation.lock() = new_incarnation(&self.node);
+        let mirrors: Vec<Arc<Mirror>> = self.mirrors.write().drain().map(|(_, m)| m).collect();
+        for mirror in mirrors {
+            mirror.lost();
+        }
+    }
+
+    /// Sweeps the members of nodes whose lease lapsed out of their rooms.
+    pub(super) async fn sweep(&self) {
+        let me = self.incarnation();
+        let Ok(nodes) =
+            self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(self.nodes_key())).await
+        else {
+            return;
+        };
+        for node in nodes.into_iter().filter(|n| *n != me) {
+            let Ok(alive) = self
+                .query::<bool>(redis::cmd("EXISTS").arg(lease_key(&self.config.namespace, &node)))
+                .await
+            else {
+                return;
+            };
+            if alive {
+                continue;
+            }
+            let rooms_key = format!("{}:node:{{{node}}}:rooms", self.config.namespace);
+            let Ok(rooms) = self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(&rooms_key)).await
+            else {
+                return;
+            };
+            let mut done = true;
+            for room in &rooms {
+                match self.room_op(room, &["sweep", room, &node]).await {
+                    Ok(r) if int(&r, 1) > 0 => {
+                        tracing::info!(
+                            room,
+                            node,
+                            "cluster: {} members of a dead node left",
+                            int(&r, 1)
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(_) => done = false,
+                }
+            }
+            if done {
+                let _: Result<i64, _> = self.query(redis::cmd("DEL").arg(&rooms_key)).await;
+                let _: Result<i64, _> =
+                    self.query(redis::cmd("SREM").arg(self.nodes_key()).arg(&node)).await;
+            }
+        }
+        // This node's own room set: forget rooms it is no longer in.
+        let rooms_key = format!("{}:node:{{{me}}}:rooms", self.config.namespace);
+        if let Ok(rooms) = self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(&rooms_key)).await {
+            let stale: Vec<String> = {
+                let mirrors = self.mirrors.read();
+                let graces = self.graces.lock();
+                rooms
+                    .into_iter()
+                    .filter(|r| !mirrors.contains_key(r) && !graces.contains_key(r))
+                    .collect()
+            };
+            if !stale.is_empty() {
+                let _: Result<i64, _> =
+                    self.query(redis::cmd("SREM").arg(&rooms_key).arg(stale)).await;
+            }
+        }
+    }
+
+    /// Persistent rooms whose publishing waits for a message that its node
+    /// stored and never published: reads it from the store and publishes
+    /// it. `seen` carries what the last check saw, so that only a stall
+    /// that lasts is acted on.
+    pub(super) async fn unstall(&self, seen: &mut HashSet<(String, u64)>) {
+        let mut now = HashSet::new();
+        for mirror in self.all_mirrors().into_iter().filter(|m| m.persistent()) {
+            let code = mirror.code();
+            let Ok(r) = self.room_op(code, &["stalled", code]).await else { return };
+            let next = uint(&r, 1);
+            if next == 0 {
+                continue;
+            }
+            if seen.contains(&(code.to_owned(), next)) {
+                if let Ok(found) = self.store.messages(code, next - 1, next + 1, 1).await
+                    && let Some(message) = found.first()
+                {
+                    tracing::warn!(
+                        room = code,
+                        seq = next,
+                        "cluster: publishing a stored message its node did not"
+                    );
+                    let json = serde_json::to_string(message).expect("messages serialize");
+                    // Its cid is remembered (and its claim released), so a
+                    // retry on any node is answered with it, not stored.
+                    let cid_key =
+                        message.cid.as_ref().map(|cid| format!("{}|{cid}", message.from.id));
+                    let _ = self.commit(code, next, "- 0 - ", &json, cid_key.as_deref()).await;
+                }
+            } else {
+                now.insert((code.to_owned(), next));
+            }
+        }
+        *seen = now;
+    }
+
+    pub(super) async fn commit(
+        &self,
+        code: &str,
+        seq: u64,
+        origin: &str,
+        json: &str,
+        cid_key: Option<&str>,
+    ) -> Result<(), ErrorBody> {
+        let r = self
+            .room_op(
+                code,
+                &[
+                    "commit",
+                    code,
+                    &seq.to_string(),
+                    origin,
+                    json,
+                    cid_key.unwrap_or(""),
+                    &self.window.to_string(),
+                    &self.dedup.to_string(),
+                ],
+            )
+            .await?;
+        check(&r, code)
+    }
+}
+
+pub(super) async fn lease_loop(cluster: Weak<Cluster>) {
+    let mut stalled = HashSet::new();
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let every = (c.config.lease / 3).max(Duration::from_millis(100));
+        let was_up = c.redis_up.load(Ordering::Relaxed);
+        c.renew().await;
+        if !c.redis_up.load(Ordering::Relaxed) {
+            // The subscription may hang on a dead connection: restart it.
+            c.resubscribe.notify_waiters();
+        } else if !was_up {
+            tracing::info!("cluster: redis answers again");
+        }
+        c.unstall(&mut stalled).await;
+        drop(c);
+        tokio::time::sleep(every).await;
+    }
+}

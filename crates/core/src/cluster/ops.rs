@@ -1,0 +1,393 @@
+//! The room ops of a cluster: each one call of the room script.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use confab_proto::{ErrorBody, ErrorCode, Message, RoomInfo, User};
+
+use super::*;
+
+impl Cluster {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn join(
+        self: &Arc<Self>,
+        code: &str,
+        user: &User,
+        since: Option<u64>,
+        resume_limit: usize,
+        stored: Option<StoredVisibility>,
+        rejoin: bool,
+        seated: bool,
+    ) -> Result<ClusterJoin, ErrorBody> {
+        let json = serde_json::to_string(user).expect("users serialize");
+        let name_key = crate::limits::name_key(&user.name);
+        let stored = stored
+            .map(|v| {
+                format!("{},{}", v.from, v.left_at.map_or(-1, |l| i64::try_from(l).unwrap_or(-1)))
+            })
+            .unwrap_or_default();
+        let since = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
+        let incarnation = self.incarnation();
+        // A join this node stops waiting for may still run in Redis later
+        // (its command held up on the way): named, so that it can be
+        // cancelled, and undone if it ran.
+        let op_id = format!("{:016x}", rand::random::<u64>());
+        let r = self
+            .room_op_with(
+                code,
+                &op_id,
+                &[
+                    "join",
+                    code,
+                    &user.id,
+                    &json,
+                    &name_key,
+                    &incarnation,
+                    &since,
+                    &resume_limit.to_string(),
+                    &stored,
+                    if rejoin { "1" } else { "0" },
+                    if seated { "1" } else { "0" },
+                    &op_id,
+                ],
+            )
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                self.cancel_join(code, &user.id, &incarnation, op_id);
+                return Err(e);
+            }
+        };
+        match text(&r, 0).as_str() {
+            "ok" => {}
+            "room_full" => {
+                return Err(ErrorBody::new(
+                    ErrorCode::RoomFull,
+                    format!("room {code} is full ({} seats)", int(&r, 1)),
+                ));
+            }
+            "name_taken" => {
+                return Err(ErrorBody::new(
+                    ErrorCode::NameTaken,
+                    format!("someone in room {code} is already called {:?}", user.name),
+                ));
+            }
+            _ => return Err(crate::room::not_found(code)),
+        }
+        let info: RoomInfo = serde_json::from_str(&text(&r, 5))
+            .map_err(|_| unavailable("the cluster holds a damaged room"))?;
+        let members = users(&r, 6);
+        Ok(ClusterJoin {
+            new: int(&r, 1) == 1,
+            seq: uint(&r, 2),
+            ev: uint(&r, 3),
+            from: uint(&r, 4),
+            info: RoomInfo { members: members.len(), ..info },
+            members,
+            messages: messages(&r, 7),
+            after: uint(&r, 8),
+            limit: usize::try_from(int(&r, 9)).unwrap_or(0),
+            oldest: uint(&r, 10),
+        })
+    }
+
+    /// Cancels a join that timed out, in the background, until Redis has
+    /// taken the cancel: if the join ran, it is undone (its seat freed,
+    /// a `leave` for a member it added); if it runs later, it does nothing.
+    /// Once this node is a new incarnation, the sweep frees what the old
+    /// one held, and the cancel is no longer needed.
+    pub(super) fn cancel_join(
+        self: &Arc<Self>,
+        code: &str,
+        user_id: &str,
+        incarnation: &str,
+        op_id: String,
+    ) {
+        let cluster = self.clone();
+        let (code, user_id, incarnation) =
+            (code.to_owned(), user_id.to_owned(), incarnation.to_owned());
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(200);
+            while cluster.incarnation() == incarnation {
+                let token = match cluster.grace.is_zero() {
+                    true => String::new(),
+                    false => format!(
+                        "{incarnation}:{}",
+                        cluster.grace_epoch.fetch_add(1, Ordering::Relaxed)
+                    ),
+                };
+                let args =
+                    ["cancel", code.as_str(), user_id.as_str(), incarnation.as_str(), &token];
+                match cluster.room_op_with(&code, &op_id, &args).await {
+                    Ok(r) => {
+                        match text(&r, 0).as_str() {
+                            "grace" => {
+                                let grace = cluster.grace;
+                                cluster.start_grace(code.clone(), user_id.clone(), token, grace);
+                            }
+                            "undone" => {}
+                            _ => return,
+                        }
+                        tracing::info!(room = code, "cluster: a join that timed out was undone");
+                        return;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+    }
+
+    /// One connection of `user_id` on this node leaves (`leave`) or drops
+    /// (`drop`, with a grace token if the seat is to be held).
+    pub async fn depart(
+        &self,
+        code: &str,
+        user_id: &str,
+        incarnation: &str,
+        explicit: bool,
+        grace: bool,
+    ) -> Result<Gone, ErrorBody> {
+        let token = if grace {
+            format!("{incarnation}:{}", self.grace_epoch.fetch_add(1, Ordering::Relaxed))
+        } else {
+            String::new()
+        };
+        let op = if explicit { "leave" } else { "drop" };
+        let r = self.room_op(code, &[op, code, user_id, incarnation, &token]).await?;
+        Ok(match text(&r, 0).as_str() {
+            "quiet" => Gone::Quiet,
+            "grace" => Gone::Grace(token),
+            "left" => Gone::Left,
+            "destroyed" => Gone::Destroyed,
+            _ => Gone::NotMember,
+        })
+    }
+
+    /// Ends a member's grace, unless they came back.
+    pub async fn expire(&self, code: &str, user_id: &str, token: &str) -> Result<Gone, ErrorBody> {
+        let r = self.room_op(code, &["expire", code, user_id, token]).await?;
+        Ok(match text(&r, 0).as_str() {
+            "left" => Gone::Left,
+            "destroyed" => Gone::Destroyed,
+            _ => Gone::Quiet,
+        })
+    }
+
+    /// Runs a member's grace here: at its end, the member leaves unless
+    /// they came back (on any node).
+    pub fn start_grace(
+        self: &Arc<Self>,
+        code: String,
+        user_id: String,
+        token: String,
+        grace: Duration,
+    ) {
+        *self.graces.lock().entry(code.clone()).or_default() += 1;
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            for attempt in 0..5u32 {
+                match cluster.expire(&code, &user_id, &token).await {
+                    Ok(_) => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500 << attempt)).await,
+                }
+            }
+            let mut graces = cluster.graces.lock();
+            if let Some(n) = graces.get_mut(&code) {
+                *n -= 1;
+                if *n == 0 {
+                    graces.remove(&code);
+                }
+            }
+        });
+    }
+
+    /// Posts to an ephemeral room. The reply reaches the poster with the
+    /// event, in order; a retried `cid` is answered at once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn post(
+        self: &Arc<Self>,
+        mirror: &Arc<Mirror>,
+        conn: u64,
+        outbox: &Outbox,
+        user: &User,
+        draft: crate::room::Draft,
+        reply: Option<i64>,
+    ) -> Result<(), ErrorBody> {
+        let code = mirror.code();
+        if mirror.persistent() {
+            return self.post_persistent(mirror, conn, outbox, user, draft, reply).await;
+        }
+        let tail = message_tail(code, user, &draft);
+        let reply_arg = reply.map_or_else(|| "-".to_owned(), |r| r.to_string());
+        let r = self
+            .room_op(
+                code,
+                &[
+                    "post",
+                    code,
+                    &user.id,
+                    &self.incarnation(),
+                    &conn.to_string(),
+                    &reply_arg,
+                    draft.cid.as_deref().unwrap_or(""),
+                    &tail,
+                    &self.window.to_string(),
+                    &self.dedup.to_string(),
+                ],
+            )
+            .await?;
+        match text(&r, 0).as_str() {
+            "ok" => {
+                metrics::counter!(crate::metric::POSTS).increment(1);
+                Ok(())
+            }
+            "dup" => {
+                if let Some(id) = reply {
+                    outbox.push(crate::room::message_reply(id, text(&r, 1).as_bytes()));
+                }
+                Ok(())
+            }
+            _ => check(&r, code),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn post_persistent(
+        self: &Arc<Self>,
+        mirror: &Arc<Mirror>,
+        conn: u64,
+        outbox: &Outbox,
+        user: &User,
+        draft: crate::room::Draft,
+        reply: Option<i64>,
+    ) -> Result<(), ErrorBody> {
+        let code = mirror.code();
+        let cid = draft.cid.clone().unwrap_or_default();
+        // A retry of a post still being stored waits for it, a while.
+        let mut claimed = false;
+        let key = format!("{}|{cid}", user.id);
+        let claim = format!("{:016x}", rand::random::<u64>());
+        for _ in 0..100 {
+            let args = ["claim", code, &user.id, &cid, &claim];
+            let r = match self.room_op_with(code, &claim, &args).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // The claim may still run, late: it must not keep the
+                    // retry of this post waiting.
+                    if !cid.is_empty() {
+                        self.unclaim(code, &key, &claim);
+                    }
+                    return Err(e);
+                }
+            };
+            match text(&r, 0).as_str() {
+                "ok" => {
+                    claimed = true;
+                    break;
+                }
+                "dup" => {
+                    if let Some(id) = reply {
+                        outbox.push(crate::room::message_reply(id, text(&r, 1).as_bytes()));
+                    }
+                    return Ok(());
+                }
+                "pending" => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => return check(&r, code),
+            }
+        }
+        if !claimed {
+            return Err(unavailable("that message is still being stored; try again"));
+        }
+        let cid_key = draft.cid.as_ref().map(|cid| format!("{}|{cid}", user.id));
+        let message = Message {
+            room: code.to_owned(),
+            seq: 0,
+            from: user.clone(),
+            subject: draft.subject,
+            body: draft.body,
+            ts: draft.ts,
+            cid: draft.cid,
+        };
+        let origin = format!(
+            "{} {conn} {} ",
+            self.incarnation(),
+            reply.map_or_else(|| "-".to_owned(), |r| r.to_string())
+        );
+        let job = PersistJob {
+            mirror: mirror.clone(),
+            message,
+            origin,
+            cid_key: cid_key.clone(),
+            claim: claim.clone(),
+            outbox: outbox.clone(),
+            reply,
+        };
+        if self.persist.try_send(job).is_err() {
+            if let Some(key) = cid_key {
+                self.unclaim(code, &key, &claim);
+            }
+            return Err(unavailable("storage is busy; try again"));
+        }
+        Ok(())
+    }
+
+    /// Releases a post's claim on its `cid`, in the background until Redis
+    /// has taken it (at most a minute: the claim itself expires after
+    /// 30 s), so that a retry is not kept waiting for a post that will
+    /// not come.
+    pub(super) fn unclaim(self: &Arc<Self>, code: &str, key: &str, claim: &str) {
+        let cluster = self.clone();
+        let (code, key, claim) = (code.to_owned(), key.to_owned(), claim.to_owned());
+        tokio::spawn(async move {
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+            let args = ["unclaim", code.as_str(), key.as_str(), claim.as_str()];
+            let mut wait = Duration::from_millis(200);
+            while cluster.room_op_with(&code, &claim, &args).await.is_err() {
+                if tokio::time::Instant::now() > give_up {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        });
+    }
+
+    pub async fn typing(&self, code: &str, user_id: &str, active: bool) -> Result<(), ErrorBody> {
+        let r =
+            self.room_op(code, &["typing", code, user_id, if active { "1" } else { "0" }]).await?;
+        check(&r, code)
+    }
+
+    /// The newest `limit` messages with `after < seq < before` that the
+    /// user may see (the window's part; the caller reads older ones of a
+    /// persistent room from the store).
+    pub async fn read(
+        &self,
+        code: &str,
+        user_id: &str,
+        after: u64,
+        before: u64,
+        limit: usize,
+    ) -> Result<ClusterRead, ErrorBody> {
+        let before = before.min(i64::MAX as u64).to_string();
+        let r = self
+            .room_op(
+                code,
+                &["read", code, user_id, &after.to_string(), &before, &limit.to_string()],
+            )
+            .await?;
+        check(&r, code)?;
+        Ok(ClusterRead {
+            messages: messages(&r, 1),
+            after: uint(&r, 2),
+            before: uint(&r, 3),
+            oldest: uint(&r, 4),
+        })
+    }
+}
