@@ -361,7 +361,17 @@ impl Cluster {
     /// Runs a Redis command with the op timeout.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ErrorBody> {
         let mut conn = self.connection().await?;
-        match tokio::time::timeout(self.config.timeout, cmd.query_async::<T>(&mut conn)).await {
+        self.answer(cmd.query_async::<T>(&mut conn)).await
+    }
+
+    /// Waits for a Redis call, at most the op timeout. Every call goes
+    /// through here: one that times out or loses its connection drops the
+    /// connection, so that the next starts a new one.
+    async fn answer<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, ErrorBody> {
+        match tokio::time::timeout(self.config.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
@@ -398,22 +408,11 @@ impl Cluster {
             invocation.arg(*arg);
         }
         let mut conn = self.connection().await?;
-        let run = invocation.invoke_async::<Value>(&mut conn);
-        match tokio::time::timeout(self.config.timeout, run).await {
-            Ok(Ok(Value::Array(items))) => Ok(items),
-            Ok(Ok(other)) => {
+        match self.answer(invocation.invoke_async::<Value>(&mut conn)).await? {
+            Value::Array(items) => Ok(items),
+            other => {
                 tracing::error!("cluster: unexpected answer {other:?}");
                 Err(unavailable("the cluster gave an unexpected answer"))
-            }
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                    self.lost_connection();
-                }
-                Err(redis_down(&e))
-            }
-            Err(_) => {
-                self.lost_connection();
-                Err(unavailable("the cluster is unavailable; try again shortly"))
             }
         }
     }
@@ -459,15 +458,7 @@ impl Cluster {
         let mut conn = self.connection().await?;
         let mut invocation = self.rooms_script.prepare_invoke();
         invocation.arg(&self.config.namespace);
-        let run = invocation.invoke_async::<Vec<Value>>(&mut conn);
-        let items = match tokio::time::timeout(self.config.timeout, run).await {
-            Ok(Ok(items)) => items,
-            Ok(Err(e)) => return Err(redis_down(&e)),
-            Err(_) => {
-                self.lost_connection();
-                return Err(unavailable("the cluster is unavailable; try again shortly"));
-            }
-        };
+        let items = self.answer(invocation.invoke_async::<Vec<Value>>(&mut conn)).await?;
         Ok(items
             .chunks(2)
             .filter_map(|pair| {
