@@ -10,6 +10,14 @@ use confab_proto::{ErrorBody, RoomInfo};
 use super::*;
 
 impl Cluster {
+    /// Sets `incarnation`'s lease key for a lease from now: `XX` renews
+    /// it only if it still exists, `NX` takes it only if it does not.
+    async fn set_lease(&self, incarnation: &str, mode: &str) -> Result<Option<String>, ErrorBody> {
+        let lease = self.config.lease.as_millis().to_string();
+        let key = lease_key(&self.config.namespace, incarnation);
+        self.query(redis::cmd("SET").arg(key).arg("1").arg("PX").arg(lease).arg(mode)).await
+    }
+
     /// Renews this node's lease (or takes a new one); sweeps dead nodes.
     ///
     /// A node that cannot prove its lease held without a break (its
@@ -19,19 +27,8 @@ impl Cluster {
     /// incarnation. That holds however the break went, including a renewal
     /// that failed before the lease ran out.
     pub(super) async fn renew(self: &Arc<Self>) {
-        let incarnation = self.incarnation();
-        let lease = self.config.lease.as_millis().to_string();
         let sent = std::time::Instant::now();
-        let renewed: Result<Option<String>, _> = self
-            .query(
-                redis::cmd("SET")
-                    .arg(lease_key(&self.config.namespace, &incarnation))
-                    .arg("1")
-                    .arg("PX")
-                    .arg(&lease)
-                    .arg("XX"),
-            )
-            .await;
+        let renewed = self.set_lease(&self.incarnation(), "XX").await;
         // `SET XX` succeeds only while the key exists: it never expired
         // since this incarnation took it, whatever the node saw meanwhile.
         let proven = *self.lease_proven.lock();
@@ -50,16 +47,7 @@ impl Cluster {
                     self.evicted();
                 }
                 let incarnation = self.incarnation();
-                let taken: Result<Option<String>, _> = self
-                    .query(
-                        redis::cmd("SET")
-                            .arg(lease_key(&self.config.namespace, &incarnation))
-                            .arg("1")
-                            .arg("PX")
-                            .arg(&lease)
-                            .arg("NX"),
-                    )
-                    .await;
+                let taken = self.set_lease(&incarnation, "NX").await;
                 let added: Result<i64, _> =
                     self.query(redis::cmd("SADD").arg(self.nodes_key()).arg(&incarnation)).await;
                 if matches!(taken, Ok(Some(_))) && added.is_ok() {
