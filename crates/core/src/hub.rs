@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use confab_proto::{ErrorBody, ErrorCode, Retention, RoomInfo, User};
 use parking_lot::{Mutex, RwLock};
 
-use crate::cluster::{Cluster, ClusterConfig};
+use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::conn::Conn;
 use crate::persist::{Persister, unavailable};
 use crate::rates::Limiters;
@@ -164,7 +164,7 @@ impl Hub {
     /// # Errors
     ///
     /// Redis cannot be reached, or the hub is in a cluster already.
-    pub async fn join_cluster(&self, cluster: ClusterConfig) -> Result<(), String> {
+    pub async fn join_cluster(&self, cluster: ClusterConfig) -> Result<(), ClusterError> {
         let config = &self.shared.config;
         let cluster = Cluster::start(
             cluster,
@@ -178,7 +178,7 @@ impl Hub {
         )
         .await?;
         cluster.record_stored().await?;
-        self.shared.cluster.set(cluster).map_err(|_| "already in a cluster".to_owned())?;
+        self.shared.cluster.set(cluster).map_err(|_| ClusterError::Already)?;
         self.shared.rooms.write().clear();
         Ok(())
     }

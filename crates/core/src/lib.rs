@@ -21,7 +21,7 @@ mod room;
 mod store;
 
 pub use clock::{now_rfc3339, rfc3339_ago};
-pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConfig, ClusterError};
 pub use config::{BoardConfig, HubConfig, Limits, RetentionPolicy};
 pub use conn::Conn;
 pub use hub::Hub;

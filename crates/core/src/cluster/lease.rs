@@ -79,8 +79,8 @@ impl Cluster {
 
     /// Records the boards and the stored persistent rooms in Redis,
     /// keeping what is there (other nodes may have recorded them already).
-    pub async fn record_stored(&self) -> Result<(), String> {
-        let stored = self.store.rooms().await.map_err(|e| e.to_string())?;
+    pub async fn record_stored(&self) -> Result<(), ClusterError> {
+        let stored = self.store.rooms().await?;
         for room in stored {
             if room.board && !self.boards.contains(&room.code) {
                 continue;
@@ -97,9 +97,9 @@ impl Cluster {
                 members: 0,
                 created: room.created,
             };
-            self.create(&info, seats as usize, None, false, room.last_seq)
-                .await
-                .map_err(|e| format!("cannot record room {}: {}", info.code, e.message))?;
+            self.create(&info, seats as usize, None, false, room.last_seq).await.map_err(|e| {
+                ClusterError::Record { room: info.code.clone(), message: e.message }
+            })?;
         }
         Ok(())
     }

@@ -98,6 +98,21 @@ impl ClusterConfig {
 }
 
 /// What a cluster join answered.
+/// Why a node could not join its cluster, or record its stored rooms there.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("not a Redis URL: {0}")]
+    Url(String),
+    #[error("Redis cannot be reached: {0}")]
+    Unreachable(String),
+    #[error("cannot read the stored rooms: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot record room {room}: {message}")]
+    Record { room: String, message: String },
+    #[error("this node is in a cluster already")]
+    Already,
+}
+
 pub(crate) struct ClusterJoin {
     /// Whether the user became a member (else they were one already).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -246,8 +261,9 @@ impl Cluster {
         boards: Vec<String>,
         max_capacity: u32,
         grace: Duration,
-    ) -> Result<Arc<Cluster>, String> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| e.to_string())?;
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| ClusterError::Url(e.to_string()))?;
         let (tx, rx) = mpsc::channel(PERSIST_QUEUE);
         let cluster = Arc::new(Cluster {
             client,
@@ -277,7 +293,7 @@ impl Cluster {
             rerecord: AtomicBool::new(false),
             config,
         });
-        cluster.connection().await.map_err(|e| e.message)?;
+        cluster.connection().await.map_err(|e| ClusterError::Unreachable(e.message))?;
         cluster.renew().await;
         tokio::spawn(subscribe_loop(Arc::downgrade(&cluster)));
         tokio::spawn(lease_loop(Arc::downgrade(&cluster)));
