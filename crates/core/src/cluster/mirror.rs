@@ -435,3 +435,159 @@ impl Mirror {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use confab_proto::{Retention, RoomInfo};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::OutboxReceiver;
+
+    const ME: &str = "n1#00000001";
+
+    fn info() -> RoomInfo {
+        RoomInfo {
+            code: "ROOM22".into(),
+            title: "t".into(),
+            capacity: None,
+            retention: Retention::Ephemeral,
+            backlog: 10,
+            public: false,
+            members: 0,
+            created: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    /// A join's answer whose snapshot ends at event `ev`.
+    fn joined(ev: u64) -> ClusterJoin {
+        ClusterJoin {
+            new: true,
+            seq: 0,
+            ev,
+            from: 1,
+            info: info(),
+            members: Vec::new(),
+            messages: Vec::new(),
+            after: 0,
+            limit: 10,
+            oldest: 1,
+        }
+    }
+
+    /// The join event numbered `ev`, of a user named after it.
+    fn join_event(ev: u64) -> Envelope {
+        let text = format!("ROOM22 {ev} j {{\"id\":\"u_{ev}\",\"name\":\"user {ev}\"}}");
+        parse_envelope(text.as_bytes()).expect("an envelope")
+    }
+
+    /// A connection of `user` in `mirror`, synced at `ev` and activated.
+    fn connect(mirror: &Mirror, conn: u64, ev: u64) -> OutboxReceiver {
+        let (outbox, receiver) = Outbox::new(64);
+        mirror.begin_join();
+        assert_eq!(mirror.add(&joined(ev), "u_me", conn, &outbox, ME), None);
+        mirror.activate(conn);
+        receiver
+    }
+
+    /// The users of the join events the connection received, in order.
+    fn joins(receiver: &mut OutboxReceiver) -> Vec<String> {
+        let mut users = Vec::new();
+        while let Some(frame) = receiver.try_recv() {
+            let event: Value = serde_json::from_slice(&frame).unwrap();
+            users.push(event["user"]["id"].as_str().unwrap().to_owned());
+        }
+        users
+    }
+
+    #[test]
+    fn an_early_event_waits_for_the_ones_before_it() {
+        let mirror = Mirror::new("ROOM22");
+        let mut receiver = connect(&mirror, 1, 5);
+        assert!(mirror.receive(join_event(7), ME), "6 is missing: read it back");
+        assert!(joins(&mut receiver).is_empty(), "7 is held back");
+        assert!(!mirror.receive(join_event(6), ME));
+        assert_eq!(joins(&mut receiver), ["u_6", "u_7"]);
+        // An event already applied, and one from before the join, are not
+        // applied again.
+        assert!(!mirror.receive(join_event(6), ME));
+        assert!(!mirror.receive(join_event(4), ME));
+        assert!(joins(&mut receiver).is_empty());
+    }
+
+    #[test]
+    fn missed_events_read_back_fill_the_gap_in_order() {
+        let mirror = Mirror::new("ROOM22");
+        let mut receiver = connect(&mirror, 1, 5);
+        assert!(mirror.receive(join_event(8), ME));
+        assert_eq!(mirror.start_fill(), Some(5), "read back what follows 5");
+        assert_eq!(mirror.start_fill(), None, "one fill at a time");
+        // A live event arrives while the fill is under way.
+        assert!(!mirror.receive(join_event(9), ME), "already filling");
+        mirror.end_fill(vec![join_event(6), join_event(7), join_event(8)], ME);
+        assert_eq!(joins(&mut receiver), ["u_6", "u_7", "u_8", "u_9"]);
+    }
+
+    #[test]
+    fn a_later_joiner_gets_what_was_applied_after_its_snapshot_and_no_more() {
+        let mirror = Mirror::new("ROOM22");
+        let mut first = connect(&mirror, 1, 5);
+        for ev in 6..=9 {
+            mirror.receive(join_event(ev), ME);
+        }
+        assert_eq!(joins(&mut first), ["u_6", "u_7", "u_8", "u_9"]);
+        // A second connection whose join's snapshot ended at 7.
+        let mut second = connect(&mirror, 2, 7);
+        assert_eq!(joins(&mut second), ["u_8", "u_9"]);
+        mirror.receive(join_event(10), ME);
+        assert_eq!(joins(&mut first), ["u_10"]);
+        assert_eq!(joins(&mut second), ["u_10"]);
+    }
+
+    #[test]
+    fn events_before_activation_wait_behind_the_join_reply() {
+        let mirror = Mirror::new("ROOM22");
+        let (outbox, mut receiver) = Outbox::new(64);
+        mirror.begin_join();
+        assert_eq!(mirror.add(&joined(5), "u_me", 1, &outbox, ME), None);
+        mirror.receive(join_event(6), ME);
+        assert!(receiver.try_recv().is_none(), "held until the reply is queued");
+        outbox.push(Bytes::from_static(b"{\"re\":1}"));
+        mirror.activate(1);
+        assert_eq!(receiver.try_recv().unwrap(), Bytes::from_static(b"{\"re\":1}"));
+        assert_eq!(joins(&mut receiver), ["u_6"]);
+    }
+
+    #[test]
+    fn a_catch_up_gives_the_missing_events_first_or_closes_the_connection() {
+        let mirror = Mirror::new("ROOM22");
+        let _first = connect(&mirror, 1, 5);
+        // A join whose snapshot (at 3) is older than what the mirror was
+        // synced at (5), with nothing kept to cover the difference.
+        let (outbox, mut receiver) = Outbox::new(64);
+        mirror.begin_join();
+        assert_eq!(mirror.add(&joined(3), "u_me", 2, &outbox, ME), Some((3, 5)));
+        mirror.receive(join_event(6), ME);
+        mirror.catch_up(2, 3, 5, vec![join_event(4), join_event(5)], ME);
+        mirror.activate(2);
+        assert_eq!(joins(&mut receiver), ["u_4", "u_5", "u_6"]);
+        assert!(!outbox.is_closed());
+        // One that cannot be given every missing event resumes instead.
+        let (outbox, receiver) = Outbox::new(64);
+        mirror.begin_join();
+        assert_eq!(mirror.add(&joined(2), "u_me", 3, &outbox, ME), Some((2, 6)));
+        mirror.catch_up(3, 2, 6, vec![join_event(3), join_event(5), join_event(6)], ME);
+        assert!(outbox.is_closed());
+        assert_eq!(receiver.close_reason(), Some(crate::CloseReason::Resync));
+    }
+
+    #[test]
+    fn a_mirror_lost_closes_its_connections_to_resume() {
+        let mirror = Mirror::new("ROOM22");
+        let (outbox, receiver) = Outbox::new(64);
+        mirror.begin_join();
+        let _ = mirror.add(&joined(5), "u_me", 1, &outbox, ME);
+        mirror.lost();
+        assert_eq!(receiver.close_reason(), Some(crate::CloseReason::Resync));
+    }
+}
