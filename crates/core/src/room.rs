@@ -883,3 +883,118 @@ pub(crate) fn not_found(code: &str) -> ErrorBody {
 fn not_member(code: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::NotMember, format!("you have not joined room {code}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(retention: Retention, seats: usize, backlog: u32) -> Arc<Room> {
+        let meta = RoomMeta {
+            code: "ROOM22".into(),
+            title: "t".into(),
+            capacity: None,
+            retention,
+            backlog,
+            public: false,
+            created: "2026-01-01T00:00:00Z".into(),
+            board: false,
+        };
+        Arc::new(Room::new(meta, RoomLimits { seats, window: 100, dedup: 100 }, None, 0))
+    }
+
+    fn user(name: &str) -> User {
+        User { id: format!("u_{name}"), name: name.into() }
+    }
+
+    fn join(room: &Room, conn: u64, who: &User) -> Result<Joined, ErrorBody> {
+        let (outbox, _receiver) = Outbox::new(64);
+        let joined = room.join(conn, &outbox, who, None, 100, None, false)?;
+        room.activate(conn);
+        Ok(joined)
+    }
+
+    fn post(room: &Arc<Room>, conn: u64, who: &User, body: &str) {
+        let draft = Draft { body: body.into(), subject: None, cid: None, ts: "t".into() };
+        room.post(conn, who, draft, None).unwrap();
+    }
+
+    fn seqs(slice: Slice) -> Vec<u64> {
+        slice.window.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn a_joiner_sees_the_backlog_and_what_follows_and_nothing_after_leaving() {
+        let room = room(Retention::Persistent, 10, 2);
+        let (ann, bob) = (user("Ann"), user("Bob"));
+        join(&room, 1, &ann).unwrap();
+        for n in 1..=5 {
+            post(&room, 1, &ann, &format!("m{n}"));
+        }
+        let joined = join(&room, 2, &bob).unwrap();
+        let seen: Vec<u64> = joined.result.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seen, [4, 5], "the backlog of two");
+        post(&room, 1, &ann, "m6");
+        assert_eq!(seqs(room.history(2, &bob.id, None, 50).unwrap()), [4, 5, 6]);
+        assert_eq!(room.leave(2, &bob.id).unwrap(), Departure::Left);
+        post(&room, 1, &ann, "m7");
+        // Back soon enough that the backlog covers the absence: one range.
+        join(&room, 3, &bob).unwrap();
+        assert_eq!(seqs(room.history(3, &bob.id, None, 50).unwrap()), [4, 5, 6, 7]);
+        assert!(room.get(3, &bob.id, 3).unwrap().window.is_empty(), "before the range");
+    }
+
+    #[test]
+    fn a_drop_holds_the_seat_for_grace_and_a_rejoin_overtakes_its_timer() {
+        let room = room(Retention::Ephemeral, 2, 10);
+        let (ann, bob, cy) = (user("Ann"), user("Bob"), user("Cy"));
+        join(&room, 1, &ann).unwrap();
+        join(&room, 2, &bob).unwrap();
+        let Departure::Grace { epoch, .. } = room.disconnect(2, &bob.id, true) else {
+            panic!("grace")
+        };
+        assert!(room.holds_seat(&bob.id));
+        let full = join(&room, 3, &cy).err().map(|e| e.code);
+        assert_eq!(full, Some(ErrorCode::RoomFull), "seat held");
+        // Bob comes back: the old timer finds nothing to do.
+        join(&room, 4, &bob).unwrap();
+        assert_eq!(room.expire_grace(&bob.id, epoch), Departure::Quiet);
+        assert!(room.holds_seat(&bob.id));
+        // Dropped again, and the grace ends: the seat is free.
+        let Departure::Grace { epoch, .. } = room.disconnect(4, &bob.id, true) else {
+            panic!("grace")
+        };
+        assert_eq!(room.expire_grace(&bob.id, epoch), Departure::Left);
+        join(&room, 5, &cy).unwrap();
+    }
+
+    #[test]
+    fn an_ephemeral_room_ends_with_its_last_member_and_a_resume_takes_no_new_seat() {
+        let room = room(Retention::Ephemeral, 10, 10);
+        let (ann, bob) = (user("Ann"), user("Bob"));
+        join(&room, 1, &ann).unwrap();
+        let (outbox, _receiver) = Outbox::new(8);
+        let resumed = room.join(2, &outbox, &bob, Some(0), 100, None, true);
+        assert_eq!(resumed.err().map(|e| e.code), Some(ErrorCode::NotFound), "no seat to resume");
+        assert!(!room.holds_seat(&bob.id));
+        assert_eq!(room.leave(1, &ann.id).unwrap(), Departure::Destroyed);
+        assert!(!room.holds_seat(&ann.id));
+        assert_eq!(join(&room, 3, &ann).err().map(|e| e.code), Some(ErrorCode::NotFound));
+    }
+
+    #[test]
+    fn a_member_coming_back_under_another_member_s_name_keeps_their_own() {
+        let room = room(Retention::Ephemeral, 10, 10);
+        let (ann, bob) = (user("Ann"), user("Bob"));
+        join(&room, 1, &ann).unwrap();
+        join(&room, 2, &bob).unwrap();
+        let disguised = User { id: bob.id.clone(), name: "ann\u{200B}".into() };
+        let joined = join(&room, 3, &disguised).unwrap();
+        let mut names: Vec<String> = joined.result.members.iter().map(|m| m.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, ["Ann", "Bob"]);
+        // A new name nobody holds is taken.
+        let renamed = User { id: bob.id.clone(), name: "Robert".into() };
+        let joined = join(&room, 4, &renamed).unwrap();
+        assert!(joined.result.members.iter().any(|m| m.name == "Robert"));
+    }
+}
