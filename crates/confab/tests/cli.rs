@@ -267,27 +267,8 @@ fn kill_9_right_after_an_ok_loses_no_acknowledged_post() {
 #[test]
 #[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 fn a_cluster_node_that_stops_frees_its_seats_at_once_and_one_killed_within_the_lease() {
-    let (redis, postgres) = (service("CONFAB_TEST_REDIS"), service("CONFAB_TEST_POSTGRES"));
     let namespace = format!("crash{}", std::process::id());
-    let node = |name: &str| {
-        serve(
-            &[
-                "--http",
-                "127.0.0.1:0",
-                "--cluster",
-                &redis,
-                "--cluster-namespace",
-                &namespace,
-                "--database",
-                &postgres,
-                "--node",
-                name,
-                "--node-lease",
-                "4s",
-            ],
-            &[],
-        )
-    };
+    let node = |name: &str| cluster_node(&namespace, name, &["--node-lease", "4s"]);
     let (n1, mut n2, mut n3) = (node("n1"), node("n2"), node("n3"));
     let url = |running: &Running| format!("ws://{}/ws", running.addr);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -418,6 +399,16 @@ fn silent_sockets_from_one_address_do_not_lock_others_out_at_1024_files() {
     assert!(wait_exit(running).success());
 }
 
+/// Starts `confab serve` as node `name` of the cluster `namespace` on the
+/// Redis and PostgreSQL the tests are given, with `more` flags.
+fn cluster_node(namespace: &str, name: &str, more: &[&str]) -> Running {
+    let (redis, postgres) = (service("CONFAB_TEST_REDIS"), service("CONFAB_TEST_POSTGRES"));
+    let mut args = vec!["--http", "127.0.0.1:0", "--cluster", &redis, "--cluster-namespace"];
+    args.extend([namespace, "--database", &postgres, "--node", name]);
+    args.extend_from_slice(more);
+    serve(&args, &[])
+}
+
 /// What follows `needle` in the next log line that has it.
 fn logged(running: &mut Running, needle: &str) -> String {
     loop {
@@ -431,29 +422,9 @@ fn logged(running: &mut Running, needle: &str) -> String {
 #[test]
 #[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 fn a_cluster_node_stopped_past_its_lease_starts_over_and_presence_converges() {
-    let (redis, postgres) = (service("CONFAB_TEST_REDIS"), service("CONFAB_TEST_POSTGRES"));
     let namespace = format!("stop{}", std::process::id());
-    let node = |name: &str| {
-        serve(
-            &[
-                "--http",
-                "127.0.0.1:0",
-                "--cluster",
-                &redis,
-                "--cluster-namespace",
-                &namespace,
-                "--database",
-                &postgres,
-                "--node",
-                name,
-                "--node-lease",
-                "2s",
-                "--grace",
-                "500ms",
-            ],
-            &[],
-        )
-    };
+    let node =
+        |name: &str| cluster_node(&namespace, name, &["--node-lease", "2s", "--grace", "500ms"]);
     let (mut n1, mut n2) = (node("n1"), node("n2"));
     let url = |running: &Running| format!("ws://{}/ws", running.addr);
     let runtime = tokio::runtime::Runtime::new().unwrap();
