@@ -1,24 +1,21 @@
 //! One client connection, whatever its transport.
 
-mod clustered;
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use confab_proto::{
-    ClientOp, ErrorBody, ErrorCode, JoinResult, Message, Reply, Request, Retention, RoomInfo,
-    ServerInfo, User, parse_request,
+    ClientOp, ErrorBody, ErrorCode, JoinResult, Message, Request, Retention, RoomInfo, ServerInfo,
+    User, parse_request,
 };
 use serde::Serialize;
 
-use crate::cluster::Mirror;
+use crate::backend::{Draft, Joiner, NewRoom, Range, RoomBackend, Seat};
+use crate::frames::{bad, error_frame, not_in, reply_frame, storage_down};
 use crate::hub::{Hub, UserRecord};
 use crate::limits::{check_len, check_post, validate_name};
-use crate::persist::unavailable;
+use crate::local::LocalRooms;
 use crate::rates::Limit;
-use crate::room::{Draft, Room, Slice, error_frame};
 use crate::{Outbox, now_rfc3339};
 
 /// The most messages one `history` or `mine` returns.
@@ -30,34 +27,17 @@ const PAGE_DEFAULT: u32 = 50;
 ///
 /// Dropping a `Conn` is a disconnect: each room it joined starts the
 /// member's reconnect grace (if it was the user's last connection there).
-pub struct Conn {
-    hub: Hub,
+pub struct Conn<B: RoomBackend = LocalRooms> {
+    hub: Hub<B>,
     id: u64,
     outbox: Outbox,
     user: Option<Arc<UserRecord>>,
-    /// Rooms this connection joined. A `Vec`, not a map: a connection is
-    /// in a room or two, and a map's smallest table costs every idle
+    /// The rooms this connection joined. A `Vec`, not a map: a connection
+    /// is in a room or two, and a map's smallest table costs every idle
     /// connection more than a short scan ever does.
-    joined: Vec<Arc<Room>>,
-    /// Rooms this connection joined, when the node is one of a cluster.
-    seats: Vec<clustered::Seat>,
+    seats: Vec<B::Seat>,
     /// The client's address, when the transport knows it.
     peer: Option<IpAddr>,
-}
-
-/// Where a joined connection waits for its reply to be queued.
-enum Pending {
-    Room(Arc<Room>),
-    Mirror(Arc<Mirror>),
-}
-
-impl Pending {
-    fn activate(&self, conn: u64) {
-        match self {
-            Pending::Room(room) => room.activate(conn),
-            Pending::Mirror(mirror) => mirror.activate(conn),
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -96,9 +76,13 @@ struct MessageResult {
 #[derive(Serialize)]
 struct Empty {}
 
-impl Conn {
-    pub(crate) fn new(hub: Hub, id: u64, outbox: Outbox, peer: Option<IpAddr>) -> Conn {
-        Conn { hub, id, outbox, user: None, joined: Vec::new(), seats: Vec::new(), peer }
+impl<B: RoomBackend> Conn<B> {
+    /// Opens a connection to `hub` that it answers through `outbox`, from
+    /// the client address `peer` when the transport knows it (failed joins
+    /// and new rooms are counted against it, see `rates.rs`).
+    pub fn open(hub: &Hub<B>, outbox: Outbox, peer: Option<IpAddr>) -> Conn<B> {
+        let id = hub.connected();
+        Conn { hub: hub.clone(), id, outbox, user: None, seats: Vec::new(), peer }
     }
 
     /// The user, once `hello` has been answered.
@@ -108,10 +92,7 @@ impl Conn {
 
     /// Codes of the rooms this connection has joined.
     pub fn rooms(&self) -> impl Iterator<Item = &str> {
-        self.joined
-            .iter()
-            .map(|room| room.code())
-            .chain(self.seats.iter().map(|seat| seat.mirror.code()))
+        self.seats.iter().map(Seat::code)
     }
 
     /// Decodes and applies one client frame. The reply, if any, is queued
@@ -158,7 +139,6 @@ impl Conn {
             ClientOp::Hello { name, session, resume } => {
                 return self.hello(id, name, session, resume.unwrap_or_default()).await;
             }
-            ClientOp::Join { room, since } => return self.join_op(id, &room, since).await,
             op => self.apply(id, op).await,
         };
         if let Err(e) = outcome {
@@ -174,16 +154,15 @@ impl Conn {
 
     async fn apply(&mut self, id: Option<i64>, op: ClientOp) -> Result<(), ErrorBody> {
         let user = self.authenticated()?;
-        let op = match self.hub.cluster().cloned() {
-            Some(cluster) => match self.apply_clustered(&cluster, id, &user, op).await? {
-                Some(op) => op,
-                None => return Ok(()),
-            },
-            None => op,
-        };
         let config = self.hub.config();
+        let rooms = self.hub.backend();
         match op {
-            ClientOp::Hello { .. } | ClientOp::Join { .. } => unreachable!("handled by handle()"),
+            // A first `hello` is answered by `handle`, unauthenticated.
+            ClientOp::Hello { .. } => Err(bad("hello was already sent on this connection")),
+            ClientOp::Join { room, since } => {
+                self.join_op(id, &room, since).await;
+                Ok(())
+            }
             ClientOp::Ping => self.ok(id, &Empty {}),
             ClientOp::Create { title, capacity, retention, backlog, public } => {
                 if let Some(title) = &title {
@@ -210,101 +189,77 @@ impl Conn {
                 }
                 self.hub.limiters().check(Limit::Create, &user.id)?;
                 self.hub.limiters().check_address_create(self.peer)?;
-                let room = self
-                    .hub
-                    .create_room(
-                        title,
-                        capacity,
-                        retention.unwrap_or(Retention::Ephemeral),
-                        backlog,
-                        public.unwrap_or(false),
-                    )
-                    .await?;
+                let new = NewRoom {
+                    title,
+                    capacity,
+                    retention: retention.unwrap_or(Retention::Ephemeral),
+                    backlog,
+                    public: public.unwrap_or(false),
+                };
+                let room = rooms.create(new).await?;
                 self.ok(id, &RoomResult { room })
             }
             ClientOp::Leave { room: code } => {
-                // Another connection's seat held in grace ends with a
-                // `leave` from this one; any other room answers as one
-                // that does not exist.
-                let room = match self.joined_room(&code) {
-                    Ok(room) => room,
-                    Err(e) => self.hub.room(&code).ok_or(e)?,
-                };
-                let departure = room.leave(self.id, &user.id).map_err(|_| not_in(&code))?;
-                self.forget(&room);
-                self.hub.settle(&room, departure);
+                let at = self.seat_index(&code);
+                rooms.leave(&code, at.map(|i| &self.seats[i]), self.id, &user.id).await?;
+                if let Some(i) = at {
+                    self.seats.swap_remove(i);
+                }
                 self.ok(id, &Empty {})
             }
             ClientOp::Post { room, body, subject, cid } => {
                 check_post(&config.limits, &body, subject.as_deref(), cid.as_deref())?;
-                let room = self.joined_room(&room)?;
+                let seat = self.seat(&room)?;
                 self.hub.limiters().check(Limit::Post, &user.id)?;
                 let subject = subject.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
                 let draft = Draft { body, subject, cid, ts: now_rfc3339() };
-                room.post(self.id, &user.public(), draft, id)
+                let user = user.public();
+                let who = Joiner { conn: self.id, outbox: &self.outbox, user: &user };
+                rooms.post(seat, who, draft, id).await
             }
             ClientOp::Typing { room, active } => {
-                let room = self.joined_room(&room)?;
+                let seat = self.seat(&room)?;
                 // Over the budget, an indicator is dropped, not fanned out.
                 if self.hub.limiters().check(Limit::Typing, &user.id).is_ok() {
-                    room.typing(self.id, &user.public(), active)?;
+                    rooms.typing(seat, self.id, &user.public(), active).await?;
                 }
                 self.ok(id, &Empty {})
             }
             ClientOp::Rooms => self.ok(id, &RoomsResult { rooms: self.hub.public_rooms().await? }),
             ClientOp::Members { room: code } => {
-                // A public room's members are anyone's to see; a private
-                // one answers as one that does not exist.
-                let room = match self.joined_room(&code) {
-                    Ok(room) => room,
-                    Err(e) => self.hub.room(&code).filter(|room| room.meta.public).ok_or(e)?,
-                };
-                let members = room.members(self.id, &user.id).map_err(|_| not_in(&code))?;
+                let seat = self.seat_index(&code).map(|i| &self.seats[i]);
+                let members = rooms.members(&code, seat, self.id, &user.id).await?;
                 self.ok(id, &MembersResult { members })
             }
             ClientOp::History { room, before, limit } => {
                 let limit = page_limit(limit)?;
-                let room = self.joined_room(&room)?;
-                let slice = room.history(self.id, &user.id, before, limit)?;
-                let messages = self.read(&room, slice).await?;
+                let seat = self.seat(&room)?;
+                let range = Range { after: 0, before: before.unwrap_or(u64::MAX), limit };
+                let messages = rooms.read(seat, self.id, &user.id, range).await?;
                 self.ok(id, &MessagesResult { messages })
             }
             ClientOp::Get { room, seq } => {
-                let room = self.joined_room(&room)?;
-                let slice = room.get(self.id, &user.id, seq)?;
-                let message = self.read(&room, slice).await?.pop().ok_or_else(|| {
-                    ErrorBody::new(
-                        ErrorCode::NotFound,
-                        format!("no message {seq} in room {} that you may see", room.code()),
-                    )
-                })?;
+                let seat = self.seat(&room)?;
+                let range =
+                    Range { after: seq.saturating_sub(1), before: seq.saturating_add(1), limit: 1 };
+                let message =
+                    rooms.read(seat, self.id, &user.id, range).await?.pop().ok_or_else(|| {
+                        ErrorBody::new(
+                            ErrorCode::NotFound,
+                            format!("no message {seq} in room {} that you may see", seat.code()),
+                        )
+                    })?;
                 self.ok(id, &MessageResult { message })
             }
             ClientOp::Mine { limit } => {
                 let limit = page_limit(limit)?;
                 let messages = self.hub.store().mine(&user.id, limit).await.map_err(|e| {
                     tracing::warn!("cannot read messages: {e}");
-                    unavailable("storage is unavailable; try again shortly")
+                    storage_down()
                 })?;
                 self.ok(id, &MessagesResult { messages })
             }
         }
-    }
-
-    /// Completes a slice with its store part, if it has one.
-    async fn read(&self, room: &Room, slice: Slice) -> Result<Vec<Message>, ErrorBody> {
-        let Some(fetch) = slice.fetch else { return Ok(slice.window) };
-        let mut messages = self
-            .hub
-            .store()
-            .messages(room.code(), fetch.after, fetch.before, fetch.limit)
-            .await
-            .map_err(|e| {
-                tracing::warn!(room = room.code(), "cannot read messages: {e}");
-                unavailable("storage is unavailable; try again shortly")
-            })?;
-        messages.extend(slice.window);
-        Ok(messages)
     }
 
     async fn hello(
@@ -353,9 +308,9 @@ impl Conn {
             if self.hub.limiters().check_join_allowed(&client).is_err() {
                 break;
             }
-            match self.join_pending(&code, Some(since), true).await {
-                Ok((room, result)) => {
-                    resumed.push(room);
+            match self.join_seat(&code, Some(since), true).await {
+                Ok((at, result)) => {
+                    resumed.push(at);
                     rooms.push(result);
                 }
                 Err(e) if e.code == ErrorCode::NotFound => self.hub.limiters().failed_join(&client),
@@ -370,18 +325,18 @@ impl Conn {
             let result = HelloResult { session: &user.session, user: user.public(), server, rooms };
             self.outbox.push(reply_frame(id, &result));
         }
-        for pending in resumed {
-            pending.activate(self.id);
+        for at in resumed {
+            self.hub.backend().activate(&self.seats[at], self.id);
         }
     }
 
     async fn join_op(&mut self, id: Option<i64>, code: &str, since: Option<u64>) {
         match self.join_limited(code, since).await {
-            Ok((pending, result)) => {
+            Ok((at, result)) => {
                 if let Some(id) = id {
                     self.outbox.push(reply_frame(id, &result));
                 }
-                pending.activate(self.id);
+                self.hub.backend().activate(&self.seats[at], self.id);
             }
             Err(e) => self.fail(id, e),
         }
@@ -393,7 +348,7 @@ impl Conn {
         &mut self,
         code: &str,
         since: Option<u64>,
-    ) -> Result<(Pending, JoinResult), ErrorBody> {
+    ) -> Result<(usize, JoinResult), ErrorBody> {
         let user = self.authenticated()?;
         let limiters = self.hub.limiters();
         let client = limiters.client_key(self.peer, &user.id);
@@ -405,7 +360,7 @@ impl Conn {
                 "this connection is in {most} rooms, the most it may be in; leave one first"
             )));
         }
-        let joined = self.join_pending(code, since, false).await;
+        let joined = self.join_seat(code, since, false).await;
         if let Err(e) = &joined
             && e.code == ErrorCode::NotFound
         {
@@ -415,81 +370,48 @@ impl Conn {
     }
 
     /// Joins a room, leaving the connection pending there until the caller
-    /// has queued the reply and calls `activate`. `rejoin`: only if the
-    /// user holds a seat there already (a resume); else `not_found`.
-    async fn join_pending(
+    /// has queued the reply and activates the seat (at the index returned).
+    /// `rejoin`: only if the user holds a seat there already (a resume);
+    /// else `not_found`.
+    async fn join_seat(
         &mut self,
         code: &str,
         since: Option<u64>,
         rejoin: bool,
-    ) -> Result<(Pending, JoinResult), ErrorBody> {
-        if let Some(cluster) = self.hub.cluster().cloned() {
-            let (mirror, result) = self.join_clustered(&cluster, code, since, rejoin).await?;
-            return Ok((Pending::Mirror(mirror), result));
-        }
-        let user = self.authenticated()?;
-        let public = user.public();
-        let room = self.hub.find(code)?;
-        if rejoin && !room.holds_seat(&public.id) {
-            return Err(crate::room::not_found(code));
-        }
-        let store = self.hub.store().clone();
-        let storage_down = |e: crate::store::StoreError| {
-            tracing::warn!(room = room.code(), "cannot read the room: {e}");
-            unavailable("storage is unavailable; try again shortly")
-        };
-        if let Some(after) = room.needs_warming() {
-            let recent = store.recent_cids(room.code(), after).await.map_err(storage_down)?;
-            room.warm(recent);
-        }
-        let stored = if room.is_persistent() && !room.knows(&public.id) {
-            store.visibility(room.code(), &public.id).await.map_err(storage_down)?
-        } else {
-            None
-        };
-        let joined = room.join(
-            self.id,
-            &self.outbox,
-            &public,
-            since,
-            self.hub.config().resume_limit,
-            stored,
-            rejoin,
-        )?;
-        if !self.has_joined(&room) {
-            self.joined.push(room.clone());
-        }
-        let mut result = joined.result;
-        if let Some(fetch) = joined.fetch {
-            let slice = Slice { window: std::mem::take(&mut result.messages), fetch: Some(fetch) };
-            match self.read(&room, slice).await {
-                Ok(messages) => result.messages = messages,
-                Err(e) => {
-                    // The seat was taken; give it back before failing.
-                    self.forget(&room);
-                    if let Ok(departure) = room.leave(self.id, &public.id) {
-                        self.hub.settle(&room, departure);
-                    }
-                    return Err(e);
-                }
-            }
-        }
+    ) -> Result<(usize, JoinResult), ErrorBody> {
+        let user = self.authenticated()?.public();
+        let who = Joiner { conn: self.id, outbox: &self.outbox, user: &user };
+        let at = self.seat_index(code);
+        let seated = at.map(|i| &self.seats[i]);
+        let (seat, mut result) = self.hub.backend().join(who, code, since, rejoin, seated).await?;
         if let Some(since) = since {
             result.gap = (result.messages.len() as u64) < result.seq.saturating_sub(since);
         }
-        Ok((Pending::Room(room), result))
+        // A connection joining a room it is in already keeps one seat.
+        let at = match self.seats.iter().position(|s| s.code() == seat.code()) {
+            Some(i) => {
+                self.seats[i] = seat;
+                i
+            }
+            None => {
+                self.seats.push(seat);
+                self.seats.len() - 1
+            }
+        };
+        Ok((at, result))
+    }
+
+    /// Where among this connection's own rooms `code` is.
+    fn seat_index(&self, code: &str) -> Option<usize> {
+        let key = code.trim();
+        self.seats.iter().position(|seat| seat.code().eq_ignore_ascii_case(key))
     }
 
     /// A room this connection joined, found among its own rooms only: a
     /// room that does not exist and one that is not this connection's
     /// answer the same error, by the same path.
-    fn joined_room(&self, code: &str) -> Result<Arc<Room>, ErrorBody> {
-        let key = code.trim();
-        self.joined
-            .iter()
-            .find(|room| room.code().eq_ignore_ascii_case(key))
-            .cloned()
-            .ok_or_else(|| not_in(code))
+    fn seat(&self, code: &str) -> Result<&B::Seat, ErrorBody> {
+        self.seat_index(code).map(|i| &self.seats[i]).ok_or_else(|| not_in(code))
     }
 
     /// Whether this connection is in the room `code`.
@@ -500,15 +422,7 @@ impl Conn {
 
     /// Rooms this connection is in.
     fn room_count(&self) -> usize {
-        self.joined.len() + self.seats.len()
-    }
-
-    fn has_joined(&self, room: &Arc<Room>) -> bool {
-        self.joined.iter().any(|joined| Arc::ptr_eq(joined, room))
-    }
-
-    fn forget(&mut self, room: &Arc<Room>) {
-        self.joined.retain(|joined| !Arc::ptr_eq(joined, room));
+        self.seats.len()
     }
 
     fn ok<T: Serialize>(&self, id: Option<i64>, result: &T) -> Result<(), ErrorBody> {
@@ -525,16 +439,12 @@ impl Conn {
     }
 }
 
-impl Drop for Conn {
+impl<B: RoomBackend> Drop for Conn<B> {
     fn drop(&mut self) {
         let grace = self.hub.grace_applies() && !self.hub.config().grace.is_zero();
-        if let Some(cluster) = self.hub.cluster().cloned() {
-            self.drop_clustered(&cluster, grace);
-        }
         if let Some(user) = &self.user {
-            for room in &self.joined {
-                let departure = room.disconnect(self.id, &user.id, grace);
-                self.hub.settle(room, departure);
+            for seat in self.seats.drain(..) {
+                self.hub.backend().disconnect(seat, self.id, &user.id, grace);
             }
         }
         if let Some(user) = self.user.take()
@@ -546,32 +456,10 @@ impl Drop for Conn {
     }
 }
 
-fn reply_frame<T: Serialize>(id: i64, result: &T) -> Bytes {
-    Bytes::from(
-        serde_json::to_vec(&Reply { re: id, ok: true, result }).expect("replies always serialize"),
-    )
-}
-
 fn page_limit(limit: Option<u32>) -> Result<usize, ErrorBody> {
     match limit.unwrap_or(PAGE_DEFAULT) {
         0 => Err(bad("limit must be at least 1")),
         n if n > PAGE_MAX => Err(bad(format!("limit must be at most {PAGE_MAX}"))),
         n => Ok(n as usize),
     }
-}
-
-/// The one answer to an op on a room this connection is not in, whether
-/// or not the room exists: it names the room only as the client wrote it.
-pub(crate) fn not_in(code: &str) -> ErrorBody {
-    let code = code.trim();
-    let message = if code.len() <= 32 && !code.chars().any(char::is_control) {
-        format!("you are not in room {code}")
-    } else {
-        "you are not in that room".to_owned()
-    };
-    ErrorBody::new(ErrorCode::NotMember, message)
-}
-
-fn bad(message: impl Into<String>) -> ErrorBody {
-    ErrorBody::new(ErrorCode::BadRequest, message)
 }

@@ -1,33 +1,28 @@
-//! The hub: the rooms, the users, and the timers that end grace periods.
+//! The hub: the users and their sessions, the budgets, and the room
+//! backend every connection of the node speaks to.
 //!
 //! # Concurrency
 //!
-//! `Hub` is a cheap `Clone` handle over `Arc<Shared>`. The room map and the
-//! session map are each behind a `parking_lot` lock held only for a map
-//! lookup or insert, never across `.await` and never together with a
-//! room's lock: a caller clones the `Arc<Room>` out, releases the map, and
-//! only then locks the room. All ordering (seq, seats, fan-out) happens in
-//! the room's own critical section (see `room.rs`).
+//! `Hub` is a cheap `Clone` handle over `Arc<Shared>`. The session map is
+//! behind a `parking_lot` lock held only for a lookup or an insert, never
+//! across `.await`. All ordering (seq, seats, fan-out) happens in the
+//! backend: a room's own critical section, or its script in Redis.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use confab_proto::{ErrorBody, ErrorCode, Retention, RoomInfo, User};
-use parking_lot::{Mutex, RwLock};
+use confab_proto::{ErrorBody, RoomInfo, User};
+use parking_lot::Mutex;
 
-use crate::cluster::{Cluster, ClusterConfig, ClusterError};
-use crate::conn::Conn;
-use crate::persist::{Persister, unavailable};
+use crate::backend::{RoomBackend, Services};
+use crate::frames::unavailable;
+use crate::local::LocalRooms;
 use crate::rates::Limiters;
-use crate::room::{Departure, Room, RoomLimits, RoomMeta};
-use crate::store::{Store, StoreError, StoredRoom};
-use crate::{CloseReason, HubConfig, Outbox, ids, now_rfc3339};
-
-/// Posts that may wait for the store at once; beyond it posts to
-/// persistent rooms answer `unavailable`.
-const PERSIST_QUEUE: usize = 65_536;
+use crate::store::{Store, StoreError};
+use crate::{HubConfig, ids};
 
 /// A user, as known by their secret session token.
 #[derive(Debug)]
@@ -43,19 +38,20 @@ impl UserRecord {
     }
 }
 
-/// The chat system of one node.
-#[derive(Clone)]
-pub struct Hub {
-    shared: Arc<Shared>,
+/// The chat system of one node, over the room backend `B`.
+pub struct Hub<B = LocalRooms> {
+    shared: Arc<Shared<B>>,
 }
 
-struct Shared {
-    config: HubConfig,
-    store: Arc<dyn Store>,
-    persister: Persister,
-    /// Rooms by key: boards under their lower-case name, created rooms
-    /// under their upper-case code.
-    rooms: RwLock<HashMap<String, Arc<Room>>>,
+impl<B> Clone for Hub<B> {
+    fn clone(&self) -> Self {
+        Hub { shared: self.shared.clone() }
+    }
+}
+
+struct Shared<B> {
+    services: Arc<Services>,
+    backend: B,
     /// Users by the digest of their session token, as seen since start
     /// (the store has all).
     /// Held weakly: a record lives as long as a connection of its user
@@ -67,189 +63,82 @@ struct Shared {
     next_conn: AtomicU64,
     connections: AtomicUsize,
     shutting_down: AtomicBool,
-    /// Set when the node joined a cluster: rooms then live in Redis, and
-    /// `rooms` above stays empty.
-    cluster: OnceLock<Arc<Cluster>>,
 }
 
-impl Hub {
-    /// Opens a hub on `store`: records the configured boards and loads
-    /// every persistent room (its settings and latest `seq`, no messages).
-    /// Must be called within a Tokio runtime.
+impl Hub<LocalRooms> {
+    /// Opens a hub of one node on `store`, with its rooms here: records
+    /// the configured boards and loads every persistent room (its settings
+    /// and latest `seq`, no messages). Must be called within a Tokio
+    /// runtime.
     ///
     /// # Errors
     ///
     /// The store failed.
     pub async fn open(config: HubConfig, store: Arc<dyn Store>) -> Result<Hub, StoreError> {
-        let created = now_rfc3339();
-        for board in &config.boards {
-            store
-                .save_room(&StoredRoom {
-                    code: board.name.to_lowercase(),
-                    title: board.title.clone(),
-                    capacity: None,
-                    backlog: board.backlog,
-                    public: true,
-                    board: true,
-                    created: created.clone(),
-                    last_seq: 0,
-                })
-                .await?;
-        }
-        let persister = Persister::start(store.clone(), PERSIST_QUEUE);
-        let mut rooms = HashMap::new();
-        for stored in store.rooms().await? {
-            let configured =
-                config.boards.iter().any(|b| b.name.eq_ignore_ascii_case(&stored.code));
-            if stored.board && !configured {
-                continue;
-            }
-            let key = if stored.board { stored.code.to_lowercase() } else { stored.code.clone() };
-            let seats = stored.capacity.unwrap_or(if stored.board {
-                u32::MAX
-            } else {
-                config.max_capacity
-            });
-            let meta = RoomMeta {
-                code: stored.code,
-                title: stored.title,
-                capacity: stored.capacity,
-                retention: Retention::Persistent,
-                backlog: stored.backlog,
-                public: stored.public,
-                created: stored.created,
-                board: stored.board,
-            };
-            let limits = RoomLimits {
-                seats: seats as usize,
-                window: config.room_window,
-                dedup: config.dedup_window,
-            };
-            rooms.insert(
-                key,
-                Arc::new(Room::new(meta, limits, Some(persister.clone()), stored.last_seq)),
-            );
-        }
-        let limiters = Limiters::new(config.rates);
+        let services = Services::open(config, store).await?;
+        let rooms = LocalRooms::open(&services).await?;
+        Ok(Hub::new(services, rooms))
+    }
+}
+
+impl<B: RoomBackend> Hub<B> {
+    /// A hub whose rooms are `backend`'s. Must be called within a Tokio
+    /// runtime.
+    pub fn new(services: Arc<Services>, backend: B) -> Hub<B> {
+        let limiters = Limiters::new(services.config.rates);
         let hub = Hub {
             shared: Arc::new(Shared {
-                config,
-                store,
-                persister,
-                rooms: RwLock::new(rooms),
+                services,
+                backend,
                 sessions: Mutex::new(HashMap::new()),
                 limiters,
                 next_conn: AtomicU64::new(1),
                 connections: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
-                cluster: OnceLock::new(),
             }),
         };
         tokio::spawn(forget_idle_limits(Arc::downgrade(&hub.shared)));
-        let config = &hub.shared.config;
+        let config = &hub.shared.services.config;
         if !(config.room_retention.is_off() && config.board_retention.is_off()) {
             tokio::spawn(prune_loop(Arc::downgrade(&hub.shared)));
         }
-        Ok(hub)
+        hub
     }
 
     pub fn config(&self) -> &HubConfig {
-        &self.shared.config
+        &self.shared.services.config
     }
 
-    /// Makes this node one of a cluster through Redis: records the boards
-    /// and the stored rooms there (keeping what other nodes recorded), and
-    /// from then on runs every room through the cluster.
-    ///
-    /// # Errors
-    ///
-    /// Redis cannot be reached, or the hub is in a cluster already.
-    pub async fn join_cluster(&self, cluster: ClusterConfig) -> Result<(), ClusterError> {
-        let config = &self.shared.config;
-        let cluster = Cluster::start(
-            cluster,
-            &config.node,
-            self.shared.store.clone(),
-            config.room_window,
-            config.dedup_window,
-            config.boards.iter().map(|b| b.name.to_lowercase()).collect(),
-            config.max_capacity,
-            config.grace,
-        )
-        .await?;
-        cluster.record_stored().await?;
-        self.shared.cluster.set(cluster).map_err(|_| ClusterError::Already)?;
-        self.shared.rooms.write().clear();
-        Ok(())
+    /// The room backend.
+    pub fn backend(&self) -> &B {
+        &self.shared.backend
     }
 
-    /// Records in the store where a member's visible range in a cluster
-    /// room starts, so that it outlives what Redis holds. Best effort, as
-    /// on one node.
-    pub(crate) fn remember_visibility(&self, room: &str, user_id: &str, from: u64) {
-        let write = crate::store::Write::Visibility {
-            room: room.to_owned(),
-            user_id: user_id.to_owned(),
-            visibility: crate::store::StoredVisibility { from, left_at: None },
-        };
-        if self.shared.persister.try_queue(crate::persist::Job::Visibility(write)).is_err() {
-            tracing::warn!(room, "visibility not stored: storage is busy");
-        }
-    }
-
-    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.shared.cluster.get()
-    }
-
-    /// Whether the node can serve its cluster (always true for a single
-    /// node): Redis answers, its events arrive, and its lease is held.
+    /// Whether the node can serve its cluster (`None` for a single node):
+    /// Redis answers, its events arrive, and its lease is held.
     pub fn cluster_healthy(&self) -> Option<bool> {
-        self.cluster().map(|c| c.healthy())
-    }
-
-    /// The room key of a code in a cluster: a board's lower-case name, or
-    /// a created room's upper-case code.
-    pub(crate) fn cluster_key(&self, code: &str) -> String {
-        let code = code.trim();
-        if self.shared.config.boards.iter().any(|b| b.name.eq_ignore_ascii_case(code)) {
-            code.to_lowercase()
-        } else {
-            code.to_uppercase()
-        }
+        self.shared.backend.healthy()
     }
 
     /// Waits (up to `limit`) until the departures of closed connections
-    /// have reached the cluster.
-    pub async fn settle_departures(&self, limit: std::time::Duration) {
-        let Some(cluster) = self.cluster() else { return };
-        let _ = tokio::time::timeout(limit, async {
-            while cluster.departing() > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+    /// have been recorded.
+    pub async fn settle_departures(&self, limit: Duration) {
+        self.shared.backend.settle(limit).await;
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
-        &self.shared.store
+        &self.shared.services.store
     }
 
     /// Whether the store answers (false while it is down).
     pub fn store_healthy(&self) -> bool {
-        self.shared.persister.healthy()
+        self.shared.services.store_healthy()
     }
 
-    /// Opens a connection that speaks to the hub through `outbox`.
-    pub fn connect(&self, outbox: Outbox) -> Conn {
-        self.connect_from(outbox, None)
-    }
-
-    /// Opens a connection from the client address `peer`, which failed
-    /// joins are counted against (see `rates.rs`).
-    pub fn connect_from(&self, outbox: Outbox, peer: Option<IpAddr>) -> Conn {
-        let id = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    /// A new connection's id, counted as open until [`Hub::disconnected`].
+    pub(crate) fn connected(&self) -> u64 {
         self.shared.connections.fetch_add(1, Ordering::Relaxed);
-        Conn::new(self.clone(), id, outbox, peer)
+        self.shared.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn limiters(&self) -> &Limiters {
@@ -262,7 +151,7 @@ impl Hub {
     /// page refresh a new user (a ghost, and join/leave noise).
     pub(crate) fn keep_through_grace(&self, user: Arc<UserRecord>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let grace = self.shared.config.grace;
+        let grace = self.config().grace;
         runtime.spawn(async move {
             tokio::time::sleep(grace).await;
             drop(user);
@@ -281,34 +170,16 @@ impl Hub {
     /// Rooms that exist right now, boards included (in a cluster: rooms
     /// this node has connections in).
     pub fn room_count(&self) -> usize {
-        match self.cluster() {
-            Some(cluster) => cluster.mirror_count(),
-            None => self.shared.rooms.read().len(),
-        }
+        self.shared.backend.room_count()
     }
 
     /// Public rooms and boards: boards first, then the busiest.
     ///
     /// # Errors
     ///
-    /// `unavailable` when the cluster cannot be reached.
+    /// `unavailable` when the backend cannot answer.
     pub async fn public_rooms(&self) -> Result<Vec<RoomInfo>, ErrorBody> {
-        let mut rooms: Vec<(bool, RoomInfo)> = match self.cluster() {
-            Some(cluster) => {
-                let boards = &self.shared.config.boards;
-                cluster
-                    .public_rooms()
-                    .await?
-                    .into_iter()
-                    .map(|info| (boards.iter().any(|b| b.name == info.code), info))
-                    .collect()
-            }
-            None => {
-                let rooms: Vec<Arc<Room>> =
-                    self.shared.rooms.read().values().filter(|r| r.meta.public).cloned().collect();
-                rooms.iter().map(|r| (r.meta.board, r.info())).collect()
-            }
-        };
+        let mut rooms = self.shared.backend.public_rooms().await?;
         rooms.sort_by(|(a_board, a), (b_board, b)| {
             b_board
                 .cmp(a_board)
@@ -317,183 +188,6 @@ impl Hub {
                 .then_with(|| a.code.cmp(&b.code))
         });
         Ok(rooms.into_iter().map(|(_, info)| info).collect())
-    }
-
-    /// Finds a room by code (case-insensitive) or board name.
-    pub(crate) fn room(&self, code: &str) -> Option<Arc<Room>> {
-        let code = code.trim();
-        let rooms = self.shared.rooms.read();
-        rooms.get(&code.to_lowercase()).or_else(|| rooms.get(&code.to_uppercase())).cloned()
-    }
-
-    /// Finds a room, or answers `not_found`.
-    pub(crate) fn find(&self, code: &str) -> Result<Arc<Room>, ErrorBody> {
-        self.room(code).ok_or_else(|| crate::room::not_found(code))
-    }
-
-    /// Creates a room with a fresh code. Validation of the arguments is the
-    /// caller's.
-    pub(crate) async fn create_room(
-        &self,
-        title: Option<String>,
-        capacity: Option<u32>,
-        retention: Retention,
-        backlog: u32,
-        public: bool,
-    ) -> Result<RoomInfo, ErrorBody> {
-        let config = &self.shared.config;
-        if let Some(cluster) = self.cluster() {
-            return self
-                .create_in_cluster(cluster, title, capacity, retention, backlog, public)
-                .await;
-        }
-        let code = {
-            let rooms = self.shared.rooms.read();
-            (0..32)
-                .map(|_| ids::room_code(config.code_len))
-                .find(|code| !rooms.contains_key(code))
-                .ok_or_else(|| unavailable("no free room code; try again"))?
-        };
-        let meta = RoomMeta {
-            title: title.unwrap_or_else(|| format!("Room {code}")),
-            code: code.clone(),
-            capacity,
-            retention,
-            backlog,
-            public,
-            created: now_rfc3339(),
-            board: false,
-        };
-        if retention == Retention::Persistent {
-            if !self.store_healthy() {
-                return Err(unavailable("storage is unavailable; try again shortly"));
-            }
-            let stored = StoredRoom {
-                code: code.clone(),
-                title: meta.title.clone(),
-                capacity,
-                backlog,
-                public,
-                board: false,
-                created: meta.created.clone(),
-                last_seq: 0,
-            };
-            self.store().save_room(&stored).await.map_err(|e| {
-                tracing::warn!("cannot store room {code}: {e}");
-                unavailable("storage is unavailable; try again shortly")
-            })?;
-        }
-        let limits = RoomLimits {
-            seats: capacity.unwrap_or(config.max_capacity) as usize,
-            window: config.room_window,
-            dedup: config.dedup_window,
-        };
-        let room = Arc::new(Room::new(meta, limits, Some(self.shared.persister.clone()), 0));
-        {
-            let mut rooms = self.shared.rooms.write();
-            if rooms.contains_key(&code) {
-                return Err(ErrorBody::new(ErrorCode::Unavailable, "room code clash; try again"));
-            }
-            rooms.insert(code, room.clone());
-        }
-        if retention == Retention::Ephemeral {
-            let hub = self.clone();
-            let ttl = config.unjoined_room_ttl;
-            let unjoined = Arc::downgrade(&room);
-            tokio::spawn(async move {
-                tokio::time::sleep(ttl).await;
-                if let Some(room) = unjoined.upgrade()
-                    && room.close_if_empty()
-                {
-                    hub.forget(&room);
-                }
-            });
-        }
-        tracing::debug!(room = room.code(), retention = retention.as_str(), "room created");
-        Ok(room.info())
-    }
-
-    async fn create_in_cluster(
-        &self,
-        cluster: &Arc<Cluster>,
-        title: Option<String>,
-        capacity: Option<u32>,
-        retention: Retention,
-        backlog: u32,
-        public: bool,
-    ) -> Result<RoomInfo, ErrorBody> {
-        let config = &self.shared.config;
-        let persistent = retention == Retention::Persistent;
-        if persistent && !self.store_healthy() {
-            return Err(unavailable("storage is unavailable; try again shortly"));
-        }
-        let seats = capacity.unwrap_or(config.max_capacity) as usize;
-        let created = now_rfc3339();
-        for _ in 0..32 {
-            let code = ids::room_code(config.code_len);
-            let info = RoomInfo {
-                title: title.clone().unwrap_or_else(|| format!("Room {code}")),
-                code,
-                capacity,
-                retention,
-                backlog,
-                public,
-                members: 0,
-                created: created.clone(),
-            };
-            // Unjoined, an ephemeral room expires; so does a persistent
-            // one until it is stored.
-            if !cluster.create(&info, seats, Some(config.unjoined_room_ttl), true, 0).await? {
-                continue;
-            }
-            if persistent {
-                let stored = StoredRoom {
-                    code: info.code.clone(),
-                    title: info.title.clone(),
-                    capacity,
-                    backlog,
-                    public,
-                    board: false,
-                    created: info.created.clone(),
-                    last_seq: 0,
-                };
-                self.store().save_room(&stored).await.map_err(|e| {
-                    tracing::warn!("cannot store room {}: {e}", info.code);
-                    unavailable("storage is unavailable; try again shortly")
-                })?;
-                cluster.keep(&info.code).await?;
-            }
-            tracing::debug!(room = info.code, retention = retention.as_str(), "room created");
-            return Ok(info);
-        }
-        Err(unavailable("no free room code; try again"))
-    }
-
-    /// Acts on what a departure did: starts a grace timer, or removes a
-    /// destroyed room.
-    pub(crate) fn settle(&self, room: &Arc<Room>, departure: Departure) {
-        match departure {
-            Departure::Quiet | Departure::Left => {}
-            Departure::Destroyed => self.forget(room),
-            Departure::Grace { user_id, epoch } => {
-                let hub = self.clone();
-                let room = room.clone();
-                let grace = self.shared.config.grace;
-                tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    let departure = room.expire_grace(&user_id, epoch);
-                    hub.settle(&room, departure);
-                });
-            }
-        }
-    }
-
-    fn forget(&self, room: &Arc<Room>) {
-        let mut rooms = self.shared.rooms.write();
-        if rooms.get(room.code()).is_some_and(|r| Arc::ptr_eq(r, room)) {
-            rooms.remove(room.code());
-        }
-        tracing::debug!(room = room.code(), "room destroyed");
     }
 
     /// Looks up or creates the user for a `hello`. A session the store
@@ -557,7 +251,13 @@ impl Hub {
         };
         let digest = ids::token_digest(&user.session);
         let saved = store_up
-            && match self.shared.persister.save_session(digest.clone(), user.public()).await {
+            && match self
+                .shared
+                .services
+                .persister
+                .save_session(digest.clone(), user.public())
+                .await
+            {
                 // With the posts' batches: one transaction for many sessions.
                 Ok(written) => written,
                 // With the queue full, on its own.
@@ -572,7 +272,7 @@ impl Hub {
         // In a cluster a session lives in the store, where every node finds
         // it: one the store does not hold would be someone else on the next
         // node. A single node keeps it in memory meanwhile.
-        if !saved && self.cluster().is_some() {
+        if !saved && self.shared.backend.sessions_shared() {
             return Err(unavailable("cannot store your session right now; try again shortly"));
         }
         if !saved && store_up {
@@ -601,57 +301,36 @@ impl Hub {
     /// `shutdown` and is closed after its queued frames are written.
     pub fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Relaxed);
-        if let Some(cluster) = self.cluster() {
-            cluster.shut_down();
-        }
-        // Every room's `closed` is queued before any connection closes: a
-        // writer that saw its close first would end before the next room's
-        // event was queued.
-        let rooms: Vec<Arc<Room>> = self.shared.rooms.read().values().cloned().collect();
-        for room in &rooms {
-            room.announce_shutdown();
-        }
-        for room in &rooms {
-            room.close_connections(CloseReason::Shutdown);
-        }
+        self.shared.backend.shutdown();
     }
 }
 
 /// Applies the retention policies now and then, to the store and to the
 /// rooms' windows. Ends when the hub is gone.
-async fn prune_loop(shared: std::sync::Weak<Shared>) {
+async fn prune_loop<B: RoomBackend>(shared: Weak<Shared<B>>) {
     loop {
-        let Some(every) = shared.upgrade().map(|s| s.config.prune_every) else { return };
+        let Some(every) = shared.upgrade().map(|s| s.services.config.prune_every) else { return };
         tokio::time::sleep(every).await;
         let Some(shared) = shared.upgrade() else { return };
-        let config = &shared.config;
+        let config = &shared.services.config;
         for (boards, policy) in [(false, config.room_retention), (true, config.board_retention)] {
             if policy.is_off() {
                 continue;
             }
-            match shared.store.prune(boards, policy.keep, policy.max_age).await {
+            match shared.services.store.prune(boards, policy.keep, policy.max_age).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(boards, "pruned {n} old messages"),
                 Err(e) => tracing::warn!("pruning failed: {e}"),
             }
-            let rooms: Vec<Arc<Room>> = shared
-                .rooms
-                .read()
-                .values()
-                .filter(|r| r.is_persistent() && r.meta.board == boards)
-                .cloned()
-                .collect();
             let cutoff = policy.max_age.map(crate::rfc3339_ago);
-            for room in rooms {
-                room.prune_window(policy.keep, cutoff.as_deref());
-            }
+            shared.backend.prune(boards, policy.keep, cutoff.as_deref());
         }
     }
 }
 
 /// Lets rate-limit buckets of idle users go, once a minute. Ends when the
 /// hub is gone.
-async fn forget_idle_limits(shared: std::sync::Weak<Shared>) {
+async fn forget_idle_limits<B: RoomBackend>(shared: Weak<Shared<B>>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         let Some(shared) = shared.upgrade() else { return };

@@ -6,13 +6,16 @@
 //! [`Conn`] with an [`Outbox`], feeds it decoded ops, and writes out what
 //! the outbox yields. Everything a chat user can observe is decided here.
 
+pub mod backend;
 mod clock;
-mod cluster;
 mod config;
 mod conn;
+pub mod fanout;
+pub mod frames;
 mod hub;
-mod ids;
+pub mod ids;
 mod limits;
+mod local;
 pub mod metric;
 mod outbox;
 mod persist;
@@ -20,12 +23,15 @@ mod rates;
 mod room;
 mod store;
 
+pub use backend::{
+    Departure, Draft, Joiner, NewRoom, Range, RoomBackend, RoomSpec, Seat, Services,
+};
 pub use clock::{now_rfc3339, rfc3339_ago};
-pub use cluster::{ClusterConfig, ClusterError};
 pub use config::{BoardConfig, HubConfig, Limits, RetentionPolicy};
 pub use conn::Conn;
 pub use hub::Hub;
-pub use limits::validate_name;
+pub use limits::{name_key, validate_name};
+pub use local::{LocalRooms, LocalSeat};
 pub use outbox::{CloseReason, CloseSignal, Next, Outbox, OutboxReceiver};
 pub use rates::{Rate, Rates};
 pub use store::{

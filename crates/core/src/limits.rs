@@ -45,7 +45,7 @@ pub fn validate_name(name: &str, max: usize) -> Result<String, ErrorBody> {
 /// What two names are compared by: lower-cased, without invisible and
 /// format characters, white space folded to one space. Names with the
 /// same key cannot be told apart on screen, so a room holds one of them.
-pub(crate) fn name_key(name: &str) -> String {
+pub fn name_key(name: &str) -> String {
     let mut key = String::with_capacity(name.len());
     let mut space = false;
     for c in name.chars().filter(|&c| !is_invisible(c)) {

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use confab_proto::{ErrorBody, ErrorCode, Message, User};
+use confab_proto::{ErrorBody, Message, User};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Outbox;
-use crate::room::Room;
+use crate::frames::{error_frame, unavailable};
 use crate::store::{Store, Write};
 
 /// Most posts written in one transaction.
@@ -38,8 +38,19 @@ pub(crate) enum Job {
     Session(Write, oneshot::Sender<bool>),
 }
 
+/// Where a written post is published: its room. (A trait, so that the
+/// writer knows nothing of rooms.)
+pub(crate) trait Publish: Send + Sync {
+    /// The room's current epoch: a post queued in an older one is void.
+    fn epoch(&self) -> u64;
+    /// The post is durable: publish it.
+    fn commit(&self, post: &PendingPost);
+    /// A write failed: forget every `seq` handed out in `epoch`.
+    fn roll_back(&self, epoch: u64);
+}
+
 pub(crate) struct PendingPost {
-    pub room: Arc<Room>,
+    pub room: Arc<dyn Publish>,
     pub message: Arc<Message>,
     pub epoch: u64,
     /// The posting connection, which gets the reply instead of the event.
@@ -87,10 +98,6 @@ impl Persister {
     pub fn try_queue(&self, job: Job) -> Result<(), ErrorBody> {
         self.tx.try_send(job).map_err(|_| unavailable("storage is busy; try again"))
     }
-}
-
-pub(crate) fn unavailable(message: &str) -> ErrorBody {
-    ErrorBody::new(ErrorCode::Unavailable, message)
 }
 
 async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy: Arc<AtomicBool>) {
@@ -149,7 +156,7 @@ async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy:
 fn fail(post: &PendingPost, message: &str) {
     let error = unavailable(message);
     for (outbox, id) in post.waiters.lock().drain(..) {
-        outbox.push(crate::room::error_frame(id, error.clone()));
+        outbox.push(error_frame(id, error.clone()));
     }
 }
 

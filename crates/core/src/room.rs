@@ -18,33 +18,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use confab_proto::{
-    ErrorBody, ErrorCode, Event, JoinResult, LeaveReason, Message, Reply, Retention, RoomInfo, User,
-};
+use confab_proto::{ErrorBody, Event, JoinResult, LeaveReason, Message, Retention, RoomInfo, User};
 use parking_lot::Mutex;
-use serde::Serialize;
 
+use crate::backend::{Departure, Draft, Range, RoomSpec};
+use crate::fanout::Listener;
+use crate::frames::{
+    event_frame, message_event, message_json, message_reply, name_taken, not_found, room_full,
+    unavailable,
+};
 use crate::outbox::Outbox;
-use crate::persist::{Job, PendingPost, Persister, Waiters, unavailable};
+use crate::persist::{Job, PendingPost, Persister, Publish, Waiters};
 use crate::store::{StoredVisibility, Write};
-
-/// Frames a connection may receive between its join and the moment its
-/// join reply is queued. Past this the connection is treated as overflowing.
-const PENDING_LIMIT: usize = 1024;
-
-/// What never changes about a room.
-#[derive(Debug, Clone)]
-pub(crate) struct RoomMeta {
-    pub code: String,
-    pub title: String,
-    /// As created: `None` means the server maximum.
-    pub capacity: Option<u32>,
-    pub retention: Retention,
-    pub backlog: u32,
-    pub public: bool,
-    pub created: String,
-    pub board: bool,
-}
 
 /// Sizes that bound a room's memory.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +43,7 @@ pub(crate) struct RoomLimits {
 }
 
 pub(crate) struct Room {
-    pub meta: RoomMeta,
+    pub meta: RoomSpec,
     limits: RoomLimits,
     /// Where a persistent room's posts go; `None` for ephemeral rooms.
     persister: Option<Persister>,
@@ -106,28 +91,9 @@ enum Dedup {
 
 struct Member {
     user: User,
-    conns: Vec<ConnEntry>,
+    conns: Vec<Listener>,
     /// `Some(epoch)` while the member has no connection and is in grace.
     grace: Option<u64>,
-}
-
-struct ConnEntry {
-    id: u64,
-    outbox: Outbox,
-    /// Frames held back until the join reply has been queued.
-    pending: Option<Vec<Bytes>>,
-}
-
-impl ConnEntry {
-    fn push(&mut self, frame: &Bytes) {
-        match &mut self.pending {
-            None => {
-                self.outbox.push(frame.clone());
-            }
-            Some(pending) if pending.len() < PENDING_LIMIT => pending.push(frame.clone()),
-            Some(_) => self.outbox.close(crate::CloseReason::Overflow),
-        }
-    }
 }
 
 /// The contiguous range of a room's messages a user may see: from `from`
@@ -167,34 +133,10 @@ pub(crate) struct Joined {
     pub fetch: Option<Fetch>,
 }
 
-/// A post's content, validated, before it gets its `seq`.
-#[derive(Debug)]
-pub(crate) struct Draft {
-    pub body: String,
-    pub subject: Option<String>,
-    pub cid: Option<String>,
-    pub ts: String,
-}
-
-/// What a member's departure did to the room.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Departure {
-    /// Nothing visible changed (another connection of the user remains, or
-    /// the connection was not joined).
-    Quiet,
-    /// The user left and the room goes on.
-    Left,
-    /// The user entered the reconnect grace; the caller starts its timer.
-    Grace { user_id: String, epoch: u64 },
-    /// The last member left an ephemeral room: the room is closed and the
-    /// caller removes it from the hub.
-    Destroyed,
-}
-
 impl Room {
     /// A room whose latest durable `seq` is `last_seq` (0 for a new room).
     pub fn new(
-        meta: RoomMeta,
+        meta: RoomSpec,
         limits: RoomLimits,
         persister: Option<Persister>,
         last_seq: u64,
@@ -222,21 +164,8 @@ impl Room {
         self.persister.is_some()
     }
 
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Relaxed)
-    }
-
     pub fn info(&self) -> RoomInfo {
-        RoomInfo {
-            code: self.meta.code.clone(),
-            title: self.meta.title.clone(),
-            capacity: self.meta.capacity,
-            retention: self.meta.retention,
-            backlog: self.meta.backlog,
-            public: self.meta.public,
-            members: self.member_count.load(Ordering::Relaxed),
-            created: self.meta.created.clone(),
-        }
+        self.meta.info(self.member_count.load(Ordering::Relaxed))
     }
 
     /// Whether the room knows `user_id`'s visible range without the store.
@@ -304,7 +233,7 @@ impl Room {
         if state.closed || (rejoin && !state.members.contains_key(&user.id)) {
             return Err(not_found(&self.meta.code));
         }
-        let entry = ConnEntry { id: conn, outbox: outbox.clone(), pending: Some(Vec::new()) };
+        let entry = Listener::pending(conn, outbox);
         // A member coming back under a new name keeps the old one if the
         // new one is another member's.
         let renamable = !state
@@ -316,20 +245,14 @@ impl Room {
             if renamable {
                 member.user.name.clone_from(&user.name);
             }
-            member.conns.retain(|c| c.id != conn);
+            member.conns.retain(|c| c.conn != conn);
             member.conns.push(entry);
         } else {
             if state.members.len() >= self.limits.seats {
-                return Err(ErrorBody::new(
-                    ErrorCode::RoomFull,
-                    format!("room {} is full ({} seats)", self.meta.code, self.limits.seats),
-                ));
+                return Err(room_full(&self.meta.code, self.limits.seats));
             }
             if state.members.values().any(|m| names_clash(&m.user.name, &user.name)) {
-                return Err(ErrorBody::new(
-                    ErrorCode::NameTaken,
-                    format!("someone in room {} is already called {:?}", self.meta.code, user.name),
-                ));
+                return Err(name_taken(&self.meta.code, &user.name));
             }
             let floor = (state.durable + 1).saturating_sub(u64::from(self.meta.backlog)).max(1);
             let known = state.visibility.get(&user.id).copied().or(stored.map(Visibility::from));
@@ -387,10 +310,8 @@ impl Room {
     pub fn activate(&self, conn: u64) {
         let mut state = self.state.lock();
         for member in state.members.values_mut() {
-            if let Some(entry) = member.conns.iter_mut().find(|c| c.id == conn) {
-                for frame in entry.pending.take().unwrap_or_default() {
-                    entry.outbox.push(frame);
-                }
+            if let Some(entry) = member.conns.iter_mut().find(|c| c.conn == conn) {
+                entry.activate();
                 return;
             }
         }
@@ -409,7 +330,7 @@ impl Room {
             return Err(not_member(&self.meta.code));
         };
         let before = member.conns.len();
-        member.conns.retain(|c| c.id != conn);
+        member.conns.retain(|c| c.conn != conn);
         if member.conns.len() == before && before > 0 {
             return Err(not_member(&self.meta.code));
         }
@@ -429,7 +350,7 @@ impl Room {
             return Departure::Quiet;
         };
         let before = member.conns.len();
-        member.conns.retain(|c| c.id != conn);
+        member.conns.retain(|c| c.conn != conn);
         if member.conns.len() == before || !member.conns.is_empty() {
             return Departure::Quiet;
         }
@@ -551,7 +472,7 @@ impl Room {
         let Some(member) = state.members.get(&user.id) else {
             return Err(not_member(&self.meta.code));
         };
-        let Some(poster) = member.conns.iter().find(|c| c.id == conn) else {
+        let Some(poster) = member.conns.iter().find(|c| c.conn == conn) else {
             return Err(not_member(&self.meta.code));
         };
         let poster = poster.outbox.clone();
@@ -599,7 +520,7 @@ impl Room {
             Some(persister) => {
                 let waiters: Waiters = Arc::new(Mutex::new(vec![(poster, reply_id)]));
                 persister.try_queue(Job::Post(PendingPost {
-                    room: self.clone(),
+                    room: self.clone() as Arc<dyn Publish>,
                     message,
                     epoch: state.epoch,
                     conn,
@@ -612,36 +533,6 @@ impl Room {
             }
         }
         Ok(())
-    }
-
-    /// The persister wrote `post`: publish it.
-    pub fn commit(&self, post: &PendingPost) {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        if let Some(cid) = &post.message.cid {
-            let key = (post.message.from.id.clone(), cid.clone());
-            if let Some(entry) = state.dedup.get_mut(&key) {
-                *entry = Dedup::Done(post.message.clone());
-            }
-        }
-        let waiters: Vec<_> = post.waiters.lock().drain(..).collect();
-        self.publish(state, &post.message, post.conn, &waiters);
-    }
-
-    /// A write failed: forget every `seq` handed out after the last durable
-    /// one and start a new epoch, so queued posts of the old one fail.
-    pub fn roll_back(&self, epoch: u64) {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        if state.epoch != epoch {
-            return;
-        }
-        state.epoch += 1;
-        self.epoch.store(state.epoch, Ordering::Relaxed);
-        state.seq = state.durable;
-        state.dedup.retain(|_, entry| matches!(entry, Dedup::Done(_)));
-        let dedup = &state.dedup;
-        state.dedup_order.retain(|key| dedup.contains_key(key));
     }
 
     /// Adds a message to the window, sends the event to every joined
@@ -660,13 +551,9 @@ impl Room {
             state.window.pop_front();
         }
         let json = message_json(message);
-        let mut event = Vec::with_capacity(json.len() + 32);
-        event.extend_from_slice(br#"{"ev":"message","message":"#);
-        event.extend_from_slice(&json);
-        event.push(b'}');
-        let event = Bytes::from(event);
+        let event = message_event(&json);
         let fanout = std::time::Instant::now();
-        let queued = broadcast(state, &event, |_, c| c.id != poster);
+        let queued = broadcast(state, &event, |_, c| c.conn != poster);
         metrics::histogram!(crate::metric::FANOUT).record(fanout.elapsed());
         metrics::counter!(crate::metric::DELIVERIES).increment(queued);
         metrics::counter!(crate::metric::POSTS).increment(1);
@@ -714,38 +601,20 @@ impl Room {
         Ok(state.members.values().map(|m| m.user.clone()).collect())
     }
 
-    /// Up to `limit` visible messages before `before`, oldest first.
+    /// The visible messages of `range`: from the window, and, for a
+    /// persistent room, a range older than the window to read from the
+    /// store.
     ///
     /// # Errors
     ///
     /// `not_member` if the connection has not joined.
-    pub fn history(
-        &self,
-        conn: u64,
-        user_id: &str,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Slice, ErrorBody> {
+    pub fn read(&self, conn: u64, user_id: &str, range: Range) -> Result<Slice, ErrorBody> {
         let state = self.state.lock();
         if !is_joined(&state, user_id, conn) {
             return Err(not_member(&self.meta.code));
         }
         let visibility = state.visibility[user_id];
-        Ok(self.slice(&state, visibility, 0, before.unwrap_or(u64::MAX), limit))
-    }
-
-    /// The message `seq`, if the connection's user may see it.
-    ///
-    /// # Errors
-    ///
-    /// `not_member` if the connection has not joined.
-    pub fn get(&self, conn: u64, user_id: &str, seq: u64) -> Result<Slice, ErrorBody> {
-        let state = self.state.lock();
-        if !is_joined(&state, user_id, conn) {
-            return Err(not_member(&self.meta.code));
-        }
-        let visibility = state.visibility[user_id];
-        Ok(self.slice(&state, visibility, seq.saturating_sub(1), seq.saturating_add(1), 1))
+        Ok(self.slice(&state, visibility, range.after, range.before, range.limit))
     }
 
     /// The newest `limit` messages with `after < seq < before` that
@@ -790,23 +659,51 @@ impl Room {
     /// several rooms hears of each of them.
     pub fn announce_shutdown(&self) {
         let mut state = self.state.lock();
-        let frame =
-            event_frame(&Event::Closed { room: self.meta.code.clone(), reason: "shutdown".into() });
-        for member in state.members.values_mut() {
-            for conn in &mut member.conns {
-                conn.push(&frame);
-            }
-        }
+        let listeners = state.members.values_mut().flat_map(|m| m.conns.iter_mut());
+        crate::fanout::announce_shutdown(&self.meta.code, listeners);
     }
 
     /// Closes every joined connection with `reason`, after what is queued.
     pub fn close_connections(&self, reason: crate::CloseReason) {
         let state = self.state.lock();
-        for member in state.members.values() {
-            for conn in &member.conns {
-                conn.outbox.close(reason);
+        let listeners = state.members.values().flat_map(|m| m.conns.iter());
+        crate::fanout::close_all(listeners, reason);
+    }
+}
+
+impl Publish for Room {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// The persister wrote `post`: publish it.
+    fn commit(&self, post: &PendingPost) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if let Some(cid) = &post.message.cid {
+            let key = (post.message.from.id.clone(), cid.clone());
+            if let Some(entry) = state.dedup.get_mut(&key) {
+                *entry = Dedup::Done(post.message.clone());
             }
         }
+        let waiters: Vec<_> = post.waiters.lock().drain(..).collect();
+        self.publish(state, &post.message, post.conn, &waiters);
+    }
+
+    /// A write failed: forget every `seq` handed out after the last durable
+    /// one and start a new epoch, so queued posts of the old one fail.
+    fn roll_back(&self, epoch: u64) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.epoch != epoch {
+            return;
+        }
+        state.epoch += 1;
+        self.epoch.store(state.epoch, Ordering::Relaxed);
+        state.seq = state.durable;
+        state.dedup.retain(|_, entry| matches!(entry, Dedup::Done(_)));
+        let dedup = &state.dedup;
+        state.dedup_order.retain(|key| dedup.contains_key(key));
     }
 }
 
@@ -825,13 +722,13 @@ fn names_clash(a: &str, b: &str) -> bool {
 }
 
 fn is_joined(state: &RoomState, user_id: &str, conn: u64) -> bool {
-    state.members.get(user_id).is_some_and(|m| m.conns.iter().any(|c| c.id == conn))
+    state.members.get(user_id).is_some_and(|m| m.conns.iter().any(|c| c.conn == conn))
 }
 
 /// Pushes `frame` to every connection for which `to(user, conn)` holds;
 /// returns how many it was pushed to. Allocates nothing: each push is a
 /// reference count on the shared frame and a non-blocking queue send.
-fn broadcast(state: &mut RoomState, frame: &Bytes, to: impl Fn(&User, &ConnEntry) -> bool) -> u64 {
+fn broadcast(state: &mut RoomState, frame: &Bytes, to: impl Fn(&User, &Listener) -> bool) -> u64 {
     let mut pushed = 0;
     for member in state.members.values_mut() {
         for conn in &mut member.conns {
@@ -844,52 +741,17 @@ fn broadcast(state: &mut RoomState, frame: &Bytes, to: impl Fn(&User, &ConnEntry
     pushed
 }
 
-pub(crate) fn event_frame(event: &Event) -> Bytes {
-    Bytes::from(serde_json::to_vec(event).expect("events always serialize"))
-}
-
-#[derive(Serialize)]
-struct Failure {
-    error: ErrorBody,
-}
-
-/// An error as the reply to `id`, or as an `error` event without one.
-pub(crate) fn error_frame(id: Option<i64>, error: ErrorBody) -> Bytes {
-    match id {
-        Some(id) => Bytes::from(
-            serde_json::to_vec(&Reply { re: id, ok: false, result: Failure { error } })
-                .expect("replies always serialize"),
-        ),
-        None => event_frame(&Event::Error { error }),
-    }
-}
-
-fn message_json(message: &Message) -> Vec<u8> {
-    serde_json::to_vec(message).expect("messages always serialize")
-}
-
-pub(crate) fn message_reply(id: i64, message_json: &[u8]) -> Bytes {
-    let mut reply = Vec::with_capacity(message_json.len() + 40);
-    reply.extend_from_slice(format!(r#"{{"re":{id},"ok":true,"message":"#).as_bytes());
-    reply.extend_from_slice(message_json);
-    reply.push(b'}');
-    Bytes::from(reply)
-}
-
-pub(crate) fn not_found(code: &str) -> ErrorBody {
-    ErrorBody::new(ErrorCode::NotFound, format!("no room {code}"))
-}
-
 fn not_member(code: &str) -> ErrorBody {
-    ErrorBody::new(ErrorCode::NotMember, format!("you have not joined room {code}"))
+    ErrorBody::new(confab_proto::ErrorCode::NotMember, format!("you have not joined room {code}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use confab_proto::ErrorCode;
 
     fn room(retention: Retention, seats: usize, backlog: u32) -> Arc<Room> {
-        let meta = RoomMeta {
+        let meta = RoomSpec {
             code: "ROOM22".into(),
             title: "t".into(),
             capacity: None,
@@ -918,6 +780,10 @@ mod tests {
         room.post(conn, who, draft, None).unwrap();
     }
 
+    fn all(limit: usize) -> Range {
+        Range { after: 0, before: u64::MAX, limit }
+    }
+
     fn seqs(slice: Slice) -> Vec<u64> {
         slice.window.iter().map(|m| m.seq).collect()
     }
@@ -934,13 +800,19 @@ mod tests {
         let seen: Vec<u64> = joined.result.messages.iter().map(|m| m.seq).collect();
         assert_eq!(seen, [4, 5], "the backlog of two");
         post(&room, 1, &ann, "m6");
-        assert_eq!(seqs(room.history(2, &bob.id, None, 50).unwrap()), [4, 5, 6]);
+        assert_eq!(seqs(room.read(2, &bob.id, all(50)).unwrap()), [4, 5, 6]);
         assert_eq!(room.leave(2, &bob.id).unwrap(), Departure::Left);
         post(&room, 1, &ann, "m7");
         // Back soon enough that the backlog covers the absence: one range.
         join(&room, 3, &bob).unwrap();
-        assert_eq!(seqs(room.history(3, &bob.id, None, 50).unwrap()), [4, 5, 6, 7]);
-        assert!(room.get(3, &bob.id, 3).unwrap().window.is_empty(), "before the range");
+        assert_eq!(seqs(room.read(3, &bob.id, all(50)).unwrap()), [4, 5, 6, 7]);
+        assert!(
+            room.read(3, &bob.id, Range { after: 2, before: 4, limit: 1 })
+                .unwrap()
+                .window
+                .is_empty(),
+            "before the range"
+        );
     }
 
     #[test]

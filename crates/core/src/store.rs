@@ -26,16 +26,11 @@ impl StoreError {
     }
 }
 
-/// A persistent room or board as stored.
+/// A persistent room or board as stored: its settings (always
+/// persistent) and the latest durable `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRoom {
-    pub code: String,
-    pub title: String,
-    pub capacity: Option<u32>,
-    pub backlog: u32,
-    pub public: bool,
-    pub board: bool,
-    pub created: String,
+    pub spec: crate::RoomSpec,
     /// The latest durable `seq`.
     pub last_seq: u64,
 }
@@ -172,10 +167,10 @@ impl Store for MemoryStore {
 
     fn save_room<'a>(&'a self, room: &'a StoredRoom) -> StoreFuture<'a, ()> {
         let mut inner = self.inner.lock();
-        let entry = inner.rooms.entry(room.code.clone()).or_insert_with(|| room.clone());
-        if room.board {
-            entry.title.clone_from(&room.title);
-            entry.backlog = room.backlog;
+        let entry = inner.rooms.entry(room.spec.code.clone()).or_insert_with(|| room.clone());
+        if room.spec.board {
+            entry.spec.title.clone_from(&room.spec.title);
+            entry.spec.backlog = room.spec.backlog;
         }
         ready(())
     }
@@ -320,8 +315,12 @@ impl Store for MemoryStore {
         max_age: Option<Duration>,
     ) -> StoreFuture<'_, u64> {
         let mut inner = self.inner.lock();
-        let skip: Vec<String> =
-            inner.rooms.values().filter(|r| r.board != boards).map(|r| r.code.clone()).collect();
+        let skip: Vec<String> = inner
+            .rooms
+            .values()
+            .filter(|r| r.spec.board != boards)
+            .map(|r| r.spec.code.clone())
+            .collect();
         let cutoff = max_age.map(crate::clock::rfc3339_ago);
         let mut pruned = 0;
         for (room, messages) in &mut inner.messages {

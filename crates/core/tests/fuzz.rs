@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use confab_core::{Hub, HubConfig, MemoryStore, Outbox, OutboxReceiver};
+use confab_core::{Conn, Hub, HubConfig, MemoryStore, Outbox, OutboxReceiver};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -103,7 +103,7 @@ proptest! {
             let mut clients: Vec<Client> = (0..3)
                 .map(|_| {
                     let (outbox, rx) = Outbox::new(4096);
-                    Client { conn: hub.connect(outbox), rx, seen: HashMap::new(), waiting: HashSet::new() }
+                    Client { conn: Conn::open(&hub, outbox, None), rx, seen: HashMap::new(), waiting: HashSet::new() }
                 })
                 .collect();
             for (i, (who, mut frame)) in ops.into_iter().enumerate() {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::admission::EdgeConfig;
 use clap::Args;
-use confab_core::{BoardConfig, ClusterConfig, HubConfig, Limits, Rate, Rates, RetentionPolicy};
+use confab_cluster::ClusterConfig;
+use confab_core::{BoardConfig, HubConfig, Limits, Rate, Rates, RetentionPolicy};
 use serde::Deserialize;
 
 /// Flags of `confab serve`. Every flag can also be given as `CONFAB_<FLAG>`

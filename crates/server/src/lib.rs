@@ -7,6 +7,7 @@ mod http;
 mod lp;
 mod mem;
 mod metrics;
+pub mod rooms;
 pub mod store;
 mod tcp;
 mod web;
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use confab_core::Hub;
+pub use rooms::{Conn, Hub, Rooms};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -90,16 +91,8 @@ impl Server {
             edge.descriptors = Some(descriptors);
         }
         let store = store::SqlStore::open(config.database.as_deref(), &config.data).await?;
-        let hub = Hub::open(config.hub.clone(), store.into_store())
-            .await
-            .context("cannot load rooms from the database")?;
-        if let Some(cluster) = config.cluster.clone() {
-            let url = cluster.url.clone();
-            hub.join_cluster(cluster)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot join the cluster at {url}: {e}"))?;
-            tracing::info!(node = hub.config().node, "joined the cluster at {url}");
-        }
+        let hub =
+            rooms::open(config.hub.clone(), store.into_store(), config.cluster.clone()).await?;
         let app = App {
             hub: hub.clone(),
             outbox: config.outbox,

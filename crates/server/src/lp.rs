@@ -44,7 +44,9 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use confab_core::{CloseReason, Conn, Outbox, OutboxReceiver};
+use confab_core::{CloseReason, Outbox, OutboxReceiver};
+
+use crate::Conn;
 use confab_proto::{ErrorBody, ErrorCode};
 use parking_lot::Mutex;
 use rand::Rng;
@@ -320,7 +322,7 @@ async fn open(
         None => random,
     };
     let (outbox, receiver) = Outbox::new(app.outbox);
-    let lp = Arc::new(LpConn::new(app.hub.connect_from(outbox, Some(ip))));
+    let lp = Arc::new(LpConn::new(Conn::open(&app.hub, outbox, Some(ip))));
     app.lp.shared.conns.lock().insert(token.clone(), lp.clone());
     // Tracked so shutdown waits for the connection to close.
     app.sockets.spawn(pump(lp, receiver, token.clone(), app.clone(), ticket));

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_core::{Appended, Store, StoreError, StoreFuture, StoredRoom, StoredVisibility, Write};
+use confab_core::{
+    Appended, RoomSpec, Store, StoreError, StoreFuture, StoredRoom, StoredVisibility, Write,
+};
+use confab_proto::Retention;
 use confab_proto::{Message, User};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
@@ -358,15 +361,18 @@ impl Store for SqlStore {
             .map_err(error)?;
             let room = |row: &AnyRow| -> Result<StoredRoom, sqlx::Error> {
                 Ok(StoredRoom {
-                    code: row.try_get("code")?,
-                    title: row.try_get("title")?,
-                    capacity: row
-                        .try_get::<Option<i64>, _>("capacity")?
-                        .and_then(|c| u32::try_from(c).ok()),
-                    backlog: u32::try_from(row.try_get::<i64, _>("backlog")?).unwrap_or(0),
-                    public: row.try_get::<i64, _>("public")? != 0,
-                    board: row.try_get::<i64, _>("board")? != 0,
-                    created: row.try_get("created")?,
+                    spec: RoomSpec {
+                        code: row.try_get("code")?,
+                        title: row.try_get("title")?,
+                        capacity: row
+                            .try_get::<Option<i64>, _>("capacity")?
+                            .and_then(|c| u32::try_from(c).ok()),
+                        retention: Retention::Persistent,
+                        backlog: u32::try_from(row.try_get::<i64, _>("backlog")?).unwrap_or(0),
+                        public: row.try_get::<i64, _>("public")? != 0,
+                        board: row.try_get::<i64, _>("board")? != 0,
+                        created: row.try_get("created")?,
+                    },
                     last_seq: uint(row, "last_seq")?,
                 })
             };
@@ -376,6 +382,7 @@ impl Store for SqlStore {
 
     fn save_room<'a>(&'a self, room: &'a StoredRoom) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let room = &room.spec;
             let query = if room.board {
                 "INSERT INTO rooms (code, title, capacity, backlog, public, board, created) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \

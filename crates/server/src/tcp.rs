@@ -34,7 +34,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use confab_core::{CloseReason, CloseSignal, Conn, Outbox};
+use confab_core::{CloseReason, CloseSignal, Outbox};
+
+use crate::Conn;
 use confab_proto::{ClientOp, Request};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -125,7 +127,7 @@ where
     let mut lines = LineReader::new(reader, limit);
     let (outbox, mut receiver) = Outbox::new(app.outbox);
     let signal = receiver.signal();
-    let mut session = Session::new(app.hub.connect_from(outbox, peer), limit);
+    let mut session = Session::new(Conn::open(&app.hub, outbox, peer), limit);
     metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "tcp").increment(1.0);
     say!(
         session.out,

@@ -154,7 +154,7 @@ async fn serve(
     peer: Option<IpAddr>,
 ) {
     let (outbox, receiver) = Outbox::new(app.outbox);
-    let mut conn = app.hub.connect_from(outbox.clone(), peer);
+    let mut conn = crate::Conn::open(&app.hub, outbox.clone(), peer);
     metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "ws").increment(1.0);
     let writer = tokio::spawn(write_frames(write, receiver, app.shutdown.clone()));
     let mut reader = Reader {

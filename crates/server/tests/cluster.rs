@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{TestServer, bodies, events, postgres_database, seqs, start_with};
 use confab_client::WsClient;
-use confab_core::ClusterConfig;
+use confab_cluster::ClusterConfig;
 use confab_server::Config;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::join;
 use confab_client::WsClient;
-use confab_core::{StoredRoom, Write};
+use confab_core::{RoomSpec, StoredRoom, Write};
 use confab_proto::{Message, User};
 use confab_server::store::SqlStore;
 use confab_server::{Config, Server};
@@ -103,13 +103,16 @@ async fn measure_join_cost_against_room_size() {
         for (code, count) in [("SMALL2", 10u64), ("LARGE2", 1_000_000)] {
             store
                 .save_room(&StoredRoom {
-                    code: code.into(),
-                    title: code.into(),
-                    capacity: None,
-                    backlog: 50,
-                    public: true,
-                    board: false,
-                    created: "2026-01-01T00:00:00.000Z".into(),
+                    spec: RoomSpec {
+                        code: code.into(),
+                        title: code.into(),
+                        capacity: None,
+                        retention: confab_proto::Retention::Persistent,
+                        backlog: 50,
+                        public: true,
+                        board: false,
+                        created: "2026-01-01T00:00:00.000Z".into(),
+                    },
                     last_seq: 0,
                 })
                 .await

@@ -7,19 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::postgres_database;
-use confab_core::{MemoryStore, Store, StoredRoom, StoredVisibility, Write};
+use confab_core::{MemoryStore, RoomSpec, Store, StoredRoom, StoredVisibility, Write};
 use confab_proto::{Message, User};
 use confab_server::store::SqlStore;
 
 fn room(code: &str, board: bool) -> StoredRoom {
     StoredRoom {
-        code: code.into(),
-        title: format!("Room {code}"),
-        capacity: if board { None } else { Some(4) },
-        backlog: 2,
-        public: board,
-        board,
-        created: "2026-01-01T00:00:00.000Z".into(),
+        spec: RoomSpec {
+            code: code.into(),
+            title: format!("Room {code}"),
+            capacity: if board { None } else { Some(4) },
+            retention: confab_proto::Retention::Persistent,
+            backlog: 2,
+            public: board,
+            board,
+            created: "2026-01-01T00:00:00.000Z".into(),
+        },
         last_seq: 0,
     }
 }
@@ -54,15 +57,17 @@ async fn suite(store: Arc<dyn Store>) {
     store.save_room(&room("ROOM22", false)).await.unwrap();
     store.save_room(&room("main", true)).await.unwrap();
     let mut board = room("main", true);
-    board.title = "Renamed board".into();
-    board.backlog = 7;
+    board.spec.title = "Renamed board".into();
+    board.spec.backlog = 7;
     store.save_room(&board).await.unwrap();
     let rooms = store.rooms().await.unwrap();
     assert_eq!(rooms.len(), 2);
-    let main = rooms.iter().find(|r| r.code == "main").unwrap();
-    assert_eq!((main.title.as_str(), main.backlog, main.board), ("Renamed board", 7, true));
-    let created = rooms.iter().find(|r| r.code == "ROOM22").unwrap();
-    assert_eq!((created.capacity, created.public, created.last_seq), (Some(4), false, 0));
+    let main = rooms.iter().find(|r| r.spec.code == "main").unwrap();
+    let board = &main.spec;
+    assert_eq!((board.title.as_str(), board.backlog, board.board), ("Renamed board", 7, true));
+    let created = rooms.iter().find(|r| r.spec.code == "ROOM22").unwrap();
+    let spec = &created.spec;
+    assert_eq!((spec.capacity, spec.public, created.last_seq), (Some(4), false, 0));
 
     // A batch of messages and visibility, in one write.
     let mut batch: Vec<Write> = (1..=10)
@@ -76,7 +81,7 @@ async fn suite(store: Arc<dyn Store>) {
     store.write(&batch).await.unwrap();
     store.write(&[message("main", 1, "u_bob", &ts(30), None)]).await.unwrap();
     let rooms = store.rooms().await.unwrap();
-    assert_eq!(rooms.iter().find(|r| r.code == "ROOM22").unwrap().last_seq, 10);
+    assert_eq!(rooms.iter().find(|r| r.spec.code == "ROOM22").unwrap().last_seq, 10);
 
     // Ranges: after < seq < before, newest `limit`, oldest first.
     let got = store.messages("ROOM22", 2, 9, 3).await.unwrap();
@@ -155,7 +160,7 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(stored.len(), 22);
     assert_eq!(stored[0].body, "draft 1");
     let rooms = store.rooms().await.unwrap();
-    assert_eq!(rooms.iter().find(|r| r.code == "APPEND").unwrap().last_seq, 22);
+    assert_eq!(rooms.iter().find(|r| r.spec.code == "APPEND").unwrap().last_seq, 22);
     assert!(store.append("NOPE", vec![draft(1)], 1024).await.is_err(), "no such room");
     // A cid its author used in the room already is not stored again, from
     // an earlier append or from earlier in the same one.

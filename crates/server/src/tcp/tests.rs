@@ -2,7 +2,7 @@ use bytes::Bytes;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use confab_core::{Hub, HubConfig, MemoryStore};
+use confab_core::{HubConfig, MemoryStore};
 use confab_proto::{Message, User};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio_util::sync::CancellationToken;
@@ -184,7 +184,9 @@ async fn session() -> BufReader<DuplexStream> {
     let store = Arc::new(MemoryStore::new());
     let edge = Edge::new(EdgeConfig::default());
     let app = App {
-        hub: Hub::open(HubConfig::default(), store).await.expect("a memory store opens"),
+        hub: crate::rooms::open_local(HubConfig::default(), store)
+            .await
+            .expect("a memory store opens"),
         outbox: 64,
         shutdown: CancellationToken::new(),
         sockets: TaskTracker::new(),

@@ -16,17 +16,17 @@ use bytes::Bytes;
 use confab_proto::{Event, LeaveReason, Retention, RoomInfo, User};
 use parking_lot::Mutex;
 
+use confab_core::Outbox;
+use confab_core::fanout::{self, Listener};
+use confab_core::frames::{event_frame, message_event, message_reply};
+
 use super::{ClusterJoin, close_lost};
-use crate::Outbox;
-use crate::room::event_frame;
 
 /// Applied events kept for connections that join just after them.
 const RECENT: usize = 1024;
 /// Events held back waiting for an earlier one; past this the mirror gives
 /// up and its connections resume.
 const HOLDBACK_MAX: usize = 8192;
-/// Frames a connection may receive between its join and its join reply.
-const PENDING_LIMIT: usize = 1024;
 
 /// One event as published by the room script.
 #[derive(Debug)]
@@ -97,44 +97,43 @@ enum To {
 
 struct Entry {
     user: String,
-    id: u64,
-    outbox: Outbox,
+    listener: Listener,
     /// The last event the join's snapshot included.
     after: u64,
     incarnation: String,
-    pending: Option<Vec<Bytes>>,
 }
 
 impl Entry {
-    fn push(&mut self, frame: &Bytes) {
-        match &mut self.pending {
-            None => {
-                self.outbox.push(frame.clone());
-            }
-            Some(pending) if pending.len() < PENDING_LIMIT => pending.push(frame.clone()),
-            Some(_) => self.outbox.close(crate::CloseReason::Overflow),
-        }
+    fn id(&self) -> u64 {
+        self.listener.conn
     }
 
     fn deliver(&mut self, applied: &Applied, me: &str) -> bool {
-        if applied.ev != 0 && applied.ev <= self.after {
-            return false;
-        }
-        match &applied.to {
-            To::Message { origin, conn, reply } => {
-                if *conn == self.id && origin == me {
-                    if let Some(reply) = reply {
-                        self.push(reply);
-                    }
-                    return false;
-                }
-            }
-            To::Others(user) if *user == self.user => return false,
-            To::Others(_) | To::All => {}
-        }
-        self.push(&applied.frame);
-        true
+        deliver(&mut self.listener, &self.user, self.after, applied, me)
     }
+}
+
+/// Gives `listener` (a connection of `user` whose join's snapshot ended
+/// at event `after`) an applied event, if it is for it: the poster's own
+/// message comes as its reply. True if the event was pushed.
+fn deliver(listener: &mut Listener, user: &str, after: u64, applied: &Applied, me: &str) -> bool {
+    if applied.ev != 0 && applied.ev <= after {
+        return false;
+    }
+    match &applied.to {
+        To::Message { origin, conn, reply } => {
+            if *conn == listener.conn && origin == me {
+                if let Some(reply) = reply {
+                    listener.push(reply);
+                }
+                return false;
+            }
+        }
+        To::Others(id) if id == user => return false,
+        To::Others(_) | To::All => {}
+    }
+    listener.push(&applied.frame);
+    true
 }
 
 #[derive(Default)]
@@ -214,14 +213,12 @@ impl Mirror {
             state.holdback = held.into_iter().filter(|(ev, _)| *ev > join.ev).collect();
             self.drain(state, me);
         }
-        state.entries.retain(|e| e.id != conn);
+        state.entries.retain(|e| e.id() != conn);
         let mut entry = Entry {
             user: user.to_owned(),
-            id: conn,
-            outbox: outbox.clone(),
+            listener: Listener::pending(conn, outbox),
             after: join.ev,
             incarnation: me.to_owned(),
-            pending: Some(Vec::new()),
         };
         let mut missing = None;
         if state.delivered > join.ev {
@@ -246,7 +243,7 @@ impl Mirror {
     /// what it holds. Closes it if they are not all there.
     pub fn catch_up(&self, conn: u64, after: u64, upto: u64, envelopes: Vec<Envelope>, me: &str) {
         let mut state = self.state.lock();
-        let Some(entry) = state.entries.iter_mut().find(|e| e.id == conn) else { return };
+        let Some(entry) = state.entries.iter_mut().find(|e| e.id() == conn) else { return };
         let mut wanted = after + 1;
         let mut frames = Vec::new();
         for envelope in envelopes {
@@ -255,35 +252,30 @@ impl Mirror {
             }
             wanted += 1;
             let applied = self.render(envelope, me);
-            let held = entry.pending.replace(Vec::new());
-            entry.deliver(&applied, me);
-            frames.extend(entry.pending.take().unwrap_or_default());
-            entry.pending = held;
+            let Entry { user, listener, after, .. } = &mut *entry;
+            frames.extend(listener.collect(|listener| {
+                deliver(listener, user, *after, &applied, me);
+            }));
         }
         if wanted != upto + 1 {
-            close_lost(&entry.outbox);
+            close_lost(&entry.listener.outbox);
             return;
         }
-        if let Some(pending) = &mut entry.pending {
-            frames.append(pending);
-            *pending = frames;
-        }
+        entry.listener.prepend(frames);
     }
 
     /// Releases the events held for a connection since its join.
     pub fn activate(&self, conn: u64) {
         let mut state = self.state.lock();
-        if let Some(entry) = state.entries.iter_mut().find(|e| e.id == conn) {
-            for frame in entry.pending.take().unwrap_or_default() {
-                entry.outbox.push(frame);
-            }
+        if let Some(entry) = state.entries.iter_mut().find(|e| e.id() == conn) {
+            entry.listener.activate();
         }
     }
 
     /// Removes a connection; its user and the incarnation it joined under.
     pub fn remove(&self, conn: u64) -> Option<(String, String)> {
         let mut state = self.state.lock();
-        let i = state.entries.iter().position(|e| e.id == conn)?;
+        let i = state.entries.iter().position(|e| e.id() == conn)?;
         let entry = state.entries.swap_remove(i);
         Some((entry.user, entry.incarnation))
     }
@@ -348,7 +340,7 @@ impl Mirror {
 
     fn lose(&self, state: &mut State) {
         for entry in state.entries.drain(..) {
-            close_lost(&entry.outbox);
+            close_lost(&entry.listener.outbox);
         }
         state.holdback.clear();
         state.synced = false;
@@ -363,7 +355,7 @@ impl Mirror {
                 delivered += u64::from(entry.deliver(&applied, me));
             }
             if matches!(applied.to, To::Message { .. }) {
-                metrics::counter!(crate::metric::DELIVERIES).increment(delivered);
+                metrics::counter!(confab_core::metric::DELIVERIES).increment(delivered);
             }
             state.recent.push_back(applied);
             if state.recent.len() > RECENT {
@@ -392,13 +384,8 @@ impl Mirror {
         let room = self.code.clone();
         let (frame, to) = match envelope.kind {
             Kind::Message { origin, conn, reply, json } => {
-                let mut event = Vec::with_capacity(json.len() + 32);
-                event.extend_from_slice(br#"{"ev":"message","message":"#);
-                event.extend_from_slice(&json);
-                event.push(b'}');
-                let reply =
-                    reply.filter(|_| origin == me).map(|id| crate::room::message_reply(id, &json));
-                (Bytes::from(event), To::Message { origin, conn, reply })
+                let reply = reply.filter(|_| origin == me).map(|id| message_reply(id, &json));
+                (message_event(&json), To::Message { origin, conn, reply })
             }
             Kind::Join(user) => {
                 let id = user.id.clone();
@@ -420,19 +407,14 @@ impl Mirror {
     /// Queues `closed` (reason `shutdown`) for every connection here.
     pub fn announce_shutdown(&self) {
         let mut state = self.state.lock();
-        let frame =
-            event_frame(&Event::Closed { room: self.code.clone(), reason: "shutdown".into() });
-        for entry in &mut state.entries {
-            entry.push(&frame);
-        }
+        let listeners = state.entries.iter_mut().map(|e| &mut e.listener);
+        fanout::announce_shutdown(&self.code, listeners);
     }
 
     /// Closes every connection here with `reason`, after what is queued.
-    pub fn close_connections(&self, reason: crate::CloseReason) {
+    pub fn close_connections(&self, reason: confab_core::CloseReason) {
         let state = self.state.lock();
-        for entry in &state.entries {
-            entry.outbox.close(reason);
-        }
+        fanout::close_all(state.entries.iter().map(|e| &e.listener), reason);
     }
 }
 
@@ -442,7 +424,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::OutboxReceiver;
+    use confab_core::OutboxReceiver;
 
     const ME: &str = "n1#00000001";
 
@@ -578,7 +560,7 @@ mod tests {
         assert_eq!(mirror.add(&joined(2), "u_me", 3, &outbox, ME), Some((2, 6)));
         mirror.catch_up(3, 2, 6, vec![join_event(3), join_event(5), join_event(6)], ME);
         assert!(outbox.is_closed());
-        assert_eq!(receiver.close_reason(), Some(crate::CloseReason::Resync));
+        assert_eq!(receiver.close_reason(), Some(confab_core::CloseReason::Resync));
     }
 
     #[test]
@@ -588,6 +570,6 @@ mod tests {
         mirror.begin_join();
         let _ = mirror.add(&joined(5), "u_me", 1, &outbox, ME);
         mirror.lost();
-        assert_eq!(receiver.close_reason(), Some(crate::CloseReason::Resync));
+        assert_eq!(receiver.close_reason(), Some(confab_core::CloseReason::Resync));
     }
 }

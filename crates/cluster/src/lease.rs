@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use confab_proto::{ErrorBody, RoomInfo};
+use confab_proto::ErrorBody;
 
 use super::*;
 
@@ -82,22 +82,12 @@ impl Cluster {
     pub async fn record_stored(&self) -> Result<(), ClusterError> {
         let stored = self.store.rooms().await?;
         for room in stored {
-            if room.board && !self.boards.contains(&room.code) {
+            if room.spec.board && !self.boards.contains(&room.spec.code) {
                 continue;
             }
-            let seats =
-                room.capacity.unwrap_or(if room.board { u32::MAX } else { self.max_capacity });
-            let info = RoomInfo {
-                code: room.code,
-                title: room.title,
-                capacity: room.capacity,
-                retention: confab_proto::Retention::Persistent,
-                backlog: room.backlog,
-                public: room.public,
-                members: 0,
-                created: room.created,
-            };
-            self.create(&info, seats as usize, None, false, room.last_seq).await.map_err(|e| {
+            let seats = room.spec.seats(self.max_capacity);
+            let info = room.spec.info(0);
+            self.create(&info, seats, None, false, room.last_seq).await.map_err(|e| {
                 ClusterError::Record { room: info.code.clone(), message: e.message }
             })?;
         }
@@ -141,13 +131,9 @@ impl Cluster {
             let mut done = true;
             for room in &rooms {
                 match self.room_op(room, &["sweep", room, &node]).await {
-                    Ok(r) if int(&r, 1) > 0 => {
-                        tracing::info!(
-                            room,
-                            node,
-                            "cluster: {} members of a dead node left",
-                            int(&r, 1)
-                        );
+                    Ok(r) if r.int(1).unwrap_or(0) > 0 => {
+                        let left = r.int(1).unwrap_or(0);
+                        tracing::info!(room, node, "cluster: {left} members of a dead node left");
                     }
                     Ok(_) => {}
                     Err(_) => done = false,
@@ -186,7 +172,7 @@ impl Cluster {
         for mirror in self.all_mirrors().into_iter().filter(|m| m.persistent()) {
             let code = mirror.code();
             let Ok(r) = self.room_op(code, &["stalled", code]).await else { return };
-            let next = uint(&r, 1);
+            let Ok(next) = r.uint(1) else { return };
             if next == 0 {
                 continue;
             }

@@ -41,6 +41,8 @@ mod lease;
 mod mirror;
 mod ops;
 mod persist;
+mod reply;
+mod rooms;
 
 use events::subscribe_loop;
 use lease::lease_loop;
@@ -51,6 +53,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use confab_core::backend::PERSIST_QUEUE;
+use confab_core::frames::{not_found, unavailable};
+use confab_core::{CloseReason, Departure, Draft, Outbox, Services, Store, StoredVisibility};
 use confab_proto::{ErrorBody, ErrorCode, Message, RoomInfo, User};
 use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
@@ -61,13 +66,8 @@ use tokio::sync::{Notify, mpsc};
 
 pub(crate) use mirror::Mirror;
 use mirror::parse_envelope;
-
-use crate::persist::unavailable;
-use crate::store::{Store, StoredVisibility};
-use crate::{CloseReason, Outbox};
-
-/// Posts to persistent rooms that may wait for the store at once.
-const PERSIST_QUEUE: usize = 65_536;
+use reply::Reply;
+pub use rooms::{ClusterRooms, ClusterSeat};
 /// Most posts of one room stored in one transaction.
 const PERSIST_BATCH: usize = 256;
 
@@ -97,7 +97,6 @@ impl ClusterConfig {
     }
 }
 
-/// What a cluster join answered.
 /// Why a node could not join its cluster, or record its stored rooms there.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -106,13 +105,14 @@ pub enum ClusterError {
     #[error("Redis cannot be reached: {0}")]
     Unreachable(String),
     #[error("cannot read the stored rooms: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] confab_core::StoreError),
     #[error("cannot record room {room}: {message}")]
     Record { room: String, message: String },
     #[error("this node is in a cluster already")]
     Already,
 }
 
+/// What a cluster join answered.
 pub(crate) struct ClusterJoin {
     /// Whether the user became a member (else they were one already).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -138,16 +138,6 @@ pub(crate) struct ClusterRead {
     pub after: u64,
     pub before: u64,
     pub oldest: u64,
-}
-
-/// The outcome of a departure, as the room script reports it.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Gone {
-    Quiet,
-    Grace(String),
-    Left,
-    Destroyed,
-    NotMember,
 }
 
 struct PersistJob {
@@ -251,17 +241,16 @@ fn redis_down(e: &redis::RedisError) -> ErrorBody {
 impl Cluster {
     /// Connects to Redis and starts the node's subscription, lease and
     /// sweeps.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn start(
+    pub(crate) async fn start(
         config: ClusterConfig,
-        node: &str,
-        store: Arc<dyn Store>,
-        window: usize,
-        dedup: usize,
-        boards: Vec<String>,
-        max_capacity: u32,
-        grace: Duration,
+        services: Arc<Services>,
     ) -> Result<Arc<Cluster>, ClusterError> {
+        let hub = &services.config;
+        let node = hub.node.as_str();
+        let (window, dedup, max_capacity, grace) =
+            (hub.room_window, hub.dedup_window, hub.max_capacity, hub.grace);
+        let boards = hub.boards.iter().map(|b| b.name.to_lowercase()).collect();
+        let store = services.store.clone();
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ClusterError::Url(e.to_string()))?;
         let (tx, rx) = mpsc::channel(PERSIST_QUEUE);
@@ -403,7 +392,7 @@ impl Cluster {
     }
 
     /// Runs one op of the room script on room `code`.
-    async fn room_op(&self, code: &str, args: &[&str]) -> Result<Vec<Value>, ErrorBody> {
+    async fn room_op(&self, code: &str, args: &[&str]) -> Result<Reply, ErrorBody> {
         self.room_op_with(code, "-", args).await
     }
 
@@ -414,7 +403,7 @@ impl Cluster {
         code: &str,
         op_id: &str,
         args: &[&str],
-    ) -> Result<Vec<Value>, ErrorBody> {
+    ) -> Result<Reply, ErrorBody> {
         let incarnation = self.incarnation();
         let mut invocation = self.room_script.prepare_invoke();
         for key in keys(&self.config.namespace, code, &incarnation, op_id) {
@@ -424,13 +413,7 @@ impl Cluster {
             invocation.arg(*arg);
         }
         let mut conn = self.connection().await?;
-        match self.answer(invocation.invoke_async::<Value>(&mut conn)).await? {
-            Value::Array(items) => Ok(items),
-            other => {
-                tracing::error!("cluster: unexpected answer {other:?}");
-                Err(unavailable("the cluster gave an unexpected answer"))
-            }
-        }
+        Reply::new(self.answer(invocation.invoke_async::<Value>(&mut conn)).await?)
     }
 
     // ----- rooms -----
@@ -466,7 +449,7 @@ impl Cluster {
                 ],
             )
             .await?;
-        Ok(text(&r, 0) == "ok")
+        Ok(r.status() == "ok")
     }
 
     /// The public rooms of the whole cluster.
@@ -475,14 +458,19 @@ impl Cluster {
         let mut invocation = self.rooms_script.prepare_invoke();
         invocation.arg(&self.config.namespace);
         let items = self.answer(invocation.invoke_async::<Vec<Value>>(&mut conn)).await?;
-        Ok(items
+        // Pairs of a room's settings and its member count.
+        items
             .chunks(2)
-            .filter_map(|pair| {
-                let mut info: RoomInfo = serde_json::from_str(&text(pair, 0)).ok()?;
-                info.members = usize::try_from(int(pair, 1)).unwrap_or(0);
-                Some(info)
+            .map(|pair| match pair {
+                [Value::BulkString(json), Value::Int(members)] => {
+                    let mut info: RoomInfo = serde_json::from_slice(json)
+                        .map_err(|e| reply::unexpected(&format!("a public room: {e}")))?;
+                    info.members = usize::try_from(*members).unwrap_or(0);
+                    Ok(info)
+                }
+                other => Err(reply::unexpected(&format!("a public room: {other:?}"))),
             })
-            .collect())
+            .collect()
     }
 
     /// The members of a room that is public or that the asking connection
@@ -490,8 +478,8 @@ impl Cluster {
     /// not exist.
     pub async fn members(&self, code: &str, joined: bool) -> Result<Option<Vec<User>>, ErrorBody> {
         let r = self.room_op(code, &["members", code, if joined { "1" } else { "0" }]).await?;
-        match text(&r, 0).as_str() {
-            "ok" => Ok(Some(users(&r, 1))),
+        match r.status() {
+            "ok" => Ok(Some(r.list(1)?)),
             _ => Ok(None),
         }
     }
@@ -532,7 +520,7 @@ fn new_incarnation(node: &str) -> String {
 
 /// A message's JSON without its `seq`, from the first field on, for the
 /// post script to complete: `,"room":…}`.
-fn message_tail(code: &str, user: &User, draft: &crate::room::Draft) -> String {
+fn message_tail(code: &str, user: &User, draft: &Draft) -> String {
     #[derive(Serialize)]
     struct Tail<'a> {
         room: &'a str,
@@ -556,59 +544,20 @@ fn message_tail(code: &str, user: &User, draft: &crate::room::Draft) -> String {
     format!(",{}", &json[1..])
 }
 
-fn check(r: &[Value], code: &str) -> Result<(), ErrorBody> {
-    match text(r, 0).as_str() {
+fn check(r: &Reply, code: &str) -> Result<(), ErrorBody> {
+    match r.status() {
         "ok" => Ok(()),
         "not_member" => {
             Err(ErrorBody::new(ErrorCode::NotMember, format!("you have not joined room {code}")))
         }
-        "not_found" => Err(crate::room::not_found(code)),
+        "not_found" => Err(not_found(code)),
         other => Err(unavailable(&format!("the cluster answered {other}"))),
     }
 }
 
-fn text(r: &[Value], i: usize) -> String {
-    match r.get(i) {
-        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-        Some(Value::SimpleString(s)) => s.clone(),
-        Some(Value::Int(n)) => n.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn int(r: &[Value], i: usize) -> i64 {
-    match r.get(i) {
-        Some(Value::Int(n)) => *n,
-        Some(Value::BulkString(b)) => {
-            std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
-        }
-        _ => 0,
-    }
-}
-
-fn uint(r: &[Value], i: usize) -> u64 {
-    u64::try_from(int(r, i)).unwrap_or(0)
-}
-
-fn strings(r: &[Value], i: usize) -> Vec<Vec<u8>> {
-    match r.get(i) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| match v {
-                Value::BulkString(b) => Some(b.clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn users(r: &[Value], i: usize) -> Vec<User> {
-    strings(r, i).iter().filter_map(|b| serde_json::from_slice(b).ok()).collect()
-}
-
-fn messages(r: &[Value], i: usize) -> Vec<Message> {
-    strings(r, i).iter().filter_map(|b| serde_json::from_slice(b).ok()).collect()
+/// The token a grace timer of `incarnation` is known by in Redis.
+fn grace_token(incarnation: &str, epoch: u64) -> String {
+    format!("{incarnation}:{epoch}")
 }
 
 /// Closes a connection that can no longer be kept in step.
@@ -619,7 +568,7 @@ pub(crate) fn close_lost(outbox: &Outbox) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MemoryStore;
+    use confab_core::{HubConfig, MemoryStore};
     use confab_proto::Retention;
 
     /// A node on the Redis at `CONFAB_TEST_REDIS`. The tests that need one
@@ -629,10 +578,17 @@ mod tests {
         let url = std::env::var("CONFAB_TEST_REDIS")
             .expect("CONFAB_TEST_REDIS is not set: this test needs Redis (see README.md)");
         let config = ClusterConfig::new(url);
-        let store = Arc::new(MemoryStore::new());
-        Cluster::start(config, node, store, 100, 100, Vec::new(), 100, Duration::from_secs(10))
-            .await
-            .unwrap()
+        let hub = HubConfig {
+            node: node.to_owned(),
+            grace: Duration::from_secs(10),
+            room_window: 100,
+            dedup_window: 100,
+            max_capacity: 100,
+            boards: Vec::new(),
+            ..HubConfig::default()
+        };
+        let services = Services::open(hub, Arc::new(MemoryStore::new())).await.unwrap();
+        Cluster::start(config, services).await.unwrap()
     }
 
     fn info(code: &str, capacity: u32) -> RoomInfo {
@@ -644,7 +600,7 @@ mod tests {
             backlog: 10,
             public: false,
             members: 0,
-            created: crate::now_rfc3339(),
+            created: confab_core::now_rfc3339(),
         }
     }
 
@@ -689,11 +645,11 @@ mod tests {
         let _ = mirror_a.add(&joined, &ann.id, 1, &Outbox::new(64).0, &a.incarnation());
         let mirror_b = b.mirror_for_join(&code);
         let _ = mirror_b.add(&joined, &bob.id, 2, &Outbox::new(64).0, &b.incarnation());
-        let draft = |body: &str, cid: Option<&str>| crate::room::Draft {
+        let draft = |body: &str, cid: Option<&str>| Draft {
             body: body.into(),
             subject: None,
             cid: cid.map(str::to_owned),
-            ts: crate::now_rfc3339(),
+            ts: confab_core::now_rfc3339(),
         };
         let outbox = Outbox::new(64).0;
         for i in 0..5 {
@@ -706,10 +662,10 @@ mod tests {
         let mut seqs: Vec<u64> = read.messages.iter().map(|m| m.seq).collect();
         seqs.reverse();
         assert_eq!(seqs, (1..=11).collect::<Vec<_>>(), "one order, no gap, the cid once");
-        let gone = a.depart(&code, &ann.id, &a.incarnation(), true, false).await.unwrap();
-        assert_eq!(gone, Gone::Left);
-        let gone = b.depart(&code, &bob.id, &b.incarnation(), true, false).await.unwrap();
-        assert_eq!(gone, Gone::Destroyed, "the last member out ends an ephemeral room");
+        let gone = a.depart(&code, &ann.id, Some(&a.incarnation()), true, false).await.unwrap();
+        assert_eq!(gone, Some(Departure::Left));
+        let gone = b.depart(&code, &bob.id, Some(&b.incarnation()), true, false).await.unwrap();
+        assert_eq!(gone, Some(Departure::Destroyed), "the last member out ends an ephemeral room");
         let err = a.join(&code, &ann, None, 100, None, false, false).await.err().unwrap();
         assert_eq!(err.code, ErrorCode::NotFound);
     }

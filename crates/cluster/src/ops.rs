@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use confab_proto::{ErrorBody, ErrorCode, Message, RoomInfo, User};
+use confab_core::frames::{message_reply, name_taken, room_full};
+use confab_proto::{ErrorBody, Message, RoomInfo, User};
 
 use super::*;
 
@@ -21,7 +22,7 @@ impl Cluster {
         seated: bool,
     ) -> Result<ClusterJoin, ErrorBody> {
         let json = serde_json::to_string(user).expect("users serialize");
-        let name_key = crate::limits::name_key(&user.name);
+        let name_key = confab_core::name_key(&user.name);
         let stored = stored
             .map(|v| {
                 format!("{},{}", v.from, v.left_at.map_or(-1, |l| i64::try_from(l).unwrap_or(-1)))
@@ -60,36 +61,25 @@ impl Cluster {
                 return Err(e);
             }
         };
-        match text(&r, 0).as_str() {
+        match r.status() {
             "ok" => {}
-            "room_full" => {
-                return Err(ErrorBody::new(
-                    ErrorCode::RoomFull,
-                    format!("room {code} is full ({} seats)", int(&r, 1)),
-                ));
-            }
-            "name_taken" => {
-                return Err(ErrorBody::new(
-                    ErrorCode::NameTaken,
-                    format!("someone in room {code} is already called {:?}", user.name),
-                ));
-            }
-            _ => return Err(crate::room::not_found(code)),
+            "room_full" => return Err(room_full(code, r.int(1)?)),
+            "name_taken" => return Err(name_taken(code, &user.name)),
+            _ => return Err(not_found(code)),
         }
-        let info: RoomInfo = serde_json::from_str(&text(&r, 5))
-            .map_err(|_| unavailable("the cluster holds a damaged room"))?;
-        let members = users(&r, 6);
+        let info: RoomInfo = r.json(5)?;
+        let members: Vec<User> = r.list(6)?;
         Ok(ClusterJoin {
-            new: int(&r, 1) == 1,
-            seq: uint(&r, 2),
-            ev: uint(&r, 3),
-            from: uint(&r, 4),
+            new: r.int(1)? == 1,
+            seq: r.uint(2)?,
+            ev: r.uint(3)?,
+            from: r.uint(4)?,
             info: RoomInfo { members: members.len(), ..info },
             members,
-            messages: messages(&r, 7),
-            after: uint(&r, 8),
-            limit: usize::try_from(int(&r, 9)).unwrap_or(0),
-            oldest: uint(&r, 10),
+            messages: r.list(7)?,
+            after: r.uint(8)?,
+            limit: usize::try_from(r.uint(9)?).unwrap_or(usize::MAX),
+            oldest: r.uint(10)?,
         })
     }
 
@@ -113,16 +103,16 @@ impl Cluster {
             while cluster.incarnation() == incarnation {
                 let token = match cluster.grace.is_zero() {
                     true => String::new(),
-                    false => format!(
-                        "{incarnation}:{}",
-                        cluster.grace_epoch.fetch_add(1, Ordering::Relaxed)
+                    false => grace_token(
+                        &incarnation,
+                        cluster.grace_epoch.fetch_add(1, Ordering::Relaxed),
                     ),
                 };
                 let args =
                     ["cancel", code.as_str(), user_id.as_str(), incarnation.as_str(), &token];
                 match cluster.room_op_with(&code, &op_id, &args).await {
                     Ok(r) => {
-                        match text(&r, 0).as_str() {
+                        match r.status() {
                             "grace" => {
                                 let grace = cluster.grace;
                                 cluster.start_grace(code.clone(), user_id.clone(), token, grace);
@@ -143,39 +133,31 @@ impl Cluster {
     }
 
     /// One connection of `user_id` on this node leaves (`leave`) or drops
-    /// (`drop`, with a grace token if the seat is to be held).
+    /// (`drop`, holding the seat for the grace if `grace`). `incarnation`
+    /// is what the connection was counted under; `None` for a `leave` of
+    /// the user's seat held in grace, from a connection not in the room.
+    /// `None` back: the user is not a member (through that connection).
     pub async fn depart(
         &self,
         code: &str,
         user_id: &str,
-        incarnation: &str,
+        incarnation: Option<&str>,
         explicit: bool,
         grace: bool,
-    ) -> Result<Gone, ErrorBody> {
-        let token = if grace {
-            format!("{incarnation}:{}", self.grace_epoch.fetch_add(1, Ordering::Relaxed))
-        } else {
-            String::new()
+    ) -> Result<Option<Departure>, ErrorBody> {
+        let epoch = self.grace_epoch.fetch_add(1, Ordering::Relaxed);
+        let token = match (grace, incarnation) {
+            (true, Some(incarnation)) => grace_token(incarnation, epoch),
+            _ => String::new(),
         };
         let op = if explicit { "leave" } else { "drop" };
-        let r = self.room_op(code, &[op, code, user_id, incarnation, &token]).await?;
-        Ok(match text(&r, 0).as_str() {
-            "quiet" => Gone::Quiet,
-            "grace" => Gone::Grace(token),
-            "left" => Gone::Left,
-            "destroyed" => Gone::Destroyed,
-            _ => Gone::NotMember,
-        })
+        let r = self.room_op(code, &[op, code, user_id, incarnation.unwrap_or(""), &token]).await?;
+        Ok(departure(&r, user_id, epoch))
     }
 
     /// Ends a member's grace, unless they came back.
-    pub async fn expire(&self, code: &str, user_id: &str, token: &str) -> Result<Gone, ErrorBody> {
-        let r = self.room_op(code, &["expire", code, user_id, token]).await?;
-        Ok(match text(&r, 0).as_str() {
-            "left" => Gone::Left,
-            "destroyed" => Gone::Destroyed,
-            _ => Gone::Quiet,
-        })
+    pub async fn expire(&self, code: &str, user_id: &str, token: &str) -> Result<(), ErrorBody> {
+        self.room_op(code, &["expire", code, user_id, token]).await.map(drop)
     }
 
     /// Runs a member's grace here: at its end, the member leaves unless
@@ -216,7 +198,7 @@ impl Cluster {
         conn: u64,
         outbox: &Outbox,
         user: &User,
-        draft: crate::room::Draft,
+        draft: Draft,
         reply: Option<i64>,
     ) -> Result<(), ErrorBody> {
         let code = mirror.code();
@@ -242,14 +224,14 @@ impl Cluster {
                 ],
             )
             .await?;
-        match text(&r, 0).as_str() {
+        match r.status() {
             "ok" => {
-                metrics::counter!(crate::metric::POSTS).increment(1);
+                metrics::counter!(confab_core::metric::POSTS).increment(1);
                 Ok(())
             }
             "dup" => {
                 if let Some(id) = reply {
-                    outbox.push(crate::room::message_reply(id, text(&r, 1).as_bytes()));
+                    outbox.push(message_reply(id, r.text(1)?.as_bytes()));
                 }
                 Ok(())
             }
@@ -264,7 +246,7 @@ impl Cluster {
         conn: u64,
         outbox: &Outbox,
         user: &User,
-        draft: crate::room::Draft,
+        draft: Draft,
         reply: Option<i64>,
     ) -> Result<(), ErrorBody> {
         let code = mirror.code();
@@ -286,14 +268,14 @@ impl Cluster {
                     return Err(e);
                 }
             };
-            match text(&r, 0).as_str() {
+            match r.status() {
                 "ok" => {
                     claimed = true;
                     break;
                 }
                 "dup" => {
                     if let Some(id) = reply {
-                        outbox.push(crate::room::message_reply(id, text(&r, 1).as_bytes()));
+                        outbox.push(message_reply(id, r.text(1)?.as_bytes()));
                     }
                     return Ok(());
                 }
@@ -384,10 +366,22 @@ impl Cluster {
             .await?;
         check(&r, code)?;
         Ok(ClusterRead {
-            messages: messages(&r, 1),
-            after: uint(&r, 2),
-            before: uint(&r, 3),
-            oldest: uint(&r, 4),
+            messages: r.list(1)?,
+            after: r.uint(2)?,
+            before: r.uint(3)?,
+            oldest: r.uint(4)?,
         })
     }
+}
+
+/// What a departure did, as the room script reports it; `None`: the user
+/// was not a member (through that connection).
+fn departure(r: &Reply, user_id: &str, epoch: u64) -> Option<Departure> {
+    Some(match r.status() {
+        "quiet" => Departure::Quiet,
+        "grace" => Departure::Grace { user_id: user_id.to_owned(), epoch },
+        "left" => Departure::Left,
+        "destroyed" => Departure::Destroyed,
+        _ => return None,
+    })
 }

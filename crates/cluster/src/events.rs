@@ -45,8 +45,10 @@ impl Cluster {
         let task = async move {
             let code = mirror.code().to_owned();
             for attempt in 0..6u32 {
-                match cluster.depart(&code, &user_id, &incarnation, false, !grace.is_zero()).await {
-                    Ok(Gone::Grace(token)) => {
+                let held = !grace.is_zero();
+                match cluster.depart(&code, &user_id, Some(&incarnation), false, held).await {
+                    Ok(Some(Departure::Grace { epoch, .. })) => {
+                        let token = grace_token(&incarnation, epoch);
                         cluster.start_grace(code, user_id, token, grace);
                         break;
                     }

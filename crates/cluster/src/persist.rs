@@ -5,6 +5,8 @@ use std::sync::Weak;
 use confab_proto::Message;
 use tokio::sync::mpsc;
 
+use confab_core::frames::{error_frame, message_reply};
+
 use super::*;
 
 /// Stores posts to persistent rooms, a room's queued posts in one
@@ -25,7 +27,7 @@ pub(super) async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<
             let batch: Vec<Message> = group.iter().map(|j| j.message.clone()).collect();
             let started = std::time::Instant::now();
             let stored = c.store.append(&code, batch, c.dedup as u64).await;
-            metrics::histogram!(crate::metric::STORE_WRITE).record(started.elapsed());
+            metrics::histogram!(confab_core::metric::STORE_WRITE).record(started.elapsed());
             match stored {
                 Ok(stored) => {
                     for (job, appended) in group.iter().zip(stored) {
@@ -46,13 +48,13 @@ pub(super) async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<
                                 c.unclaim(&code, key, &job.claim);
                             }
                             if let Some(id) = job.reply {
-                                job.outbox.push(crate::room::message_reply(id, json.as_bytes()));
+                                job.outbox.push(message_reply(id, json.as_bytes()));
                             }
                             continue;
                         }
                         let cid_key = job.cid_key.as_deref();
                         match c.commit(&code, message.seq, &job.origin, &json, cid_key).await {
-                            Ok(()) => metrics::counter!(crate::metric::POSTS).increment(1),
+                            Ok(()) => metrics::counter!(confab_core::metric::POSTS).increment(1),
                             // The stall check publishes it from the store,
                             // remembering its cid; meanwhile a retry is not
                             // kept waiting: it finds the message stored.
@@ -70,10 +72,8 @@ pub(super) async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<
                         if let Some(key) = &job.cid_key {
                             c.unclaim(&code, key, &job.claim);
                         }
-                        job.outbox.push(crate::room::error_frame(
-                            job.reply,
-                            unavailable("storage is unavailable; try again shortly"),
-                        ));
+                        job.outbox
+                            .push(error_frame(job.reply, confab_core::frames::storage_down()));
                     }
                 }
             }

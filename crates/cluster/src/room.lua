@@ -205,9 +205,17 @@ if op == 'join' then
 end
 
 if op == 'leave' or op == 'drop' then
-  -- ARGV: 3 user id, 4 node, 5 grace token ('' for none)
+  -- ARGV: 3 user id, 4 node ('' for a leave of a seat held in grace),
+  --       5 grace token ('' for none)
   local uid = ARGV[3]
   if redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_member'} end
+  if op == 'leave' and ARGV[4] == '' then
+    -- From a connection not in the room: it ends the user's seat held in
+    -- grace (no connection anywhere); else the user is a member through
+    -- other connections only.
+    if tonumber(redis.call('HGET', KEYS[4], uid) or '0') > 0 then return {'not_member'} end
+    return {remove_member(uid, 'left')}
+  end
   local left = release(uid, ARGV[4])
   if left < 0 then return {'not_member'} end
   if left > 0 then return {'quiet'} end

@@ -1,0 +1,319 @@
+//! The Redis room backend: what a node's connections ask of the cluster.
+//! Each op is a call of the room script (`ops.rs`); events reach the
+//! node's connections through its mirror of the room (`mirror.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_core::frames::{not_in, storage_down, unavailable};
+use confab_core::{
+    Draft, Joiner, NewRoom, Range, RoomBackend, Seat, Services, StoredRoom, StoredVisibility,
+};
+use confab_proto::{ErrorBody, JoinResult, Message, Retention, RoomInfo, User};
+
+use crate::{Cluster, ClusterConfig, ClusterError, Mirror};
+
+/// The rooms of a node that is one of a cluster: they live in Redis.
+#[derive(Clone)]
+pub struct ClusterRooms {
+    cluster: Arc<Cluster>,
+    services: Arc<Services>,
+}
+
+/// A connection's place in a cluster room.
+pub struct ClusterSeat {
+    mirror: Arc<Mirror>,
+    /// The node's incarnation when the connection joined: what Redis
+    /// counts the connection under.
+    incarnation: String,
+    /// The name the room knows the user by (a name another member holds
+    /// is not taken on a rejoin): what this connection's posts carry.
+    name: String,
+}
+
+impl Seat for ClusterSeat {
+    fn code(&self) -> &str {
+        self.mirror.code()
+    }
+}
+
+impl std::fmt::Debug for ClusterRooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterRooms").field("cluster", &self.cluster).finish_non_exhaustive()
+    }
+}
+
+impl ClusterRooms {
+    /// Joins the cluster at `config.url`: connects to Redis, records the
+    /// boards and the stored rooms there (keeping what other nodes
+    /// recorded), and starts the node's subscription, lease and sweeps.
+    ///
+    /// # Errors
+    ///
+    /// Redis cannot be reached, or the stored rooms cannot be recorded.
+    pub async fn start(
+        config: ClusterConfig,
+        services: Arc<Services>,
+    ) -> Result<ClusterRooms, ClusterError> {
+        let cluster = Cluster::start(config, services.clone()).await?;
+        cluster.record_stored().await?;
+        Ok(ClusterRooms { cluster, services })
+    }
+
+    /// Messages a room op read from Redis's window (newest first), oldest
+    /// first, with the part older than the window read from the store for
+    /// a persistent room.
+    async fn complete(
+        &self,
+        mirror: &Mirror,
+        mut newest_first: Vec<Message>,
+        range: Range,
+        oldest: u64,
+    ) -> Result<Vec<Message>, ErrorBody> {
+        newest_first.reverse();
+        let mut messages = newest_first;
+        if !mirror.persistent() || messages.len() >= range.limit {
+            return Ok(messages);
+        }
+        let before = messages.first().map_or(range.before, |m| m.seq).min(range.before).min(oldest);
+        if range.after.saturating_add(1) >= before {
+            return Ok(messages);
+        }
+        let older = Range { after: range.after, before, limit: range.limit - messages.len() };
+        let mut older = self.services.stored(mirror.code(), older).await?;
+        older.append(&mut messages);
+        Ok(older)
+    }
+
+    /// Undoes a seat this node took for a join that then failed.
+    async fn give_back(&self, seat: &ClusterSeat, conn: u64, user_id: &str) {
+        let code = seat.mirror.code();
+        let incarnation = Some(seat.incarnation.as_str());
+        if self.cluster.depart(code, user_id, incarnation, true, false).await.is_ok() {
+            seat.mirror.remove(conn);
+            self.cluster.release_mirror(&seat.mirror);
+        }
+    }
+}
+
+impl RoomBackend for ClusterRooms {
+    type Seat = ClusterSeat;
+
+    async fn create(&self, new: NewRoom) -> Result<RoomInfo, ErrorBody> {
+        let config = &self.services.config;
+        let persistent = new.retention == Retention::Persistent;
+        if persistent && !self.services.store_healthy() {
+            return Err(storage_down());
+        }
+        for _ in 0..32 {
+            let spec = new.spec(confab_core::ids::room_code(config.code_len));
+            let info = spec.info(0);
+            let seats = spec.seats(config.max_capacity);
+            // Unjoined, an ephemeral room expires; so does a persistent
+            // one until it is stored.
+            let ttl = Some(config.unjoined_room_ttl);
+            if !self.cluster.create(&info, seats, ttl, true, 0).await? {
+                continue;
+            }
+            if persistent {
+                let stored = StoredRoom { spec, last_seq: 0 };
+                self.services.store.save_room(&stored).await.map_err(|e| {
+                    tracing::warn!("cannot store room {}: {e}", info.code);
+                    storage_down()
+                })?;
+                self.cluster.keep(&info.code).await?;
+            }
+            tracing::debug!(room = info.code, retention = new.retention.as_str(), "room created");
+            return Ok(info);
+        }
+        Err(unavailable("no free room code; try again"))
+    }
+
+    async fn join(
+        &self,
+        who: Joiner<'_>,
+        code: &str,
+        since: Option<u64>,
+        rejoin: bool,
+        seated: Option<&ClusterSeat>,
+    ) -> Result<(ClusterSeat, JoinResult), ErrorBody> {
+        let cluster = &self.cluster;
+        let user = who.user;
+        let code = self.services.room_key(code);
+        // What the store remembers of the user's visible range, for a
+        // persistent room that Redis lost (the store is the record). A
+        // rejoin keeps the range Redis has.
+        let stored = match rejoin {
+            true => None,
+            false => match self.services.store.visibility(&code, &user.id).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    tracing::debug!(room = code, "cannot read visibility: {e}");
+                    None
+                }
+            },
+        };
+        let mirror = cluster.mirror_for_join(&code);
+        let resume_limit = self.services.config.resume_limit;
+        // A connection joining a room it is in already is counted once.
+        let joined =
+            cluster.join(&code, user, since, resume_limit, stored, rejoin, seated.is_some()).await;
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(e) => {
+                mirror.join_failed();
+                cluster.release_mirror(&mirror);
+                return Err(e);
+            }
+        };
+        if joined.new && joined.info.retention == Retention::Persistent {
+            let visibility = StoredVisibility { from: joined.from, left_at: None };
+            self.services.remember_visibility(&code, &user.id, visibility);
+        }
+        let incarnation = cluster.incarnation();
+        let missing = mirror.add(&joined, &user.id, who.conn, who.outbox, &incarnation);
+        let name = joined
+            .members
+            .iter()
+            .find(|m| m.id == user.id)
+            .map_or_else(|| user.name.clone(), |m| m.name.clone());
+        let seat = ClusterSeat { mirror: mirror.clone(), incarnation: incarnation.clone(), name };
+        if let Some((after, upto)) = missing {
+            let envelopes = cluster.events(&code, after, Some(upto)).await.unwrap_or_default();
+            mirror.catch_up(who.conn, after, upto, envelopes, &incarnation);
+        }
+        let range = Range { after: joined.after, before: joined.seq + 1, limit: joined.limit };
+        let messages = match self.complete(&mirror, joined.messages, range, joined.oldest).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                if seated.is_some() {
+                    // In the room before: it stays, as it was.
+                    mirror.activate(who.conn);
+                } else {
+                    // The seat was taken; give it back before failing.
+                    self.give_back(&seat, who.conn, &user.id).await;
+                }
+                return Err(e);
+            }
+        };
+        let result = JoinResult {
+            room: joined.info,
+            members: joined.members,
+            messages,
+            seq: joined.seq,
+            gap: false,
+        };
+        Ok((seat, result))
+    }
+
+    fn activate(&self, seat: &ClusterSeat, conn: u64) {
+        seat.mirror.activate(conn);
+    }
+
+    async fn leave(
+        &self,
+        code: &str,
+        seat: Option<&ClusterSeat>,
+        conn: u64,
+        user_id: &str,
+    ) -> Result<(), ErrorBody> {
+        let key = self.services.room_key(code);
+        let incarnation = seat.map(|s| s.incarnation.as_str());
+        match self.cluster.depart(&key, user_id, incarnation, true, false).await? {
+            None => Err(not_in(code)),
+            Some(_) => {
+                if let Some(seat) = seat {
+                    seat.mirror.remove(conn);
+                    self.cluster.release_mirror(&seat.mirror);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn disconnect(&self, seat: ClusterSeat, conn: u64, user_id: &str, grace: bool) {
+        let grace = if grace { self.services.config.grace } else { Duration::ZERO };
+        seat.mirror.remove(conn);
+        self.cluster.departed(seat.mirror, user_id.to_owned(), seat.incarnation, grace);
+    }
+
+    async fn post(
+        &self,
+        seat: &ClusterSeat,
+        who: Joiner<'_>,
+        draft: Draft,
+        reply: Option<i64>,
+    ) -> Result<(), ErrorBody> {
+        let from = User { id: who.user.id.clone(), name: seat.name.clone() };
+        self.cluster.post(&seat.mirror, who.conn, who.outbox, &from, draft, reply).await
+    }
+
+    async fn typing(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        user: &User,
+        active: bool,
+    ) -> Result<(), ErrorBody> {
+        self.cluster.typing(seat.mirror.code(), &user.id, active).await
+    }
+
+    async fn members(
+        &self,
+        code: &str,
+        seat: Option<&ClusterSeat>,
+        _conn: u64,
+        _user_id: &str,
+    ) -> Result<Vec<User>, ErrorBody> {
+        // Redis answers a private room this connection is not in exactly
+        // as a missing one: the same commands, the same one-word answer.
+        let key = self.services.room_key(code);
+        self.cluster.members(&key, seat.is_some()).await?.ok_or_else(|| not_in(code))
+    }
+
+    async fn read(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        user_id: &str,
+        range: Range,
+    ) -> Result<Vec<Message>, ErrorBody> {
+        let code = seat.mirror.code();
+        let read = self.cluster.read(code, user_id, range.after, range.before, range.limit).await?;
+        let range = Range { after: read.after, before: read.before, limit: range.limit };
+        self.complete(&seat.mirror, read.messages, range, read.oldest).await
+    }
+
+    async fn public_rooms(&self) -> Result<Vec<(bool, RoomInfo)>, ErrorBody> {
+        let rooms = self.cluster.public_rooms().await?;
+        Ok(rooms
+            .into_iter()
+            .map(|info| (self.services.board(&info.code).is_some(), info))
+            .collect())
+    }
+
+    fn room_count(&self) -> usize {
+        self.cluster.mirror_count()
+    }
+
+    fn healthy(&self) -> Option<bool> {
+        Some(self.cluster.healthy())
+    }
+
+    fn sessions_shared(&self) -> bool {
+        true
+    }
+
+    fn shutdown(&self) {
+        self.cluster.shut_down();
+    }
+
+    async fn settle(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            while self.cluster.departing() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,468 @@
+//! One behavioural suite, two room backends: every scenario runs against
+//! the local backend, and against the Redis backend (two nodes sharing one
+//! store, like two servers sharing PostgreSQL) when Redis is there, so
+//! that `room.rs` and `room.lua` cannot drift apart.
+//!
+//! The scenarios speak the protocol to `Conn` (JSON in, JSON out of the
+//! connection's outbox), without sockets; the edges have their own tests.
+//! Every wait is for a frame, bounded by a timeout; nothing sleeps.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_cluster::{ClusterConfig, ClusterRooms};
+use confab_core::{
+    Conn, Hub, HubConfig, LocalRooms, MemoryStore, Outbox, OutboxReceiver, RoomBackend, Services,
+};
+use serde_json::{Value, json};
+
+/// The reconnect grace every scenario runs with.
+const GRACE: Duration = Duration::from_millis(400);
+
+fn config(node: &str) -> HubConfig {
+    HubConfig { node: node.to_owned(), grace: GRACE, ..HubConfig::default() }
+}
+
+/// Two nodes of one server: the same hub twice for the local backend, two
+/// cluster nodes for the Redis one.
+struct Nodes<B: RoomBackend> {
+    a: Hub<B>,
+    b: Hub<B>,
+}
+
+async fn local() -> Nodes<LocalRooms> {
+    let hub = Hub::open(config("n1"), Arc::new(MemoryStore::new())).await.unwrap();
+    Nodes { a: hub.clone(), b: hub }
+}
+
+async fn redis() -> Nodes<ClusterRooms> {
+    let url = std::env::var("CONFAB_TEST_REDIS")
+        .expect("CONFAB_TEST_REDIS is not set: this test needs Redis (see README.md)");
+    // A namespace of its own: scenarios run side by side on one Redis.
+    let namespace = format!("conf{:08x}", rand_u32());
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let mut hubs = Vec::new();
+    for node in ["n1", "n2"] {
+        let services = Services::open(config(node), store.clone()).await.unwrap();
+        let cluster = ClusterConfig { namespace: namespace.clone(), ..ClusterConfig::new(&url) };
+        let rooms = ClusterRooms::start(cluster, services.clone()).await.unwrap();
+        hubs.push(Hub::new(services, rooms));
+    }
+    let b = hubs.pop().unwrap();
+    let a = hubs.pop().unwrap();
+    Nodes { a, b }
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    nanos.subsec_nanos() ^ std::process::id().rotate_left(16)
+}
+
+/// A client: a connection and what came out of it.
+struct Client<B: RoomBackend> {
+    conn: Conn<B>,
+    rx: OutboxReceiver,
+    id: i64,
+    /// Events that arrived while a reply was awaited, in order.
+    events: VecDeque<Value>,
+    session: String,
+    user: String,
+}
+
+impl<B: RoomBackend> Client<B> {
+    /// A connection that said `hello` as `name` (with `session`, `resume`).
+    async fn hello(
+        hub: &Hub<B>,
+        name: &str,
+        session: Option<&str>,
+        resume: Value,
+    ) -> (Self, Value) {
+        let (outbox, rx) = Outbox::new(4096);
+        let conn = Conn::open(hub, outbox, None);
+        let mut client = Client {
+            conn,
+            rx,
+            id: 0,
+            events: VecDeque::new(),
+            session: String::new(),
+            user: String::new(),
+        };
+        let mut hello = json!({"op": "hello", "name": name, "resume": resume});
+        if let Some(session) = session {
+            hello["session"] = json!(session);
+        }
+        let reply = client.call(hello).await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        client.session = reply["session"].as_str().unwrap().to_owned();
+        client.user = reply["user"]["id"].as_str().unwrap().to_owned();
+        (client, reply)
+    }
+
+    async fn new(hub: &Hub<B>, name: &str) -> Self {
+        Client::hello(hub, name, None, json!({})).await.0
+    }
+
+    async fn frame(&mut self) -> Value {
+        let frame = tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the connection is open");
+        serde_json::from_slice(&frame).expect("frames are JSON")
+    }
+
+    /// Sends an op and waits for its reply; events on the way are kept.
+    async fn call(&mut self, mut op: Value) -> Value {
+        self.id += 1;
+        op["id"] = json!(self.id);
+        self.conn.handle_frame(op.to_string().as_bytes()).await;
+        loop {
+            let frame = self.frame().await;
+            if frame["re"] == json!(self.id) {
+                return frame;
+            }
+            self.events.push_back(frame);
+        }
+    }
+
+    /// Sends an op that must succeed.
+    async fn ok(&mut self, op: Value) -> Value {
+        let reply = self.call(op.clone()).await;
+        assert_eq!(reply["ok"], true, "{op} answered {reply}");
+        reply
+    }
+
+    /// Sends an op that must fail; its error code.
+    async fn refused(&mut self, op: Value) -> String {
+        let reply = self.call(op.clone()).await;
+        assert_eq!(reply["ok"], false, "{op} answered {reply}");
+        reply["error"]["code"].as_str().unwrap().to_owned()
+    }
+
+    /// The next event, which must be an `ev`.
+    async fn event(&mut self, ev: &str) -> Value {
+        let event = match self.events.pop_front() {
+            Some(event) => event,
+            None => self.frame().await,
+        };
+        assert_eq!(event["ev"], ev, "expected {ev}, got {event}");
+        event
+    }
+
+    async fn create(&mut self, settings: Value) -> String {
+        let mut op = json!({"op": "create"});
+        for (k, v) in settings.as_object().unwrap() {
+            op[k] = v.clone();
+        }
+        let reply = self.ok(op).await;
+        reply["room"]["code"].as_str().unwrap().to_owned()
+    }
+
+    async fn join(&mut self, room: &str) -> Value {
+        self.ok(json!({"op": "join", "room": room})).await
+    }
+
+    async fn post(&mut self, room: &str, body: &str) -> u64 {
+        let reply = self.ok(json!({"op": "post", "room": room, "body": body})).await;
+        reply["message"]["seq"].as_u64().unwrap()
+    }
+
+    /// Drops the connection (a disconnect, not a `leave`).
+    fn drop_conn(self) {
+        drop(self);
+    }
+}
+
+fn seqs(messages: &Value) -> Vec<u64> {
+    messages.as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+}
+
+fn names(members: &Value) -> Vec<String> {
+    let mut names: Vec<String> =
+        members.as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap().into()).collect();
+    names.sort();
+    names
+}
+
+// ----- the scenarios -----
+
+/// Create, join, post, typing, members, history, get, leave: what each
+/// member sees, and in what order.
+async fn ops_and_presence<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let code = ann.create(json!({"title": "Tea", "capacity": 3})).await;
+    let joined = ann.join(&code).await;
+    assert_eq!(joined["room"]["title"], "Tea");
+    assert_eq!(joined["seq"], 0);
+    let joined = bob.join(&code.to_lowercase()).await;
+    assert_eq!(names(&joined["members"]), ["Ann", "Bob"], "a code is case-insensitive");
+    let event = ann.event("join").await;
+    assert_eq!(event["user"]["name"], "Bob");
+
+    assert_eq!(bob.post(&code, "hello").await, 1);
+    let event = ann.event("message").await;
+    assert_eq!(
+        (event["message"]["seq"].as_u64(), &event["message"]["body"]),
+        (Some(1), &json!("hello"))
+    );
+    assert_eq!(event["message"]["from"]["name"], "Bob");
+    assert_eq!(ann.post(&code, "hi").await, 2);
+    assert_eq!(bob.event("message").await["message"]["seq"], 2);
+
+    ann.ok(json!({"op": "typing", "room": code, "active": true})).await;
+    let event = bob.event("typing").await;
+    assert_eq!((&event["user"]["name"], &event["active"]), (&json!("Ann"), &json!(true)));
+
+    let members = bob.ok(json!({"op": "members", "room": code})).await;
+    assert_eq!(names(&members["members"]), ["Ann", "Bob"]);
+    let history = bob.ok(json!({"op": "history", "room": code})).await;
+    assert_eq!(seqs(&history["messages"]), [1, 2]);
+    let history = bob.ok(json!({"op": "history", "room": code, "before": 2})).await;
+    assert_eq!(seqs(&history["messages"]), [1]);
+    let got = bob.ok(json!({"op": "get", "room": code, "seq": 2})).await;
+    assert_eq!(got["message"]["body"], "hi");
+    assert_eq!(bob.refused(json!({"op": "get", "room": code, "seq": 9})).await, "not_found");
+
+    bob.ok(json!({"op": "leave", "room": code})).await;
+    let event = ann.event("leave").await;
+    assert_eq!((&event["user"]["name"], &event["reason"]), (&json!("Bob"), &json!("left")));
+    let members = ann.ok(json!({"op": "members", "room": code})).await;
+    assert_eq!(names(&members["members"]), ["Ann"]);
+    assert_eq!(bob.refused(json!({"op": "post", "room": code, "body": "x"})).await, "not_member");
+}
+
+/// Concurrent joins from both nodes take exactly the seats there are.
+async fn capacity_race<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut owner = Client::new(&nodes.a, "Owner").await;
+    let code = owner.create(json!({"capacity": 3})).await;
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let hub = if i % 2 == 0 { &nodes.a } else { &nodes.b };
+        clients.push(Client::new(hub, &format!("user {i}")).await);
+    }
+    let joins = clients.iter_mut().map(|c| c.call(json!({"op": "join", "room": code})));
+    let replies = futures_util::future::join_all(joins).await;
+    let admitted = replies.iter().filter(|r| r["ok"] == true).count();
+    assert_eq!(admitted, 3, "exactly the seats are taken");
+    for refused in replies.iter().filter(|r| r["ok"] == false) {
+        assert_eq!(refused["error"]["code"], "room_full", "{refused}");
+    }
+    let seated = replies.iter().position(|r| r["ok"] == true).unwrap();
+    let members = clients[seated].ok(json!({"op": "members", "room": code})).await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 3);
+}
+
+/// A drop holds the seat through the grace, silently; a rejoin within it
+/// is silent too; a drop not followed by a rejoin ends in a `leave` with
+/// reason `disconnected`.
+async fn grace<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let code = ann.create(json!({"capacity": 2})).await;
+    ann.join(&code).await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    bob.join(&code).await;
+    ann.event("join").await;
+    let session = bob.session.clone();
+    bob.drop_conn();
+    // The seat is held: a third user finds the room full.
+    let mut cy = Client::new(&nodes.a, "Cy").await;
+    assert_eq!(cy.refused(json!({"op": "join", "room": code})).await, "room_full");
+    // Back within the grace, on the other node: nobody sees a leave or a join.
+    let (mut bob, hello) = Client::hello(&nodes.a, "Bob", Some(&session), json!({})).await;
+    assert!(hello["rooms"].as_array().unwrap().is_empty(), "nothing was resumed");
+    bob.join(&code).await;
+    bob.post(&code, "back").await;
+    assert_eq!(ann.event("message").await["message"]["body"], "back", "no leave, no join first");
+    // Dropped for good: the leave comes once the grace is over.
+    bob.drop_conn();
+    let event = ann.event("leave").await;
+    assert_eq!((&event["user"]["name"], &event["reason"]), (&json!("Bob"), &json!("disconnected")));
+    cy.join(&code).await;
+}
+
+/// A `leave` from a new connection ends the user's seat held in grace at
+/// once, with reason `left`; without such a seat it is `not_member`.
+async fn leave_ends_a_seat_held_in_grace<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let code = ann.create(json!({})).await;
+    ann.join(&code).await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    bob.join(&code).await;
+    ann.event("join").await;
+    let session = bob.session.clone();
+    bob.drop_conn();
+    let (mut bob, _) = Client::hello(&nodes.b, "Bob", Some(&session), json!({})).await;
+    bob.ok(json!({"op": "leave", "room": code})).await;
+    let event = ann.event("leave").await;
+    assert_eq!((&event["user"]["name"], &event["reason"]), (&json!("Bob"), &json!("left")));
+    assert_eq!(bob.refused(json!({"op": "leave", "room": code})).await, "not_member");
+    // Not while another connection of the user is in the room.
+    let mut ann2 = Client::hello(&nodes.b, "Ann", Some(&ann.session.clone()), json!({})).await.0;
+    assert_eq!(ann2.refused(json!({"op": "leave", "room": code})).await, "not_member");
+}
+
+/// An ephemeral room ends with its last member; a persistent one does not.
+async fn ephemeral_death<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let ephemeral = ann.create(json!({})).await;
+    let persistent = ann.create(json!({"retention": "persistent"})).await;
+    for code in [&ephemeral, &persistent] {
+        ann.join(code).await;
+        ann.post(code, "m").await;
+        ann.ok(json!({"op": "leave", "room": code})).await;
+    }
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    assert_eq!(bob.refused(json!({"op": "join", "room": ephemeral})).await, "not_found");
+    let joined = bob.join(&persistent).await;
+    assert_eq!(joined["seq"], 1, "a persistent room keeps its messages");
+}
+
+/// A retried post (same `cid`) is answered with the first, on either node,
+/// and published once.
+async fn cid_dedup<B: RoomBackend>(nodes: Nodes<B>) {
+    for retention in ["ephemeral", "persistent"] {
+        let mut ann = Client::new(&nodes.a, "Ann").await;
+        let code = ann.create(json!({"retention": retention})).await;
+        ann.join(&code).await;
+        let mut bob = Client::new(&nodes.b, "Bob").await;
+        bob.join(&code).await;
+        ann.event("join").await;
+        let post = json!({"op": "post", "room": code, "body": "once", "cid": "c-1"});
+        let first = bob.ok(post.clone()).await;
+        let again = bob.ok(post.clone()).await;
+        assert_eq!(first["message"], again["message"], "{retention}: the retry gets the first");
+        let (mut bob2, _) =
+            Client::hello(&nodes.a, "Bob", Some(&bob.session.clone()), json!({})).await;
+        bob2.join(&code).await;
+        let elsewhere = bob2.ok(post).await;
+        assert_eq!(first["message"]["seq"], elsewhere["message"]["seq"], "{retention}");
+        assert_eq!(bob.post(&code, "next").await, 2, "{retention}: no seq spent on retries");
+        assert_eq!(ann.event("message").await["message"]["body"], "once");
+        assert_eq!(ann.event("message").await["message"]["body"], "next", "published once");
+    }
+}
+
+/// `resume` rejoins the rooms where the session holds a seat, and leaves
+/// out every other code, silently for the other members.
+async fn resume<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let code = ann.create(json!({})).await;
+    let other = ann.create(json!({})).await;
+    ann.join(&code).await;
+    ann.join(&other).await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    bob.join(&code).await;
+    ann.event("join").await;
+    ann.post(&code, "one").await;
+    bob.event("message").await;
+    ann.post(&code, "two").await;
+    let session = bob.session.clone();
+    bob.drop_conn();
+    let resume = json!({ code.clone(): 1, other.clone(): 0, "NOSUCH": 0 });
+    let (mut bob, hello) = Client::hello(&nodes.a, "Bob", Some(&session), resume).await;
+    let rooms = hello["rooms"].as_array().unwrap();
+    assert_eq!(rooms.len(), 1, "only the held seat: {hello}");
+    assert_eq!(rooms[0]["room"]["code"], json!(code));
+    assert_eq!(seqs(&rooms[0]["messages"]), [2], "what came after `since`");
+    assert_eq!(rooms[0]["gap"], false);
+    assert_eq!(bob.refused(json!({"op": "post", "room": other, "body": "x"})).await, "not_member");
+    bob.post(&code, "three").await;
+    assert_eq!(ann.event("message").await["message"]["body"], "three", "no leave, no join");
+}
+
+/// A joiner sees the backlog and what follows, nothing older; a member
+/// who left sees nothing posted after.
+async fn visibility<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let code = ann.create(json!({"backlog": 2, "retention": "persistent"})).await;
+    ann.join(&code).await;
+    for n in 1..=5 {
+        ann.post(&code, &format!("m{n}")).await;
+    }
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let joined = bob.join(&code).await;
+    assert_eq!(seqs(&joined["messages"]), [4, 5], "the backlog of two");
+    let history = bob.ok(json!({"op": "history", "room": code})).await;
+    assert_eq!(seqs(&history["messages"]), [4, 5], "nothing before the backlog");
+    assert_eq!(bob.refused(json!({"op": "get", "room": code, "seq": 3})).await, "not_found");
+    let mut cy = Client::new(&nodes.a, "Cy").await;
+    cy.join(&code).await;
+    cy.ok(json!({"op": "leave", "room": code})).await;
+    ann.post(&code, "m6").await;
+    let joined = cy.join(&code).await;
+    assert_eq!(seqs(&joined["messages"]), [5, 6], "back within the backlog: one range");
+    let history = ann.ok(json!({"op": "history", "room": code, "limit": 3})).await;
+    assert_eq!(seqs(&history["messages"]), [4, 5, 6]);
+}
+
+/// Ops that name a room answer a missing room and a private room the
+/// connection is not in alike; a public room's members are anyone's.
+async fn private_rooms_answer_as_missing_ones<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let private = ann.create(json!({})).await;
+    let public = ann.create(json!({"public": true})).await;
+    ann.join(&private).await;
+    ann.join(&public).await;
+    let mut eve = Client::new(&nodes.b, "Eve").await;
+    for op in [
+        json!({"op": "post", "body": "x"}),
+        json!({"op": "typing", "active": true}),
+        json!({"op": "history"}),
+        json!({"op": "get", "seq": 1}),
+        json!({"op": "members"}),
+        json!({"op": "leave"}),
+    ] {
+        let mut answers = Vec::new();
+        for room in [private.as_str(), "NOSUCH"] {
+            let mut op = op.clone();
+            op["room"] = json!(room);
+            let reply = eve.call(op).await;
+            answers.push(reply["error"]["code"].clone());
+        }
+        assert_eq!(answers, [json!("not_member"), json!("not_member")], "{op}");
+    }
+    let members = eve.ok(json!({"op": "members", "room": public})).await;
+    assert_eq!(names(&members["members"]), ["Ann"]);
+    let rooms = eve.ok(json!({"op": "rooms"})).await;
+    let codes: Vec<&str> =
+        rooms["rooms"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    assert!(codes.contains(&public.as_str()) && !codes.contains(&private.as_str()), "{codes:?}");
+}
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        /// The local backend: always.
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::local().await).await;
+                }
+            )*
+        }
+
+        /// The Redis backend, with two nodes.
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs Redis: CONFAB_TEST_REDIS"]
+                async fn $scenario() {
+                    super::$scenario(super::redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    ops_and_presence,
+    capacity_race,
+    grace,
+    leave_ends_a_seat_held_in_grace,
+    ephemeral_death,
+    cid_dedup,
+    resume,
+    visibility,
+    private_rooms_answer_as_missing_ones,
+);

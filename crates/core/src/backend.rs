@@ -1,0 +1,354 @@
+//! The seam between a node's connections and the authority over its
+//! rooms.
+//!
+//! [`RoomBackend`] is every operation a room authority offers: create,
+//! join (a seat, the backlog, `since`), depart (leave, drop with grace),
+//! post (`seq`, `cid`), read, members, typing, the public list, shutdown.
+//! [`Conn`](crate::Conn) speaks to it and to nothing else. Two
+//! implementations exist: [`LocalRooms`](crate::LocalRooms) here, where a
+//! room is a critical section in this process, and the Redis one in
+//! `confab-cluster`, where it is a script in Redis. Both are held to one
+//! conformance suite (`crates/cluster/tests/conformance.rs`).
+//!
+//! Dispatch is static: `Hub` and `Conn` are generic over the backend, and
+//! a server that may run either holds an enum of the two. Nothing is boxed
+//! on the way from an op to a room.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_proto::{ErrorBody, JoinResult, Message, Retention, RoomInfo, User};
+
+use crate::frames::storage_down;
+use crate::persist::{Job, Persister};
+use crate::store::{Store, StoreError, StoredRoom, StoredVisibility, Write};
+use crate::{HubConfig, Outbox, now_rfc3339};
+
+/// Posts that may wait for the store at once; beyond it a post to a
+/// persistent room answers `unavailable` (the queue's overflow policy).
+pub const PERSIST_QUEUE: usize = 65_536;
+
+/// A room's settings: what never changes once it exists. The one type for
+/// them, whether the room lives here, in Redis or in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSpec {
+    /// A created room's upper-case code, or a board's lower-case name.
+    pub code: String,
+    pub title: String,
+    /// As created: `None` means the server maximum.
+    pub capacity: Option<u32>,
+    pub retention: Retention,
+    pub backlog: u32,
+    pub public: bool,
+    pub board: bool,
+    pub created: String,
+}
+
+impl RoomSpec {
+    /// The room as the protocol shows it, with `members` members.
+    pub fn info(&self, members: usize) -> RoomInfo {
+        RoomInfo {
+            code: self.code.clone(),
+            title: self.title.clone(),
+            capacity: self.capacity,
+            retention: self.retention,
+            backlog: self.backlog,
+            public: self.public,
+            members,
+            created: self.created.clone(),
+        }
+    }
+
+    /// The seats the room grants: its capacity, or the server's maximum
+    /// (a board has no maximum).
+    pub fn seats(&self, max_capacity: u32) -> usize {
+        let most = if self.board { u32::MAX } else { max_capacity };
+        self.capacity.unwrap_or(most) as usize
+    }
+
+    /// A configured board.
+    pub fn board(board: &crate::BoardConfig, created: String) -> RoomSpec {
+        RoomSpec {
+            code: board.name.to_lowercase(),
+            title: board.title.clone(),
+            capacity: None,
+            retention: Retention::Persistent,
+            backlog: board.backlog,
+            public: true,
+            board: true,
+            created,
+        }
+    }
+}
+
+/// A room to create, its arguments validated; the backend gives it a code.
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    pub title: Option<String>,
+    pub capacity: Option<u32>,
+    pub retention: Retention,
+    pub backlog: u32,
+    pub public: bool,
+}
+
+impl NewRoom {
+    /// The settings of this room under `code`, created now.
+    pub fn spec(&self, code: String) -> RoomSpec {
+        RoomSpec {
+            title: self.title.clone().unwrap_or_else(|| format!("Room {code}")),
+            code,
+            capacity: self.capacity,
+            retention: self.retention,
+            backlog: self.backlog,
+            public: self.public,
+            board: false,
+            created: now_rfc3339(),
+        }
+    }
+}
+
+/// A post's content, validated, before it gets its `seq`.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub body: String,
+    pub subject: Option<String>,
+    pub cid: Option<String>,
+    pub ts: String,
+}
+
+/// What a member's departure did to the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Departure {
+    /// Nothing visible changed (another connection of the user remains, or
+    /// the connection was not joined).
+    Quiet,
+    /// The user left and the room goes on.
+    Left,
+    /// The user's seat is held for the reconnect grace; the timer numbered
+    /// `epoch` ends it unless they come back.
+    Grace { user_id: String, epoch: u64 },
+    /// The last member left an ephemeral room: the room is gone.
+    Destroyed,
+}
+
+/// A connection, as a room sees it.
+#[derive(Clone, Copy)]
+pub struct Joiner<'a> {
+    /// The connection's id on this node.
+    pub conn: u64,
+    pub outbox: &'a Outbox,
+    pub user: &'a User,
+}
+
+/// Messages to read: the newest `limit` with `after < seq < before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub after: u64,
+    pub before: u64,
+    pub limit: usize,
+}
+
+/// A connection's place in a room it joined.
+pub trait Seat: Send + Sync + 'static {
+    /// The room's code (a board's lower-case name).
+    fn code(&self) -> &str;
+}
+
+/// The authority over rooms. Every op that names a room the connection is
+/// in gets that room's [`Seat`], found by `Conn` among its own: a room
+/// the connection is not in never reaches the backend, except for `join`,
+/// `members` of a public room, and `leave` of a seat held in grace.
+pub trait RoomBackend: Send + Sync + 'static {
+    type Seat: Seat;
+
+    /// Creates a room with a fresh code.
+    fn create(&self, room: NewRoom) -> impl Future<Output = Result<RoomInfo, ErrorBody>> + Send;
+
+    /// Joins `code`, leaving the connection pending until [`activate`]:
+    /// the caller queues the reply first. `rejoin`: only if the user holds
+    /// a seat already (a resume), else `not_found`. `seated`: this
+    /// connection's seat there, if it is in the room already (it keeps it
+    /// should the join fail).
+    ///
+    /// [`activate`]: RoomBackend::activate
+    fn join(
+        &self,
+        who: Joiner<'_>,
+        code: &str,
+        since: Option<u64>,
+        rejoin: bool,
+        seated: Option<&Self::Seat>,
+    ) -> impl Future<Output = Result<(Self::Seat, JoinResult), ErrorBody>> + Send;
+
+    /// Releases the events held for a connection since its join.
+    fn activate(&self, seat: &Self::Seat, conn: u64);
+
+    /// An explicit `leave` by one connection: of its own seat, or (with
+    /// `seat` none) of the user's seat held in grace. `not_member` else.
+    fn leave(
+        &self,
+        code: &str,
+        seat: Option<&Self::Seat>,
+        conn: u64,
+        user_id: &str,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
+    /// The connection went away without `leave`: the member keeps the seat
+    /// for the reconnect grace if `grace` and it was their last connection
+    /// there. Never waits; what needs the network is done in the
+    /// background.
+    fn disconnect(&self, seat: Self::Seat, conn: u64, user_id: &str, grace: bool);
+
+    /// Posts a message. The reply (to `reply`) and every later outcome go
+    /// through the poster's outbox, in order with the room's events.
+    fn post(
+        &self,
+        seat: &Self::Seat,
+        who: Joiner<'_>,
+        draft: Draft,
+        reply: Option<i64>,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
+    /// Tells the other members that the user is (not) typing.
+    fn typing(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        user: &User,
+        active: bool,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
+    /// The members of a room this connection is in (`seat`), or of a public
+    /// one; a private room it is not in answers `not_member`, exactly as
+    /// one that does not exist.
+    fn members(
+        &self,
+        code: &str,
+        seat: Option<&Self::Seat>,
+        conn: u64,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Vec<User>, ErrorBody>> + Send;
+
+    /// Messages of `range` the user may see, oldest first (the part older
+    /// than what the backend keeps read from the store).
+    fn read(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        user_id: &str,
+        range: Range,
+    ) -> impl Future<Output = Result<Vec<Message>, ErrorBody>> + Send;
+
+    /// Public rooms and boards, each with whether it is a board.
+    fn public_rooms(&self)
+    -> impl Future<Output = Result<Vec<(bool, RoomInfo)>, ErrorBody>> + Send;
+
+    /// Rooms that exist here (in a cluster: rooms this node has
+    /// connections in).
+    fn room_count(&self) -> usize;
+
+    /// Whether the backend can serve, when it depends on a service other
+    /// than the store (`None` when it does not).
+    fn healthy(&self) -> Option<bool> {
+        None
+    }
+
+    /// Whether every node must find a session in the store (a session the
+    /// store does not hold would be someone else on the next node).
+    fn sessions_shared(&self) -> bool {
+        false
+    }
+
+    /// Drops from the kept messages of persistent rooms (boards, or
+    /// created rooms) what the retention policy removed from the store.
+    fn prune(&self, _boards: bool, _keep: Option<u64>, _cutoff: Option<&str>) {}
+
+    /// The node is stopping: every joined connection gets `closed`
+    /// (reason `shutdown`) for each of its rooms, then is closed.
+    fn shutdown(&self);
+
+    /// Waits (up to `limit`) until departures still in the background
+    /// have been recorded.
+    fn settle(&self, _limit: Duration) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+}
+
+/// What every backend of a node shares: the configuration, the store, and
+/// the writer that batches what goes into it.
+pub struct Services {
+    pub config: HubConfig,
+    pub store: Arc<dyn Store>,
+    pub(crate) persister: Persister,
+}
+
+impl Services {
+    /// Records the configured boards in `store` and starts its writer.
+    /// Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The store failed.
+    pub async fn open(
+        config: HubConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Services>, StoreError> {
+        let created = now_rfc3339();
+        for board in &config.boards {
+            let spec = RoomSpec::board(board, created.clone());
+            store.save_room(&StoredRoom { spec, last_seq: 0 }).await?;
+        }
+        let persister = Persister::start(store.clone(), PERSIST_QUEUE);
+        Ok(Arc::new(Services { config, store, persister }))
+    }
+
+    /// Whether the store answers (false while it is down).
+    pub fn store_healthy(&self) -> bool {
+        self.persister.healthy()
+    }
+
+    /// Queues a member's visible range for the store, so that it outlives
+    /// what the backend holds. Best effort: if the queue is full the range
+    /// lives in the backend only.
+    pub fn remember_visibility(&self, room: &str, user_id: &str, visibility: StoredVisibility) {
+        let write =
+            Write::Visibility { room: room.to_owned(), user_id: user_id.to_owned(), visibility };
+        if self.persister.try_queue(Job::Visibility(write)).is_err() {
+            tracing::warn!(room, "visibility not stored: storage is busy");
+        }
+    }
+
+    /// Stored messages of `room` in `range`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when the store cannot answer.
+    pub async fn stored(&self, room: &str, range: Range) -> Result<Vec<Message>, ErrorBody> {
+        self.store.messages(room, range.after, range.before, range.limit).await.map_err(|e| {
+            tracing::warn!(room, "cannot read messages: {e}");
+            storage_down()
+        })
+    }
+
+    /// A board's configured name, if `code` names one.
+    pub fn board(&self, code: &str) -> Option<&crate::BoardConfig> {
+        self.config.boards.iter().find(|b| b.name.eq_ignore_ascii_case(code.trim()))
+    }
+
+    /// The key a room is known by: a board's lower-case name, a created
+    /// room's upper-case code.
+    pub fn room_key(&self, code: &str) -> String {
+        let code = code.trim();
+        match self.board(code) {
+            Some(_) => code.to_lowercase(),
+            None => code.to_uppercase(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").field("node", &self.config.node).finish_non_exhaustive()
+    }
+}

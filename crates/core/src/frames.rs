@@ -1,0 +1,103 @@
+//! The frames every backend sends to a node's connections, serialized
+//! once each, and the errors they carry.
+
+use bytes::Bytes;
+use confab_proto::{ErrorBody, ErrorCode, Event, Message, Reply};
+use serde::Serialize;
+
+/// An event, serialized.
+pub fn event_frame(event: &Event) -> Bytes {
+    Bytes::from(serde_json::to_vec(event).expect("events always serialize"))
+}
+
+/// A successful reply to `id` carrying `result`.
+pub fn reply_frame<T: Serialize>(id: i64, result: &T) -> Bytes {
+    Bytes::from(
+        serde_json::to_vec(&Reply { re: id, ok: true, result }).expect("replies always serialize"),
+    )
+}
+
+#[derive(Serialize)]
+struct Failure {
+    error: ErrorBody,
+}
+
+/// An error as the reply to `id`, or as an `error` event without one.
+pub fn error_frame(id: Option<i64>, error: ErrorBody) -> Bytes {
+    match id {
+        Some(id) => Bytes::from(
+            serde_json::to_vec(&Reply { re: id, ok: false, result: Failure { error } })
+                .expect("replies always serialize"),
+        ),
+        None => event_frame(&Event::Error { error }),
+    }
+}
+
+/// A message, serialized: what a `message` event and the poster's reply
+/// share.
+pub fn message_json(message: &Message) -> Vec<u8> {
+    serde_json::to_vec(message).expect("messages always serialize")
+}
+
+/// The `message` event around a serialized message.
+pub fn message_event(message_json: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(message_json.len() + 32);
+    event.extend_from_slice(br#"{"ev":"message","message":"#);
+    event.extend_from_slice(message_json);
+    event.push(b'}');
+    Bytes::from(event)
+}
+
+/// The poster's reply to `id` around a serialized message.
+pub fn message_reply(id: i64, message_json: &[u8]) -> Bytes {
+    let mut reply = Vec::with_capacity(message_json.len() + 40);
+    reply.extend_from_slice(format!(r#"{{"re":{id},"ok":true,"message":"#).as_bytes());
+    reply.extend_from_slice(message_json);
+    reply.push(b'}');
+    Bytes::from(reply)
+}
+
+/// The one `unavailable` error: the service behind the op (the store, the
+/// cluster) cannot answer now; the client may retry.
+pub fn unavailable(message: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Unavailable, message)
+}
+
+/// The store cannot answer.
+pub fn storage_down() -> ErrorBody {
+    unavailable("storage is unavailable; try again shortly")
+}
+
+/// A `join` of a room that does not exist.
+pub fn not_found(code: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotFound, format!("no room {code}"))
+}
+
+/// The one answer to an op on a room this connection is not in, whether
+/// or not the room exists: it names the room only as the client wrote it.
+pub fn not_in(code: &str) -> ErrorBody {
+    let code = code.trim();
+    let message = if code.len() <= 32 && !code.chars().any(char::is_control) {
+        format!("you are not in room {code}")
+    } else {
+        "you are not in that room".to_owned()
+    };
+    ErrorBody::new(ErrorCode::NotMember, message)
+}
+
+/// A room that is full.
+pub fn room_full(code: &str, seats: impl std::fmt::Display) -> ErrorBody {
+    ErrorBody::new(ErrorCode::RoomFull, format!("room {code} is full ({seats} seats)"))
+}
+
+/// A name another member of the room holds.
+pub fn name_taken(code: &str, name: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::NameTaken,
+        format!("someone in room {code} is already called {name:?}"),
+    )
+}
+
+pub(crate) fn bad(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::BadRequest, message)
+}

@@ -1,0 +1,333 @@
+//! The local room backend: every room is a critical section in this
+//! process (see `room.rs`), persistent rooms are written through the
+//! node's store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use confab_proto::{ErrorBody, JoinResult, Message, Retention, RoomInfo, User};
+use parking_lot::RwLock;
+
+use crate::backend::{Departure, Draft, Joiner, NewRoom, Range, RoomBackend, Seat, Services};
+use crate::frames::{not_found, not_in, storage_down, unavailable};
+use crate::room::{Room, RoomLimits, Slice};
+use crate::store::{StoreError, StoredRoom};
+use crate::{CloseReason, ids};
+
+/// The rooms of a node on its own.
+#[derive(Clone)]
+pub struct LocalRooms {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    services: Arc<Services>,
+    /// Rooms by key: boards under their lower-case name, created rooms
+    /// under their upper-case code. Locked for a lookup or an insert only,
+    /// never across `.await` and never while a room is locked.
+    rooms: RwLock<HashMap<String, Arc<Room>>>,
+}
+
+/// A connection's place in a local room.
+pub struct LocalSeat(Arc<Room>);
+
+impl Seat for LocalSeat {
+    fn code(&self) -> &str {
+        self.0.code()
+    }
+}
+
+impl LocalRooms {
+    /// Loads every persistent room of the store (its settings and latest
+    /// `seq`, no messages), boards that are no longer configured aside.
+    ///
+    /// # Errors
+    ///
+    /// The store failed.
+    pub async fn open(services: &Arc<Services>) -> Result<LocalRooms, StoreError> {
+        let config = &services.config;
+        let mut rooms = HashMap::new();
+        for StoredRoom { spec, last_seq } in services.store.rooms().await? {
+            if spec.board && services.board(&spec.code).is_none() {
+                continue;
+            }
+            let key = if spec.board { spec.code.to_lowercase() } else { spec.code.clone() };
+            let limits = RoomLimits {
+                seats: spec.seats(config.max_capacity),
+                window: config.room_window,
+                dedup: config.dedup_window,
+            };
+            let persister = Some(services.persister.clone());
+            rooms.insert(key, Arc::new(Room::new(spec, limits, persister, last_seq)));
+        }
+        let inner = Inner { services: services.clone(), rooms: RwLock::new(rooms) };
+        Ok(LocalRooms { inner: Arc::new(inner) })
+    }
+
+    fn services(&self) -> &Services {
+        &self.inner.services
+    }
+
+    /// Finds a room by code (case-insensitive) or board name.
+    fn room(&self, code: &str) -> Option<Arc<Room>> {
+        let code = code.trim();
+        let rooms = self.inner.rooms.read();
+        rooms.get(&code.to_lowercase()).or_else(|| rooms.get(&code.to_uppercase())).cloned()
+    }
+
+    /// Acts on what a departure did: starts a grace timer, or removes a
+    /// destroyed room.
+    fn settle(&self, room: &Arc<Room>, departure: Departure) {
+        match departure {
+            Departure::Quiet | Departure::Left => {}
+            Departure::Destroyed => self.forget(room),
+            Departure::Grace { user_id, epoch } => {
+                let rooms = self.clone();
+                let room = room.clone();
+                let grace = self.services().config.grace;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let departure = room.expire_grace(&user_id, epoch);
+                    rooms.settle(&room, departure);
+                });
+            }
+        }
+    }
+
+    fn forget(&self, room: &Arc<Room>) {
+        let mut rooms = self.inner.rooms.write();
+        if rooms.get(room.code()).is_some_and(|r| Arc::ptr_eq(r, room)) {
+            rooms.remove(room.code());
+        }
+        tracing::debug!(room = room.code(), "room destroyed");
+    }
+
+    /// Completes a slice with its store part, if it has one.
+    async fn complete(&self, room: &Room, slice: Slice) -> Result<Vec<Message>, ErrorBody> {
+        let Some(fetch) = slice.fetch else { return Ok(slice.window) };
+        let range = Range { after: fetch.after, before: fetch.before, limit: fetch.limit };
+        let mut messages = self.services().stored(room.code(), range).await?;
+        messages.extend(slice.window);
+        Ok(messages)
+    }
+
+    fn all(&self) -> Vec<Arc<Room>> {
+        self.inner.rooms.read().values().cloned().collect()
+    }
+}
+
+impl RoomBackend for LocalRooms {
+    type Seat = LocalSeat;
+
+    async fn create(&self, new: NewRoom) -> Result<RoomInfo, ErrorBody> {
+        let services = self.services();
+        let config = &services.config;
+        let code = {
+            let rooms = self.inner.rooms.read();
+            (0..32)
+                .map(|_| ids::room_code(config.code_len))
+                .find(|code| !rooms.contains_key(code))
+                .ok_or_else(|| unavailable("no free room code; try again"))?
+        };
+        let spec = new.spec(code.clone());
+        if spec.retention == Retention::Persistent {
+            if !services.store_healthy() {
+                return Err(storage_down());
+            }
+            let stored = StoredRoom { spec: spec.clone(), last_seq: 0 };
+            services.store.save_room(&stored).await.map_err(|e| {
+                tracing::warn!("cannot store room {code}: {e}");
+                storage_down()
+            })?;
+        }
+        let limits = RoomLimits {
+            seats: spec.seats(config.max_capacity),
+            window: config.room_window,
+            dedup: config.dedup_window,
+        };
+        let retention = spec.retention;
+        let room = Arc::new(Room::new(spec, limits, Some(services.persister.clone()), 0));
+        {
+            let mut rooms = self.inner.rooms.write();
+            if rooms.contains_key(&code) {
+                return Err(unavailable("room code clash; try again"));
+            }
+            rooms.insert(code, room.clone());
+        }
+        if retention == Retention::Ephemeral {
+            let rooms = self.clone();
+            let ttl = config.unjoined_room_ttl;
+            let unjoined = Arc::downgrade(&room);
+            tokio::spawn(async move {
+                tokio::time::sleep(ttl).await;
+                if let Some(room) = unjoined.upgrade()
+                    && room.close_if_empty()
+                {
+                    rooms.forget(&room);
+                }
+            });
+        }
+        tracing::debug!(room = room.code(), retention = retention.as_str(), "room created");
+        Ok(room.info())
+    }
+
+    async fn join(
+        &self,
+        who: Joiner<'_>,
+        code: &str,
+        since: Option<u64>,
+        rejoin: bool,
+        seated: Option<&LocalSeat>,
+    ) -> Result<(LocalSeat, JoinResult), ErrorBody> {
+        let services = self.services();
+        let room = self.room(code).ok_or_else(|| not_found(code))?;
+        if rejoin && !room.holds_seat(&who.user.id) {
+            return Err(not_found(code));
+        }
+        let store = &services.store;
+        let storage_failed = |e: StoreError| {
+            tracing::warn!(room = room.code(), "cannot read the room: {e}");
+            storage_down()
+        };
+        if let Some(after) = room.needs_warming() {
+            let recent = store.recent_cids(room.code(), after).await.map_err(storage_failed)?;
+            room.warm(recent);
+        }
+        let stored = if room.is_persistent() && !room.knows(&who.user.id) {
+            store.visibility(room.code(), &who.user.id).await.map_err(storage_failed)?
+        } else {
+            None
+        };
+        let joined = room.join(
+            who.conn,
+            who.outbox,
+            who.user,
+            since,
+            services.config.resume_limit,
+            stored,
+            rejoin,
+        )?;
+        let mut result = joined.result;
+        if let Some(fetch) = joined.fetch {
+            let slice = Slice { window: std::mem::take(&mut result.messages), fetch: Some(fetch) };
+            match self.complete(&room, slice).await {
+                Ok(messages) => result.messages = messages,
+                Err(e) => {
+                    if seated.is_some() {
+                        // In the room before: it stays, as it was.
+                        room.activate(who.conn);
+                    } else if let Ok(departure) = room.leave(who.conn, &who.user.id) {
+                        // The seat was taken; give it back before failing.
+                        self.settle(&room, departure);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok((LocalSeat(room), result))
+    }
+
+    fn activate(&self, seat: &LocalSeat, conn: u64) {
+        seat.0.activate(conn);
+    }
+
+    async fn leave(
+        &self,
+        code: &str,
+        seat: Option<&LocalSeat>,
+        conn: u64,
+        user_id: &str,
+    ) -> Result<(), ErrorBody> {
+        // Another connection's seat held in grace ends with a `leave`
+        // from this one; any other room answers as one that does not
+        // exist.
+        let room = match seat {
+            Some(seat) => seat.0.clone(),
+            None => self.room(code).ok_or_else(|| not_in(code))?,
+        };
+        let departure = room.leave(conn, user_id).map_err(|_| not_in(code))?;
+        self.settle(&room, departure);
+        Ok(())
+    }
+
+    fn disconnect(&self, seat: LocalSeat, conn: u64, user_id: &str, grace: bool) {
+        let departure = seat.0.disconnect(conn, user_id, grace);
+        self.settle(&seat.0, departure);
+    }
+
+    async fn post(
+        &self,
+        seat: &LocalSeat,
+        who: Joiner<'_>,
+        draft: Draft,
+        reply: Option<i64>,
+    ) -> Result<(), ErrorBody> {
+        seat.0.post(who.conn, who.user, draft, reply)
+    }
+
+    async fn typing(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        user: &User,
+        active: bool,
+    ) -> Result<(), ErrorBody> {
+        seat.0.typing(conn, user, active)
+    }
+
+    async fn members(
+        &self,
+        code: &str,
+        seat: Option<&LocalSeat>,
+        conn: u64,
+        user_id: &str,
+    ) -> Result<Vec<User>, ErrorBody> {
+        // A public room's members are anyone's to see; a private one
+        // answers as one that does not exist.
+        let room = match seat {
+            Some(seat) => seat.0.clone(),
+            None => self.room(code).filter(|room| room.meta.public).ok_or_else(|| not_in(code))?,
+        };
+        room.members(conn, user_id).map_err(|_| not_in(code))
+    }
+
+    async fn read(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        user_id: &str,
+        range: Range,
+    ) -> Result<Vec<Message>, ErrorBody> {
+        let slice = seat.0.read(conn, user_id, range)?;
+        self.complete(&seat.0, slice).await
+    }
+
+    async fn public_rooms(&self) -> Result<Vec<(bool, RoomInfo)>, ErrorBody> {
+        let rooms = self.inner.rooms.read();
+        Ok(rooms.values().filter(|r| r.meta.public).map(|r| (r.meta.board, r.info())).collect())
+    }
+
+    fn room_count(&self) -> usize {
+        self.inner.rooms.read().len()
+    }
+
+    fn prune(&self, boards: bool, keep: Option<u64>, cutoff: Option<&str>) {
+        let rooms = self.all();
+        for room in rooms.iter().filter(|r| r.is_persistent() && r.meta.board == boards) {
+            room.prune_window(keep, cutoff);
+        }
+    }
+
+    fn shutdown(&self) {
+        // Every room's `closed` is queued before any connection closes: a
+        // writer that saw its close first would end before the next room's
+        // event was queued.
+        let rooms = self.all();
+        for room in &rooms {
+            room.announce_shutdown();
+        }
+        for room in &rooms {
+            room.close_connections(CloseReason::Shutdown);
+        }
+    }
+}

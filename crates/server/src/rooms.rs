@@ -1,0 +1,292 @@
+//! The room backend a server runs: its own rooms, or a cluster's through
+//! Redis. One enum of the two, so that dispatch stays static: every op is
+//! a `match` and a direct call, nothing boxed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_cluster::{ClusterConfig, ClusterRooms, ClusterSeat};
+use confab_core::frames::not_in;
+use confab_core::{
+    Draft, HubConfig, Joiner, LocalRooms, LocalSeat, NewRoom, Range, RoomBackend, Seat, Services,
+    Store, StoreError,
+};
+use confab_proto::{ErrorBody, JoinResult, Message, RoomInfo, User};
+
+/// The hub of this server.
+pub type Hub = confab_core::Hub<Rooms>;
+/// A connection of this server.
+pub type Conn = confab_core::Conn<Rooms>;
+
+/// Where this server's rooms live.
+#[derive(Clone)]
+pub enum Rooms {
+    /// In this process.
+    Local(LocalRooms),
+    /// In Redis, shared by the nodes of a cluster.
+    Cluster(ClusterRooms),
+}
+
+/// A connection's place in a room of either backend.
+pub enum RoomSeat {
+    Local(LocalSeat),
+    Cluster(ClusterSeat),
+}
+
+impl Seat for RoomSeat {
+    fn code(&self) -> &str {
+        match self {
+            RoomSeat::Local(seat) => seat.code(),
+            RoomSeat::Cluster(seat) => seat.code(),
+        }
+    }
+}
+
+/// Opens the hub: the store's rooms here, or, with `cluster`, the
+/// cluster's.
+///
+/// # Errors
+///
+/// The store or the cluster cannot be reached.
+pub async fn open(
+    config: HubConfig,
+    store: Arc<dyn Store>,
+    cluster: Option<ClusterConfig>,
+) -> anyhow::Result<Hub> {
+    use anyhow::Context;
+    let services = Services::open(config, store).await.context("cannot open the database")?;
+    let rooms = match cluster {
+        None => Rooms::Local(
+            LocalRooms::open(&services).await.context("cannot load rooms from the database")?,
+        ),
+        Some(cluster) => {
+            let url = cluster.url.clone();
+            let rooms = ClusterRooms::start(cluster, services.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot join the cluster at {url}: {e}"))?;
+            tracing::info!(node = services.config.node, "joined the cluster at {url}");
+            Rooms::Cluster(rooms)
+        }
+    };
+    Ok(Hub::new(services, rooms))
+}
+
+/// A hub with its rooms here, on `store`.
+///
+/// # Errors
+///
+/// The store failed.
+pub async fn open_local(config: HubConfig, store: Arc<dyn Store>) -> Result<Hub, StoreError> {
+    let services = Services::open(config, store).await?;
+    let rooms = LocalRooms::open(&services).await?;
+    Ok(Hub::new(services, Rooms::Local(rooms)))
+}
+
+/// A seat of the other backend: cannot happen (a connection's seats all
+/// come from its server's one backend), answered as a room it is not in.
+fn foreign(seat: &RoomSeat) -> ErrorBody {
+    tracing::error!(room = seat.code(), "a seat of another backend");
+    not_in(seat.code())
+}
+
+impl RoomBackend for Rooms {
+    type Seat = RoomSeat;
+
+    async fn create(&self, room: NewRoom) -> Result<RoomInfo, ErrorBody> {
+        match self {
+            Rooms::Local(rooms) => rooms.create(room).await,
+            Rooms::Cluster(rooms) => rooms.create(room).await,
+        }
+    }
+
+    async fn join(
+        &self,
+        who: Joiner<'_>,
+        code: &str,
+        since: Option<u64>,
+        rejoin: bool,
+        seated: Option<&RoomSeat>,
+    ) -> Result<(RoomSeat, JoinResult), ErrorBody> {
+        match self {
+            Rooms::Local(rooms) => {
+                let seated = match seated {
+                    Some(RoomSeat::Local(seat)) => Some(seat),
+                    _ => None,
+                };
+                let (seat, joined) = rooms.join(who, code, since, rejoin, seated).await?;
+                Ok((RoomSeat::Local(seat), joined))
+            }
+            Rooms::Cluster(rooms) => {
+                let seated = match seated {
+                    Some(RoomSeat::Cluster(seat)) => Some(seat),
+                    _ => None,
+                };
+                let (seat, joined) = rooms.join(who, code, since, rejoin, seated).await?;
+                Ok((RoomSeat::Cluster(seat), joined))
+            }
+        }
+    }
+
+    fn activate(&self, seat: &RoomSeat, conn: u64) {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => rooms.activate(seat, conn),
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => rooms.activate(seat, conn),
+            _ => drop(foreign(seat)),
+        }
+    }
+
+    async fn leave(
+        &self,
+        code: &str,
+        seat: Option<&RoomSeat>,
+        conn: u64,
+        user_id: &str,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), None) => rooms.leave(code, None, conn, user_id).await,
+            (Rooms::Local(rooms), Some(RoomSeat::Local(seat))) => {
+                rooms.leave(code, Some(seat), conn, user_id).await
+            }
+            (Rooms::Cluster(rooms), None) => rooms.leave(code, None, conn, user_id).await,
+            (Rooms::Cluster(rooms), Some(RoomSeat::Cluster(seat))) => {
+                rooms.leave(code, Some(seat), conn, user_id).await
+            }
+            (_, Some(seat)) => Err(foreign(seat)),
+        }
+    }
+
+    fn disconnect(&self, seat: RoomSeat, conn: u64, user_id: &str, grace: bool) {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.disconnect(seat, conn, user_id, grace);
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.disconnect(seat, conn, user_id, grace);
+            }
+            (_, seat) => drop(foreign(&seat)),
+        }
+    }
+
+    async fn post(
+        &self,
+        seat: &RoomSeat,
+        who: Joiner<'_>,
+        draft: Draft,
+        reply: Option<i64>,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.post(seat, who, draft, reply).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.post(seat, who, draft, reply).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
+    async fn typing(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        user: &User,
+        active: bool,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.typing(seat, conn, user, active).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.typing(seat, conn, user, active).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
+    async fn members(
+        &self,
+        code: &str,
+        seat: Option<&RoomSeat>,
+        conn: u64,
+        user_id: &str,
+    ) -> Result<Vec<User>, ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), None) => rooms.members(code, None, conn, user_id).await,
+            (Rooms::Local(rooms), Some(RoomSeat::Local(seat))) => {
+                rooms.members(code, Some(seat), conn, user_id).await
+            }
+            (Rooms::Cluster(rooms), None) => rooms.members(code, None, conn, user_id).await,
+            (Rooms::Cluster(rooms), Some(RoomSeat::Cluster(seat))) => {
+                rooms.members(code, Some(seat), conn, user_id).await
+            }
+            (_, Some(seat)) => Err(foreign(seat)),
+        }
+    }
+
+    async fn read(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        user_id: &str,
+        range: Range,
+    ) -> Result<Vec<Message>, ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.read(seat, conn, user_id, range).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.read(seat, conn, user_id, range).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
+    async fn public_rooms(&self) -> Result<Vec<(bool, RoomInfo)>, ErrorBody> {
+        match self {
+            Rooms::Local(rooms) => rooms.public_rooms().await,
+            Rooms::Cluster(rooms) => rooms.public_rooms().await,
+        }
+    }
+
+    fn room_count(&self) -> usize {
+        match self {
+            Rooms::Local(rooms) => rooms.room_count(),
+            Rooms::Cluster(rooms) => rooms.room_count(),
+        }
+    }
+
+    fn healthy(&self) -> Option<bool> {
+        match self {
+            Rooms::Local(rooms) => rooms.healthy(),
+            Rooms::Cluster(rooms) => rooms.healthy(),
+        }
+    }
+
+    fn sessions_shared(&self) -> bool {
+        match self {
+            Rooms::Local(rooms) => rooms.sessions_shared(),
+            Rooms::Cluster(rooms) => rooms.sessions_shared(),
+        }
+    }
+
+    fn prune(&self, boards: bool, keep: Option<u64>, cutoff: Option<&str>) {
+        match self {
+            Rooms::Local(rooms) => rooms.prune(boards, keep, cutoff),
+            Rooms::Cluster(rooms) => rooms.prune(boards, keep, cutoff),
+        }
+    }
+
+    fn shutdown(&self) {
+        match self {
+            Rooms::Local(rooms) => rooms.shutdown(),
+            Rooms::Cluster(rooms) => rooms.shutdown(),
+        }
+    }
+
+    async fn settle(&self, limit: Duration) {
+        match self {
+            Rooms::Local(rooms) => rooms.settle(limit).await,
+            Rooms::Cluster(rooms) => rooms.settle(limit).await,
+        }
+    }
+}
