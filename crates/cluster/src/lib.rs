@@ -36,6 +36,7 @@
 //! op answers `unavailable` within the op timeout, `/health` says 503, and
 //! the node recovers by itself when Redis answers again.
 
+mod connection;
 mod events;
 mod lease;
 mod mirror;
@@ -60,10 +61,11 @@ use confab_proto::{ErrorBody, ErrorCode, Message, RoomInfo, User};
 use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script, Value};
+use redis::{Script, Value};
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
 
+use connection::lease_key;
 pub(crate) use mirror::Mirror;
 use mirror::parse_envelope;
 use reply::Reply;
@@ -204,40 +206,6 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 19] {
-    let k = |name: &str| format!("{ns}:{{{code}}}:{name}");
-    [
-        k("meta"),
-        k("mem"),
-        k("names"),
-        k("cnt"),
-        k("grace"),
-        k("vis"),
-        k("seq"),
-        k("ev"),
-        k("win"),
-        k("evs"),
-        k("cid"),
-        k("cido"),
-        format!("{ns}:node:{{{node}}}:rooms"),
-        k("uname"),
-        format!("{ns}:rooms"),
-        format!("{ns}:public"),
-        k("pend"),
-        k("pendc"),
-        k(&format!("op:{op_id}")),
-    ]
-}
-
-fn lease_key(ns: &str, incarnation: &str) -> String {
-    format!("{ns}:node:{{{incarnation}}}")
-}
-
-fn redis_down(e: &redis::RedisError) -> ErrorBody {
-    tracing::warn!("cluster: redis: {e}");
-    unavailable("the cluster is unavailable; try again shortly")
-}
-
 impl Cluster {
     /// Connects to Redis and starts the node's subscription, lease and
     /// sweeps.
@@ -309,111 +277,6 @@ impl Cluster {
         self.redis_up.load(Ordering::Relaxed)
             && self.subscribed.load(Ordering::Relaxed)
             && self.leased.load(Ordering::Relaxed)
-    }
-
-    async fn connection(&self) -> Result<MultiplexedConnection, ErrorBody> {
-        if let Some(conn) = self.conn.lock().clone() {
-            return Ok(conn);
-        }
-        let t = self.config.timeout;
-        let down = || unavailable("the cluster is unavailable; try again shortly");
-        // One connection attempt at a time; nobody waits longer than an
-        // op may, and right after a failed attempt nobody waits at all.
-        let recently_failed =
-            |failed: &Option<std::time::Instant>| failed.is_some_and(|at| at.elapsed() < t / 2);
-        if recently_failed(&self.connect_failed.lock()) {
-            return Err(down());
-        }
-        let Ok(_one) = tokio::time::timeout(t, self.connecting.lock()).await else {
-            return Err(down());
-        };
-        if let Some(conn) = self.conn.lock().clone() {
-            return Ok(conn);
-        }
-        if recently_failed(&self.connect_failed.lock()) {
-            return Err(down());
-        }
-        let settings = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(t))
-            .set_response_timeout(Some(t));
-        let conn = tokio::time::timeout(
-            t,
-            self.client.get_multiplexed_async_connection_with_config(&settings),
-        )
-        .await
-        .map_err(|_| unavailable("the cluster is unavailable; try again shortly"))
-        .and_then(|r| r.map_err(|e| redis_down(&e)));
-        match conn {
-            Ok(conn) => {
-                *self.conn.lock() = Some(conn.clone());
-                *self.connect_failed.lock() = None;
-                self.redis_up.store(true, Ordering::Relaxed);
-                Ok(conn)
-            }
-            Err(e) => {
-                *self.connect_failed.lock() = Some(std::time::Instant::now());
-                self.redis_up.store(false, Ordering::Relaxed);
-                Err(e)
-            }
-        }
-    }
-
-    fn lost_connection(&self) {
-        *self.conn.lock() = None;
-        self.redis_up.store(false, Ordering::Relaxed);
-    }
-
-    /// Runs a Redis command with the op timeout.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ErrorBody> {
-        let mut conn = self.connection().await?;
-        self.answer(cmd.query_async::<T>(&mut conn)).await
-    }
-
-    /// Waits for a Redis call, at most the op timeout. Every call goes
-    /// through here: one that times out or loses its connection drops the
-    /// connection, so that the next starts a new one.
-    async fn answer<T>(
-        &self,
-        call: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, ErrorBody> {
-        match tokio::time::timeout(self.config.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                    self.lost_connection();
-                }
-                Err(redis_down(&e))
-            }
-            Err(_) => {
-                self.lost_connection();
-                Err(unavailable("the cluster is unavailable; try again shortly"))
-            }
-        }
-    }
-
-    /// Runs one op of the room script on room `code`.
-    async fn room_op(&self, code: &str, args: &[&str]) -> Result<Reply, ErrorBody> {
-        self.room_op_with(code, "-", args).await
-    }
-
-    /// Runs one op of the room script on room `code`, with the key that
-    /// records what became of the op `op_id`.
-    async fn room_op_with(
-        &self,
-        code: &str,
-        op_id: &str,
-        args: &[&str],
-    ) -> Result<Reply, ErrorBody> {
-        let incarnation = self.incarnation();
-        let mut invocation = self.room_script.prepare_invoke();
-        for key in keys(&self.config.namespace, code, &incarnation, op_id) {
-            invocation.key(key);
-        }
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        let mut conn = self.connection().await?;
-        Reply::new(self.answer(invocation.invoke_async::<Value>(&mut conn)).await?)
     }
 
     // ----- rooms -----
