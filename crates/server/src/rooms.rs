@@ -27,10 +27,12 @@ pub enum Rooms {
     Cluster(ClusterRooms),
 }
 
-/// A connection's place in a room of either backend.
+/// A connection's place in a room of either backend. A cluster seat is
+/// boxed: it is larger than a local one, and an idle connection's seats
+/// are most of what it costs.
 pub enum RoomSeat {
     Local(LocalSeat),
-    Cluster(ClusterSeat),
+    Cluster(Box<ClusterSeat>),
 }
 
 impl Seat for RoomSeat {
@@ -118,11 +120,11 @@ impl RoomBackend for Rooms {
             }
             Rooms::Cluster(rooms) => {
                 let seated = match seated {
-                    Some(RoomSeat::Cluster(seat)) => Some(seat),
+                    Some(RoomSeat::Cluster(seat)) => Some(&**seat),
                     _ => None,
                 };
                 let (seat, joined) = rooms.join(who, code, since, rejoin, seated).await?;
-                Ok((RoomSeat::Cluster(seat), joined))
+                Ok((RoomSeat::Cluster(Box::new(seat)), joined))
             }
         }
     }
@@ -149,7 +151,7 @@ impl RoomBackend for Rooms {
             }
             (Rooms::Cluster(rooms), None) => rooms.leave(code, None, conn, user_id).await,
             (Rooms::Cluster(rooms), Some(RoomSeat::Cluster(seat))) => {
-                rooms.leave(code, Some(seat), conn, user_id).await
+                rooms.leave(code, Some(&**seat), conn, user_id).await
             }
             (_, Some(seat)) => Err(foreign(seat)),
         }
@@ -161,7 +163,7 @@ impl RoomBackend for Rooms {
                 rooms.disconnect(seat, conn, user_id, grace);
             }
             (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
-                rooms.disconnect(seat, conn, user_id, grace);
+                rooms.disconnect(*seat, conn, user_id, grace);
             }
             (_, seat) => drop(foreign(&seat)),
         }
@@ -217,7 +219,7 @@ impl RoomBackend for Rooms {
             }
             (Rooms::Cluster(rooms), None) => rooms.members(code, None, conn, user_id).await,
             (Rooms::Cluster(rooms), Some(RoomSeat::Cluster(seat))) => {
-                rooms.members(code, Some(seat), conn, user_id).await
+                rooms.members(code, Some(&**seat), conn, user_id).await
             }
             (_, Some(seat)) => Err(foreign(seat)),
         }
