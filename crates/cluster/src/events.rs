@@ -20,7 +20,7 @@ impl Cluster {
         let upto = upto.map_or_else(|| "+inf".to_owned(), |u| u.to_string());
         let cmd =
             redis::cmd("ZRANGEBYSCORE").arg(&key).arg(format!("({after}")).arg(upto).to_owned();
-        let found: Vec<Vec<u8>> = self.query(&cmd).await?;
+        let found: Vec<Vec<u8>> = self.shard(code).query(&cmd).await?;
         Ok(found.iter().filter_map(|e| parse_envelope(e)).collect())
     }
 
@@ -129,18 +129,23 @@ impl Cluster {
     }
 }
 
-pub(super) async fn subscribe_loop(cluster: Weak<Cluster>) {
+/// Listens to the events of the rooms on shard `index`, subscribing again
+/// whenever the subscription ends.
+pub(super) async fn subscribe_loop(cluster: Weak<Cluster>, index: usize) {
     loop {
         let Some(c) = cluster.upgrade() else { return };
         let timeout = c.config.timeout;
-        let pubsub = tokio::time::timeout(timeout, c.client.get_async_pubsub()).await;
+        let shard = &c.shards[index];
+        let pubsub = tokio::time::timeout(timeout, shard.client.get_async_pubsub()).await;
         if let Ok(Ok(mut pubsub)) = pubsub
             && let Ok(Ok(())) = tokio::time::timeout(timeout, pubsub.subscribe(c.channel())).await
         {
-            c.subscribed.store(true, Ordering::Relaxed);
+            shard.subscribed.store(true, Ordering::Relaxed);
             // What was published while this node was not listening.
             for mirror in c.all_mirrors() {
-                c.fill(mirror);
+                if c.shard(mirror.code()).index == index {
+                    c.fill(mirror);
+                }
             }
             let mut stream = pubsub.into_on_message();
             loop {
@@ -149,10 +154,10 @@ pub(super) async fn subscribe_loop(cluster: Weak<Cluster>) {
                         Some(message) => c.on_envelope(message.get_payload_bytes()),
                         None => break,
                     },
-                    () = c.resubscribe.notified() => break,
+                    () = shard.resubscribe.notified() => break,
                 }
             }
-            c.subscribed.store(false, Ordering::Relaxed);
+            shard.subscribed.store(false, Ordering::Relaxed);
             tracing::warn!("cluster: the event subscription ended; subscribing again");
         }
         drop(c);

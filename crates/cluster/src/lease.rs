@@ -15,7 +15,7 @@ impl Cluster {
     async fn set_lease(&self, incarnation: &str, mode: &str) -> Result<Option<String>, ErrorBody> {
         let lease = self.config.lease.as_millis().to_string();
         let key = lease_key(&self.config.namespace, incarnation);
-        self.query(redis::cmd("SET").arg(key).arg("1").arg("PX").arg(lease).arg(mode)).await
+        self.home().query(redis::cmd("SET").arg(key).arg("1").arg("PX").arg(lease).arg(mode)).await
     }
 
     /// Renews this node's lease (or takes a new one); sweeps dead nodes.
@@ -48,8 +48,10 @@ impl Cluster {
                 }
                 let incarnation = self.incarnation();
                 let taken = self.set_lease(&incarnation, "NX").await;
-                let added: Result<i64, _> =
-                    self.query(redis::cmd("SADD").arg(self.nodes_key()).arg(&incarnation)).await;
+                let added: Result<i64, _> = self
+                    .home()
+                    .query(redis::cmd("SADD").arg(self.nodes_key()).arg(&incarnation))
+                    .await;
                 if matches!(taken, Ok(Some(_))) && added.is_ok() {
                     self.leased.store(true, Ordering::Relaxed);
                     *self.lease_proven.lock() = Some(sent);
@@ -105,49 +107,67 @@ impl Cluster {
         }
     }
 
-    /// Sweeps the members of nodes whose lease lapsed out of their rooms.
+    /// Sweeps the members of nodes whose lease lapsed out of their rooms,
+    /// on every shard.
     pub(super) async fn sweep(&self) {
         let me = self.incarnation();
+        let home = self.home();
         let Ok(nodes) =
-            self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(self.nodes_key())).await
+            home.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(self.nodes_key())).await
         else {
             return;
         };
         for node in nodes.into_iter().filter(|n| *n != me) {
-            let Ok(alive) = self
-                .query::<bool>(redis::cmd("EXISTS").arg(lease_key(&self.config.namespace, &node)))
-                .await
-            else {
+            let lease = lease_key(&self.config.namespace, &node);
+            let Ok(alive) = home.query::<bool>(redis::cmd("EXISTS").arg(lease)).await else {
                 return;
             };
             if alive {
                 continue;
             }
             let rooms_key = format!("{}:node:{{{node}}}:rooms", self.config.namespace);
-            let Ok(rooms) = self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(&rooms_key)).await
-            else {
-                return;
-            };
             let mut done = true;
-            for room in &rooms {
-                match self.room_op(room, &["sweep", room, &node]).await {
-                    Ok(r) if r.int(1).unwrap_or(0) > 0 => {
-                        let left = r.int(1).unwrap_or(0);
-                        tracing::info!(room, node, "cluster: {left} members of a dead node left");
+            for shard in &self.shards {
+                let Ok(rooms) =
+                    shard.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(&rooms_key)).await
+                else {
+                    done = false;
+                    continue;
+                };
+                let mut swept = true;
+                for room in &rooms {
+                    match self.room_op(room, &["sweep", room, &node]).await {
+                        Ok(r) if r.int(1).unwrap_or(0) > 0 => {
+                            let left = r.int(1).unwrap_or(0);
+                            tracing::info!(
+                                room,
+                                node,
+                                "cluster: {left} members of a dead node left"
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(_) => swept = false,
                     }
-                    Ok(_) => {}
-                    Err(_) => done = false,
+                }
+                if swept {
+                    let _: Result<i64, _> = shard.query(redis::cmd("DEL").arg(&rooms_key)).await;
+                } else {
+                    done = false;
                 }
             }
             if done {
-                let _: Result<i64, _> = self.query(redis::cmd("DEL").arg(&rooms_key)).await;
                 let _: Result<i64, _> =
-                    self.query(redis::cmd("SREM").arg(self.nodes_key()).arg(&node)).await;
+                    home.query(redis::cmd("SREM").arg(self.nodes_key()).arg(&node)).await;
             }
         }
-        // This node's own room set: forget rooms it is no longer in.
+        // This node's own room sets: forget rooms it is no longer in.
         let rooms_key = format!("{}:node:{{{me}}}:rooms", self.config.namespace);
-        if let Ok(rooms) = self.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(&rooms_key)).await {
+        for shard in &self.shards {
+            let Ok(rooms) =
+                shard.query::<Vec<String>>(redis::cmd("SMEMBERS").arg(&rooms_key)).await
+            else {
+                continue;
+            };
             let stale: Vec<String> = {
                 let mirrors = self.mirrors.read();
                 let graces = self.graces.lock();
@@ -158,7 +178,7 @@ impl Cluster {
             };
             if !stale.is_empty() {
                 let _: Result<i64, _> =
-                    self.query(redis::cmd("SREM").arg(&rooms_key).arg(stale)).await;
+                    shard.query(redis::cmd("SREM").arg(&rooms_key).arg(stale)).await;
             }
         }
     }
@@ -231,13 +251,19 @@ pub(super) async fn lease_loop(cluster: Weak<Cluster>) {
     loop {
         let Some(c) = cluster.upgrade() else { return };
         let every = (c.config.lease / 3).max(Duration::from_millis(100));
-        let was_up = c.redis_up.load(Ordering::Relaxed);
+        let was_up: Vec<bool> = c.shards.iter().map(|s| s.up.load(Ordering::Relaxed)).collect();
         c.renew().await;
-        if !c.redis_up.load(Ordering::Relaxed) {
-            // The subscription may hang on a dead connection: restart it.
-            c.resubscribe.notify_waiters();
-        } else if !was_up {
-            tracing::info!("cluster: redis answers again");
+        for (shard, was_up) in c.shards.iter().zip(was_up) {
+            if shard.index > 0 {
+                // The home shard answered the renewal; the others a ping.
+                let _: Result<String, _> = shard.query(&redis::cmd("PING")).await;
+            }
+            if !shard.up.load(Ordering::Relaxed) {
+                // The subscription may hang on a dead connection: restart it.
+                shard.resubscribe.notify_waiters();
+            } else if !was_up {
+                tracing::info!(shard = shard.index, "cluster: redis answers again");
+            }
         }
         c.unstall(&mut stalled).await;
         drop(c);

@@ -60,12 +60,12 @@ use confab_core::{CloseReason, Departure, Draft, Outbox, Services, Store, Stored
 use confab_proto::{ErrorBody, ErrorCode, Message, RoomInfo, User};
 use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
-use redis::aio::MultiplexedConnection;
 use redis::{Script, Value};
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
-use connection::lease_key;
+pub use connection::shard_of;
+use connection::{Shard, lease_key};
 pub(crate) use mirror::Mirror;
 use mirror::parse_envelope;
 use reply::Reply;
@@ -76,7 +76,9 @@ const PERSIST_BATCH: usize = 256;
 /// How a node joins a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// `redis://…`
+    /// `redis://…`, or several, comma-separated: the shards rooms are
+    /// spread over (every node must be given the same list, in the same
+    /// order).
     pub url: String,
     /// How long a node that stopped renewing counts as alive.
     pub lease: Duration,
@@ -96,6 +98,11 @@ impl ClusterConfig {
             timeout: Duration::from_secs(2),
             namespace: "cf".to_owned(),
         }
+    }
+
+    /// The URL of each shard, in order.
+    pub fn shards(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
     }
 }
 
@@ -154,24 +161,20 @@ struct PersistJob {
 }
 
 pub(crate) struct Cluster {
-    client: redis::Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
-    connecting: tokio::sync::Mutex<()>,
+    /// The Redis instances rooms are spread over; the first holds the
+    /// node leases.
+    shards: Vec<Shard>,
     room_script: Script,
     rooms_script: Script,
     config: ClusterConfig,
     node: String,
     /// This node as Redis counts it: the name and an incarnation.
     incarnation: Mutex<String>,
-    redis_up: AtomicBool,
-    subscribed: AtomicBool,
     leased: AtomicBool,
     /// When the newest renewal of this incarnation's lease that Redis
     /// confirmed was sent: the lease is known to have held until a lease
     /// after it. `None` before this incarnation held one.
     lease_proven: Mutex<Option<std::time::Instant>>,
-    /// Ends the subscription so that it starts over.
-    resubscribe: Notify,
     /// Mirrors of the rooms this node's connections joined, by code.
     ///
     /// Lock order: this map, then a mirror; never the other way round.
@@ -191,10 +194,6 @@ pub(crate) struct Cluster {
     /// The reconnect grace: a join undone after a timeout leaves a member
     /// who was there before in grace, as a drop would.
     grace: Duration,
-    /// When a connection to Redis last failed: within a timeout of it,
-    /// ops answer `unavailable` at once instead of queueing for a
-    /// connection that is not coming.
-    connect_failed: Mutex<Option<std::time::Instant>>,
     /// Set when this node must record the stored rooms again (Redis lost
     /// them, or this node's lease lapsed).
     rerecord: AtomicBool,
@@ -219,22 +218,24 @@ impl Cluster {
             (hub.room_window, hub.dedup_window, hub.max_capacity, hub.grace);
         let boards = hub.boards.iter().map(|b| b.name.to_lowercase()).collect();
         let store = services.store.clone();
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| ClusterError::Url(e.to_string()))?;
+        let urls = config.shards();
+        if urls.is_empty() {
+            return Err(ClusterError::Url("no Redis URL given".into()));
+        }
+        let shards = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| Shard::open(i, url, config.timeout))
+            .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::channel(PERSIST_QUEUE);
         let cluster = Arc::new(Cluster {
-            client,
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
+            shards,
             room_script: Script::new(include_str!("room.lua")),
             rooms_script: Script::new(include_str!("rooms.lua")),
             node: node.to_owned(),
             incarnation: Mutex::new(new_incarnation(node)),
-            redis_up: AtomicBool::new(false),
-            subscribed: AtomicBool::new(false),
             leased: AtomicBool::new(false),
             lease_proven: Mutex::new(None),
-            resubscribe: Notify::new(),
             mirrors: RwLock::new(HashMap::new()),
             graces: Mutex::new(HashMap::new()),
             grace_epoch: AtomicU64::new(0),
@@ -246,13 +247,16 @@ impl Cluster {
             boards,
             max_capacity,
             grace,
-            connect_failed: Mutex::new(None),
             rerecord: AtomicBool::new(false),
             config,
         });
-        cluster.connection().await.map_err(|e| ClusterError::Unreachable(e.message))?;
+        for shard in &cluster.shards {
+            shard.connection().await.map_err(|e| ClusterError::Unreachable(e.message))?;
+        }
         cluster.renew().await;
-        tokio::spawn(subscribe_loop(Arc::downgrade(&cluster)));
+        for shard in 0..cluster.shards.len() {
+            tokio::spawn(subscribe_loop(Arc::downgrade(&cluster), shard));
+        }
         tokio::spawn(lease_loop(Arc::downgrade(&cluster)));
         tokio::spawn(persist_loop(Arc::downgrade(&cluster), rx));
         Ok(cluster)
@@ -271,12 +275,10 @@ impl Cluster {
         self.incarnation.lock().clone()
     }
 
-    /// Whether this node can serve: Redis answers, its events arrive, and
-    /// its lease is held.
+    /// Whether this node can serve: every shard answers and its events
+    /// arrive, and the node's lease is held.
     pub fn healthy(&self) -> bool {
-        self.redis_up.load(Ordering::Relaxed)
-            && self.subscribed.load(Ordering::Relaxed)
-            && self.leased.load(Ordering::Relaxed)
+        self.shards.iter().all(Shard::healthy) && self.leased.load(Ordering::Relaxed)
     }
 
     // ----- rooms -----
@@ -315,12 +317,18 @@ impl Cluster {
         Ok(r.status() == "ok")
     }
 
-    /// The public rooms of the whole cluster.
+    /// The public rooms of the whole cluster: of every shard.
     pub async fn public_rooms(&self) -> Result<Vec<RoomInfo>, ErrorBody> {
-        let mut conn = self.connection().await?;
+        let lists = self.shards.iter().map(|shard| self.public_rooms_of(shard));
+        let lists = futures_util::future::try_join_all(lists).await?;
+        Ok(lists.into_iter().flatten().collect())
+    }
+
+    async fn public_rooms_of(&self, shard: &Shard) -> Result<Vec<RoomInfo>, ErrorBody> {
+        let mut conn = shard.connection().await?;
         let mut invocation = self.rooms_script.prepare_invoke();
         invocation.arg(&self.config.namespace);
-        let items = self.answer(invocation.invoke_async::<Vec<Value>>(&mut conn)).await?;
+        let items = shard.answer(invocation.invoke_async::<Vec<Value>>(&mut conn)).await?;
         // Pairs of a room's settings and its member count.
         items
             .chunks(2)

@@ -1,7 +1,8 @@
 //! One behavioural suite, two room backends: every scenario runs against
 //! the local backend, and against the Redis backend (two nodes sharing one
 //! store, like two servers sharing PostgreSQL) when Redis is there, so
-//! that `room.rs` and `room.lua` cannot drift apart.
+//! that `room.rs` and `room.lua` cannot drift apart; and once more with
+//! three nodes over three Redis instances (shards) the test starts.
 //!
 //! The scenarios speak the protocol to `Conn` (JSON in, JSON out of the
 //! connection's outbox), without sockets; the edges have their own tests.
@@ -29,29 +30,76 @@ fn config(node: &str) -> HubConfig {
 struct Nodes<B: RoomBackend> {
     a: Hub<B>,
     b: Hub<B>,
+    /// Every node (`a` and `b` among them).
+    all: Vec<Hub<B>>,
+    /// Redis instances the scenario started, stopped when it ends.
+    _redis: Vec<RedisServer>,
 }
 
 async fn local() -> Nodes<LocalRooms> {
     let hub = Hub::open(config("n1"), Arc::new(MemoryStore::new())).await.unwrap();
-    Nodes { a: hub.clone(), b: hub }
+    Nodes { a: hub.clone(), b: hub.clone(), all: vec![hub], _redis: Vec::new() }
 }
 
 async fn redis() -> Nodes<ClusterRooms> {
     let url = std::env::var("CONFAB_TEST_REDIS")
         .expect("CONFAB_TEST_REDIS is not set: this test needs Redis (see README.md)");
+    cluster(&url, 2, Vec::new()).await
+}
+
+/// Three nodes over three Redis instances started for the scenario.
+async fn sharded() -> Nodes<ClusterRooms> {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    cluster(&urls.join(","), 3, servers).await
+}
+
+/// `nodes` cluster nodes on the Redis shards `url`, sharing one store.
+async fn cluster(url: &str, nodes: usize, redis: Vec<RedisServer>) -> Nodes<ClusterRooms> {
     // A namespace of its own: scenarios run side by side on one Redis.
     let namespace = format!("conf{:08x}", rand_u32());
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
-    let mut hubs = Vec::new();
-    for node in ["n1", "n2"] {
-        let services = Services::open(config(node), store.clone()).await.unwrap();
-        let cluster = ClusterConfig { namespace: namespace.clone(), ..ClusterConfig::new(&url) };
+    let mut all = Vec::new();
+    for node in 1..=nodes {
+        let services = Services::open(config(&format!("n{node}")), store.clone()).await.unwrap();
+        let cluster = ClusterConfig { namespace: namespace.clone(), ..ClusterConfig::new(url) };
         let rooms = ClusterRooms::start(cluster, services.clone()).await.unwrap();
-        hubs.push(Hub::new(services, rooms));
+        all.push(Hub::new(services, rooms));
     }
-    let b = hubs.pop().unwrap();
-    let a = hubs.pop().unwrap();
-    Nodes { a, b }
+    Nodes { a: all[0].clone(), b: all[1].clone(), all, _redis: redis }
+}
+
+/// A `redis-server` of the test's own, on a free port, stopped on drop.
+struct RedisServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server cannot be started: this test needs it (see README.md)");
+        let server = RedisServer { child, url: format!("redis://127.0.0.1:{port}") };
+        // Ready once it accepts a connection (bounded: 10 s).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn rand_u32() -> u32 {
@@ -238,7 +286,7 @@ async fn capacity_race<B: RoomBackend>(nodes: Nodes<B>) {
     let code = owner.create(json!({"capacity": 3})).await;
     let mut clients = Vec::new();
     for i in 0..12 {
-        let hub = if i % 2 == 0 { &nodes.a } else { &nodes.b };
+        let hub = &nodes.all[i % nodes.all.len()];
         clients.push(Client::new(hub, &format!("user {i}")).await);
     }
     let joins = clients.iter_mut().map(|c| c.call(json!({"op": "join", "room": code})));
@@ -452,6 +500,17 @@ macro_rules! conformance {
                 }
             )*
         }
+
+        /// The Redis backend, with three nodes over three shards.
+        mod sharded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs Redis: redis-server"]
+                async fn $scenario() {
+                    super::$scenario(super::sharded().await).await;
+                }
+            )*
+        }
     };
 }
 
@@ -466,3 +525,58 @@ conformance!(
     visibility,
     private_rooms_answer_as_missing_ones,
 );
+
+/// With three shards, rooms land on every one of them, and each node sees
+/// every public room and reaches every room, whichever shard holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: redis-server"]
+async fn rooms_spread_over_the_shards_and_every_node_reaches_them() {
+    let nodes = sharded().await;
+    let mut ann = Client::new(&nodes.all[0], "Ann").await;
+    let mut bob = Client::new(&nodes.all[2], "Bob").await;
+    // Rooms until every shard has some (the shard of a code is fixed by
+    // its hash; a few rooms do, 200 is a bound that is never reached).
+    let mut codes: Vec<String> = Vec::new();
+    for _ in 0..200 {
+        let covered: std::collections::HashSet<usize> =
+            codes.iter().map(|c| confab_cluster::shard_of(c, 3)).collect();
+        if covered.len() == 3 && codes.len() >= 6 {
+            break;
+        }
+        let code = ann.create(json!({"public": true})).await;
+        ann.join(&code).await;
+        bob.join(&code).await;
+        ann.event("join").await;
+        bob.post(&code, "hello").await;
+        assert_eq!(ann.event("message").await["message"]["room"], json!(code));
+        codes.push(code);
+    }
+    let rooms = Client::new(&nodes.all[1], "Cy").await.ok(json!({"op": "rooms"})).await;
+    let listed: Vec<&str> =
+        rooms["rooms"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    for code in &codes {
+        assert!(listed.contains(&code.as_str()), "{code} listed: {listed:?}");
+    }
+    // Each instance holds exactly the rooms its hash gives it.
+    for (i, server) in nodes._redis.iter().enumerate() {
+        let client = ::redis::Client::open(server.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> =
+            ::redis::cmd("KEYS").arg("*:rooms").query_async(&mut conn).await.unwrap();
+        let key = keys.iter().find(|k| k.matches(':').count() == 1).expect("a room set");
+        let mut held: Vec<String> =
+            ::redis::cmd("SMEMBERS").arg(key).query_async(&mut conn).await.unwrap();
+        held.sort();
+        // The configured board is a room too, on its own shard.
+        let mut expected: Vec<String> = codes
+            .iter()
+            .map(String::as_str)
+            .chain(["main"])
+            .filter(|c| confab_cluster::shard_of(c, 3) == i)
+            .map(str::to_owned)
+            .collect();
+        expected.sort();
+        assert!(!held.is_empty());
+        assert_eq!(held, expected, "shard {i}");
+    }
+}

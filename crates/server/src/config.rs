@@ -27,7 +27,8 @@ pub struct ServeArgs {
     /// Database URL: sqlite://PATH or postgres://… [default: sqlite://DIR/confab.db]
     #[arg(long, env = "CONFAB_DATABASE", value_name = "URL")]
     pub database: Option<String>,
-    /// Join a cluster of nodes through Redis: redis://… (needs a postgres:// --database)
+    /// Join a cluster of nodes through Redis: redis://…, or several comma-separated to spread
+    /// rooms over them (the same list on every node; needs a postgres:// --database)
     #[arg(long, env = "CONFAB_CLUSTER", value_name = "URL")]
     pub cluster: Option<String>,
     /// Name of this node, shown in hello and /health [default: local]
@@ -396,8 +397,12 @@ impl ServeArgs {
                 None
             }
             Some(url) => {
-                if !(url.starts_with("redis:") || url.starts_with("rediss:")) {
-                    return Err(invalid("cluster", format!("{url:?}: expected redis://…")));
+                // One URL, or several (the shards), comma-separated.
+                let shards: Vec<&str> = url.split(',').map(str::trim).collect();
+                if let Some(bad) =
+                    shards.iter().find(|u| !(u.starts_with("redis:") || u.starts_with("rediss:")))
+                {
+                    return Err(invalid("cluster", format!("{bad:?}: expected redis://…")));
                 }
                 // Nodes share rooms, so they must share what is stored: a
                 // node on its own SQLite file would give out `seq`s that

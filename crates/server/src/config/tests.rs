@@ -74,6 +74,21 @@ fn a_cluster_needs_a_shared_database_and_a_sane_lease() {
 }
 
 #[test]
+fn a_cluster_may_spread_its_rooms_over_several_redis_shards() {
+    let cluster = |url: &str| ServeArgs {
+        cluster: Some(url.into()),
+        node: Some("n1".into()),
+        database: Some("postgres://127.0.0.1/test".into()),
+        ..ServeArgs::default()
+    };
+    let config = cluster("redis://127.0.0.1:6379, redis://127.0.0.1:6380").resolve().unwrap();
+    let shards = config.cluster.expect("a cluster config");
+    assert_eq!(shards.shards(), ["redis://127.0.0.1:6379", "redis://127.0.0.1:6380"]);
+    let error = cluster("redis://127.0.0.1:6379,http://x").resolve().unwrap_err().to_string();
+    assert!(error.contains("http://x") && error.contains("redis://"), "{error}");
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_refused() {
     let dir = std::env::temp_dir().join(format!("confab-config-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
