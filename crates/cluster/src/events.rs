@@ -16,12 +16,11 @@ impl Cluster {
         after: u64,
         upto: Option<u64>,
     ) -> Result<Vec<mirror::Envelope>, ErrorBody> {
-        let key = format!("{}:{{{code}}}:evs", self.config.namespace);
-        let upto = upto.map_or_else(|| "+inf".to_owned(), |u| u.to_string());
-        let cmd =
-            redis::cmd("ZRANGEBYSCORE").arg(&key).arg(format!("({after}")).arg(upto).to_owned();
-        let found: Vec<Vec<u8>> = self.shard(code).query(&cmd).await?;
-        Ok(found.iter().filter_map(|e| parse_envelope(e)).collect())
+        let upto = upto.map_or_else(|| "-1".to_owned(), |u| u.to_string());
+        let r = self.room_op(code, &["events", code, &after.to_string(), &upto]).await?;
+        check(&r, code)?;
+        let found: Vec<String> = r.texts(1)?;
+        Ok(found.iter().filter_map(|e| parse_envelope(e.as_bytes())).collect())
     }
 
     /// Departures still on their way to Redis.

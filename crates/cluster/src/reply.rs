@@ -75,6 +75,23 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// Item `i`, an array of strings.
+    pub fn texts(&self, i: usize) -> Result<Vec<String>, ErrorBody> {
+        match self.item(i)? {
+            Value::Array(items) => items
+                .iter()
+                .map(|item| {
+                    as_text(item)
+                        .map(str::to_owned)
+                        .ok_or_else(|| unexpected(&format!("a list item is not text: {item:?}")))
+                })
+                .collect(),
+            other => Err(unexpected(&format!("item {i} is not a list: {other:?}"))),
+        }
+    }
+}
+
 fn as_text(value: &Value) -> Option<&str> {
     match value {
         Value::BulkString(b) => std::str::from_utf8(b).ok(),

@@ -12,8 +12,11 @@
 --   6 vis    hash: user id -> "from,left" (left -1: still a member)
 --   7 seq    string: latest message seq
 --   8 ev     string: latest event number
---   9 win    zset: seq -> message JSON (the recent window)
---  10 evs    zset: event number -> envelope (for nodes that missed one)
+--   9 wl     list: the recent window, message JSONs oldest first; they
+--                are contiguous in seq and the last is seq's, so the seq
+--                of an item follows from its index (no sorted set needed)
+--  10 el     list: the recent envelopes, oldest first, for nodes that
+--                missed some; contiguous in event number, the last is ev's
 --  11 cid    hash: "user|cid" -> message JSON
 --  12 cido   list: cid keys, oldest first
 --  13 nroom  set: rooms this node has members in (for the crash sweep)
@@ -43,8 +46,9 @@ local EVENTS_KEPT = 4096
 local function publish(kind, rest)
   local ev = redis.call('INCR', KEYS[8])
   local envelope = code .. ' ' .. ev .. ' ' .. kind .. ' ' .. rest
-  redis.call('ZADD', KEYS[10], ev, envelope)
-  redis.call('ZREMRANGEBYRANK', KEYS[10], 0, -(EVENTS_KEPT + 1))
+  if redis.call('RPUSH', KEYS[10], envelope) > EVENTS_KEPT then
+    redis.call('LPOP', KEYS[10])
+  end
   redis.call('PUBLISH', CHANNEL, envelope)
   return ev
 end
@@ -93,16 +97,35 @@ local function release(uid, node)
   return redis.call('HINCRBY', KEYS[4], uid, -1)
 end
 
-local function messages(after, limit)
+-- The seq of the window's first message (seq() + 1 when it is empty).
+local function oldest()
+  return seq() - redis.call('LLEN', KEYS[9]) + 1
+end
+
+-- The newest `limit` messages of the window with after < seq < before,
+-- newest first.
+local function window(after, before, limit)
   if limit <= 0 then return {} end
-  local newest = redis.call('ZREVRANGEBYSCORE', KEYS[9], '+inf', '(' .. after, 'LIMIT', 0, limit)
+  local top = seq()
+  local first = top - redis.call('LLEN', KEYS[9]) + 1
+  local hi = math.min(before - 1, top)
+  local lo = math.max(after + 1, first, hi - limit + 1)
+  if lo > hi then return {} end
+  local items = redis.call('LRANGE', KEYS[9], lo - first, hi - first)
+  local newest = {}
+  for i = #items, 1, -1 do newest[#newest + 1] = items[i] end
   return newest
 end
 
-local function oldest()
-  local first = redis.call('ZRANGE', KEYS[9], 0, 0, 'WITHSCORES')
-  if first[2] then return tonumber(first[2]) end
-  return seq() + 1
+local function messages(after, limit)
+  return window(after, seq() + 1, limit)
+end
+
+-- Appends the message that is now seq's to the window, keeping `kept`.
+local function remember_message(message, kept)
+  if redis.call('RPUSH', KEYS[9], message) > kept then
+    redis.call('LPOP', KEYS[9])
+  end
 end
 
 if op == 'create' then
@@ -286,9 +309,11 @@ if op == 'post' then
   -- ARGV: 3 user id, 4 node, 5 conn, 6 reply id ('-' none), 7 cid ('' none),
   --       8 message JSON without its seq, from its first field on (",...}"),
   --       9 window, 10 remembered cids
-  if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
   local uid = ARGV[3]
-  if redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_member'} end
+  if redis.call('HEXISTS', KEYS[2], uid) == 0 then
+    if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
+    return {'not_member'}
+  end
   local key = uid .. '|' .. ARGV[7]
   if ARGV[7] ~= '' then
     local first = redis.call('HGET', KEYS[11], key)
@@ -296,8 +321,7 @@ if op == 'post' then
   end
   local n = redis.call('INCR', KEYS[7])
   local message = '{"seq":' .. n .. ARGV[8]
-  redis.call('ZADD', KEYS[9], n, message)
-  redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(tonumber(ARGV[9]) + 1))
+  remember_message(message, tonumber(ARGV[9]))
   if ARGV[7] ~= '' then
     redis.call('HSET', KEYS[11], key, message)
     redis.call('RPUSH', KEYS[12], key)
@@ -357,8 +381,7 @@ if op == 'commit' then
     redis.call('HDEL', KEYS[17], next)
     redis.call('SET', KEYS[7], next)
     local message = string.match(tail, '^%S+ %S+ %S+ (.*)$')
-    redis.call('ZADD', KEYS[9], next, message)
-    redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(tonumber(ARGV[7]) + 1))
+    remember_message(message, tonumber(ARGV[7]))
     local key = redis.call('HGET', KEYS[18], next)
     if key then
       redis.call('HDEL', KEYS[18], next)
@@ -403,8 +426,19 @@ if op == 'read' then
   local before = math.min(tonumber(ARGV[5]), seq() + 1)
   local limit = tonumber(ARGV[6])
   if after + 1 >= before then return {'ok', {}, after, before, oldest()} end
-  local newest = redis.call('ZREVRANGEBYSCORE', KEYS[9], '(' .. before, '(' .. after, 'LIMIT', 0, limit)
-  return {'ok', newest, after, before, oldest()}
+  return {'ok', window(after, before, limit), after, before, oldest()}
+end
+
+if op == 'events' then
+  -- ARGV: 3 after, 4 up to (-1: the newest). The recorded envelopes with
+  -- after < ev <= up to, oldest first.
+  local top = tonumber(redis.call('GET', KEYS[8]) or '0')
+  local first = top - redis.call('LLEN', KEYS[10]) + 1
+  local upto = tonumber(ARGV[4])
+  if upto < 0 or upto > top then upto = top end
+  local lo = math.max(tonumber(ARGV[3]) + 1, first)
+  if lo > upto then return {'ok', {}} end
+  return {'ok', redis.call('LRANGE', KEYS[10], lo - first, upto - first)}
 end
 
 if op == 'members' then
