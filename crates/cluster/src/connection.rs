@@ -42,13 +42,21 @@ pub(crate) struct Shard {
     pub subscribed: AtomicBool,
     /// Ends the subscription so that it starts over.
     pub resubscribe: Notify,
+    /// Posts waiting for the next batch to this shard.
+    pub posts: tokio::sync::mpsc::Sender<crate::batch::PostCall>,
     timeout: Duration,
 }
 
 impl Shard {
-    pub fn open(index: usize, url: &str, timeout: Duration) -> Result<Shard, ClusterError> {
+    /// A shard, and the queue of posts its batching task sends.
+    pub fn open(
+        index: usize,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<(Shard, tokio::sync::mpsc::Receiver<crate::batch::PostCall>), ClusterError> {
         let client = redis::Client::open(url).map_err(|e| ClusterError::Url(e.to_string()))?;
-        Ok(Shard {
+        let (posts, queue) = tokio::sync::mpsc::channel(crate::batch::QUEUE);
+        let shard = Shard {
             index,
             client,
             conn: Mutex::new(None),
@@ -57,8 +65,10 @@ impl Shard {
             up: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
             resubscribe: Notify::new(),
+            posts,
             timeout,
-        })
+        };
+        Ok((shard, queue))
     }
 
     pub fn healthy(&self) -> bool {

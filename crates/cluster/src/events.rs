@@ -91,7 +91,15 @@ impl Cluster {
         self.mirrors.read().len()
     }
 
-    pub(super) fn on_envelope(self: &Arc<Self>, payload: &[u8]) {
+    /// Takes what was published: one envelope, or several, one per line
+    /// (a batch of posts).
+    pub(super) fn on_published(self: &Arc<Self>, payload: &[u8]) {
+        for envelope in payload.split(|b| *b == b'\n') {
+            self.on_envelope(envelope);
+        }
+    }
+
+    fn on_envelope(self: &Arc<Self>, payload: &[u8]) {
         let Some(envelope) = parse_envelope(payload) else {
             tracing::warn!("cluster: an event that cannot be read");
             return;
@@ -150,7 +158,7 @@ pub(super) async fn subscribe_loop(cluster: Weak<Cluster>, index: usize) {
             loop {
                 tokio::select! {
                     message = stream.next() => match message {
-                        Some(message) => c.on_envelope(message.get_payload_bytes()),
+                        Some(message) => c.on_published(message.get_payload_bytes()),
                         None => break,
                     },
                     () = shard.resubscribe.notified() => break,

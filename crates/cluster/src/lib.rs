@@ -36,6 +36,7 @@
 //! op answers `unavailable` within the op timeout, `/health` says 503, and
 //! the node recovers by itself when Redis answers again.
 
+mod batch;
 mod connection;
 mod events;
 mod lease;
@@ -166,6 +167,7 @@ pub(crate) struct Cluster {
     shards: Vec<Shard>,
     room_script: Script,
     rooms_script: Script,
+    posts_script: Script,
     config: ClusterConfig,
     node: String,
     /// This node as Redis counts it: the name and an incarnation.
@@ -222,16 +224,19 @@ impl Cluster {
         if urls.is_empty() {
             return Err(ClusterError::Url("no Redis URL given".into()));
         }
-        let shards = urls
+        let (shards, queues): (Vec<Shard>, Vec<_>) = urls
             .iter()
             .enumerate()
             .map(|(i, url)| Shard::open(i, url, config.timeout))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
         let (tx, rx) = mpsc::channel(PERSIST_QUEUE);
         let cluster = Arc::new(Cluster {
             shards,
             room_script: Script::new(include_str!("room.lua")),
             rooms_script: Script::new(include_str!("rooms.lua")),
+            posts_script: Script::new(include_str!("posts.lua")),
             node: node.to_owned(),
             incarnation: Mutex::new(new_incarnation(node)),
             leased: AtomicBool::new(false),
@@ -257,13 +262,16 @@ impl Cluster {
         for shard in 0..cluster.shards.len() {
             tokio::spawn(subscribe_loop(Arc::downgrade(&cluster), shard));
         }
+        for (shard, queue) in queues.into_iter().enumerate() {
+            tokio::spawn(batch::post_loop(Arc::downgrade(&cluster), shard, queue));
+        }
         tokio::spawn(lease_loop(Arc::downgrade(&cluster)));
         tokio::spawn(persist_loop(Arc::downgrade(&cluster), rx));
         Ok(cluster)
     }
 
     /// The channel every node publishes room events on and listens to.
-    fn channel(&self) -> String {
+    pub(crate) fn channel(&self) -> String {
         format!("{}:events", self.config.namespace)
     }
 

@@ -205,25 +205,15 @@ impl Cluster {
         if mirror.persistent() {
             return self.post_persistent(mirror, conn, outbox, user, draft, reply).await;
         }
-        let tail = message_tail(code, user, &draft);
         let reply_arg = reply.map_or_else(|| "-".to_owned(), |r| r.to_string());
-        let r = self
-            .room_op(
-                code,
-                &[
-                    "post",
-                    code,
-                    &user.id,
-                    &self.incarnation(),
-                    &conn.to_string(),
-                    &reply_arg,
-                    draft.cid.as_deref().unwrap_or(""),
-                    &tail,
-                    &self.window.to_string(),
-                    &self.dedup.to_string(),
-                ],
-            )
-            .await?;
+        let post = crate::batch::Post {
+            code: code.to_owned(),
+            user_id: user.id.clone(),
+            origin: format!("{} {conn} {reply_arg}", self.incarnation()),
+            cid: draft.cid.clone().unwrap_or_default(),
+            tail: message_tail(code, user, &draft),
+        };
+        let r = self.post_batched(post).await?;
         match r.status() {
             "ok" => {
                 metrics::counter!(confab_core::metric::POSTS).increment(1);

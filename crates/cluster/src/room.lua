@@ -41,6 +41,7 @@ local op = ARGV[1]
 local code = ARGV[2]
 -- The events channel: the namespace of KEYS[15] ("<ns>:rooms"), then "events".
 local CHANNEL = string.sub(KEYS[15], 1, -6) .. 'events'
+-- Kept for nodes that missed some; posts.lua is given the same number.
 local EVENTS_KEPT = 4096
 
 local function publish(kind, rest)
@@ -303,34 +304,6 @@ if op == 'sweep' then
     end
   end
   return {'ok', gone}
-end
-
-if op == 'post' then
-  -- ARGV: 3 user id, 4 node, 5 conn, 6 reply id ('-' none), 7 cid ('' none),
-  --       8 message JSON without its seq, from its first field on (",...}"),
-  --       9 window, 10 remembered cids
-  local uid = ARGV[3]
-  if redis.call('HEXISTS', KEYS[2], uid) == 0 then
-    if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
-    return {'not_member'}
-  end
-  local key = uid .. '|' .. ARGV[7]
-  if ARGV[7] ~= '' then
-    local first = redis.call('HGET', KEYS[11], key)
-    if first then return {'dup', first} end
-  end
-  local n = redis.call('INCR', KEYS[7])
-  local message = '{"seq":' .. n .. ARGV[8]
-  remember_message(message, tonumber(ARGV[9]))
-  if ARGV[7] ~= '' then
-    redis.call('HSET', KEYS[11], key, message)
-    redis.call('RPUSH', KEYS[12], key)
-    if redis.call('LLEN', KEYS[12]) > tonumber(ARGV[10]) then
-      redis.call('HDEL', KEYS[11], redis.call('LPOP', KEYS[12]))
-    end
-  end
-  publish('m', ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. message)
-  return {'ok', n}
 end
 
 if op == 'claim' then

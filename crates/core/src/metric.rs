@@ -18,6 +18,8 @@ pub const RATE_LIMITED: &str = "confab_rate_limited_total";
 pub const STORE_WRITE: &str = "confab_store_write_seconds";
 /// Messages in one committed batch.
 pub const STORE_BATCH: &str = "confab_store_batch_size";
+/// Posts to ephemeral rooms sent to Redis in one call (a cluster node).
+pub const CLUSTER_POST_BATCH: &str = "confab_cluster_post_batch_size";
 /// Time one message took to be queued into every recipient's outbox.
 pub const FANOUT: &str = "confab_fanout_seconds";
 /// Times free heap memory was given back to the system after a burst.

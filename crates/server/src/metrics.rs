@@ -22,8 +22,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::App;
 
 pub(crate) use confab_core::metric::{
-    CONNECTIONS, DELIVERIES, FANOUT, HEAP_TRIMS, MEMBERS, OUTBOX_OVERFLOWS, POSTS, RATE_LIMITED,
-    STORE_BATCH, STORE_WRITE,
+    CLUSTER_POST_BATCH, CONNECTIONS, DELIVERIES, FANOUT, HEAP_TRIMS, MEMBERS, OUTBOX_OVERFLOWS,
+    POSTS, RATE_LIMITED, STORE_BATCH, STORE_WRITE,
 };
 
 /// Rooms that exist, boards included. A gauge of this server's hub,
@@ -55,6 +55,9 @@ pub(crate) fn handle() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(STORE_BATCH.into()), BATCH_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(CLUSTER_POST_BATCH.into()), BATCH_BUCKETS)
             })
             .expect("bucket lists are not empty")
             .build_recorder();
@@ -89,6 +92,11 @@ fn describe() {
     describe_counter!(RATE_LIMITED, "Operations refused with rate_limited.");
     describe_histogram!(STORE_WRITE, Unit::Seconds, "Time to commit one batch to the store.");
     describe_histogram!(STORE_BATCH, Unit::Count, "Messages in one committed batch.");
+    describe_histogram!(
+        CLUSTER_POST_BATCH,
+        Unit::Count,
+        "Posts to ephemeral rooms sent to Redis in one call."
+    );
     describe_histogram!(FANOUT, Unit::Seconds, "Time to queue one message for every recipient.");
     describe_counter!(HEAP_TRIMS, "Times free heap memory was returned to the system.");
     for counter in [POSTS, DELIVERIES, OUTBOX_OVERFLOWS, RATE_LIMITED, HEAP_TRIMS] {
