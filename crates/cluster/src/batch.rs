@@ -47,7 +47,14 @@ impl Cluster {
         if shard.posts.try_send((post, done)).is_err() {
             return Err(unavailable("the cluster is busy; try again"));
         }
-        answer.await.unwrap_or_else(|_| Err(unavailable("the cluster is unavailable; try again")))
+        // Bounded, queueing included: a shard that answers nothing makes its
+        // posts fail within about two op timeouts, not wait behind others.
+        match tokio::time::timeout(self.config.timeout * 2, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) | Err(_) => {
+                Err(unavailable("the cluster is unavailable; try again shortly"))
+            }
+        }
     }
 
     /// Runs one batch on shard `index`: the answer for each post, in order.

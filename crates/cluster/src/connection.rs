@@ -42,6 +42,9 @@ pub(crate) struct Shard {
     pub subscribed: AtomicBool,
     /// Ends the subscription so that it starts over.
     pub resubscribe: Notify,
+    /// The epoch key this shard held when last looked at: a different one
+    /// means it lost its data.
+    pub epoch: Mutex<Option<String>>,
     /// Posts waiting for the next batch to this shard.
     pub posts: tokio::sync::mpsc::Sender<crate::batch::PostCall>,
     timeout: Duration,
@@ -65,6 +68,7 @@ impl Shard {
             up: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
             resubscribe: Notify::new(),
+            epoch: Mutex::new(None),
             posts,
             timeout,
         };

@@ -9,18 +9,23 @@ use confab_proto::ErrorBody;
 use super::*;
 
 impl Cluster {
-    /// The room's recorded events after `after` (up to `upto`), in order.
+    /// The room's recorded events after `after` (up to `upto`), in order;
+    /// `None` if the room counts fewer events than `after` (it started
+    /// over: nothing recorded follows on from what was applied).
     pub async fn events(
         &self,
         code: &str,
         after: u64,
         upto: Option<u64>,
-    ) -> Result<Vec<mirror::Envelope>, ErrorBody> {
+    ) -> Result<Option<Vec<mirror::Envelope>>, ErrorBody> {
         let upto = upto.map_or_else(|| "-1".to_owned(), |u| u.to_string());
         let r = self.room_op(code, &["events", code, &after.to_string(), &upto]).await?;
+        if r.status() == "reset" {
+            return Ok(None);
+        }
         check(&r, code)?;
         let found: Vec<String> = r.texts(1)?;
-        Ok(found.iter().filter_map(|e| parse_envelope(e.as_bytes())).collect())
+        Ok(Some(found.iter().filter_map(|e| parse_envelope(e.as_bytes())).collect()))
     }
 
     /// Departures still on their way to Redis.
@@ -118,8 +123,13 @@ impl Cluster {
             let missed = cluster.events(mirror.code(), after, None).await;
             let incarnation = cluster.incarnation();
             match missed {
-                Ok(envelopes) => {
-                    if envelopes.first().is_some_and(|e| e.ev > after + 1) {
+                Ok(missed) => {
+                    let lost = match &missed {
+                        None => true,
+                        Some(envelopes) => envelopes.first().is_some_and(|e| e.ev > after + 1),
+                    };
+                    let envelopes = missed.unwrap_or_default();
+                    if lost {
                         tracing::warn!(
                             room = mirror.code(),
                             "cluster: events lost; connections resume"

@@ -62,38 +62,85 @@ impl Cluster {
                     // rather than one whose lease nobody can vouch for.
                     self.evicted();
                 }
-                // A lapsed lease may mean Redis restarted empty: the boards
-                // and stored rooms are recorded again.
-                if self.rerecord.load(Ordering::Relaxed) {
-                    match self.record_stored().await {
-                        Ok(()) => self.rerecord.store(false, Ordering::Relaxed),
-                        Err(e) => tracing::warn!("cluster: {e}"),
-                    }
-                }
             }
             Err(_) => {
                 self.leased.store(false, Ordering::Relaxed);
-                return;
+            }
+        }
+    }
+
+    /// Checks that each shard still holds what it held: a shard that lost
+    /// its data (restarted empty) gets a new epoch key. The rooms of such a
+    /// shard cannot be kept in step: their connections resume, and the
+    /// stored rooms are recorded again.
+    async fn check_shards(&self) {
+        let key = format!("{}:epoch", self.config.namespace);
+        for shard in &self.shards {
+            let mine = format!("{:016x}", rand::random::<u64>());
+            // The epoch there, set to `mine` if it had none.
+            let set = redis::cmd("SET").arg(&key).arg(&mine).arg("NX").arg("GET").to_owned();
+            let Ok(before) = shard.query::<Option<String>>(&set).await else {
+                // The subscription may hang on a dead connection: restart it.
+                shard.resubscribe.notify_waiters();
+                continue;
+            };
+            let now = before.unwrap_or(mine);
+            let mut known = shard.epoch.lock();
+            let reset = known.as_ref().is_some_and(|k| *k != now);
+            *known = Some(now);
+            drop(known);
+            if reset {
+                tracing::warn!(
+                    shard = shard.index,
+                    "cluster: a Redis shard lost its data; its rooms start over"
+                );
+                self.rerecord.store(true, Ordering::Relaxed);
+                let lost: Vec<Arc<Mirror>> = self
+                    .all_mirrors()
+                    .into_iter()
+                    .filter(|m| self.shard(m.code()).index == shard.index)
+                    .collect();
+                for mirror in lost {
+                    mirror.lost();
+                    self.release_mirror(&mirror);
+                }
+            }
+        }
+    }
+
+    /// What keeps the cluster tidy, apart from the lease: shards checked,
+    /// stored rooms recorded again when Redis lost them, dead nodes swept,
+    /// stalled publishing unstuck.
+    async fn upkeep(&self, stalled: &mut HashSet<(String, u64)>) {
+        self.check_shards().await;
+        if self.rerecord.load(Ordering::Relaxed) {
+            match self.record_stored().await {
+                Ok(()) => self.rerecord.store(false, Ordering::Relaxed),
+                Err(e) => tracing::warn!("cluster: {e}"),
             }
         }
         self.sweep().await;
+        self.unstall(stalled).await;
     }
 
     /// Records the boards and the stored persistent rooms in Redis,
     /// keeping what is there (other nodes may have recorded them already).
+    /// Every room is tried, whatever became of the others (their shards
+    /// may be down); the first failure is returned.
     pub async fn record_stored(&self) -> Result<(), ClusterError> {
         let stored = self.store.rooms().await?;
+        let mut failed = None;
         for room in stored {
             if room.spec.board && !self.boards.contains(&room.spec.code) {
                 continue;
             }
             let seats = room.spec.seats(self.max_capacity);
             let info = room.spec.info(0);
-            self.create(&info, seats, None, false, room.last_seq).await.map_err(|e| {
-                ClusterError::Record { room: info.code.clone(), message: e.message }
-            })?;
+            if let Err(e) = self.create(&info, seats, None, false, room.last_seq).await {
+                failed.get_or_insert(ClusterError::Record { room: info.code, message: e.message });
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Closes every connection of this node and becomes a new incarnation.
@@ -246,26 +293,32 @@ impl Cluster {
     }
 }
 
+/// Renews the lease at a third of its length. Nothing else runs here, so
+/// that a slow shard (or a slow sweep) never delays a renewal.
 pub(super) async fn lease_loop(cluster: Weak<Cluster>) {
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let every = (c.config.lease / 3).max(Duration::from_millis(100));
+        let was_up = c.home().up.load(Ordering::Relaxed);
+        c.renew().await;
+        if !c.home().up.load(Ordering::Relaxed) {
+            // The subscription may hang on a dead connection: restart it.
+            c.home().resubscribe.notify_waiters();
+        } else if !was_up {
+            tracing::info!("cluster: redis answers again");
+        }
+        drop(c);
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Runs the upkeep at a third of the lease, apart from the renewals.
+pub(super) async fn upkeep_loop(cluster: Weak<Cluster>) {
     let mut stalled = HashSet::new();
     loop {
         let Some(c) = cluster.upgrade() else { return };
         let every = (c.config.lease / 3).max(Duration::from_millis(100));
-        let was_up: Vec<bool> = c.shards.iter().map(|s| s.up.load(Ordering::Relaxed)).collect();
-        c.renew().await;
-        for (shard, was_up) in c.shards.iter().zip(was_up) {
-            if shard.index > 0 {
-                // The home shard answered the renewal; the others a ping.
-                let _: Result<String, _> = shard.query(&redis::cmd("PING")).await;
-            }
-            if !shard.up.load(Ordering::Relaxed) {
-                // The subscription may hang on a dead connection: restart it.
-                shard.resubscribe.notify_waiters();
-            } else if !was_up {
-                tracing::info!(shard = shard.index, "cluster: redis answers again");
-            }
-        }
-        c.unstall(&mut stalled).await;
+        c.upkeep(&mut stalled).await;
         drop(c);
         tokio::time::sleep(every).await;
     }

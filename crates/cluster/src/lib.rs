@@ -47,7 +47,7 @@ mod reply;
 mod rooms;
 
 use events::subscribe_loop;
-use lease::lease_loop;
+use lease::{lease_loop, upkeep_loop};
 use persist::persist_loop;
 
 use std::collections::HashMap;
@@ -266,6 +266,7 @@ impl Cluster {
             tokio::spawn(batch::post_loop(Arc::downgrade(&cluster), shard, queue));
         }
         tokio::spawn(lease_loop(Arc::downgrade(&cluster)));
+        tokio::spawn(upkeep_loop(Arc::downgrade(&cluster)));
         tokio::spawn(persist_loop(Arc::downgrade(&cluster), rx));
         Ok(cluster)
     }

@@ -139,6 +139,9 @@ if op == 'create' then
   redis.call('HSET', KEYS[1], 'json', ARGV[3], 'seats', ARGV[4], 'eph', ARGV[5], 'backlog', ARGV[10])
   if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[9]) then
     redis.call('SET', KEYS[7], ARGV[9])
+    -- The window ends at seq's message: what it held (if anything
+    -- outlived the room) no longer does.
+    redis.call('DEL', KEYS[9])
   end
   if tonumber(ARGV[7]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[7]) end
   redis.call('SADD', KEYS[15], code)
@@ -406,6 +409,9 @@ if op == 'events' then
   -- ARGV: 3 after, 4 up to (-1: the newest). The recorded envelopes with
   -- after < ev <= up to, oldest first.
   local top = tonumber(redis.call('GET', KEYS[8]) or '0')
+  -- Events the asker applied that the room no longer counts: it started
+  -- over (Redis lost it), and nothing here follows on from them.
+  if tonumber(ARGV[3]) > top then return {'reset'} end
   local first = top - redis.call('LLEN', KEYS[10]) + 1
   local upto = tonumber(ARGV[4])
   if upto < 0 or upto > top then upto = top end

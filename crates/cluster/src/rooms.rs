@@ -179,7 +179,8 @@ impl RoomBackend for ClusterRooms {
             .map_or_else(|| user.name.clone(), |m| m.name.clone());
         let seat = ClusterSeat { mirror: mirror.clone(), incarnation: incarnation.clone(), name };
         if let Some((after, upto)) = missing {
-            let envelopes = cluster.events(&code, after, Some(upto)).await.unwrap_or_default();
+            let envelopes =
+                cluster.events(&code, after, Some(upto)).await.ok().flatten().unwrap_or_default();
             mirror.catch_up(who.conn, after, upto, envelopes, &incarnation);
         }
         let range = Range { after: joined.after, before: joined.seq + 1, limit: joined.limit };

@@ -56,17 +56,28 @@ async fn sharded() -> Nodes<ClusterRooms> {
 
 /// `nodes` cluster nodes on the Redis shards `url`, sharing one store.
 async fn cluster(url: &str, nodes: usize, redis: Vec<RedisServer>) -> Nodes<ClusterRooms> {
+    cluster_with(url, nodes, redis, ClusterConfig::new(url).lease).await
+}
+
+/// The same, with a lease of `lease`.
+async fn cluster_with(
+    url: &str,
+    nodes: usize,
+    redis: Vec<RedisServer>,
+    lease: Duration,
+) -> Nodes<ClusterRooms> {
     // A namespace of its own: scenarios run side by side on one Redis.
     let namespace = format!("conf{:08x}", rand_u32());
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
     let mut all = Vec::new();
     for node in 1..=nodes {
         let services = Services::open(config(&format!("n{node}")), store.clone()).await.unwrap();
-        let cluster = ClusterConfig { namespace: namespace.clone(), ..ClusterConfig::new(url) };
+        let cluster =
+            ClusterConfig { namespace: namespace.clone(), lease, ..ClusterConfig::new(url) };
         let rooms = ClusterRooms::start(cluster, services.clone()).await.unwrap();
         all.push(Hub::new(services, rooms));
     }
-    Nodes { a: all[0].clone(), b: all[1].clone(), all, _redis: redis }
+    Nodes { a: all[0].clone(), b: all[1 % all.len()].clone(), all, _redis: redis }
 }
 
 /// A `redis-server` of the test's own, on a free port, stopped on drop.
@@ -579,4 +590,80 @@ async fn rooms_spread_over_the_shards_and_every_node_reaches_them() {
         assert!(!held.is_empty());
         assert_eq!(held, expected, "shard {i}");
     }
+}
+
+/// A shard that restarts empty is noticed: the connections in its rooms
+/// are closed to resume, its persistent rooms come back from the store
+/// with their messages' `seq`, its ephemeral rooms are gone, and rooms on
+/// the other shards carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: redis-server"]
+async fn a_shard_that_loses_its_data_is_noticed_and_its_rooms_start_over() {
+    let servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let nodes = cluster_with(&urls.join(","), 1, servers, Duration::from_millis(900)).await;
+    let shard = |code: &str| confab_cluster::shard_of(code, 2);
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    // The shard that loses its data is not the first (whose loss also
+    // ends the node's lease, and is noticed that way too).
+    let lost = 1;
+    let mut persistent = ann.create(json!({"retention": "persistent"})).await;
+    for _ in 0..200 {
+        if shard(&persistent) == lost {
+            break;
+        }
+        persistent = ann.create(json!({"retention": "persistent"})).await;
+    }
+    assert_eq!(shard(&persistent), lost);
+    // An ephemeral room on the same shard, and one on the other.
+    let (mut here, mut there) = (None, None);
+    for _ in 0..200 {
+        let code = ann.create(json!({})).await;
+        match shard(&code) == lost {
+            true => here = here.or(Some(code)),
+            false => there = there.or(Some(code)),
+        }
+        if here.is_some() && there.is_some() {
+            break;
+        }
+    }
+    let (here, there) = (here.unwrap(), there.unwrap());
+    let mut bob = Client::new(&nodes.a, "Bob").await;
+    for code in [&persistent, &here] {
+        ann.join(code).await;
+        ann.post(code, "before").await;
+    }
+    bob.join(&there).await;
+    bob.post(&there, "before").await;
+    let flushed = ::redis::Client::open(nodes._redis[lost].url.as_str()).unwrap();
+    let mut conn = flushed.get_multiplexed_async_connection().await.unwrap();
+    let () = ::redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    // Ann's connection is closed to resume (its rooms are on that shard).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ann.rx.next().await {
+                confab_core::Next::Frame(_) => {}
+                confab_core::Next::Closed(reason) => return Some(reason),
+                confab_core::Next::End => return None,
+            }
+        }
+    })
+    .await
+    .expect("the connection is closed within 10 s");
+    assert_eq!(closed, Some(confab_core::CloseReason::Resync));
+    // The persistent room is back, with its seq; the ephemeral one is gone.
+    let mut cy = Client::new(&nodes.a, "Cy").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let joined = loop {
+        let reply = cy.call(json!({"op": "join", "room": persistent})).await;
+        if reply["ok"] == true {
+            break reply;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not recorded again: {reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(joined["seq"], 1);
+    assert_eq!(cy.refused(json!({"op": "join", "room": here})).await, "not_found");
+    // The other shard's room carries on.
+    assert_eq!(bob.post(&there, "after").await, 2);
 }

@@ -404,6 +404,11 @@ impl ServeArgs {
                 {
                     return Err(invalid("cluster", format!("{bad:?}: expected redis://…")));
                 }
+                if let Some(twice) =
+                    shards.iter().enumerate().find(|(i, u)| shards[..*i].contains(u))
+                {
+                    return Err(invalid("cluster", format!("{:?} is given twice", twice.1)));
+                }
                 // Nodes share rooms, so they must share what is stored: a
                 // node on its own SQLite file would give out `seq`s that
                 // the others' databases know nothing of.

@@ -86,6 +86,8 @@ fn a_cluster_may_spread_its_rooms_over_several_redis_shards() {
     assert_eq!(shards.shards(), ["redis://127.0.0.1:6379", "redis://127.0.0.1:6380"]);
     let error = cluster("redis://127.0.0.1:6379,http://x").resolve().unwrap_err().to_string();
     assert!(error.contains("http://x") && error.contains("redis://"), "{error}");
+    let error = cluster("redis://a:1,redis://b:1,redis://a:1").resolve().unwrap_err().to_string();
+    assert!(error.contains("twice"), "{error}");
 }
 
 #[test]
