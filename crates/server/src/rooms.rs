@@ -84,6 +84,16 @@ pub async fn open_local(config: HubConfig, store: Arc<dyn Store>) -> Result<Hub,
     Ok(Hub::new(services, Rooms::Local(rooms)))
 }
 
+/// Runs `$call` on whichever backend `$rooms` is, bound to `$backend`.
+macro_rules! either {
+    ($rooms:expr, $backend:ident => $call:expr) => {
+        match $rooms {
+            Rooms::Local($backend) => $call,
+            Rooms::Cluster($backend) => $call,
+        }
+    };
+}
+
 /// A seat of the other backend: cannot happen (a connection's seats all
 /// come from its server's one backend), answered as a room it is not in.
 fn foreign(seat: &RoomSeat) -> ErrorBody {
@@ -95,10 +105,7 @@ impl RoomBackend for Rooms {
     type Seat = RoomSeat;
 
     async fn create(&self, room: NewRoom) -> Result<RoomInfo, ErrorBody> {
-        match self {
-            Rooms::Local(rooms) => rooms.create(room).await,
-            Rooms::Cluster(rooms) => rooms.create(room).await,
-        }
+        either!(self, rooms => rooms.create(room).await)
     }
 
     async fn join(
@@ -244,51 +251,30 @@ impl RoomBackend for Rooms {
     }
 
     async fn public_rooms(&self) -> Result<Vec<(bool, RoomInfo)>, ErrorBody> {
-        match self {
-            Rooms::Local(rooms) => rooms.public_rooms().await,
-            Rooms::Cluster(rooms) => rooms.public_rooms().await,
-        }
+        either!(self, rooms => rooms.public_rooms().await)
     }
 
     fn room_count(&self) -> usize {
-        match self {
-            Rooms::Local(rooms) => rooms.room_count(),
-            Rooms::Cluster(rooms) => rooms.room_count(),
-        }
+        either!(self, rooms => rooms.room_count())
     }
 
     fn healthy(&self) -> Option<bool> {
-        match self {
-            Rooms::Local(rooms) => rooms.healthy(),
-            Rooms::Cluster(rooms) => rooms.healthy(),
-        }
+        either!(self, rooms => rooms.healthy())
     }
 
     fn sessions_shared(&self) -> bool {
-        match self {
-            Rooms::Local(rooms) => rooms.sessions_shared(),
-            Rooms::Cluster(rooms) => rooms.sessions_shared(),
-        }
+        either!(self, rooms => rooms.sessions_shared())
     }
 
     fn prune(&self, boards: bool, keep: Option<u64>, cutoff: Option<&str>) {
-        match self {
-            Rooms::Local(rooms) => rooms.prune(boards, keep, cutoff),
-            Rooms::Cluster(rooms) => rooms.prune(boards, keep, cutoff),
-        }
+        either!(self, rooms => rooms.prune(boards, keep, cutoff));
     }
 
     fn shutdown(&self) {
-        match self {
-            Rooms::Local(rooms) => rooms.shutdown(),
-            Rooms::Cluster(rooms) => rooms.shutdown(),
-        }
+        either!(self, rooms => rooms.shutdown());
     }
 
     async fn settle(&self, limit: Duration) {
-        match self {
-            Rooms::Local(rooms) => rooms.settle(limit).await,
-            Rooms::Cluster(rooms) => rooms.settle(limit).await,
-        }
+        either!(self, rooms => rooms.settle(limit).await);
     }
 }
