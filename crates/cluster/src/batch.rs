@@ -20,10 +20,6 @@ const BATCH_MAX: usize = 256;
 /// Posts that may wait for their shard at once; beyond it a post answers
 /// `unavailable` (the queue's overflow policy).
 pub(crate) const QUEUE: usize = 16_384;
-/// Envelopes each room keeps for nodes that missed some: room.lua's
-/// `EVENTS_KEPT`.
-pub(crate) const EVENTS_KEPT: usize = 4096;
-
 /// One post to an ephemeral room.
 pub(crate) struct Post {
     pub code: String,
@@ -61,10 +57,10 @@ impl Cluster {
     async fn run_batch(&self, index: usize, calls: &[PostCall]) -> Result<Vec<Reply>, ErrorBody> {
         let ns = &self.config.namespace;
         let mut invocation = self.posts_script.prepare_invoke();
-        invocation.arg(self.channel()).arg(self.window).arg(self.dedup).arg(EVENTS_KEPT);
+        invocation.arg(self.channel()).arg(self.window).arg(self.dedup);
         for (post, _) in calls {
             let k = |name: &str| format!("{ns}:{{{}}}:{name}", post.code);
-            for name in ["mem", "meta", "seq", "ev", "wl", "el", "cid", "cido"] {
+            for name in ["mem", "meta", "seq", "ev", "wl", "cid", "cido"] {
                 invocation.key(k(name));
             }
             invocation
@@ -108,16 +104,5 @@ pub(crate) async fn post_loop(
             }
         }
         drop(c);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::EVENTS_KEPT;
-
-    #[test]
-    fn a_batch_keeps_as_many_events_as_the_room_script() {
-        let line = format!("local EVENTS_KEPT = {EVENTS_KEPT}\n");
-        assert!(include_str!("room.lua").contains(&line));
     }
 }

@@ -12,11 +12,13 @@
 --   6 vis    hash: user id -> "from,left" (left -1: still a member)
 --   7 seq    string: latest message seq
 --   8 ev     string: latest event number
---   9 wl     list: the recent window, message JSONs oldest first; they
---                are contiguous in seq and the last is seq's, so the seq
---                of an item follows from its index (no sorted set needed)
---  10 el     list: the recent envelopes, oldest first, for nodes that
---                missed some; contiguous in event number, the last is ev's
+--   9 wl     list: the recent window, each message's envelope
+--                ("C ev m node conn reply <JSON>"), oldest first; they are
+--                contiguous in seq and the last is seq's, so the seq of an
+--                item follows from its index (no sorted set needed)
+--  10 el     list: the recent envelopes of joins and leaves, oldest first
+--                (a message's is in wl): with wl, the events for nodes
+--                that missed some
 --  11 cid    hash: "user|cid" -> message JSON
 --  12 cido   list: cid keys, oldest first
 --  13 nroom  set: rooms this node has members in (for the crash sweep)
@@ -41,9 +43,10 @@ local op = ARGV[1]
 local code = ARGV[2]
 -- The events channel: the namespace of KEYS[15] ("<ns>:rooms"), then "events".
 local CHANNEL = string.sub(KEYS[15], 1, -6) .. 'events'
--- Kept for nodes that missed some; posts.lua is given the same number.
+-- Joins and leaves kept for nodes that missed some (messages: the window).
 local EVENTS_KEPT = 4096
 
+-- Publishes a join or a leave, and keeps its envelope.
 local function publish(kind, rest)
   local ev = redis.call('INCR', KEYS[8])
   local envelope = code .. ' ' .. ev .. ' ' .. kind .. ' ' .. rest
@@ -52,6 +55,22 @@ local function publish(kind, rest)
   end
   redis.call('PUBLISH', CHANNEL, envelope)
   return ev
+end
+
+-- Publishes the message that is now seq's ("node conn reply <JSON>"),
+-- its envelope kept in the window of `kept` messages.
+local function publish_message(rest, kept)
+  local ev = redis.call('INCR', KEYS[8])
+  local envelope = code .. ' ' .. ev .. ' m ' .. rest
+  if redis.call('RPUSH', KEYS[9], envelope) > kept then
+    redis.call('LPOP', KEYS[9])
+  end
+  redis.call('PUBLISH', CHANNEL, envelope)
+end
+
+-- A message envelope's JSON: what follows its sixth space.
+local function message_of(envelope)
+  return string.match(envelope, '^%S+ %S+ m %S+ %S+ %S+ (.*)$')
 end
 
 local function seq()
@@ -114,7 +133,7 @@ local function window(after, before, limit)
   if lo > hi then return {} end
   local items = redis.call('LRANGE', KEYS[9], lo - first, hi - first)
   local newest = {}
-  for i = #items, 1, -1 do newest[#newest + 1] = items[i] end
+  for i = #items, 1, -1 do newest[#newest + 1] = message_of(items[i]) end
   return newest
 end
 
@@ -122,12 +141,7 @@ local function messages(after, limit)
   return window(after, seq() + 1, limit)
 end
 
--- Appends the message that is now seq's to the window, keeping `kept`.
-local function remember_message(message, kept)
-  if redis.call('RPUSH', KEYS[9], message) > kept then
-    redis.call('LPOP', KEYS[9])
-  end
-end
+
 
 if op == 'create' then
   -- ARGV: 3 info JSON, 4 seats, 5 eph, 6 public, 7 ttl ms (0: none),
@@ -357,7 +371,6 @@ if op == 'commit' then
     redis.call('HDEL', KEYS[17], next)
     redis.call('SET', KEYS[7], next)
     local message = string.match(tail, '^%S+ %S+ %S+ (.*)$')
-    remember_message(message, tonumber(ARGV[7]))
     local key = redis.call('HGET', KEYS[18], next)
     if key then
       redis.call('HDEL', KEYS[18], next)
@@ -368,7 +381,7 @@ if op == 'commit' then
         redis.call('HDEL', KEYS[11], redis.call('LPOP', KEYS[12]))
       end
     end
-    publish('m', tail)
+    publish_message(tail, tonumber(ARGV[7]))
     published = next
   end
   return {'ok', published}
@@ -411,13 +424,38 @@ if op == 'events' then
   local top = tonumber(redis.call('GET', KEYS[8]) or '0')
   -- Events the asker applied that the room no longer counts: it started
   -- over (Redis lost it), and nothing here follows on from them.
-  if tonumber(ARGV[3]) > top then return {'reset'} end
-  local first = top - redis.call('LLEN', KEYS[10]) + 1
+  local after = tonumber(ARGV[3])
+  if after > top then return {'reset'} end
   local upto = tonumber(ARGV[4])
   if upto < 0 or upto > top then upto = top end
-  local lo = math.max(tonumber(ARGV[3]) + 1, first)
-  if lo > upto then return {'ok', {}} end
-  return {'ok', redis.call('LRANGE', KEYS[10], lo - first, upto - first)}
+  if after >= upto then return {'ok', {}} end
+  -- Each list is in event order, and at most upto - after of its newest
+  -- items can be wanted: they are merged, and cut at the first event
+  -- that is missing (the asker then reads on from there, or resumes).
+  local function wanted(key)
+    local found = {}
+    for _, envelope in ipairs(redis.call('LRANGE', KEYS[key], -(upto - after), -1)) do
+      local e = tonumber(string.match(envelope, '^%S+ (%d+) '))
+      if e > after and e <= upto then found[#found + 1] = {e, envelope} end
+    end
+    return found
+  end
+  local messages, others = wanted(9), wanted(10)
+  local events, i, j, next = {}, 1, 1, after + 1
+  while next <= upto do
+    local m, o = messages[i], others[j]
+    if m and m[1] == next then
+      events[#events + 1] = m[2]
+      i = i + 1
+    elseif o and o[1] == next then
+      events[#events + 1] = o[2]
+      j = j + 1
+    else
+      break
+    end
+    next = next + 1
+  end
+  return {'ok', events}
 end
 
 if op == 'members' then

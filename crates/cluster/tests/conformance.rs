@@ -351,6 +351,8 @@ async fn leave_ends_a_seat_held_in_grace<B: RoomBackend>(nodes: Nodes<B>) {
     ann.event("join").await;
     let session = bob.session.clone();
     bob.drop_conn();
+    // A drop reaches a cluster in the background: the leave comes after it.
+    nodes.b.settle_departures(Duration::from_secs(5)).await;
     let (mut bob, _) = Client::hello(&nodes.b, "Bob", Some(&session), json!({})).await;
     bob.ok(json!({"op": "leave", "room": code})).await;
     let event = ann.event("leave").await;
