@@ -9,6 +9,11 @@ use confab_proto::ErrorBody;
 
 use super::*;
 
+/// Starts every shard's epoch: the layout of the keys and the scripts'
+/// numbering of events. It changes when a version reads Redis differently
+/// ("l2": a room's event number is its seq plus its joins and leaves).
+const LAYOUT: &str = "l2:";
+
 impl Cluster {
     /// Sets `incarnation`'s lease key for a lease from now: `XX` renews
     /// it only if it still exists, `NX` takes it only if it does not.
@@ -73,10 +78,33 @@ impl Cluster {
     /// its data (restarted empty) gets a new epoch key. The rooms of such a
     /// shard cannot be kept in step: their connections resume, and the
     /// stored rooms are recorded again.
+    /// Refuses shards that hold what another version of the scripts wrote
+    /// (its epoch lacks this `LAYOUT`, or it has rooms and no epoch):
+    /// reading them would mix two ways of numbering events.
+    pub(crate) async fn check_layout(&self) -> Result<(), ClusterError> {
+        let ns = &self.config.namespace;
+        let (epoch, rooms) = (format!("{ns}:epoch"), format!("{ns}:rooms"));
+        for shard in &self.shards {
+            let unreachable = |e: ErrorBody| ClusterError::Unreachable(e.message);
+            let get = redis::cmd("GET").arg(&epoch).to_owned();
+            let fits = match shard.query::<Option<String>>(&get).await.map_err(unreachable)? {
+                Some(epoch) => epoch.starts_with(LAYOUT),
+                None => {
+                    let any = redis::cmd("EXISTS").arg(&rooms).to_owned();
+                    !shard.query::<bool>(&any).await.map_err(unreachable)?
+                }
+            };
+            if !fits {
+                return Err(ClusterError::Layout { shard: shard.index, namespace: ns.clone() });
+            }
+        }
+        Ok(())
+    }
+
     async fn check_shards(&self) {
         let key = format!("{}:epoch", self.config.namespace);
         for shard in &self.shards {
-            let mine = format!("{:016x}", rand::random::<u64>());
+            let mine = format!("{LAYOUT}{:016x}", rand::random::<u64>());
             // The epoch there, set to `mine` if it had none.
             let set = redis::cmd("SET").arg(&key).arg(&mine).arg("NX").arg("GET").to_owned();
             let Ok(before) = shard.query::<Option<String>>(&set).await else {

@@ -89,6 +89,12 @@ pub struct ClusterConfig {
     /// Prefix of every key and channel: clusters with different ones
     /// share a Redis without seeing each other.
     pub namespace: String,
+    /// The least time between two calls carrying posts to one shard.
+    /// Under load, posts that arrive sooner wait and share the next call:
+    /// fewer, larger calls cost Redis less per post (each call wakes Redis,
+    /// runs the script and publishes once), for at most this much latency.
+    /// A post after a quiet spell goes at once.
+    pub post_linger: Duration,
 }
 
 impl ClusterConfig {
@@ -98,6 +104,7 @@ impl ClusterConfig {
             lease: Duration::from_secs(10),
             timeout: Duration::from_secs(2),
             namespace: "cf".to_owned(),
+            post_linger: Duration::from_millis(2),
         }
     }
 
@@ -120,6 +127,11 @@ pub enum ClusterError {
     Record { room: String, message: String },
     #[error("this node is in a cluster already")]
     Already,
+    #[error(
+        "Redis shard {shard} holds the data of another confab version under namespace \
+         {namespace:?}: stop every node, then empty it (or give --cluster-namespace a new name)"
+    )]
+    Layout { shard: usize, namespace: String },
 }
 
 /// What a cluster join answered.
@@ -258,6 +270,7 @@ impl Cluster {
         for shard in &cluster.shards {
             shard.connection().await.map_err(|e| ClusterError::Unreachable(e.message))?;
         }
+        cluster.check_layout().await?;
         cluster.renew().await;
         for shard in 0..cluster.shards.len() {
             tokio::spawn(subscribe_loop(Arc::downgrade(&cluster), shard));
@@ -427,12 +440,14 @@ fn message_tail(code: &str, user: &User, draft: &Draft) -> String {
 fn check(r: &Reply, code: &str) -> Result<(), ErrorBody> {
     match r.status() {
         "ok" => Ok(()),
-        "not_member" => {
-            Err(ErrorBody::new(ErrorCode::NotMember, format!("you have not joined room {code}")))
-        }
+        "not_member" => Err(not_member(code)),
         "not_found" => Err(not_found(code)),
         other => Err(unavailable(&format!("the cluster answered {other}"))),
     }
+}
+
+pub(crate) fn not_member(code: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotMember, format!("you have not joined room {code}"))
 }
 
 /// The token a grace timer of `incarnation` is known by in Redis.
@@ -457,7 +472,11 @@ mod tests {
     async fn cluster(node: &str) -> Arc<Cluster> {
         let url = std::env::var("CONFAB_TEST_REDIS")
             .expect("CONFAB_TEST_REDIS is not set: this test needs Redis (see README.md)");
-        let config = ClusterConfig::new(url);
+        // A namespace of this test run's own: a Redis shared with other
+        // runs (and versions) is not read.
+        static NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let namespace = NAMESPACE.get_or_init(|| format!("unit{:016x}", rand::random::<u64>()));
+        let config = ClusterConfig { namespace: namespace.clone(), ..ClusterConfig::new(url) };
         let hub = HubConfig {
             node: node.to_owned(),
             grace: Duration::from_secs(10),

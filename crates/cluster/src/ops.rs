@@ -8,6 +8,7 @@ use confab_core::frames::{message_reply, name_taken, room_full};
 use confab_proto::{ErrorBody, Message, RoomInfo, User};
 
 use super::*;
+use crate::batch::Posted;
 
 impl Cluster {
     #[allow(clippy::too_many_arguments)]
@@ -213,19 +214,19 @@ impl Cluster {
             cid: draft.cid.clone().unwrap_or_default(),
             tail: message_tail(code, user, &draft),
         };
-        let r = self.post_batched(post).await?;
-        match r.status() {
-            "ok" => {
+        match self.post_batched(post).await? {
+            Posted::Sent(_) => {
                 metrics::counter!(confab_core::metric::POSTS).increment(1);
                 Ok(())
             }
-            "dup" => {
+            Posted::Again(message) => {
                 if let Some(id) = reply {
-                    outbox.push(message_reply(id, r.text(1)?.as_bytes()));
+                    outbox.push(message_reply(id, message.as_bytes()));
                 }
                 Ok(())
             }
-            _ => check(&r, code),
+            Posted::NotMember => Err(not_member(code)),
+            Posted::NotFound => Err(not_found(code)),
         }
     }
 

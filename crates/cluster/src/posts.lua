@@ -4,51 +4,68 @@
 -- their order and their `seq`s are what one call each would give; the
 -- batch shares the call and one publish.
 --
--- ARGV: 1 the events channel, 2 window, 3 remembered cids, then 5 per post:
---       room code, user id, "node conn reply", cid ('' none),
---       message JSON without its seq, from its first field on (",...}")
--- KEYS: 7 per post, of its room: mem, meta, seq, ev, wl, cid, cido
--- Reply: per post {'ok', seq} | {'dup', message JSON} | {'not_member'}
---        | {'not_found'}. The envelopes go out in one PUBLISH, one per
---        line (JSON holds no raw newline).
+-- The script is on the hot path of every post, and what Redis spends on
+-- it bounds a shard, so it is lean: a post passes five arguments and no
+-- KEYS (each declared key is one more string for Redis to read and Lua to
+-- intern); the room's keys are built here, the same names as
+-- `connection::keys`, all in the room's `{code}` hash slot. Shards are
+-- picked by the client, not by Redis Cluster, so undeclared keys are safe.
+--
+-- ARGV: 1 the events channel, 2 window, 3 remembered cids, 4 the key
+--       namespace, then 5 per post: room code, user id, "node conn reply",
+--       cid ('' none), message JSON without its seq, from its first field
+--       on (",...}")
+-- Reply: per post the message's seq (> 0); 0 not a member; -1 no such
+--        room; or, for a cid seen before, the JSON of the message it
+--        posted. The envelopes go out in one PUBLISH, one per line (JSON
+--        holds no raw newline).
 
 local channel = ARGV[1]
 local window = tonumber(ARGV[2])
 local cids_kept = tonumber(ARGV[3])
+local ns = ARGV[4]
 local results = {}
 local envelopes = {}
-local posts = (#ARGV - 3) / 5
+local posts = (#ARGV - 4) / 5
 
 for i = 0, posts - 1 do
-  local a = 3 + i * 5
-  local k = i * 7
+  local a = 4 + i * 5
   local code, uid, origin, cid, tail = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local mem, meta, seq, ev, wl, cids, cido =
-    KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7]
+  local room = ns .. ':{' .. code .. '}:'
   local result
-  if redis.call('HEXISTS', mem, uid) == 0 then
-    if redis.call('EXISTS', meta) == 0 then result = {'not_found'} else result = {'not_member'} end
+  -- Membership, and the joins and leaves so far (room.lua's "#j"): a
+  -- room's event number is its seq plus those.
+  local got = redis.call('HMGET', room .. 'mem', uid, '#j')
+  if not got[1] then
+    if redis.call('EXISTS', room .. 'meta') == 0 then result = -1 else result = 0 end
   else
-    local key = uid .. '|' .. cid
-    local first = false
-    if cid ~= '' then first = redis.call('HGET', cids, key) end
+    local key, first = nil, false
+    if cid ~= '' then
+      key = uid .. '|' .. cid
+      first = redis.call('HGET', room .. 'cid', key)
+    end
     if first then
-      result = {'dup', first}
+      result = first
     else
-      local n = redis.call('INCR', seq)
-      local message = '{"seq":' .. n .. tail
-      if cid ~= '' then
-        redis.call('HSET', cids, key, message)
-        if redis.call('RPUSH', cido, key) > cids_kept then
-          redis.call('HDEL', cids, redis.call('LPOP', cido))
+      local n = redis.call('INCR', room .. 'seq')
+      local e = n + tonumber(got[2] or '0')
+      local envelope
+      if key then
+        local message = '{"seq":' .. n .. tail
+        redis.call('HSET', room .. 'cid', key, message)
+        if redis.call('RPUSH', room .. 'cido', key) > cids_kept then
+          redis.call('HDEL', room .. 'cid', redis.call('LPOP', room .. 'cido'))
         end
+        envelope = code .. ' ' .. e .. ' m ' .. origin .. ' ' .. message
+      else
+        envelope = code .. ' ' .. e .. ' m ' .. origin .. ' {"seq":' .. n .. tail
       end
-      local e = redis.call('INCR', ev)
-      local envelope = code .. ' ' .. e .. ' m ' .. origin .. ' ' .. message
       -- The window holds the message's envelope: it is the event log too.
-      if redis.call('RPUSH', wl, envelope) > window then redis.call('LPOP', wl) end
+      if redis.call('RPUSH', room .. 'wl', envelope) > window then
+        redis.call('LPOP', room .. 'wl')
+      end
       envelopes[#envelopes + 1] = envelope
-      result = {'ok', n}
+      result = n
     end
   end
   results[i + 1] = result

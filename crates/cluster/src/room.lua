@@ -5,13 +5,16 @@
 --
 -- KEYS (all of one room C, plus this node's room set):
 --   1 meta   hash: json (room info), seats, eph (1|0)
---   2 mem    hash: user id -> user JSON (members, cluster-wide)
+--   2 mem    hash: user id -> user JSON (members, cluster-wide), and
+--                "#j" -> joins and leaves published (user ids start "u_")
 --   3 names  hash: lower-cased name -> user id
 --   4 cnt    hash: user id -> connections everywhere; "user|node" -> on node
 --   5 grace  hash: user id -> "node:epoch" while the member is in grace
 --   6 vis    hash: user id -> "from,left" (left -1: still a member)
 --   7 seq    string: latest message seq
---   8 ev     string: latest event number
+--   8 ev     unused: a room's latest event number is its seq plus its
+--                joins and leaves (mem's "#j"), one counter fewer for a
+--                post to touch
 --   9 wl     list: the recent window, each message's envelope
 --                ("C ev m node conn reply <JSON>"), oldest first; they are
 --                contiguous in seq and the last is seq's, so the seq of an
@@ -46,9 +49,37 @@ local CHANNEL = string.sub(KEYS[15], 1, -6) .. 'events'
 -- Joins and leaves kept for nodes that missed some (messages: the window).
 local EVENTS_KEPT = 4096
 
+local function seq()
+  return tonumber(redis.call('GET', KEYS[7]) or '0')
+end
+
+-- The joins and leaves published.
+local function joins_and_leaves()
+  return tonumber(redis.call('HGET', KEYS[2], '#j') or '0')
+end
+
+-- The latest event number: each message, join and leave counts one.
+local function latest_event()
+  return seq() + joins_and_leaves()
+end
+
+-- The members (mem less its "#j").
+local function member_count()
+  return redis.call('HLEN', KEYS[2]) - redis.call('HEXISTS', KEYS[2], '#j')
+end
+
+-- The members' user JSON.
+local function member_list()
+  local users = {}
+  for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
+    if string.sub(v, 1, 1) == '{' then users[#users + 1] = v end
+  end
+  return users
+end
+
 -- Publishes a join or a leave, and keeps its envelope.
 local function publish(kind, rest)
-  local ev = redis.call('INCR', KEYS[8])
+  local ev = seq() + redis.call('HINCRBY', KEYS[2], '#j', 1)
   local envelope = code .. ' ' .. ev .. ' ' .. kind .. ' ' .. rest
   if redis.call('RPUSH', KEYS[10], envelope) > EVENTS_KEPT then
     redis.call('LPOP', KEYS[10])
@@ -60,7 +91,7 @@ end
 -- Publishes the message that is now seq's ("node conn reply <JSON>"),
 -- its envelope kept in the window of `kept` messages.
 local function publish_message(rest, kept)
-  local ev = redis.call('INCR', KEYS[8])
+  local ev = latest_event()
   local envelope = code .. ' ' .. ev .. ' m ' .. rest
   if redis.call('RPUSH', KEYS[9], envelope) > kept then
     redis.call('LPOP', KEYS[9])
@@ -71,10 +102,6 @@ end
 -- A message envelope's JSON: what follows its sixth space.
 local function message_of(envelope)
   return string.match(envelope, '^%S+ %S+ m %S+ %S+ %S+ (.*)$')
-end
-
-local function seq()
-  return tonumber(redis.call('GET', KEYS[7]) or '0')
 end
 
 local function destroy()
@@ -99,7 +126,7 @@ local function remove_member(uid, reason)
     local from = string.match(vis, '^(%d+),')
     redis.call('HSET', KEYS[6], uid, from .. ',' .. seq())
   end
-  if redis.call('HLEN', KEYS[2]) == 0 and redis.call('HGET', KEYS[1], 'eph') == '1' then
+  if member_count() == 0 and redis.call('HGET', KEYS[1], 'eph') == '1' then
     destroy()
     return 'destroyed'
   end
@@ -196,7 +223,7 @@ if op == 'join' then
     end
   else
     local seats = tonumber(redis.call('HGET', KEYS[1], 'seats'))
-    if redis.call('HLEN', KEYS[2]) >= seats then return {'room_full', seats} end
+    if member_count() >= seats then return {'room_full', seats} end
     if redis.call('HEXISTS', KEYS[3], ARGV[5]) == 1 then return {'name_taken'} end
     local backlog = tonumber(redis.call('HGET', KEYS[1], 'backlog') or '0')
     local floor = math.max(latest + 1 - backlog, 1)
@@ -240,8 +267,8 @@ if op == 'join' then
     limit = tonumber(ARGV[8])
   end
   after = math.max(after, from - 1)
-  local ev = tonumber(redis.call('GET', KEYS[8]) or '0')
-  local members = redis.call('HVALS', KEYS[2])
+  local ev = latest_event()
+  local members = member_list()
   return {'ok', new, latest, ev, from, info, members, messages(after, limit), after, limit, oldest()}
 end
 
@@ -307,17 +334,20 @@ if op == 'sweep' then
   local gone = 0
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'ok', 0} end
   for _, uid in ipairs(redis.call('HKEYS', KEYS[2])) do
-    local here = tonumber(redis.call('HGET', KEYS[4], uid .. suffix) or '0')
-    local left = tonumber(redis.call('HGET', KEYS[4], uid) or '0')
-    if here > 0 then
-      redis.call('HDEL', KEYS[4], uid .. suffix)
-      left = redis.call('HINCRBY', KEYS[4], uid, -here)
-    end
-    local token = redis.call('HGET', KEYS[5], uid)
-    local graced_there = token and string.sub(token, 1, #dead + 1) == dead .. ':'
-    if left <= 0 and (here > 0 or graced_there) then
-      gone = gone + 1
-      if remove_member(uid, 'disconnected') == 'destroyed' then return {'ok', gone} end
+    -- (Lua 5.1 has no `continue`: "#j" is not a member.)
+    if uid ~= '#j' then
+      local here = tonumber(redis.call('HGET', KEYS[4], uid .. suffix) or '0')
+      local left = tonumber(redis.call('HGET', KEYS[4], uid) or '0')
+      if here > 0 then
+        redis.call('HDEL', KEYS[4], uid .. suffix)
+        left = redis.call('HINCRBY', KEYS[4], uid, -here)
+      end
+      local token = redis.call('HGET', KEYS[5], uid)
+      local graced_there = token and string.sub(token, 1, #dead + 1) == dead .. ':'
+      if left <= 0 and (here > 0 or graced_there) then
+        gone = gone + 1
+        if remove_member(uid, 'disconnected') == 'destroyed' then return {'ok', gone} end
+      end
     end
   end
   return {'ok', gone}
@@ -421,7 +451,7 @@ end
 if op == 'events' then
   -- ARGV: 3 after, 4 up to (-1: the newest). The recorded envelopes with
   -- after < ev <= up to, oldest first.
-  local top = tonumber(redis.call('GET', KEYS[8]) or '0')
+  local top = latest_event()
   -- Events the asker applied that the room no longer counts: it started
   -- over (Redis lost it), and nothing here follows on from them.
   local after = tonumber(ARGV[3])
@@ -464,7 +494,7 @@ if op == 'members' then
   -- take the same commands and get the same answer.
   if ARGV[3] ~= '1' and redis.call('SISMEMBER', KEYS[16], code) == 0 then return {'hidden'} end
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'hidden'} end
-  return {'ok', redis.call('HVALS', KEYS[2])}
+  return {'ok', member_list()}
 end
 
 return redis.error_reply('unknown op ' .. tostring(op))

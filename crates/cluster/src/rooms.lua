@@ -7,7 +7,9 @@ for _, code in ipairs(redis.call('SMEMBERS', ns .. ':public')) do
   local info = redis.call('HGET', ns .. ':{' .. code .. '}:meta', 'json')
   if info then
     table.insert(out, info)
-    table.insert(out, redis.call('HLEN', ns .. ':{' .. code .. '}:mem'))
+    local mem = ns .. ':{' .. code .. '}:mem'
+    -- Less mem's "#j" (room.lua), which counts joins and leaves.
+    table.insert(out, redis.call('HLEN', mem) - redis.call('HEXISTS', mem, '#j'))
   else
     redis.call('SREM', ns .. ':public', code)
     redis.call('SREM', ns .. ':rooms', code)

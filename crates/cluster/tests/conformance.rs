@@ -669,3 +669,46 @@ async fn a_shard_that_loses_its_data_is_noticed_and_its_rooms_start_over() {
     // The other shard's room carries on.
     assert_eq!(bob.post(&there, "after").await, 2);
 }
+
+/// A Redis that holds what another version wrote under the namespace (an
+/// epoch without this version's layout, or rooms and no epoch at all) is
+/// refused at start with what to do, not read as if it were this one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: redis-server"]
+async fn a_redis_holding_another_versions_data_is_refused() {
+    let server = RedisServer::start();
+    let client = ::redis::Client::open(server.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = ::redis::cmd("SET")
+        .arg("old:epoch")
+        .arg("0123456789abcdef")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let () = ::redis::cmd("SADD")
+        .arg("older:rooms")
+        .arg("K7QX2M")
+        .query_async(&mut conn)
+        .await
+        .map(|_: i64| ())
+        .unwrap();
+    let start = |namespace: &str| {
+        let (url, namespace) = (server.url.clone(), namespace.to_owned());
+        async move {
+            let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+            let services = Services::open(config("n1"), store).await.unwrap();
+            let cluster = ClusterConfig { namespace, ..ClusterConfig::new(url) };
+            ClusterRooms::start(cluster, services).await.map(|_| ())
+        }
+    };
+    for namespace in ["old", "older"] {
+        let refused = start(namespace).await.expect_err(namespace).to_string();
+        assert!(refused.contains("another confab version"), "{namespace}: {refused}");
+        assert!(refused.contains(namespace), "{refused}");
+    }
+    // Nothing was written there, and an empty namespace is taken.
+    let epoch: Option<String> =
+        ::redis::cmd("GET").arg("older:epoch").query_async(&mut conn).await.unwrap();
+    assert_eq!(epoch, None);
+    start("new").await.expect("a namespace of its own starts");
+}

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Prefix of the cluster's Redis keys, for several clusters on one Redis [default: cf]
     #[arg(long, env = "CONFAB_CLUSTER_NAMESPACE", value_name = "NAME")]
     pub cluster_namespace: Option<String>,
+    /// Least time between two calls that carry posts to one Redis shard: posts that arrive
+    /// sooner go in the next call, together (0 turns it off) [default: 2ms]
+    #[arg(long, env = "CONFAB_CLUSTER_POST_LINGER", value_name = "DURATION")]
+    pub cluster_post_linger: Option<String>,
     /// TOML file with any of these settings (keys named like the flags)
     #[arg(long, env = "CONFAB_CONFIG", value_name = "FILE")]
     #[serde(skip)]
@@ -394,6 +398,12 @@ impl ServeArgs {
                 if args.cluster_namespace.is_some() {
                     return Err(invalid("cluster-namespace", "applies only with --cluster".into()));
                 }
+                if args.cluster_post_linger.is_some() {
+                    return Err(invalid(
+                        "cluster-post-linger",
+                        "applies only with --cluster".into(),
+                    ));
+                }
                 None
             }
             Some(url) => {
@@ -444,6 +454,13 @@ impl ServeArgs {
                         parse_duration(lease).map_err(|problem| invalid("node-lease", problem))?;
                     if cluster.lease < Duration::from_millis(300) {
                         return Err(invalid("node-lease", "must be at least 300ms".into()));
+                    }
+                }
+                if let Some(linger) = &args.cluster_post_linger {
+                    cluster.post_linger = parse_duration(linger)
+                        .map_err(|problem| invalid("cluster-post-linger", problem))?;
+                    if cluster.post_linger > Duration::from_millis(100) {
+                        return Err(invalid("cluster-post-linger", "must be at most 100ms".into()));
                     }
                 }
                 if let Some(namespace) = &args.cluster_namespace {
@@ -515,6 +532,7 @@ impl ServeArgs {
             node: self.node.or(lower.node),
             node_lease: self.node_lease.or(lower.node_lease),
             cluster_namespace: self.cluster_namespace.or(lower.cluster_namespace),
+            cluster_post_linger: self.cluster_post_linger.or(lower.cluster_post_linger),
             config: self.config,
             grace: self.grace.or(lower.grace),
             boards: self.boards.or(lower.boards),
