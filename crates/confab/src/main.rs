@@ -3,6 +3,7 @@
 mod bench;
 mod connect;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -10,10 +11,34 @@ use confab_server::{ServeArgs, Server};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "confab", version, about = "A self-hosted real-time chat server")]
+#[command(
+    name = "confab",
+    version,
+    propagate_version = true,
+    about = "A self-hosted real-time chat server"
+)]
 struct Cli {
+    /// What to log: a level (error, warn, info, debug, trace), or directives such as
+    /// `info,confab_cluster=debug` [default: info]
+    #[arg(long, global = true, env = "CONFAB_LOG", value_name = "FILTER")]
+    log: Option<String>,
+    /// How log lines look: `text` (coloured on a terminal only) or `json` (one object a line)
+    #[arg(
+        long,
+        global = true,
+        env = "CONFAB_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,12 +59,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("CONFAB_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logs(cli.log.as_deref(), cli.log_format) {
+        eprintln!("confab: {e}");
+        return ExitCode::from(2);
+    }
     // The bench runs on one thread of its own, apart from any server.
     if let Command::Bench(args) = cli.command {
         return bench::run(args);
@@ -68,6 +91,25 @@ fn main() -> ExitCode {
         Command::Connect { host, port } => runtime.block_on(connect::run(host, port)),
         Command::Bench(_) => unreachable!("run above"),
     }
+}
+
+/// Logs to standard error, filtered by `filter`, as text or JSON lines.
+/// Colour only when standard error is a terminal (and `NO_COLOR` is not
+/// set): a log file or a journal gets no escape codes.
+fn init_logs(filter: Option<&str>, format: LogFormat) -> Result<(), String> {
+    let directives = filter.unwrap_or("info");
+    let filter = EnvFilter::try_new(directives)
+        .map_err(|e| format!("--log (CONFAB_LOG) {directives:?}: {e}"))?;
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            logs.with_ansi(colour).init();
+        }
+        LogFormat::Json => logs.json().with_ansi(false).flatten_event(true).init(),
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {

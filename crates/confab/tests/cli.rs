@@ -484,3 +484,76 @@ fn a_cluster_node_stopped_past_its_lease_starts_over_and_presence_converges() {
         let _ = running.child.wait();
     }
 }
+
+/// Starts `confab serve` with `args` and returns it with the lines it
+/// logged up to and including the one that names its HTTP address.
+fn serve_logging(args: &[&str]) -> (Child, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .arg("serve")
+        .args(["--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--data"])
+        .arg(data_dir())
+        .args(args)
+        .env_remove("CONFAB_LOG")
+        .env_remove("CONFAB_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("confab starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logged = Vec::new();
+    while let Some(Ok(line)) = lines.next() {
+        let done = line.contains("http listening on ");
+        logged.push(line);
+        if done {
+            break;
+        }
+    }
+    // The rest of the log is not needed; a thread keeps the pipe drained.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (child, logged)
+}
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_and_json_logs_are_one_object_a_line() {
+    let (mut text, logged) = serve_logging(&[]);
+    assert!(logged.iter().any(|l| l.contains("http listening on")), "{logged:?}");
+    assert!(logged.iter().all(|l| !l.contains('\u{1b}')), "escape codes in a pipe: {logged:?}");
+    signal(&text, "-TERM");
+    assert!(text.wait().unwrap().success());
+
+    let (mut json, logged) = serve_logging(&["--log-format", "json"]);
+    for line in &logged {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(object["level"].is_string() && object["timestamp"].is_string(), "{line}");
+    }
+    let listening = logged.last().unwrap();
+    let listening: serde_json::Value = serde_json::from_str(listening).unwrap();
+    assert!(listening["message"].as_str().unwrap().starts_with("http listening on 127.0.0.1:"));
+    signal(&json, "-TERM");
+    assert!(json.wait().unwrap().success());
+}
+
+#[test]
+fn a_bad_log_filter_exits_with_code_2_naming_the_flag() {
+    let output = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["serve", "--http", "127.0.0.1:0", "--log", "confab=loudest"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("--log (CONFAB_LOG)") && said.contains("loudest"), "{said}");
+}
+
+#[test]
+fn version_is_answered_by_the_binary_and_by_serve() {
+    for args in [&["--version"][..], &["serve", "--version"][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_confab")).args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let said = String::from_utf8_lossy(&output.stdout);
+        let said = said.trim();
+        assert!(said.starts_with("confab"), "{args:?}: {said}");
+        assert!(said.ends_with(&format!(" {}", env!("CARGO_PKG_VERSION"))), "{args:?}: {said}");
+    }
+}

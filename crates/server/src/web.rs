@@ -28,7 +28,24 @@ pub(crate) fn router() -> Router<App> {
             "/assets/{*path}",
             get(|Path(path): Path<String>, headers: HeaderMap| async move { asset(&path, &headers) }),
         )
+        .fallback(not_found)
         .layer(CompressionLayer::new())
+}
+
+/// Any other address: the 404 page for a browser; for the HTTP API, the
+/// protocol's error as JSON.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        let body = serde_json::json!({
+            "error": {"code": "not_found", "message": "no such API endpoint"}
+        });
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    }
+    // Never a 304: the page is the body of a 404, not a resource to cache.
+    let mut response = asset("404.html", &HeaderMap::new());
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().remove(header::ETAG);
+    response
 }
 
 fn page(name: &str, headers: &HeaderMap) -> Response {

@@ -403,3 +403,19 @@ async fn health_answers() {
     assert_eq!(body["status"], "ok");
     assert_eq!(body["connections"], 1);
 }
+
+#[tokio::test]
+async fn an_unknown_address_gets_a_404_page_and_the_api_a_json_error() {
+    let server = start().await;
+    let (status, page) = server.get("/no/such/page").await;
+    assert_eq!(status, 404);
+    assert!(page.contains("<title>Page not found · confab</title>"), "{page}");
+    assert!(page.contains(r#"href="/""#), "the page leads back home: {page}");
+    let (status, body) = server.get("/api/v1/no-such-thing").await;
+    assert_eq!(status, 404);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    // What is there still answers.
+    assert_eq!(server.get("/").await.0, 200);
+    assert_eq!(server.get("/api/v1/rooms").await.0, 200);
+}
