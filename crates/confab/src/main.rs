@@ -55,6 +55,12 @@ enum Command {
     },
     /// Generate load against a server and measure it.
     Bench(bench::BenchArgs),
+    /// Exit 0 if a server is ready (its /readyz answers 200), else 1: for container and
+    /// service health checks.
+    Healthcheck {
+        /// What to ask [default: http://127.0.0.1:8080/readyz]
+        url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,9 +70,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     // The bench runs on one thread of its own, apart from any server.
-    if let Command::Bench(args) = cli.command {
-        return bench::run(args);
-    }
+    let cli = match cli.command {
+        Command::Bench(args) => return bench::run(args),
+        Command::Healthcheck { url } => return healthcheck(url.as_deref()),
+        command => Cli { command, ..cli },
+    };
     // On one core (a container with one CPU, or `taskset -c 0`) the
     // work-stealing scheduler has nobody to steal from. The single-threaded
     // one runs tasks in the order they woke: measured on one core, it cut
@@ -89,7 +97,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Connect { host, port } => runtime.block_on(connect::run(host, port)),
-        Command::Bench(_) => unreachable!("run above"),
+        Command::Bench(_) | Command::Healthcheck { .. } => unreachable!("run above"),
     }
 }
 
@@ -138,8 +146,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     let stopper = server.stopper();
     tokio::spawn(async move {
-        signals.wait().await;
+        let mut signals = signals;
+        signals.first().await;
         stopper.cancel();
+        // A second Ctrl-C does not wait for the drain.
+        signals.interrupted_again().await;
+        eprintln!("confab: interrupted again; quitting without draining");
+        std::process::exit(130);
     });
     server.wait().await;
     ExitCode::SUCCESS
@@ -170,7 +183,7 @@ impl Signals {
     }
 
     /// Resolves on the first SIGINT or SIGTERM.
-    async fn wait(mut self) {
+    async fn first(&mut self) {
         #[cfg(unix)]
         {
             tokio::select! {
@@ -182,5 +195,71 @@ impl Signals {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+impl Signals {
+    /// Resolves on the next SIGINT.
+    async fn interrupted_again(&mut self) {
+        #[cfg(unix)]
+        {
+            self.interrupt.recv().await;
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `confab healthcheck [URL]`: one HTTP/1.1 GET, 0 for a 200 within 5 s.
+fn healthcheck(url: Option<&str>) -> ExitCode {
+    let url = url.unwrap_or("http://127.0.0.1:8080/readyz");
+    match probe(url) {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("confab: {url} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("confab: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe(url: &str) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("expected http://HOST:PORT/PATH (a check runs beside the server, on loopback)")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/readyz"),
+    };
+    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let timeout = std::time::Duration::from_secs(5);
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("the host has no address")?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(|e| format!("no answer: {e}"))?;
+    let status = std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse().ok());
+    match (&head[..5], status) {
+        (b"HTTP/", Some(status)) => Ok(status),
+        _ => Err("not an HTTP answer".to_owned()),
     }
 }

@@ -557,3 +557,44 @@ fn version_is_answered_by_the_binary_and_by_serve() {
         assert!(said.ends_with(&format!(" {}", env!("CARGO_PKG_VERSION"))), "{args:?}: {said}");
     }
 }
+
+fn healthcheck(url: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_confab")).args(["healthcheck", url]).output().unwrap()
+}
+
+#[test]
+fn healthcheck_exits_0_for_a_ready_server_and_1_otherwise() {
+    let running = serve(&["--http", "127.0.0.1:0"], &[]);
+    let ready = healthcheck(&format!("http://{}/readyz", running.addr));
+    assert_eq!(ready.status.code(), Some(0), "{}", String::from_utf8_lossy(&ready.stderr));
+    // No path: /readyz.
+    assert_eq!(healthcheck(&format!("http://{}", running.addr)).status.code(), Some(0));
+    let missing = healthcheck(&format!("http://{}/no-such-check", running.addr));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    signal(&running.child, "-TERM");
+    let addr = running.addr.clone();
+    assert!(wait_exit(running).success());
+    // Nobody there any more.
+    let gone = healthcheck(&format!("http://{addr}/readyz"));
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(!gone.stderr.is_empty(), "says why");
+    assert_eq!(healthcheck("https://127.0.0.1:1/readyz").status.code(), Some(1));
+}
+
+#[test]
+fn a_second_sigint_quits_without_waiting_for_the_drain() {
+    let mut running = serve(&["--http", "127.0.0.1:0", "--drain", "60s"], &[]);
+    let tcp = logged(&mut running, "tcp listening on ");
+    // An open connection: the drain would wait for its turn, up to 48 s.
+    let _open = TcpStream::connect(&tcp).unwrap();
+    let health = get(&running.addr, "/health");
+    assert!(health.contains(r#""connections":1"#) || health.contains(r#""sockets":1"#), "{health}");
+    signal(&running.child, "-INT");
+    logged(&mut running, "draining");
+    signal(&running.child, "-INT");
+    let started = std::time::Instant::now();
+    let status = wait_exit(running);
+    assert_eq!(status.code(), Some(130));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -95,6 +95,19 @@ impl<B: RoomBackend> Conn<B> {
         self.seats.iter().map(Seat::code)
     }
 
+    /// This connection's turn in a drain: `closed` for each of its rooms,
+    /// as a shutdown sends them, then its outbox closes after those frames.
+    /// Its seats go as a dropped connection's do (grace applies), so that
+    /// the client resumes them elsewhere.
+    pub fn close_for_shutdown(&self) {
+        for room in self.rooms() {
+            let event =
+                confab_proto::Event::Closed { room: room.to_owned(), reason: "shutdown".into() };
+            self.outbox.push(crate::frames::event_frame(&event));
+        }
+        self.outbox.close(crate::CloseReason::Shutdown);
+    }
+
     /// Decodes and applies one client frame. The reply, if any, is queued
     /// in the outbox; a frame that cannot be decoded gets its error there.
     ///

@@ -132,7 +132,8 @@ pub struct ServeArgs {
     /// How long a connection may stay without hello [default: 10s]
     #[arg(long, env = "CONFAB_HELLO_TIMEOUT", value_name = "DURATION")]
     pub hello_timeout: Option<String>,
-    /// How long shutdown waits for connections to close [default: 5s]
+    /// Drain window on SIGTERM: open connections are closed at moments spread over its first
+    /// 80%, then the server stops [default: 5s]
     #[arg(long, env = "CONFAB_DRAIN", value_name = "DURATION")]
     pub drain: Option<String>,
     /// How long a long poll waits for a frame before answering [] [default: 25s]
@@ -204,6 +205,9 @@ impl Config {
             http: "127.0.0.1:0".into(),
             tcp: "127.0.0.1:0".into(),
             data: data.to_path_buf(),
+            // A short drain: a test that stops its server does not wait
+            // out a production window (a drain test sets its own).
+            drain: Duration::from_millis(300),
             ..Config::default()
         }
     }

@@ -29,6 +29,8 @@ pub(crate) fn router(app: App, with_metrics: bool) -> Router {
         .route("/ws", get(ws::upgrade))
         .merge(lp::router(&app))
         .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/api/v1/rooms", get(rooms));
     let router = if with_metrics { router.route("/metrics", get(metrics::render)) } else { router };
     router.merge(web::router()).with_state(app)
@@ -55,12 +57,46 @@ impl SocketTicket {
     }
 }
 
+/// Liveness: the process answers. Nothing else is checked, so that a
+/// supervisor restarts a server only when it is stuck, never because its
+/// database or Redis is away (`/readyz` says that).
+async fn livez() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: whether this server should be sent new connections. 503
+/// while its database or Redis is unreachable, and from the start of a
+/// drain.
+async fn readyz(State(app): State<App>) -> impl IntoResponse {
+    let database = app.hub.store_healthy();
+    let cluster = app.hub.cluster_healthy();
+    let status = if app.draining() {
+        "draining"
+    } else if database && cluster.unwrap_or(true) {
+        "ready"
+    } else {
+        "degraded"
+    };
+    let mut body = json!({
+        "status": status,
+        "database": if database { "ok" } else { "unavailable" },
+    });
+    if let Some(cluster) = cluster {
+        body["cluster"] = json!(if cluster { "ok" } else { "unavailable" });
+    }
+    let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body))
+}
+
+/// Readiness and the server's figures, for people and older checks: 503
+/// when `/readyz` is.
 async fn health(State(app): State<App>) -> impl IntoResponse {
     let database = app.hub.store_healthy();
     let cluster = app.hub.cluster_healthy();
-    let up = database && cluster.unwrap_or(true);
+    let draining = app.draining();
+    let up = database && cluster.unwrap_or(true) && !draining;
     let mut body = json!({
-        "status": if up { "ok" } else { "degraded" },
+        "status": if draining { "draining" } else if up { "ok" } else { "degraded" },
         "database": if database { "ok" } else { "unavailable" },
         "version": env!("CARGO_PKG_VERSION"),
         "node": app.hub.config().node,

@@ -40,6 +40,33 @@ pub(crate) struct App {
     lp: lp::Registry,
     /// Connection admission, client addresses and origins.
     edge: std::sync::Arc<admission::Edge>,
+    /// Cancelled when a drain starts (SIGTERM): `/readyz` answers 503, new
+    /// connections are refused, and each open one closes at its turn.
+    draining: CancellationToken,
+    /// The window over which a drain closes the open connections.
+    spread: Duration,
+}
+
+impl App {
+    /// Resolves at this connection's turn to close in a drain: a moment
+    /// drawn at random in the drain's window, once the drain has started,
+    /// so that the clients reconnect elsewhere a few at a time rather than
+    /// all at once.
+    async fn leave_turn(&self) {
+        self.draining.cancelled().await;
+        tokio::time::sleep(self.spread.mul_f64(rand::random::<f64>())).await;
+    }
+
+    /// Whether new connections are refused: a drain has started.
+    fn draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+}
+
+/// The part of `--drain` over which the open connections are closed; the
+/// rest is for their last frames to be written.
+fn spread_of(drain: Duration) -> Duration {
+    drain.mul_f64(0.8)
 }
 
 /// A running server.
@@ -100,6 +127,8 @@ impl Server {
             sockets: TaskTracker::new(),
             lp: lp::Registry::new(config.poll_wait, config.poll_idle),
             edge: admission::Edge::new(edge),
+            draining: CancellationToken::new(),
+            spread: spread_of(config.drain),
         };
         let stop = CancellationToken::new();
         tokio::spawn(tcp::listen(tcp_listener, app.clone()));
@@ -165,18 +194,27 @@ async fn run(
     let serve =
         tokio::spawn(http::serve(listener, router, shutdown.clone(), Some(app.edge.clone())));
     stop.cancelled().await;
-    tracing::info!("shutting down");
-    // Queue `closed` for every joined connection, then let the sockets
-    // write what they have and close with 1001.
+    let started = tokio::time::Instant::now();
+    tracing::info!(
+        connections = app.hub.connections(),
+        "draining: not ready, refusing new connections, closing the open ones over {:?}",
+        app.spread
+    );
+    // Each connection sends `closed` for its rooms and closes with 1012 at
+    // a moment of its own in the spread (`App::leave_turn`).
+    app.draining.cancel();
+    app.sockets.close();
+    let closed = tokio::time::timeout(drain, app.sockets.wait()).await.is_ok();
+    // Whatever is left (a socket still writing) is closed now.
     app.hub.shutdown();
     shutdown.cancel();
-    app.sockets.close();
-    let drained = tokio::time::timeout(drain, async {
+    let rest = drain.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+    let drained = tokio::time::timeout(rest, async {
         app.sockets.wait().await;
         let _ = serve.await;
     })
     .await;
-    if drained.is_err() {
+    if !closed || drained.is_err() {
         tracing::warn!("connections still open after {drain:?}; stopping anyway");
     }
     // In a cluster, the departures of the closed connections reach Redis

@@ -289,7 +289,7 @@ async fn open(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if app.shutdown.is_cancelled() {
+    if app.draining() {
         return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "shutting down");
     }
     if !app.edge.origin_allowed(&headers) {
@@ -345,11 +345,19 @@ async fn pump(
     let idle = app.lp.shared.idle;
     let hello_at = Instant::now() + app.edge.hello_timeout;
     let mut greeted = false;
+    let turn = app.leave_turn();
+    tokio::pin!(turn);
     let reason = loop {
         let idle_at = lp.idle_deadline(idle);
         tokio::select! {
             biased;
             reason = signal.closed() => break Some(reason),
+            () = &mut turn => {
+                if let Some(conn) = lp.conn.lock().await.as_ref() {
+                    conn.close_for_shutdown();
+                }
+                break Some(CloseReason::Shutdown);
+            }
             () = app.shutdown.cancelled() => break Some(CloseReason::Shutdown),
             () = lp.stop.cancelled() => break None,
             () = tokio::time::sleep_until(hello_at), if !greeted => {

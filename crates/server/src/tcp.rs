@@ -67,7 +67,8 @@ const LIST_LIMIT: u32 = 200;
 pub(crate) async fn listen(listener: TcpListener, app: App) {
     loop {
         let accepted = tokio::select! {
-            () = app.shutdown.cancelled() => return,
+            // A drain refuses new connections: the listener closes.
+            () = app.draining.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -137,6 +138,8 @@ where
     );
     say!(session.out, "username:");
     let mut deadline = Instant::now() + LOGIN_TIMEOUT;
+    let turn = app.leave_turn();
+    tokio::pin!(turn);
     let end = loop {
         if !session.out.is_empty() {
             match send_unless_closed(&mut writer, &mut session.out, &signal, &app).await {
@@ -151,7 +154,10 @@ where
         tokio::select! {
             biased;
             reason = signal.closed() => break End::Closed(reason),
-            () = app.shutdown.cancelled() => break End::Closed(CloseReason::Shutdown),
+            () = &mut turn => {
+                session.conn.close_for_shutdown();
+                break End::Closed(CloseReason::Shutdown);
+            }
             frame = receiver.recv() => {
                 let Some(frame) = frame else { break End::Closed(CloseReason::Shutdown) };
                 session.frame(&frame);

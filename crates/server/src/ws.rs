@@ -50,8 +50,19 @@ use handshake::handshake;
 use reader::{Event, READ_CHUNK, Reader};
 use writer::write_frames;
 
+/// A new connection during a drain: 503, to be tried again (elsewhere,
+/// behind a load balancer) in a moment.
+pub(crate) fn draining_refusal() -> Response {
+    let mut response =
+        (StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down; connect again")
+            .into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    response
+}
+
 /// Close codes (RFC 6455, section 7.4.1).
-const GOING_AWAY: u16 = 1001;
 const PROTOCOL_ERROR: u16 = 1002;
 const INVALID_PAYLOAD: u16 = 1007;
 const POLICY_VIOLATION: u16 = 1008;
@@ -76,6 +87,9 @@ pub(crate) async fn upgrade(
         Ok(accept) => accept,
         Err(refused) => return refused.into_response(),
     };
+    if app.draining() {
+        return draining_refusal();
+    }
     if !app.edge.origin_allowed(request.headers()) {
         return (StatusCode::FORBIDDEN, "this origin may not open a WebSocket here")
             .into_response();
@@ -171,7 +185,7 @@ async fn serve(
     // not carry a timer it no longer needs.
     let mut hello_deadline = Some(Box::pin(tokio::time::sleep(app.edge.hello_timeout)));
     // Made once for the whole loop rather than per frame.
-    let shutting_down = app.shutdown.cancelled();
+    let shutting_down = app.leave_turn();
     tokio::pin!(shutting_down);
     let ended = 'connection: loop {
         // Everything already read, in order, before reading more.
@@ -246,7 +260,7 @@ async fn serve(
                 }
             }
             () = &mut shutting_down => {
-                outbox.close(CloseReason::Shutdown);
+                conn.close_for_shutdown();
                 break Ended::ByServer;
             }
             () = outbox.closing() => break Ended::ByServer,

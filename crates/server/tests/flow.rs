@@ -78,7 +78,7 @@ async fn sockets(server: &common::TestServer) -> u64 {
 }
 
 #[tokio::test]
-async fn shutdown_tells_every_room_and_closes_with_1001() {
+async fn shutdown_tells_every_room_and_closes_with_1012() {
     let server = start().await;
     let mut ann = server.client("Ann").await;
     let mut idle = server.client("Idle").await;
@@ -91,7 +91,68 @@ async fn shutdown_tells_every_room_and_closes_with_1001() {
         (closed["room"].as_str(), closed["reason"].as_str()),
         (Some("main"), Some("shutdown"))
     );
-    assert_eq!(ann.closed().await.unwrap(), Some(1001));
-    assert_eq!(idle.closed().await.unwrap(), Some(1001));
+    assert_eq!(ann.closed().await.unwrap(), Some(1012));
+    assert_eq!(idle.closed().await.unwrap(), Some(1012));
     assert!(WsClient::connect(&server.url).await.is_err(), "no longer accepting");
+}
+
+/// A drain: not ready at once, new connections refused, and the open ones
+/// told (`closed` for their room) and closed with 1012 at moments spread
+/// over the window, not all at once.
+#[tokio::test]
+async fn a_drain_closes_the_connections_spread_over_its_window() {
+    let drain = Duration::from_secs(2);
+    let server = start_with(|c| c.drain = drain).await;
+    let mut clients = Vec::new();
+    for i in 0..30 {
+        let mut client = server.client(&format!("m{i}")).await;
+        join(&mut client, "main").await;
+        clients.push(client);
+    }
+    assert_eq!(server.get("/readyz").await.0, 200);
+    assert_eq!(server.get("/livez").await.0, 200);
+    let begun = tokio::time::Instant::now();
+    let mut closes = tokio::task::JoinSet::new();
+    for mut client in clients {
+        closes.spawn(async move {
+            let closed = client.event("closed").await.expect("told before the close");
+            assert_eq!(
+                (closed["room"].as_str(), closed["reason"].as_str()),
+                (Some("main"), Some("shutdown"))
+            );
+            let code = client.closed().await.expect("closed");
+            (tokio::time::Instant::now(), code)
+        });
+    }
+    server.server.stopper().cancel();
+    // Not ready at once (the drain starts as soon as the server's task
+    // runs), while connections are still open.
+    let not_ready = loop {
+        let (status, body) = server.get("/readyz").await;
+        if status == 503 {
+            break body;
+        }
+        assert!(begun.elapsed() < Duration::from_millis(500), "/readyz still {status}: {body}");
+        tokio::task::yield_now().await;
+    };
+    assert!(not_ready.contains("draining"), "{not_ready}");
+    assert_eq!(server.get("/livez").await.0, 200, "alive while draining");
+    let refused = WsClient::connect(&server.url).await;
+    assert!(refused.is_err(), "a new WebSocket during the drain is refused");
+    let mut times = Vec::new();
+    while let Some(done) = closes.join_next().await {
+        let (at, code) = done.unwrap();
+        assert_eq!(code, Some(1012));
+        times.push(at - begun);
+    }
+    times.sort();
+    let (first, last) = (times[0], times[times.len() - 1]);
+    // Spread over the first 80% of the window (1.6 s): thirty moments drawn
+    // at random there all fall within half a second of each other with a
+    // chance below one in a billion.
+    assert!(last - first > Duration::from_millis(500), "closed at once: {times:?}");
+    assert!(last < drain + Duration::from_millis(500), "closed too late: {times:?}");
+    let early = times.iter().filter(|t| **t < Duration::from_millis(200)).count();
+    assert!(early < 15, "half closed at once: {times:?}");
+    tokio::time::timeout(Duration::from_secs(5), server.server.stop()).await.expect("stops");
 }

@@ -219,7 +219,7 @@ async fn on_shutdown_every_room_s_closed_comes_before_the_close() {
         join(&mut ann, "main").await;
         // Stopped while the client reads, as a client would.
         let stopped = tokio::spawn(async move { server.server.stop().await });
-        assert_eq!(ann.closed().await.unwrap(), Some(1001), "round {round}");
+        assert_eq!(ann.closed().await.unwrap(), Some(1012), "round {round}");
         let mut closed = Vec::new();
         while let Ok(frame) = ann.next().await {
             if frame["ev"] == "closed" {

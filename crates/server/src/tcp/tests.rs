@@ -192,6 +192,8 @@ async fn session() -> BufReader<DuplexStream> {
         sockets: TaskTracker::new(),
         lp: crate::lp::Registry::new(Duration::from_secs(25), Duration::from_secs(60)),
         edge: edge.clone(),
+        draining: CancellationToken::new(),
+        spread: Duration::ZERO,
     };
     let ticket = edge.admit(Ipv4Addr::LOCALHOST.into()).expect("room for one connection");
     let (client, server) = tokio::io::duplex(4096);

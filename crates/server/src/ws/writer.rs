@@ -12,7 +12,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, MAX_HEAD};
-use super::{GOING_AWAY, POLICY_VIOLATION, SERVICE_RESTART, TOO_BIG, TRY_AGAIN_LATER};
+use super::{POLICY_VIOLATION, SERVICE_RESTART, TOO_BIG, TRY_AGAIN_LATER};
 
 /// Frames written in one vectored `write` at most (two slices each: the
 /// header and the shared payload).
@@ -231,7 +231,7 @@ pub(super) async fn write_frames<S: Socket>(
         }
         let code = match reason {
             CloseReason::Overflow => TRY_AGAIN_LATER,
-            CloseReason::Shutdown => GOING_AWAY,
+            CloseReason::Shutdown => SERVICE_RESTART,
             CloseReason::FrameTooLarge => TOO_BIG,
             CloseReason::HelloTimeout => POLICY_VIOLATION,
             CloseReason::Resync => SERVICE_RESTART,
