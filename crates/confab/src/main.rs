@@ -121,10 +121,11 @@ fn init_logs(filter: Option<&str>, format: LogFormat) -> Result<(), String> {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
+    warn_unknown_env();
     let config = match args.resolve() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("confab: {e}");
+            eprintln!("confab: {}", from_where(&e));
             return ExitCode::from(2);
         }
     };
@@ -261,5 +262,42 @@ fn probe(url: &str) -> Result<u16, String> {
     match (&head[..5], status) {
         (b"HTTP/", Some(status)) => Ok(status),
         _ => Err("not an HTTP answer".to_owned()),
+    }
+}
+
+/// A bad value is named as the operator wrote it: `CONFAB_GRACE` when it
+/// came from the environment, the flag otherwise.
+fn from_where(error: &confab_server::config::ConfigError) -> String {
+    if let confab_server::config::ConfigError::Invalid { setting, problem } = error {
+        let flag = format!("--{setting}");
+        let on_line = std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        let variable = confab_server::config::env_name(setting);
+        if !on_line && std::env::var_os(&variable).is_some() {
+            return format!("{variable}: {problem}");
+        }
+        return format!("{flag}: {problem}");
+    }
+    error.to_string()
+}
+
+/// Warns of `CONFAB_*` variables that configure nothing (a misspelling),
+/// naming the closest real one.
+fn warn_unknown_env() {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").expect("serve is a subcommand");
+    let mut known: Vec<String> = cli
+        .get_arguments()
+        .chain(serve.get_arguments())
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    known.sort();
+    known.dedup();
+    let set = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+    for (name, closest) in confab_server::config::unknown_env(set, &known) {
+        match closest {
+            Some(real) => tracing::warn!("{name} is not a setting (did you mean {real}?); ignored"),
+            None => tracing::warn!("{name} is not a setting; ignored"),
+        }
     }
 }

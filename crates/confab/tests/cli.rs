@@ -11,6 +11,8 @@ struct Running {
     child: Child,
     addr: String,
     log: mpsc::Receiver<String>,
+    /// The lines logged up to the HTTP address.
+    early: Vec<String>,
 }
 
 static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -59,13 +61,15 @@ fn launch(
             }
         }
     });
+    let mut early = Vec::new();
     let addr = loop {
         let line = log.recv_timeout(Duration::from_secs(20)).expect("the server logs its address");
         if let Some((_, rest)) = line.split_once("http listening on ") {
             break rest.trim().to_owned();
         }
+        early.push(line);
     };
-    Running { child, addr, log }
+    Running { child, addr, log, early }
 }
 
 /// The environment variable naming a service a test needs. Such tests
@@ -389,7 +393,11 @@ fn silent_sockets_from_one_address_do_not_lock_others_out_at_1024_files() {
     // the heaviest address and keeps serving the others.
     let mut running = serve_with_1024_files(&["--max-connections-per-ip", "100000"]);
     let tcp = logged(&mut running, "tcp listening on ");
-    let limit = logged(&mut running, "open-file limit ");
+    let limit = running
+        .early
+        .iter()
+        .find_map(|l| l.split_once("open-file limit ").map(|(_, rest)| rest.trim().to_owned()))
+        .expect("the limit in force is logged before the address");
     assert!(limit.starts_with("1024:"), "the limit in force is logged: {limit}");
     runtime.block_on(async {
         let _flood = silent_sockets(&running.addr, 1_100).await;
@@ -597,4 +605,74 @@ fn a_second_sigint_quits_without_waiting_for_the_drain() {
     let status = wait_exit(running);
     assert_eq!(status.code(), Some(130));
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// `confab serve ARGS` with `env`, expected to refuse to start: its exit
+/// code and what it said.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+    command.arg("serve").args(args).env_remove("CONFAB_HTTP").stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn configuration_mistakes_are_named_as_written_with_a_hint() {
+    // A bare port.
+    let (code, said) = refused(&["--http", "8081"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(said.contains("--http") && said.contains("127.0.0.1:8081"), "{said}");
+    // A bad value from the environment names the variable.
+    let (code, said) = refused(&["--http", "127.0.0.1:0"], &[("CONFAB_GRACE", "soon")]);
+    assert_eq!(code, Some(2));
+    assert!(said.contains("confab: CONFAB_GRACE:"), "{said}");
+    // From the command line, the flag.
+    let (code, said) = refused(&["--http", "127.0.0.1:0", "--grace", "soon"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(said.contains("confab: --grace:"), "{said}");
+    // A database file in a directory that does not exist is refused, not
+    // created.
+    let missing = data_dir().join("no-such-dir");
+    let url = format!("sqlite://{}/chat.db", missing.display());
+    let (code, said) =
+        refused(&["--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--database", &url], &[]);
+    assert_eq!(code, Some(1));
+    assert!(said.contains("does not exist"), "{said}");
+    assert!(!missing.exists(), "nothing was created");
+}
+
+#[test]
+fn a_misspelt_variable_is_a_warning_naming_the_real_one_and_a_relative_data_dir_is_shown_whole() {
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--data", "relative-data"])
+        .current_dir(&dir)
+        .env_remove("CONFAB_HTTP")
+        .env("CONFAB_GRCE", "5s")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logged = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("http listening on ");
+        logged.push(line);
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let all = logged.join("\n");
+    assert!(all.contains("CONFAB_GRCE is not a setting (did you mean CONFAB_GRACE?)"), "{all}");
+    let whole = dir.join("relative-data").join("confab.db");
+    assert!(all.contains(&format!("database {} ready", whole.display())), "{all}");
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
 }

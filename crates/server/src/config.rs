@@ -236,11 +236,14 @@ impl ServeArgs {
         let (outbox, drain, poll_wait, poll_idle) = args.timing(&defaults)?;
         let cluster = args.cluster()?;
         let edge = args.edge(&defaults, hub.rates.limit_loopback)?;
+        let http = listen_address("http", args.http.unwrap_or(defaults.http))?;
+        let tcp = listen_address("tcp", args.tcp.unwrap_or(defaults.tcp))?;
+        let metrics = args.metrics.map(|m| listen_address("metrics", m)).transpose()?;
         Ok(Config {
             edge,
-            http: args.http.unwrap_or(defaults.http),
-            tcp: args.tcp.unwrap_or(defaults.tcp),
-            metrics: args.metrics,
+            http,
+            tcp,
+            metrics,
             data: args.data.unwrap_or(defaults.data),
             database: args.database,
             cluster,
@@ -577,6 +580,70 @@ impl ServeArgs {
 
 fn invalid(setting: &'static str, problem: String) -> ConfigError {
     ConfigError::Invalid { setting, problem }
+}
+
+/// A listener's `HOST:PORT`, with a hint for a bare port or host.
+fn listen_address(setting: &'static str, value: String) -> Result<String, ConfigError> {
+    if let Ok(port) = value.trim().parse::<u16>() {
+        return Err(invalid(
+            setting,
+            format!(
+                "{value:?} is a port alone: give HOST:PORT, such as 127.0.0.1:{port} (this \
+                 machine only) or 0.0.0.0:{port} (every interface)"
+            ),
+        ));
+    }
+    let port = value.rsplit_once(':').map(|(_, port)| port);
+    if !port.is_some_and(|p| p.parse::<u16>().is_ok()) {
+        return Err(invalid(
+            setting,
+            format!("{value:?}: give HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080"),
+        ));
+    }
+    Ok(value)
+}
+
+/// The environment variable of the flag `setting` (`node-lease`:
+/// `CONFAB_NODE_LEASE`).
+pub fn env_name(setting: &str) -> String {
+    format!("CONFAB_{}", setting.to_uppercase().replace('-', "_"))
+}
+
+/// The `CONFAB_*` variables that are set and are none of `known`, each with
+/// the closest known name when there is a near one: a misspelt variable is
+/// otherwise silently ignored.
+pub fn unknown_env<'a>(
+    set: impl Iterator<Item = String>,
+    known: &'a [String],
+) -> Vec<(String, Option<&'a str>)> {
+    set.filter(|name| name.starts_with("CONFAB_") && !name.starts_with("CONFAB_TEST_"))
+        .filter(|name| !known.contains(name))
+        .map(|name| {
+            let closest = known
+                .iter()
+                .map(|k| (edit_distance(&name, k), k.as_str()))
+                .filter(|(d, _)| *d <= 3)
+                .min_by_key(|(d, _)| *d)
+                .map(|(_, k)| k);
+            (name, closest)
+        })
+        .collect()
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn title_case(name: &str) -> String {

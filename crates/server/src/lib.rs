@@ -91,12 +91,10 @@ impl Server {
             .with_context(|| format!("cannot listen for HTTP on {}", config.http))?;
         let http = listener.local_addr()?;
         metrics::handle();
-        tracing::info!("http listening on {http}");
         let tcp_listener = TcpListener::bind(&config.tcp).await.with_context(|| {
             format!("cannot listen for the terminal protocol on {}", config.tcp)
         })?;
         let tcp = tcp_listener.local_addr()?;
-        tracing::info!("tcp listening on {tcp}");
         let metrics_listener = match &config.metrics {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
@@ -142,6 +140,11 @@ impl Server {
             }
             None => None,
         };
+        // Said once everything behind the listeners is ready: a client
+        // that connects as soon as it reads this is served.
+        tracing::info!("http listening on {http}");
+        tracing::info!("tcp listening on {tcp}");
+        tracing::info!("web chat at {}", web_address(http));
         let router = http::router(app.clone(), metrics.is_none());
         let task = tokio::spawn(run(listener, router, app, stop.clone(), config.drain));
         Ok(Server { http, tcp, metrics, hub, stop, task })
@@ -221,6 +224,21 @@ async fn run(
     // before the node goes (else its seats wait for the lease to lapse).
     app.hub.settle_departures(Duration::from_secs(2)).await;
     tracing::info!("stopped");
+}
+
+/// The address to open in a browser: a wildcard bind is reached through
+/// the loopback address on this machine.
+fn web_address(http: SocketAddr) -> String {
+    let shown = match http {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    };
+    format!("http://{shown}/")
 }
 
 /// Descriptors kept out of the sockets' budget: the database pool, Redis,

@@ -187,23 +187,47 @@ impl SqlStore {
     /// The database cannot be reached, read or migrated; the error names it.
     pub async fn open(url: Option<&str>, data: &Path) -> Result<SqlStore, OpenError> {
         sqlx::any::install_default_drivers();
-        let (url, name, sqlite) = match url {
-            Some(url) if url.starts_with("postgres") => (url.to_owned(), redact(url), false),
+        // The default file's directory is created; a path given in
+        // `--database` must be in a directory that exists (a typo there
+        // should not scatter databases around).
+        let (url, name, sqlite, create_dir) = match url {
+            Some(url) if url.starts_with("postgres") => (url.to_owned(), redact(url), false, false),
             Some(url) => {
                 let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-                (format!("sqlite://{path}?mode=rwc"), path.to_owned(), true)
+                (format!("sqlite://{path}?mode=rwc"), path.to_owned(), true, false)
             }
             None => {
-                let path = data.join("confab.db");
+                // Shown absolute: a relative --data depends on where the
+                // server was started.
+                let path = std::path::absolute(data.join("confab.db"))
+                    .unwrap_or_else(|_| data.join("confab.db"));
                 let shown = path.display().to_string();
-                (format!("sqlite://{shown}?mode=rwc"), shown, true)
+                (format!("sqlite://{shown}?mode=rwc"), shown, true, true)
             }
         };
         let fail = |problem: String| OpenError { name: name.clone(), problem };
         if sqlite && let Some(dir) = Path::new(&name).parent().filter(|d| !d.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+            if create_dir {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| fail(format!("cannot create {}: {}", dir.display(), plain(&e))))?;
+            } else if !dir.is_dir() {
+                return Err(fail(format!(
+                    "directory {} does not exist: create it, or give another path",
+                    dir.display()
+                )));
+            }
+            // A file that cannot be opened for writing is said plainly,
+            // rather than as SQLite's "unable to open database file".
+            if let Err(e) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&name)
+            {
+                return Err(fail(format!("cannot open {name}: {}", plain(&e))));
+            }
         }
         if sqlite {
             // One plain connection first, so that a file that is not a
@@ -249,6 +273,17 @@ impl SqlStore {
 
     pub fn into_store(self) -> Arc<dyn Store> {
         Arc::new(self)
+    }
+}
+
+/// An I/O error as a person reads it: "permission denied", not "Permission
+/// denied (os error 13)".
+fn plain(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+        std::io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only".to_owned(),
+        _ => error.to_string(),
     }
 }
 

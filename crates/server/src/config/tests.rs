@@ -137,3 +137,31 @@ fn rates() {
     assert_eq!(config.hub.rates.post, None);
     assert!(config.hub.rates.join.is_some(), "the others keep their defaults");
 }
+
+#[test]
+fn listen_addresses_want_a_host_and_a_port() {
+    for fine in ["127.0.0.1:8080", "0.0.0.0:0", "[::1]:8080", "localhost:80"] {
+        assert_eq!(listen_address("http", fine.to_owned()).unwrap(), fine);
+    }
+    let bare = listen_address("http", "8081".into()).unwrap_err().to_string();
+    assert!(bare.contains("127.0.0.1:8081") && bare.contains("0.0.0.0:8081"), "{bare}");
+    for bad in ["localhost", "127.0.0.1:", "127.0.0.1:99999", ""] {
+        assert!(listen_address("tcp", bad.to_owned()).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn an_unknown_variable_is_found_with_its_closest_setting() {
+    let known = vec!["CONFAB_GRACE".to_owned(), "CONFAB_HTTP".to_owned(), "CONFAB_LOG".to_owned()];
+    let set = ["CONFAB_GRCE", "CONFAB_HTTP", "CONFAB_TEST_REDIS", "CONFAB_SOMETHING_ELSE", "PATH"];
+    let unknown = unknown_env(set.iter().map(|s| (*s).to_owned()), &known);
+    assert_eq!(
+        unknown,
+        vec![
+            ("CONFAB_GRCE".to_owned(), Some("CONFAB_GRACE")),
+            ("CONFAB_SOMETHING_ELSE".to_owned(), None)
+        ]
+    );
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(env_name("node-lease"), "CONFAB_NODE_LEASE");
+}
