@@ -594,7 +594,7 @@ fn listen_address(setting: &'static str, value: String) -> Result<String, Config
         ));
     }
     let port = value.rsplit_once(':').map(|(_, port)| port);
-    if !port.is_some_and(|p| p.parse::<u16>().is_ok()) {
+    if port.is_none_or(|p| p.parse::<u16>().is_err()) {
         return Err(invalid(
             setting,
             format!("{value:?}: give HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080"),
@@ -612,10 +612,10 @@ pub fn env_name(setting: &str) -> String {
 /// The `CONFAB_*` variables that are set and are none of `known`, each with
 /// the closest known name when there is a near one: a misspelt variable is
 /// otherwise silently ignored.
-pub fn unknown_env<'a>(
+pub fn unknown_env(
     set: impl Iterator<Item = String>,
-    known: &'a [String],
-) -> Vec<(String, Option<&'a str>)> {
+    known: &[String],
+) -> Vec<(String, Option<&str>)> {
     set.filter(|name| name.starts_with("CONFAB_") && !name.starts_with("CONFAB_TEST_"))
         .filter(|name| !known.contains(name))
         .map(|name| {
