@@ -81,7 +81,7 @@ impl Cluster {
     /// Tells every connection of this node that it is stopping: first
     /// `closed` for every room, then the close, so that a connection in
     /// several rooms hears of each.
-    pub fn shut_down(&self) {
+    pub fn shut_down(self: &Arc<Self>) {
         let mirrors = self.all_mirrors();
         for mirror in &mirrors {
             mirror.announce_shutdown();
@@ -89,6 +89,19 @@ impl Cluster {
         for mirror in &mirrors {
             mirror.close_connections(CloseReason::Shutdown);
         }
+        // The seats held here in grace (connections closed during a drain
+        // whose users did not come back elsewhere) end now, and count as
+        // departures until they have (`settle`).
+        self.stopping.cancel();
+        self.departing.fetch_add(1, Ordering::Relaxed);
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + cluster.config.timeout * 3;
+            while !cluster.graces.lock().is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            cluster.departing.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Rooms this node has connections in.

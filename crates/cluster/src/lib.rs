@@ -197,6 +197,8 @@ pub(crate) struct Cluster {
     graces: Mutex<HashMap<String, usize>>,
     grace_epoch: AtomicU64,
     departing: std::sync::atomic::AtomicUsize,
+    /// Cancelled when the node stops: the graces it runs end at once.
+    stopping: tokio_util::sync::CancellationToken,
     store: Arc<dyn Store>,
     persist: mpsc::Sender<PersistJob>,
     window: usize,
@@ -257,6 +259,7 @@ impl Cluster {
             graces: Mutex::new(HashMap::new()),
             grace_epoch: AtomicU64::new(0),
             departing: std::sync::atomic::AtomicUsize::new(0),
+            stopping: tokio_util::sync::CancellationToken::new(),
             store,
             persist: tx,
             window: window.max(1),

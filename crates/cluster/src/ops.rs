@@ -173,7 +173,12 @@ impl Cluster {
         *self.graces.lock().entry(code.clone()).or_default() += 1;
         let cluster = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
+            // A node that stops ends its graces: nobody would run their
+            // timers after it (a member who came back elsewhere is kept).
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                () = cluster.stopping.cancelled() => {}
+            }
             for attempt in 0..5u32 {
                 match cluster.expire(&code, &user_id, &token).await {
                     Ok(_) => break,

@@ -146,9 +146,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let stopper = server.stopper();
+    notify_service_manager("READY=1\nSTATUS=serving");
     tokio::spawn(async move {
         let mut signals = signals;
         signals.first().await;
+        notify_service_manager("STOPPING=1\nSTATUS=draining");
         stopper.cancel();
         // A second Ctrl-C does not wait for the drain.
         signals.interrupted_again().await;
@@ -300,4 +302,30 @@ fn warn_unknown_env() {
             None => tracing::warn!("{name} is not a setting; ignored"),
         }
     }
+}
+
+/// Tells a service manager (systemd's `Type=notify`) how the server is:
+/// one datagram to `$NOTIFY_SOCKET`, when it is set. A path, or an
+/// abstract address written with a leading `@`.
+fn notify_service_manager(state: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
+        let target = target.to_string_lossy().into_owned();
+        let addr = match target.strip_prefix('@') {
+            Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+            None => SocketAddr::from_pathname(&target),
+        };
+        let sent = addr.and_then(|addr| {
+            let socket = UnixDatagram::unbound()?;
+            socket.send_to_addr(state.as_bytes(), &addr)
+        });
+        if let Err(e) = sent {
+            tracing::warn!("cannot notify the service manager at {target}: {e}");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = state;
 }

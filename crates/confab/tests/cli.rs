@@ -272,7 +272,9 @@ fn kill_9_right_after_an_ok_loses_no_acknowledged_post() {
 #[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
 fn a_cluster_node_that_stops_frees_its_seats_at_once_and_one_killed_within_the_lease() {
     let namespace = format!("crash{}", std::process::id());
-    let node = |name: &str| cluster_node(&namespace, name, &["--node-lease", "4s"]);
+    // A drain of 1 s: a stopping node's connections close within 0.8 s.
+    let node =
+        |name: &str| cluster_node(&namespace, name, &["--node-lease", "4s", "--drain", "1s"]);
     let (n1, mut n2, mut n3) = (node("n1"), node("n2"), node("n3"));
     let url = |running: &Running| format!("ws://{}/ws", running.addr);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -291,8 +293,9 @@ fn a_cluster_node_that_stops_frees_its_seats_at_once_and_one_killed_within_the_l
         let (mut cat, _) = confab_client::WsClient::hello(&url(&n1), "Cat").await.unwrap();
         assert_eq!(cat.error_code(json!({"op": "join", "room": code})).await.unwrap(), "room_full");
 
-        // A node that stops tells the cluster its members left: no wait
-        // for its lease.
+        // A node that stops tells the cluster its members left, once its
+        // drain has closed their connections: no wait for its lease or
+        // their grace.
         let stopped = std::time::Instant::now();
         signal(&n2.child, "-TERM");
         let leave = ann.event("leave").await.unwrap();
@@ -675,4 +678,97 @@ fn a_misspelt_variable_is_a_warning_naming_the_real_one_and_a_relative_data_dir_
     assert!(all.contains(&format!("database {} ready", whole.display())), "{all}");
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_service_manager_is_told_when_the_server_is_ready_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let running = serve(&["--http", "127.0.0.1:0"], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let mut said = [0u8; 256];
+    let n = manager.recv(&mut said).expect("told it is ready");
+    let ready = String::from_utf8_lossy(&said[..n]).into_owned();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    // Ready means serving.
+    assert!(get(&running.addr, "/readyz").starts_with("HTTP/1.1 200"));
+    signal(&running.child, "-TERM");
+    let n = manager.recv(&mut said).expect("told it is stopping");
+    let stopping = String::from_utf8_lossy(&said[..n]).into_owned();
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
+    assert!(wait_exit(running).success());
+}
+
+#[test]
+#[ignore = "needs systemd-analyze (systemd)"]
+fn the_service_file_is_one_systemd_accepts() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contrib/confab.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("DynamicUser=yes"));
+    // The unit as installed, with this build's binary where it would be.
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("confab.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/confab", env!("CARGO_BIN_EXE_confab")))
+        .unwrap();
+    let output = Command::new("systemd-analyze")
+        .args(["verify"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze runs: this test needs systemd (see README.md)");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && !said.contains("confab.service"), "{said}");
+}
+
+#[test]
+#[ignore = "needs the sqlite3 command-line shell"]
+fn the_documented_online_backups_of_the_sqlite_file_restore_every_message() {
+    use confab_client::WsClient;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let data = data_dir();
+    let running = serve_in(&data, &["--http", "127.0.0.1:0", "--post-rate", "off"], &[]);
+    let url = format!("ws://{}/ws", running.addr);
+    let db = data.join("confab.db");
+    let (backup, vacuumed) = (data.join("backup.db"), data.join("vacuumed.db"));
+    let code = runtime.block_on(async {
+        let (mut ann, _) = WsClient::hello(&url, "Ann").await.unwrap();
+        let room =
+            ann.ok(serde_json::json!({"op": "create", "retention": "persistent"})).await.unwrap();
+        let code = room["room"]["code"].as_str().unwrap().to_owned();
+        ann.ok(serde_json::json!({"op": "join", "room": code})).await.unwrap();
+        for i in 0..50 {
+            let op = serde_json::json!({"op": "post", "room": code, "body": format!("m{i}")});
+            ann.ok(op).await.unwrap();
+        }
+        code
+    });
+    // Both recipes of docs/operations.md, on the live file (WAL mode).
+    let sqlite3 = |sql: String| {
+        let output = Command::new("sqlite3").arg(&db).arg(sql).output().expect("sqlite3 runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    sqlite3(format!(".backup '{}'", backup.display()));
+    sqlite3(format!("VACUUM INTO '{}'", vacuumed.display()));
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+    for copy in [backup, vacuumed] {
+        let restored = data_dir();
+        std::fs::create_dir_all(&restored).unwrap();
+        std::fs::copy(&copy, restored.join("confab.db")).unwrap();
+        let running = serve_in(&restored, &["--http", "127.0.0.1:0"], &[]);
+        let url = format!("ws://{}/ws", running.addr);
+        runtime.block_on(async {
+            let (mut bob, _) = WsClient::hello(&url, "Bob").await.unwrap();
+            let joined = bob.ok(serde_json::json!({"op": "join", "room": code})).await.unwrap();
+            assert_eq!(joined["seq"], 50, "{copy:?}: {joined}");
+        });
+        signal(&running.child, "-TERM");
+        assert!(wait_exit(running).success());
+    }
 }
