@@ -772,3 +772,58 @@ fn the_documented_online_backups_of_the_sqlite_file_restore_every_message() {
         assert!(wait_exit(running).success());
     }
 }
+
+#[test]
+fn refused_connections_and_rooms_are_logged_one_line_each_and_private_codes_are_not() {
+    let mut running = serve(&["--http", "127.0.0.1:0"], &[]);
+    let url = format!("ws://{}/ws", running.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (public, private) = runtime.block_on(async {
+        use serde_json::json;
+        let (mut ann, _) = confab_client::WsClient::hello(&url, "Ann").await.unwrap();
+        let public = ann.ok(json!({"op": "create", "public": true})).await.unwrap();
+        let private = ann.ok(json!({"op": "create"})).await.unwrap();
+        let code = |r: &serde_json::Value| r["room"]["code"].as_str().unwrap().to_owned();
+        (code(&public), code(&private))
+    });
+    let created = logged(&mut running, "room created");
+    assert!(created.contains(&public), "{created}");
+    let created = logged(&mut running, "room created");
+    assert!(created.contains("(private)") && !created.contains(&private), "{created}");
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+
+    // Two places for an address: the third terminal connection is refused,
+    // and the refusal logged.
+    let mut running = serve(
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--limit-loopback",
+            "--max-connections-per-ip",
+            "2",
+            "--drain",
+            "1s",
+        ],
+        &[],
+    );
+    let tcp = logged(&mut running, "tcp listening on ");
+    // (Which of the three is refused depends on the order the server
+    // admits them in.)
+    let sockets: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&tcp).unwrap()).collect();
+    let first_lines: Vec<String> = sockets
+        .iter()
+        .map(|socket| {
+            socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut line = String::new();
+            BufReader::new(socket).read_line(&mut line).unwrap();
+            line
+        })
+        .collect();
+    let refusals = first_lines.iter().filter(|l| l.starts_with("bye:")).count();
+    assert_eq!(refusals, 1, "{first_lines:?}");
+    let refused = logged(&mut running, "connection refused");
+    assert!(refused.contains("address_full") && refused.contains("127.0.0.1"), "{refused}");
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+}

@@ -46,6 +46,15 @@ pub struct RoomSpec {
 }
 
 impl RoomSpec {
+    /// The code as logs show it: a private ephemeral room leaves nothing
+    /// behind, its code in a log included.
+    pub fn shown_code(&self) -> &str {
+        match self.public || self.board || self.retention == Retention::Persistent {
+            true => &self.code,
+            false => "(private)",
+        }
+    }
+
     /// The room as the protocol shows it, with `members` members.
     pub fn info(&self, members: usize) -> RoomInfo {
         RoomInfo {

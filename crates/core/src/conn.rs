@@ -210,6 +210,18 @@ impl<B: RoomBackend> Conn<B> {
                     public: public.unwrap_or(false),
                 };
                 let room = rooms.create(new).await?;
+                // As `RoomSpec::shown_code`.
+                let shown = match room.public || room.retention == Retention::Persistent {
+                    true => room.code.as_str(),
+                    false => "(private)",
+                };
+                tracing::info!(
+                    room = shown,
+                    retention = ?room.retention,
+                    public = room.public,
+                    capacity = room.capacity,
+                    "room created"
+                );
                 self.ok(id, &RoomResult { room })
             }
             ClientOp::Leave { room: code } => {

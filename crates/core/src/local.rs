@@ -99,7 +99,7 @@ impl LocalRooms {
         if rooms.get(room.code()).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(room.code());
         }
-        tracing::debug!(room = room.code(), "room destroyed");
+        tracing::info!(room = room.shown_code(), "room ended");
     }
 
     /// Completes a slice with its store part, if it has one.

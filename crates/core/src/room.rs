@@ -160,6 +160,11 @@ impl Room {
         &self.meta.code
     }
 
+    /// The code as logs show it (`RoomSpec::shown_code`).
+    pub fn shown_code(&self) -> &str {
+        self.meta.shown_code()
+    }
+
     pub fn is_persistent(&self) -> bool {
         self.persister.is_some()
     }

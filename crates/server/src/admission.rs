@@ -38,6 +38,39 @@ pub struct Edge {
     /// Sockets the process can hold (its open-file limit less a reserve),
     /// if known.
     descriptors: Option<usize>,
+    /// Refused connections, logged.
+    refusals: RefusalLog,
+}
+
+/// Logs refused connections, one line each, but at most one line a second:
+/// a flood of refusals (which is what a limit meets) must not become a
+/// flood of log lines. A line after a quiet second says how many were not
+/// logged.
+#[derive(Default)]
+struct RefusalLog {
+    /// The second (since the process started) of the last line, and the
+    /// refusals since that were not logged.
+    state: Mutex<(u64, u64)>,
+}
+
+impl RefusalLog {
+    fn log(&self, refusal: Refusal, ip: IpAddr) {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let second = START.get_or_init(std::time::Instant::now).elapsed().as_secs() + 1;
+        let mut state = self.state.lock();
+        let (last, unlogged) = *state;
+        if second == last {
+            state.1 += 1;
+            return;
+        }
+        *state = (second, 0);
+        drop(state);
+        let reason = match refusal {
+            Refusal::Full => "server_full",
+            Refusal::TooManyFromAddress => "address_full",
+        };
+        tracing::warn!(reason, client = %ip, not_logged = unlogged, "connection refused");
+    }
 }
 
 /// Edge settings, from the configuration.
@@ -129,6 +162,7 @@ impl Edge {
                 .collect(),
             hello_timeout: config.hello_timeout,
             descriptors: config.descriptors,
+            refusals: RefusalLog::default(),
         })
     }
 
@@ -171,6 +205,19 @@ impl Edge {
     }
 
     fn take(self: &Arc<Self>, ip: IpAddr, counted: bool, permit: bool) -> Result<Ticket, Refusal> {
+        let taken = self.take_unlogged(ip, counted, permit);
+        if let Err(refusal) = &taken {
+            self.refusals.log(*refusal, ip);
+        }
+        taken
+    }
+
+    fn take_unlogged(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        counted: bool,
+        permit: bool,
+    ) -> Result<Ticket, Refusal> {
         let ip = counted_as(ip);
         let permit = match permit {
             true => Some(self.total.clone().try_acquire_owned().map_err(|_| Refusal::Full)?),
