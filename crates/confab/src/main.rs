@@ -122,6 +122,7 @@ fn init_logs(filter: Option<&str>, format: LogFormat) -> Result<(), String> {
 
 async fn serve(args: ServeArgs) -> ExitCode {
     warn_unknown_env();
+    let reload_args = args.clone();
     let config = match args.resolve() {
         Ok(config) => config,
         Err(e) => {
@@ -146,10 +147,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let stopper = server.stopper();
+    let hub = server.hub().clone();
     notify_service_manager("READY=1\nSTATUS=serving");
     tokio::spawn(async move {
         let mut signals = signals;
-        signals.first().await;
+        // SIGHUP: the rate limits again, from the flags, the environment
+        // and the config file as they are now.
+        while signals.first_or_hangup().await {
+            reload(&reload_args, &hub);
+        }
         notify_service_manager("STOPPING=1\nSTATUS=draining");
         stopper.cancel();
         // A second Ctrl-C does not wait for the drain.
@@ -167,6 +173,8 @@ struct Signals {
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -177,6 +185,7 @@ impl Signals {
             Ok(Signals {
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
@@ -185,18 +194,20 @@ impl Signals {
         }
     }
 
-    /// Resolves on the first SIGINT or SIGTERM.
-    async fn first(&mut self) {
+    /// Waits for SIGINT or SIGTERM (false) or SIGHUP (true).
+    async fn first_or_hangup(&mut self) -> bool {
         #[cfg(unix)]
         {
             tokio::select! {
-                _ = self.interrupt.recv() => {}
-                _ = self.terminate.recv() => {}
+                _ = self.hangup.recv() => true,
+                _ = self.interrupt.recv() => false,
+                _ = self.terminate.recv() => false,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            false
         }
     }
 }
@@ -328,4 +339,26 @@ fn notify_service_manager(state: &str) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = state;
+}
+
+/// Puts the rate limits of the configuration as it is now in force, and
+/// logs what changed; a configuration that no longer resolves changes
+/// nothing.
+fn reload(args: &ServeArgs, hub: &confab_server::Hub) {
+    let config = match args.clone().resolve() {
+        Ok(config) => config,
+        Err(e) => {
+            // One line: a TOML error spans several.
+            let why = from_where(&e).split_whitespace().collect::<Vec<_>>().join(" ");
+            tracing::warn!("reload: {why}; the settings in force are kept");
+            return;
+        }
+    };
+    let changes = hub.reload_rates(config.hub.rates);
+    if changes.is_empty() {
+        tracing::info!("reload: the rate limits are unchanged");
+    }
+    for change in changes {
+        tracing::info!("reload: {change}");
+    }
 }

@@ -827,3 +827,42 @@ fn refused_connections_and_rooms_are_logged_one_line_each_and_private_codes_are_
     signal(&running.child, "-TERM");
     assert!(wait_exit(running).success());
 }
+
+#[test]
+fn sighup_puts_the_config_files_rate_limits_in_force_and_says_what_changed() {
+    use serde_json::json;
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("confab.toml");
+    std::fs::write(&file, "post-rate = \"1/m,burst=1\"\n").unwrap();
+    let mut running = serve(&["--http", "127.0.0.1:0", "--config", file.to_str().unwrap()], &[]);
+    let url = format!("ws://{}/ws", running.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (mut ann, code) = runtime.block_on(async {
+        let (mut ann, _) = confab_client::WsClient::hello(&url, "Ann").await.unwrap();
+        let room = ann.ok(json!({"op": "create"})).await.unwrap();
+        let code = room["room"]["code"].as_str().unwrap().to_owned();
+        ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+        ann.ok(json!({"op": "post", "room": code, "body": "one"})).await.unwrap();
+        let second = json!({"op": "post", "room": code, "body": "two"});
+        assert_eq!(ann.error_code(second).await.unwrap(), "rate_limited");
+        (ann, code)
+    });
+    // A file that no longer parses changes nothing, and says so.
+    std::fs::write(&file, "post-rate = \n").unwrap();
+    signal(&running.child, "-HUP");
+    let kept = logged(&mut running, "reload: ");
+    assert!(kept.contains("kept"), "{kept}");
+    std::fs::write(&file, "post-rate = \"off\"\n").unwrap();
+    signal(&running.child, "-HUP");
+    let changed = logged(&mut running, "reload: ");
+    assert_eq!(changed, "post-rate: 1/m,burst=1 → off");
+    runtime.block_on(async {
+        for body in ["three", "four", "five"] {
+            let post = json!({"op": "post", "room": code, "body": body});
+            ann.ok(post).await.expect("no limit on posts any more");
+        }
+    });
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+}

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use crate::backend::{RoomBackend, Services};
 use crate::frames::unavailable;
 use crate::local::LocalRooms;
-use crate::rates::Limiters;
+use crate::rates::{Limiters, Rates};
 use crate::store::{Store, StoreError};
 use crate::{HubConfig, ids};
 
@@ -59,7 +59,9 @@ struct Shared<B> {
     /// online rather than every user since start. Dead entries are swept
     /// with the idle rate limits.
     sessions: Mutex<HashMap<[u8; 32], Weak<UserRecord>>>,
-    limiters: Limiters,
+    /// The rate limits in force; replaced whole when they are reloaded
+    /// (a short lock: an `Arc` taken out, never held across `.await`).
+    limiters: Mutex<Arc<Limiters>>,
     next_conn: AtomicU64,
     connections: AtomicUsize,
     shutting_down: AtomicBool,
@@ -85,7 +87,7 @@ impl<B: RoomBackend> Hub<B> {
     /// A hub whose rooms are `backend`'s. Must be called within a Tokio
     /// runtime.
     pub fn new(services: Arc<Services>, backend: B) -> Hub<B> {
-        let limiters = Limiters::new(services.config.rates);
+        let limiters = Mutex::new(Arc::new(Limiters::new(services.config.rates)));
         let hub = Hub {
             shared: Arc::new(Shared {
                 services,
@@ -141,8 +143,19 @@ impl<B: RoomBackend> Hub<B> {
         self.shared.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn limiters(&self) -> &Limiters {
-        &self.shared.limiters
+    pub(crate) fn limiters(&self) -> Arc<Limiters> {
+        self.shared.limiters.lock().clone()
+    }
+
+    /// Puts `rates` in force (a reload), and says what changed, one line
+    /// per limit. Changed limits start with full buckets.
+    pub fn reload_rates(&self, rates: Rates) -> Vec<String> {
+        let mut limiters = self.shared.limiters.lock();
+        let changes = crate::rates::changes(limiters.rates(), &rates);
+        if !changes.is_empty() {
+            *limiters = Arc::new(Limiters::new(rates));
+        }
+        changes
     }
 
     /// Keeps a user's session record in memory through the reconnect
@@ -241,7 +254,7 @@ impl<B: RoomBackend> Hub<B> {
                 user
             }
             None => {
-                self.shared.limiters.check_new_session(peer)?;
+                self.limiters().check_new_session(peer)?;
                 self.remember_session(UserRecord {
                     id: ids::user_id(),
                     session: ids::session_token(),
@@ -334,7 +347,8 @@ async fn forget_idle_limits<B: RoomBackend>(shared: Weak<Shared<B>>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         let Some(shared) = shared.upgrade() else { return };
-        shared.limiters.forget_idle();
+        let limiters = shared.limiters.lock().clone();
+        limiters.forget_idle();
         shared.sessions.lock().retain(|_, user| user.strong_count() > 0);
     }
 }

@@ -42,7 +42,7 @@ impl Rate {
 }
 
 /// The limits, each `None` when off.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rates {
     pub post: Option<Rate>,
     pub join: Option<Rate>,
@@ -102,7 +102,46 @@ pub(crate) struct Limiters {
     blocked: Mutex<HashMap<String, Instant>>,
 }
 
+/// What differs between `old` and `new`, one line per limit, named as
+/// its flag: `post-rate: 10/s,burst=20 → off`.
+pub(crate) fn changes(old: &Rates, new: &Rates) -> Vec<String> {
+    let shown = |rate: Option<Rate>| match rate {
+        None => "off".to_owned(),
+        Some(r) => {
+            let per_second = 1.0 / r.every.as_secs_f64();
+            if per_second >= 1.0 {
+                format!("{}/s,burst={}", (per_second * 100.0).round() / 100.0, r.burst)
+            } else {
+                format!("{}/m,burst={}", (per_second * 6000.0).round() / 100.0, r.burst)
+            }
+        }
+    };
+    let pairs = [
+        ("post-rate", old.post, new.post),
+        ("join-rate", old.join, new.join),
+        ("create-rate", old.create, new.create),
+        ("typing-rate", old.typing, new.typing),
+        ("address-create-rate", old.address_create, new.address_create),
+        ("failed-join-rate", old.failed_join, new.failed_join),
+        ("session-rate", old.new_session, new.new_session),
+    ];
+    let mut changes: Vec<String> = pairs
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(name, a, b)| format!("{name}: {} → {}", shown(a), shown(b)))
+        .collect();
+    if old.limit_loopback != new.limit_loopback {
+        changes.push(format!("limit-loopback: {} → {}", old.limit_loopback, new.limit_loopback));
+    }
+    changes
+}
+
 impl Limiters {
+    /// The limits these enforce.
+    pub fn rates(&self) -> &Rates {
+        &self.rates
+    }
+
     pub fn new(rates: Rates) -> Limiters {
         let keyed = |rate: Option<Rate>| rate.map(|r| RateLimiter::keyed(r.quota()));
         Limiters {
