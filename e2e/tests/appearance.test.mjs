@@ -159,4 +159,21 @@ describe('appearance', { timeout: 120_000 }, () => {
     assert.equal(await dark.page.getAttribute('html', 'data-theme'), 'light');
     assert.equal(await background(dark.page), lightBackground);
   });
+
+  test('an unknown address gets the 404 page, in the app\'s style, dark and light', async () => {
+    const lost = await person();
+    const response = await lost.page.goto(`${server.url}/no/such/page`);
+    assert.equal(response.status(), 404);
+    assert.equal(await lost.page.textContent('h1'), 'Page not found');
+    // Styled by the app's stylesheet (the brand bar is laid out as a row),
+    // with a way back home.
+    assert.equal(await lost.page.$eval('.topbar', (el) => getComputedStyle(el).display), 'flex');
+    await lost.page.click('text=Go to the rooms');
+    await lost.page.waitForURL(`${server.url}/`);
+    await lost.page.goBack();
+    for (const scheme of SCHEMES) {
+      await lost.page.emulateMedia({ colorScheme: scheme });
+      await capture(lost.page, `404-${scheme}-desktop`);
+    }
+  });
 });
