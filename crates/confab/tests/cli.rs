@@ -15,6 +15,16 @@ struct Running {
     early: Vec<String>,
 }
 
+/// A test that fails (panics) does not leave its server running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A data directory of its own for each server a test starts.
