@@ -22,7 +22,9 @@ COPY --from=build --chown=65532:65532 /out/data /data
 VOLUME /data
 EXPOSE 8080 6789
 USER nonroot
-# Ready: the database answers and the server is not draining.
+# Ready: the database answers and the server is not draining. With TLS
+# (CONFAB_TLS_CERT, CONFAB_TLS_KEY), override it with
+#   --health-cmd 'confab healthcheck https://127.0.0.1:8080/readyz'.
 HEALTHCHECK --interval=10s --timeout=6s --start-period=10s --retries=3 \
     CMD ["confab", "healthcheck", "http://127.0.0.1:8080/readyz"]
 # SIGTERM drains over --drain; give `docker stop` longer than that.

@@ -9,21 +9,40 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 /// How long a client waits for an expected frame before giving up.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// What a client can speak over: a TCP socket, or a TLS stream on one.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
 pub struct WsClient {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    socket: WebSocketStream<Box<dyn Stream>>,
     next_id: i64,
     /// Frames received while waiting for something else.
     queued: VecDeque<Value>,
     /// The close frame, once the server closed the connection.
     closed: Option<Option<CloseFrame>>,
+}
+
+/// The address of a `ws://` or `wss://` URL's host and port.
+async fn address_of(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let authority = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .and_then(|rest| rest.split('/').next())
+        .with_context(|| format!("not a ws:// URL: {url}"))?;
+    tokio::net::lookup_host(authority)
+        .await?
+        .next()
+        .with_context(|| format!("no address for {authority}"))
 }
 
 impl WsClient {
@@ -33,7 +52,25 @@ impl WsClient {
     ///
     /// The connection or the WebSocket handshake failed.
     pub async fn connect(url: &str) -> anyhow::Result<WsClient> {
-        let (socket, _) = connect_async(url).await.with_context(|| format!("connect {url}"))?;
+        let addr = address_of(url).await?;
+        let stream = TcpStream::connect(addr).await.with_context(|| format!("connect {url}"))?;
+        WsClient::connect_over(url, stream).await
+    }
+
+    /// Speaks WebSocket to `url` over `stream`, already connected (for
+    /// `wss://`, a TLS stream).
+    ///
+    /// # Errors
+    ///
+    /// The WebSocket handshake failed.
+    pub async fn connect_over(
+        url: &str,
+        stream: impl Stream + 'static,
+    ) -> anyhow::Result<WsClient> {
+        let stream: Box<dyn Stream> = Box::new(stream);
+        let (socket, _) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .with_context(|| format!("handshake {url}"))?;
         Ok(WsClient { socket, next_id: 1, queued: VecDeque::new(), closed: None })
     }
 
@@ -45,14 +82,7 @@ impl WsClient {
     ///
     /// As [`WsClient::connect`].
     pub async fn connect_small(url: &str, bytes: u32) -> anyhow::Result<WsClient> {
-        let authority = url
-            .strip_prefix("ws://")
-            .and_then(|rest| rest.split('/').next())
-            .with_context(|| format!("not a ws:// URL: {url}"))?;
-        let addr = tokio::net::lookup_host(authority)
-            .await?
-            .next()
-            .with_context(|| format!("no address for {authority}"))?;
+        let addr = address_of(url).await?;
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
         } else {
@@ -60,10 +90,7 @@ impl WsClient {
         };
         socket.set_recv_buffer_size(bytes)?;
         let stream = socket.connect(addr).await.with_context(|| format!("connect {url}"))?;
-        let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
-            .await
-            .with_context(|| format!("handshake {url}"))?;
-        Ok(WsClient { socket, next_id: 1, queued: VecDeque::new(), closed: None })
+        WsClient::connect_over(url, stream).await
     }
 
     /// Connects and says `hello` as `name`; returns the client and the reply.

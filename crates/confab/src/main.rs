@@ -2,6 +2,7 @@
 
 mod bench;
 mod connect;
+mod healthcheck;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -58,7 +59,8 @@ enum Command {
     /// Exit 0 if a server is ready (its /readyz answers 200), else 1: for container and
     /// service health checks.
     Healthcheck {
-        /// What to ask [default: http://127.0.0.1:8080/readyz]
+        /// What to ask; https:// for a server with TLS (its certificate is not checked)
+        /// [default: http://127.0.0.1:8080/readyz]
         url: Option<String>,
     },
 }
@@ -72,7 +74,7 @@ fn main() -> ExitCode {
     // The bench runs on one thread of its own, apart from any server.
     let cli = match cli.command {
         Command::Bench(args) => return bench::run(args),
-        Command::Healthcheck { url } => return healthcheck(url.as_deref()),
+        Command::Healthcheck { url } => return healthcheck::run(url.as_deref()),
         command => Cli { command, ..cli },
     };
     // On one core (a container with one CPU, or `taskset -c 0`) the
@@ -148,13 +150,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     let stopper = server.stopper();
     let hub = server.hub().clone();
+    let certificates = server.certificates();
     notify_service_manager("READY=1\nSTATUS=serving");
     tokio::spawn(async move {
         let mut signals = signals;
-        // SIGHUP: the rate limits again, from the flags, the environment
-        // and the config file as they are now.
+        // SIGHUP: the rate limits and the certificate again, from the
+        // flags, the environment and the config file as they are now.
         while signals.first_or_hangup().await {
-            reload(&reload_args, &hub);
+            reload(&reload_args, &hub, certificates.as_deref());
         }
         notify_service_manager("STOPPING=1\nSTATUS=draining");
         stopper.cancel();
@@ -226,58 +229,6 @@ impl Signals {
     }
 }
 
-/// `confab healthcheck [URL]`: one HTTP/1.1 GET, 0 for a 200 within 5 s.
-fn healthcheck(url: Option<&str>) -> ExitCode {
-    let url = url.unwrap_or("http://127.0.0.1:8080/readyz");
-    match probe(url) {
-        Ok(200) => ExitCode::SUCCESS,
-        Ok(status) => {
-            eprintln!("confab: {url} answered {status}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("confab: {url}: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn probe(url: &str) -> Result<u16, String> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("expected http://HOST:PORT/PATH (a check runs beside the server, on loopback)")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/readyz"),
-    };
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let timeout = std::time::Duration::from_secs(5);
-    let addr = with_port
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("the host has no address")?;
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).map_err(|e| format!("no answer: {e}"))?;
-    let status = std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse().ok());
-    match (&head[..5], status) {
-        (b"HTTP/", Some(status)) => Ok(status),
-        _ => Err("not an HTTP answer".to_owned()),
-    }
-}
-
 /// A bad value is named as the operator wrote it: `CONFAB_GRACE` when it
 /// came from the environment, the flag otherwise.
 fn from_where(error: &confab_server::config::ConfigError) -> String {
@@ -341,10 +292,15 @@ fn notify_service_manager(state: &str) {
     let _ = state;
 }
 
-/// Puts the rate limits of the configuration as it is now in force, and
-/// logs what changed; a configuration that no longer resolves changes
-/// nothing.
-fn reload(args: &ServeArgs, hub: &confab_server::Hub) {
+/// Puts the rate limits and the TLS certificate of the configuration as it
+/// is now in force, and logs what changed; a configuration that no longer
+/// resolves changes nothing, and a certificate that cannot be read leaves
+/// the one in force.
+fn reload(
+    args: &ServeArgs,
+    hub: &confab_server::Hub,
+    certificates: Option<&confab_server::tls::Certificates>,
+) {
     let config = match args.clone().resolve() {
         Ok(config) => config,
         Err(e) => {
@@ -360,5 +316,22 @@ fn reload(args: &ServeArgs, hub: &confab_server::Hub) {
     }
     for change in changes {
         tracing::info!("reload: {change}");
+    }
+    match (certificates, config.tls) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            tracing::warn!("reload: TLS is not turned on by a reload; restart to serve TLS");
+        }
+        (Some(_), None) => {
+            tracing::warn!("reload: TLS is not turned off by a reload; the certificate is kept");
+        }
+        (Some(certificates), Some(files)) => match certificates.reload(Some(files)) {
+            Ok(true) => tracing::info!(
+                "reload: a new TLS certificate from {} is served to new connections",
+                certificates.files().cert.display()
+            ),
+            Ok(false) => tracing::info!("reload: the TLS certificate is unchanged"),
+            Err(why) => tracing::warn!("reload: {why}; the certificate in force is kept"),
+        },
     }
 }

@@ -882,3 +882,75 @@ fn sighup_puts_the_config_files_rate_limits_in_force_and_says_what_changed() {
     signal(&running.child, "-TERM");
     assert!(wait_exit(running).success());
 }
+
+/// A client that trusts `cert` alone.
+fn trusting(cert: &rcgen::Certificate) -> tokio_rustls::TlsConnector {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(confab_server::tls::provider().into())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+async fn tls_to(
+    addr: &str,
+    client: &tokio_rustls::TlsConnector,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    client.connect(name, tcp).await
+}
+
+#[test]
+fn with_tls_it_serves_https_and_sighup_serves_a_renewed_certificate_to_new_connections() {
+    use serde_json::json;
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let issue = || {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        made.cert
+    };
+    let first = issue();
+    let args = ["--http", "127.0.0.1:0", "--tls-cert", cert.to_str().unwrap()];
+    let mut running = serve(&[&args[..], &["--tls-key", key.to_str().unwrap()]].concat(), &[]);
+    assert!(running.early.iter().any(|l| l.contains("tls: HTTPS, WSS")), "{:?}", running.early);
+    let web = logged(&mut running, "web chat at ");
+    assert!(web.starts_with("https://127.0.0.1:"), "{web}");
+    let ready = healthcheck(&format!("https://{}/readyz", running.addr));
+    assert_eq!(ready.status.code(), Some(0), "{}", String::from_utf8_lossy(&ready.stderr));
+    let plain = healthcheck(&format!("http://{}/readyz", running.addr));
+    assert_eq!(plain.status.code(), Some(1), "plain HTTP is not answered on a TLS port");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("wss://localhost:{}/ws", running.addr.rsplit(':').next().unwrap());
+    let mut open = runtime.block_on(async {
+        let stream = tls_to(&running.addr, &trusting(&first)).await.unwrap();
+        let mut ws = confab_client::WsClient::connect_over(&url, stream).await.unwrap();
+        ws.ok(json!({"op": "hello", "name": "Ann"})).await.unwrap();
+        ws.ok(json!({"op": "join", "room": "main"})).await.unwrap();
+        ws
+    });
+
+    let second = issue();
+    signal(&running.child, "-HUP");
+    let reloaded = logged(&mut running, "reload: a new TLS certificate");
+    assert!(reloaded.contains("cert.pem"), "{reloaded}");
+    runtime.block_on(async {
+        let fresh = tls_to(&running.addr, &trusting(&second)).await.expect("the new one");
+        assert_eq!(fresh.get_ref().1.peer_certificates().unwrap()[0], *second.der());
+        assert!(tls_to(&running.addr, &trusting(&first)).await.is_err(), "the old one is gone");
+        // The connection opened before the reload goes on.
+        let posted = json!({"op": "post", "room": "main", "body": "still here"});
+        let reply = open.ok(posted).await.expect("the open connection still works");
+        assert_eq!(reply["message"]["body"], "still here");
+    });
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+}

@@ -21,6 +21,13 @@ pub struct ServeArgs {
     /// Address for the terminal line protocol [default: 127.0.0.1:6789]
     #[arg(long, env = "CONFAB_TCP", value_name = "ADDR")]
     pub tcp: Option<String>,
+    /// Certificate chain (PEM) to serve HTTPS, WSS and the terminal protocol over TLS;
+    /// read again on SIGHUP. Needs --tls-key
+    #[arg(long, env = "CONFAB_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(long, env = "CONFAB_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Directory for persistent data [default: ./confab-data]
     #[arg(long, env = "CONFAB_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
@@ -160,6 +167,8 @@ pub enum ConfigError {
 pub struct Config {
     pub http: String,
     pub tcp: String,
+    /// TLS on the HTTP and terminal listeners, when given.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// A separate address for `/metrics`; `None` serves it on `http`.
     pub metrics: Option<String>,
     pub data: PathBuf,
@@ -184,6 +193,7 @@ impl Default for Config {
         Config {
             http: "127.0.0.1:8080".into(),
             tcp: "127.0.0.1:6789".into(),
+            tls: None,
             metrics: None,
             data: PathBuf::from("./confab-data"),
             database: None,
@@ -239,7 +249,24 @@ impl ServeArgs {
         let http = listen_address("http", args.http.unwrap_or(defaults.http))?;
         let tcp = listen_address("tcp", args.tcp.unwrap_or(defaults.tcp))?;
         let metrics = args.metrics.map(|m| listen_address("metrics", m)).transpose()?;
+        let tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls-key",
+                    "--tls-cert needs its private key, --tls-key".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls-cert",
+                    "--tls-key needs its certificate, --tls-cert".into(),
+                ));
+            }
+        };
         Ok(Config {
+            tls,
             edge,
             http,
             tcp,
@@ -533,6 +560,8 @@ impl ServeArgs {
         ServeArgs {
             http: self.http.or(lower.http),
             tcp: self.tcp.or(lower.tcp),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
             data: self.data.or(lower.data),
             database: self.database.or(lower.database),
             cluster: self.cluster.or(lower.cluster),

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::admission::{Edge, Refusal, Ticket};
+use crate::tls::Tls;
 use crate::{App, lp, metrics, web, ws};
 
 /// The routes of the HTTP listener; `/metrics` among them unless it has
@@ -128,7 +129,9 @@ async fn rooms(State(app): State<App>) -> axum::response::Response {
 ///
 /// Each connection is served by hyper directly, so that an upgraded
 /// WebSocket gets the accepted `TcpStream` itself back (see `ws`) and
-/// owns both of its halves without a lock between them.
+/// owns both of its halves without a lock between them. With `tls`, each
+/// connection's handshake is done first, in its own task, and the
+/// WebSocket gets the TLS stream.
 ///
 /// Every socket counts against the edge's caps from the moment it is
 /// accepted (`edge`; `None` for the metrics listener, which is the
@@ -140,6 +143,7 @@ pub(crate) async fn serve(
     router: Router,
     shutdown: CancellationToken,
     edge: Option<std::sync::Arc<Edge>>,
+    tls: Option<Tls>,
 ) {
     let connections = TaskTracker::new();
     loop {
@@ -171,40 +175,70 @@ pub(crate) async fn serve(
             None => None,
             Some(Ok(ticket)) => Some(ticket),
             Some(Err(refusal)) => {
-                refuse(&tcp, refusal);
+                // Over TLS, the words would need a handshake first: a
+                // server too busy for a connection has none to spare.
+                if tls.is_none() {
+                    refuse(&tcp, refusal);
+                }
                 continue;
             }
         };
         let ticket = SocketTicket(std::sync::Arc::new(parking_lot::Mutex::new(ticket)));
         let router = router.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    request.extensions_mut().insert(ticket.clone());
-                    router.clone().call(request)
-                });
-            let connection = hyper::server::conn::http1::Builder::new()
-                // Enables the timeout for reading a request's head (30 s).
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            match tls {
+                None => serve_connection(TokioIo::new(tcp), peer, ticket, router, shutdown).await,
+                Some(tls) => {
+                    // The handshake is the connection's own task: a slow one
+                    // holds up nobody else.
+                    let stream = tokio::select! {
+                        stream = tls.accept(tcp) => stream,
+                        () = shutdown.cancelled() => None,
+                    };
+                    let Some(stream) = stream else { return };
+                    serve_connection(TokioIo::new(stream), peer, ticket, router, shutdown).await;
                 }
-            };
-            if let Err(e) = served {
-                tracing::trace!(%peer, "http connection ended: {e}");
             }
         });
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Serves HTTP/1.1 on one accepted connection, plain or TLS, until it
+/// ends or `shutdown`.
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    ticket: SocketTicket,
+    router: Router,
+    shutdown: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+        request.extensions_mut().insert(ticket.clone());
+        router.clone().call(request)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        // Enables the timeout for reading a request's head (30 s).
+        .timer(TokioTimer::new())
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::trace!(%peer, "http connection ended: {e}");
+    }
 }
 
 /// Tells a refused socket why, if it can take the bytes at once, and

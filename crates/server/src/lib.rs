@@ -10,6 +10,7 @@ mod metrics;
 pub mod rooms;
 pub mod store;
 mod tcp;
+pub mod tls;
 mod web;
 mod ws;
 
@@ -45,6 +46,8 @@ pub(crate) struct App {
     draining: CancellationToken,
     /// The window over which a drain closes the open connections.
     spread: Duration,
+    /// TLS on the HTTP and terminal listeners.
+    tls: Option<tls::Tls>,
 }
 
 impl App {
@@ -75,6 +78,7 @@ pub struct Server {
     tcp: SocketAddr,
     metrics: Option<SocketAddr>,
     hub: Hub,
+    certificates: Option<std::sync::Arc<tls::Certificates>>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -86,6 +90,14 @@ impl Server {
     ///
     /// A database that cannot be opened, or an address that cannot be bound.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        // Before anything is bound: a certificate that cannot be read is
+        // a configuration error.
+        let certificates = config
+            .tls
+            .clone()
+            .map(tls::Certificates::load)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(&config.http)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http))?;
@@ -127,6 +139,7 @@ impl Server {
             edge: admission::Edge::new(edge),
             draining: CancellationToken::new(),
             spread: spread_of(config.drain),
+            tls: certificates.clone().map(tls::Tls::new),
         };
         let stop = CancellationToken::new();
         tokio::spawn(tcp::listen(tcp_listener, app.clone()));
@@ -135,19 +148,25 @@ impl Server {
             Some(listener) => {
                 let addr = listener.local_addr()?;
                 let router = http::metrics_router(app.clone());
-                tokio::spawn(http::serve(listener, router, stop.clone(), None));
+                tokio::spawn(http::serve(listener, router, stop.clone(), None, None));
                 Some(addr)
             }
             None => None,
         };
         // Said once everything behind the listeners is ready: a client
         // that connects as soon as it reads this is served.
+        if let Some(certificates) = &certificates {
+            tracing::info!(
+                "tls: HTTPS, WSS and the terminal protocol with the certificate from {}",
+                certificates.files().cert.display()
+            );
+        }
         tracing::info!("http listening on {http}");
         tracing::info!("tcp listening on {tcp}");
-        tracing::info!("web chat at {}", web_address(http));
+        tracing::info!("web chat at {}", web_address(http, certificates.is_some()));
         let router = http::router(app.clone(), metrics.is_none());
         let task = tokio::spawn(run(listener, router, app, stop.clone(), config.drain));
-        Ok(Server { http, tcp, metrics, hub, stop, task })
+        Ok(Server { http, tcp, metrics, hub, certificates, stop, task })
     }
 
     /// The bound HTTP address (with the real port when 0 was asked for).
@@ -167,6 +186,11 @@ impl Server {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// The TLS certificate in force, to reload; `None` without TLS.
+    pub fn certificates(&self) -> Option<std::sync::Arc<tls::Certificates>> {
+        self.certificates.clone()
     }
 
     /// A token that stops the server when cancelled.
@@ -194,8 +218,13 @@ async fn run(
     drain: Duration,
 ) {
     let shutdown = app.shutdown.clone();
-    let serve =
-        tokio::spawn(http::serve(listener, router, shutdown.clone(), Some(app.edge.clone())));
+    let serve = tokio::spawn(http::serve(
+        listener,
+        router,
+        shutdown.clone(),
+        Some(app.edge.clone()),
+        app.tls.clone(),
+    ));
     stop.cancelled().await;
     let started = tokio::time::Instant::now();
     tracing::info!(
@@ -228,7 +257,7 @@ async fn run(
 
 /// The address to open in a browser: a wildcard bind is reached through
 /// the loopback address on this machine.
-fn web_address(http: SocketAddr) -> String {
+fn web_address(http: SocketAddr, tls: bool) -> String {
     let shown = match http {
         SocketAddr::V4(a) if a.ip().is_unspecified() => {
             SocketAddr::from(([127, 0, 0, 1], a.port()))
@@ -238,7 +267,8 @@ fn web_address(http: SocketAddr) -> String {
         }
         other => other,
     };
-    format!("http://{shown}/")
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{shown}/")
 }
 
 /// Descriptors kept out of the sockets' budget: the database pool, Redis,

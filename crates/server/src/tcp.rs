@@ -81,12 +81,24 @@ pub(crate) async fn listen(listener: TcpListener, app: App) {
                 let app = app.clone();
                 tokio::spawn(async move {
                     // Admission before anything is allocated for the session.
-                    match app.edge.admit(peer.ip()) {
-                        Ok(ticket) => serve(stream, app, Some(peer.ip()), ticket).await,
-                        Err(refusal) => {
+                    match (app.edge.admit(peer.ip()), app.tls.clone()) {
+                        (Ok(ticket), None) => serve(stream, app, Some(peer.ip()), ticket).await,
+                        (Ok(ticket), Some(tls)) => {
+                            let stream = tokio::select! {
+                                stream = tls.accept(stream) => stream,
+                                () = app.draining.cancelled() => None,
+                            };
+                            if let Some(stream) = stream {
+                                serve(stream, app, Some(peer.ip()), ticket).await;
+                            }
+                        }
+                        (Err(refusal), None) => {
                             let mut out = format!("bye: {}\n", refusal.message());
                             send(&mut stream, &mut out).await;
                         }
+                        // Over TLS the words would need a handshake first: a
+                        // refused client is not given one.
+                        (Err(_), Some(_)) => {}
                     }
                     drop(tracked);
                 });

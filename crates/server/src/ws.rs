@@ -25,7 +25,6 @@ mod handshake;
 mod reader;
 mod writer;
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::time::Duration;
@@ -39,15 +38,15 @@ use confab_proto::{ErrorBody, ErrorCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Sleep, timeout};
+use tokio_rustls::server::TlsStream;
 
 use crate::App;
 use crate::admission::Refusal;
 use crate::http::SocketTicket;
 use frame::Violation;
 use handshake::handshake;
-use reader::{Event, READ_CHUNK, Reader};
+use reader::{Event, Input, Reader};
 use writer::write_frames;
 
 /// A new connection during a drain: 503, to be tried again (elsewhere,
@@ -134,12 +133,22 @@ pub(crate) async fn upgrade(
         };
         // The HTTP server hands over the accepted socket itself (see
         // `http::serve`), with whatever the client sent after its request.
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            tracing::error!("upgraded connection is not a TCP socket");
-            return;
-        };
-        let (read, write) = parts.io.into_inner().into_split();
-        serve(read, write, Vec::from(parts.read_buf), app, Some(ip)).await;
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let (read, write) = parts.io.into_inner().into_split();
+                serve(read, write, Vec::from(parts.read_buf), app, Some(ip)).await;
+            }
+            // Over TLS the halves share the stream's state behind a lock,
+            // which each holds only while it polls.
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    let (read, write) = tokio::io::split(parts.io.into_inner());
+                    let write = writer::TlsWriter(write);
+                    serve(read, write, Vec::from(parts.read_buf), app, Some(ip)).await;
+                }
+                Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS"),
+            },
+        }
         drop(ticket);
         drop(tracked);
     });
@@ -160,9 +169,9 @@ enum Ended {
 }
 
 /// Runs one connection until either side closes it or the server stops.
-async fn serve(
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+async fn serve<R: Input, W: writer::Socket>(
+    mut read: R,
+    write: W,
     already_read: Vec<u8>,
     app: App,
     peer: Option<IpAddr>,
@@ -245,20 +254,14 @@ async fn serve(
                 outbox.close(CloseReason::HelloTimeout);
                 break Ended::ByServer;
             }
-            ready = read.readable() => {
-                if ready.is_err() {
+            read = read.read_some(&mut reader.buf) => match read {
+                Ok(0) => break Ended::ByClient,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("websocket read failed: {e}");
                     break Ended::ByClient;
                 }
-                match reader.fill(&read) {
-                    Ok(0) => break Ended::ByClient,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        tracing::debug!("websocket read failed: {e}");
-                        break Ended::ByClient;
-                    }
-                }
-            }
+            },
             () = &mut shutting_down => {
                 conn.close_for_shutdown();
                 break Ended::ByServer;
@@ -273,22 +276,19 @@ async fn serve(
     drop(outbox);
     let _ = writer.await;
     if let Ended::ByServer = ended {
-        let _ = Box::pin(timeout(LINGER, read_to_end(&read))).await;
+        let _ = Box::pin(timeout(LINGER, read_to_end(&mut read))).await;
     }
     metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "ws").decrement(1.0);
 }
 
 /// Reads and drops what the client still sends, until its end.
-async fn read_to_end(read: &OwnedReadHalf) {
+async fn read_to_end<R: Input>(read: &mut R) {
     let mut scratch = Vec::new();
-    while read.readable().await.is_ok() {
+    loop {
         scratch.clear();
-        scratch.reserve(READ_CHUNK);
-        match read.try_read_buf(&mut scratch) {
-            Ok(0) => return,
+        match read.read_some(&mut scratch).await {
+            Ok(0) | Err(_) => return,
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
         }
     }
 }

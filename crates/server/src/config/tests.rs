@@ -165,3 +165,19 @@ fn an_unknown_variable_is_found_with_its_closest_setting() {
     assert_eq!(edit_distance("kitten", "sitting"), 3);
     assert_eq!(env_name("node-lease"), "CONFAB_NODE_LEASE");
 }
+
+#[test]
+fn tls_needs_both_its_files() {
+    let cert = ServeArgs { tls_cert: Some("c.pem".into()), ..ServeArgs::default() };
+    assert!(cert.resolve().unwrap_err().to_string().contains("--tls-key"));
+    let key = ServeArgs { tls_key: Some("k.pem".into()), ..ServeArgs::default() };
+    assert!(key.resolve().unwrap_err().to_string().contains("--tls-cert"));
+    let both = ServeArgs {
+        tls_cert: Some("c.pem".into()),
+        tls_key: Some("k.pem".into()),
+        ..ServeArgs::default()
+    };
+    let files = both.resolve().unwrap().tls.expect("tls on");
+    assert_eq!((files.cert.to_str(), files.key.to_str()), (Some("c.pem"), Some("k.pem")));
+    assert!(ServeArgs::default().resolve().unwrap().tls.is_none());
+}

@@ -194,6 +194,7 @@ async fn session() -> BufReader<DuplexStream> {
         edge: edge.clone(),
         draining: CancellationToken::new(),
         spread: Duration::ZERO,
+        tls: None,
     };
     let ticket = edge.admit(Ipv4Addr::LOCALHOST.into()).expect("room for one connection");
     let (client, server) = tokio::io::duplex(4096);

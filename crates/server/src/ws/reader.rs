@@ -1,6 +1,7 @@
 //! The reading side: frames parsed from what the socket gave, fragments
 //! assembled, text checked for UTF-8 as its bytes arrive.
 
+use std::future::Future;
 use std::io;
 
 use tokio::net::tcp::OwnedReadHalf;
@@ -134,18 +135,58 @@ impl Reader {
         }
         Ok(())
     }
+}
 
-    /// Reads what the socket has, without waiting; `Ok(0)` at its end.
+/// The reading half of a socket, plain or TLS.
+pub(crate) trait Input: Send + 'static {
+    /// Waits for the socket to have bytes, and appends what it has to
+    /// `buf`; `Ok(0)` at its end. Cancel safe: a read not finished took
+    /// nothing.
     ///
     /// The read goes through a buffer on the stack, and only what was read
     /// is kept: a connection whose op awaits (a `hello` that writes its
     /// session, a `join` that reads history) holds the size of its frame,
     /// not a whole read chunk, and ten thousand connecting at once do not
-    /// leave the allocator ten thousand chunks' worth of holes.
-    pub fn fill(&mut self, socket: &OwnedReadHalf) -> io::Result<usize> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let read = socket.try_read(&mut chunk)?;
-        self.buf.extend_from_slice(&chunk[..read]);
-        Ok(read)
+    /// leave the allocator ten thousand chunks' worth of holes. Nor does
+    /// the wait hold a buffer: an idle connection has none.
+    fn read_some(&mut self, buf: &mut Vec<u8>) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+impl Input for OwnedReadHalf {
+    async fn read_some(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            let mut chunk = [0u8; READ_CHUNK];
+            match self.try_read(&mut chunk) {
+                Ok(read) => {
+                    buf.extend_from_slice(&chunk[..read]);
+                    return Ok(read);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A TLS stream's reading half: what rustls decrypted, read through the
+/// same stack buffer, which lives only while the stream is polled.
+impl<S> Input for tokio::io::ReadHalf<S>
+where
+    S: tokio::io::AsyncRead + Send + 'static,
+    tokio::io::ReadHalf<S>: Unpin,
+{
+    fn read_some(&mut self, buf: &mut Vec<u8>) -> impl Future<Output = io::Result<usize>> + Send {
+        std::future::poll_fn(move |cx| {
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut read = tokio::io::ReadBuf::new(&mut chunk);
+            std::task::ready!(tokio::io::AsyncRead::poll_read(
+                std::pin::Pin::new(&mut *self),
+                cx,
+                &mut read
+            ))?;
+            buf.extend_from_slice(read.filled());
+            std::task::Poll::Ready(Ok(read.filled().len()))
+        })
     }
 }

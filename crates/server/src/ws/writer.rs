@@ -3,10 +3,13 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use confab_core::{CloseReason, Next, OutboxReceiver};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -28,27 +31,93 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// dropped without them.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The writing half of a socket: the writer needs only these two.
-pub(crate) trait Socket: Send + Sync + 'static {
+/// The writing half of a socket, plain or TLS: the writer needs only
+/// these.
+pub(crate) trait Socket: Send + 'static {
     /// Writes what it can at once, without waiting.
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize>;
     /// The same from several buffers.
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Resolves when the socket may take more.
-    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn writable(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Pushes out, without waiting, what the socket took but holds back
+    /// (TLS records); whether nothing is held back now.
+    fn try_flush(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// Waits until nothing is held back.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+    /// Ends the stream once the last frame is out (for TLS, with its
+    /// `close_notify`); a plain socket's end goes when it is dropped.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 impl Socket for OwnedWriteHalf {
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         OwnedWriteHalf::try_write(self, buf)
     }
 
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         OwnedWriteHalf::try_write_vectored(self, bufs)
     }
 
-    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+    fn writable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         OwnedWriteHalf::writable(self)
+    }
+}
+
+/// A TLS stream's writing half. A write without waiting is a poll with a
+/// waker that does nothing: `Pending` is `WouldBlock`, and the waits
+/// ([`Socket::writable`], [`Socket::flush`]) poll again with the task's
+/// own. rustls takes plaintext into its buffer and may keep records of it
+/// when the socket is full: those wait for a flush.
+pub(crate) struct TlsWriter<S>(pub tokio::io::WriteHalf<S>);
+
+impl<S: AsyncWrite + Send + 'static> TlsWriter<S> {
+    fn now<T>(
+        &mut self,
+        poll: impl FnOnce(Pin<&mut tokio::io::WriteHalf<S>>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> io::Result<T> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match poll(Pin::new(&mut self.0), &mut cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Send + 'static> Socket for TlsWriter<S> {
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.now(|socket, cx| socket.poll_write(cx, buf))
+    }
+
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.now(|socket, cx| socket.poll_write_vectored(cx, bufs))
+    }
+
+    /// rustls takes more once what it holds has gone out.
+    fn writable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        self.0.flush()
+    }
+
+    fn try_flush(&mut self) -> io::Result<bool> {
+        match self.now(|socket, cx| socket.poll_flush(cx)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        self.0.flush()
+    }
+
+    async fn finish(&mut self) {
+        let _ = timeout(CLOSE_TIMEOUT, self.0.shutdown()).await;
     }
 }
 
@@ -78,7 +147,7 @@ fn is_framed(frame: &[u8]) -> bool {
 /// vectored write as fit, without waiting: each frame is its header and
 /// its shared payload.
 fn write_now<S: Socket>(
-    socket: &S,
+    socket: &mut S,
     first: Bytes,
     outbox: &mut OutboxReceiver,
 ) -> io::Result<Written> {
@@ -94,7 +163,7 @@ fn write_now<S: Socket>(
             count += 1;
         }
         if count == 0 {
-            return Ok(Written::All);
+            return Ok(if socket.try_flush()? { Written::All } else { held_back(false) });
         }
         let mut heads = [[0u8; MAX_HEAD]; BATCH];
         let mut slices = [IoSlice::new(&[]); 2 * BATCH];
@@ -130,7 +199,7 @@ fn write_now<S: Socket>(
         };
         if written == total {
             if closing {
-                return Ok(Written::Closed);
+                return Ok(if socket.try_flush()? { Written::Closed } else { held_back(true) });
             }
             continue;
         }
@@ -148,9 +217,16 @@ fn write_now<S: Socket>(
     }
 }
 
-/// Writes `unsent` to the end, waiting for the socket as it must. Progress
-/// is kept in `unsent`, so a caller that stops waiting can finish later.
-async fn send<S: Socket>(socket: &S, unsent: &mut Unsent) -> io::Result<()> {
+/// Everything was taken, but the socket holds some of it back (TLS
+/// records it could not send yet): nothing is left to write but a flush.
+fn held_back(closing: bool) -> Written {
+    Written::Partly(Unsent { bytes: Vec::new(), at: 0 }, closing)
+}
+
+/// Writes `unsent` to the end, waiting for the socket as it must, and
+/// flushes it. Progress is kept in `unsent`, so a caller that stops
+/// waiting can finish later.
+async fn send<S: Socket>(socket: &mut S, unsent: &mut Unsent) -> io::Result<()> {
     while unsent.at < unsent.bytes.len() {
         socket.writable().await?;
         match socket.try_write(&unsent.bytes[unsent.at..]) {
@@ -160,7 +236,7 @@ async fn send<S: Socket>(socket: &S, unsent: &mut Unsent) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    socket.flush().await
 }
 
 /// Drains the outbox into the socket until the connection ends.
@@ -171,7 +247,16 @@ async fn send<S: Socket>(socket: &S, unsent: &mut Unsent) -> io::Result<()> {
 /// [`WRITE_TIMEOUT`] runs out. Dropping the socket at the end sends the
 /// client the end of the stream.
 pub(super) async fn write_frames<S: Socket>(
-    socket: S,
+    mut socket: S,
+    outbox: OutboxReceiver,
+    shutdown: CancellationToken,
+) {
+    write_until_closed(&mut socket, outbox, shutdown).await;
+    socket.finish().await;
+}
+
+async fn write_until_closed<S: Socket>(
+    socket: &mut S,
     mut outbox: OutboxReceiver,
     shutdown: CancellationToken,
 ) {
@@ -186,7 +271,7 @@ pub(super) async fn write_frames<S: Socket>(
             // the last frame.
             Next::End => return,
         };
-        let (mut rest, closing) = match write_now(&socket, frame, &mut outbox) {
+        let (mut rest, closing) = match write_now(socket, frame, &mut outbox) {
             Ok(Written::All) => continue,
             Ok(Written::Closed) | Err(_) => return,
             Ok(Written::Partly(rest, closing)) => (rest, closing),
@@ -195,7 +280,7 @@ pub(super) async fn write_frames<S: Socket>(
         // instead of enlarging every idle connection's writer task.
         let written = tokio::select! {
             biased;
-            written = Box::pin(timeout(WRITE_TIMEOUT, send(&socket, &mut rest))) => written,
+            written = Box::pin(timeout(WRITE_TIMEOUT, send(socket, &mut rest))) => written,
             reason = signal.closed() => break (reason, Some(rest)),
             () = shutdown.cancelled() => break (CloseReason::Shutdown, Some(rest)),
         };
@@ -213,16 +298,16 @@ pub(super) async fn write_frames<S: Socket>(
         // A frame half written is finished first, or the close frame would
         // land inside it.
         if let Some(rest) = unfinished.as_mut() {
-            send(&socket, rest).await?;
+            send(socket, rest).await?;
         }
         if reason.flush_first()
             && let Some(frame) = outbox.try_recv()
         {
-            match write_now(&socket, frame, &mut outbox)? {
+            match write_now(socket, frame, &mut outbox)? {
                 Written::All => {}
                 Written::Closed => return Ok(()),
                 Written::Partly(mut rest, closing) => {
-                    send(&socket, &mut rest).await?;
+                    send(socket, &mut rest).await?;
                     if closing {
                         return Ok(());
                     }
@@ -237,7 +322,7 @@ pub(super) async fn write_frames<S: Socket>(
             CloseReason::Resync => SERVICE_RESTART,
         };
         let close = frame::close(code, reason.as_str());
-        send(&socket, &mut Unsent { bytes: close, at: 0 }).await
+        send(socket, &mut Unsent { bytes: close, at: 0 }).await
     }))
     .await;
 }
@@ -254,15 +339,15 @@ mod tests {
     struct Stalled;
 
     impl Socket for Stalled {
-        fn try_write(&self, _: &[u8]) -> io::Result<usize> {
+        fn try_write(&mut self, _: &[u8]) -> io::Result<usize> {
             Err(io::ErrorKind::WouldBlock.into())
         }
 
-        fn try_write_vectored(&self, _: &[IoSlice<'_>]) -> io::Result<usize> {
+        fn try_write_vectored(&mut self, _: &[IoSlice<'_>]) -> io::Result<usize> {
             Err(io::ErrorKind::WouldBlock.into())
         }
 
-        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        fn writable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
             std::future::pending()
         }
     }
@@ -275,11 +360,11 @@ mod tests {
     }
 
     impl Socket for Recorder {
-        fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.try_write_vectored(&[IoSlice::new(buf)])
         }
 
-        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
             let mut write: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
             write.truncate(self.per_write);
             let len = write.len();
@@ -287,9 +372,63 @@ mod tests {
             Ok(len)
         }
 
-        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        fn writable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
             std::future::ready(Ok(()))
         }
+    }
+
+    /// A socket like TLS over a full one: it takes every byte, and sends
+    /// none until the peer reads (`reading`) and the writer flushes.
+    #[derive(Default)]
+    struct HoldsBack {
+        taken: Vec<u8>,
+        sent: std::sync::Arc<Mutex<Vec<u8>>>,
+        reading: std::sync::Arc<tokio::sync::Notify>,
+    }
+
+    impl Socket for HoldsBack {
+        fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.taken.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            bufs.iter().map(|b| self.try_write(b)).sum()
+        }
+
+        fn writable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+            std::future::ready(Ok(()))
+        }
+
+        fn try_flush(&mut self) -> io::Result<bool> {
+            Ok(self.taken.is_empty())
+        }
+
+        async fn flush(&mut self) -> io::Result<()> {
+            self.reading.notified().await;
+            self.sent.lock().unwrap().append(&mut self.taken);
+            Ok(())
+        }
+    }
+
+    /// Regression guard for TLS: a frame rustls took but could not send
+    /// must not wait for the next frame to be pushed out.
+    #[tokio::test]
+    async fn a_frame_the_socket_holds_back_goes_out_without_another_behind_it() {
+        let socket = HoldsBack::default();
+        let (sent, reading) = (socket.sent.clone(), socket.reading.clone());
+        let (outbox, receiver) = Outbox::new(4);
+        let writer = tokio::spawn(write_frames(socket, receiver, CancellationToken::new()));
+        assert!(outbox.push(Bytes::from_static(b"{}")));
+        reading.notify_one();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while sent.lock().unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the frame was never flushed");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*sent.lock().unwrap(), [0x81, 2, b'{', b'}']);
+        drop(outbox);
+        writer.await.unwrap();
     }
 
     fn recorder(per_write: usize) -> (Recorder, std::sync::Arc<Mutex<Vec<Vec<u8>>>>) {
@@ -328,14 +467,14 @@ mod tests {
 
     #[tokio::test]
     async fn queued_frames_go_out_framed_in_one_write() {
-        let (socket, writes) = recorder(usize::MAX);
+        let (mut socket, writes) = recorder(usize::MAX);
         let (outbox, mut receiver) = Outbox::new(64);
         let long = Bytes::from(format!("{{\"pad\":\"{}\"}}", "x".repeat(300)));
         for frame in [Bytes::from_static(b"{\"a\":1}"), long.clone(), Bytes::from_static(b"{}")] {
             assert!(outbox.push(frame));
         }
         let first = receiver.try_recv().unwrap();
-        assert!(matches!(write_now(&socket, first, &mut receiver), Ok(Written::All)));
+        assert!(matches!(write_now(&mut socket, first, &mut receiver), Ok(Written::All)));
         let writes = writes.lock().unwrap();
         assert_eq!(writes.len(), 1, "one write for the three frames");
         let mut expected = vec![0x81, 7];
@@ -349,7 +488,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_burst_goes_out_in_vectored_writes_of_a_batch_each() {
-        let (socket, writes) = recorder(usize::MAX);
+        let (mut socket, writes) = recorder(usize::MAX);
         let (outbox, mut receiver) = Outbox::new(64);
         let frames: Vec<Bytes> = (0..40)
             .map(|n| Bytes::from(format!("{{\"n\":{n:03},\"pad\":\"{}\"}}", "x".repeat(90))))
@@ -358,7 +497,7 @@ mod tests {
             assert!(outbox.push(frame.clone()));
         }
         let first = receiver.try_recv().unwrap();
-        assert!(matches!(write_now(&socket, first, &mut receiver), Ok(Written::All)));
+        assert!(matches!(write_now(&mut socket, first, &mut receiver), Ok(Written::All)));
         let writes = writes.lock().unwrap();
         let sizes: Vec<usize> = writes.iter().map(Vec::len).collect();
         // A batch of 32 frames (2 bytes of header each), then the other 8.
