@@ -149,15 +149,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let stopper = server.stopper();
-    let hub = server.hub().clone();
-    let certificates = server.certificates();
+    let reloader = server.reloader();
     notify_service_manager("READY=1\nSTATUS=serving");
     tokio::spawn(async move {
         let mut signals = signals;
         // SIGHUP: the rate limits and the certificate again, from the
         // flags, the environment and the config file as they are now.
         while signals.first_or_hangup().await {
-            reload(&reload_args, &hub, certificates.as_deref());
+            reload(&reload_args, &reloader);
         }
         notify_service_manager("STOPPING=1\nSTATUS=draining");
         stopper.cancel();
@@ -292,15 +291,11 @@ fn notify_service_manager(state: &str) {
     let _ = state;
 }
 
-/// Puts the rate limits and the TLS certificate of the configuration as it
-/// is now in force, and logs what changed; a configuration that no longer
-/// resolves changes nothing, and a certificate that cannot be read leaves
-/// the one in force.
-fn reload(
-    args: &ServeArgs,
-    hub: &confab_server::Hub,
-    certificates: Option<&confab_server::tls::Certificates>,
-) {
+/// Puts the rate limits, connection caps and TLS certificate of the
+/// configuration as it is now in force, and logs what changed; a
+/// configuration that no longer resolves changes nothing, and a
+/// certificate that cannot be read leaves the one in force.
+fn reload(args: &ServeArgs, reloader: &confab_server::Reloader) {
     let config = match args.clone().resolve() {
         Ok(config) => config,
         Err(e) => {
@@ -310,28 +305,14 @@ fn reload(
             return;
         }
     };
-    let changes = hub.reload_rates(config.hub.rates);
-    if changes.is_empty() {
-        tracing::info!("reload: the rate limits are unchanged");
+    let done = reloader.apply(&config);
+    if done.changes.is_empty() && done.refused.is_empty() {
+        tracing::info!("reload: nothing changed");
     }
-    for change in changes {
+    for change in done.changes {
         tracing::info!("reload: {change}");
     }
-    match (certificates, config.tls) {
-        (None, None) => {}
-        (None, Some(_)) => {
-            tracing::warn!("reload: TLS is not turned on by a reload; restart to serve TLS");
-        }
-        (Some(_), None) => {
-            tracing::warn!("reload: TLS is not turned off by a reload; the certificate is kept");
-        }
-        (Some(certificates), Some(files)) => match certificates.reload(Some(files)) {
-            Ok(true) => tracing::info!(
-                "reload: a new TLS certificate from {} is served to new connections",
-                certificates.files().cert.display()
-            ),
-            Ok(false) => tracing::info!("reload: the TLS certificate is unchanged"),
-            Err(why) => tracing::warn!("reload: {why}; the certificate in force is kept"),
-        },
+    for refused in done.refused {
+        tracing::warn!("reload: {refused}");
     }
 }

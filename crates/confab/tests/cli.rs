@@ -879,6 +879,13 @@ fn sighup_puts_the_config_files_rate_limits_in_force_and_says_what_changed() {
             ann.ok(post).await.expect("no limit on posts any more");
         }
     });
+    // The connection caps too; a second reload of the same file changes
+    // nothing, and says so.
+    std::fs::write(&file, "post-rate = \"off\"\nmax-connections-per-ip = 3\n").unwrap();
+    signal(&running.child, "-HUP");
+    assert_eq!(logged(&mut running, "reload: "), "max-connections-per-ip: 256 → 3");
+    signal(&running.child, "-HUP");
+    assert_eq!(logged(&mut running, "reload: "), "nothing changed");
     signal(&running.child, "-TERM");
     assert!(wait_exit(running).success());
 }

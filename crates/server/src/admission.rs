@@ -19,16 +19,22 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Edge settings and the connection counts they are checked against.
 pub struct Edge {
+    /// A permit per connection the server may still take.
     total: Arc<Semaphore>,
-    max_total: usize,
+    /// The caps in force (a reload changes them).
+    caps: Mutex<Caps>,
+    /// Permits to forget as connections close, after a reload lowered the
+    /// cap below the connections then open (read without the lock on
+    /// every close; written under it).
+    owed: AtomicUsize,
     /// Open connections per client address. A short lock: one map update,
     /// never held across `.await`.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    max_per_ip: usize,
     limit_loopback: bool,
     trusted_proxies: Vec<IpAddr>,
     /// Allowed `Origin`s besides the server's own (scheme://host[:port]).
@@ -71,6 +77,16 @@ impl RefusalLog {
         };
         tracing::warn!(reason, client = %ip, not_logged = unlogged, "connection refused");
     }
+}
+
+/// The connection caps in force.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    /// The most connections: `--max-connections`, at most `descriptors`.
+    total: usize,
+    /// The configured `--max-connections`, as given.
+    configured: usize,
+    per_ip: usize,
 }
 
 /// Edge settings, from the configuration.
@@ -131,6 +147,17 @@ pub struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        // A permit owed since a reload lowered the cap is not given back.
+        if self.edge.owed.load(Ordering::Relaxed) > 0
+            && let Some(permit) = self._permit.take()
+        {
+            let _caps = self.edge.caps.lock();
+            let owed = self.edge.owed.load(Ordering::Relaxed);
+            if owed > 0 {
+                self.edge.owed.store(owed - 1, Ordering::Relaxed);
+                permit.forget();
+            }
+        }
         if let Some(ip) = self.ip {
             let mut per_ip = self.edge.per_ip.lock();
             if let Some(count) = per_ip.get_mut(&ip) {
@@ -150,9 +177,13 @@ impl Edge {
             .map_or(config.max_connections, |descriptors| config.max_connections.min(descriptors));
         Arc::new(Edge {
             total: Arc::new(Semaphore::new(max_total)),
-            max_total,
+            caps: Mutex::new(Caps {
+                total: max_total,
+                configured: config.max_connections,
+                per_ip: config.max_connections_per_ip,
+            }),
+            owed: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
-            max_per_ip: config.max_connections_per_ip,
             limit_loopback: config.limit_loopback,
             trusted_proxies: config.trusted_proxies,
             allowed_origins: config
@@ -244,21 +275,53 @@ impl Edge {
     /// heaviest addresses are refused first and the last descriptors go
     /// to addresses that hold none (a health check, a new visitor).
     fn address_cap(&self) -> usize {
+        let max_per_ip = self.caps.lock().per_ip;
         let Some(descriptors) = self.descriptors.filter(|d| *d > 0) else {
-            return self.max_per_ip;
+            return max_per_ip;
         };
         let free = self.total.available_permits();
         let quarter = (descriptors / 4).max(1);
         if free >= quarter {
-            return self.max_per_ip;
+            return max_per_ip;
         }
-        let cap = self.max_per_ip as u128 * free as u128 / quarter as u128;
-        usize::try_from(cap).unwrap_or(usize::MAX).clamp(1, self.max_per_ip.max(1))
+        let cap = max_per_ip as u128 * free as u128 / quarter as u128;
+        usize::try_from(cap).unwrap_or(usize::MAX).clamp(1, max_per_ip.max(1))
     }
 
     /// Connections open right now.
     pub fn open(&self) -> usize {
-        self.max_total - self.total.available_permits()
+        let caps = self.caps.lock();
+        caps.total + self.owed.load(Ordering::Relaxed) - self.total.available_permits()
+    }
+
+    /// Puts new connection caps in force (a reload), and says what
+    /// changed, a line each. Open connections stay: a cap lowered below
+    /// them refuses new ones until enough have closed.
+    pub fn reload_caps(&self, max_connections: usize, max_per_ip: usize) -> Vec<String> {
+        let mut caps = self.caps.lock();
+        let mut changes = Vec::new();
+        if caps.configured != max_connections {
+            changes.push(format!("max-connections: {} → {max_connections}", caps.configured));
+        }
+        if caps.per_ip != max_per_ip {
+            changes.push(format!("max-connections-per-ip: {} → {max_per_ip}", caps.per_ip));
+        }
+        let total = self.descriptors.map_or(max_connections, |d| max_connections.min(d));
+        if total > caps.total {
+            // Permits still owed are simply kept, then new ones added.
+            let mut raise = total - caps.total;
+            let owed = self.owed.load(Ordering::Relaxed);
+            let kept = raise.min(owed);
+            self.owed.store(owed - kept, Ordering::Relaxed);
+            raise -= kept;
+            self.total.add_permits(raise);
+        } else if total < caps.total {
+            let cut = caps.total - total;
+            let forgotten = self.total.forget_permits(cut);
+            self.owed.fetch_add(cut - forgotten, Ordering::Relaxed);
+        }
+        *caps = Caps { total, configured: max_connections, per_ip: max_per_ip };
+        changes
     }
 
     /// The client's address: the peer, or, when the peer is a trusted
@@ -329,6 +392,54 @@ mod tests {
             allowed_origins: vec!["https://chat.example.org/".into()],
             ..EdgeConfig::default()
         })
+    }
+
+    #[test]
+    fn a_reload_lowers_and_raises_the_caps_without_closing_anyone() {
+        let edge = edge(4, 4);
+        let ips: Vec<IpAddr> = (1..=4).map(|n| format!("192.0.2.{n}").parse().unwrap()).collect();
+        let mut open: Vec<Ticket> = ips.iter().map(|ip| edge.admit(*ip).unwrap()).collect();
+        assert_eq!(
+            edge.reload_caps(2, 1),
+            ["max-connections: 4 → 2", "max-connections-per-ip: 4 → 1"]
+        );
+        assert!(edge.reload_caps(2, 1).is_empty(), "the same again: unchanged");
+        // Four stay open over a cap of two: new ones wait until two close.
+        assert_eq!(edge.open(), 4);
+        assert_eq!(edge.admit(ips[0]).err(), Some(Refusal::Full));
+        open.pop();
+        assert_eq!(edge.admit(ips[0]).err(), Some(Refusal::Full), "3 open, cap 2");
+        open.pop();
+        assert_eq!(edge.open(), 2);
+        assert_eq!(edge.admit(ips[0]).err(), Some(Refusal::Full), "2 open, cap 2");
+        open.pop();
+        let again = edge.admit(ips[3]).unwrap();
+        assert_eq!(edge.admit(ips[3]).err(), Some(Refusal::Full));
+        drop(again);
+        // The new per-address cap: one.
+        open.pop();
+        let one = edge.admit(ips[0]).unwrap();
+        assert_eq!(edge.admit(ips[0]).err(), Some(Refusal::TooManyFromAddress));
+        // Raised: room at once, with a lowering still owed or not.
+        assert_eq!(
+            edge.reload_caps(5, 2),
+            ["max-connections: 2 → 5", "max-connections-per-ip: 1 → 2"]
+        );
+        let more: Vec<Ticket> = ips.iter().map(|ip| edge.admit(*ip).unwrap()).collect();
+        assert_eq!(edge.open(), 5);
+        assert_eq!(edge.admit(ips[1]).err(), Some(Refusal::Full));
+        drop((one, more));
+        assert_eq!(edge.open(), 0);
+        // A lowering while some are open, then a raise before they close:
+        // what was owed is not forgotten twice.
+        let held: Vec<Ticket> = ips.iter().map(|ip| edge.admit(*ip).unwrap()).collect();
+        edge.reload_caps(1, 2);
+        edge.reload_caps(3, 2);
+        drop(held);
+        let back: Vec<Ticket> = ips[..3].iter().map(|ip| edge.admit(*ip).unwrap()).collect();
+        assert_eq!(edge.admit(ips[3]).err(), Some(Refusal::Full), "exactly 3");
+        drop(back);
+        assert_eq!(edge.open(), 0);
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub struct Server {
     tcp: SocketAddr,
     metrics: Option<SocketAddr>,
     hub: Hub,
+    edge: std::sync::Arc<admission::Edge>,
     certificates: Option<std::sync::Arc<tls::Certificates>>,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -165,8 +166,9 @@ impl Server {
         tracing::info!("tcp listening on {tcp}");
         tracing::info!("web chat at {}", web_address(http, certificates.is_some()));
         let router = http::router(app.clone(), metrics.is_none());
+        let edge = app.edge.clone();
         let task = tokio::spawn(run(listener, router, app, stop.clone(), config.drain));
-        Ok(Server { http, tcp, metrics, hub, certificates, stop, task })
+        Ok(Server { http, tcp, metrics, hub, edge, certificates, stop, task })
     }
 
     /// The bound HTTP address (with the real port when 0 was asked for).
@@ -193,6 +195,16 @@ impl Server {
         self.certificates.clone()
     }
 
+    /// What puts a configuration's limits and certificate in force
+    /// without a restart (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            hub: self.hub.clone(),
+            edge: self.edge.clone(),
+            certificates: self.certificates.clone(),
+        }
+    }
+
     /// A token that stops the server when cancelled.
     pub fn stopper(&self) -> CancellationToken {
         self.stop.clone()
@@ -207,6 +219,53 @@ impl Server {
     /// Waits until the server has stopped (after [`Server::stopper`] fired).
     pub async fn wait(self) {
         let _ = self.task.await;
+    }
+}
+
+/// What a reload changes: the rate limits, the connection caps and the
+/// TLS certificate. Everything else takes a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    hub: Hub,
+    edge: std::sync::Arc<admission::Edge>,
+    certificates: Option<std::sync::Arc<tls::Certificates>>,
+}
+
+/// What a reload did: the changes, a line each, and what it could not do.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    pub changes: Vec<String>,
+    pub refused: Vec<String>,
+}
+
+impl Reloader {
+    /// Puts `config`'s rate limits, connection caps and certificate in
+    /// force. A certificate that does not load leaves the one in force.
+    pub fn apply(&self, config: &Config) -> Reloaded {
+        let mut done =
+            Reloaded { changes: self.hub.reload_rates(config.hub.rates), refused: vec![] };
+        done.changes.extend(
+            self.edge.reload_caps(config.edge.max_connections, config.edge.max_connections_per_ip),
+        );
+        match (&self.certificates, &config.tls) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                done.refused.push("TLS is not turned on by a reload; restart to serve TLS".into());
+            }
+            (Some(_), None) => {
+                done.refused
+                    .push("TLS is not turned off by a reload; the certificate is kept".into());
+            }
+            (Some(certificates), Some(files)) => match certificates.reload(Some(files.clone())) {
+                Ok(true) => done.changes.push(format!(
+                    "a new TLS certificate from {} is served to new connections",
+                    files.cert.display()
+                )),
+                Ok(false) => {}
+                Err(why) => done.refused.push(format!("{why}; the certificate in force is kept")),
+            },
+        }
+        done
     }
 }
 
