@@ -118,10 +118,11 @@ impl Cluster {
                                 let grace = cluster.grace;
                                 cluster.start_grace(code.clone(), user_id.clone(), token, grace);
                             }
-                            "undone" => {}
+                            "undone" => log_ended(&r, 1, &code),
                             _ => return,
                         }
-                        tracing::info!(room = code, "cluster: a join that timed out was undone");
+                        // Not naming the room: its code may be private.
+                        tracing::info!("cluster: a join that timed out was undone");
                         return;
                     }
                     Err(_) => {
@@ -153,12 +154,15 @@ impl Cluster {
         };
         let op = if explicit { "leave" } else { "drop" };
         let r = self.room_op(code, &[op, code, user_id, incarnation.unwrap_or(""), &token]).await?;
+        log_ended(&r, 0, code);
         Ok(departure(&r, user_id, epoch))
     }
 
     /// Ends a member's grace, unless they came back.
     pub async fn expire(&self, code: &str, user_id: &str, token: &str) -> Result<(), ErrorBody> {
-        self.room_op(code, &["expire", code, user_id, token]).await.map(drop)
+        let r = self.room_op(code, &["expire", code, user_id, token]).await?;
+        log_ended(&r, 0, code);
+        Ok(())
     }
 
     /// Runs a member's grace here: at its end, the member leaves unless
@@ -367,6 +371,16 @@ impl Cluster {
             before: r.uint(3)?,
             oldest: r.uint(4)?,
         })
+    }
+}
+
+/// Logs the end of a room that the departure answered by `r` (its status at
+/// `at`) destroyed, naming it only if it was public.
+fn log_ended(r: &Reply, at: usize, code: &str) {
+    let status = if at == 0 { Some(r.status()) } else { r.text(at).ok() };
+    if status == Some("destroyed") {
+        let public = r.text(at + 1).is_ok_and(|p| p == "1");
+        tracing::info!(room = if public { code } else { "(private)" }, "room ended");
     }
 }
 

@@ -111,7 +111,8 @@ local function destroy()
   redis.call('SREM', KEYS[16], code)
 end
 
--- Removes a member; 'destroyed' if that emptied an ephemeral room.
+-- Removes a member; 'destroyed' if that emptied an ephemeral room, then
+-- '1' if the room was public ('0' if not), for the node's log.
 local function remove_member(uid, reason)
   local user = redis.call('HGET', KEYS[2], uid)
   if not user then return 'quiet' end
@@ -127,8 +128,9 @@ local function remove_member(uid, reason)
     redis.call('HSET', KEYS[6], uid, from .. ',' .. seq())
   end
   if member_count() == 0 and redis.call('HGET', KEYS[1], 'eph') == '1' then
+    local public = tostring(redis.call('SISMEMBER', KEYS[16], code))
     destroy()
-    return 'destroyed'
+    return 'destroyed', public
   end
   publish('l', reason .. ' ' .. user)
   return 'left'

@@ -961,3 +961,53 @@ fn with_tls_it_serves_https_and_sighup_serves_a_renewed_certificate_to_new_conne
     signal(&running.child, "-TERM");
     assert!(wait_exit(running).success());
 }
+
+/// Creates a public and a private ephemeral room, joins and leaves each,
+/// and checks that each was logged created and ended, the private one
+/// without its code.
+fn rooms_are_logged_created_and_ended(running: &mut Running) {
+    use serde_json::json;
+    let url = format!("ws://{}/ws", running.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (public, private) = runtime.block_on(async {
+        let (mut ann, _) = confab_client::WsClient::hello(&url, "Ann").await.unwrap();
+        let mut codes = Vec::new();
+        for public in [true, false] {
+            let room = ann.ok(json!({"op": "create", "public": public})).await.unwrap();
+            let code = room["room"]["code"].as_str().unwrap().to_owned();
+            ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+            ann.ok(json!({"op": "leave", "room": code})).await.unwrap();
+            codes.push(code);
+        }
+        (codes[0].clone(), codes[1].clone())
+    });
+    let mut lines = Vec::new();
+    while lines.len() < 4 {
+        let line = running.log.recv_timeout(Duration::from_secs(20)).expect("a log line");
+        if line.contains("room created") || line.contains("room ended") {
+            assert!(!line.contains(&private), "a private code in the log: {line}");
+            lines.push(line);
+        }
+    }
+    let with = |what: &str, room: &str| lines.iter().any(|l| l.contains(what) && l.contains(room));
+    assert!(with("room created", &public) && with("room ended", &public), "{lines:#?}");
+    assert!(with("room created", "(private)") && with("room ended", "(private)"), "{lines:#?}");
+}
+
+#[test]
+fn rooms_created_and_ended_are_logged_private_ones_without_their_code() {
+    let mut running = serve(&["--http", "127.0.0.1:0"], &[]);
+    rooms_are_logged_created_and_ended(&mut running);
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+}
+
+#[test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
+fn in_a_cluster_rooms_created_and_ended_are_logged_private_ones_without_their_code() {
+    let namespace = format!("logs{}", std::process::id());
+    let mut running = cluster_node(&namespace, "n1", &[]);
+    rooms_are_logged_created_and_ended(&mut running);
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+}
