@@ -57,12 +57,8 @@ fn probe(url: &str) -> Result<u16, String> {
     let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     tcp.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let mut stream: Box<dyn ReadWrite> = if tls {
-        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
-        Box::new(tls_to(host, tcp)?)
-    } else {
-        Box::new(tcp)
-    };
+    let mut stream: Box<dyn ReadWrite> =
+        if tls { Box::new(tls_to(host_of(authority), tcp)?) } else { Box::new(tcp) };
     let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut head = [0u8; 12];
@@ -72,6 +68,14 @@ fn probe(url: &str) -> Result<u16, String> {
         (b"HTTP/", Some(status)) => Ok(status),
         _ => Err("not an HTTP answer".to_owned()),
     }
+}
+
+/// The host of `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
 }
 
 trait ReadWrite: Read + Write {}
@@ -89,8 +93,7 @@ fn tls_to(host: &str, tcp: TcpStream) -> Result<StreamOwned<ClientConnection, Tc
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
-    let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-        .map_err(|e| format!("{host}: {e}"))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
     let connection = ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     Ok(StreamOwned::new(connection, tcp))
 }
@@ -141,5 +144,21 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_host_of_an_authority() {
+        for (authority, host) in [
+            ("localhost", "localhost"),
+            ("localhost:8443", "localhost"),
+            ("127.0.0.1:443", "127.0.0.1"),
+            ("[::1]", "::1"),
+            ("[::1]:8443", "::1"),
+        ] {
+            assert_eq!(super::host_of(authority), host);
+        }
     }
 }

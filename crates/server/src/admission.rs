@@ -174,7 +174,8 @@ impl Edge {
     pub fn new(config: EdgeConfig) -> Arc<Edge> {
         let max_total = config
             .descriptors
-            .map_or(config.max_connections, |descriptors| config.max_connections.min(descriptors));
+            .map_or(config.max_connections, |descriptors| config.max_connections.min(descriptors))
+            .min(Semaphore::MAX_PERMITS);
         Arc::new(Edge {
             total: Arc::new(Semaphore::new(max_total)),
             caps: Mutex::new(Caps {
@@ -306,7 +307,10 @@ impl Edge {
         if caps.per_ip != max_per_ip {
             changes.push(format!("max-connections-per-ip: {} → {max_per_ip}", caps.per_ip));
         }
-        let total = self.descriptors.map_or(max_connections, |d| max_connections.min(d));
+        let total = self
+            .descriptors
+            .map_or(max_connections, |d| max_connections.min(d))
+            .min(Semaphore::MAX_PERMITS);
         if total > caps.total {
             // Permits still owed are simply kept, then new ones added.
             let mut raise = total - caps.total;

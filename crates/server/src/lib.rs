@@ -46,8 +46,9 @@ pub(crate) struct App {
     draining: CancellationToken,
     /// The window over which a drain closes the open connections.
     spread: Duration,
-    /// TLS on the HTTP and terminal listeners.
+    /// TLS on the HTTP listener, and on the terminal listener.
     tls: Option<tls::Tls>,
+    terminal_tls: Option<tls::Tls>,
 }
 
 impl App {
@@ -140,7 +141,8 @@ impl Server {
             edge: admission::Edge::new(edge),
             draining: CancellationToken::new(),
             spread: spread_of(config.drain),
-            tls: certificates.clone().map(tls::Tls::new),
+            tls: certificates.clone().map(tls::Tls::http),
+            terminal_tls: certificates.clone().map(tls::Tls::terminal),
         };
         let stop = CancellationToken::new();
         tokio::spawn(tcp::listen(tcp_listener, app.clone()));

@@ -81,7 +81,7 @@ pub(crate) async fn listen(listener: TcpListener, app: App) {
                 let app = app.clone();
                 tokio::spawn(async move {
                     // Admission before anything is allocated for the session.
-                    match (app.edge.admit(peer.ip()), app.tls.clone()) {
+                    match (app.edge.admit(peer.ip()), app.terminal_tls.clone()) {
                         (Ok(ticket), None) => serve(stream, app, Some(peer.ip()), ticket).await,
                         (Ok(ticket), Some(tls)) => {
                             let stream = tokio::select! {

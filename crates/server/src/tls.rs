@@ -18,6 +18,9 @@ use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, ServerConfig};
 
+/// The protocol name the terminal listener answers to by ALPN.
+pub const TERMINAL_ALPN: &[u8] = b"confab-terminal";
+
 /// How long a client has to finish its TLS handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -140,15 +143,28 @@ pub(crate) struct Tls {
 }
 
 impl Tls {
-    pub fn new(certificates: Arc<Certificates>) -> Tls {
+    /// For the HTTP listener: ALPN `http/1.1` (the WebSocket upgrade needs
+    /// it, and the server speaks no HTTP/2).
+    pub fn http(certificates: Arc<Certificates>) -> Tls {
+        Tls::with_alpn(certificates, vec![b"http/1.1".to_vec()])
+    }
+
+    /// For the terminal listener: a client that names no protocol (as
+    /// `openssl s_client` and `socat` do) is served; one that asks by ALPN
+    /// for another protocol (a browser's `http/1.1`) is refused rather
+    /// than talked to in this one (a cross-protocol attack), since rustls
+    /// refuses a client whose list has none of the server's.
+    pub fn terminal(certificates: Arc<Certificates>) -> Tls {
+        Tls::with_alpn(certificates, vec![TERMINAL_ALPN.to_vec()])
+    }
+
+    fn with_alpn(certificates: Arc<Certificates>, alpn: Vec<Vec<u8>>) -> Tls {
         let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
             .with_safe_default_protocol_versions()
             .expect("the ring provider supports the default versions")
             .with_no_client_auth()
             .with_cert_resolver(certificates);
-        // HTTP/1.1 only: the WebSocket upgrade needs it, and the server
-        // speaks no HTTP/2.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn;
         Tls { acceptor: TlsAcceptor::from(Arc::new(config)) }
     }
 

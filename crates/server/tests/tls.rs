@@ -48,15 +48,24 @@ fn install(dir: &Path, pair: &Pair) -> TlsFiles {
 
 /// A client that trusts `pair` alone.
 fn trusting(pair: &Pair) -> TlsConnector {
+    TlsConnector::from(Arc::new(client_config(pair)))
+}
+
+/// The same, asking for `http/1.1` by ALPN, as a browser does.
+fn trusting_as_a_browser(pair: &Pair) -> TlsConnector {
+    let mut config = client_config(pair);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+fn client_config(pair: &Pair) -> ClientConfig {
     let mut roots = RootCertStore::empty();
     roots.add(pair.der.clone()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
+    ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsConnector::from(Arc::new(config))
+        .with_no_client_auth()
 }
 
 async fn tls_to(addr: SocketAddr, client: &TlsConnector) -> std::io::Result<TlsStream<TcpStream>> {
@@ -203,14 +212,16 @@ async fn https_wss_and_the_terminal_speak_tls_and_share_a_room() {
     let pair = pair();
     let (server, _certs) = start_tls(&pair, |_| {}).await;
     let client = trusting(&pair);
+    let browser = trusting_as_a_browser(&pair);
 
     let (status, body, _) = https(&server, &client, "GET", "/readyz", "").await;
     assert_eq!((status, body.contains("\"ready\"")), (200, true), "{body}");
-    let (status, page, _) = https(&server, &client, "GET", "/", "").await;
+    // The page and the WebSocket as a browser asks for them (ALPN).
+    let (status, page, _) = https(&server, &browser, "GET", "/", "").await;
     assert_eq!(status, 200);
     assert!(page.contains("<html"), "the web page over HTTPS");
 
-    let mut web = wss(&server, &client, "Web").await;
+    let mut web = wss(&server, &browser, "Web").await;
     join(&mut web, "main").await;
     let mut term = Term::login(&server, &client, "Term").await;
     term.send("%join").await;
@@ -389,4 +400,23 @@ async fn a_certificate_that_cannot_be_used_stops_the_start_naming_the_file() {
         };
         assert!(error.contains(expected), "{error:?} should say {expected:?}");
     }
+}
+
+/// The terminal port is not HTTP: a client that asks for `http/1.1` by
+/// ALPN (a browser) is refused there, and served on the HTTP port.
+#[tokio::test]
+async fn the_terminal_port_refuses_a_client_asking_for_http() {
+    let pair = pair();
+    let (server, _certs) = start_tls(&pair, |_| {}).await;
+    let asks_for_http = trusting_as_a_browser(&pair);
+    assert!(tls_to(server.server.tcp_addr(), &asks_for_http).await.is_err());
+    let on_http = tls_to(server.http, &asks_for_http).await.expect("the HTTP port");
+    assert_eq!(on_http.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // Without ALPN, or with the terminal's, the terminal port is served.
+    let stream = tls_to(server.server.tcp_addr(), &trusting(&pair)).await;
+    Term::login_over(stream.expect("the terminal port"), "Term").await;
+    let mut config = client_config(&pair);
+    config.alpn_protocols = vec![confab_server::tls::TERMINAL_ALPN.to_vec()];
+    let named = tls_to(server.server.tcp_addr(), &TlsConnector::from(Arc::new(config))).await;
+    Term::login_over(named.expect("the terminal port, by name"), "Named").await;
 }

@@ -195,6 +195,7 @@ async fn session() -> BufReader<DuplexStream> {
         draining: CancellationToken::new(),
         spread: Duration::ZERO,
         tls: None,
+        terminal_tls: None,
     };
     let ticket = edge.admit(Ipv4Addr::LOCALHOST.into()).expect("room for one connection");
     let (client, server) = tokio::io::duplex(4096);
