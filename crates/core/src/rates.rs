@@ -33,7 +33,8 @@ impl Rate {
         Rate { every: period / count.max(1), burst: burst.max(1) }
     }
 
-    fn quota(self) -> Quota {
+    /// The bucket as `governor` takes it.
+    pub fn quota(self) -> Quota {
         let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
         Quota::with_period(self.every.max(Duration::from_nanos(1)))
             .expect("a positive period")

@@ -41,6 +41,8 @@ pub struct Edge {
     allowed_origins: Vec<String>,
     /// How long a connection may stay without `hello`.
     pub hello_timeout: Duration,
+    /// TLS handshakes per client address (IPv6: per /64), when TLS is on.
+    handshakes: Option<governor::DefaultKeyedRateLimiter<IpAddr>>,
     /// Sockets the process can hold (its open-file limit less a reserve),
     /// if known.
     descriptors: Option<usize>,
@@ -61,6 +63,14 @@ struct RefusalLog {
 
 impl RefusalLog {
     fn log(&self, refusal: Refusal, ip: IpAddr) {
+        let reason = match refusal {
+            Refusal::Full => "server_full",
+            Refusal::TooManyFromAddress => "address_full",
+        };
+        self.log_reason(reason, ip);
+    }
+
+    fn log_reason(&self, reason: &'static str, ip: IpAddr) {
         static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         let second = START.get_or_init(std::time::Instant::now).elapsed().as_secs() + 1;
         let mut state = self.state.lock();
@@ -71,10 +81,6 @@ impl RefusalLog {
         }
         *state = (second, 0);
         drop(state);
-        let reason = match refusal {
-            Refusal::Full => "server_full",
-            Refusal::TooManyFromAddress => "address_full",
-        };
         tracing::warn!(reason, client = %ip, not_logged = unlogged, "connection refused");
     }
 }
@@ -98,6 +104,8 @@ pub struct EdgeConfig {
     pub trusted_proxies: Vec<IpAddr>,
     pub allowed_origins: Vec<String>,
     pub hello_timeout: Duration,
+    /// TLS handshakes per client address (IPv6: per /64); `None`: no limit.
+    pub handshake_rate: Option<confab_core::Rate>,
     /// Sockets the process can hold: its open-file limit less what the
     /// database, Redis and the listeners need. `None`: not known.
     pub descriptors: Option<usize>,
@@ -112,6 +120,7 @@ impl Default for EdgeConfig {
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
             hello_timeout: Duration::from_secs(10),
+            handshake_rate: Some(confab_core::Rate::new(10, Duration::from_secs(1), 30)),
             descriptors: None,
         }
     }
@@ -193,6 +202,9 @@ impl Edge {
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
             hello_timeout: config.hello_timeout,
+            handshakes: config
+                .handshake_rate
+                .map(|rate| governor::RateLimiter::keyed(rate.quota())),
             descriptors: config.descriptors,
             refusals: RefusalLog::default(),
         })
@@ -287,6 +299,32 @@ impl Edge {
         }
         let cap = max_per_ip as u128 * free as u128 / quarter as u128;
         usize::try_from(cap).unwrap_or(usize::MAX).clamp(1, max_per_ip.max(1))
+    }
+
+    /// Whether a TLS handshake may start for a socket from `peer`: each
+    /// costs the server a signature, so an address that opens sockets
+    /// faster than its budget gets them closed unanswered. Loopback is
+    /// exempt unless per-address limits apply to it.
+    pub fn allow_handshake(&self, peer: IpAddr) -> bool {
+        let peer = canonical(peer);
+        let Some(limiter) = &self.handshakes else { return true };
+        if (peer.is_loopback() && !self.limit_loopback) || self.trusted_proxies.contains(&peer) {
+            return true;
+        }
+        let allowed = limiter.check_key(&counted_as(peer)).is_ok();
+        if !allowed {
+            self.refusals.log_reason("handshake_rate", peer);
+        }
+        allowed
+    }
+
+    /// Forgets the handshake budgets of addresses that are full again, so
+    /// that the map holds only recent ones.
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.handshakes {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 
     /// Connections open right now.

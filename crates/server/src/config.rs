@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Private key (PEM) of --tls-cert
     #[arg(long, env = "CONFAB_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// TLS handshakes per client address (IPv6: per /64); sockets beyond it are closed
+    /// unanswered [default: 10/s,burst=30]
+    #[arg(long, env = "CONFAB_TLS_HANDSHAKE_RATE", value_name = "RATE")]
+    pub tls_handshake_rate: Option<String>,
     /// Directory for persistent data [default: ./confab-data]
     #[arg(long, env = "CONFAB_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
@@ -548,6 +552,10 @@ impl ServeArgs {
             }
             edge.allowed_origins.clone_from(origins);
         }
+        if let Some(rate) = &args.tls_handshake_rate {
+            edge.handshake_rate =
+                parse_rate(rate).map_err(|problem| invalid("tls-handshake-rate", problem))?;
+        }
         if let Some(timeout) = &args.hello_timeout {
             edge.hello_timeout =
                 parse_duration(timeout).map_err(|problem| invalid("hello-timeout", problem))?;
@@ -562,6 +570,7 @@ impl ServeArgs {
             tcp: self.tcp.or(lower.tcp),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
+            tls_handshake_rate: self.tls_handshake_rate.or(lower.tls_handshake_rate),
             data: self.data.or(lower.data),
             database: self.database.or(lower.database),
             cluster: self.cluster.or(lower.cluster),

@@ -183,6 +183,9 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        if tls.is_some() && edge.as_ref().is_some_and(|edge| !edge.allow_handshake(peer.ip())) {
+            continue;
+        }
         let ticket = SocketTicket(std::sync::Arc::new(parking_lot::Mutex::new(ticket)));
         let router = router.clone();
         let shutdown = shutdown.clone();

@@ -147,6 +147,9 @@ impl Server {
         let stop = CancellationToken::new();
         tokio::spawn(tcp::listen(tcp_listener, app.clone()));
         tokio::spawn(mem::trim_after_bursts(stop.clone()));
+        if certificates.is_some() {
+            tokio::spawn(forget_idle_handshakes(app.edge.clone(), stop.clone()));
+        }
         let metrics = match metrics_listener {
             Some(listener) => {
                 let addr = listener.local_addr()?;
@@ -314,6 +317,17 @@ async fn run(
     // before the node goes (else its seats wait for the lease to lapse).
     app.hub.settle_departures(Duration::from_secs(2)).await;
     tracing::info!("stopped");
+}
+
+/// Forgets, once a minute, the handshake budgets of addresses that are
+/// full again.
+async fn forget_idle_handshakes(edge: std::sync::Arc<admission::Edge>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => edge.forget_idle(),
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// The address to open in a browser: a wildcard bind is reached through

@@ -83,6 +83,7 @@ pub(crate) async fn listen(listener: TcpListener, app: App) {
                     // Admission before anything is allocated for the session.
                     match (app.edge.admit(peer.ip()), app.terminal_tls.clone()) {
                         (Ok(ticket), None) => serve(stream, app, Some(peer.ip()), ticket).await,
+                        (Ok(_), Some(_)) if !app.edge.allow_handshake(peer.ip()) => {}
                         (Ok(ticket), Some(tls)) => {
                             let stream = tokio::select! {
                                 stream = tls.accept(stream) => stream,

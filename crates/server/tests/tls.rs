@@ -420,3 +420,25 @@ async fn the_terminal_port_refuses_a_client_asking_for_http() {
     let named = tls_to(server.server.tcp_addr(), &TlsConnector::from(Arc::new(config))).await;
     Term::login_over(named.expect("the terminal port, by name"), "Named").await;
 }
+
+/// Each handshake costs the server a signature: an address that opens
+/// sockets faster than its budget gets them closed unanswered, on both
+/// listeners, and other addresses are not affected.
+#[tokio::test]
+async fn an_address_over_its_handshake_budget_is_closed_unanswered() {
+    let pair = pair();
+    let (server, _certs) = start_tls(&pair, |c| {
+        c.edge.limit_loopback = true;
+        c.edge.handshake_rate =
+            Some(confab_core::Rate::new(2, std::time::Duration::from_secs(3600), 2));
+    })
+    .await;
+    let client = trusting(&pair);
+    let first = tls_to(server.http, &client).await.expect("within the budget");
+    let second = tls_to(server.server.tcp_addr(), &client).await.expect("within the budget");
+    assert!(tls_to(server.http, &client).await.is_err(), "over the budget");
+    assert!(tls_to(server.server.tcp_addr(), &client).await.is_err(), "one budget for both");
+    // Connections already made go on.
+    Term::login_over(second, "Term").await;
+    drop(first);
+}

@@ -180,4 +180,8 @@ fn tls_needs_both_its_files() {
     let files = both.resolve().unwrap().tls.expect("tls on");
     assert_eq!((files.cert.to_str(), files.key.to_str()), (Some("c.pem"), Some("k.pem")));
     assert!(ServeArgs::default().resolve().unwrap().tls.is_none());
+    let off = ServeArgs { tls_handshake_rate: Some("off".into()), ..ServeArgs::default() };
+    assert_eq!(off.resolve().unwrap().edge.handshake_rate, None);
+    let bad = ServeArgs { tls_handshake_rate: Some("lots".into()), ..ServeArgs::default() };
+    assert!(bad.resolve().unwrap_err().to_string().contains("tls-handshake-rate"));
 }
