@@ -44,8 +44,9 @@ use stats::{Run, Stats};
 /// Flags of `confab bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// WebSocket URL of the server; several (comma-separated or repeated)
-    /// spread the rooms over them, all members of a room on one URL
+    /// WebSocket URL of the server, ws:// or wss:// (the certificate is not checked);
+    /// several (comma-separated or repeated) spread the rooms over them, all members of a
+    /// room on one URL
     #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
     url: Vec<String>,
     /// With several --url (the nodes of a cluster): spread the members of

@@ -3,6 +3,7 @@
 mod bench;
 mod connect;
 mod healthcheck;
+mod unchecked_tls;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

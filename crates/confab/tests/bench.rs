@@ -117,3 +117,34 @@ async fn persistent_rooms_acknowledge_stored_posts() {
     assert_eq!(report["deliveries"], report["expected"], "{report}");
     assert!(report["ack_latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{report}");
 }
+
+/// Over `wss://`, against a server with a certificate made for the test
+/// (not checked by the bench): the same accounting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_tls_delivers_every_post() {
+    let dir = data_dir("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let files =
+        confab_server::tls::TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    std::fs::write(&files.cert, made.cert.pem()).unwrap();
+    std::fs::write(&files.key, made.signing_key.serialize_pem()).unwrap();
+    let mut config = Config::ephemeral(&dir);
+    config.tls = Some(files);
+    let server = Server::start(config).await.expect("server starts");
+    let url = format!("wss://localhost:{}/ws", server.http_addr().port());
+    let report = tokio::task::spawn_blocking(move || {
+        let args = ["--rooms", "2", "--members", "3", "--interval", "200", "--duration", "2"];
+        bench(&url, &args)
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(report["connections"], 6, "{report}");
+    assert_eq!(report["connect_errors"], 0, "{report}");
+    let posts = report["posts"].as_u64().unwrap();
+    assert!(posts >= 40, "too few posts: {report}");
+    assert_eq!(report["deliveries"], posts * 2, "{report}");
+    assert_eq!((report["loss"].as_u64(), report["out_of_order"].as_u64()), (Some(0), Some(0)));
+}

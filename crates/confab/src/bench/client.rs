@@ -12,9 +12,13 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Interval;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use tokio_util::either::Either;
 
 use super::Shared;
 use super::frame::{self, Frame};
@@ -27,34 +31,62 @@ const READ_BUFFER: usize = 4096;
 /// How long one setup step (connect, `hello`, `create`, `join`) may take.
 pub(crate) const SETUP_WAIT: Duration = Duration::from_secs(30);
 
-pub(crate) type Socket = WebSocketStream<TcpStream>;
+/// A connection: plain TCP, or TLS for a `wss://` URL.
+pub(crate) type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+pub(crate) type Socket = WebSocketStream<Stream>;
 
 /// A server to connect to: its URL and the address it resolved to.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Target {
     pub url: String,
     pub addr: SocketAddr,
+    /// For `wss://`: the TLS client and the name to ask for. The server's
+    /// certificate is not checked (see `unchecked_tls`): the bench
+    /// measures a server, it does not authenticate one.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
 impl Target {
-    /// Resolves a `ws://host:port/path` URL.
+    /// Resolves a `ws://host:port/path` or `wss://…` URL.
     ///
     /// # Errors
     ///
-    /// Not a `ws://` URL, or the host does not resolve.
+    /// Not a `ws://` or `wss://` URL, or the host does not resolve.
     pub async fn resolve(url: &str) -> anyhow::Result<Target> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| anyhow!("{url}: the bench speaks plain ws:// only"))?;
+        let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => bail!("{url}: expected a ws:// or wss:// URL"),
+        };
         let authority = rest.split('/').next().unwrap_or_default();
-        let authority =
-            if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+        };
+        let tls = match secure {
+            false => None,
+            true => {
+                let name = ServerName::try_from(host.to_owned())
+                    .with_context(|| format!("{host} is not a server name"))?;
+                let client =
+                    TlsConnector::from(std::sync::Arc::new(crate::unchecked_tls::config()));
+                Some((client, name))
+            }
+        };
+        let port = if secure { 443 } else { 80 };
+        let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_owned()
+        } else {
+            format!("{authority}:{port}")
+        };
         let addr = tokio::net::lookup_host(&authority)
             .await
             .with_context(|| format!("cannot resolve {authority}"))?
             .next()
             .ok_or_else(|| anyhow!("{authority} resolves to no address"))?;
-        Ok(Target { url: url.to_owned(), addr })
+        Ok(Target { url: url.to_owned(), addr, tls })
     }
 }
 
@@ -73,6 +105,15 @@ pub(crate) async fn open(target: &Target, source: Option<IpAddr>) -> anyhow::Res
     let stream =
         socket.connect(target.addr).await.with_context(|| format!("connect {}", target.addr))?;
     stream.set_nodelay(true)?;
+    let stream = match &target.tls {
+        None => Either::Left(stream),
+        Some((client, name)) => Either::Right(
+            client
+                .connect(name.clone(), stream)
+                .await
+                .with_context(|| format!("TLS with {}", target.url))?,
+        ),
+    };
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let (socket, _) = client_async_with_config(target.url.as_str(), stream, Some(config))
         .await
