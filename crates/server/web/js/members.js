@@ -1,17 +1,19 @@
 // The member list and who is typing.
 
 import { avatar, h } from './dom.js';
+import { store, toggleHidden } from './store.js';
 
 // A typing notice that is not refreshed is dropped after this long, in case
 // the "stopped typing" event never comes (a closed laptop, a lost frame).
 const TYPING_EXPIRES_MS = 6000;
 
 export class Members {
-  constructor({ list, count, typingLine }, onChange) {
+  constructor({ list, count, typingLine }, onChange, onHide = () => {}) {
     this.list = list;
     this.count = count;
     this.typingLine = typingLine;
     this.onChange = onChange;
+    this.onHide = onHide;
     this.self = null;
     this.users = new Map();
     this.typing = new Map();
@@ -55,7 +57,7 @@ export class Members {
   }
 
   setTyping(user, active) {
-    if (!active) {
+    if (!active || store.hidden.has(user.id)) {
       this.stopTyping(user.id);
       return;
     }
@@ -63,6 +65,25 @@ export class Members {
     const timer = setTimeout(() => this.stopTyping(user.id), TYPING_EXPIRES_MS);
     this.typing.set(user.id, { user, timer });
     this.render();
+  }
+
+  /** Hides (or shows again) a member's messages on this device. */
+  hideButton(user, isHidden) {
+    const label = isHidden ? `Show messages from ${user.name}` : `Hide messages from ${user.name}`;
+    const button = h('button', {
+      type: 'button',
+      class: 'member-hide',
+      'aria-pressed': String(isHidden),
+      'aria-label': label,
+      title: isHidden ? 'Hidden on this device: click to show again' : 'Hide this person\'s messages on this device',
+    }, isHidden ? 'Show' : 'Hide');
+    button.addEventListener('click', () => {
+      if (toggleHidden(user.id)) this.stopTyping(user.id);
+      this.render();
+      this.onHide();
+      this.list.querySelector(`[data-user="${CSS.escape(user.id)}"] .member-hide`)?.focus();
+    });
+    return button;
   }
 
   stopTyping(id) {
@@ -77,10 +98,15 @@ export class Members {
     const selfId = this.self?.id;
     const users = [...this.users.values()].sort((a, b) =>
       Number(b.id === selfId) - Number(a.id === selfId) || a.name.localeCompare(b.name));
-    this.list.replaceChildren(...users.map((user) => h('li', { class: 'member', 'data-user': user.id },
-      avatar(user),
-      h('span', { class: 'member-name' }, user.name, user.id === selfId ? h('span', { class: 'you' }, ' (you)') : null),
-      this.typing.has(user.id) ? h('span', { class: 'member-typing' }, 'typing…') : null)));
+    const hidden = store.hidden;
+    this.list.replaceChildren(...users.map((user) => {
+      const isHidden = hidden.has(user.id);
+      return h('li', { class: isHidden ? 'member is-hidden' : 'member', 'data-user': user.id },
+        avatar(user),
+        h('span', { class: 'member-name' }, user.name, user.id === selfId ? h('span', { class: 'you' }, ' (you)') : null),
+        this.typing.has(user.id) ? h('span', { class: 'member-typing' }, 'typing…') : null,
+        user.id === selfId ? null : this.hideButton(user, isHidden));
+    }));
     this.count.textContent = String(users.length);
 
     const names = [...this.typing.values()].map(({ user }) => user.name);

@@ -31,7 +31,7 @@ const members = new Members({
   list: byId('member-list'),
   count: byId('member-count'),
   typingLine: byId('typing'),
-}, renderSeats);
+}, renderSeats, () => timeline.applyHidden());
 const composer = new Composer({
   form: byId('composer'),
   box: byId('composer-box'),
@@ -164,13 +164,13 @@ function joinFailed(error) {
   }
 }
 
-/** Shows a message; returns true if it is new and from someone else. */
+/** Shows a message; returns true if it is new, from someone else, and not hidden on this device. */
 function receive(message, live) {
   const own = message.from.id === client.user?.id;
   if (own && message.cid) outbox.delete(message.cid);
   const fresh = timeline.add(message, { live });
   advance();
-  return fresh && !own;
+  return fresh && !own && !store.hidden.has(message.from.id);
 }
 
 function advance() {

@@ -33,4 +33,23 @@ export const store = {
   set theme(theme) { write('theme', theme); },
   get sound() { return read('sound') === 'on'; },
   set sound(on) { write('sound', on ? 'on' : null); },
+  /** Ids of the users hidden on this device. */
+  get hidden() {
+    try {
+      const ids = JSON.parse(read('hidden') ?? '[]');
+      return new Set(Array.isArray(ids) ? ids.filter((id) => typeof id === 'string') : []);
+    } catch {
+      return new Set();
+    }
+  },
+  set hidden(ids) { write('hidden', ids.size ? JSON.stringify([...ids]) : null); },
 };
+
+/** Hides a user's messages and typing on this device, or shows them again; returns whether they are hidden now. */
+export function toggleHidden(id) {
+  const ids = store.hidden;
+  if (ids.has(id)) ids.delete(id);
+  else ids.add(id);
+  store.hidden = ids;
+  return ids.has(id);
+}

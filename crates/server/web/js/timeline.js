@@ -4,6 +4,7 @@
 // sender are grouped under one name and time.
 
 import { avatar, h, linkify } from './dom.js';
+import { store } from './store.js';
 
 const GROUP_WINDOW_MS = 5 * 60 * 1000;
 const NEAR_BOTTOM_PX = 80;
@@ -91,7 +92,7 @@ export class Timeline {
     this.bySeq.set(message.seq, item);
     this.insert(item, message.seq, live);
     if (own) this.markLatest();
-    if (live && !own) this.announce(message);
+    if (live && !own && !store.hidden.has(message.from.id)) this.announce(message);
     return true;
   }
 
@@ -139,9 +140,20 @@ export class Timeline {
     if (live) this.announce(null, text);
   }
 
+  /** Hides the messages of the users hidden on this device, and shows the others'. */
+  applyHidden() {
+    const hidden = store.hidden;
+    for (const item of this.list.querySelectorAll('.msg[data-from]')) {
+      item.classList.toggle('hidden-user', hidden.has(item.dataset.from));
+    }
+    for (const item of this.list.querySelectorAll('.msg')) this.regroup(item);
+  }
+
   render(message, state) {
     const date = new Date(message.ts);
-    const item = h('li', { class: state ? 'msg own' : 'msg', 'data-from': message.from.id, 'data-ts': String(date.getTime()) },
+    const hidden = !state && store.hidden.has(message.from.id);
+    const classes = ['msg', state ? 'own' : null, hidden ? 'hidden-user' : null].filter(Boolean).join(' ');
+    const item = h('li', { class: classes, 'data-from': message.from.id, 'data-ts': String(date.getTime()) },
       avatar(message.from),
       h('div', { class: 'msg-main' },
         h('div', { class: 'msg-head' },
@@ -197,7 +209,7 @@ export class Timeline {
     this.regroup(item.nextElementSibling);
     if (stick) {
       this.scrollToBottom();
-    } else if (live && item.classList.contains('msg')) {
+    } else if (live && item.classList.contains('msg') && !item.classList.contains('hidden-user')) {
       this.unread++;
       this.pillText.textContent = this.unread === 1 ? '1 new message' : `${this.unread} new messages`;
       this.pill.hidden = false;
@@ -206,7 +218,9 @@ export class Timeline {
 
   regroup(item) {
     if (!item || !item.classList.contains('msg')) return;
-    const prev = item.previousElementSibling;
+    // A hidden message is not there for the grouping either.
+    let prev = item.previousElementSibling;
+    while (prev?.classList.contains('hidden-user')) prev = prev.previousElementSibling;
     const continued = Boolean(prev)
       && prev.classList.contains('msg')
       && prev.dataset.from === item.dataset.from
