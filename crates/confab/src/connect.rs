@@ -3,16 +3,18 @@
 //!
 //! It is a thin relay: typed lines go to the server as they are, server
 //! lines are shown as they arrive, even while a line is being typed. The
-//! client adds line editing and history, and three commands of its own:
+//! client adds line editing and history, and commands of its own:
 //! `%connect HOST PORT` (drop this server, connect to another), `%help`
-//! (its own commands, then the server's), and `%exit` (also Ctrl-D or
-//! Ctrl-C), which asks the server to leave every room and waits for its
-//! goodbye before quitting.
+//! (its own commands, then the server's), `%hide NAME`, `%unhide NAME` and
+//! `%hidden` (people whose messages this terminal does not show,
+//! [`hidden`]), and `%exit` (also Ctrl-D or Ctrl-C), which asks the server
+//! to leave every room and waits for its goodbye before quitting.
 //!
 //! One task waits for whichever comes first, a typed line or a server
 //! line; typing happens on a thread of its own ([`console`]).
 
 mod console;
+mod hidden;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -23,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use self::console::{Input, Screen};
+use self::hidden::Hidden;
 
 pub(crate) const DEFAULT_HOST: &str = "127.0.0.1";
 pub(crate) const DEFAULT_PORT: u16 = 6789;
@@ -34,6 +37,9 @@ const HELP: &[&str] = &[
     "client commands:",
     "  %connect <host> <port>  leave this server and connect to another",
     "  %help                   this help, then the server's commands",
+    "  %hide <name>            do not show this person's messages (kept on this machine)",
+    "  %unhide <name>          show them again",
+    "  %hidden                 who is hidden",
     "  %exit                   leave every room and quit (Ctrl-D and Ctrl-C too)",
 ];
 
@@ -67,6 +73,9 @@ enum Local {
     },
     Help,
     Exit,
+    Hide(String),
+    Unhide(String),
+    ListHidden,
     /// A client command written wrongly: the error to show.
     Misuse(String),
     /// Anything else: a line for the server.
@@ -89,6 +98,18 @@ fn local(line: &str) -> Local {
         }
         "%help" if words.next().is_none() => Local::Help,
         "%exit" if words.next().is_none() => Local::Exit,
+        "%hidden" if words.next().is_none() => Local::ListHidden,
+        command @ ("%hide" | "%unhide") => {
+            // The rest of the line: a name may hold spaces.
+            let name = line.trim_start()[command.len()..].trim();
+            match (name.is_empty(), command) {
+                (true, _) => {
+                    Local::Misuse(format!("error: {command} needs a name; usage: {command} <name>"))
+                }
+                (false, "%hide") => Local::Hide(name.to_owned()),
+                (false, _) => Local::Unhide(name.to_owned()),
+            }
+        }
         _ => Local::Relay,
     }
 }
@@ -101,6 +122,7 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
     // The session each server gave, by `host:port`: connecting there again
     // presents it, so the seats held through a drop are the user's again.
     let mut sessions = HashMap::new();
+    let mut hidden = Hidden::load();
     let mut link = match connect(&host, port, &sessions, &mut screen).await {
         Some(link) => Some(link),
         // A script cannot type `%connect`: fail at once.
@@ -112,7 +134,7 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
             typed = input.recv() => {
                 let line = match typed {
                     Some(Input::Line(line)) => line,
-                    Some(Input::End) | None => return exit(link, &mut screen).await,
+                    Some(Input::End) | None => return exit(link, &mut screen, &mut hidden).await,
                 };
                 match local(&line) {
                     Local::Connect { host, port } => {
@@ -129,7 +151,10 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
                             relay(&mut link, &line, &mut screen).await;
                         }
                     }
-                    Local::Exit => return exit(link, &mut screen).await,
+                    Local::Exit => return exit(link, &mut screen, &mut hidden).await,
+                    Local::Hide(name) => screen.note(&hidden.hide(&name)),
+                    Local::Unhide(name) => screen.note(&hidden.unhide(&name)),
+                    Local::ListHidden => screen.note(&hidden.list()),
                     Local::Misuse(error) => screen.note(&error),
                     Local::Relay => relay(&mut link, &line, &mut screen).await,
                 }
@@ -139,7 +164,9 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
                     if let (Some(token), Some(open)) = (session_token(&line), &link) {
                         sessions.insert(open.name.clone(), token.to_owned());
                     }
-                    screen.server(&line);
+                    if hidden.shows(&line) {
+                        screen.server(&line);
+                    }
                 }
                 None => {
                     let name = link.take().map(|l| l.name).unwrap_or_default();
@@ -211,14 +238,16 @@ async fn next_line(link: &mut Option<Link>) -> Option<String> {
 }
 
 /// Asks the server to leave every room and shows its last lines.
-async fn exit(link: Option<Link>, screen: &mut Screen) -> ExitCode {
+async fn exit(link: Option<Link>, screen: &mut Screen, hidden: &mut Hidden) -> ExitCode {
     let Some(mut link) = link else { return ExitCode::SUCCESS };
     if link.send("%exit").await.is_err() {
         return ExitCode::SUCCESS;
     }
     let finished = tokio::time::timeout(EXIT_WAIT, async {
         while let Ok(Some(line)) = link.lines.next_line().await {
-            screen.server(&line);
+            if hidden.shows(&line) {
+                screen.server(&line);
+            }
         }
     })
     .await;
@@ -241,6 +270,13 @@ mod tests {
         assert_eq!(local("%help"), Local::Help);
         assert_eq!(local("%exit"), Local::Exit);
         assert_eq!(local("%join"), Local::Relay);
+        assert_eq!(local("%hide  Bob Smith "), Local::Hide("Bob Smith".into()));
+        assert_eq!(local("%UNHIDE bob"), Local::Unhide("bob".into()));
+        assert_eq!(local("%hidden"), Local::ListHidden);
+        assert_eq!(
+            local("%hide"),
+            Local::Misuse("error: %hide needs a name; usage: %hide <name>".into())
+        );
         assert_eq!(local("%post %exit is a fine subject"), Local::Relay);
         assert_eq!(local(""), Local::Relay);
         assert_eq!(

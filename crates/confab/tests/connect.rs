@@ -90,6 +90,49 @@ fn without_a_terminal_it_relays_stdin_and_prints_server_lines_on_stdout() {
 }
 
 #[test]
+fn a_hidden_persons_messages_are_not_shown_and_the_choice_is_kept() {
+    let running = Running::start();
+    let config = tempfile::tempdir().unwrap();
+    let mut bob = running.web("Bob");
+    let mut cleo = running.web("Cleo");
+    running.ok(&mut bob, json!({"op": "join", "room": "main"}));
+    running.ok(&mut cleo, json!({"op": "join", "room": "main"}));
+    running.ok(&mut bob, json!({"op": "post", "room": "main", "subject": "deal", "body": "cheap watches"}));
+    running.ok(&mut cleo, json!({"op": "post", "room": "main", "subject": "park", "body": "it opened"}));
+    let connect = |script: &[u8]| {
+        let mut child = confab()
+            .args(["connect", "127.0.0.1", &running.tcp().port().to_string()])
+            .env("XDG_CONFIG_HOME", config.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("confab connect starts");
+        child.stdin.take().unwrap().write_all(script).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+    };
+    let (stdout, stderr) =
+        connect(b"%hide bob\nAnn\n%join\n%list\n%message 1\n%message 2\n%hidden\n");
+    // The backlog, the list and %message: Cleo's message, never Bob's.
+    assert!(!stdout.contains("| Bob |") && !stdout.contains("cheap watches"), "{stdout}");
+    assert_eq!(stdout.matches("| Cleo |").count(), 3, "{stdout}");
+    assert!(stdout.contains("  it opened"), "{stdout}");
+    assert!(stdout.contains("[main] you joined \"Main board\"; members (3):"), "{stdout}");
+    assert!(stderr.contains("bob's messages are hidden on this terminal"), "{stderr}");
+    assert!(stderr.contains("hidden on this terminal (1): bob"), "{stderr}");
+    let kept = std::fs::read_to_string(config.path().join("confab").join("hidden")).unwrap();
+    assert_eq!(kept, "bob\n");
+
+    // The next session still hides Bob, until he is shown again.
+    let (stdout, stderr) = connect(b"%hidden\nAnn2\n%join\n%unhide Bob\n%list\n");
+    assert!(stderr.contains("hidden on this terminal (1): bob"), "{stderr}");
+    assert!(stderr.contains("Bob's messages are shown again"), "{stderr}");
+    assert!(stdout.contains("| Bob |"), "shown again: {stdout}");
+}
+
+#[test]
 fn without_a_terminal_an_unreachable_server_fails() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
