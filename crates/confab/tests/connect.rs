@@ -97,8 +97,14 @@ fn a_hidden_persons_messages_are_not_shown_and_the_choice_is_kept() {
     let mut cleo = running.web("Cleo");
     running.ok(&mut bob, json!({"op": "join", "room": "main"}));
     running.ok(&mut cleo, json!({"op": "join", "room": "main"}));
-    running.ok(&mut bob, json!({"op": "post", "room": "main", "subject": "deal", "body": "cheap watches"}));
-    running.ok(&mut cleo, json!({"op": "post", "room": "main", "subject": "park", "body": "it opened"}));
+    running.ok(
+        &mut bob,
+        json!({"op": "post", "room": "main", "subject": "deal", "body": "cheap watches"}),
+    );
+    running.ok(
+        &mut cleo,
+        json!({"op": "post", "room": "main", "subject": "park", "body": "it opened"}),
+    );
     let connect = |script: &[u8]| {
         let mut child = confab()
             .args(["connect", "127.0.0.1", &running.tcp().port().to_string()])

@@ -94,6 +94,8 @@ pub struct HubConfig {
     /// Rooms one connection may be in at once; also the most codes a
     /// `hello` may name to resume.
     pub max_rooms_per_conn: usize,
+    /// Where reports (and later operators' actions) are recorded.
+    pub audit: crate::Audit,
 }
 
 impl Default for HubConfig {
@@ -119,6 +121,7 @@ impl Default for HubConfig {
             prune_every: Duration::from_secs(60),
             rates: Rates::default(),
             max_rooms_per_conn: 100,
+            audit: crate::Audit::default(),
         }
     }
 }

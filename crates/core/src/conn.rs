@@ -21,6 +21,8 @@ use crate::{Outbox, now_rfc3339};
 /// The most messages one `history` or `mine` returns.
 const PAGE_MAX: u32 = 200;
 const PAGE_DEFAULT: u32 = 50;
+/// Characters in the reason given with a `report`.
+pub const REASON_CHARS: usize = 200;
 
 /// A connection to the hub. The adapter feeds it client frames; replies
 /// and events come out of the connection's [`Outbox`] in order.
@@ -275,6 +277,44 @@ impl<B: RoomBackend> Conn<B> {
                         )
                     })?;
                 self.ok(id, &MessageResult { message })
+            }
+            ClientOp::Report { room, seq, reason } => {
+                let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+                if let Some(reason) = &reason {
+                    check_len("reason", reason, REASON_CHARS)?;
+                    if reason.chars().any(char::is_control) {
+                        return Err(bad("reason must not contain control characters"));
+                    }
+                }
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Report, &user.id)?;
+                // What the reporter may see, as `get` reads it: a message
+                // they may not see cannot be reported (nor found out about).
+                let range =
+                    Range { after: seq.saturating_sub(1), before: seq.saturating_add(1), limit: 1 };
+                let message =
+                    rooms.read(seat, self.id, &user.id, range).await?.pop().ok_or_else(|| {
+                        ErrorBody::new(
+                            ErrorCode::NotFound,
+                            format!("no message {seq} in room {} that you may see", seat.code()),
+                        )
+                    })?;
+                metrics::counter!(crate::metric::REPORTS).increment(1);
+                config.audit.record(serde_json::json!({
+                    "kind": "report",
+                    "node": config.node,
+                    "room": message.room,
+                    "seq": message.seq,
+                    "message": {
+                        "from": message.from,
+                        "ts": message.ts,
+                        "subject": message.subject,
+                        "body": message.body,
+                    },
+                    "reporter": user.public(),
+                    "reason": reason,
+                }));
+                self.ok(id, &Empty {})
             }
             ClientOp::Mine { limit } => {
                 let limit = page_limit(limit)?;

@@ -6,6 +6,7 @@
 //! [`Conn`] with an [`Outbox`], feeds it decoded ops, and writes out what
 //! the outbox yields. Everything a chat user can observe is decided here.
 
+pub mod audit;
 pub mod backend;
 mod clock;
 mod config;
@@ -23,6 +24,7 @@ mod rates;
 mod room;
 mod store;
 
+pub use audit::Audit;
 pub use backend::{
     Departure, Draft, Joiner, NewRoom, Range, RoomBackend, RoomSpec, Seat, Services,
 };

@@ -22,5 +22,10 @@ pub const STORE_BATCH: &str = "confab_store_batch_size";
 pub const CLUSTER_POST_BATCH: &str = "confab_cluster_post_batch_size";
 /// Time one message took to be queued into every recipient's outbox.
 pub const FANOUT: &str = "confab_fanout_seconds";
+/// Messages reported by users (`report`).
+pub const REPORTS: &str = "confab_reports_total";
+/// Audit entries not written to `--audit-log` because its queue was full
+/// (they were still logged).
+pub const AUDIT_DROPPED: &str = "confab_audit_dropped_total";
 /// Times free heap memory was given back to the system after a burst.
 pub const HEAP_TRIMS: &str = "confab_heap_trims_total";

@@ -60,6 +60,8 @@ pub struct Rates {
     /// without it, a flooder would get a fresh set of per-user buckets by
     /// reconnecting.
     pub new_session: Option<Rate>,
+    /// Messages reported per user.
+    pub report: Option<Rate>,
     /// Whether loopback clients count by address for failed joins (by
     /// default they are exempt and count per user instead).
     pub limit_loopback: bool,
@@ -75,6 +77,7 @@ impl Default for Rates {
             address_create: Some(Rate::new(60, Duration::from_secs(3600), 30)),
             failed_join: Some(Rate::new(10, Duration::from_secs(3600), 20)),
             new_session: Some(Rate::new(10, Duration::from_secs(60), 30)),
+            report: Some(Rate::new(20, Duration::from_secs(3600), 10)),
             limit_loopback: false,
         }
     }
@@ -87,6 +90,7 @@ pub(crate) enum Limit {
     Join,
     Create,
     Typing,
+    Report,
 }
 
 pub(crate) struct Limiters {
@@ -98,6 +102,7 @@ pub(crate) struct Limiters {
     address_create: Option<DefaultKeyedRateLimiter<String>>,
     failed_join: Option<DefaultKeyedRateLimiter<String>>,
     new_session: Option<DefaultKeyedRateLimiter<String>>,
+    report: Option<DefaultKeyedRateLimiter<String>>,
     /// Clients whose failed-join bucket ran dry, until when. A short lock:
     /// a lookup or an insert, never across `.await`.
     blocked: Mutex<HashMap<String, Instant>>,
@@ -122,9 +127,10 @@ pub(crate) fn changes(old: &Rates, new: &Rates) -> Vec<String> {
         ("join-rate", old.join, new.join),
         ("create-rate", old.create, new.create),
         ("typing-rate", old.typing, new.typing),
-        ("address-create-rate", old.address_create, new.address_create),
+        ("create-rate-per-ip", old.address_create, new.address_create),
         ("failed-join-rate", old.failed_join, new.failed_join),
         ("session-rate", old.new_session, new.new_session),
+        ("report-rate", old.report, new.report),
     ];
     let mut changes: Vec<String> = pairs
         .into_iter()
@@ -154,6 +160,7 @@ impl Limiters {
             address_create: keyed(rates.address_create),
             failed_join: keyed(rates.failed_join),
             new_session: keyed(rates.new_session),
+            report: keyed(rates.report),
             blocked: Mutex::new(HashMap::new()),
         }
     }
@@ -169,6 +176,7 @@ impl Limiters {
             Limit::Join => &self.join,
             Limit::Create => &self.create,
             Limit::Typing => &self.typing,
+            Limit::Report => &self.report,
         };
         let Some(limiter) = limiter else { return Ok(()) };
         limiter.check_key(&user_id.to_owned()).map_err(|not_until| {
@@ -264,6 +272,7 @@ impl Limiters {
             &self.address_create,
             &self.failed_join,
             &self.new_session,
+            &self.report,
         ]
         .into_iter()
         .flatten()
@@ -298,6 +307,7 @@ fn name(limit: Limit) -> &'static str {
         Limit::Join => "join",
         Limit::Create => "create",
         Limit::Typing => "typing",
+        Limit::Report => "report",
     }
 }
 

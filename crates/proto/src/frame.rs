@@ -70,6 +70,13 @@ pub enum ClientOp {
         #[serde(default)]
         limit: Option<u32>,
     },
+    /// Tells the operator about a message (the audit log).
+    Report {
+        room: String,
+        seq: u64,
+        #[serde(default)]
+        reason: Option<String>,
+    },
     Ping,
 }
 
@@ -88,6 +95,7 @@ impl ClientOp {
             ClientOp::History { .. } => "history",
             ClientOp::Get { .. } => "get",
             ClientOp::Mine { .. } => "mine",
+            ClientOp::Report { .. } => "report",
             ClientOp::Ping => "ping",
         }
     }

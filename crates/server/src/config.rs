@@ -110,6 +110,13 @@ pub struct ServeArgs {
     /// Rooms created per client address (IPv6: per /64) [default: 60/h,burst=30]
     #[arg(long, env = "CONFAB_CREATE_RATE_PER_IP", value_name = "RATE")]
     pub create_rate_per_ip: Option<String>,
+    /// Messages reported per user [default: 20/h,burst=10]
+    #[arg(long, env = "CONFAB_REPORT_RATE", value_name = "RATE")]
+    pub report_rate: Option<String>,
+    /// Append reports of messages (one JSON object a line) to this file; they are logged
+    /// either way
+    #[arg(long, env = "CONFAB_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Typing indicators per user; more are dropped unsent [default: 4/s,burst=8]
     #[arg(long, env = "CONFAB_TYPING_RATE", value_name = "RATE")]
     pub typing_rate: Option<String>,
@@ -173,6 +180,8 @@ pub struct Config {
     pub tcp: String,
     /// TLS on the HTTP and terminal listeners, when given.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// The audit log's file, when given.
+    pub audit_log: Option<PathBuf>,
     /// A separate address for `/metrics`; `None` serves it on `http`.
     pub metrics: Option<String>,
     pub data: PathBuf,
@@ -198,6 +207,7 @@ impl Default for Config {
             http: "127.0.0.1:8080".into(),
             tcp: "127.0.0.1:6789".into(),
             tls: None,
+            audit_log: None,
             metrics: None,
             data: PathBuf::from("./confab-data"),
             database: None,
@@ -271,6 +281,7 @@ impl ServeArgs {
         };
         Ok(Config {
             tls,
+            audit_log: args.audit_log,
             edge,
             http,
             tcp,
@@ -357,6 +368,7 @@ impl ServeArgs {
             )?,
             failed_join: rate("failed-join-rate", &args.failed_join_rate, rates.failed_join)?,
             new_session: rate("session-rate", &args.session_rate, rates.new_session)?,
+            report: rate("report-rate", &args.report_rate, rates.report)?,
             limit_loopback: args.limit_loopback.unwrap_or(rates.limit_loopback),
         };
         hub.room_retention = RetentionPolicy {
@@ -596,6 +608,8 @@ impl ServeArgs {
             create_rate: self.create_rate.or(lower.create_rate),
             create_rate_per_ip: self.create_rate_per_ip.or(lower.create_rate_per_ip),
             typing_rate: self.typing_rate.or(lower.typing_rate),
+            report_rate: self.report_rate.or(lower.report_rate),
+            audit_log: self.audit_log.or(lower.audit_log),
             max_rooms_per_connection: self
                 .max_rooms_per_connection
                 .or(lower.max_rooms_per_connection),

@@ -129,6 +129,18 @@ impl Server {
             );
             edge.descriptors = Some(descriptors);
         }
+        let mut config = config;
+        if let Some(path) = &config.audit_log {
+            config.hub.audit = confab_core::Audit::open(path).await.map_err(|e| {
+                let why = match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                    std::io::ErrorKind::NotFound => "its directory does not exist".to_owned(),
+                    _ => e.to_string(),
+                };
+                anyhow::anyhow!("--audit-log {}: cannot append to it: {why}", path.display())
+            })?;
+            tracing::info!("audit log: {}", path.display());
+        }
         let store = store::SqlStore::open(config.database.as_deref(), &config.data).await?;
         let hub =
             rooms::open(config.hub.clone(), store.into_store(), config.cluster.clone()).await?;

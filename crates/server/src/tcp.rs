@@ -432,6 +432,10 @@ impl Session {
             Command::Message { room, id } => {
                 (Pending::Message { room: self.label(&room) }, ClientOp::Get { room, seq: id })
             }
+            Command::Report { room, id, reason } => (
+                Pending::Report { room: self.label(&room), id },
+                ClientOp::Report { room, seq: id, reason },
+            ),
             Command::Groups => (Pending::Groups, ClientOp::Rooms),
         };
         self.request(pending, op).await;

@@ -1149,3 +1149,38 @@ async fn undoing_a_late_join_leaves_a_seat_in_grace_in_grace() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
+async fn a_message_posted_on_one_node_is_reported_on_another() {
+    // Each node's audit log in its own data directory.
+    let (nodes, _) =
+        cluster_of(2, |_| None, |c| c.audit_log = Some(c.data.join("audit.jsonl"))).await;
+    let mut bob = nodes[0].client("Bob").await;
+    let mut ann = nodes[1].client("Ann").await;
+    let code = nodes[0].create(&mut bob, json!({})).await;
+    bob.ok(json!({"op": "join", "room": code})).await.unwrap();
+    ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+    bob.ok(json!({"op": "post", "room": code, "body": "cheap watches"})).await.unwrap();
+    until_message(&mut ann, "cheap watches").await;
+    ann.ok(json!({"op": "report", "room": code, "seq": 1, "reason": "spam"})).await.unwrap();
+    let missing = json!({"op": "report", "room": code, "seq": 5});
+    assert_eq!(ann.error_code(missing).await.unwrap(), "not_found");
+    let audit = nodes[1].dir.path().join("audit.jsonl");
+    let deadline = tokio::time::Instant::now() + confab_client::WAIT;
+    let text = loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if !text.is_empty() {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no audit entry");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let entry: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(entry["node"], "n2", "the node the report reached writes it");
+    assert_eq!(entry["message"]["from"]["name"], "Bob");
+    assert_eq!(entry["message"]["body"], "cheap watches");
+    assert_eq!(entry["reporter"]["name"], "Ann");
+    let elsewhere = std::fs::read_to_string(nodes[0].dir.path().join("audit.jsonl")).unwrap();
+    assert!(elsewhere.is_empty(), "{elsewhere}");
+}

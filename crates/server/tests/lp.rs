@@ -713,3 +713,27 @@ async fn over_long_polling_only_join_tells_a_missing_room_from_a_private_one() {
     let joined = mallory.request(json!({"op": "join", "room": live})).await;
     assert_eq!(joined["error"]["code"], "rate_limited", "{joined}");
 }
+
+#[tokio::test]
+async fn a_message_is_reported_over_long_polling() {
+    let server = start_lp(|c| c.audit_log = Some(c.data.join("audit.jsonl"))).await;
+    let audit = server.dir.path().join("audit.jsonl");
+    let (mut ann, _) = Lp::hello(server.http, "Ann").await;
+    let mut bob = server.client("Bob").await;
+    ann.ok(json!({"op": "join", "room": "main"})).await;
+    join(&mut bob, "main").await;
+    post(&mut bob, "main", "buy now").await;
+    ann.ok(json!({"op": "report", "room": "main", "seq": 1, "reason": "spam"})).await;
+    let missing = ann.request(json!({"op": "report", "room": "main", "seq": 9})).await;
+    assert_eq!(missing["error"]["code"], "not_found", "{missing}");
+    eventually("the report in the audit log", || {
+        std::fs::read_to_string(&audit).is_ok_and(|text| text.lines().count() == 1)
+    })
+    .await;
+    let entry: Value =
+        serde_json::from_str(std::fs::read_to_string(&audit).unwrap().trim()).unwrap();
+    assert_eq!(
+        (&entry["message"]["body"], &entry["reporter"]["name"], &entry["reason"]),
+        (&json!("buy now"), &json!("Ann"), &json!("spam"))
+    );
+}

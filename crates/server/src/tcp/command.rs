@@ -30,6 +30,11 @@ pub(crate) enum Command {
         room: String,
         id: u64,
     },
+    Report {
+        room: String,
+        id: u64,
+        reason: Option<String>,
+    },
     Groups,
     /// Before the username: come back as the user of this session token.
     Session {
@@ -54,6 +59,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%users", about: "members of main" },
     Spec { usage: "%list", about: "messages of main you can see: id, sender, date, subject" },
     Spec { usage: "%message <id>", about: "one message of main, with its content" },
+    Spec { usage: "%report <id> [reason...]", about: "tell the operator about a message of main" },
     Spec { usage: "%groups", about: "public rooms and boards" },
     Spec { usage: "%groupjoin <room>", about: "join a room, by code or board name" },
     Spec { usage: "%groupleave <room>", about: "leave a room" },
@@ -61,6 +67,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%groupusers <room>", about: "members of a room" },
     Spec { usage: "%grouplist <room>", about: "messages of a room you can see" },
     Spec { usage: "%groupmessage <room> <id>", about: "one message of a room" },
+    Spec { usage: "%groupreport <room> <id> [reason...]", about: "report a message of a room" },
     Spec {
         usage: "%session <token>",
         about: "before your username: come back as the user that token names",
@@ -144,6 +151,10 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
         "%users" => Command::Users { room: MAIN.into() },
         "%list" => Command::List { room: MAIN.into() },
         "%message" => Command::Message { room: MAIN.into(), id: args.id()? },
+        "%report" => {
+            let id = args.id()?;
+            Command::Report { room: MAIN.into(), id, reason: args.optional_content() }
+        }
         "%groups" => Command::Groups,
         "%groupjoin" => Command::Join { room: args.word("a room")? },
         "%groupleave" => Command::Leave { room: args.word("a room")? },
@@ -157,6 +168,11 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
         "%groupmessage" => {
             let room = args.word("a room")?;
             Command::Message { room, id: args.id()? }
+        }
+        "%groupreport" => {
+            let room = args.word("a room")?;
+            let id = args.id()?;
+            Command::Report { room, id, reason: args.optional_content() }
         }
         "%session" => Command::Session { token: args.word("the token hello gave you")? },
         "%help" => Command::Help,
@@ -189,6 +205,12 @@ impl Args<'_> {
             return Err(Misuse::usage(format!("{} needs some content", self.name), self.name));
         }
         Ok(content.to_owned())
+    }
+
+    /// Everything left on the line, if anything.
+    fn optional_content(&mut self) -> Option<String> {
+        let content = std::mem::take(&mut self.rest).trim_end();
+        (!content.is_empty()).then(|| content.to_owned())
     }
 
     /// A message id: the room's `seq`, 1 or more.

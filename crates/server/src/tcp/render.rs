@@ -22,6 +22,7 @@ pub(crate) enum Pending {
     Users { room: String },
     List { room: String },
     Message { room: String },
+    Report { room: String, id: u64 },
     Groups,
 }
 
@@ -33,7 +34,8 @@ impl Pending {
             | Pending::Post { room }
             | Pending::Users { room }
             | Pending::List { room }
-            | Pending::Message { room } => Some(room),
+            | Pending::Message { room }
+            | Pending::Report { room, .. } => Some(room),
             Pending::Hello | Pending::Join | Pending::Groups => None,
         }
     }
@@ -147,6 +149,9 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
                 say!(out, "  {}", clean(text));
             }
         }
+        Pending::Report { room, id } => {
+            say!(out, "[{room}] message {id} reported to the operator");
+        }
         Pending::Groups => {
             let Rooms { rooms } = Rooms::deserialize(reply)?;
             say!(out, "rooms ({}):", rooms.len());
@@ -177,7 +182,9 @@ pub(crate) fn failure(out: &mut String, pending: &Pending, error: &ErrorBody) {
         }
         (ErrorCode::NotMember, Some(MAIN)) => "; %join first".to_owned(),
         (ErrorCode::NotMember, Some(room)) => format!("; %groupjoin {room} first"),
-        (ErrorCode::NotFound, _) if !matches!(pending, Pending::Message { .. }) => {
+        (ErrorCode::NotFound, _)
+            if !matches!(pending, Pending::Message { .. } | Pending::Report { .. }) =>
+        {
             "; %groups lists the public rooms".to_owned()
         }
         _ => String::new(),
