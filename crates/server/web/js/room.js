@@ -26,7 +26,7 @@ const timeline = new Timeline({
   pill: byId('new-pill'),
   pillText: byId('new-pill-text'),
   announcer: byId('announcer'),
-}, retry);
+}, retry, report);
 const members = new Members({
   list: byId('member-list'),
   count: byId('member-count'),
@@ -228,6 +228,15 @@ function postError(error) {
     case 'not_member': return 'you are not in the room';
     case 'timeout': return 'no answer from the server';
     default: return error.message || error.code;
+  }
+}
+
+/** Reports message `seq` of this room to the operator. */
+async function report(seq, reason) {
+  try {
+    await client.request('report', { room: room.code, seq, ...(reason ? { reason } : {}) });
+  } catch (error) {
+    throw new Error(describeError(error));
   }
 }
 

@@ -24,13 +24,16 @@ function isUnconfirmed(el) {
 }
 
 export class Timeline {
-  constructor({ list, scroller, pill, pillText, announcer }, onRetry) {
+  constructor({ list, scroller, pill, pillText, announcer }, onRetry, onReport = async () => {}) {
     this.list = list;
     this.scroller = scroller;
     this.pill = pill;
     this.pillText = pillText;
     this.announcer = announcer;
     this.onRetry = onRetry;
+    // Sends a report of message `seq` with an optional reason; rejects
+    // with the error to show.
+    this.onReport = onReport;
     this.self = null;
     this.bySeq = new Map();
     this.byCid = new Map();
@@ -140,6 +143,59 @@ export class Timeline {
     if (live) this.announce(null, text);
   }
 
+  /** The "Report" action under someone else's message. */
+  reportControls(message) {
+    const actions = h('div', { class: 'msg-actions' });
+    const open = h('button', {
+      type: 'button',
+      class: 'msg-action',
+      'aria-label': `Report this message from ${message.from.name}`,
+    }, 'Report');
+    open.addEventListener('click', () => this.openReport(actions, message));
+    actions.append(open);
+    return actions;
+  }
+
+  /** Asks why (optional), then reports; says how it went in place of the form. */
+  openReport(actions, message) {
+    const reason = h('input', {
+      type: 'text',
+      class: 'report-reason',
+      maxlength: '200',
+      placeholder: 'Why? (optional)',
+      'aria-label': 'Why you report this message (optional)',
+    });
+    const cancel = h('button', { type: 'button', class: 'msg-action' }, 'Cancel');
+    const form = h('form', { class: 'report-form' },
+      reason,
+      h('button', { type: 'submit', class: 'msg-action strong' }, 'Report'),
+      cancel);
+    const restore = () => {
+      const fresh = this.reportControls(message);
+      actions.replaceWith(fresh);
+      fresh.querySelector('button')?.focus();
+    };
+    cancel.addEventListener('click', restore);
+    form.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape') restore();
+    });
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      for (const control of form.elements) control.disabled = true;
+      const note = h('span', { class: 'report-note', role: 'status' });
+      try {
+        await this.onReport(message.seq, reason.value.trim());
+        note.textContent = 'Reported to the operator. Thank you.';
+      } catch (error) {
+        note.classList.add('failed');
+        note.textContent = `Not reported: ${error.message}`;
+      }
+      actions.replaceChildren(note);
+    });
+    actions.replaceChildren(form);
+    reason.focus();
+  }
+
   /** Hides the messages of the users hidden on this device, and shows the others'. */
   applyHidden() {
     const hidden = store.hidden;
@@ -162,7 +218,8 @@ export class Timeline {
         h('div', { class: 'bubble' },
           message.subject ? h('strong', { class: 'msg-subject' }, message.subject) : null,
           h('span', { class: 'msg-body' }, linkify(message.body))),
-        state ? h('div', { class: 'msg-status' }) : null));
+        state ? h('div', { class: 'msg-status' }) : null,
+        state ? null : this.reportControls(message)));
     this.setTime(item, message.ts);
     if (state) this.setState(item, state);
     return item;

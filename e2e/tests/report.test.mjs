@@ -1,0 +1,94 @@
+// Reporting a message to the operator from its "Report" action: the
+// optional reason, the confirmation in place, the audit entry on the
+// server, and Cancel and Escape leaving nothing behind.
+
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { launchBrowser, newPerson, TIMEOUT } from '../lib/browser.mjs';
+import { createRoom, joinByCode, send, waitForMessage, waitForText } from '../lib/chat.mjs';
+import { contrastFailures } from '../lib/contrast.mjs';
+import { startServer } from '../lib/server.mjs';
+
+const OUT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../target/e2e');
+
+/** The message item with this body. */
+function item(page, body) {
+  return page.locator('#messages .msg', { has: page.locator('.msg-body', { hasText: body }) });
+}
+
+describe('reporting a message', { timeout: 120_000 }, () => {
+  let server;
+  let browser;
+  const people = [];
+
+  async function person(options) {
+    const p = await newPerson(browser, options);
+    people.push(p);
+    return p;
+  }
+
+  before(async () => {
+    await mkdir(OUT, { recursive: true });
+    server = await startServer();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    for (const { page } of people) assert.deepEqual(page.problems, [], 'no script errors or CSP violations');
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test('a message is reported with a reason, and the operator gets it', async () => {
+    const ann = await person();
+    const bob = await person();
+    const code = await createRoom(ann.page, server.url, { name: 'Ann', title: 'Help desk', seats: '2' });
+    await joinByCode(bob.page, server.url, 'Bob', code);
+    await send(bob.page, 'Send me your password and I will fix it');
+    await send(ann.page, 'My own message has nothing to report');
+    await waitForMessage(ann.page, 'Send me your password and I will fix it');
+    await waitForMessage(ann.page, 'My own message has nothing to report', 'sent');
+
+    // Only other people's messages can be reported.
+    assert.equal(await item(ann.page, 'My own message has nothing to report').locator('.msg-action').count(), 0);
+    const bobs = item(ann.page, 'Send me your password and I will fix it');
+    await bobs.hover();
+    await bobs.getByRole('button', { name: 'Report this message from Bob' }).click();
+    // Cancel and Escape put the action back, reporting nothing.
+    await bobs.getByRole('button', { name: 'Cancel' }).click();
+    await bobs.getByRole('button', { name: 'Report this message from Bob' }).click();
+    await ann.page.keyboard.press('Escape');
+    assert.equal(await ann.page.evaluate(() => document.activeElement?.getAttribute('aria-label')),
+      'Report this message from Bob', 'the focus returns to the action');
+    assert.doesNotMatch(server.log(), /"kind":"report"/);
+
+    await ann.page.keyboard.press('Enter');
+    const reason = bobs.getByRole('textbox', { name: 'Why you report this message (optional)' });
+    await reason.fill('asks for passwords');
+    await ann.page.screenshot({ path: path.join(OUT, 'report-form.png'), animations: 'disabled' });
+    assert.deepEqual(await contrastFailures(ann.page), [], 'text contrast with the report form open');
+    await reason.press('Enter');
+    await waitForText(ann.page, '#messages .report-note', 'Reported to the operator. Thank you.');
+    await ann.page.screenshot({ path: path.join(OUT, 'report-done.png'), animations: 'disabled' });
+
+    // The operator's audit entry: the message, who wrote it, who reported it
+    // and why (the log has no event to wait for: it is read until it has it).
+    const deadline = Date.now() + TIMEOUT;
+    while (!/"kind":"report"/.test(server.log()) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const line = server.log().split('\n').find((l) => l.includes('"kind":"report"'));
+    assert.ok(line, 'the report is in the audit log');
+    const entry = JSON.parse(line.slice(line.indexOf('{')));
+    assert.equal(entry.message.body, 'Send me your password and I will fix it');
+    assert.equal(entry.message.from.name, 'Bob');
+    assert.equal(entry.reporter.name, 'Ann');
+    assert.equal(entry.reason, 'asks for passwords');
+    assert.equal(entry.room, code);
+    // Bob is told nothing.
+    assert.equal(await bob.page.locator('.report-note').count(), 0);
+  });
+});
