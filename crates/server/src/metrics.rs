@@ -22,8 +22,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::App;
 
 pub(crate) use confab_core::metric::{
-    CLUSTER_POST_BATCH, CONNECTIONS, DELIVERIES, FANOUT, HEAP_TRIMS, MEMBERS, OUTBOX_OVERFLOWS,
-    POSTS, RATE_LIMITED, STORE_BATCH, STORE_WRITE,
+    AUDIT_DROPPED, CLUSTER_POST_BATCH, CONNECTIONS, DELIVERIES, FANOUT, HEAP_TRIMS, MEMBERS,
+    OUTBOX_OVERFLOWS, POSTS, RATE_LIMITED, REPORTS, STORE_BATCH, STORE_WRITE,
 };
 
 /// Rooms that exist, boards included. A gauge of this server's hub,
@@ -99,7 +99,14 @@ fn describe() {
     );
     describe_histogram!(FANOUT, Unit::Seconds, "Time to queue one message for every recipient.");
     describe_counter!(HEAP_TRIMS, "Times free heap memory was returned to the system.");
-    for counter in [POSTS, DELIVERIES, OUTBOX_OVERFLOWS, RATE_LIMITED, HEAP_TRIMS] {
+    describe_counter!(REPORTS, "Messages reported by users.");
+    describe_counter!(
+        AUDIT_DROPPED,
+        "Audit entries not written to the audit log file (queue full)."
+    );
+    for counter in
+        [POSTS, DELIVERIES, OUTBOX_OVERFLOWS, RATE_LIMITED, HEAP_TRIMS, REPORTS, AUDIT_DROPPED]
+    {
         metrics::counter!(counter).increment(0);
     }
     for transport in ["ws", "lp", "tcp"] {
