@@ -251,15 +251,19 @@ pub(super) async fn write_frames<S: Socket>(
     outbox: OutboxReceiver,
     shutdown: CancellationToken,
 ) {
-    write_until_closed(&mut socket, outbox, shutdown).await;
-    socket.finish().await;
+    // A socket that failed or stalled is dropped as it is: waiting to end
+    // it cleanly would only hold it longer.
+    if write_until_closed(&mut socket, outbox, shutdown).await {
+        socket.finish().await;
+    }
 }
 
+/// The loop of [`write_frames`]; whether the socket is still good.
 async fn write_until_closed<S: Socket>(
     socket: &mut S,
     mut outbox: OutboxReceiver,
     shutdown: CancellationToken,
-) {
+) -> bool {
     let signal = outbox.signal();
     let (reason, mut unfinished) = loop {
         // One atomic load tells a close (a shutdown reaches the writer as a
@@ -269,11 +273,12 @@ async fn write_until_closed<S: Socket>(
             Next::Closed(reason) => break (reason, None),
             // Every sender is gone: the client left, or the reader queued
             // the last frame.
-            Next::End => return,
+            Next::End => return true,
         };
         let (mut rest, closing) = match write_now(socket, frame, &mut outbox) {
             Ok(Written::All) => continue,
-            Ok(Written::Closed) | Err(_) => return,
+            Ok(Written::Closed) => return true,
+            Err(_) => return false,
             Ok(Written::Partly(rest, closing)) => (rest, closing),
         };
         // Boxed: the stalled write's state lives only while it waits,
@@ -286,15 +291,16 @@ async fn write_until_closed<S: Socket>(
         };
         match written {
             Ok(Ok(())) if !closing => {}
-            Ok(Ok(())) | Ok(Err(_)) => return,
+            Ok(Ok(())) => return true,
+            Ok(Err(_)) => return false,
             Err(_) => {
                 tracing::debug!("websocket write stalled for {WRITE_TIMEOUT:?}; closing");
-                return;
+                return false;
             }
         }
     };
     // Boxed like the stalled write: the closing state is needed once.
-    let _ = Box::pin(timeout(CLOSE_TIMEOUT, async {
+    let closed = Box::pin(timeout(CLOSE_TIMEOUT, async {
         // A frame half written is finished first, or the close frame would
         // land inside it.
         if let Some(rest) = unfinished.as_mut() {
@@ -325,6 +331,7 @@ async fn write_until_closed<S: Socket>(
         send(socket, &mut Unsent { bytes: close, at: 0 }).await
     }))
     .await;
+    matches!(closed, Ok(Ok(())))
 }
 
 #[cfg(test)]
