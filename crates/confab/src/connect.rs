@@ -20,9 +20,12 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 use self::console::{Input, Screen};
 use self::hidden::Hidden;
@@ -43,24 +46,96 @@ const HELP: &[&str] = &[
     "  %exit                   leave every room and quit (Ctrl-D and Ctrl-C too)",
 ];
 
+/// A connection to a server: plain TCP, or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
+
+/// How to reach servers: in the clear, or over TLS with this client.
+#[derive(Clone)]
+pub(crate) struct Security(Option<TlsConnector>);
+
+impl Security {
+    /// Plain TCP.
+    pub fn plain() -> Security {
+        Security(None)
+    }
+
+    /// TLS, trusting the certificates of `ca` (PEM), or of the system's
+    /// bundle without it; or trusting any certificate, if `insecure`.
+    ///
+    /// # Errors
+    ///
+    /// The certificates cannot be read.
+    pub fn tls(ca: Option<&std::path::Path>, insecure: bool) -> Result<Security, String> {
+        let mut config = if insecure {
+            crate::unchecked_tls::config()
+        } else {
+            let bundle = match ca {
+                Some(path) => path.to_owned(),
+                None => SYSTEM_BUNDLES
+                    .iter()
+                    .map(std::path::PathBuf::from)
+                    .find(|path| path.is_file())
+                    .ok_or("no system CA bundle found; give --ca FILE (or --insecure)")?,
+            };
+            let pem =
+                std::fs::read(&bundle).map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
+                roots.add(cert).map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("--ca {}: no certificate in it", bundle.display()));
+            }
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                confab_server::tls::provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+        };
+        config.alpn_protocols = vec![confab_server::tls::TERMINAL_ALPN.to_vec()];
+        Ok(Security(Some(TlsConnector::from(std::sync::Arc::new(config)))))
+    }
+}
+
+/// Where Linux distributions keep the system's CA certificates.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
 /// A connection to a server.
 struct Link {
     /// `host:port`, as the user gave it.
     name: String,
-    lines: Lines<BufReader<OwnedReadHalf>>,
-    writer: OwnedWriteHalf,
+    lines: Lines<BufReader<ReadHalf<Box<dyn Stream>>>>,
+    writer: WriteHalf<Box<dyn Stream>>,
 }
 
 impl Link {
-    async fn open(host: &str, port: u16) -> std::io::Result<Link> {
-        let stream = TcpStream::connect((host, port)).await?;
-        stream.set_nodelay(true)?;
-        let (reader, writer) = stream.into_split();
+    async fn open(host: &str, port: u16, security: &Security) -> std::io::Result<Link> {
+        let tcp = TcpStream::connect((host, port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &security.0 {
+            None => Box::new(tcp),
+            Some(client) => {
+                let name = ServerName::try_from(host.to_owned())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                Box::new(client.connect(name, tcp).await?)
+            }
+        };
+        let (reader, writer) = tokio::io::split(stream);
         Ok(Link { name: format!("{host}:{port}"), lines: BufReader::new(reader).lines(), writer })
     }
 
     async fn send(&mut self, line: &str) -> std::io::Result<()> {
-        self.writer.write_all(format!("{line}\n").as_bytes()).await
+        self.writer.write_all(format!("{line}\n").as_bytes()).await?;
+        self.writer.flush().await
     }
 }
 
@@ -115,7 +190,7 @@ fn local(line: &str) -> Local {
 }
 
 /// Runs the client until the user quits.
-pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
+pub async fn run(host: Option<String>, port: Option<u16>, security: Security) -> ExitCode {
     let host = host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
     let port = port.unwrap_or(DEFAULT_PORT);
     let (mut input, mut screen) = console::open();
@@ -123,7 +198,7 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
     // presents it, so the seats held through a drop are the user's again.
     let mut sessions = HashMap::new();
     let mut hidden = Hidden::load();
-    let mut link = match connect(&host, port, &sessions, &mut screen).await {
+    let mut link = match connect(&host, port, &security, &sessions, &mut screen).await {
         Some(link) => Some(link),
         // A script cannot type `%connect`: fail at once.
         None if screen.is_plain() => return ExitCode::FAILURE,
@@ -141,7 +216,7 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
                         // Dropping the old connection is a disconnect there:
                         // its rooms hold the seat for the reconnect grace.
                         drop(link.take());
-                        link = connect(&host, port, &sessions, &mut screen).await;
+                        link = connect(&host, port, &security, &sessions, &mut screen).await;
                     }
                     Local::Help => {
                         for text in HELP {
@@ -185,10 +260,11 @@ pub async fn run(host: Option<String>, port: Option<u16>) -> ExitCode {
 async fn connect(
     host: &str,
     port: u16,
+    security: &Security,
     sessions: &HashMap<String, String>,
     screen: &mut Screen,
 ) -> Option<Link> {
-    match Link::open(host, port).await {
+    match Link::open(host, port, security).await {
         Ok(mut link) => {
             screen.note(&format!("connected to {}", link.name));
             if let Some(token) = sessions.get(&link.name) {

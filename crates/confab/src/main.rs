@@ -54,6 +54,16 @@ enum Command {
         host: Option<String>,
         /// Port of the line protocol [default: 6789]
         port: Option<u16>,
+        /// Speak TLS (a server with --tls-cert), checking its certificate against the
+        /// system's CA bundle
+        #[arg(long)]
+        tls: bool,
+        /// With TLS, trust the certificates of this PEM file instead (implies --tls)
+        #[arg(long, value_name = "FILE")]
+        ca: Option<std::path::PathBuf>,
+        /// With TLS, trust any certificate (implies --tls): for a test server only
+        #[arg(long, conflicts_with = "ca")]
+        insecure: bool,
     },
     /// Generate load against a server and measure it.
     Bench(bench::BenchArgs),
@@ -99,7 +109,20 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
-        Command::Connect { host, port } => runtime.block_on(connect::run(host, port)),
+        Command::Connect { host, port, tls, ca, insecure } => {
+            let security = if tls || insecure || ca.is_some() {
+                match connect::Security::tls(ca.as_deref(), insecure) {
+                    Ok(security) => security,
+                    Err(e) => {
+                        eprintln!("confab: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                connect::Security::plain()
+            };
+            runtime.block_on(connect::run(host, port, security))
+        }
         Command::Bench(_) | Command::Healthcheck { .. } => unreachable!("run above"),
     }
 }

@@ -139,6 +139,59 @@ fn a_hidden_persons_messages_are_not_shown_and_the_choice_is_kept() {
 }
 
 #[test]
+fn over_tls_with_the_servers_certificate_and_not_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let files = confab_server::tls::TlsFiles {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    };
+    std::fs::write(&files.cert, made.cert.pem()).unwrap();
+    std::fs::write(&files.key, made.signing_key.serialize_pem()).unwrap();
+    let runtime = Runtime::new().unwrap();
+    let mut config = Config::ephemeral(dir.path());
+    config.tls = Some(files.clone());
+    let server = runtime.block_on(Server::start(config)).unwrap();
+    let port = server.tcp_addr().port().to_string();
+    let run = |args: &[&str]| {
+        let mut child = confab()
+            .arg("connect")
+            .args(args)
+            .args(["localhost", &port])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("confab connect starts");
+        child.stdin.take().unwrap().write_all(b"Ann\n%join\n%post hi over tls\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let ca = files.cert.to_str().unwrap();
+    for args in [&["--ca", ca][..], &["--insecure"][..]] {
+        let output = run(args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(stdout.starts_with("welcome to confab "), "{stdout}");
+        assert!(
+            stdout.contains("[main] you posted 1") || stdout.contains("[main] you posted 2"),
+            "{stdout}"
+        );
+    }
+    // Not trusted by the system's bundle: refused, saying why.
+    let output = run(&["--tls"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect") && stderr.contains("certificate"), "{stderr}");
+    // Plain text to a TLS port gets nothing.
+    let output = run(&[]);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("welcome"), "{output:?}");
+    // A CA file that does not exist is a usage error.
+    let output = run(&["--ca", "/no/such/file.pem"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    runtime.block_on(server.stop());
+}
+
+#[test]
 fn without_a_terminal_an_unreachable_server_fails() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
