@@ -164,7 +164,8 @@ impl Cluster {
             }
             let seats = room.spec.seats(self.max_capacity);
             let info = room.spec.info(0);
-            if let Err(e) = self.create(&info, seats, None, false, room.last_seq).await {
+            if let Err(e) = self.create(&info, seats, None, false, room.last_seq, &room.roles).await
+            {
                 failed.get_or_insert(ClusterError::Record { room: info.code, message: e.message });
             }
         }

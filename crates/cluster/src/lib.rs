@@ -151,6 +151,7 @@ pub(crate) struct ClusterJoin {
     pub limit: usize,
     /// The oldest `seq` the window holds.
     pub oldest: u64,
+    pub roles: confab_proto::Roles,
 }
 
 /// What a read of messages answered.
@@ -318,8 +319,11 @@ impl Cluster {
         ttl: Option<Duration>,
         only_new: bool,
         last_seq: u64,
+        roles: &confab_proto::Roles,
     ) -> Result<bool, ErrorBody> {
         let json = serde_json::to_string(info).expect("room info serializes");
+        let roles: String =
+            roles.iter().map(|(id, role)| format!("{id}={};", role.as_str())).collect();
         let eph = if info.retention == confab_proto::Retention::Ephemeral { "1" } else { "0" };
         let ttl = ttl.map_or(0, |t| t.as_millis().max(1)).to_string();
         let r = self
@@ -336,6 +340,7 @@ impl Cluster {
                     if only_new { "1" } else { "0" },
                     &last_seq.to_string(),
                     &info.backlog.to_string(),
+                    &roles,
                 ],
             )
             .await?;
@@ -372,10 +377,14 @@ impl Cluster {
     /// The members of a room that is public or that the asking connection
     /// is in (`joined`); `None` for any other room, and for one that does
     /// not exist.
-    pub async fn members(&self, code: &str, joined: bool) -> Result<Option<Vec<User>>, ErrorBody> {
+    pub async fn members(
+        &self,
+        code: &str,
+        joined: bool,
+    ) -> Result<Option<(Vec<User>, confab_proto::Roles)>, ErrorBody> {
         let r = self.room_op(code, &["members", code, if joined { "1" } else { "0" }]).await?;
         match r.status() {
-            "ok" => Ok(Some(r.list(1)?)),
+            "ok" => Ok(Some((r.list(1)?, roles(&r.texts(2)?)))),
             _ => Ok(None),
         }
     }
@@ -408,6 +417,14 @@ impl Cluster {
     fn all_mirrors(&self) -> Vec<Arc<Mirror>> {
         self.mirrors.read().values().cloned().collect()
     }
+}
+
+/// A room's roles from Redis's `HGETALL` (field, value, field, value…);
+/// what is not a role is skipped.
+pub(crate) fn roles(flat: &[String]) -> confab_proto::Roles {
+    flat.chunks_exact(2)
+        .filter_map(|pair| Some((pair[0].clone(), confab_proto::Role::parse(&pair[1])?)))
+        .collect()
 }
 
 fn new_incarnation(node: &str) -> String {
@@ -515,8 +532,11 @@ mod tests {
     async fn concurrent_joins_over_three_nodes_take_exactly_the_seats() {
         let (a, b, c) = (cluster("a").await, cluster("b").await, cluster("c").await);
         let code = format!("T{:08X}", rand::random::<u32>());
-        assert!(a.create(&info(&code, 3), 3, None, true, 0).await.unwrap());
-        assert!(!b.create(&info(&code, 3), 3, None, true, 0).await.unwrap(), "code taken");
+        assert!(a.create(&info(&code, 3), 3, None, true, 0, &Default::default()).await.unwrap());
+        assert!(
+            !b.create(&info(&code, 3), 3, None, true, 0, &Default::default()).await.unwrap(),
+            "code taken"
+        );
         let nodes = [a.clone(), b.clone(), c.clone()];
         let joins = (0..30).map(|i| {
             let node = nodes[i % 3].clone();
@@ -529,7 +549,7 @@ mod tests {
         for refused in results.iter().filter_map(|r| r.as_ref().err()) {
             assert_eq!(refused.code, ErrorCode::RoomFull);
         }
-        let members = c.members(&code, true).await.unwrap().unwrap();
+        let (members, _) = c.members(&code, true).await.unwrap().unwrap();
         assert_eq!(members.len(), 3);
     }
 
@@ -538,7 +558,7 @@ mod tests {
     async fn posts_from_two_nodes_get_one_order_and_a_cid_is_posted_once() {
         let (a, b) = (cluster("a").await, cluster("b").await);
         let code = format!("T{:08X}", rand::random::<u32>());
-        a.create(&info(&code, 4), 4, None, true, 0).await.unwrap();
+        a.create(&info(&code, 4), 4, None, true, 0, &Default::default()).await.unwrap();
         let (ann, bob) = (user(1), user(2));
         let joined = a.join(&code, &ann, None, 100, None, false, false).await.unwrap();
         assert!(joined.new);

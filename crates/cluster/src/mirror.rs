@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use confab_proto::{Event, LeaveReason, Retention, RoomInfo, User};
+use confab_proto::{Event, LeaveReason, Retention, Role, RoomInfo, User};
 use parking_lot::Mutex;
 
 use confab_core::Outbox;
@@ -42,6 +42,7 @@ enum Kind {
     Join(User),
     Leave(LeaveReason, User),
     Typing(bool, User),
+    Role(Role, User),
 }
 
 /// Reads `"C ev kind …"`; see `room.lua`.
@@ -73,6 +74,10 @@ pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
         "t" => {
             let (active, user) = rest.split_once(' ')?;
             Kind::Typing(active == "1", serde_json::from_str(user).ok()?)
+        }
+        "r" => {
+            let (role, user) = rest.split_once(' ')?;
+            Kind::Role(Role::parse(role)?, serde_json::from_str(user).ok()?)
         }
         _ => return None,
     };
@@ -373,7 +378,7 @@ impl Mirror {
             Kind::Leave(_, user) => {
                 state.members.remove(&user.id);
             }
-            Kind::Message { .. } | Kind::Typing(..) => {}
+            Kind::Message { .. } | Kind::Typing(..) | Kind::Role(..) => {}
         }
         self.members.store(state.members.len(), Ordering::Relaxed);
         self.render(envelope, me)
@@ -398,6 +403,7 @@ impl Mirror {
                 let id = user.id.clone();
                 (event_frame(&Event::Typing { room, user, active }), To::Others(id))
             }
+            Kind::Role(role, user) => (event_frame(&Event::Role { room, user, role }), To::All),
         };
         Applied { ev: envelope.ev, frame, to }
     }
@@ -454,6 +460,7 @@ mod tests {
             after: 0,
             limit: 10,
             oldest: 1,
+            roles: Default::default(),
         }
     }
 

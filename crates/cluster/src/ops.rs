@@ -81,6 +81,7 @@ impl Cluster {
             after: r.uint(8)?,
             limit: usize::try_from(r.uint(9)?).unwrap_or(usize::MAX),
             oldest: r.uint(10)?,
+            roles: super::roles(&r.texts(11)?),
         })
     }
 
@@ -156,6 +157,35 @@ impl Cluster {
         let r = self.room_op(code, &[op, code, user_id, incarnation.unwrap_or(""), &token]).await?;
         log_ended(&r, 0, code);
         Ok(departure(&r, user_id, epoch))
+    }
+
+    /// Gives `target` `role` in `code` on behalf of `actor` (see
+    /// `room.lua`); the roles after it.
+    pub async fn set_role(
+        &self,
+        code: &str,
+        actor: &str,
+        target: &confab_core::Target,
+        role: confab_proto::Role,
+    ) -> Result<confab_proto::Roles, ErrorBody> {
+        let (id, name) = match target {
+            confab_core::Target::Id(id) => (id.clone(), String::new()),
+            confab_core::Target::Name(name) => (String::new(), confab_core::name_key(name)),
+        };
+        let r = self.room_op(code, &["role", code, actor, &id, &name, role.as_str()]).await?;
+        match r.status() {
+            "ok" => Ok(super::roles(&r.texts(1)?)),
+            "forbidden" => Err(confab_core::frames::owner_only(code)),
+            "own" => Err(confab_core::frames::own_role(code)),
+            "no_member" => {
+                let whom = match target {
+                    confab_core::Target::Id(id) => id,
+                    confab_core::Target::Name(name) => name,
+                };
+                Err(confab_core::frames::no_such_member(code, whom))
+            }
+            _ => Err(confab_core::frames::not_in(code)),
+        }
     }
 
     /// Ends a member's grace, unless they came back.

@@ -34,6 +34,8 @@
 --  19 op     string: what became of one join or claim, by its op id
 --                ("...:op:-" for an op without one): "done:<counted>",
 --                "claimed" or "cancelled"
+--  20 roles  hash: user id -> "owner" or "moderator" (a plain member is
+--                not in it)
 --
 -- ARGV[1] is the op, ARGV[2] the room code; the rest depend on the op.
 -- Envelopes published on the events channel:
@@ -41,6 +43,9 @@
 --   "C ev j <user JSON>"                      a join
 --   "C ev l reason <user JSON>"               a leave
 --   "C 0 t 1|0 <user JSON>"                   typing (not numbered)
+--   "C 0 r <role> <user JSON>"                a role given (not numbered:
+--                                             join and members tell the
+--                                             roles in force)
 
 local op = ARGV[1]
 local code = ARGV[2]
@@ -106,7 +111,7 @@ end
 
 local function destroy()
   for i = 1, 12 do redis.call('DEL', KEYS[i]) end
-  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18])
+  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18], KEYS[20])
   redis.call('SREM', KEYS[15], code)
   redis.call('SREM', KEYS[16], code)
 end
@@ -180,6 +185,10 @@ if op == 'create' then
     return {'ok'}
   end
   redis.call('HSET', KEYS[1], 'json', ARGV[3], 'seats', ARGV[4], 'eph', ARGV[5], 'backlog', ARGV[10])
+  -- ARGV[11]: the roles it starts with, "uid=role;uid=role" ('' none).
+  for uid, role in string.gmatch(ARGV[11] or '', '([^=;]+)=([^;]+)') do
+    redis.call('HSET', KEYS[20], uid, role)
+  end
   if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[9]) then
     redis.call('SET', KEYS[7], ARGV[9])
     -- The window ends at seq's message: what it held (if anything
@@ -271,7 +280,8 @@ if op == 'join' then
   after = math.max(after, from - 1)
   local ev = latest_event()
   local members = member_list()
-  return {'ok', new, latest, ev, from, info, members, messages(after, limit), after, limit, oldest()}
+  return {'ok', new, latest, ev, from, info, members, messages(after, limit), after, limit, oldest(),
+    redis.call('HGETALL', KEYS[20])}
 end
 
 if op == 'leave' or op == 'drop' then
@@ -496,7 +506,39 @@ if op == 'members' then
   -- take the same commands and get the same answer.
   if ARGV[3] ~= '1' and redis.call('SISMEMBER', KEYS[16], code) == 0 then return {'hidden'} end
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'hidden'} end
-  return {'ok', member_list()}
+  return {'ok', member_list(), redis.call('HGETALL', KEYS[20])}
+end
+
+if op == 'role' then
+  -- ARGV: 3 the actor's user id (a member, through the asking
+  --       connection), 4 the target's user id ('' when named), 5 the
+  --       target's name key ('' when by id), 6 owner|moderator|member.
+  -- Only the owner gives roles; making another member the owner hands
+  -- the room over, the old owner becoming a moderator.
+  local actor = ARGV[3]
+  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
+    return {'not_member'}
+  end
+  if redis.call('HGET', KEYS[20], actor) ~= 'owner' then return {'forbidden'} end
+  local target = ARGV[4]
+  if target == '' then target = redis.call('HGET', KEYS[3], ARGV[5]) end
+  local user = target and redis.call('HGET', KEYS[2], target)
+  if not user then return {'no_member'} end
+  if target == actor then return {'own'} end
+  local role = ARGV[6]
+  if (redis.call('HGET', KEYS[20], target) or 'member') ~= role then
+    if role == 'member' then
+      redis.call('HDEL', KEYS[20], target)
+    else
+      redis.call('HSET', KEYS[20], target, role)
+    end
+    redis.call('PUBLISH', CHANNEL, code .. ' 0 r ' .. role .. ' ' .. user)
+  end
+  if role == 'owner' then
+    redis.call('HSET', KEYS[20], actor, 'moderator')
+    redis.call('PUBLISH', CHANNEL, code .. ' 0 r moderator ' .. redis.call('HGET', KEYS[2], actor))
+  end
+  return {'ok', redis.call('HGETALL', KEYS[20])}
 end
 
 return redis.error_reply('unknown op ' .. tostring(op))

@@ -8,8 +8,9 @@ use std::time::Duration;
 use confab_core::frames::{not_in, storage_down, unavailable};
 use confab_core::{
     Draft, Joiner, NewRoom, Range, RoomBackend, Seat, Services, StoredRoom, StoredVisibility,
+    Target,
 };
-use confab_proto::{ErrorBody, JoinResult, Message, Retention, RoomInfo, User};
+use confab_proto::{ErrorBody, JoinResult, Message, Retention, Role, Roles, RoomInfo, User};
 
 use crate::{Cluster, ClusterConfig, ClusterError, Mirror};
 
@@ -112,11 +113,12 @@ impl RoomBackend for ClusterRooms {
             // Unjoined, an ephemeral room expires; so does a persistent
             // one until it is stored.
             let ttl = Some(config.unjoined_room_ttl);
-            if !self.cluster.create(&info, seats, ttl, true, 0).await? {
+            let roles = new.roles();
+            if !self.cluster.create(&info, seats, ttl, true, 0, &roles).await? {
                 continue;
             }
             if persistent {
-                let stored = StoredRoom { spec, last_seq: 0 };
+                let stored = StoredRoom { spec, last_seq: 0, roles };
                 self.services.store.save_room(&stored).await.map_err(|e| {
                     tracing::warn!("cannot store room {}: {e}", info.code);
                     storage_down()
@@ -200,6 +202,7 @@ impl RoomBackend for ClusterRooms {
         let result = JoinResult {
             room: joined.info,
             members: joined.members,
+            roles: joined.roles,
             messages,
             seq: joined.seq,
             gap: false,
@@ -265,11 +268,28 @@ impl RoomBackend for ClusterRooms {
         seat: Option<&ClusterSeat>,
         _conn: u64,
         _user_id: &str,
-    ) -> Result<Vec<User>, ErrorBody> {
+    ) -> Result<(Vec<User>, Roles), ErrorBody> {
         // Redis answers a private room this connection is not in exactly
         // as a missing one: the same commands, the same one-word answer.
         let key = self.services.room_key(code);
         self.cluster.members(&key, seat.is_some()).await?.ok_or_else(|| not_in(code))
+    }
+
+    async fn set_role(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+        target: &Target,
+        role: Role,
+    ) -> Result<(), ErrorBody> {
+        let code = seat.mirror.code();
+        let roles = self.cluster.set_role(code, actor, target, role).await?;
+        // A persistent room's roles outlive Redis: the store is the record.
+        if seat.mirror.persistent() {
+            self.services.remember_roles(code, roles);
+        }
+        Ok(())
     }
 
     async fn read(

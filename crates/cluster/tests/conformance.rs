@@ -243,6 +243,21 @@ fn names(members: &Value) -> Vec<String> {
     names
 }
 
+impl<B: RoomBackend> Client<B> {
+    /// The next event named `ev`, skipping others.
+    async fn next_event(&mut self, ev: &str) -> Value {
+        loop {
+            let event = match self.events.pop_front() {
+                Some(event) => event,
+                None => self.frame().await,
+            };
+            if event["ev"] == ev {
+                return event;
+            }
+        }
+    }
+}
+
 // ----- the scenarios -----
 
 /// Create, join, post, typing, members, history, get, leave: what each
@@ -491,6 +506,71 @@ async fn private_rooms_answer_as_missing_ones<B: RoomBackend>(nodes: Nodes<B>) {
     assert!(codes.contains(&public.as_str()) && !codes.contains(&private.as_str()), "{codes:?}");
 }
 
+/// The creator owns the room; the owner names moderators and hands the
+/// room over, by name or by id; every member hears of each change, and
+/// sees the roles in `join` and `members`; nobody else gives roles.
+async fn roles<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let mut cleo = Client::new(&nodes.a, "Cleo").await;
+    let code = ann.create(json!({})).await;
+    let joined = ann.join(&code).await;
+    assert_eq!(joined["roles"], json!({ann.user.as_str(): "owner"}));
+    bob.join(&code).await;
+    let joined = cleo.join(&code).await;
+    assert_eq!(joined["roles"], json!({ann.user.as_str(): "owner"}), "{joined}");
+    let members = bob.ok(json!({"op": "members", "room": code})).await;
+    assert_eq!(members["roles"], json!({ann.user.as_str(): "owner"}));
+
+    let name_bob = json!({"op": "role", "room": code, "name": "bob", "role": "moderator"});
+    assert_eq!(bob.refused(name_bob.clone()).await, "forbidden", "only the owner");
+    ann.ok(name_bob).await;
+    for client in [&mut ann, &mut bob, &mut cleo] {
+        let event = client.next_event("role").await;
+        assert_eq!((&event["user"]["name"], &event["role"]), (&json!("Bob"), &json!("moderator")));
+        assert_eq!(event["room"], code.as_str());
+    }
+    let cleo_mod = json!({"op": "role", "room": code, "user": cleo.user, "role": "moderator"});
+    assert_eq!(bob.refused(cleo_mod).await, "forbidden", "a moderator gives no roles");
+    let nobody = json!({"op": "role", "room": code, "user": "u_nobody", "role": "moderator"});
+    assert_eq!(ann.refused(nobody).await, "bad_request");
+    let herself = json!({"op": "role", "room": code, "name": "Ann", "role": "member"});
+    assert_eq!(ann.refused(herself).await, "bad_request");
+    let both =
+        json!({"op": "role", "room": code, "user": bob.user, "name": "Bob", "role": "member"});
+    assert_eq!(ann.refused(both).await, "bad_request");
+    let neither = json!({"op": "role", "room": code, "role": "member"});
+    assert_eq!(ann.refused(neither).await, "bad_request");
+    let unknown = json!({"op": "role", "room": code, "name": "Bob", "role": "king"});
+    assert_eq!(ann.refused(unknown).await, "bad_request");
+
+    // Handing over: Cleo owns the room, Ann is a moderator.
+    ann.ok(json!({"op": "role", "room": code, "user": cleo.user, "role": "owner"})).await;
+    for client in [&mut ann, &mut bob, &mut cleo] {
+        let first = client.next_event("role").await;
+        let second = client.next_event("role").await;
+        assert_eq!((&first["user"]["name"], &first["role"]), (&json!("Cleo"), &json!("owner")));
+        assert_eq!(
+            (&second["user"]["name"], &second["role"]),
+            (&json!("Ann"), &json!("moderator"))
+        );
+    }
+    let again = json!({"op": "role", "room": code, "name": "Bob", "role": "member"});
+    assert_eq!(ann.refused(again.clone()).await, "forbidden", "Ann no longer owns it");
+    cleo.ok(again).await;
+    assert_eq!(bob.next_event("role").await["role"], "member");
+    let members = bob.ok(json!({"op": "members", "room": code})).await;
+    assert_eq!(
+        members["roles"],
+        json!({cleo.user.as_str(): "owner", ann.user.as_str(): "moderator"}),
+        "a plain member is not listed"
+    );
+    // A connection not in the room: as for any op naming it.
+    let mut dana = Client::new(&nodes.b, "Dana").await;
+    let outside = json!({"op": "role", "room": code, "name": "Bob", "role": "moderator"});
+    assert_eq!(dana.refused(outside).await, "not_member");
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         /// The local backend: always.
@@ -537,6 +617,7 @@ conformance!(
     resume,
     visibility,
     private_rooms_answer_as_missing_ones,
+    roles,
 );
 
 /// With three shards, rooms land on every one of them, and each node sees

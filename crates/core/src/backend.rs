@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_proto::{ErrorBody, JoinResult, Message, Retention, RoomInfo, User};
+use confab_proto::{ErrorBody, JoinResult, Message, Retention, Role, Roles, RoomInfo, User};
 
 use crate::frames::storage_down;
 use crate::persist::{Job, Persister};
@@ -94,6 +94,8 @@ impl RoomSpec {
 /// A room to create, its arguments validated; the backend gives it a code.
 #[derive(Debug, Clone)]
 pub struct NewRoom {
+    /// The user creating it, its owner; `None` for a room nobody owns.
+    pub owner: Option<String>,
     pub title: Option<String>,
     pub capacity: Option<u32>,
     pub retention: Retention,
@@ -102,6 +104,11 @@ pub struct NewRoom {
 }
 
 impl NewRoom {
+    /// The roles a new room starts with: its owner.
+    pub fn roles(&self) -> confab_proto::Roles {
+        self.owner.iter().map(|id| (id.clone(), confab_proto::Role::Owner)).collect()
+    }
+
     /// The settings of this room under `code`, created now.
     pub fn spec(&self, code: String) -> RoomSpec {
         RoomSpec {
@@ -115,6 +122,14 @@ impl NewRoom {
             created: now_rfc3339(),
         }
     }
+}
+
+/// Whom a role op names: a member by user id, or by name (as the room
+/// compares names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Id(String),
+    Name(String),
 }
 
 /// A post's content, validated, before it gets its `seq`.
@@ -237,7 +252,20 @@ pub trait RoomBackend: Send + Sync + 'static {
         seat: Option<&Self::Seat>,
         conn: u64,
         user_id: &str,
-    ) -> impl Future<Output = Result<Vec<User>, ErrorBody>> + Send;
+    ) -> impl Future<Output = Result<(Vec<User>, Roles), ErrorBody>> + Send;
+
+    /// Gives the member `target` names `role` in the room of `seat`, on
+    /// behalf of `actor`, who must be its owner: `moderator` or `member`,
+    /// or `owner` to hand the room over (the old owner becomes a
+    /// moderator). Every member is told (an `Event::Role`).
+    fn set_role(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        role: Role,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
 
     /// Messages of `range` the user may see, oldest first (the part older
     /// than what the backend keeps read from the store).
@@ -306,7 +334,7 @@ impl Services {
         let created = now_rfc3339();
         for board in &config.boards {
             let spec = RoomSpec::board(board, created.clone());
-            store.save_room(&StoredRoom { spec, last_seq: 0 }).await?;
+            store.save_room(&StoredRoom { spec, last_seq: 0, roles: Default::default() }).await?;
         }
         let persister = Persister::start(store.clone(), PERSIST_QUEUE);
         Ok(Arc::new(Services { config, store, persister }))
@@ -323,8 +351,17 @@ impl Services {
     pub fn remember_visibility(&self, room: &str, user_id: &str, visibility: StoredVisibility) {
         let write =
             Write::Visibility { room: room.to_owned(), user_id: user_id.to_owned(), visibility };
-        if self.persister.try_queue(Job::Visibility(write)).is_err() {
+        if self.persister.try_queue(Job::Write(write)).is_err() {
             tracing::warn!(room, "visibility not stored: storage is busy");
+        }
+    }
+
+    /// Stores a persistent room's roles, in order with its other writes,
+    /// without waiting.
+    pub fn remember_roles(&self, room: &str, roles: Roles) {
+        let write = Write::Roles { room: room.to_owned(), roles };
+        if self.persister.try_queue(Job::Write(write)).is_err() {
+            tracing::warn!(room, "roles not stored: storage is busy");
         }
     }
 

@@ -10,7 +10,7 @@ use confab_proto::{
 };
 use serde::Serialize;
 
-use crate::backend::{Draft, Joiner, NewRoom, Range, RoomBackend, Seat};
+use crate::backend::{Draft, Joiner, NewRoom, Range, RoomBackend, Seat, Target};
 use crate::frames::{bad, error_frame, not_in, reply_frame, storage_down};
 use crate::hub::{Hub, UserRecord};
 use crate::limits::{check_len, check_post, validate_name};
@@ -63,6 +63,7 @@ struct RoomsResult {
 #[derive(Serialize)]
 struct MembersResult {
     members: Vec<User>,
+    roles: confab_proto::Roles,
 }
 
 #[derive(Serialize)]
@@ -205,6 +206,7 @@ impl<B: RoomBackend> Conn<B> {
                 self.hub.limiters().check(Limit::Create, &user.id)?;
                 self.hub.limiters().check_address_create(self.peer)?;
                 let new = NewRoom {
+                    owner: Some(user.id.clone()),
                     title,
                     capacity,
                     retention: retention.unwrap_or(Retention::Ephemeral),
@@ -255,8 +257,8 @@ impl<B: RoomBackend> Conn<B> {
             ClientOp::Rooms => self.ok(id, &RoomsResult { rooms: self.hub.public_rooms().await? }),
             ClientOp::Members { room: code } => {
                 let seat = self.seat_index(&code).map(|i| &self.seats[i]);
-                let members = rooms.members(&code, seat, self.id, &user.id).await?;
-                self.ok(id, &MembersResult { members })
+                let (members, roles) = rooms.members(&code, seat, self.id, &user.id).await?;
+                self.ok(id, &MembersResult { members, roles })
             }
             ClientOp::History { room, before, limit } => {
                 let limit = page_limit(limit)?;
@@ -277,6 +279,17 @@ impl<B: RoomBackend> Conn<B> {
                         )
                     })?;
                 self.ok(id, &MessageResult { message })
+            }
+            ClientOp::Role { room, user: target_id, name, role } => {
+                let target = match (target_id, name) {
+                    (Some(id), None) => Target::Id(id),
+                    (None, Some(name)) => Target::Name(name.trim().to_owned()),
+                    _ => return Err(bad("role names its member by exactly one of user and name")),
+                };
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                rooms.set_role(seat, self.id, &user.id, &target, role).await?;
+                self.ok(id, &Empty {})
             }
             ClientOp::Report { room, seq, reason } => {
                 let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());

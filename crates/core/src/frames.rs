@@ -98,6 +98,29 @@ pub fn name_taken(code: &str, name: &str) -> ErrorBody {
     )
 }
 
+/// An op that only the room's owner may do.
+pub fn owner_only(code: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Forbidden, format!("only the owner of room {code} gives roles"))
+}
+
+/// A role op naming someone who is not a member of the room.
+pub fn no_such_member(code: &str, whom: &str) -> ErrorBody {
+    let whom = if whom.chars().count() <= 64 && !whom.chars().any(char::is_control) {
+        whom
+    } else {
+        "that user"
+    };
+    ErrorBody::new(ErrorCode::BadRequest, format!("{whom} is not a member of room {code}"))
+}
+
+/// A role op by the owner on themselves.
+pub fn own_role(code: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::BadRequest,
+        format!("you own room {code}; to give it up, make another member its owner"),
+    )
+}
+
 pub(crate) fn bad(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(ErrorCode::BadRequest, message)
 }

@@ -26,9 +26,10 @@ mod store;
 
 pub use audit::Audit;
 pub use backend::{
-    Departure, Draft, Joiner, NewRoom, Range, RoomBackend, RoomSpec, Seat, Services,
+    Departure, Draft, Joiner, NewRoom, Range, RoomBackend, RoomSpec, Seat, Services, Target,
 };
 pub use clock::{now_rfc3339, rfc3339_ago};
+pub use confab_proto::{Role, Roles};
 pub use config::{BoardConfig, HubConfig, Limits, RetentionPolicy};
 pub use conn::Conn;
 pub use hub::Hub;

@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use confab_proto::{ErrorBody, JoinResult, Message, Retention, RoomInfo, User};
+use confab_proto::{ErrorBody, JoinResult, Message, Retention, Role, Roles, RoomInfo, User};
 use parking_lot::RwLock;
 
-use crate::backend::{Departure, Draft, Joiner, NewRoom, Range, RoomBackend, Seat, Services};
+use crate::backend::{
+    Departure, Draft, Joiner, NewRoom, Range, RoomBackend, Seat, Services, Target,
+};
 use crate::frames::{not_found, not_in, storage_down, unavailable};
 use crate::room::{Room, RoomLimits, Slice};
 use crate::store::{StoreError, StoredRoom};
@@ -47,7 +49,7 @@ impl LocalRooms {
     pub async fn open(services: &Arc<Services>) -> Result<LocalRooms, StoreError> {
         let config = &services.config;
         let mut rooms = HashMap::new();
-        for StoredRoom { spec, last_seq } in services.store.rooms().await? {
+        for StoredRoom { spec, last_seq, roles } in services.store.rooms().await? {
             if spec.board && services.board(&spec.code).is_none() {
                 continue;
             }
@@ -58,7 +60,7 @@ impl LocalRooms {
                 dedup: config.dedup_window,
             };
             let persister = Some(services.persister.clone());
-            rooms.insert(key, Arc::new(Room::new(spec, limits, persister, last_seq)));
+            rooms.insert(key, Arc::new(Room::new(spec, limits, persister, last_seq, roles)));
         }
         let inner = Inner { services: services.clone(), rooms: RwLock::new(rooms) };
         Ok(LocalRooms { inner: Arc::new(inner) })
@@ -134,7 +136,7 @@ impl RoomBackend for LocalRooms {
             if !services.store_healthy() {
                 return Err(storage_down());
             }
-            let stored = StoredRoom { spec: spec.clone(), last_seq: 0 };
+            let stored = StoredRoom { spec: spec.clone(), last_seq: 0, roles: new.roles() };
             services.store.save_room(&stored).await.map_err(|e| {
                 tracing::warn!("cannot store room {code}: {e}");
                 storage_down()
@@ -146,7 +148,8 @@ impl RoomBackend for LocalRooms {
             dedup: config.dedup_window,
         };
         let retention = spec.retention;
-        let room = Arc::new(Room::new(spec, limits, Some(services.persister.clone()), 0));
+        let room =
+            Arc::new(Room::new(spec, limits, Some(services.persister.clone()), 0, new.roles()));
         {
             let mut rooms = self.inner.rooms.write();
             if rooms.contains_key(&code) {
@@ -281,7 +284,7 @@ impl RoomBackend for LocalRooms {
         seat: Option<&LocalSeat>,
         conn: u64,
         user_id: &str,
-    ) -> Result<Vec<User>, ErrorBody> {
+    ) -> Result<(Vec<User>, Roles), ErrorBody> {
         // A public room's members are anyone's to see; a private one
         // answers as one that does not exist.
         let room = match seat {
@@ -289,6 +292,22 @@ impl RoomBackend for LocalRooms {
             None => self.room(code).filter(|room| room.meta.public).ok_or_else(|| not_in(code))?,
         };
         room.members(conn, user_id).map_err(|_| not_in(code))
+    }
+
+    async fn set_role(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        role: Role,
+    ) -> Result<(), ErrorBody> {
+        let room = &seat.0;
+        let roles = room.set_role(conn, actor, target, role)?;
+        if room.is_persistent() {
+            self.services().remember_roles(room.code(), roles);
+        }
+        Ok(())
     }
 
     async fn read(

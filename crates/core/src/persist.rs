@@ -33,7 +33,8 @@ pub(crate) type Waiters = Arc<Mutex<Vec<(Outbox, Option<i64>)>>>;
 
 pub(crate) enum Job {
     Post(PendingPost),
-    Visibility(Write),
+    /// A write nobody waits for (a visibility range, a room's roles).
+    Write(Write),
     /// A session write, and who waits to hear whether it is durable.
     Session(Write, oneshot::Sender<bool>),
 }
@@ -115,7 +116,7 @@ async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy:
                     writes.push(Write::Message(post.message.clone()));
                     posts.push(post);
                 }
-                Job::Visibility(write) => writes.push(write),
+                Job::Write(write) => writes.push(write),
                 Job::Session(write, done) => {
                     writes.push(write);
                     sessions.push(done);

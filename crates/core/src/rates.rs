@@ -62,6 +62,8 @@ pub struct Rates {
     pub new_session: Option<Rate>,
     /// Messages reported per user.
     pub report: Option<Rate>,
+    /// Moderation ops (roles) per user.
+    pub moderate: Option<Rate>,
     /// Whether loopback clients count by address for failed joins (by
     /// default they are exempt and count per user instead).
     pub limit_loopback: bool,
@@ -78,6 +80,7 @@ impl Default for Rates {
             failed_join: Some(Rate::new(10, Duration::from_secs(3600), 20)),
             new_session: Some(Rate::new(10, Duration::from_secs(60), 30)),
             report: Some(Rate::new(20, Duration::from_secs(3600), 10)),
+            moderate: Some(Rate::new(1, Duration::from_secs(1), 20)),
             limit_loopback: false,
         }
     }
@@ -91,6 +94,7 @@ pub(crate) enum Limit {
     Create,
     Typing,
     Report,
+    Moderate,
 }
 
 pub(crate) struct Limiters {
@@ -103,6 +107,7 @@ pub(crate) struct Limiters {
     failed_join: Option<DefaultKeyedRateLimiter<String>>,
     new_session: Option<DefaultKeyedRateLimiter<String>>,
     report: Option<DefaultKeyedRateLimiter<String>>,
+    moderate: Option<DefaultKeyedRateLimiter<String>>,
     /// Clients whose failed-join bucket ran dry, until when. A short lock:
     /// a lookup or an insert, never across `.await`.
     blocked: Mutex<HashMap<String, Instant>>,
@@ -131,6 +136,7 @@ pub(crate) fn changes(old: &Rates, new: &Rates) -> Vec<String> {
         ("failed-join-rate", old.failed_join, new.failed_join),
         ("session-rate", old.new_session, new.new_session),
         ("report-rate", old.report, new.report),
+        ("moderation-rate", old.moderate, new.moderate),
     ];
     let mut changes: Vec<String> = pairs
         .into_iter()
@@ -161,6 +167,7 @@ impl Limiters {
             failed_join: keyed(rates.failed_join),
             new_session: keyed(rates.new_session),
             report: keyed(rates.report),
+            moderate: keyed(rates.moderate),
             blocked: Mutex::new(HashMap::new()),
         }
     }
@@ -177,6 +184,7 @@ impl Limiters {
             Limit::Create => &self.create,
             Limit::Typing => &self.typing,
             Limit::Report => &self.report,
+            Limit::Moderate => &self.moderate,
         };
         let Some(limiter) = limiter else { return Ok(()) };
         limiter.check_key(&user_id.to_owned()).map_err(|not_until| {
@@ -273,6 +281,7 @@ impl Limiters {
             &self.failed_join,
             &self.new_session,
             &self.report,
+            &self.moderate,
         ]
         .into_iter()
         .flatten()
@@ -308,6 +317,7 @@ fn name(limit: Limit) -> &'static str {
         Limit::Create => "create",
         Limit::Typing => "typing",
         Limit::Report => "report",
+        Limit::Moderate => "moderation",
     }
 }
 

@@ -18,14 +18,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use confab_proto::{ErrorBody, Event, JoinResult, LeaveReason, Message, Retention, RoomInfo, User};
+use confab_proto::{
+    ErrorBody, Event, JoinResult, LeaveReason, Message, Retention, Role, Roles, RoomInfo, User,
+};
 use parking_lot::Mutex;
 
-use crate::backend::{Departure, Draft, Range, RoomSpec};
+use crate::backend::{Departure, Draft, Range, RoomSpec, Target};
 use crate::fanout::Listener;
 use crate::frames::{
-    event_frame, message_event, message_json, message_reply, name_taken, not_found, room_full,
-    unavailable,
+    event_frame, message_event, message_json, message_reply, name_taken, no_such_member, not_found,
+    own_role, owner_only, room_full, unavailable,
 };
 use crate::outbox::Outbox;
 use crate::persist::{Job, PendingPost, Persister, Publish, Waiters};
@@ -81,6 +83,8 @@ struct RoomState {
     grace_epoch: u64,
     /// Whether a persistent room's recent cids have been loaded.
     warm: bool,
+    /// The owner and moderators.
+    roles: Roles,
 }
 
 enum Dedup {
@@ -140,6 +144,7 @@ impl Room {
         limits: RoomLimits,
         persister: Option<Persister>,
         last_seq: u64,
+        roles: Roles,
     ) -> Room {
         let persister = if meta.retention == Retention::Persistent { persister } else { None };
         Room {
@@ -151,6 +156,7 @@ impl Room {
             state: Mutex::new(RoomState {
                 seq: last_seq,
                 durable: last_seq,
+                roles,
                 ..RoomState::default()
             }),
         }
@@ -297,6 +303,7 @@ impl Room {
             result: JoinResult {
                 room: info,
                 members: state.members.values().map(|m| m.user.clone()).collect(),
+                roles: state.roles.clone(),
                 messages: slice.window,
                 seq: state.durable,
                 gap: false,
@@ -419,7 +426,7 @@ impl Room {
                 user_id: user_id.to_owned(),
                 visibility: StoredVisibility { from: v.from, left_at: v.left_at },
             };
-            if persister.try_queue(Job::Visibility(write)).is_err() {
+            if persister.try_queue(Job::Write(write)).is_err() {
                 tracing::warn!(room = self.meta.code, "visibility not stored: storage is busy");
             }
         }
@@ -595,7 +602,7 @@ impl Room {
     /// # Errors
     ///
     /// `not_member` for a private room the connection has not joined.
-    pub fn members(&self, conn: u64, user_id: &str) -> Result<Vec<User>, ErrorBody> {
+    pub fn members(&self, conn: u64, user_id: &str) -> Result<(Vec<User>, Roles), ErrorBody> {
         let state = self.state.lock();
         if state.closed {
             return Err(not_found(&self.meta.code));
@@ -603,7 +610,67 @@ impl Room {
         if !self.meta.public && !is_joined(&state, user_id, conn) {
             return Err(not_member(&self.meta.code));
         }
-        Ok(state.members.values().map(|m| m.user.clone()).collect())
+        Ok((state.members.values().map(|m| m.user.clone()).collect(), state.roles.clone()))
+    }
+
+    /// Gives the member `target` `role`, on behalf of `actor` (through the
+    /// connection `conn`), who must own the room; `owner` hands the room
+    /// over, the old owner becoming a moderator. Every member is told of
+    /// each change. Returns the roles after it, to be stored.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined, `forbidden` if the
+    /// actor is not the owner, `bad_request` for a target that is not a
+    /// member, or the owner themselves.
+    pub fn set_role(
+        &self,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        role: Role,
+    ) -> Result<Roles, ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.closed || !is_joined(state, actor, conn) {
+            return Err(not_member(&self.meta.code));
+        }
+        if state.roles.get(actor) != Some(&Role::Owner) {
+            return Err(owner_only(&self.meta.code));
+        }
+        let found = match target {
+            Target::Id(id) => state.members.get_key_value(id.as_str()),
+            Target::Name(name) => {
+                state.members.iter().find(|(_, m)| names_clash(&m.user.name, name))
+            }
+        };
+        let Some((target_id, member)) = found else {
+            let whom = match target {
+                Target::Id(id) => id,
+                Target::Name(name) => name,
+            };
+            return Err(no_such_member(&self.meta.code, whom));
+        };
+        if target_id == actor {
+            return Err(own_role(&self.meta.code));
+        }
+        let target_user = member.user.clone();
+        let mut changes = Vec::new();
+        if state.roles.get(target_id).copied().unwrap_or(Role::Member) != role {
+            changes.push((target_user, role));
+        }
+        if role == Role::Owner {
+            changes.push((state.members[actor].user.clone(), Role::Moderator));
+        }
+        for (user, role) in changes {
+            match role {
+                Role::Member => state.roles.remove(&user.id),
+                role => state.roles.insert(user.id.clone(), role),
+            };
+            let frame = event_frame(&Event::Role { room: self.meta.code.clone(), user, role });
+            broadcast(state, &frame, |_, _| true);
+        }
+        Ok(state.roles.clone())
     }
 
     /// The visible messages of `range`: from the window, and, for a
@@ -766,7 +833,13 @@ mod tests {
             created: "2026-01-01T00:00:00Z".into(),
             board: false,
         };
-        Arc::new(Room::new(meta, RoomLimits { seats, window: 100, dedup: 100 }, None, 0))
+        Arc::new(Room::new(
+            meta,
+            RoomLimits { seats, window: 100, dedup: 100 },
+            None,
+            0,
+            Roles::new(),
+        ))
     }
 
     fn user(name: &str) -> User {

@@ -33,6 +33,8 @@ pub struct StoredRoom {
     pub spec: crate::RoomSpec,
     /// The latest durable `seq`.
     pub last_seq: u64,
+    /// Its owner and moderators.
+    pub roles: confab_proto::Roles,
 }
 
 /// What a user may see of a room: from `from` on, up to `left_at`.
@@ -52,6 +54,8 @@ pub enum Write {
     /// A session by the digest of its token: inserted, or its name
     /// updated (as [`Store::save_session`]).
     Session { token: String, user: User },
+    /// A room's owner and moderators, replacing what was stored.
+    Roles { room: String, roles: confab_proto::Roles },
 }
 
 /// A message as [`Store::append`] left it.
@@ -208,6 +212,11 @@ impl Store for MemoryStore {
                 }
                 Write::Session { token, user } => {
                     inner.sessions.insert(token.clone(), user.clone());
+                }
+                Write::Roles { room, roles } => {
+                    if let Some(room) = inner.rooms.get_mut(room) {
+                        room.roles.clone_from(roles);
+                    }
                 }
             }
         }

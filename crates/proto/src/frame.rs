@@ -70,6 +70,15 @@ pub enum ClientOp {
         #[serde(default)]
         limit: Option<u32>,
     },
+    /// Gives a member a role (the owner only): by user id or by name.
+    Role {
+        room: String,
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        role: crate::Role,
+    },
     /// Tells the operator about a message (the audit log).
     Report {
         room: String,
@@ -96,6 +105,7 @@ impl ClientOp {
             ClientOp::Get { .. } => "get",
             ClientOp::Mine { .. } => "mine",
             ClientOp::Report { .. } => "report",
+            ClientOp::Role { .. } => "role",
             ClientOp::Ping => "ping",
         }
     }

@@ -40,6 +40,40 @@ impl Retention {
     }
 }
 
+/// What a member may do in a room beyond posting. The session that created
+/// a room is its owner; the owner names moderators and may hand the room
+/// over. Boards have no owner (their operator is the site's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Moderator,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Moderator => "moderator",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "owner" => Some(Role::Owner),
+            "moderator" => Some(Role::Moderator),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+/// A room's roles beyond `member`, by user id: its owner and moderators.
+/// A user not in it is a plain member.
+pub type Roles = std::collections::BTreeMap<String, Role>;
+
 /// What `create`, `join` and `rooms` tell about a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomInfo {
@@ -66,6 +100,9 @@ pub struct ServerInfo {
 pub struct JoinResult {
     pub room: RoomInfo,
     pub members: Vec<User>,
+    /// The owner and moderators, by user id (members or not).
+    #[serde(default)]
+    pub roles: Roles,
     pub messages: Vec<Message>,
     /// The latest `seq` of the room.
     pub seq: u64,
@@ -82,6 +119,8 @@ pub enum ErrorCode {
     RoomFull,
     NameTaken,
     NotMember,
+    /// The op needs a role the user does not have in the room.
+    Forbidden,
     TooLarge,
     RateLimited,
     Unavailable,
@@ -97,6 +136,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::NotMember => "not_member",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
@@ -146,12 +186,36 @@ pub enum LeaveReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "lowercase")]
 pub enum Event {
-    Message { message: Message },
-    Join { room: String, user: User },
-    Leave { room: String, user: User, reason: LeaveReason },
-    Typing { room: String, user: User, active: bool },
-    Closed { room: String, reason: String },
-    Error { error: ErrorBody },
+    Message {
+        message: Message,
+    },
+    Join {
+        room: String,
+        user: User,
+    },
+    Leave {
+        room: String,
+        user: User,
+        reason: LeaveReason,
+    },
+    Typing {
+        room: String,
+        user: User,
+        active: bool,
+    },
+    /// `user`'s role in `room` changed to `role`.
+    Role {
+        room: String,
+        user: User,
+        role: Role,
+    },
+    Closed {
+        room: String,
+        reason: String,
+    },
+    Error {
+        error: ErrorBody,
+    },
 }
 
 /// A reply to an op that carried an `id`.

@@ -110,6 +110,9 @@ pub struct ServeArgs {
     /// Rooms created per client address (IPv6: per /64) [default: 60/h,burst=30]
     #[arg(long, env = "CONFAB_CREATE_RATE_PER_IP", value_name = "RATE")]
     pub create_rate_per_ip: Option<String>,
+    /// Moderation ops (giving roles) per user [default: 1/s,burst=20]
+    #[arg(long, env = "CONFAB_MODERATION_RATE", value_name = "RATE")]
+    pub moderation_rate: Option<String>,
     /// Messages reported per user [default: 20/h,burst=10]
     #[arg(long, env = "CONFAB_REPORT_RATE", value_name = "RATE")]
     pub report_rate: Option<String>,
@@ -369,6 +372,7 @@ impl ServeArgs {
             failed_join: rate("failed-join-rate", &args.failed_join_rate, rates.failed_join)?,
             new_session: rate("session-rate", &args.session_rate, rates.new_session)?,
             report: rate("report-rate", &args.report_rate, rates.report)?,
+            moderate: rate("moderation-rate", &args.moderation_rate, rates.moderate)?,
             limit_loopback: args.limit_loopback.unwrap_or(rates.limit_loopback),
         };
         hub.room_retention = RetentionPolicy {
@@ -609,6 +613,7 @@ impl ServeArgs {
             create_rate_per_ip: self.create_rate_per_ip.or(lower.create_rate_per_ip),
             typing_rate: self.typing_rate.or(lower.typing_rate),
             report_rate: self.report_rate.or(lower.report_rate),
+            moderation_rate: self.moderation_rate.or(lower.moderation_rate),
             audit_log: self.audit_log.or(lower.audit_log),
             max_rooms_per_connection: self
                 .max_rooms_per_connection

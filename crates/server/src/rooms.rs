@@ -9,9 +9,9 @@ use confab_cluster::{ClusterConfig, ClusterRooms, ClusterSeat};
 use confab_core::frames::not_in;
 use confab_core::{
     Draft, HubConfig, Joiner, LocalRooms, LocalSeat, NewRoom, Range, RoomBackend, Seat, Services,
-    Store, StoreError,
+    Store, StoreError, Target,
 };
-use confab_proto::{ErrorBody, JoinResult, Message, RoomInfo, User};
+use confab_proto::{ErrorBody, JoinResult, Message, Role, Roles, RoomInfo, User};
 
 /// The hub of this server.
 pub type Hub = confab_core::Hub<Rooms>;
@@ -218,7 +218,7 @@ impl RoomBackend for Rooms {
         seat: Option<&RoomSeat>,
         conn: u64,
         user_id: &str,
-    ) -> Result<Vec<User>, ErrorBody> {
+    ) -> Result<(Vec<User>, Roles), ErrorBody> {
         match (self, seat) {
             (Rooms::Local(rooms), None) => rooms.members(code, None, conn, user_id).await,
             (Rooms::Local(rooms), Some(RoomSeat::Local(seat))) => {
@@ -229,6 +229,25 @@ impl RoomBackend for Rooms {
                 rooms.members(code, Some(&**seat), conn, user_id).await
             }
             (_, Some(seat)) => Err(foreign(seat)),
+        }
+    }
+
+    async fn set_role(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        role: Role,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.set_role(seat, conn, actor, target, role).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.set_role(seat, conn, actor, target, role).await
+            }
+            _ => Err(foreign(seat)),
         }
     }
 

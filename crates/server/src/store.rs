@@ -3,6 +3,7 @@
 //! sqlx's `Any` driver. The SQL is the subset both engines speak; each has
 //! its own embedded migrations, applied at start.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,7 +127,7 @@ impl SqlStore {
                 .iter()
                 .filter_map(|w| match w {
                     Write::Message(m) => Some(&**m),
-                    Write::Visibility { .. } | Write::Session { .. } => None,
+                    Write::Visibility { .. } | Write::Session { .. } | Write::Roles { .. } => None,
                 })
                 .collect();
             for m in &new_messages {
@@ -162,6 +163,13 @@ impl SqlStore {
                             .bind(&user.name)
                             .execute(&mut *tx)
                             .await?;
+                    }
+                    Write::Roles { room, roles } => {
+                        sqlx::query("DELETE FROM room_roles WHERE room = $1")
+                            .bind(room)
+                            .execute(&mut *tx)
+                            .await?;
+                        insert_roles(&mut tx, room, roles).await?;
                     }
                     Write::Message(_) => {}
                 }
@@ -331,7 +339,25 @@ fn write_key(write: &Write) -> (u8, &str, &str) {
         Write::Message(m) => (0, &m.room, ""),
         Write::Visibility { room, user_id, .. } => (1, room, user_id),
         Write::Session { token, .. } => (2, token, ""),
+        Write::Roles { room, .. } => (3, room, ""),
     }
+}
+
+/// Inserts `roles` of `room` (none of them stored yet).
+async fn insert_roles(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    room: &str,
+    roles: &confab_core::Roles,
+) -> Result<(), sqlx::Error> {
+    for (user_id, role) in roles {
+        sqlx::query("INSERT INTO room_roles (room, user_id, role) VALUES ($1, $2, $3)")
+            .bind(room)
+            .bind(user_id)
+            .bind(role.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 fn int(value: u64) -> i64 {
@@ -394,6 +420,19 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(error)?;
+            let role_rows = sqlx::query("SELECT room, user_id, role FROM room_roles")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error)?;
+            let mut roles: HashMap<String, confab_core::Roles> = HashMap::new();
+            for row in &role_rows {
+                let room: String = row.try_get("room").map_err(error)?;
+                let user_id: String = row.try_get("user_id").map_err(error)?;
+                let role: String = row.try_get("role").map_err(error)?;
+                if let Some(role) = confab_proto::Role::parse(&role) {
+                    roles.entry(room).or_default().insert(user_id, role);
+                }
+            }
             let room = |row: &AnyRow| -> Result<StoredRoom, sqlx::Error> {
                 Ok(StoredRoom {
                     spec: RoomSpec {
@@ -409,15 +448,16 @@ impl Store for SqlStore {
                         created: row.try_get("created")?,
                     },
                     last_seq: uint(row, "last_seq")?,
+                    roles: roles.remove(&row.try_get::<String, _>("code")?).unwrap_or_default(),
                 })
             };
             rows.iter().map(room).collect::<Result<_, _>>().map_err(error)
         })
     }
 
-    fn save_room<'a>(&'a self, room: &'a StoredRoom) -> StoreFuture<'a, ()> {
+    fn save_room<'a>(&'a self, stored: &'a StoredRoom) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let room = &room.spec;
+            let room = &stored.spec;
             let query = if room.board {
                 "INSERT INTO rooms (code, title, capacity, backlog, public, board, created) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -437,6 +477,11 @@ impl Store for SqlStore {
                 .execute(&self.pool)
                 .await
                 .map_err(error)?;
+            if !stored.roles.is_empty() {
+                let mut tx = self.pool.begin().await.map_err(error)?;
+                insert_roles(&mut tx, &room.code, &stored.roles).await.map_err(error)?;
+                tx.commit().await.map_err(error)?;
+            }
             Ok(())
         })
     }

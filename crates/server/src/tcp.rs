@@ -432,6 +432,10 @@ impl Session {
             Command::Message { room, id } => {
                 (Pending::Message { room: self.label(&room) }, ClientOp::Get { room, seq: id })
             }
+            Command::Role { room, role, name } => (
+                Pending::Role { room: self.label(&room) },
+                ClientOp::Role { room, user: None, name: Some(name), role },
+            ),
             Command::Report { room, id, reason } => (
                 Pending::Report { room: self.label(&room), id },
                 ClientOp::Report { room, seq: id, reason },

@@ -737,3 +737,25 @@ async fn a_message_is_reported_over_long_polling() {
         (&json!("buy now"), &json!("Ann"), &json!("spam"))
     );
 }
+
+#[tokio::test]
+async fn a_room_owner_names_a_moderator_over_long_polling() {
+    let server = start_lp(|_| {}).await;
+    let (mut ann, _) = Lp::hello(server.http, "Ann").await;
+    let created = ann.ok(json!({"op": "create"})).await;
+    let code = created["room"]["code"].as_str().unwrap().to_owned();
+    let joined = ann.ok(json!({"op": "join", "room": code})).await;
+    assert_eq!(
+        joined["roles"].as_object().unwrap().values().collect::<Vec<_>>(),
+        [&json!("owner")]
+    );
+    let mut bob = server.client("Bob").await;
+    join(&mut bob, &code).await;
+    ann.ok(json!({"op": "role", "room": code, "name": "Bob", "role": "moderator"})).await;
+    let event = ann.event("role").await;
+    assert_eq!((&event["user"]["name"], &event["role"]), (&json!("Bob"), &json!("moderator")));
+    assert_eq!(bob.event("role").await.unwrap()["role"], "moderator");
+    let refused = json!({"op": "role", "room": code, "name": "Ann", "role": "member"});
+    let reply = bob.request(refused).await.unwrap();
+    assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
+}

@@ -114,6 +114,7 @@ async fn measure_join_cost_against_room_size() {
                         created: "2026-01-01T00:00:00.000Z".into(),
                     },
                     last_seq: 0,
+                    roles: Default::default(),
                 })
                 .await
                 .unwrap();

@@ -24,6 +24,7 @@ fn room(code: &str, board: bool) -> StoredRoom {
             created: "2026-01-01T00:00:00.000Z".into(),
         },
         last_seq: 0,
+        roles: Default::default(),
     }
 }
 
@@ -68,6 +69,25 @@ async fn suite(store: Arc<dyn Store>) {
     let created = rooms.iter().find(|r| r.spec.code == "ROOM22").unwrap();
     let spec = &created.spec;
     assert_eq!((spec.capacity, spec.public, created.last_seq), (Some(4), false, 0));
+
+    // Roles: stored with a new room, replaced whole by a write.
+    let mut owned = room("OWNED2", false);
+    owned.roles.insert("u_ann".into(), confab_proto::Role::Owner);
+    store.save_room(&owned).await.unwrap();
+    let roles_of = |rooms: &[StoredRoom], code: &str| {
+        rooms.iter().find(|r| r.spec.code == code).unwrap().roles.clone()
+    };
+    let stored = store.rooms().await.unwrap();
+    assert_eq!(roles_of(&stored, "OWNED2"), owned.roles);
+    assert!(roles_of(&stored, "ROOM22").is_empty());
+    let mut handed: confab_proto::Roles = Default::default();
+    handed.insert("u_bob".into(), confab_proto::Role::Owner);
+    handed.insert("u_ann".into(), confab_proto::Role::Moderator);
+    store.write(&[Write::Roles { room: "OWNED2".into(), roles: handed.clone() }]).await.unwrap();
+    assert_eq!(roles_of(&store.rooms().await.unwrap(), "OWNED2"), handed);
+    let none = confab_proto::Roles::default();
+    store.write(&[Write::Roles { room: "OWNED2".into(), roles: none.clone() }]).await.unwrap();
+    assert_eq!(roles_of(&store.rooms().await.unwrap(), "OWNED2"), none);
 
     // A batch of messages and visibility, in one write.
     let mut batch: Vec<Write> = (1..=10)

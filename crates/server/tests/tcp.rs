@@ -274,7 +274,7 @@ async fn the_group_commands_work_on_any_room_by_code_or_board_name() {
     // Codes are case-insensitive; replies use the room's own spelling.
     let lower = code.to_lowercase();
     let joined = bob.ask(&format!("%groupjoin {lower}")).await;
-    assert_eq!(joined, format!("[{code}] you joined \"Lobby\"; members (2): Ann, Bob"));
+    assert_eq!(joined, format!("[{code}] you joined \"Lobby\"; members (2): Ann (owner), Bob"));
     assert_eq!(ann.event("join").await.unwrap()["user"]["name"], "Bob");
     let posted = bob.ask(&format!("%grouppost {lower} topic  words and more")).await;
     assert_eq!(posted, format!("[{code}] you posted 1"));
@@ -285,7 +285,7 @@ async fn the_group_commands_work_on_any_room_by_code_or_board_name() {
     );
     assert_eq!(
         bob.ask(&format!("%groupusers {lower}")).await,
-        format!("[{code}] members (2): Ann, Bob")
+        format!("[{code}] members (2): Ann (owner), Bob")
     );
     assert_eq!(
         bob.run(&format!("%grouplist {code}"), "[").await,

@@ -35,6 +35,11 @@ pub(crate) enum Command {
         id: u64,
         reason: Option<String>,
     },
+    Role {
+        room: String,
+        role: confab_proto::Role,
+        name: String,
+    },
     Groups,
     /// Before the username: come back as the user of this session token.
     Session {
@@ -60,6 +65,10 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%list", about: "messages of main you can see: id, sender, date, subject" },
     Spec { usage: "%message <id>", about: "one message of main, with its content" },
     Spec { usage: "%report <id> [reason...]", about: "tell the operator about a message of main" },
+    Spec {
+        usage: "%role <owner|moderator|member> <name...>",
+        about: "give a member of main a role (the owner only)",
+    },
     Spec { usage: "%groups", about: "public rooms and boards" },
     Spec { usage: "%groupjoin <room>", about: "join a room, by code or board name" },
     Spec { usage: "%groupleave <room>", about: "leave a room" },
@@ -68,6 +77,10 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%grouplist <room>", about: "messages of a room you can see" },
     Spec { usage: "%groupmessage <room> <id>", about: "one message of a room" },
     Spec { usage: "%groupreport <room> <id> [reason...]", about: "report a message of a room" },
+    Spec {
+        usage: "%grouprole <room> <owner|moderator|member> <name...>",
+        about: "give a member of a room a role",
+    },
     Spec {
         usage: "%session <token>",
         about: "before your username: come back as the user that token names",
@@ -169,6 +182,15 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
             let room = args.word("a room")?;
             Command::Message { room, id: args.id()? }
         }
+        "%role" => {
+            let role = args.role()?;
+            Command::Role { room: MAIN.into(), role, name: args.content()? }
+        }
+        "%grouprole" => {
+            let room = args.word("a room")?;
+            let role = args.role()?;
+            Command::Role { room, role, name: args.content()? }
+        }
         "%groupreport" => {
             let room = args.word("a room")?;
             let id = args.id()?;
@@ -205,6 +227,14 @@ impl Args<'_> {
             return Err(Misuse::usage(format!("{} needs some content", self.name), self.name));
         }
         Ok(content.to_owned())
+    }
+
+    /// A role: owner, moderator or member.
+    fn role(&mut self) -> Result<confab_proto::Role, Misuse> {
+        let word = self.word("a role")?;
+        confab_proto::Role::parse(&word.to_lowercase()).ok_or_else(|| {
+            Misuse::usage(format!("a role is owner, moderator or member, not {word:?}"), self.name)
+        })
     }
 
     /// Everything left on the line, if anything.

@@ -4,7 +4,9 @@
 //! `[room]` and then a number is a message: `id | sender | date | subject`.
 //! The exact formats are documented in `docs/terminal.md`.
 
-use confab_proto::{ErrorBody, ErrorCode, Event, JoinResult, LeaveReason, Message, RoomInfo, User};
+use confab_proto::{
+    ErrorBody, ErrorCode, Event, JoinResult, LeaveReason, Message, Role, Roles, RoomInfo, User,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -23,6 +25,7 @@ pub(crate) enum Pending {
     List { room: String },
     Message { room: String },
     Report { room: String, id: u64 },
+    Role { room: String },
     Groups,
 }
 
@@ -35,7 +38,8 @@ impl Pending {
             | Pending::Users { room }
             | Pending::List { room }
             | Pending::Message { room }
-            | Pending::Report { room, .. } => Some(room),
+            | Pending::Report { room, .. }
+            | Pending::Role { room } => Some(room),
             Pending::Hello | Pending::Join | Pending::Groups => None,
         }
     }
@@ -73,6 +77,8 @@ struct Welcome {
 #[derive(Deserialize)]
 struct Members {
     members: Vec<User>,
+    #[serde(default)]
+    roles: Roles,
 }
 
 #[derive(Deserialize)]
@@ -116,7 +122,7 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
                 out,
                 "[{room}] you joined \"{}\"; {}",
                 clean(&joined.room.title),
-                members(&joined.members)
+                members(&joined.members, &joined.roles)
             );
             for message in &joined.messages {
                 say!(out, "[{room}] {}", summary(message));
@@ -128,8 +134,8 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
             say!(out, "[{}] you posted {}", message.room, message.seq);
         }
         Pending::Users { room } => {
-            let Members { members: users } = Members::deserialize(reply)?;
-            say!(out, "[{room}] {}", members(&users));
+            let Members { members: users, roles } = Members::deserialize(reply)?;
+            say!(out, "[{room}] {}", members(&users, &roles));
         }
         Pending::List { room } => {
             let Messages { messages } = Messages::deserialize(reply)?;
@@ -149,6 +155,8 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
                 say!(out, "  {}", clean(text));
             }
         }
+        // The change itself comes as an event to every member.
+        Pending::Role { .. } => {}
         Pending::Report { room, id } => {
             say!(out, "[{room}] message {id} reported to the operator");
         }
@@ -208,6 +216,12 @@ pub(crate) fn event(out: &mut String, event: &Event) {
             say!(out, "[{room}] room closed ({})", clean(reason));
         }
         Event::Error { error } => say!(out, "error: {}", clean(&error.to_string())),
+        Event::Role { room, user, role } => match role {
+            Role::Member => {
+                say!(out, "[{room}] {} is a member like the others now", clean(&user.name))
+            }
+            role => say!(out, "[{room}] {} is now the room's {}", clean(&user.name), role.as_str()),
+        },
         Event::Typing { .. } => {}
     }
 }
@@ -230,9 +244,17 @@ pub(crate) fn summary(message: &Message) -> String {
 }
 
 /// `members (2): Ann, Bob`, sorted by name.
-fn members(users: &[User]) -> String {
-    let mut names: Vec<String> = users.iter().map(|u| clean(&u.name)).collect();
-    names.sort_by_key(|name| name.to_lowercase());
+/// `members (3): Ann (owner), Bob (moderator), Cleo`, by name.
+fn members(users: &[User], roles: &Roles) -> String {
+    let mut users: Vec<&User> = users.iter().collect();
+    users.sort_by_key(|user| user.name.to_lowercase());
+    let names: Vec<String> = users
+        .iter()
+        .map(|user| match roles.get(&user.id) {
+            Some(role) => format!("{} ({})", clean(&user.name), role.as_str()),
+            None => clean(&user.name),
+        })
+        .collect();
     if names.is_empty() {
         return "members (0)".into();
     }

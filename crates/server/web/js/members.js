@@ -7,13 +7,20 @@ import { store, toggleHidden } from './store.js';
 // the "stopped typing" event never comes (a closed laptop, a lost frame).
 const TYPING_EXPIRES_MS = 6000;
 
+const ROLE_NAMES = { owner: 'Owner', moderator: 'Mod' };
+const ROLE_TITLES = { owner: 'Owns the room: names moderators', moderator: 'Moderator' };
+
 export class Members {
-  constructor({ list, count, typingLine }, onChange, onHide = () => {}) {
+  constructor({ list, count, typingLine }, onChange, onHide = () => {}, onRole = async () => {}) {
     this.list = list;
     this.count = count;
     this.typingLine = typingLine;
     this.onChange = onChange;
     this.onHide = onHide;
+    // Gives a member a role (the owner's controls); rejects with the error to show.
+    this.onRole = onRole;
+    // The owner and moderators, by user id.
+    this.roles = new Map();
     this.self = null;
     this.users = new Map();
     this.typing = new Map();
@@ -25,6 +32,19 @@ export class Members {
 
   get size() {
     return this.users.size;
+  }
+
+  /** Replaces the roles (after a join). */
+  setRoles(roles) {
+    this.roles = new Map(Object.entries(roles ?? {}));
+    this.render();
+  }
+
+  /** A member's role changed. */
+  setRole(user, role) {
+    if (role === 'member') this.roles.delete(user.id);
+    else this.roles.set(user.id, role);
+    this.render();
   }
 
   /** Replaces the whole list (after a join); returns who came and who went. */
@@ -67,6 +87,35 @@ export class Members {
     this.render();
   }
 
+  /** The owner's menu for another member: moderator or not, or the room handed over. */
+  roleMenu(user, role) {
+    const item = (label, next) => {
+      const button = h('button', { type: 'button', role: 'menuitem', class: 'member-menu-item' }, label);
+      button.addEventListener('click', async () => {
+        menu.open = false;
+        try {
+          await this.onRole(user, next);
+        } catch (error) {
+          this.notice(`Could not change ${user.name}'s role: ${error.message}`);
+        }
+      });
+      return button;
+    };
+    const menu = h('details', { class: 'member-menu' },
+      h('summary', { 'aria-label': `Roles of ${user.name}`, title: 'Roles' }, '⋯'),
+      h('div', { class: 'member-menu-list', role: 'menu' },
+        role === 'moderator'
+          ? item('Remove as moderator', 'member')
+          : item('Make moderator', 'moderator'),
+        item('Make owner (you become a moderator)', 'owner')));
+    return menu;
+  }
+
+  /** Shows a line under the list (a failed role change). */
+  notice(text) {
+    this.typingLine.textContent = text;
+  }
+
   /** Hides (or shows again) a member's messages on this device. */
   hideButton(user, isHidden) {
     const label = isHidden ? `Show messages from ${user.name}` : `Hide messages from ${user.name}`;
@@ -99,13 +148,17 @@ export class Members {
     const users = [...this.users.values()].sort((a, b) =>
       Number(b.id === selfId) - Number(a.id === selfId) || a.name.localeCompare(b.name));
     const hidden = store.hidden;
+    const owner = this.roles.get(selfId) === 'owner';
     this.list.replaceChildren(...users.map((user) => {
       const isHidden = hidden.has(user.id);
+      const role = this.roles.get(user.id);
       return h('li', { class: isHidden ? 'member is-hidden' : 'member', 'data-user': user.id },
         avatar(user),
         h('span', { class: 'member-name' }, user.name, user.id === selfId ? h('span', { class: 'you' }, ' (you)') : null),
+        role ? h('span', { class: `role-badge ${role}`, title: ROLE_TITLES[role] }, ROLE_NAMES[role]) : null,
         this.typing.has(user.id) ? h('span', { class: 'member-typing' }, 'typing…') : null,
-        user.id === selfId ? null : this.hideButton(user, isHidden));
+        user.id === selfId ? null : this.hideButton(user, isHidden),
+        owner && user.id !== selfId ? this.roleMenu(user, role ?? 'member') : null);
     }));
     this.count.textContent = String(users.length);
 

@@ -31,7 +31,7 @@ const members = new Members({
   list: byId('member-list'),
   count: byId('member-count'),
   typingLine: byId('typing'),
-}, renderSeats, () => timeline.applyHidden());
+}, renderSeats, () => timeline.applyHidden(), giveRole);
 const composer = new Composer({
   form: byId('composer'),
   box: byId('composer-box'),
@@ -83,6 +83,15 @@ client.on('leave', ({ room: where, user, reason }) => {
   if (!isThisRoom(where) || !members.remove(user)) return;
   timeline.system(reason === 'disconnected' ? `${user.name} lost the connection` : `${user.name} left`);
 });
+client.on('role', ({ room: where, user, role }) => {
+  if (!isThisRoom(where)) return;
+  members.setRole(user, role);
+  const self = user.id === client.user?.id;
+  const who = self ? 'You are' : `${user.name} is`;
+  if (role === 'owner') timeline.system(`${who} now the owner of this room`);
+  else if (role === 'moderator') timeline.system(`${who} now a moderator`);
+  else timeline.system(`${who} no longer a moderator`);
+});
 client.on('typing', ({ room: where, user, active }) => {
   if (isThisRoom(where)) members.setTyping(user, active);
 });
@@ -116,6 +125,7 @@ async function joinRoom() {
     room = result.room;
     renderRoom();
     const { came, went } = members.reset(result.members);
+    members.setRoles(result.roles);
     if (resuming) {
       // Who came and went while we were away.
       for (const user of came) if (user.id !== client.user.id) timeline.system(`${user.name} joined`);
@@ -228,6 +238,15 @@ function postError(error) {
     case 'not_member': return 'you are not in the room';
     case 'timeout': return 'no answer from the server';
     default: return error.message || error.code;
+  }
+}
+
+/** Gives another member a role (the owner only). */
+async function giveRole(user, role) {
+  try {
+    await client.request('role', { room: room.code, user: user.id, role });
+  } catch (error) {
+    throw new Error(describeError(error));
   }
 }
 
