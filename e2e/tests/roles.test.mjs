@@ -64,10 +64,10 @@ describe('roles in a room', { timeout: 120_000 }, () => {
     await joinByCode(bob.page, server.url, 'Bob', code);
     await waitListed(ann.page, ['Ann Owner', 'Bob']);
     await waitListed(bob.page, ['Bob', 'Ann Owner']);
-    // Only the owner has the roles menu.
+    // A plain member has no menu.
     assert.equal(await bob.page.locator('#member-list .member-menu').count(), 0);
 
-    await ann.page.click('#member-list summary[aria-label="Roles of Bob"]');
+    await ann.page.click('#member-list summary[aria-label="Manage Bob"]');
     await ann.page.screenshot({ path: path.join(OUT, 'roles-menu.png'), animations: 'disabled' });
     assert.deepEqual(await contrastFailures(ann.page), [], 'text contrast with the roles menu open');
     await ann.page.getByRole('menuitem', { name: 'Make moderator' }).click();
@@ -77,10 +77,11 @@ describe('roles in a room', { timeout: 120_000 }, () => {
       .some((line) => line.textContent === 'You are now a moderator'), null, { timeout: TIMEOUT });
 
     // Handing over: Bob owns the room, Ann is a moderator, and the menu moves.
-    await ann.page.click('#member-list summary[aria-label="Roles of Bob"]');
+    await ann.page.click('#member-list summary[aria-label="Manage Bob"]');
     await ann.page.getByRole('menuitem', { name: 'Make owner (you become a moderator)' }).click();
     await waitListed(bob.page, ['Bob Owner', 'Ann Mod']);
     await waitListed(ann.page, ['Ann Mod', 'Bob Owner']);
+    // A moderator has no menu for the owner; the owner has one for Ann.
     assert.equal(await ann.page.locator('#member-list .member-menu').count(), 0);
     assert.equal(await bob.page.locator('#member-list .member-menu').count(), 1);
     const lines = await systemLines(ann.page);
@@ -92,5 +93,18 @@ describe('roles in a room', { timeout: 120_000 }, () => {
     await ann.page.reload();
     await waitListed(ann.page, ['Ann Mod', 'Bob Owner']);
     assert.deepEqual(await listed(ann.page), ['Ann Mod', 'Bob Owner']);
+
+    // A third person misbehaves; the moderator removes them from the list.
+    const cleo = await person();
+    await joinByCode(cleo.page, server.url, 'Cleo', code);
+    await waitListed(ann.page, ['Ann Mod', 'Bob Owner', 'Cleo']);
+    await ann.page.click('#member-list summary[aria-label="Manage Cleo"]');
+    await ann.page.getByRole('menuitem', { name: 'Remove from the room for 10 minutes' }).click();
+    await waitListed(ann.page, ['Ann Mod', 'Bob Owner']);
+    await bob.page.waitForFunction(() => [...document.querySelectorAll('#messages .system')]
+      .some((line) => line.textContent === 'Cleo was removed from the room'), null, { timeout: TIMEOUT });
+    await cleo.page.waitForFunction(() => document.body.textContent
+      .includes('You were removed from this room by its owner or a moderator.'), null, { timeout: TIMEOUT });
+    await cleo.page.screenshot({ path: path.join(OUT, 'kicked.png'), animations: 'disabled' });
   });
 });

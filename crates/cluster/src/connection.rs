@@ -174,7 +174,7 @@ pub fn shard_of(code: &str, shards: usize) -> usize {
     (hash % shards.max(1) as u64) as usize
 }
 
-pub(crate) fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 20] {
+pub(crate) fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 21] {
     let k = |name: &str| format!("{ns}:{{{code}}}:{name}");
     [
         k("meta"),
@@ -197,6 +197,7 @@ pub(crate) fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 20
         k("pendc"),
         k(&format!("op:{op_id}")),
         k("roles"),
+        k("kick"),
     ]
 }
 

@@ -8,7 +8,7 @@
 //! gets them from the recent ones kept here, so that it misses nothing
 //! between its join's snapshot and its first live event.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -67,6 +67,7 @@ pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
             let (reason, user) = rest.split_once(' ')?;
             let reason = match reason {
                 "left" => LeaveReason::Left,
+                "kicked" => LeaveReason::Kicked,
                 _ => LeaveReason::Disconnected,
             };
             Kind::Leave(reason, serde_json::from_str(user).ok()?)
@@ -152,6 +153,9 @@ struct State {
     entries: Vec<Entry>,
     members: HashMap<String, User>,
     joining: usize,
+    /// Connections here whose user was removed from the room (`kick`):
+    /// their seats are stale, and their departures are not to be counted.
+    kicked: HashSet<u64>,
 }
 
 pub(crate) struct Mirror {
@@ -209,6 +213,7 @@ impl Mirror {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         state.joining -= 1;
+        state.kicked.remove(&conn);
         if !state.synced {
             state.synced = true;
             state.delivered = join.ev;
@@ -278,6 +283,17 @@ impl Mirror {
     }
 
     /// Removes a connection; its user and the incarnation it joined under.
+    /// Whether `conn`'s user was removed from the room (`kick`) while it was
+    /// here: its seat is stale.
+    pub fn was_kicked(&self, conn: u64) -> bool {
+        self.state.lock().kicked.contains(&conn)
+    }
+
+    /// Forgets that `conn` was removed (it joins again, or goes).
+    pub fn forget_kicked(&self, conn: u64) {
+        self.state.lock().kicked.remove(&conn);
+    }
+
     pub fn remove(&self, conn: u64) -> Option<(String, String)> {
         let mut state = self.state.lock();
         let i = state.entries.iter().position(|e| e.id() == conn)?;
@@ -354,6 +370,10 @@ impl Mirror {
     fn drain(&self, state: &mut State, me: &str) {
         while let Some(envelope) = state.holdback.remove(&(state.delivered + 1)) {
             state.delivered = envelope.ev;
+            let kicked = match &envelope.kind {
+                Kind::Leave(LeaveReason::Kicked, user) => Some(user.id.clone()),
+                _ => None,
+            };
             let applied = self.applied(state, envelope, me);
             let mut delivered = 0u64;
             for entry in &mut state.entries {
@@ -361,6 +381,19 @@ impl Mirror {
             }
             if matches!(applied.to, To::Message { .. }) {
                 metrics::counter!(confab_core::metric::DELIVERIES).increment(delivered);
+            }
+            if let Some(user) = kicked {
+                // The removed user's connections here: told, and let go.
+                let (out, stay): (Vec<Entry>, Vec<Entry>) =
+                    state.entries.drain(..).partition(|e| e.user == user);
+                state.entries = stay;
+                let mut out = out;
+                fanout::announce_closed(
+                    &self.code,
+                    "kicked",
+                    out.iter_mut().map(|e| &mut e.listener),
+                );
+                state.kicked.extend(out.iter().map(Entry::id));
             }
             state.recent.push_back(applied);
             if state.recent.len() > RECENT {
@@ -395,6 +428,11 @@ impl Mirror {
             Kind::Join(user) => {
                 let id = user.id.clone();
                 (event_frame(&Event::Join { room, user }), To::Others(id))
+            }
+            Kind::Leave(LeaveReason::Kicked, user) => {
+                let id = user.id.clone();
+                let reason = LeaveReason::Kicked;
+                (event_frame(&Event::Leave { room, user, reason }), To::Others(id))
             }
             Kind::Leave(reason, user) => {
                 (event_frame(&Event::Leave { room, user, reason }), To::All)

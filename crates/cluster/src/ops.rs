@@ -65,6 +65,10 @@ impl Cluster {
         match r.status() {
             "ok" => {}
             "room_full" => return Err(room_full(code, r.int(1)?)),
+            "kicked" => {
+                let wait = Duration::from_millis(r.uint(1)?);
+                return Err(confab_core::frames::kicked_out(code, wait));
+            }
             "name_taken" => return Err(name_taken(code, &user.name)),
             _ => return Err(not_found(code)),
         }
@@ -185,6 +189,43 @@ impl Cluster {
                 Err(confab_core::frames::no_such_member(code, whom))
             }
             _ => Err(confab_core::frames::not_in(code)),
+        }
+    }
+
+    /// Removes `target` from `code` for `ban` on behalf of `actor` (see
+    /// `room.lua`); the roles after it.
+    pub async fn kick(
+        &self,
+        code: &str,
+        actor: &str,
+        target: &confab_core::Target,
+        ban: Duration,
+    ) -> Result<confab_proto::Roles, ErrorBody> {
+        use confab_core::frames::{may_not_kick, no_such_member, not_in};
+        let (id, name) = match target {
+            confab_core::Target::Id(id) => (id.clone(), String::new()),
+            confab_core::Target::Name(name) => (String::new(), confab_core::name_key(name)),
+        };
+        let ms = ban.as_millis().to_string();
+        let r = self.room_op(code, &["kick", code, actor, &id, &name, &ms]).await?;
+        match r.status() {
+            "ok" => Ok(super::roles(&r.texts(1)?)),
+            "not_moderator" => {
+                Err(may_not_kick(code, "only the owner and moderators remove members"))
+            }
+            "owner" => Err(may_not_kick(code, "nobody removes the owner")),
+            "moderator" => Err(may_not_kick(code, "only the owner removes a moderator")),
+            "self" => {
+                Err(confab_core::frames::bad_request(format!("to leave room {code}, send leave")))
+            }
+            "no_member" => {
+                let whom = match target {
+                    confab_core::Target::Id(id) => id,
+                    confab_core::Target::Name(name) => name,
+                };
+                Err(no_such_member(code, whom))
+            }
+            _ => Err(not_in(code)),
         }
     }
 

@@ -36,6 +36,8 @@
 --                "claimed" or "cancelled"
 --  20 roles  hash: user id -> "owner" or "moderator" (a plain member is
 --                not in it)
+--  21 kick   hash: user id -> until when (ms since the epoch, Redis's
+--                clock) they may not join again
 --
 -- ARGV[1] is the op, ARGV[2] the room code; the rest depend on the op.
 -- Envelopes published on the events channel:
@@ -104,6 +106,12 @@ local function publish_message(rest, kept)
   redis.call('PUBLISH', CHANNEL, envelope)
 end
 
+-- Redis's clock, in milliseconds since the epoch.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 -- A message envelope's JSON: what follows its sixth space.
 local function message_of(envelope)
   return string.match(envelope, '^%S+ %S+ m %S+ %S+ %S+ (.*)$')
@@ -111,7 +119,7 @@ end
 
 local function destroy()
   for i = 1, 12 do redis.call('DEL', KEYS[i]) end
-  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18], KEYS[20])
+  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18], KEYS[20], KEYS[21])
   redis.call('SREM', KEYS[15], code)
   redis.call('SREM', KEYS[16], code)
 end
@@ -218,6 +226,12 @@ if op == 'join' then
   if ARGV[12] ~= '' and redis.call('GET', KEYS[19]) == 'cancelled' then return {'cancelled'} end
   local uid = ARGV[3]
   if ARGV[10] == '1' and redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_found'} end
+  local banned = redis.call('HGET', KEYS[21], uid)
+  if banned then
+    local left = tonumber(banned) - now_ms()
+    if left > 0 then return {'kicked', left} end
+    redis.call('HDEL', KEYS[21], uid)
+  end
   local latest = seq()
   local new = 0
   if redis.call('HEXISTS', KEYS[2], uid) == 1 then
@@ -507,6 +521,34 @@ if op == 'members' then
   if ARGV[3] ~= '1' and redis.call('SISMEMBER', KEYS[16], code) == 0 then return {'hidden'} end
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'hidden'} end
   return {'ok', member_list(), redis.call('HGETALL', KEYS[20])}
+end
+
+if op == 'kick' then
+  -- ARGV: 3 the actor's user id, 4 the target's user id ('' when named),
+  --       5 the target's name key ('' when by id), 6 for how long (ms).
+  -- The owner removes anyone else; a moderator, a plain member.
+  local actor = ARGV[3]
+  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
+    return {'not_member'}
+  end
+  local actor_role = redis.call('HGET', KEYS[20], actor)
+  if not actor_role then return {'not_moderator'} end
+  local target = ARGV[4]
+  if target == '' then target = redis.call('HGET', KEYS[3], ARGV[5]) end
+  if not target or redis.call('HEXISTS', KEYS[2], target) == 0 then return {'no_member'} end
+  if target == actor then return {'self'} end
+  local target_role = redis.call('HGET', KEYS[20], target)
+  if target_role == 'owner' then return {'owner'} end
+  if target_role == 'moderator' and actor_role ~= 'owner' then return {'moderator'} end
+  redis.call('HSET', KEYS[21], target, now_ms() + tonumber(ARGV[6]))
+  redis.call('HDEL', KEYS[20], target)
+  -- Every connection of theirs, on every node, is out of the room.
+  local prefix = target .. '|'
+  for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
+    if string.sub(field, 1, #prefix) == prefix then redis.call('HDEL', KEYS[4], field) end
+  end
+  remove_member(target, 'kicked')
+  return {'ok', redis.call('HGETALL', KEYS[20])}
 end
 
 if op == 'role' then

@@ -157,7 +157,9 @@ impl RoomBackend for ClusterRooms {
         };
         let mirror = cluster.mirror_for_join(&code);
         let resume_limit = self.services.config.resume_limit;
-        // A connection joining a room it is in already is counted once.
+        // A connection joining a room it is in already is counted once; one
+        // whose user was removed from it is in it no more.
+        let seated = seated.filter(|seat| !seat.mirror.was_kicked(who.conn));
         let joined =
             cluster.join(&code, user, since, resume_limit, stored, rejoin, seated.is_some()).await;
         let joined = match joined {
@@ -236,9 +238,33 @@ impl RoomBackend for ClusterRooms {
     }
 
     fn disconnect(&self, seat: ClusterSeat, conn: u64, user_id: &str, grace: bool) {
+        // A connection whose user was removed from the room left it then:
+        // there is nothing more to count.
+        if seat.mirror.was_kicked(conn) {
+            seat.mirror.forget_kicked(conn);
+            self.cluster.release_mirror(&seat.mirror);
+            return;
+        }
         let grace = if grace { self.services.config.grace } else { Duration::ZERO };
         seat.mirror.remove(conn);
         self.cluster.departed(seat.mirror, user_id.to_owned(), seat.incarnation, grace);
+    }
+
+    async fn kick(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+        target: &Target,
+        ban: Duration,
+    ) -> Result<(), ErrorBody> {
+        let code = seat.mirror.code();
+        let roles = self.cluster.kick(code, actor, target, ban).await?;
+        // A moderator removed loses the role, in the store too.
+        if seat.mirror.persistent() {
+            self.services.remember_roles(code, roles);
+        }
+        Ok(())
     }
 
     async fn post(

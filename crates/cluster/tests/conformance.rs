@@ -571,6 +571,74 @@ async fn roles<B: RoomBackend>(nodes: Nodes<B>) {
     assert_eq!(dana.refused(outside).await, "not_member");
 }
 
+/// The owner and moderators remove members for a while: the removed
+/// member's connections (every tab, on every node) get `closed`, the
+/// others a `leave` (reason `kicked`), and a join of theirs is refused
+/// until the time has passed; who may remove whom.
+async fn kick<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let mut cleo = Client::new(&nodes.a, "Cleo").await;
+    let mut dana = Client::new(&nodes.b, "Dana").await;
+    let code = ann.create(json!({})).await;
+    for client in [&mut ann, &mut bob, &mut cleo, &mut dana] {
+        client.join(&code).await;
+    }
+    // Dana's second tab, on the other node.
+    let (mut dana_tab, _) =
+        Client::hello(&nodes.a, "Dana", Some(&dana.session.clone()), json!({})).await;
+    dana_tab.join(&code).await;
+
+    let remove_dana = json!({"op": "kick", "room": code, "name": "dana"});
+    assert_eq!(cleo.refused(remove_dana.clone()).await, "forbidden", "a plain member");
+    ann.ok(json!({"op": "role", "room": code, "name": "Bob", "role": "moderator"})).await;
+    let remove_ann = json!({"op": "kick", "room": code, "name": "Ann"});
+    assert_eq!(bob.refused(remove_ann).await, "forbidden", "nobody removes the owner");
+    let herself = json!({"op": "kick", "room": code, "name": "Bob"});
+    assert_eq!(bob.refused(herself).await, "bad_request");
+    let too_long = json!({"op": "kick", "room": code, "name": "Dana", "minutes": 100_000});
+    assert_eq!(bob.refused(too_long).await, "bad_request");
+
+    // A moderator removes Dana: both her tabs are told, the others see her go.
+    bob.ok(remove_dana).await;
+    for tab in [&mut dana, &mut dana_tab] {
+        let closed = tab.next_event("closed").await;
+        assert_eq!((&closed["room"], &closed["reason"]), (&json!(code), &json!("kicked")));
+    }
+    for client in [&mut ann, &mut bob, &mut cleo] {
+        let left = client.next_event("leave").await;
+        assert_eq!((&left["user"]["name"], &left["reason"]), (&json!("Dana"), &json!("kicked")));
+    }
+    let members = ann.ok(json!({"op": "members", "room": code})).await;
+    assert_eq!(names(&members["members"]), ["Ann", "Bob", "Cleo"]);
+    // Her stale tabs can no longer post, and she may not come back yet.
+    let post = json!({"op": "post", "room": code, "body": "still here?"});
+    assert_eq!(dana.refused(post).await, "not_member");
+    let again = dana_tab.call(json!({"op": "join", "room": code})).await;
+    assert_eq!(again["error"]["code"], "forbidden", "{again}");
+    assert!(again["error"]["retry_after_ms"].as_u64().unwrap() > 9 * 60 * 1000, "{again}");
+    // A moderator does not remove another moderator; the owner does, and
+    // the role goes with the seat.
+    ann.ok(json!({"op": "role", "room": code, "name": "Cleo", "role": "moderator"})).await;
+    let remove_cleo = json!({"op": "kick", "room": code, "name": "Cleo", "minutes": 1});
+    assert_eq!(bob.refused(remove_cleo.clone()).await, "forbidden");
+    ann.ok(remove_cleo).await;
+    assert_eq!(cleo.next_event("closed").await["reason"], "kicked");
+    let members = ann.ok(json!({"op": "members", "room": code})).await;
+    assert_eq!(names(&members["members"]), ["Ann", "Bob"]);
+    assert_eq!(
+        members["roles"],
+        json!({ann.user.as_str(): "owner", bob.user.as_str(): "moderator"}),
+        "Cleo is no moderator any more"
+    );
+    // The dropped stale connections change nothing for those who stay.
+    dana.drop_conn();
+    dana_tab.drop_conn();
+    bob.post(&code, "after").await;
+    let members = ann.ok(json!({"op": "members", "room": code})).await;
+    assert_eq!(names(&members["members"]), ["Ann", "Bob"]);
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         /// The local backend: always.
@@ -618,6 +686,7 @@ conformance!(
     visibility,
     private_rooms_answer_as_missing_ones,
     roles,
+    kick,
 );
 
 /// With three shards, rooms land on every one of them, and each node sees

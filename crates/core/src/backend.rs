@@ -267,6 +267,20 @@ pub trait RoomBackend: Send + Sync + 'static {
         role: Role,
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
 
+    /// Removes the member `target` from the room of `seat` on behalf of
+    /// `actor` (its owner, or a moderator removing a plain member), for
+    /// `ban`: their connections there get `closed` (reason `kicked`), the
+    /// others a `leave` (reason `kicked`), and a `join` of theirs is
+    /// refused until `ban` has passed.
+    fn kick(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        ban: Duration,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
     /// Messages of `range` the user may see, oldest first (the part older
     /// than what the backend keeps read from the store).
     fn read(

@@ -21,6 +21,10 @@ use crate::{Outbox, now_rfc3339};
 /// The most messages one `history` or `mine` returns.
 const PAGE_MAX: u32 = 200;
 const PAGE_DEFAULT: u32 = 50;
+/// How long a member removed by `kick` may not join again, by default and
+/// at most, in minutes.
+pub const KICK_MINUTES: u32 = 10;
+pub const KICK_MINUTES_MAX: u32 = 24 * 60;
 /// Characters in the reason given with a `report`.
 pub const REASON_CHARS: usize = 200;
 
@@ -230,7 +234,14 @@ impl<B: RoomBackend> Conn<B> {
             }
             ClientOp::Leave { room: code } => {
                 let at = self.seat_index(&code);
-                rooms.leave(&code, at.map(|i| &self.seats[i]), self.id, &user.id).await?;
+                let left = rooms.leave(&code, at.map(|i| &self.seats[i]), self.id, &user.id).await;
+                match (left, at) {
+                    (Ok(()), _) => {}
+                    // A seat the room no longer knows (its user was
+                    // removed): left already.
+                    (Err(e), Some(_)) if e.code == ErrorCode::NotMember => {}
+                    (Err(e), _) => return Err(e),
+                }
                 if let Some(i) = at {
                     self.seats.swap_remove(i);
                 }
@@ -289,6 +300,22 @@ impl<B: RoomBackend> Conn<B> {
                 let seat = self.seat(&room)?;
                 self.hub.limiters().check(Limit::Moderate, &user.id)?;
                 rooms.set_role(seat, self.id, &user.id, &target, role).await?;
+                self.ok(id, &Empty {})
+            }
+            ClientOp::Kick { room, user: target_id, name, minutes } => {
+                let target = match (target_id, name) {
+                    (Some(id), None) => Target::Id(id),
+                    (None, Some(name)) => Target::Name(name.trim().to_owned()),
+                    _ => return Err(bad("kick names its member by exactly one of user and name")),
+                };
+                let minutes = minutes.unwrap_or(KICK_MINUTES);
+                if !(1..=KICK_MINUTES_MAX).contains(&minutes) {
+                    return Err(bad(format!("minutes must be from 1 to {KICK_MINUTES_MAX}")));
+                }
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                let ban = std::time::Duration::from_secs(u64::from(minutes) * 60);
+                rooms.kick(seat, self.id, &user.id, &target, ban).await?;
                 self.ok(id, &Empty {})
             }
             ClientOp::Report { room, seq, reason } => {

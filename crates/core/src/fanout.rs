@@ -71,9 +71,19 @@ impl Listener {
 /// node does this for every room before it closes any connection, so that
 /// a client in several rooms hears of each.
 pub fn announce_shutdown<'a>(room: &str, listeners: impl Iterator<Item = &'a mut Listener>) {
+    announce_closed(room, "shutdown", listeners);
+}
+
+/// Queues `closed` with `reason` for every listener: the room closes for
+/// these connections (the server stops, or they were removed).
+pub fn announce_closed<'a>(
+    room: &str,
+    reason: &str,
+    listeners: impl Iterator<Item = &'a mut Listener>,
+) {
     let frame = crate::frames::event_frame(&confab_proto::Event::Closed {
         room: room.to_owned(),
-        reason: "shutdown".into(),
+        reason: reason.into(),
     });
     for listener in listeners {
         listener.push(&frame);

@@ -103,6 +103,26 @@ pub fn owner_only(code: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::Forbidden, format!("only the owner of room {code} gives roles"))
 }
 
+/// A `kick` by someone who is neither the owner nor a moderator, or of
+/// someone they may not remove.
+pub fn may_not_kick(code: &str, why: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Forbidden, format!("{why} in room {code}"))
+}
+
+/// A `join` by someone removed from the room, for `wait` more.
+pub fn kicked_out(code: &str, wait: std::time::Duration) -> ErrorBody {
+    let minutes = wait.as_secs().div_ceil(60).max(1);
+    let mut error = ErrorBody::new(
+        ErrorCode::Forbidden,
+        format!(
+            "you were removed from room {code}; you may join it again in {minutes} minute{}",
+            if minutes == 1 { "" } else { "s" }
+        ),
+    );
+    error.retry_after_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
+    error
+}
+
 /// A role op naming someone who is not a member of the room.
 pub fn no_such_member(code: &str, whom: &str) -> ErrorBody {
     let whom = if whom.chars().count() <= 64 && !whom.chars().any(char::is_control) {
@@ -119,6 +139,11 @@ pub fn own_role(code: &str) -> ErrorBody {
         ErrorCode::BadRequest,
         format!("you own room {code}; to give it up, make another member its owner"),
     )
+}
+
+/// A `bad_request`.
+pub fn bad_request(message: impl Into<String>) -> ErrorBody {
+    bad(message)
 }
 
 pub(crate) fn bad(message: impl Into<String>) -> ErrorBody {

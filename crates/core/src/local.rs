@@ -310,6 +310,27 @@ impl RoomBackend for LocalRooms {
         Ok(())
     }
 
+    async fn kick(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        ban: std::time::Duration,
+    ) -> Result<(), ErrorBody> {
+        let room = &seat.0;
+        let had_roles = room.is_persistent().then(|| room.roles());
+        room.kick(conn, actor, target, ban)?;
+        // A moderator removed loses the role, in the store too.
+        if let Some(before) = had_roles {
+            let after = room.roles();
+            if after != before {
+                self.services().remember_roles(room.code(), after);
+            }
+        }
+        Ok(())
+    }
+
     async fn read(
         &self,
         seat: &LocalSeat,

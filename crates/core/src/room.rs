@@ -26,8 +26,8 @@ use parking_lot::Mutex;
 use crate::backend::{Departure, Draft, Range, RoomSpec, Target};
 use crate::fanout::Listener;
 use crate::frames::{
-    event_frame, message_event, message_json, message_reply, name_taken, no_such_member, not_found,
-    own_role, owner_only, room_full, unavailable,
+    event_frame, kicked_out, may_not_kick, message_event, message_json, message_reply, name_taken,
+    no_such_member, not_found, own_role, owner_only, room_full, unavailable,
 };
 use crate::outbox::Outbox;
 use crate::persist::{Job, PendingPost, Persister, Publish, Waiters};
@@ -85,6 +85,8 @@ struct RoomState {
     warm: bool,
     /// The owner and moderators.
     roles: Roles,
+    /// Users removed (`kick`), until when they may not join again.
+    kicked: HashMap<String, std::time::Instant>,
 }
 
 enum Dedup {
@@ -243,6 +245,13 @@ impl Room {
         let state = &mut *guard;
         if state.closed || (rejoin && !state.members.contains_key(&user.id)) {
             return Err(not_found(&self.meta.code));
+        }
+        if let Some(until) = state.kicked.get(&user.id).copied() {
+            let now = std::time::Instant::now();
+            if until > now {
+                return Err(kicked_out(&self.meta.code, until - now));
+            }
+            state.kicked.remove(&user.id);
         }
         let entry = Listener::pending(conn, outbox);
         // A member coming back under a new name keeps the old one if the
@@ -611,6 +620,79 @@ impl Room {
             return Err(not_member(&self.meta.code));
         }
         Ok((state.members.values().map(|m| m.user.clone()).collect(), state.roles.clone()))
+    }
+
+    /// The owner and moderators.
+    pub fn roles(&self) -> Roles {
+        self.state.lock().roles.clone()
+    }
+
+    /// Removes the member `target` on behalf of `actor` (through the
+    /// connection `conn`): the owner removes anyone else, a moderator a
+    /// plain member. Their connections here get `closed` (reason
+    /// `kicked`), the others a `leave`; they may not join again for `ban`.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined, `forbidden` if the
+    /// actor may not remove the target, `bad_request` for a target that is
+    /// not a member, or the actor themselves.
+    pub fn kick(
+        &self,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        ban: std::time::Duration,
+    ) -> Result<(), ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.closed || !is_joined(state, actor, conn) {
+            return Err(not_member(&self.meta.code));
+        }
+        let actor_role = state.roles.get(actor).copied().unwrap_or(Role::Member);
+        if actor_role == Role::Member {
+            return Err(may_not_kick(
+                &self.meta.code,
+                "only the owner and moderators remove members",
+            ));
+        }
+        let found = match target {
+            Target::Id(id) => state.members.get_key_value(id.as_str()),
+            Target::Name(name) => {
+                state.members.iter().find(|(_, m)| names_clash(&m.user.name, name))
+            }
+        };
+        let Some((target_id, _)) = found else {
+            let whom = match target {
+                Target::Id(id) => id,
+                Target::Name(name) => name,
+            };
+            return Err(no_such_member(&self.meta.code, whom));
+        };
+        let target_id = target_id.clone();
+        if target_id == actor {
+            return Err(crate::frames::bad(format!(
+                "to leave room {}, send leave",
+                self.meta.code
+            )));
+        }
+        match state.roles.get(&target_id) {
+            Some(Role::Owner) => {
+                return Err(may_not_kick(&self.meta.code, "nobody removes the owner"));
+            }
+            Some(Role::Moderator) if actor_role != Role::Owner => {
+                return Err(may_not_kick(&self.meta.code, "only the owner removes a moderator"));
+            }
+            _ => {}
+        }
+        if let Some(member) = state.members.get_mut(&target_id) {
+            crate::fanout::announce_closed(&self.meta.code, "kicked", member.conns.iter_mut());
+        }
+        state.kicked.insert(target_id.clone(), std::time::Instant::now() + ban);
+        // A moderator removed is a moderator no more.
+        state.roles.remove(&target_id);
+        self.remove_member(state, &target_id, LeaveReason::Kicked);
+        Ok(())
     }
 
     /// Gives the member `target` `role`, on behalf of `actor` (through the

@@ -79,6 +79,17 @@ pub enum ClientOp {
         name: Option<String>,
         role: crate::Role,
     },
+    /// Removes a member from the room for a while (owner and moderators).
+    Kick {
+        room: String,
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        /// How long they may not join again [default: 10].
+        #[serde(default)]
+        minutes: Option<u32>,
+    },
     /// Tells the operator about a message (the audit log).
     Report {
         room: String,
@@ -106,6 +117,7 @@ impl ClientOp {
             ClientOp::Mine { .. } => "mine",
             ClientOp::Report { .. } => "report",
             ClientOp::Role { .. } => "role",
+            ClientOp::Kick { .. } => "kick",
             ClientOp::Ping => "ping",
         }
     }

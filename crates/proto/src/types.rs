@@ -180,6 +180,8 @@ impl std::error::Error for ErrorBody {}
 pub enum LeaveReason {
     Left,
     Disconnected,
+    /// Removed by the room's owner or a moderator (`kick`).
+    Kicked,
 }
 
 /// A server push: `{ "ev": "<name>", … }`.

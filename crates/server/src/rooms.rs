@@ -251,6 +251,25 @@ impl RoomBackend for Rooms {
         }
     }
 
+    async fn kick(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        ban: Duration,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.kick(seat, conn, actor, target, ban).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.kick(seat, conn, actor, target, ban).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
     async fn read(
         &self,
         seat: &RoomSeat,

@@ -436,6 +436,10 @@ impl Session {
                 Pending::Role { room: self.label(&room) },
                 ClientOp::Role { room, user: None, name: Some(name), role },
             ),
+            Command::Kick { room, name } => (
+                Pending::Kick { room: self.label(&room) },
+                ClientOp::Kick { room, user: None, name: Some(name), minutes: None },
+            ),
             Command::Report { room, id, reason } => (
                 Pending::Report { room: self.label(&room), id },
                 ClientOp::Report { room, seq: id, reason },

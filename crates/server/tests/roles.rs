@@ -105,3 +105,64 @@ async fn the_terminal_shows_roles_and_gives_them_by_name() {
         [r#""Term" "moderator""#, r#""Term" "owner""#, r#""Web" "moderator""#, r#""Web" "member""#]
     );
 }
+
+#[tokio::test]
+async fn the_terminal_removes_a_member_and_hears_it_was_removed() {
+    let server: TestServer = start_with(|_| {}).await;
+    let mut owner = server.client("Owner").await;
+    let code = server.create(&mut owner, json!({"public": true})).await;
+    join(&mut owner, &code).await;
+    let connect = || async {
+        let stream = tokio::net::TcpStream::connect(server.server.tcp_addr()).await.unwrap();
+        let (read, write) = stream.into_split();
+        (BufReader::new(read).lines(), write)
+    };
+    let (mut mod_lines, mut mod_write) = connect().await;
+    let (mut troll_lines, mut troll_write) = connect().await;
+    async fn until(
+        lines: &mut tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+        prefix: &str,
+    ) -> String {
+        loop {
+            let line = tokio::time::timeout(WAIT, lines.next_line())
+                .await
+                .expect("a line")
+                .unwrap()
+                .unwrap();
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+    mod_write.write_all(format!("Mod\n%groupjoin {code}\n").as_bytes()).await.unwrap();
+    until(&mut mod_lines, &format!("[{code}] you joined")).await;
+    troll_write.write_all(format!("Troll\n%groupjoin {code}\n").as_bytes()).await.unwrap();
+    until(&mut troll_lines, &format!("[{code}] you joined")).await;
+    owner
+        .ok(json!({"op": "role", "room": code, "name": "Mod", "role": "moderator"}))
+        .await
+        .unwrap();
+    until(&mut mod_lines, &format!("[{code}] Mod is now")).await;
+
+    mod_write.write_all(format!("%groupkick {code} troll\n").as_bytes()).await.unwrap();
+    assert_eq!(
+        until(&mut troll_lines, &format!("[{code}] you were")).await,
+        format!("[{code}] you were removed from the room by its owner or a moderator")
+    );
+    assert_eq!(
+        until(&mut mod_lines, &format!("[{code}] Troll")).await,
+        format!("[{code}] Troll was removed from the room")
+    );
+    let left = owner.event("leave").await.unwrap();
+    assert_eq!((&left["user"]["name"], &left["reason"]), (&json!("Troll"), &json!("kicked")));
+    // Back too soon: refused, saying for how long; %exit ends cleanly.
+    troll_write.write_all(format!("%groupjoin {code}\n").as_bytes()).await.unwrap();
+    assert_eq!(
+        until(&mut troll_lines, "error:").await,
+        format!(
+            "error: forbidden: you were removed from room {code}; you may join it again in 10 minutes"
+        )
+    );
+    troll_write.write_all(b"%exit\n").await.unwrap();
+    assert_eq!(until(&mut troll_lines, "bye:").await, "bye: goodbye");
+}

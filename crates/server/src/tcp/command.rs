@@ -40,6 +40,10 @@ pub(crate) enum Command {
         role: confab_proto::Role,
         name: String,
     },
+    Kick {
+        room: String,
+        name: String,
+    },
     Groups,
     /// Before the username: come back as the user of this session token.
     Session {
@@ -69,6 +73,10 @@ pub(crate) const COMMANDS: &[Spec] = &[
         usage: "%role <owner|moderator|member> <name...>",
         about: "give a member of main a role (the owner only)",
     },
+    Spec {
+        usage: "%kick <name...>",
+        about: "remove a member from main for 10 minutes (owner, moderators)",
+    },
     Spec { usage: "%groups", about: "public rooms and boards" },
     Spec { usage: "%groupjoin <room>", about: "join a room, by code or board name" },
     Spec { usage: "%groupleave <room>", about: "leave a room" },
@@ -81,6 +89,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         usage: "%grouprole <room> <owner|moderator|member> <name...>",
         about: "give a member of a room a role",
     },
+    Spec { usage: "%groupkick <room> <name...>", about: "remove a member from a room" },
     Spec {
         usage: "%session <token>",
         about: "before your username: come back as the user that token names",
@@ -190,6 +199,11 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
             let room = args.word("a room")?;
             let role = args.role()?;
             Command::Role { room, role, name: args.content()? }
+        }
+        "%kick" => Command::Kick { room: MAIN.into(), name: args.content()? },
+        "%groupkick" => {
+            let room = args.word("a room")?;
+            Command::Kick { room, name: args.content()? }
         }
         "%groupreport" => {
             let room = args.word("a room")?;

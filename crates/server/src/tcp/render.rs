@@ -26,6 +26,7 @@ pub(crate) enum Pending {
     Message { room: String },
     Report { room: String, id: u64 },
     Role { room: String },
+    Kick { room: String },
     Groups,
 }
 
@@ -39,7 +40,8 @@ impl Pending {
             | Pending::List { room }
             | Pending::Message { room }
             | Pending::Report { room, .. }
-            | Pending::Role { room } => Some(room),
+            | Pending::Role { room }
+            | Pending::Kick { room } => Some(room),
             Pending::Hello | Pending::Join | Pending::Groups => None,
         }
     }
@@ -156,7 +158,7 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
             }
         }
         // The change itself comes as an event to every member.
-        Pending::Role { .. } => {}
+        Pending::Role { .. } | Pending::Kick { .. } => {}
         Pending::Report { room, id } => {
             say!(out, "[{room}] message {id} reported to the operator");
         }
@@ -209,8 +211,12 @@ pub(crate) fn event(out: &mut String, event: &Event) {
             let verb = match reason {
                 LeaveReason::Left => "left",
                 LeaveReason::Disconnected => "disconnected",
+                LeaveReason::Kicked => "was removed from the room",
             };
             say!(out, "[{room}] {} {verb}", clean(&user.name));
+        }
+        Event::Closed { room, reason } if reason == "kicked" => {
+            say!(out, "[{room}] you were removed from the room by its owner or a moderator");
         }
         Event::Closed { room, reason } => {
             say!(out, "[{room}] room closed ({})", clean(reason));

@@ -11,7 +11,7 @@ const ROLE_NAMES = { owner: 'Owner', moderator: 'Mod' };
 const ROLE_TITLES = { owner: 'Owns the room: names moderators', moderator: 'Moderator' };
 
 export class Members {
-  constructor({ list, count, typingLine }, onChange, onHide = () => {}, onRole = async () => {}) {
+  constructor({ list, count, typingLine }, onChange, onHide = () => {}, onRole = async () => {}, onKick = async () => {}) {
     this.list = list;
     this.count = count;
     this.typingLine = typingLine;
@@ -19,6 +19,8 @@ export class Members {
     this.onHide = onHide;
     // Gives a member a role (the owner's controls); rejects with the error to show.
     this.onRole = onRole;
+    // Removes a member from the room (owner and moderators).
+    this.onKick = onKick;
     // The owner and moderators, by user id.
     this.roles = new Map();
     this.self = null;
@@ -87,27 +89,34 @@ export class Members {
     this.render();
   }
 
-  /** The owner's menu for another member: moderator or not, or the room handed over. */
-  roleMenu(user, role) {
-    const item = (label, next) => {
-      const button = h('button', { type: 'button', role: 'menuitem', class: 'member-menu-item' }, label);
+  /**
+   * The menu for another member: for the owner, naming moderators and
+   * handing the room over; for the owner and moderators, removing those
+   * they may remove. Nothing for the others.
+   */
+  roleMenu(user, role, mine) {
+    const owner = mine === 'owner';
+    const removable = owner ? role !== 'owner' : mine === 'moderator' && role === 'member';
+    if (!owner && !removable) return null;
+    const item = (label, action, danger = false) => {
+      const button = h('button', { type: 'button', role: 'menuitem', class: danger ? 'member-menu-item danger' : 'member-menu-item' }, label);
       button.addEventListener('click', async () => {
         menu.open = false;
         try {
-          await this.onRole(user, next);
+          await action();
         } catch (error) {
-          this.notice(`Could not change ${user.name}'s role: ${error.message}`);
+          this.notice(`Could not do that for ${user.name}: ${error.message}`);
         }
       });
       return button;
     };
     const menu = h('details', { class: 'member-menu' },
-      h('summary', { 'aria-label': `Roles of ${user.name}`, title: 'Roles' }, '⋯'),
+      h('summary', { 'aria-label': `Manage ${user.name}`, title: 'Manage' }, '⋯'),
       h('div', { class: 'member-menu-list', role: 'menu' },
-        role === 'moderator'
-          ? item('Remove as moderator', 'member')
-          : item('Make moderator', 'moderator'),
-        item('Make owner (you become a moderator)', 'owner')));
+        owner && role === 'moderator' ? item('Remove as moderator', () => this.onRole(user, 'member')) : null,
+        owner && role !== 'moderator' ? item('Make moderator', () => this.onRole(user, 'moderator')) : null,
+        owner ? item('Make owner (you become a moderator)', () => this.onRole(user, 'owner')) : null,
+        removable ? item('Remove from the room for 10 minutes', () => this.onKick(user), true) : null));
     return menu;
   }
 
@@ -148,7 +157,7 @@ export class Members {
     const users = [...this.users.values()].sort((a, b) =>
       Number(b.id === selfId) - Number(a.id === selfId) || a.name.localeCompare(b.name));
     const hidden = store.hidden;
-    const owner = this.roles.get(selfId) === 'owner';
+    const mine = this.roles.get(selfId);
     this.list.replaceChildren(...users.map((user) => {
       const isHidden = hidden.has(user.id);
       const role = this.roles.get(user.id);
@@ -158,7 +167,7 @@ export class Members {
         role ? h('span', { class: `role-badge ${role}`, title: ROLE_TITLES[role] }, ROLE_NAMES[role]) : null,
         this.typing.has(user.id) ? h('span', { class: 'member-typing' }, 'typing…') : null,
         user.id === selfId ? null : this.hideButton(user, isHidden),
-        owner && user.id !== selfId ? this.roleMenu(user, role ?? 'member') : null);
+        user.id !== selfId ? this.roleMenu(user, role ?? 'member', mine) : null);
     }));
     this.count.textContent = String(users.length);
 

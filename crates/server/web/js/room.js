@@ -31,7 +31,7 @@ const members = new Members({
   list: byId('member-list'),
   count: byId('member-count'),
   typingLine: byId('typing'),
-}, renderSeats, () => timeline.applyHidden(), giveRole);
+}, renderSeats, () => timeline.applyHidden(), giveRole, kick);
 const composer = new Composer({
   form: byId('composer'),
   box: byId('composer-box'),
@@ -81,7 +81,8 @@ client.on('join', ({ room: where, user }) => {
 });
 client.on('leave', ({ room: where, user, reason }) => {
   if (!isThisRoom(where) || !members.remove(user)) return;
-  timeline.system(reason === 'disconnected' ? `${user.name} lost the connection` : `${user.name} left`);
+  if (reason === 'kicked') timeline.system(`${user.name} was removed from the room`);
+  else timeline.system(reason === 'disconnected' ? `${user.name} lost the connection` : `${user.name} left`);
 });
 client.on('role', ({ room: where, user, role }) => {
   if (!isThisRoom(where)) return;
@@ -101,6 +102,8 @@ client.on('closed', ({ room: where, reason }) => {
     restarting = true;
     joined = false; // the room closed under this connection
     updateStatus();
+  } else if (reason === 'kicked') {
+    roomEnded('You were removed from this room by its owner or a moderator.');
   } else {
     roomEnded('This room has ended.');
   }
@@ -245,6 +248,15 @@ function postError(error) {
 async function giveRole(user, role) {
   try {
     await client.request('role', { room: room.code, user: user.id, role });
+  } catch (error) {
+    throw new Error(describeError(error));
+  }
+}
+
+/** Removes another member from the room for a while (owner, moderators). */
+async function kick(user) {
+  try {
+    await client.request('kick', { room: room.code, user: user.id });
   } catch (error) {
     throw new Error(describeError(error));
   }
