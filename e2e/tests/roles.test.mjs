@@ -106,5 +106,24 @@ describe('roles in a room', { timeout: 120_000 }, () => {
     await cleo.page.waitForFunction(() => document.body.textContent
       .includes('You were removed from this room by its owner or a moderator.'), null, { timeout: TIMEOUT });
     await cleo.page.screenshot({ path: path.join(OUT, 'kicked.png'), animations: 'disabled' });
+
+    // The owner locks the room: the badge shows for everyone, newcomers are turned away.
+    assert.equal(await ann.page.isVisible('#lock-toggle'), true, 'a moderator has the control');
+    await bob.page.click('#lock-toggle');
+    await bob.page.waitForFunction(() => document.getElementById('lock-toggle').textContent === 'Unlock the room',
+      null, { timeout: TIMEOUT });
+    await ann.page.waitForFunction(() => !document.getElementById('locked-badge').hidden, null, { timeout: TIMEOUT });
+    await ann.page.screenshot({ path: path.join(OUT, 'locked.png'), animations: 'disabled' });
+    assert.deepEqual(await contrastFailures(ann.page), [], 'text contrast of a locked room');
+    const dana = await person();
+    await dana.page.goto(`${server.url}/`);
+    await dana.page.fill('#name', 'Dana');
+    await dana.page.fill('#code', code);
+    await dana.page.click('#join-submit');
+    await dana.page.waitForFunction(() => document.body.textContent.includes('is locked: nobody new may join'),
+      null, { timeout: TIMEOUT });
+    // Unlocked again: Dana comes in.
+    await bob.page.click('#lock-toggle');
+    await ann.page.waitForFunction(() => document.getElementById('locked-badge').hidden, null, { timeout: TIMEOUT });
   });
 });

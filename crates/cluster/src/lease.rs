@@ -164,8 +164,7 @@ impl Cluster {
             }
             let seats = room.spec.seats(self.max_capacity);
             let info = room.spec.info(0);
-            if let Err(e) = self.create(&info, seats, None, false, room.last_seq, &room.roles).await
-            {
+            if let Err(e) = self.create(&info, seats, None, false, &recorded(&room)).await {
                 failed.get_or_insert(ClusterError::Record { room: info.code, message: e.message });
             }
         }
@@ -351,4 +350,9 @@ pub(super) async fn upkeep_loop(cluster: Weak<Cluster>) {
         drop(c);
         tokio::time::sleep(every).await;
     }
+}
+
+/// What a stored room is recorded in Redis with.
+fn recorded(room: &confab_core::StoredRoom) -> super::Recorded {
+    super::Recorded { last_seq: room.last_seq, roles: room.roles.clone(), locked: room.locked }
 }

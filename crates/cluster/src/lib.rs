@@ -152,6 +152,7 @@ pub(crate) struct ClusterJoin {
     /// The oldest `seq` the window holds.
     pub oldest: u64,
     pub roles: confab_proto::Roles,
+    pub locked: bool,
 }
 
 /// What a read of messages answered.
@@ -311,16 +312,18 @@ impl Cluster {
 
     /// Records a room in the cluster. `only_new`: fail with `exists` if
     /// the code is taken (a created room); else keep what is there (a
-    /// board, or a stored room recorded again at start).
+    /// board, or a stored room recorded again at start). `state`: what it
+    /// starts with.
     pub async fn create(
         &self,
         info: &RoomInfo,
         seats: usize,
         ttl: Option<Duration>,
         only_new: bool,
-        last_seq: u64,
-        roles: &confab_proto::Roles,
+        state: &Recorded,
     ) -> Result<bool, ErrorBody> {
+        let Recorded { last_seq, roles, locked } = state;
+        let (last_seq, locked) = (*last_seq, *locked);
         let json = serde_json::to_string(info).expect("room info serializes");
         let roles: String =
             roles.iter().map(|(id, role)| format!("{id}={};", role.as_str())).collect();
@@ -341,6 +344,7 @@ impl Cluster {
                     &last_seq.to_string(),
                     &info.backlog.to_string(),
                     &roles,
+                    if locked { "1" } else { "0" },
                 ],
             )
             .await?;
@@ -417,6 +421,15 @@ impl Cluster {
     fn all_mirrors(&self) -> Vec<Arc<Mirror>> {
         self.mirrors.read().values().cloned().collect()
     }
+}
+
+/// What a room recorded in the cluster starts with: a new room nothing, a
+/// stored one what the store kept.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    pub last_seq: u64,
+    pub roles: confab_proto::Roles,
+    pub locked: bool,
 }
 
 /// A room's roles from Redis's `HGETALL` (field, value, field, value…);
@@ -532,9 +545,9 @@ mod tests {
     async fn concurrent_joins_over_three_nodes_take_exactly_the_seats() {
         let (a, b, c) = (cluster("a").await, cluster("b").await, cluster("c").await);
         let code = format!("T{:08X}", rand::random::<u32>());
-        assert!(a.create(&info(&code, 3), 3, None, true, 0, &Default::default()).await.unwrap());
+        assert!(a.create(&info(&code, 3), 3, None, true, &Recorded::default()).await.unwrap());
         assert!(
-            !b.create(&info(&code, 3), 3, None, true, 0, &Default::default()).await.unwrap(),
+            !b.create(&info(&code, 3), 3, None, true, &Recorded::default()).await.unwrap(),
             "code taken"
         );
         let nodes = [a.clone(), b.clone(), c.clone()];
@@ -558,7 +571,7 @@ mod tests {
     async fn posts_from_two_nodes_get_one_order_and_a_cid_is_posted_once() {
         let (a, b) = (cluster("a").await, cluster("b").await);
         let code = format!("T{:08X}", rand::random::<u32>());
-        a.create(&info(&code, 4), 4, None, true, 0, &Default::default()).await.unwrap();
+        a.create(&info(&code, 4), 4, None, true, &Recorded::default()).await.unwrap();
         let (ann, bob) = (user(1), user(2));
         let joined = a.join(&code, &ann, None, 100, None, false, false).await.unwrap();
         assert!(joined.new);

@@ -43,6 +43,7 @@ enum Kind {
     Leave(LeaveReason, User),
     Typing(bool, User),
     Role(Role, User),
+    Locked(bool, User),
 }
 
 /// Reads `"C ev kind …"`; see `room.lua`.
@@ -75,6 +76,10 @@ pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
         "t" => {
             let (active, user) = rest.split_once(' ')?;
             Kind::Typing(active == "1", serde_json::from_str(user).ok()?)
+        }
+        "k" => {
+            let (locked, user) = rest.split_once(' ')?;
+            Kind::Locked(locked == "1", serde_json::from_str(user).ok()?)
         }
         "r" => {
             let (role, user) = rest.split_once(' ')?;
@@ -411,7 +416,7 @@ impl Mirror {
             Kind::Leave(_, user) => {
                 state.members.remove(&user.id);
             }
-            Kind::Message { .. } | Kind::Typing(..) | Kind::Role(..) => {}
+            Kind::Message { .. } | Kind::Typing(..) | Kind::Role(..) | Kind::Locked(..) => {}
         }
         self.members.store(state.members.len(), Ordering::Relaxed);
         self.render(envelope, me)
@@ -442,6 +447,9 @@ impl Mirror {
                 (event_frame(&Event::Typing { room, user, active }), To::Others(id))
             }
             Kind::Role(role, user) => (event_frame(&Event::Role { room, user, role }), To::All),
+            Kind::Locked(locked, user) => {
+                (event_frame(&Event::Locked { room, locked, user }), To::All)
+            }
         };
         Applied { ev: envelope.ev, frame, to }
     }
@@ -499,6 +507,7 @@ mod tests {
             limit: 10,
             oldest: 1,
             roles: Default::default(),
+            locked: false,
         }
     }
 

@@ -65,6 +65,7 @@ impl Cluster {
         match r.status() {
             "ok" => {}
             "room_full" => return Err(room_full(code, r.int(1)?)),
+            "locked" => return Err(confab_core::frames::locked_out(code)),
             "kicked" => {
                 let wait = Duration::from_millis(r.uint(1)?);
                 return Err(confab_core::frames::kicked_out(code, wait));
@@ -86,6 +87,7 @@ impl Cluster {
             limit: usize::try_from(r.uint(9)?).unwrap_or(usize::MAX),
             oldest: r.uint(10)?,
             roles: super::roles(&r.texts(11)?),
+            locked: r.text(12)? == "1",
         })
     }
 
@@ -188,6 +190,20 @@ impl Cluster {
                 };
                 Err(confab_core::frames::no_such_member(code, whom))
             }
+            _ => Err(confab_core::frames::not_in(code)),
+        }
+    }
+
+    /// Locks `code` or unlocks it on behalf of `actor` (see `room.lua`);
+    /// whether it changed.
+    pub async fn lock(&self, code: &str, actor: &str, locked: bool) -> Result<bool, ErrorBody> {
+        let r = self.room_op(code, &["lock", code, actor, if locked { "1" } else { "0" }]).await?;
+        match r.status() {
+            "ok" => Ok(r.int(1)? == 1),
+            "not_moderator" => Err(confab_core::frames::may_not_kick(
+                code,
+                "only the owner and moderators lock a room",
+            )),
             _ => Err(confab_core::frames::not_in(code)),
         }
     }

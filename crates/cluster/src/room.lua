@@ -4,7 +4,8 @@
 -- messages, a `cid` and the post it names.
 --
 -- KEYS (all of one room C, plus this node's room set):
---   1 meta   hash: json (room info), seats, eph (1|0)
+--   1 meta   hash: json (room info), seats, eph (1|0), locked (1|0:
+--                nobody new may join)
 --   2 mem    hash: user id -> user JSON (members, cluster-wide), and
 --                "#j" -> joins and leaves published (user ids start "u_")
 --   3 names  hash: lower-cased name -> user id
@@ -45,6 +46,8 @@
 --   "C ev j <user JSON>"                      a join
 --   "C ev l reason <user JSON>"               a leave
 --   "C 0 t 1|0 <user JSON>"                   typing (not numbered)
+--   "C 0 k 1|0 <user JSON>"                   the room locked or unlocked
+--                                             by the user (not numbered)
 --   "C 0 r <role> <user JSON>"                a role given (not numbered:
 --                                             join and members tell the
 --                                             roles in force)
@@ -193,6 +196,8 @@ if op == 'create' then
     return {'ok'}
   end
   redis.call('HSET', KEYS[1], 'json', ARGV[3], 'seats', ARGV[4], 'eph', ARGV[5], 'backlog', ARGV[10])
+  -- ARGV[12]: whether it is locked (a stored room, recorded again).
+  if ARGV[12] == '1' then redis.call('HSET', KEYS[1], 'locked', '1') end
   -- ARGV[11]: the roles it starts with, "uid=role;uid=role" ('' none).
   for uid, role in string.gmatch(ARGV[11] or '', '([^=;]+)=([^;]+)') do
     redis.call('HSET', KEYS[20], uid, role)
@@ -247,6 +252,13 @@ if op == 'join' then
       end
     end
   else
+    -- A locked room takes nobody new: its owner and moderators, and those
+    -- who were members when it was locked, still come in.
+    if redis.call('HGET', KEYS[1], 'locked') == '1' and redis.call('HEXISTS', KEYS[20], uid) == 0 then
+      local seen = redis.call('HGET', KEYS[6], uid)
+      if not seen and ARGV[9] ~= '' then seen = ARGV[9] end
+      if not seen or string.match(seen, ',(-?%d+)$') ~= '-1' then return {'locked'} end
+    end
     local seats = tonumber(redis.call('HGET', KEYS[1], 'seats'))
     if member_count() >= seats then return {'room_full', seats} end
     if redis.call('HEXISTS', KEYS[3], ARGV[5]) == 1 then return {'name_taken'} end
@@ -295,7 +307,7 @@ if op == 'join' then
   local ev = latest_event()
   local members = member_list()
   return {'ok', new, latest, ev, from, info, members, messages(after, limit), after, limit, oldest(),
-    redis.call('HGETALL', KEYS[20])}
+    redis.call('HGETALL', KEYS[20]), redis.call('HGET', KEYS[1], 'locked') or '0'}
 end
 
 if op == 'leave' or op == 'drop' then
@@ -521,6 +533,19 @@ if op == 'members' then
   if ARGV[3] ~= '1' and redis.call('SISMEMBER', KEYS[16], code) == 0 then return {'hidden'} end
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'hidden'} end
   return {'ok', member_list(), redis.call('HGETALL', KEYS[20])}
+end
+
+if op == 'lock' then
+  -- ARGV: 3 the actor's user id (the owner or a moderator), 4 1|0.
+  local actor = ARGV[3]
+  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
+    return {'not_member'}
+  end
+  if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
+  if (redis.call('HGET', KEYS[1], 'locked') or '0') == ARGV[4] then return {'ok', 0} end
+  redis.call('HSET', KEYS[1], 'locked', ARGV[4])
+  redis.call('PUBLISH', CHANNEL, code .. ' 0 k ' .. ARGV[4] .. ' ' .. redis.call('HGET', KEYS[2], actor))
+  return {'ok', 1}
 end
 
 if op == 'kick' then

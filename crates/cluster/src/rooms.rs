@@ -113,12 +113,12 @@ impl RoomBackend for ClusterRooms {
             // Unjoined, an ephemeral room expires; so does a persistent
             // one until it is stored.
             let ttl = Some(config.unjoined_room_ttl);
-            let roles = new.roles();
-            if !self.cluster.create(&info, seats, ttl, true, 0, &roles).await? {
+            let start = crate::Recorded { roles: new.roles(), ..crate::Recorded::default() };
+            if !self.cluster.create(&info, seats, ttl, true, &start).await? {
                 continue;
             }
             if persistent {
-                let stored = StoredRoom { spec, last_seq: 0, roles };
+                let stored = StoredRoom { spec, last_seq: 0, roles: start.roles, locked: false };
                 self.services.store.save_room(&stored).await.map_err(|e| {
                     tracing::warn!("cannot store room {}: {e}", info.code);
                     storage_down()
@@ -205,6 +205,7 @@ impl RoomBackend for ClusterRooms {
             room: joined.info,
             members: joined.members,
             roles: joined.roles,
+            locked: joined.locked,
             messages,
             seq: joined.seq,
             gap: false,
@@ -248,6 +249,20 @@ impl RoomBackend for ClusterRooms {
         let grace = if grace { self.services.config.grace } else { Duration::ZERO };
         seat.mirror.remove(conn);
         self.cluster.departed(seat.mirror, user_id.to_owned(), seat.incarnation, grace);
+    }
+
+    async fn lock(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+        locked: bool,
+    ) -> Result<(), ErrorBody> {
+        let code = seat.mirror.code();
+        if self.cluster.lock(code, actor, locked).await? && seat.mirror.persistent() {
+            self.services.remember_locked(code, locked);
+        }
+        Ok(())
     }
 
     async fn kick(

@@ -113,9 +113,14 @@ impl Drop for RedisServer {
     }
 }
 
+/// Distinct in this process (scenarios start side by side, within the
+/// clock's resolution of each other) and unlikely to repeat across runs.
 fn rand_u32() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    nanos.subsec_nanos() ^ std::process::id().rotate_left(16)
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (nanos.subsec_nanos() ^ std::process::id().rotate_left(16))
+        .wrapping_add(n.wrapping_mul(0x9E37_79B9))
 }
 
 /// A client: a connection and what came out of it.
@@ -639,6 +644,41 @@ async fn kick<B: RoomBackend>(nodes: Nodes<B>) {
     assert_eq!(names(&members["members"]), ["Ann", "Bob"]);
 }
 
+/// A locked room takes nobody new; its members stay, and one holding a
+/// seat (another tab) still joins; the owner and moderators lock and
+/// unlock it, and every member hears of it.
+async fn lock<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let mut cleo = Client::new(&nodes.a, "Cleo").await;
+    let code = ann.create(json!({})).await;
+    ann.join(&code).await;
+    bob.join(&code).await;
+    let lock = json!({"op": "lock", "room": code, "locked": true});
+    assert_eq!(bob.refused(lock.clone()).await, "forbidden", "a plain member");
+    ann.ok(lock.clone()).await;
+    for client in [&mut ann, &mut bob] {
+        let event = client.next_event("locked").await;
+        assert_eq!((&event["locked"], &event["user"]["name"]), (&json!(true), &json!("Ann")));
+    }
+    ann.ok(lock).await; // already locked: nothing more happens
+    let refused = cleo.call(json!({"op": "join", "room": code})).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    // A member's other tab joins all the same, and learns the room is locked.
+    let (mut bob_tab, _) =
+        Client::hello(&nodes.a, "Bob", Some(&bob.session.clone()), json!({})).await;
+    let joined = bob_tab.join(&code).await;
+    assert_eq!(joined["locked"], true);
+    bob.post(&code, "still talking").await;
+    // A moderator unlocks it; then anyone may join again.
+    ann.ok(json!({"op": "role", "room": code, "name": "Bob", "role": "moderator"})).await;
+    bob.ok(json!({"op": "lock", "room": code, "locked": false})).await;
+    let event = ann.next_event("locked").await;
+    assert_eq!((&event["locked"], &event["user"]["name"]), (&json!(false), &json!("Bob")));
+    let joined = cleo.join(&code).await;
+    assert_eq!(joined["locked"], false);
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         /// The local backend: always.
@@ -687,6 +727,7 @@ conformance!(
     private_rooms_answer_as_missing_ones,
     roles,
     kick,
+    lock,
 );
 
 /// With three shards, rooms land on every one of them, and each node sees

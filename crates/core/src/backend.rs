@@ -281,6 +281,16 @@ pub trait RoomBackend: Send + Sync + 'static {
         ban: Duration,
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
 
+    /// Locks the room of `seat` (nobody new may join) or unlocks it, on
+    /// behalf of `actor`, its owner or a moderator. Every member is told.
+    fn lock(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+        locked: bool,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
     /// Messages of `range` the user may see, oldest first (the part older
     /// than what the backend keeps read from the store).
     fn read(
@@ -348,7 +358,8 @@ impl Services {
         let created = now_rfc3339();
         for board in &config.boards {
             let spec = RoomSpec::board(board, created.clone());
-            store.save_room(&StoredRoom { spec, last_seq: 0, roles: Default::default() }).await?;
+            let stored = StoredRoom { spec, last_seq: 0, roles: Default::default(), locked: false };
+            store.save_room(&stored).await?;
         }
         let persister = Persister::start(store.clone(), PERSIST_QUEUE);
         Ok(Arc::new(Services { config, store, persister }))
@@ -376,6 +387,15 @@ impl Services {
         let write = Write::Roles { room: room.to_owned(), roles };
         if self.persister.try_queue(Job::Write(write)).is_err() {
             tracing::warn!(room, "roles not stored: storage is busy");
+        }
+    }
+
+    /// Stores whether a persistent room is locked, in order with its other
+    /// writes, without waiting.
+    pub fn remember_locked(&self, room: &str, locked: bool) {
+        let write = Write::Locked { room: room.to_owned(), locked };
+        if self.persister.try_queue(Job::Write(write)).is_err() {
+            tracing::warn!(room, "lock not stored: storage is busy");
         }
     }
 

@@ -302,6 +302,12 @@ impl<B: RoomBackend> Conn<B> {
                 rooms.set_role(seat, self.id, &user.id, &target, role).await?;
                 self.ok(id, &Empty {})
             }
+            ClientOp::Lock { room, locked } => {
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                rooms.lock(seat, self.id, &user.id, locked).await?;
+                self.ok(id, &Empty {})
+            }
             ClientOp::Kick { room, user: target_id, name, minutes } => {
                 let target = match (target_id, name) {
                     (Some(id), None) => Target::Id(id),

@@ -109,6 +109,11 @@ pub fn may_not_kick(code: &str, why: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::Forbidden, format!("{why} in room {code}"))
 }
 
+/// A `join` of a new member into a locked room.
+pub fn locked_out(code: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Forbidden, format!("room {code} is locked: nobody new may join"))
+}
+
 /// A `join` by someone removed from the room, for `wait` more.
 pub fn kicked_out(code: &str, wait: std::time::Duration) -> ErrorBody {
     let minutes = wait.as_secs().div_ceil(60).max(1);

@@ -49,7 +49,7 @@ impl LocalRooms {
     pub async fn open(services: &Arc<Services>) -> Result<LocalRooms, StoreError> {
         let config = &services.config;
         let mut rooms = HashMap::new();
-        for StoredRoom { spec, last_seq, roles } in services.store.rooms().await? {
+        for StoredRoom { spec, last_seq, roles, locked } in services.store.rooms().await? {
             if spec.board && services.board(&spec.code).is_none() {
                 continue;
             }
@@ -60,7 +60,9 @@ impl LocalRooms {
                 dedup: config.dedup_window,
             };
             let persister = Some(services.persister.clone());
-            rooms.insert(key, Arc::new(Room::new(spec, limits, persister, last_seq, roles)));
+            let room = Room::new(spec, limits, persister, last_seq, roles);
+            room.set_locked_at_load(locked);
+            rooms.insert(key, Arc::new(room));
         }
         let inner = Inner { services: services.clone(), rooms: RwLock::new(rooms) };
         Ok(LocalRooms { inner: Arc::new(inner) })
@@ -136,7 +138,8 @@ impl RoomBackend for LocalRooms {
             if !services.store_healthy() {
                 return Err(storage_down());
             }
-            let stored = StoredRoom { spec: spec.clone(), last_seq: 0, roles: new.roles() };
+            let stored =
+                StoredRoom { spec: spec.clone(), last_seq: 0, roles: new.roles(), locked: false };
             services.store.save_room(&stored).await.map_err(|e| {
                 tracing::warn!("cannot store room {code}: {e}");
                 storage_down()
@@ -306,6 +309,20 @@ impl RoomBackend for LocalRooms {
         let roles = room.set_role(conn, actor, target, role)?;
         if room.is_persistent() {
             self.services().remember_roles(room.code(), roles);
+        }
+        Ok(())
+    }
+
+    async fn lock(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+        locked: bool,
+    ) -> Result<(), ErrorBody> {
+        let room = &seat.0;
+        if room.lock(conn, actor, locked)? && room.is_persistent() {
+            self.services().remember_locked(room.code(), locked);
         }
         Ok(())
     }

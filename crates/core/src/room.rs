@@ -87,6 +87,8 @@ struct RoomState {
     roles: Roles,
     /// Users removed (`kick`), until when they may not join again.
     kicked: HashMap<String, std::time::Instant>,
+    /// Nobody new may join.
+    locked: bool,
 }
 
 enum Dedup {
@@ -268,6 +270,18 @@ impl Room {
             member.conns.retain(|c| c.conn != conn);
             member.conns.push(entry);
         } else {
+            // A locked room takes nobody new: its owner and moderators, and
+            // those who were members when it was locked (back after a
+            // restart, say), still come in.
+            if state.locked {
+                let privileged = state.roles.contains_key(&user.id);
+                let known = state.visibility.get(&user.id).copied();
+                let was_member =
+                    known.or(stored.map(Visibility::from)).is_some_and(|v| v.left_at.is_none());
+                if !privileged && !was_member {
+                    return Err(crate::frames::locked_out(&self.meta.code));
+                }
+            }
             if state.members.len() >= self.limits.seats {
                 return Err(room_full(&self.meta.code, self.limits.seats));
             }
@@ -313,6 +327,7 @@ impl Room {
                 room: info,
                 members: state.members.values().map(|m| m.user.clone()).collect(),
                 roles: state.roles.clone(),
+                locked: state.locked,
                 messages: slice.window,
                 seq: state.durable,
                 gap: false,
@@ -620,6 +635,38 @@ impl Room {
             return Err(not_member(&self.meta.code));
         }
         Ok((state.members.values().map(|m| m.user.clone()).collect(), state.roles.clone()))
+    }
+
+    /// Whether a stored room was locked, as it is loaded.
+    pub fn set_locked_at_load(&self, locked: bool) {
+        self.state.lock().locked = locked;
+    }
+
+    /// Locks the room (nobody new may join) or unlocks it, on behalf of
+    /// `actor` (through `conn`), its owner or a moderator. Every member is
+    /// told. Returns whether it changed.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined, `forbidden` if the
+    /// actor is a plain member.
+    pub fn lock(&self, conn: u64, actor: &str, locked: bool) -> Result<bool, ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.closed || !is_joined(state, actor, conn) {
+            return Err(not_member(&self.meta.code));
+        }
+        if !state.roles.contains_key(actor) {
+            return Err(may_not_kick(&self.meta.code, "only the owner and moderators lock a room"));
+        }
+        if state.locked == locked {
+            return Ok(false);
+        }
+        state.locked = locked;
+        let user = state.members[actor].user.clone();
+        let frame = event_frame(&Event::Locked { room: self.meta.code.clone(), locked, user });
+        broadcast(state, &frame, |_, _| true);
+        Ok(true)
     }
 
     /// The owner and moderators.

@@ -35,6 +35,8 @@ pub struct StoredRoom {
     pub last_seq: u64,
     /// Its owner and moderators.
     pub roles: confab_proto::Roles,
+    /// Whether nobody new may join.
+    pub locked: bool,
 }
 
 /// What a user may see of a room: from `from` on, up to `left_at`.
@@ -56,6 +58,8 @@ pub enum Write {
     Session { token: String, user: User },
     /// A room's owner and moderators, replacing what was stored.
     Roles { room: String, roles: confab_proto::Roles },
+    /// A room locked or unlocked.
+    Locked { room: String, locked: bool },
 }
 
 /// A message as [`Store::append`] left it.
@@ -216,6 +220,11 @@ impl Store for MemoryStore {
                 Write::Roles { room, roles } => {
                     if let Some(room) = inner.rooms.get_mut(room) {
                         room.roles.clone_from(roles);
+                    }
+                }
+                Write::Locked { room, locked } => {
+                    if let Some(room) = inner.rooms.get_mut(room) {
+                        room.locked = *locked;
                     }
                 }
             }

@@ -79,6 +79,12 @@ pub enum ClientOp {
         name: Option<String>,
         role: crate::Role,
     },
+    /// Locks the room (nobody new may join) or unlocks it (owner and
+    /// moderators).
+    Lock {
+        room: String,
+        locked: bool,
+    },
     /// Removes a member from the room for a while (owner and moderators).
     Kick {
         room: String,
@@ -118,6 +124,7 @@ impl ClientOp {
             ClientOp::Report { .. } => "report",
             ClientOp::Role { .. } => "role",
             ClientOp::Kick { .. } => "kick",
+            ClientOp::Lock { .. } => "lock",
             ClientOp::Ping => "ping",
         }
     }

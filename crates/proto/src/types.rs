@@ -103,6 +103,9 @@ pub struct JoinResult {
     /// The owner and moderators, by user id (members or not).
     #[serde(default)]
     pub roles: Roles,
+    /// Whether the room is locked: nobody new may join.
+    #[serde(default)]
+    pub locked: bool,
     pub messages: Vec<Message>,
     /// The latest `seq` of the room.
     pub seq: u64,
@@ -210,6 +213,12 @@ pub enum Event {
         room: String,
         user: User,
         role: Role,
+    },
+    /// `user` locked `room` (nobody new may join) or unlocked it.
+    Locked {
+        room: String,
+        locked: bool,
+        user: User,
     },
     Closed {
         room: String,

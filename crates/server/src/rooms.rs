@@ -251,6 +251,24 @@ impl RoomBackend for Rooms {
         }
     }
 
+    async fn lock(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+        locked: bool,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.lock(seat, conn, actor, locked).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.lock(seat, conn, actor, locked).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
     async fn kick(
         &self,
         seat: &RoomSeat,

@@ -127,7 +127,10 @@ impl SqlStore {
                 .iter()
                 .filter_map(|w| match w {
                     Write::Message(m) => Some(&**m),
-                    Write::Visibility { .. } | Write::Session { .. } | Write::Roles { .. } => None,
+                    Write::Visibility { .. }
+                    | Write::Session { .. }
+                    | Write::Roles { .. }
+                    | Write::Locked { .. } => None,
                 })
                 .collect();
             for m in &new_messages {
@@ -170,6 +173,13 @@ impl SqlStore {
                             .execute(&mut *tx)
                             .await?;
                         insert_roles(&mut tx, room, roles).await?;
+                    }
+                    Write::Locked { room, locked } => {
+                        sqlx::query("UPDATE rooms SET locked = $1 WHERE code = $2")
+                            .bind(i64::from(*locked))
+                            .bind(room)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                     Write::Message(_) => {}
                 }
@@ -340,6 +350,7 @@ fn write_key(write: &Write) -> (u8, &str, &str) {
         Write::Visibility { room, user_id, .. } => (1, room, user_id),
         Write::Session { token, .. } => (2, token, ""),
         Write::Roles { room, .. } => (3, room, ""),
+        Write::Locked { room, .. } => (4, room, ""),
     }
 }
 
@@ -414,7 +425,7 @@ impl Store for SqlStore {
     fn rooms(&self) -> StoreFuture<'_, Vec<StoredRoom>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT code, title, capacity, backlog, public, board, created, last_seq \
+                "SELECT code, title, capacity, backlog, public, board, created, last_seq, locked \
                  FROM rooms ORDER BY created",
             )
             .fetch_all(&self.pool)
@@ -449,6 +460,7 @@ impl Store for SqlStore {
                     },
                     last_seq: uint(row, "last_seq")?,
                     roles: roles.remove(&row.try_get::<String, _>("code")?).unwrap_or_default(),
+                    locked: row.try_get::<i64, _>("locked")? != 0,
                 })
             };
             rows.iter().map(room).collect::<Result<_, _>>().map_err(error)

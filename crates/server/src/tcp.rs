@@ -436,6 +436,9 @@ impl Session {
                 Pending::Role { room: self.label(&room) },
                 ClientOp::Role { room, user: None, name: Some(name), role },
             ),
+            Command::Lock { room, locked } => {
+                (Pending::Lock { room: self.label(&room) }, ClientOp::Lock { room, locked })
+            }
             Command::Kick { room, name } => (
                 Pending::Kick { room: self.label(&room) },
                 ClientOp::Kick { room, user: None, name: Some(name), minutes: None },

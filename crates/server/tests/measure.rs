@@ -115,6 +115,7 @@ async fn measure_join_cost_against_room_size() {
                     },
                     last_seq: 0,
                     roles: Default::default(),
+                    locked: false,
                 })
                 .await
                 .unwrap();

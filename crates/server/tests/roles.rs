@@ -32,6 +32,8 @@ async fn a_persistent_rooms_roles_outlive_a_restart() {
     join(&mut bob, &code).await;
     ann.ok(json!({"op": "role", "room": code, "user": bob_id, "role": "moderator"})).await.unwrap();
     assert_eq!(bob.event("role").await.unwrap()["role"], "moderator");
+    bob.ok(json!({"op": "lock", "room": code, "locked": true})).await.unwrap();
+    assert_eq!(ann.event("locked").await.unwrap()["locked"], true);
     let ann_id = ann.ok(json!({"op": "members", "room": code})).await.unwrap()["roles"]
         .as_object()
         .unwrap()
@@ -50,6 +52,10 @@ async fn a_persistent_rooms_roles_outlive_a_restart() {
         json!({ann_id.as_str(): "owner", bob_id.as_str(): "moderator"}),
         "{joined}"
     );
+    assert_eq!(joined["locked"], true, "still locked: {joined}");
+    let mut newcomer = server.client("Newcomer").await;
+    let refused = newcomer.error_code(json!({"op": "join", "room": code})).await.unwrap();
+    assert_eq!(refused, "forbidden");
 }
 
 #[tokio::test]
@@ -163,6 +169,13 @@ async fn the_terminal_removes_a_member_and_hears_it_was_removed() {
             "error: forbidden: you were removed from room {code}; you may join it again in 10 minutes"
         )
     );
+    // The moderator locks the room from the terminal; everyone hears it.
+    mod_write.write_all(format!("%grouplock {code}\n").as_bytes()).await.unwrap();
+    assert_eq!(
+        until(&mut mod_lines, &format!("[{code}] Mod")).await,
+        format!("[{code}] Mod locked the room: nobody new may join")
+    );
+    assert_eq!(owner.event("locked").await.unwrap()["locked"], true);
     troll_write.write_all(b"%exit\n").await.unwrap();
     assert_eq!(until(&mut troll_lines, "bye:").await, "bye: goodbye");
 }

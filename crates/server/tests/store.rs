@@ -25,6 +25,7 @@ fn room(code: &str, board: bool) -> StoredRoom {
         },
         last_seq: 0,
         roles: Default::default(),
+        locked: false,
     }
 }
 
@@ -88,6 +89,14 @@ async fn suite(store: Arc<dyn Store>) {
     let none = confab_proto::Roles::default();
     store.write(&[Write::Roles { room: "OWNED2".into(), roles: none.clone() }]).await.unwrap();
     assert_eq!(roles_of(&store.rooms().await.unwrap(), "OWNED2"), none);
+    let locked_of = |rooms: &[StoredRoom], code: &str| {
+        rooms.iter().find(|r| r.spec.code == code).unwrap().locked
+    };
+    assert!(!locked_of(&store.rooms().await.unwrap(), "OWNED2"));
+    store.write(&[Write::Locked { room: "OWNED2".into(), locked: true }]).await.unwrap();
+    assert!(locked_of(&store.rooms().await.unwrap(), "OWNED2"));
+    store.write(&[Write::Locked { room: "OWNED2".into(), locked: false }]).await.unwrap();
+    assert!(!locked_of(&store.rooms().await.unwrap(), "OWNED2"));
 
     // A batch of messages and visibility, in one write.
     let mut batch: Vec<Write> = (1..=10)

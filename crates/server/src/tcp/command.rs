@@ -44,6 +44,10 @@ pub(crate) enum Command {
         room: String,
         name: String,
     },
+    Lock {
+        room: String,
+        locked: bool,
+    },
     Groups,
     /// Before the username: come back as the user of this session token.
     Session {
@@ -90,6 +94,10 @@ pub(crate) const COMMANDS: &[Spec] = &[
         about: "give a member of a room a role",
     },
     Spec { usage: "%groupkick <room> <name...>", about: "remove a member from a room" },
+    Spec { usage: "%lock", about: "let nobody new join main (owner, moderators)" },
+    Spec { usage: "%unlock", about: "let people join main again" },
+    Spec { usage: "%grouplock <room>", about: "lock a room" },
+    Spec { usage: "%groupunlock <room>", about: "unlock a room" },
     Spec {
         usage: "%session <token>",
         about: "before your username: come back as the user that token names",
@@ -201,6 +209,10 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
             Command::Role { room, role, name: args.content()? }
         }
         "%kick" => Command::Kick { room: MAIN.into(), name: args.content()? },
+        "%lock" => Command::Lock { room: MAIN.into(), locked: true },
+        "%unlock" => Command::Lock { room: MAIN.into(), locked: false },
+        "%grouplock" => Command::Lock { room: args.word("a room")?, locked: true },
+        "%groupunlock" => Command::Lock { room: args.word("a room")?, locked: false },
         "%groupkick" => {
             let room = args.word("a room")?;
             Command::Kick { room, name: args.content()? }

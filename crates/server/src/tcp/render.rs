@@ -27,6 +27,7 @@ pub(crate) enum Pending {
     Report { room: String, id: u64 },
     Role { room: String },
     Kick { room: String },
+    Lock { room: String },
     Groups,
 }
 
@@ -41,7 +42,8 @@ impl Pending {
             | Pending::Message { room }
             | Pending::Report { room, .. }
             | Pending::Role { room }
-            | Pending::Kick { room } => Some(room),
+            | Pending::Kick { room }
+            | Pending::Lock { room } => Some(room),
             Pending::Hello | Pending::Join | Pending::Groups => None,
         }
     }
@@ -158,7 +160,7 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
             }
         }
         // The change itself comes as an event to every member.
-        Pending::Role { .. } | Pending::Kick { .. } => {}
+        Pending::Role { .. } | Pending::Kick { .. } | Pending::Lock { .. } => {}
         Pending::Report { room, id } => {
             say!(out, "[{room}] message {id} reported to the operator");
         }
@@ -228,6 +230,11 @@ pub(crate) fn event(out: &mut String, event: &Event) {
             }
             role => say!(out, "[{room}] {} is now the room's {}", clean(&user.name), role.as_str()),
         },
+        Event::Locked { room, locked, user } => {
+            let what =
+                if *locked { "locked the room: nobody new may join" } else { "unlocked the room" };
+            say!(out, "[{room}] {} {what}", clean(&user.name));
+        }
         Event::Typing { .. } => {}
     }
 }

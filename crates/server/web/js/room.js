@@ -48,6 +48,7 @@ const composer = new Composer({
 });
 
 let room = null; // RoomInfo from the latest join
+let locked = false; // nobody new may join
 let joined = false; // joined on the current connection
 let everJoined = false;
 let joining = false;
@@ -87,11 +88,18 @@ client.on('leave', ({ room: where, user, reason }) => {
 client.on('role', ({ room: where, user, role }) => {
   if (!isThisRoom(where)) return;
   members.setRole(user, role);
+  renderControls();
   const self = user.id === client.user?.id;
   const who = self ? 'You are' : `${user.name} is`;
   if (role === 'owner') timeline.system(`${who} now the owner of this room`);
   else if (role === 'moderator') timeline.system(`${who} now a moderator`);
   else timeline.system(`${who} no longer a moderator`);
+});
+client.on('locked', ({ room: where, locked: now, user }) => {
+  if (!isThisRoom(where)) return;
+  setLocked(now);
+  const who = user.id === client.user?.id ? 'You' : user.name;
+  timeline.system(now ? `${who} locked the room: nobody new may join` : `${who} unlocked the room`);
 });
 client.on('typing', ({ room: where, user, active }) => {
   if (isThisRoom(where)) members.setTyping(user, active);
@@ -129,6 +137,7 @@ async function joinRoom() {
     renderRoom();
     const { came, went } = members.reset(result.members);
     members.setRoles(result.roles);
+    setLocked(Boolean(result.locked));
     if (resuming) {
       // Who came and went while we were away.
       for (const user of came) if (user.id !== client.user.id) timeline.system(`${user.name} joined`);
@@ -243,6 +252,33 @@ function postError(error) {
     default: return error.message || error.code;
   }
 }
+
+/** Shows whether the room is locked, and the toggle to owners and moderators. */
+function setLocked(now) {
+  locked = now;
+  show(byId('locked-badge'), locked);
+  const toggle = byId('lock-toggle');
+  toggle.textContent = locked ? 'Unlock the room' : 'Lock the room';
+  toggle.setAttribute('aria-pressed', String(locked));
+  renderControls();
+}
+
+/** The room's controls show for its owner and moderators. */
+function renderControls() {
+  show(byId('room-controls'), Boolean(client.user && members.roles.has(client.user.id)));
+}
+
+byId('lock-toggle').addEventListener('click', async () => {
+  const toggle = byId('lock-toggle');
+  toggle.disabled = true;
+  try {
+    await client.request('lock', { room: room.code, locked: !locked });
+  } catch (error) {
+    byId('lock-note').textContent = `Could not change the lock: ${describeError(error)}`;
+  } finally {
+    toggle.disabled = false;
+  }
+});
 
 /** Gives another member a role (the owner only). */
 async function giveRole(user, role) {
