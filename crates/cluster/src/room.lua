@@ -115,6 +115,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The user id of the member named by id (`uid`, '' when by name) or by
+-- name key; false when there is no such member.
+local function named_member(uid, name_key)
+  local target = uid
+  if target == '' then target = redis.call('HGET', KEYS[3], name_key) end
+  if not target or redis.call('HEXISTS', KEYS[2], target) == 0 then return false end
+  return target
+end
+
 -- A message envelope's JSON: what follows its sixth space.
 local function message_of(envelope)
   return string.match(envelope, '^%S+ %S+ m %S+ %S+ %S+ (.*)$')
@@ -558,9 +567,8 @@ if op == 'kick' then
   end
   local actor_role = redis.call('HGET', KEYS[20], actor)
   if not actor_role then return {'not_moderator'} end
-  local target = ARGV[4]
-  if target == '' then target = redis.call('HGET', KEYS[3], ARGV[5]) end
-  if not target or redis.call('HEXISTS', KEYS[2], target) == 0 then return {'no_member'} end
+  local target = named_member(ARGV[4], ARGV[5])
+  if not target then return {'no_member'} end
   if target == actor then return {'self'} end
   local target_role = redis.call('HGET', KEYS[20], target)
   if target_role == 'owner' then return {'owner'} end
@@ -587,10 +595,9 @@ if op == 'role' then
     return {'not_member'}
   end
   if redis.call('HGET', KEYS[20], actor) ~= 'owner' then return {'forbidden'} end
-  local target = ARGV[4]
-  if target == '' then target = redis.call('HGET', KEYS[3], ARGV[5]) end
-  local user = target and redis.call('HGET', KEYS[2], target)
-  if not user then return {'no_member'} end
+  local target = named_member(ARGV[4], ARGV[5])
+  if not target then return {'no_member'} end
+  local user = redis.call('HGET', KEYS[2], target)
   if target == actor then return {'own'} end
   local role = ARGV[6]
   if (redis.call('HGET', KEYS[20], target) or 'member') ~= role then

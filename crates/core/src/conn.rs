@@ -21,6 +21,15 @@ use crate::{Outbox, now_rfc3339};
 /// The most messages one `history` or `mine` returns.
 const PAGE_MAX: u32 = 200;
 const PAGE_DEFAULT: u32 = 50;
+/// The member an op names: by exactly one of `user` (an id) and `name`.
+fn target(op: &str, user: Option<String>, name: Option<String>) -> Result<Target, ErrorBody> {
+    match (user, name) {
+        (Some(id), None) => Ok(Target::Id(id)),
+        (None, Some(name)) => Ok(Target::Name(name.trim().to_owned())),
+        _ => Err(bad(format!("{op} names its member by exactly one of user and name"))),
+    }
+}
+
 /// How long a member removed by `kick` may not join again, by default and
 /// at most, in minutes.
 pub const KICK_MINUTES: u32 = 10;
@@ -292,11 +301,7 @@ impl<B: RoomBackend> Conn<B> {
                 self.ok(id, &MessageResult { message })
             }
             ClientOp::Role { room, user: target_id, name, role } => {
-                let target = match (target_id, name) {
-                    (Some(id), None) => Target::Id(id),
-                    (None, Some(name)) => Target::Name(name.trim().to_owned()),
-                    _ => return Err(bad("role names its member by exactly one of user and name")),
-                };
+                let target = target("role", target_id, name)?;
                 let seat = self.seat(&room)?;
                 self.hub.limiters().check(Limit::Moderate, &user.id)?;
                 rooms.set_role(seat, self.id, &user.id, &target, role).await?;
@@ -309,11 +314,7 @@ impl<B: RoomBackend> Conn<B> {
                 self.ok(id, &Empty {})
             }
             ClientOp::Kick { room, user: target_id, name, minutes } => {
-                let target = match (target_id, name) {
-                    (Some(id), None) => Target::Id(id),
-                    (None, Some(name)) => Target::Name(name.trim().to_owned()),
-                    _ => return Err(bad("kick names its member by exactly one of user and name")),
-                };
+                let target = target("kick", target_id, name)?;
                 let minutes = minutes.unwrap_or(KICK_MINUTES);
                 if !(1..=KICK_MINUTES_MAX).contains(&minutes) {
                     return Err(bad(format!("minutes must be from 1 to {KICK_MINUTES_MAX}")));

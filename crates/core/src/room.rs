@@ -669,6 +669,22 @@ impl Room {
         Ok(true)
     }
 
+    /// The user id of the member `target` names (`bad_request` if none).
+    fn member_named(&self, state: &RoomState, target: &Target) -> Result<String, ErrorBody> {
+        let found = match target {
+            Target::Id(id) => state.members.get_key_value(id.as_str()),
+            Target::Name(name) => {
+                state.members.iter().find(|(_, m)| names_clash(&m.user.name, name))
+            }
+        };
+        match (found, target) {
+            (Some((id, _)), _) => Ok(id.clone()),
+            (None, Target::Id(whom) | Target::Name(whom)) => {
+                Err(no_such_member(&self.meta.code, whom))
+            }
+        }
+    }
+
     /// The owner and moderators.
     pub fn roles(&self) -> Roles {
         self.state.lock().roles.clone()
@@ -703,20 +719,7 @@ impl Room {
                 "only the owner and moderators remove members",
             ));
         }
-        let found = match target {
-            Target::Id(id) => state.members.get_key_value(id.as_str()),
-            Target::Name(name) => {
-                state.members.iter().find(|(_, m)| names_clash(&m.user.name, name))
-            }
-        };
-        let Some((target_id, _)) = found else {
-            let whom = match target {
-                Target::Id(id) => id,
-                Target::Name(name) => name,
-            };
-            return Err(no_such_member(&self.meta.code, whom));
-        };
-        let target_id = target_id.clone();
+        let target_id = self.member_named(state, target)?;
         if target_id == actor {
             return Err(crate::frames::bad(format!(
                 "to leave room {}, send leave",
@@ -767,25 +770,13 @@ impl Room {
         if state.roles.get(actor) != Some(&Role::Owner) {
             return Err(owner_only(&self.meta.code));
         }
-        let found = match target {
-            Target::Id(id) => state.members.get_key_value(id.as_str()),
-            Target::Name(name) => {
-                state.members.iter().find(|(_, m)| names_clash(&m.user.name, name))
-            }
-        };
-        let Some((target_id, member)) = found else {
-            let whom = match target {
-                Target::Id(id) => id,
-                Target::Name(name) => name,
-            };
-            return Err(no_such_member(&self.meta.code, whom));
-        };
+        let target_id = self.member_named(state, target)?;
         if target_id == actor {
             return Err(own_role(&self.meta.code));
         }
-        let target_user = member.user.clone();
+        let target_user = state.members[&target_id].user.clone();
         let mut changes = Vec::new();
-        if state.roles.get(target_id).copied().unwrap_or(Role::Member) != role {
+        if state.roles.get(&target_id).copied().unwrap_or(Role::Member) != role {
             changes.push((target_user, role));
         }
         if role == Role::Owner {
