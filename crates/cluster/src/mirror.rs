@@ -161,6 +161,9 @@ struct State {
     /// Connections here whose user was removed from the room (`kick`):
     /// their seats are stale, and their departures are not to be counted.
     kicked: HashSet<u64>,
+    /// Users removed, and the event that removed them: a join of theirs
+    /// whose snapshot came before it was undone by it.
+    kicked_users: HashMap<String, u64>,
 }
 
 pub(crate) struct Mirror {
@@ -229,6 +232,19 @@ impl Mirror {
             self.drain(state, me);
         }
         state.entries.retain(|e| e.id() != conn);
+        if let Some(&ev) = state.kicked_users.get(user) {
+            if ev > join.ev {
+                // Removed after this join's snapshot (the kick ran between
+                // the join and now): the seat is gone already.
+                outbox.push(event_frame(&Event::Closed {
+                    room: self.code.clone(),
+                    reason: "kicked".into(),
+                }));
+                state.kicked.insert(conn);
+                return None;
+            }
+            state.kicked_users.remove(user);
+        }
         let mut entry = Entry {
             user: user.to_owned(),
             listener: Listener::pending(conn, outbox),
@@ -388,6 +404,7 @@ impl Mirror {
                 metrics::counter!(confab_core::metric::DELIVERIES).increment(delivered);
             }
             if let Some(user) = kicked {
+                state.kicked_users.insert(user.clone(), state.delivered);
                 // The removed user's connections here: told, and let go.
                 let (out, stay): (Vec<Entry>, Vec<Entry>) =
                     state.entries.drain(..).partition(|e| e.user == user);

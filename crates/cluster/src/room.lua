@@ -120,7 +120,9 @@ end
 local function named_member(uid, name_key)
   local target = uid
   if target == '' then target = redis.call('HGET', KEYS[3], name_key) end
-  if not target or redis.call('HEXISTS', KEYS[2], target) == 0 then return false end
+  -- The members' hash holds counters too ("#s", "#j"): never a member.
+  if not target or string.sub(target, 1, 1) == '#' then return false end
+  if redis.call('HEXISTS', KEYS[2], target) == 0 then return false end
   return target
 end
 
@@ -574,7 +576,9 @@ if op == 'kick' then
   if target_role == 'owner' then return {'owner'} end
   if target_role == 'moderator' and actor_role ~= 'owner' then return {'moderator'} end
   redis.call('HSET', KEYS[21], target, now_ms() + tonumber(ARGV[6]))
-  redis.call('HDEL', KEYS[20], target)
+  if redis.call('HDEL', KEYS[20], target) == 1 then
+    redis.call('PUBLISH', CHANNEL, code .. ' 0 r member ' .. redis.call('HGET', KEYS[2], target))
+  end
   -- Every connection of theirs, on every node, is out of the room.
   local prefix = target .. '|'
   for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do

@@ -224,6 +224,12 @@ impl RoomBackend for ClusterRooms {
         conn: u64,
         user_id: &str,
     ) -> Result<(), ErrorBody> {
+        // A seat whose user was removed from the room: left already.
+        if let Some(seat) = seat.filter(|s| s.mirror.was_kicked(conn)) {
+            seat.mirror.forget_kicked(conn);
+            self.cluster.release_mirror(&seat.mirror);
+            return Ok(());
+        }
         let key = self.services.room_key(code);
         let incarnation = seat.map(|s| s.incarnation.as_str());
         match self.cluster.depart(&key, user_id, incarnation, true, false).await? {
@@ -307,9 +313,11 @@ impl RoomBackend for ClusterRooms {
         &self,
         code: &str,
         seat: Option<&ClusterSeat>,
-        _conn: u64,
+        conn: u64,
         _user_id: &str,
     ) -> Result<(Vec<User>, Roles), ErrorBody> {
+        // A seat whose user was removed from the room is no seat.
+        let seat = seat.filter(|s| !s.mirror.was_kicked(conn));
         // Redis answers a private room this connection is not in exactly
         // as a missing one: the same commands, the same one-word answer.
         let key = self.services.room_key(code);

@@ -603,6 +603,18 @@ async fn kick<B: RoomBackend>(nodes: Nodes<B>) {
     assert_eq!(bob.refused(herself).await, "bad_request");
     let too_long = json!({"op": "kick", "room": code, "name": "Dana", "minutes": 100_000});
     assert_eq!(bob.refused(too_long).await, "bad_request");
+    // What is not a user id names nobody (the backends keep counters
+    // beside the members: never theirs to remove or promote).
+    for field in ["#j", "#s", "nobody"] {
+        let kick = json!({"op": "kick", "room": code, "user": field});
+        assert_eq!(bob.refused(kick).await, "bad_request", "{field}");
+        let role = json!({"op": "role", "room": code, "user": field, "role": "owner"});
+        assert_eq!(ann.refused(role).await, "bad_request", "{field}");
+    }
+    for field in ["#j", "#s"] {
+        let kick = json!({"op": "kick", "room": code, "name": field});
+        assert_eq!(bob.refused(kick).await, "bad_request", "by name: {field}");
+    }
 
     // A moderator removes Dana: both her tabs are told, the others see her go.
     bob.ok(remove_dana).await;
@@ -629,6 +641,10 @@ async fn kick<B: RoomBackend>(nodes: Nodes<B>) {
     assert_eq!(bob.refused(remove_cleo.clone()).await, "forbidden");
     ann.ok(remove_cleo).await;
     assert_eq!(cleo.next_event("closed").await["reason"], "kicked");
+    let named = bob.next_event("role").await;
+    assert_eq!((&named["user"]["name"], &named["role"]), (&json!("Cleo"), &json!("moderator")));
+    let demoted = bob.next_event("role").await;
+    assert_eq!((&demoted["user"]["name"], &demoted["role"]), (&json!("Cleo"), &json!("member")));
     let members = ann.ok(json!({"op": "members", "room": code})).await;
     assert_eq!(names(&members["members"]), ["Ann", "Bob"]);
     assert_eq!(

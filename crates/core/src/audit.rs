@@ -1,9 +1,11 @@
 //! The audit log: what an operator must be able to look back on (a
 //! message reported by a user), one JSON object a line.
 //!
-//! Every entry is a log event (target `confab::audit`, at `info`) and,
-//! with `--audit-log FILE`, a line appended to that file by a task of its
-//! own: the op that records it never waits for the disk. The queue to
+//! Every entry is a line of its own, with `--audit-log FILE`, appended to
+//! that file by a task of its own: the op that records it never waits for
+//! the disk. The general log gets one line per entry too (target
+//! `confab::audit`, at `info`), naming only its kind: an entry may hold a
+//! private room's code and a message, which the general log never does. The queue to
 //! that task is bounded ([`QUEUE`]); when it is full (a disk that stopped
 //! answering) an entry is dropped from the file, counted in
 //! `confab_audit_dropped_total` and still logged.
@@ -59,14 +61,15 @@ impl Audit {
         self.file.as_deref().map(|f| f.path.as_path())
     }
 
-    /// Records `entry` (an object; its time is added as `ts`).
-    pub fn record(&self, mut entry: Value) {
+    /// Records `entry` (an object; its time is added as `ts`, and `kind`).
+    pub fn record(&self, kind: &'static str, mut entry: Value) {
         if let Value::Object(fields) = &mut entry {
+            fields.insert("kind".to_owned(), json!(kind));
             fields.insert("ts".to_owned(), json!(crate::now_rfc3339()));
         }
-        let line = entry.to_string();
-        tracing::info!(target: "confab::audit", "{line}");
+        tracing::info!(target: "confab::audit", kind, kept = self.file.is_some(), "audit entry");
         let Some(file) = &self.file else { return };
+        let line = entry.to_string();
         if file.queue.try_send(line).is_err() {
             metrics::counter!(metric::AUDIT_DROPPED).increment(1);
             tracing::warn!(
@@ -110,8 +113,8 @@ mod tests {
         let path = dir.join("audit.jsonl");
         std::fs::write(&path, "{\"kind\":\"earlier\"}\n").unwrap();
         let audit = Audit::open(&path).await.unwrap();
-        audit.record(json!({"kind": "report", "reason": "line\nbreak"}));
-        audit.record(json!({"kind": "report", "n": 2}));
+        audit.record("report", json!({"reason": "line\nbreak"}));
+        audit.record("report", json!({"n": 2}));
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         let lines = loop {
             let text = std::fs::read_to_string(&path).unwrap();
@@ -124,6 +127,7 @@ mod tests {
         let entries: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(entries[0]["kind"], "earlier", "appended, not replaced");
         assert_eq!(entries[1]["reason"], "line\nbreak");
+        assert_eq!(entries[1]["kind"], "report");
         assert!(entries[1]["ts"].as_str().unwrap().ends_with('Z'));
         assert_eq!(entries[2]["n"], 2);
         let _ = std::fs::remove_dir_all(dir);

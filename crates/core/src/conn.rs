@@ -24,6 +24,11 @@ const PAGE_DEFAULT: u32 = 50;
 /// The member an op names: by exactly one of `user` (an id) and `name`.
 fn target(op: &str, user: Option<String>, name: Option<String>) -> Result<Target, ErrorBody> {
     match (user, name) {
+        // A user id is `u_` and letters and digits; nothing else names a
+        // member (the backends keep counters beside the members).
+        (Some(id), None) if !id.starts_with("u_") || id.len() > 64 => {
+            Err(bad(format!("{op}: user must be a user id")))
+        }
         (Some(id), None) => Ok(Target::Id(id)),
         (None, Some(name)) => Ok(Target::Name(name.trim().to_owned())),
         _ => Err(bad(format!("{op} names its member by exactly one of user and name"))),
@@ -347,20 +352,22 @@ impl<B: RoomBackend> Conn<B> {
                         )
                     })?;
                 metrics::counter!(crate::metric::REPORTS).increment(1);
-                config.audit.record(serde_json::json!({
-                    "kind": "report",
-                    "node": config.node,
-                    "room": message.room,
-                    "seq": message.seq,
-                    "message": {
-                        "from": message.from,
-                        "ts": message.ts,
-                        "subject": message.subject,
-                        "body": message.body,
-                    },
-                    "reporter": user.public(),
-                    "reason": reason,
-                }));
+                config.audit.record(
+                    "report",
+                    serde_json::json!({
+                        "node": config.node,
+                        "room": message.room,
+                        "seq": message.seq,
+                        "message": {
+                            "from": message.from,
+                            "ts": message.ts,
+                            "subject": message.subject,
+                            "body": message.body,
+                        },
+                        "reporter": user.public(),
+                        "reason": reason,
+                    }),
+                );
                 self.ok(id, &Empty {})
             }
             ClientOp::Mine { limit } => {

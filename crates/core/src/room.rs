@@ -736,11 +736,24 @@ impl Room {
             _ => {}
         }
         if let Some(member) = state.members.get_mut(&target_id) {
-            crate::fanout::announce_closed(&self.meta.code, "kicked", member.conns.iter_mut());
+            // Straight into the outboxes: a connection still joining would
+            // otherwise hold the notice back, and lose it with the seat.
+            let frame = event_frame(&Event::Closed {
+                room: self.meta.code.clone(),
+                reason: "kicked".into(),
+            });
+            for listener in &member.conns {
+                listener.outbox.push(frame.clone());
+            }
         }
         state.kicked.insert(target_id.clone(), std::time::Instant::now() + ban);
-        // A moderator removed is a moderator no more.
-        state.roles.remove(&target_id);
+        // A moderator removed is a moderator no more, and the room is told.
+        if state.roles.remove(&target_id).is_some() {
+            let user = state.members[&target_id].user.clone();
+            let role = Role::Member;
+            let frame = event_frame(&Event::Role { room: self.meta.code.clone(), user, role });
+            broadcast(state, &frame, |u, _| u.id != target_id);
+        }
         self.remove_member(state, &target_id, LeaveReason::Kicked);
         Ok(())
     }

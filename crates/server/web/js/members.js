@@ -158,6 +158,8 @@ export class Members {
       Number(b.id === selfId) - Number(a.id === selfId) || a.name.localeCompare(b.name));
     const hidden = store.hidden;
     const mine = this.roles.get(selfId);
+    // A menu open while the list is drawn again (someone typing) stays open.
+    const open = this.list.querySelector('.member-menu[open]')?.closest('.member')?.dataset.user;
     this.list.replaceChildren(...users.map((user) => {
       const isHidden = hidden.has(user.id);
       const role = this.roles.get(user.id);
@@ -169,6 +171,10 @@ export class Members {
         user.id === selfId ? null : this.hideButton(user, isHidden),
         user.id !== selfId ? this.roleMenu(user, role ?? 'member', mine) : null);
     }));
+    if (open) {
+      const menu = this.list.querySelector(`.member[data-user="${CSS.escape(open)}"] .member-menu`);
+      if (menu) menu.open = true;
+    }
     this.count.textContent = String(users.length);
 
     const names = [...this.typing.values()].map(({ user }) => user.name);
