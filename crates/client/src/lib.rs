@@ -74,6 +74,26 @@ impl WsClient {
         Ok(WsClient { socket, next_id: 1, queued: VecDeque::new(), closed: None })
     }
 
+    /// Connects as a proxy forwarding the client at `client` would: with
+    /// `X-Forwarded-For` (which a server believes only from a proxy it
+    /// trusts).
+    ///
+    /// # Errors
+    ///
+    /// As [`WsClient::connect`].
+    pub async fn connect_forwarded(url: &str, client: &str) -> anyhow::Result<WsClient> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let addr = address_of(url).await?;
+        let stream = TcpStream::connect(addr).await.with_context(|| format!("connect {url}"))?;
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert("x-forwarded-for", client.parse()?);
+        let stream: Box<dyn Stream> = Box::new(stream);
+        let (socket, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .with_context(|| format!("handshake {url}"))?;
+        Ok(WsClient { socket, next_id: 1, queued: VecDeque::new(), closed: None })
+    }
+
     /// Connects with a small, fixed socket receive buffer of `bytes`, for
     /// a client that is to fall behind soon when it stops reading (Linux
     /// otherwise grows a loopback socket's buffer to tens of megabytes).

@@ -174,7 +174,7 @@ pub fn shard_of(code: &str, shards: usize) -> usize {
     (hash % shards.max(1) as u64) as usize
 }
 
-pub(crate) fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 21] {
+pub(crate) fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 22] {
     let k = |name: &str| format!("{ns}:{{{code}}}:{name}");
     [
         k("meta"),
@@ -197,7 +197,8 @@ pub(crate) fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 21
         k("pendc"),
         k(&format!("op:{op_id}")),
         k("roles"),
-        k("kick"),
+        k("ban"),
+        k("addr"),
     ]
 }
 

@@ -354,5 +354,10 @@ pub(super) async fn upkeep_loop(cluster: Weak<Cluster>) {
 
 /// What a stored room is recorded in Redis with.
 fn recorded(room: &confab_core::StoredRoom) -> super::Recorded {
-    super::Recorded { last_seq: room.last_seq, roles: room.roles.clone(), locked: room.locked }
+    super::Recorded {
+        last_seq: room.last_seq,
+        roles: room.roles.clone(),
+        locked: room.locked,
+        bans: room.bans.clone(),
+    }
 }

@@ -322,32 +322,40 @@ impl Cluster {
         only_new: bool,
         state: &Recorded,
     ) -> Result<bool, ErrorBody> {
-        let Recorded { last_seq, roles, locked } = state;
+        let Recorded { last_seq, roles, locked, bans } = state;
         let (last_seq, locked) = (*last_seq, *locked);
+        let now = confab_core::unix_ms();
+        let bans: Vec<(String, String)> = bans
+            .iter()
+            .filter(|b| b.remaining(now).is_some())
+            .map(|b| (b.user.id.clone(), ban_value(b)))
+            .collect();
         let json = serde_json::to_string(info).expect("room info serializes");
         let roles: String =
             roles.iter().map(|(id, role)| format!("{id}={};", role.as_str())).collect();
         let eph = if info.retention == confab_proto::Retention::Ephemeral { "1" } else { "0" };
         let ttl = ttl.map_or(0, |t| t.as_millis().max(1)).to_string();
-        let r = self
-            .room_op(
-                &info.code,
-                &[
-                    "create",
-                    &info.code,
-                    &json,
-                    &seats.to_string(),
-                    eph,
-                    if info.public { "1" } else { "0" },
-                    &ttl,
-                    if only_new { "1" } else { "0" },
-                    &last_seq.to_string(),
-                    &info.backlog.to_string(),
-                    &roles,
-                    if locked { "1" } else { "0" },
-                ],
-            )
-            .await?;
+        let (seats, last_seq, backlog) =
+            (seats.to_string(), last_seq.to_string(), info.backlog.to_string());
+        let mut args = vec![
+            "create",
+            &info.code,
+            &json,
+            &seats,
+            eph,
+            if info.public { "1" } else { "0" },
+            &ttl,
+            if only_new { "1" } else { "0" },
+            &last_seq,
+            &backlog,
+            &roles,
+            if locked { "1" } else { "0" },
+        ];
+        for (uid, ban) in &bans {
+            args.push(uid);
+            args.push(ban);
+        }
+        let r = self.room_op(&info.code, &args).await?;
         Ok(r.status() == "ok")
     }
 
@@ -430,6 +438,35 @@ pub struct Recorded {
     pub last_seq: u64,
     pub roles: confab_proto::Roles,
     pub locked: bool,
+    pub bans: Vec<confab_core::Ban>,
+}
+
+/// A ban as the room script keeps it: "until\naddrs\nreason\nby\nuser"
+/// (until in ms since the epoch, 0 for none; the addresses' hashes
+/// comma-separated; the users as JSON, which holds no raw newline).
+pub(crate) fn ban_value(ban: &confab_core::Ban) -> String {
+    format!(
+        "{}\n{}\n{}\n{}\n{}",
+        ban.until.unwrap_or(0),
+        ban.addrs.join(","),
+        ban.reason.as_str(),
+        serde_json::to_string(&ban.by).expect("users serialize"),
+        serde_json::to_string(&ban.user).expect("users serialize"),
+    )
+}
+
+/// A ban from the room script's form (see [`ban_value`]).
+pub(crate) fn parse_ban(value: &str) -> Option<confab_core::Ban> {
+    let mut parts = value.splitn(5, '\n');
+    let until: u64 = parts.next()?.parse().ok()?;
+    let addrs = parts.next()?.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect();
+    let reason = match parts.next()? {
+        "banned" => confab_proto::LeaveReason::Banned,
+        _ => confab_proto::LeaveReason::Kicked,
+    };
+    let by = serde_json::from_str(parts.next()?).ok()?;
+    let user = serde_json::from_str(parts.next()?).ok()?;
+    Some(confab_core::Ban { user, by, reason, until: (until > 0).then_some(until), addrs })
 }
 
 /// A room's roles from Redis's `HGETALL` (field, value, field, value…);
@@ -554,7 +591,7 @@ mod tests {
         let joins = (0..30).map(|i| {
             let node = nodes[i % 3].clone();
             let code = code.clone();
-            async move { node.join(&code, &user(i), None, 100, None, false, false).await }
+            async move { node.join(&code, &user(i), None, 100, None, false, false, None).await }
         });
         let results = futures_util::future::join_all(joins).await;
         let admitted = results.iter().filter(|r| r.is_ok()).count();
@@ -573,9 +610,9 @@ mod tests {
         let code = format!("T{:08X}", rand::random::<u32>());
         a.create(&info(&code, 4), 4, None, true, &Recorded::default()).await.unwrap();
         let (ann, bob) = (user(1), user(2));
-        let joined = a.join(&code, &ann, None, 100, None, false, false).await.unwrap();
+        let joined = a.join(&code, &ann, None, 100, None, false, false, None).await.unwrap();
         assert!(joined.new);
-        b.join(&code, &bob, None, 100, None, false, false).await.unwrap();
+        b.join(&code, &bob, None, 100, None, false, false, None).await.unwrap();
         let mirror_a = a.mirror_for_join(&code);
         let _ = mirror_a.add(&joined, &ann.id, 1, &Outbox::new(64).0, &a.incarnation());
         let mirror_b = b.mirror_for_join(&code);
@@ -601,7 +638,7 @@ mod tests {
         assert_eq!(gone, Some(Departure::Left));
         let gone = b.depart(&code, &bob.id, Some(&b.incarnation()), true, false).await.unwrap();
         assert_eq!(gone, Some(Departure::Destroyed), "the last member out ends an ephemeral room");
-        let err = a.join(&code, &ann, None, 100, None, false, false).await.err().unwrap();
+        let err = a.join(&code, &ann, None, 100, None, false, false, None).await.err().unwrap();
         assert_eq!(err.code, ErrorCode::NotFound);
     }
 }

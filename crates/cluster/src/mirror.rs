@@ -69,6 +69,7 @@ pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
             let reason = match reason {
                 "left" => LeaveReason::Left,
                 "kicked" => LeaveReason::Kicked,
+                "banned" => LeaveReason::Banned,
                 _ => LeaveReason::Disconnected,
             };
             Kind::Leave(reason, serde_json::from_str(user).ok()?)
@@ -161,9 +162,9 @@ struct State {
     /// Connections here whose user was removed from the room (`kick`):
     /// their seats are stale, and their departures are not to be counted.
     kicked: HashSet<u64>,
-    /// Users removed, and the event that removed them: a join of theirs
-    /// whose snapshot came before it was undone by it.
-    kicked_users: HashMap<String, u64>,
+    /// Users removed, the event that removed them and why: a join of
+    /// theirs whose snapshot came before it was undone by it.
+    kicked_users: HashMap<String, (u64, LeaveReason)>,
 }
 
 pub(crate) struct Mirror {
@@ -232,13 +233,13 @@ impl Mirror {
             self.drain(state, me);
         }
         state.entries.retain(|e| e.id() != conn);
-        if let Some(&ev) = state.kicked_users.get(user) {
+        if let Some(&(ev, reason)) = state.kicked_users.get(user) {
             if ev > join.ev {
                 // Removed after this join's snapshot (the kick ran between
                 // the join and now): the seat is gone already.
                 outbox.push(event_frame(&Event::Closed {
                     room: self.code.clone(),
-                    reason: "kicked".into(),
+                    reason: reason.as_str().into(),
                 }));
                 state.kicked.insert(conn);
                 return None;
@@ -392,7 +393,7 @@ impl Mirror {
         while let Some(envelope) = state.holdback.remove(&(state.delivered + 1)) {
             state.delivered = envelope.ev;
             let kicked = match &envelope.kind {
-                Kind::Leave(LeaveReason::Kicked, user) => Some(user.id.clone()),
+                Kind::Leave(reason, user) if reason.removed() => Some((user.id.clone(), *reason)),
                 _ => None,
             };
             let applied = self.applied(state, envelope, me);
@@ -403,8 +404,8 @@ impl Mirror {
             if matches!(applied.to, To::Message { .. }) {
                 metrics::counter!(confab_core::metric::DELIVERIES).increment(delivered);
             }
-            if let Some(user) = kicked {
-                state.kicked_users.insert(user.clone(), state.delivered);
+            if let Some((user, reason)) = kicked {
+                state.kicked_users.insert(user.clone(), (state.delivered, reason));
                 // The removed user's connections here: told, and let go.
                 let (out, stay): (Vec<Entry>, Vec<Entry>) =
                     state.entries.drain(..).partition(|e| e.user == user);
@@ -412,7 +413,7 @@ impl Mirror {
                 let mut out = out;
                 fanout::announce_closed(
                     &self.code,
-                    "kicked",
+                    reason.as_str(),
                     out.iter_mut().map(|e| &mut e.listener),
                 );
                 state.kicked.extend(out.iter().map(Entry::id));
@@ -451,9 +452,8 @@ impl Mirror {
                 let id = user.id.clone();
                 (event_frame(&Event::Join { room, user }), To::Others(id))
             }
-            Kind::Leave(LeaveReason::Kicked, user) => {
+            Kind::Leave(reason, user) if reason.removed() => {
                 let id = user.id.clone();
-                let reason = LeaveReason::Kicked;
                 (event_frame(&Event::Leave { room, user, reason }), To::Others(id))
             }
             Kind::Leave(reason, user) => {

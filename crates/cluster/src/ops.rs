@@ -21,6 +21,7 @@ impl Cluster {
         stored: Option<StoredVisibility>,
         rejoin: bool,
         seated: bool,
+        address: Option<&str>,
     ) -> Result<ClusterJoin, ErrorBody> {
         let json = serde_json::to_string(user).expect("users serialize");
         let name_key = confab_core::name_key(&user.name);
@@ -52,6 +53,7 @@ impl Cluster {
                     if rejoin { "1" } else { "0" },
                     if seated { "1" } else { "0" },
                     &op_id,
+                    address.unwrap_or(""),
                 ],
             )
             .await;
@@ -66,9 +68,12 @@ impl Cluster {
             "ok" => {}
             "room_full" => return Err(room_full(code, r.int(1)?)),
             "locked" => return Err(confab_core::frames::locked_out(code)),
-            "kicked" => {
-                let wait = Duration::from_millis(r.uint(1)?);
-                return Err(confab_core::frames::kicked_out(code, wait));
+            "banned" => {
+                let wait = u64::try_from(r.int(1)?).ok().map(Duration::from_millis);
+                return Err(match r.text(2)? {
+                    "banned" => confab_core::frames::banned_out(code, wait),
+                    _ => confab_core::frames::kicked_out(code, wait.unwrap_or_default()),
+                });
             }
             "name_taken" => return Err(name_taken(code, &user.name)),
             _ => return Err(not_found(code)),
@@ -208,29 +213,52 @@ impl Cluster {
         }
     }
 
-    /// Removes `target` from `code` for `ban` on behalf of `actor` (see
-    /// `room.lua`); the roles after it.
+    /// Removes `target` from `code` as `removal` says, on behalf of
+    /// `actor` (see `room.lua`): the ban made, and the roles after it if
+    /// the target lost one.
     pub async fn kick(
         &self,
         code: &str,
         actor: &str,
         target: &confab_core::Target,
-        ban: Duration,
-    ) -> Result<confab_proto::Roles, ErrorBody> {
+        removal: confab_core::Removal,
+    ) -> Result<(confab_core::Ban, Option<confab_proto::Roles>), ErrorBody> {
         use confab_core::frames::{may_not_kick, no_such_member, not_in};
         let (id, name) = match target {
             confab_core::Target::Id(id) => (id.clone(), String::new()),
             confab_core::Target::Name(name) => (String::new(), confab_core::name_key(name)),
         };
-        let ms = ban.as_millis().to_string();
-        let r = self.room_op(code, &["kick", code, actor, &id, &name, &ms]).await?;
+        let ms = removal.ban.map_or(0, |d| d.as_millis().max(1)).to_string();
+        // The ban hash holds each ban and the addresses it bars.
+        let most = (confab_core::backend::BANS_MAX * 5).to_string();
+        let args = [
+            "kick",
+            code,
+            actor,
+            &id,
+            &name,
+            &ms,
+            removal.reason.as_str(),
+            if removal.address { "1" } else { "0" },
+            &most,
+        ];
+        let r = self.room_op(code, &args).await?;
         match r.status() {
-            "ok" => Ok(super::roles(&r.texts(1)?)),
+            "ok" => {
+                let ban = parse_ban(r.text(2)?)
+                    .ok_or_else(|| crate::reply::unexpected("a ban that cannot be read"))?;
+                let roles = (r.int(3)? == 1).then(|| super::roles(&r.texts(1).unwrap_or_default()));
+                Ok((ban, roles))
+            }
             "not_moderator" => {
                 Err(may_not_kick(code, "only the owner and moderators remove members"))
             }
             "owner" => Err(may_not_kick(code, "nobody removes the owner")),
             "moderator" => Err(may_not_kick(code, "only the owner removes a moderator")),
+            "too_many" => Err(confab_core::frames::bad_request(format!(
+                "room {code} has {} bans, the most it keeps; lift some first",
+                confab_core::backend::BANS_MAX
+            ))),
             "self" => {
                 Err(confab_core::frames::bad_request(format!("to leave room {code}, send leave")))
             }
@@ -242,6 +270,33 @@ impl Cluster {
                 Err(no_such_member(code, whom))
             }
             _ => Err(not_in(code)),
+        }
+    }
+
+    /// Lifts the ban of `user_id` in `code` on behalf of `actor`.
+    pub async fn unban(&self, code: &str, actor: &str, user_id: &str) -> Result<(), ErrorBody> {
+        let r = self.room_op(code, &["unban", code, actor, user_id]).await?;
+        match r.status() {
+            "ok" => Ok(()),
+            "no_ban" => Err(confab_core::frames::no_ban(code, user_id)),
+            "not_moderator" => Err(confab_core::frames::may_not_kick(
+                code,
+                "only the owner and moderators lift bans",
+            )),
+            _ => Err(confab_core::frames::not_in(code)),
+        }
+    }
+
+    /// The bans in force in `code`, for `actor`.
+    pub async fn bans(&self, code: &str, actor: &str) -> Result<Vec<confab_core::Ban>, ErrorBody> {
+        let r = self.room_op(code, &["bans", code, actor]).await?;
+        match r.status() {
+            "ok" => Ok(r.texts(1)?.iter().filter_map(|v| parse_ban(v)).collect()),
+            "not_moderator" => Err(confab_core::frames::may_not_kick(
+                code,
+                "only the owner and moderators see bans",
+            )),
+            _ => Err(confab_core::frames::not_in(code)),
         }
     }
 

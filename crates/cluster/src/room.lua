@@ -37,8 +37,13 @@
 --                "claimed" or "cancelled"
 --  20 roles  hash: user id -> "owner" or "moderator" (a plain member is
 --                not in it)
---  21 kick   hash: user id -> until when (ms since the epoch, Redis's
---                clock) they may not join again
+--  21 ban    hash: user id -> the user's ban (or removal by `kick`),
+--                "until\naddrs\nreason\nby JSON\nuser JSON": until when in
+--                ms since the epoch (0: until lifted), the keyed hashes of
+--                the addresses it bars ("h1,h2"; '' none), kicked|banned;
+--                and "#a:<hash>" -> the user id whose ban bars that address
+--  22 addr   hash: user id -> the keyed hashes of the addresses the member
+--                joined from, the latest few ("h1,h2")
 --
 -- ARGV[1] is the op, ARGV[2] the room code; the rest depend on the op.
 -- Envelopes published on the events channel:
@@ -131,9 +136,45 @@ local function message_of(envelope)
   return string.match(envelope, '^%S+ %S+ m %S+ %S+ %S+ (.*)$')
 end
 
+-- Lifts the ban of `uid` and the addresses it bars; whether there was one.
+local function lift(uid)
+  local ban = redis.call('HGET', KEYS[21], uid)
+  if not ban then return false end
+  local addrs = string.match(ban, '^%d+\n([^\n]*)\n')
+  for a in string.gmatch(addrs or '', '[^,]+') do
+    if redis.call('HGET', KEYS[21], '#a:' .. a) == uid then redis.call('HDEL', KEYS[21], '#a:' .. a) end
+  end
+  redis.call('HDEL', KEYS[21], uid)
+  return true
+end
+
+-- The ban of `uid` in force: {ms left (-1: until lifted), reason}, or nil
+-- (one that ran out is lifted on the way).
+local function ban_of(uid)
+  local ban = redis.call('HGET', KEYS[21], uid)
+  if not ban then return nil end
+  local u, reason = string.match(ban, '^(%d+)\n[^\n]*\n([^\n]*)\n')
+  u = tonumber(u)
+  if u == 0 then return {-1, reason} end
+  local left = u - now_ms()
+  if left > 0 then return {left, reason} end
+  lift(uid)
+  return nil
+end
+
+-- Bars what `ban` (a value of the ban hash) names, for `uid`.
+local function bar(uid, ban)
+  lift(uid)
+  redis.call('HSET', KEYS[21], uid, ban)
+  local addrs = string.match(ban, '^%d+\n([^\n]*)\n')
+  for a in string.gmatch(addrs or '', '[^,]+') do
+    redis.call('HSET', KEYS[21], '#a:' .. a, uid)
+  end
+end
+
 local function destroy()
   for i = 1, 12 do redis.call('DEL', KEYS[i]) end
-  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18], KEYS[20], KEYS[21])
+  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18], KEYS[20], KEYS[21], KEYS[22])
   redis.call('SREM', KEYS[15], code)
   redis.call('SREM', KEYS[16], code)
 end
@@ -149,6 +190,7 @@ local function remove_member(uid, reason)
   redis.call('HDEL', KEYS[14], uid)
   redis.call('HDEL', KEYS[5], uid)
   redis.call('HDEL', KEYS[4], uid)
+  redis.call('HDEL', KEYS[22], uid)
   local vis = redis.call('HGET', KEYS[6], uid)
   if vis then
     local from = string.match(vis, '^(%d+),')
@@ -213,6 +255,8 @@ if op == 'create' then
   for uid, role in string.gmatch(ARGV[11] or '', '([^=;]+)=([^;]+)') do
     redis.call('HSET', KEYS[20], uid, role)
   end
+  -- ARGV[13] on, in pairs: the bans it starts with (user id, ban).
+  for i = 13, #ARGV - 1, 2 do bar(ARGV[i], ARGV[i + 1]) end
   if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[9]) then
     redis.call('SET', KEYS[7], ARGV[9])
     -- The window ends at seq's message: what it held (if anything
@@ -236,17 +280,23 @@ if op == 'join' then
   --       8 limit for since, 9 stored visibility "from,left" or '',
   --       10 rejoin only (1|0): a resume, which takes no new seat,
   --       11 this connection is counted here already (1|0): a second join,
-  --       12 op id ('' none): a join its node gave up on is cancelled by it
+  --       12 op id ('' none): a join its node gave up on is cancelled by it,
+  --       13 the keyed hash of the client's address ('' none)
   local info = redis.call('HGET', KEYS[1], 'json')
   if not info then return {'not_found'} end
   if ARGV[12] ~= '' and redis.call('GET', KEYS[19]) == 'cancelled' then return {'cancelled'} end
   local uid = ARGV[3]
   if ARGV[10] == '1' and redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_found'} end
-  local banned = redis.call('HGET', KEYS[21], uid)
-  if banned then
-    local left = tonumber(banned) - now_ms()
-    if left > 0 then return {'kicked', left} end
-    redis.call('HDEL', KEYS[21], uid)
+  if redis.call('EXISTS', KEYS[21]) == 1 then
+    local banned = {uid}
+    if ARGV[13] ~= '' then
+      local by_address = redis.call('HGET', KEYS[21], '#a:' .. ARGV[13])
+      if by_address then banned[2] = by_address end
+    end
+    for _, who in ipairs(banned) do
+      local ban = ban_of(who)
+      if ban then return {'banned', ban[1], ban[2]} end
+    end
   end
   local latest = seq()
   local new = 0
@@ -291,6 +341,17 @@ if op == 'join' then
     redis.call('PERSIST', KEYS[1])
     publish('j', ARGV[4])
     new = 1
+  end
+  if ARGV[13] ~= '' then
+    -- The addresses a ban of the member would bar: the latest few.
+    local addrs = redis.call('HGET', KEYS[22], uid) or ''
+    if not string.find(',' .. addrs .. ',', ',' .. ARGV[13] .. ',', 1, true) then
+      local kept = {}
+      for a in string.gmatch(addrs, '[^,]+') do kept[#kept + 1] = a end
+      kept[#kept + 1] = ARGV[13]
+      while #kept > 4 do table.remove(kept, 1) end
+      redis.call('HSET', KEYS[22], uid, table.concat(kept, ','))
+    end
   end
   local counted = 0
   if new == 1 or ARGV[11] ~= '1' then
@@ -561,7 +622,8 @@ end
 
 if op == 'kick' then
   -- ARGV: 3 the actor's user id, 4 the target's user id ('' when named),
-  --       5 the target's name key ('' when by id), 6 for how long (ms).
+  --       5 the target's name key ('' when by id), 6 for how long (ms; 0:
+  --       until lifted), 7 kicked|banned, 8 bar their addresses too (1|0).
   -- The owner removes anyone else; a moderator, a plain member.
   local actor = ARGV[3]
   if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
@@ -575,8 +637,20 @@ if op == 'kick' then
   local target_role = redis.call('HGET', KEYS[20], target)
   if target_role == 'owner' then return {'owner'} end
   if target_role == 'moderator' and actor_role ~= 'owner' then return {'moderator'} end
-  redis.call('HSET', KEYS[21], target, now_ms() + tonumber(ARGV[6]))
+  -- Bans and the addresses they bar: at most about BANS_MAX of each.
+  if redis.call('HLEN', KEYS[21]) >= tonumber(ARGV[9]) and redis.call('HEXISTS', KEYS[21], target) == 0 then
+    return {'too_many'}
+  end
+  local untilms = 0
+  if tonumber(ARGV[6]) > 0 then untilms = now_ms() + tonumber(ARGV[6]) end
+  local addrs = ''
+  if ARGV[8] == '1' then addrs = redis.call('HGET', KEYS[22], target) or '' end
+  local ban = untilms .. '\n' .. addrs .. '\n' .. ARGV[7] .. '\n' .. redis.call('HGET', KEYS[2], actor)
+    .. '\n' .. redis.call('HGET', KEYS[2], target)
+  bar(target, ban)
+  local roles_changed = 0
   if redis.call('HDEL', KEYS[20], target) == 1 then
+    roles_changed = 1
     redis.call('PUBLISH', CHANNEL, code .. ' 0 r member ' .. redis.call('HGET', KEYS[2], target))
   end
   -- Every connection of theirs, on every node, is out of the room.
@@ -584,8 +658,37 @@ if op == 'kick' then
   for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
     if string.sub(field, 1, #prefix) == prefix then redis.call('HDEL', KEYS[4], field) end
   end
-  remove_member(target, 'kicked')
-  return {'ok', redis.call('HGETALL', KEYS[20])}
+  remove_member(target, ARGV[7])
+  return {'ok', redis.call('HGETALL', KEYS[20]), ban, roles_changed}
+end
+
+if op == 'unban' then
+  -- ARGV: 3 the actor's user id (the owner or a moderator), 4 whose ban.
+  local actor = ARGV[3]
+  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
+    return {'not_member'}
+  end
+  if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
+  local in_force = ban_of(ARGV[4])
+  lift(ARGV[4])
+  if not in_force then return {'no_ban'} end
+  return {'ok'}
+end
+
+if op == 'bans' then
+  -- ARGV: 3 the actor's user id (the owner or a moderator).
+  local actor = ARGV[3]
+  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
+    return {'not_member'}
+  end
+  if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
+  local bans = {}
+  for _, uid in ipairs(redis.call('HKEYS', KEYS[21])) do
+    if string.sub(uid, 1, 1) ~= '#' and ban_of(uid) then
+      bans[#bans + 1] = redis.call('HGET', KEYS[21], uid)
+    end
+  end
+  return {'ok', bans}
 end
 
 if op == 'role' then

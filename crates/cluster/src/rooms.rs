@@ -118,7 +118,13 @@ impl RoomBackend for ClusterRooms {
                 continue;
             }
             if persistent {
-                let stored = StoredRoom { spec, last_seq: 0, roles: start.roles, locked: false };
+                let stored = StoredRoom {
+                    spec,
+                    last_seq: 0,
+                    roles: start.roles,
+                    locked: false,
+                    bans: Vec::new(),
+                };
                 self.services.store.save_room(&stored).await.map_err(|e| {
                     tracing::warn!("cannot store room {}: {e}", info.code);
                     storage_down()
@@ -160,8 +166,9 @@ impl RoomBackend for ClusterRooms {
         // A connection joining a room it is in already is counted once; one
         // whose user was removed from it is in it no more.
         let seated = seated.filter(|seat| !seat.mirror.was_kicked(who.conn));
-        let joined =
-            cluster.join(&code, user, since, resume_limit, stored, rejoin, seated.is_some()).await;
+        let joined = cluster
+            .join(&code, user, since, resume_limit, stored, rejoin, seated.is_some(), who.address)
+            .await;
         let joined = match joined {
             Ok(joined) => joined,
             Err(e) => {
@@ -277,15 +284,42 @@ impl RoomBackend for ClusterRooms {
         _conn: u64,
         actor: &str,
         target: &Target,
-        ban: Duration,
+        removal: confab_core::Removal,
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
-        let roles = self.cluster.kick(code, actor, target, ban).await?;
-        // A moderator removed loses the role, in the store too.
+        let (ban, roles) = self.cluster.kick(code, actor, target, removal).await?;
+        // The ban, and a moderator's lost role, in the store too.
         if seat.mirror.persistent() {
-            self.services.remember_roles(code, roles);
+            self.services.remember_ban(code, ban);
+            if let Some(roles) = roles {
+                self.services.remember_roles(code, roles);
+            }
         }
         Ok(())
+    }
+
+    async fn unban(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+        user_id: &str,
+    ) -> Result<(), ErrorBody> {
+        let code = seat.mirror.code();
+        self.cluster.unban(code, actor, user_id).await?;
+        if seat.mirror.persistent() {
+            self.services.remember_unban(code, user_id);
+        }
+        Ok(())
+    }
+
+    async fn bans(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+    ) -> Result<Vec<confab_core::Ban>, ErrorBody> {
+        self.cluster.bans(seat.mirror.code(), actor).await
     }
 
     async fn post(

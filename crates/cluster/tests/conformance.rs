@@ -142,8 +142,19 @@ impl<B: RoomBackend> Client<B> {
         session: Option<&str>,
         resume: Value,
     ) -> (Self, Value) {
+        Client::hello_from(hub, name, session, resume, None).await
+    }
+
+    /// The same, from the client address `peer`.
+    async fn hello_from(
+        hub: &Hub<B>,
+        name: &str,
+        session: Option<&str>,
+        resume: Value,
+        peer: Option<std::net::IpAddr>,
+    ) -> (Self, Value) {
         let (outbox, rx) = Outbox::new(4096);
-        let conn = Conn::open(hub, outbox, None);
+        let conn = Conn::open(hub, outbox, peer);
         let mut client = Client {
             conn,
             rx,
@@ -660,6 +671,91 @@ async fn kick<B: RoomBackend>(nodes: Nodes<B>) {
     assert_eq!(names(&members["members"]), ["Ann", "Bob"]);
 }
 
+/// A ban bars the member's session and the addresses they joined from, on
+/// every node, until lifted; `bans` lists bans and removals for the owner
+/// and moderators; `unban` lifts either.
+async fn ban<B: RoomBackend>(nodes: Nodes<B>) {
+    let from = |a: &str| Some(a.parse::<std::net::IpAddr>().unwrap());
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let (mut bob, _) =
+        Client::hello_from(&nodes.b, "Bob", None, json!({}), from("2001:db8:7:7::1")).await;
+    let (mut cleo, _) =
+        Client::hello_from(&nodes.a, "Cleo", None, json!({}), from("198.51.100.1")).await;
+    let code = ann.create(json!({})).await;
+    for client in [&mut ann, &mut bob, &mut cleo] {
+        client.join(&code).await;
+    }
+    let ban_bob = json!({"op": "ban", "room": code, "name": "Bob"});
+    assert_eq!(cleo.refused(ban_bob.clone()).await, "forbidden", "a plain member");
+    assert_eq!(cleo.refused(json!({"op": "bans", "room": code})).await, "forbidden");
+    let zero = json!({"op": "ban", "room": code, "name": "Bob", "minutes": 0});
+    assert_eq!(ann.refused(zero).await, "bad_request");
+    let nobody = json!({"op": "unban", "room": code, "user": "u_nobody"});
+    assert_eq!(ann.refused(nobody).await, "not_found");
+
+    ann.ok(ban_bob).await;
+    let closed = bob.next_event("closed").await;
+    assert_eq!((&closed["room"], &closed["reason"]), (&json!(code), &json!("banned")));
+    for client in [&mut ann, &mut cleo] {
+        let left = client.next_event("leave").await;
+        assert_eq!((&left["user"]["name"], &left["reason"]), (&json!("Bob"), &json!("banned")));
+    }
+    // Not back: not the session, on either node, nor anyone from his /64.
+    let again = bob.call(json!({"op": "join", "room": code})).await;
+    assert_eq!(again["error"]["code"], "forbidden", "{again}");
+    assert!(again["error"].get("retry_after_ms").is_none(), "until lifted: {again}");
+    let (mut bob_tab, _) =
+        Client::hello_from(&nodes.a, "Bob", Some(&bob.session.clone()), json!({}), None).await;
+    assert_eq!(bob_tab.refused(json!({"op": "join", "room": code})).await, "forbidden");
+    let (mut eve, _) =
+        Client::hello_from(&nodes.a, "Eve", None, json!({}), from("2001:db8:7:7:abcd::2")).await;
+    assert_eq!(eve.refused(json!({"op": "join", "room": code})).await, "forbidden", "same /64");
+    // Someone else from elsewhere, or from loopback, joins.
+    let (mut fay, _) =
+        Client::hello_from(&nodes.b, "Fay", None, json!({}), from("2001:db8:7:8::1")).await;
+    fay.join(&code).await;
+    let (mut gus, _) = Client::hello_from(&nodes.b, "Gus", None, json!({}), from("::1")).await;
+    gus.join(&code).await;
+
+    // A removal is listed beside the ban.
+    ann.ok(json!({"op": "kick", "room": code, "name": "Cleo", "minutes": 5})).await;
+    let listed = ann.ok(json!({"op": "bans", "room": code})).await;
+    let bans = listed["bans"].as_array().unwrap();
+    assert_eq!(bans.len(), 2, "{listed}");
+    let (b, c) = (&bans[0], &bans[1]);
+    assert_eq!(
+        (&b["user"]["id"], &b["reason"], &b["address"]),
+        (&json!(bob.user), &json!("banned"), &json!(true))
+    );
+    assert_eq!(b["by"]["name"], "Ann");
+    assert!(b.get("until").is_none(), "{b}");
+    assert_eq!(
+        (&c["user"]["name"], &c["reason"], &c["address"]),
+        (&json!("Cleo"), &json!("kicked"), &json!(false))
+    );
+    assert!(c["until"].as_str().unwrap() > confab_core::now_rfc3339().as_str(), "{c}");
+    // A moderator sees the list; lifting works for both, once.
+    ann.ok(json!({"op": "role", "room": code, "name": "Fay", "role": "moderator"})).await;
+    let listed = fay.ok(json!({"op": "bans", "room": code})).await;
+    assert_eq!(listed["bans"].as_array().unwrap().len(), 2);
+    let lift_bob = json!({"op": "unban", "room": code, "user": bob.user});
+    fay.ok(lift_bob.clone()).await;
+    assert_eq!(fay.refused(lift_bob).await, "not_found", "lifted already");
+    eve.join(&code).await;
+    bob.join(&code).await;
+    ann.ok(json!({"op": "unban", "room": code, "user": cleo.user})).await;
+    cleo.join(&code).await;
+    let members = ann.ok(json!({"op": "members", "room": code})).await;
+    assert_eq!(names(&members["members"]), ["Ann", "Bob", "Cleo", "Eve", "Fay", "Gus"]);
+    let listed = ann.ok(json!({"op": "bans", "room": code})).await;
+    assert_eq!(listed["bans"], json!([]));
+    // A timed ban holds for its time.
+    ann.ok(json!({"op": "ban", "room": code, "name": "Eve", "minutes": 30})).await;
+    let again = eve.call(json!({"op": "join", "room": code})).await;
+    let wait = again["error"]["retry_after_ms"].as_u64().unwrap();
+    assert!((29 * 60 * 1000..=30 * 60 * 1000).contains(&wait), "{again}");
+}
+
 /// A locked room takes nobody new; its members stay, and one holding a
 /// seat (another tab) still joins; the owner and moderators lock and
 /// unlock it, and every member hears of it.
@@ -743,6 +839,7 @@ conformance!(
     private_rooms_answer_as_missing_ones,
     roles,
     kick,
+    ban,
     lock,
 );
 

@@ -18,7 +18,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_proto::{ErrorBody, JoinResult, Message, Retention, Role, Roles, RoomInfo, User};
+use confab_proto::{
+    BanInfo, ErrorBody, JoinResult, LeaveReason, Message, Retention, Role, Roles, RoomInfo, User,
+};
+use serde::{Deserialize, Serialize};
 
 use crate::frames::storage_down;
 use crate::persist::{Job, Persister};
@@ -132,6 +135,69 @@ pub enum Target {
     Name(String),
 }
 
+/// The most bans (removals included) a room keeps; beyond it a new one is
+/// refused until some are lifted or run out.
+pub const BANS_MAX: usize = 1_000;
+
+/// What a `kick` or a `ban` does to the member it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removal {
+    /// `Kicked` or `Banned`: the `leave` and `closed` reason.
+    pub reason: LeaveReason,
+    /// For how long they may not join again; `None`: until lifted.
+    pub ban: Option<Duration>,
+    /// Whether the addresses they joined from are barred too.
+    pub address: bool,
+}
+
+/// A user removed from a room (`kick`) or banned from it, as rooms and
+/// the store keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub user: User,
+    pub by: User,
+    pub reason: LeaveReason,
+    /// Until when, in milliseconds since the Unix epoch; `None`: until
+    /// lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// Keyed hashes of the addresses it bars (never an address itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<String>,
+}
+
+impl Ban {
+    /// How long it still holds at `now` (ms since the epoch): `None` when it
+    /// has run out, `Some(None)` when it holds until lifted.
+    pub fn remaining(&self, now: u64) -> Option<Option<Duration>> {
+        match self.until {
+            None => Some(None),
+            Some(until) if until > now => Some(Some(Duration::from_millis(until - now))),
+            Some(_) => None,
+        }
+    }
+
+    /// The error a `join` it holds off gets.
+    pub fn refusal(&self, code: &str, now: u64) -> ErrorBody {
+        let wait = self.remaining(now).flatten();
+        match self.reason {
+            LeaveReason::Banned => crate::frames::banned_out(code, wait),
+            _ => crate::frames::kicked_out(code, wait.unwrap_or(Duration::from_millis(1))),
+        }
+    }
+
+    /// As `bans` shows it.
+    pub fn info(&self) -> BanInfo {
+        BanInfo {
+            user: self.user.clone(),
+            by: self.by.clone(),
+            reason: self.reason,
+            until: self.until.map(crate::rfc3339_of_ms),
+            address: !self.addrs.is_empty(),
+        }
+    }
+}
+
 /// A post's content, validated, before it gets its `seq`.
 #[derive(Debug, Clone)]
 pub struct Draft {
@@ -163,6 +229,9 @@ pub struct Joiner<'a> {
     pub conn: u64,
     pub outbox: &'a Outbox,
     pub user: &'a User,
+    /// The keyed hash of the client's address, when it may be banned (see
+    /// `Services::address_key`).
+    pub address: Option<&'a str>,
 }
 
 /// Messages to read: the newest `limit` with `after < seq < before`.
@@ -268,18 +337,39 @@ pub trait RoomBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
 
     /// Removes the member `target` from the room of `seat` on behalf of
-    /// `actor` (its owner, or a moderator removing a plain member), for
-    /// `ban`: their connections there get `closed` (reason `kicked`), the
-    /// others a `leave` (reason `kicked`), and a `join` of theirs is
-    /// refused until `ban` has passed.
+    /// `actor` (its owner, or a moderator removing a plain member), as
+    /// `removal` says: their connections there get `closed` and the others
+    /// a `leave` (both with its reason), and a `join` of theirs (or, for an
+    /// address ban, from an address they joined from) is refused while the
+    /// ban holds.
     fn kick(
         &self,
         seat: &Self::Seat,
         conn: u64,
         actor: &str,
         target: &Target,
-        ban: Duration,
+        removal: Removal,
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
+    /// Lifts the ban (or removal) of `user_id` in the room of `seat`, on
+    /// behalf of `actor`, its owner or a moderator: `not_found` if there
+    /// is none in force.
+    fn unban(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+        user_id: &str,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
+    /// The bans and removals in force in the room of `seat`, for `actor`,
+    /// its owner or a moderator.
+    fn bans(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+    ) -> impl Future<Output = Result<Vec<Ban>, ErrorBody>> + Send;
 
     /// Locks the room of `seat` (nobody new may join) or unlocks it, on
     /// behalf of `actor`, its owner or a moderator. Every member is told.
@@ -342,6 +432,9 @@ pub struct Services {
     pub config: HubConfig,
     pub store: Arc<dyn Store>,
     pub(crate) persister: Persister,
+    /// The key of address hashes, kept in the store so that every node and
+    /// every restart hash an address alike.
+    address_secret: Vec<u8>,
 }
 
 impl Services {
@@ -358,11 +451,18 @@ impl Services {
         let created = now_rfc3339();
         for board in &config.boards {
             let spec = RoomSpec::board(board, created.clone());
-            let stored = StoredRoom { spec, last_seq: 0, roles: Default::default(), locked: false };
+            let stored = StoredRoom {
+                spec,
+                last_seq: 0,
+                roles: Default::default(),
+                locked: false,
+                bans: Vec::new(),
+            };
             store.save_room(&stored).await?;
         }
+        let address_secret = store.secret("address").await?;
         let persister = Persister::start(store.clone(), PERSIST_QUEUE);
-        Ok(Arc::new(Services { config, store, persister }))
+        Ok(Arc::new(Services { config, store, persister, address_secret }))
     }
 
     /// Whether the store answers (false while it is down).
@@ -397,6 +497,31 @@ impl Services {
         if self.persister.try_queue(Job::Write(write)).is_err() {
             tracing::warn!(room, "lock not stored: storage is busy");
         }
+    }
+
+    /// Stores a persistent room's ban (or removal), in order with its other
+    /// writes, without waiting.
+    pub fn remember_ban(&self, room: &str, ban: Ban) {
+        let write = Write::Ban { room: room.to_owned(), ban };
+        if self.persister.try_queue(Job::Write(write)).is_err() {
+            tracing::warn!(room, "ban not stored: storage is busy");
+        }
+    }
+
+    /// Forgets a persistent room's ban of `user_id` in the store.
+    pub fn remember_unban(&self, room: &str, user_id: &str) {
+        let write = Write::Unban { room: room.to_owned(), user_id: user_id.to_owned() };
+        if self.persister.try_queue(Job::Write(write)).is_err() {
+            tracing::warn!(room, "lifted ban not stored: storage is busy");
+        }
+    }
+
+    /// The keyed hash a ban keeps of `peer`, the client's address (an IPv6
+    /// address by its /64): `None` for a loopback address or none, which no
+    /// ban ever bars (behind a proxy not named as trusted every client
+    /// would share it).
+    pub fn address_key(&self, peer: Option<std::net::IpAddr>) -> Option<String> {
+        crate::ids::address_key(&self.address_secret, peer?)
     }
 
     /// Stored messages of `room` in `range`, oldest first.

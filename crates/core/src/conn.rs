@@ -5,12 +5,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use confab_proto::{
-    ClientOp, ErrorBody, ErrorCode, JoinResult, Message, Request, Retention, RoomInfo, ServerInfo,
-    User, parse_request,
+    BanInfo, ClientOp, ErrorBody, ErrorCode, JoinResult, LeaveReason, Message, Request, Retention,
+    RoomInfo, ServerInfo, User, parse_request,
 };
 use serde::Serialize;
 
-use crate::backend::{Draft, Joiner, NewRoom, Range, RoomBackend, Seat, Target};
+use crate::backend::{Draft, Joiner, NewRoom, Range, Removal, RoomBackend, Seat, Target};
 use crate::frames::{bad, error_frame, not_in, reply_frame, storage_down};
 use crate::hub::{Hub, UserRecord};
 use crate::limits::{check_len, check_post, validate_name};
@@ -39,6 +39,9 @@ fn target(op: &str, user: Option<String>, name: Option<String>) -> Result<Target
 /// at most, in minutes.
 pub const KICK_MINUTES: u32 = 10;
 pub const KICK_MINUTES_MAX: u32 = 24 * 60;
+/// The longest ban with an end, in minutes (a year); a ban without
+/// `minutes` lasts until lifted.
+pub const BAN_MINUTES_MAX: u32 = 366 * 24 * 60;
 /// Characters in the reason given with a `report`.
 pub const REASON_CHARS: usize = 200;
 
@@ -58,6 +61,8 @@ pub struct Conn<B: RoomBackend = LocalRooms> {
     seats: Vec<B::Seat>,
     /// The client's address, when the transport knows it.
     peer: Option<IpAddr>,
+    /// Its keyed hash, as bans keep it (none for loopback).
+    address: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -85,6 +90,11 @@ struct MembersResult {
 }
 
 #[derive(Serialize)]
+struct BansResult {
+    bans: Vec<BanInfo>,
+}
+
+#[derive(Serialize)]
 struct MessagesResult {
     messages: Vec<Message>,
 }
@@ -103,7 +113,8 @@ impl<B: RoomBackend> Conn<B> {
     /// and new rooms are counted against it, see `rates.rs`).
     pub fn open(hub: &Hub<B>, outbox: Outbox, peer: Option<IpAddr>) -> Conn<B> {
         let id = hub.connected();
-        Conn { hub: hub.clone(), id, outbox, user: None, seats: Vec::new(), peer }
+        let address = hub.address_key(peer);
+        Conn { hub: hub.clone(), id, outbox, user: None, seats: Vec::new(), peer, address }
     }
 
     /// The user, once `hello` has been answered.
@@ -268,7 +279,12 @@ impl<B: RoomBackend> Conn<B> {
                 let subject = subject.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
                 let draft = Draft { body, subject, cid, ts: now_rfc3339() };
                 let user = user.public();
-                let who = Joiner { conn: self.id, outbox: &self.outbox, user: &user };
+                let who = Joiner {
+                    conn: self.id,
+                    outbox: &self.outbox,
+                    user: &user,
+                    address: self.address.as_deref(),
+                };
                 rooms.post(seat, who, draft, id).await
             }
             ClientOp::Typing { room, active } => {
@@ -326,9 +342,48 @@ impl<B: RoomBackend> Conn<B> {
                 }
                 let seat = self.seat(&room)?;
                 self.hub.limiters().check(Limit::Moderate, &user.id)?;
-                let ban = std::time::Duration::from_secs(u64::from(minutes) * 60);
-                rooms.kick(seat, self.id, &user.id, &target, ban).await?;
+                let removal = Removal {
+                    reason: LeaveReason::Kicked,
+                    ban: Some(std::time::Duration::from_secs(u64::from(minutes) * 60)),
+                    address: false,
+                };
+                rooms.kick(seat, self.id, &user.id, &target, removal).await?;
                 self.ok(id, &Empty {})
+            }
+            ClientOp::Ban { room, user: target_id, name, minutes } => {
+                let target = target("ban", target_id, name)?;
+                if let Some(minutes) = minutes
+                    && !(1..=BAN_MINUTES_MAX).contains(&minutes)
+                {
+                    return Err(bad(format!(
+                        "minutes must be from 1 to {BAN_MINUTES_MAX}, or left out for a ban until lifted"
+                    )));
+                }
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                let removal = Removal {
+                    reason: LeaveReason::Banned,
+                    ban: minutes.map(|m| std::time::Duration::from_secs(u64::from(m) * 60)),
+                    address: true,
+                };
+                rooms.kick(seat, self.id, &user.id, &target, removal).await?;
+                self.ok(id, &Empty {})
+            }
+            ClientOp::Unban { room, user: banned } => {
+                if !banned.starts_with("u_") || banned.len() > 64 {
+                    return Err(bad("unban: user must be a user id"));
+                }
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                rooms.unban(seat, self.id, &user.id, &banned).await?;
+                self.ok(id, &Empty {})
+            }
+            ClientOp::Bans { room } => {
+                let seat = self.seat(&room)?;
+                let mut bans: Vec<BanInfo> =
+                    rooms.bans(seat, self.id, &user.id).await?.iter().map(|b| b.info()).collect();
+                bans.sort_by(|a, b| a.user.name.cmp(&b.user.name).then(a.user.id.cmp(&b.user.id)));
+                self.ok(id, &BansResult { bans })
             }
             ClientOp::Report { room, seq, reason } => {
                 let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
@@ -499,7 +554,12 @@ impl<B: RoomBackend> Conn<B> {
         rejoin: bool,
     ) -> Result<(usize, JoinResult), ErrorBody> {
         let user = self.authenticated()?.public();
-        let who = Joiner { conn: self.id, outbox: &self.outbox, user: &user };
+        let who = Joiner {
+            conn: self.id,
+            outbox: &self.outbox,
+            user: &user,
+            address: self.address.as_deref(),
+        };
         let at = self.seat_index(code);
         let seated = at.map(|i| &self.seats[i]);
         let (seat, mut result) = self.hub.backend().join(who, code, since, rejoin, seated).await?;

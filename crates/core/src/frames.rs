@@ -114,6 +114,29 @@ pub fn locked_out(code: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::Forbidden, format!("room {code} is locked: nobody new may join"))
 }
 
+/// An `unban` of a user with no ban in force.
+pub fn no_ban(code: &str, user_id: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotFound, format!("{user_id} is not banned from room {code}"))
+}
+
+/// A `join` by someone banned from the room, for `wait` more (`None`:
+/// until the ban is lifted).
+pub fn banned_out(code: &str, wait: Option<std::time::Duration>) -> ErrorBody {
+    let Some(wait) = wait else {
+        return ErrorBody::new(ErrorCode::Forbidden, format!("you are banned from room {code}"));
+    };
+    let minutes = wait.as_secs().div_ceil(60).max(1);
+    let mut error = ErrorBody::new(
+        ErrorCode::Forbidden,
+        format!(
+            "you are banned from room {code} for {minutes} more minute{}",
+            if minutes == 1 { "" } else { "s" }
+        ),
+    );
+    error.retry_after_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
+    error
+}
+
 /// A `join` by someone removed from the room, for `wait` more.
 pub fn kicked_out(code: &str, wait: std::time::Duration) -> ErrorBody {
     let minutes = wait.as_secs().div_ceil(60).max(1);

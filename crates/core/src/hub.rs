@@ -128,6 +128,11 @@ impl<B: RoomBackend> Hub<B> {
         self.shared.backend.settle(limit).await;
     }
 
+    /// The keyed hash a ban keeps of a client's address.
+    pub(crate) fn address_key(&self, peer: Option<std::net::IpAddr>) -> Option<String> {
+        self.shared.services.address_key(peer)
+    }
+
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.shared.services.store
     }

@@ -37,3 +37,69 @@ pub fn token_digest(token: &str) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    const BLOCK: usize = 64;
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+/// The keyed hash a ban keeps of a client's address: an IPv4 address
+/// whole, an IPv6 address by its /64 (one subscriber's usual share), an
+/// IPv4-mapped IPv6 address as the IPv4 one. `None` for a loopback
+/// address, which no ban bars.
+pub fn address_key(secret: &[u8], address: std::net::IpAddr) -> Option<String> {
+    use std::net::IpAddr;
+    let address = match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if address.is_loopback() || address.is_unspecified() {
+        return None;
+    }
+    let text = match address {
+        IpAddr::V4(v4) => format!("4:{v4}"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    };
+    let mac = hmac_sha256(secret, text.as_bytes());
+    Some(mac[..16].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231, test case 2.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn an_address_key_is_keyed_takes_ipv6_by_64_and_skips_loopback() {
+        let key = |secret: &[u8], a: &str| address_key(secret, a.parse().unwrap());
+        let a = key(b"k1", "203.0.113.5").unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(!a.contains("203"), "never the address itself");
+        assert_ne!(Some(a.clone()), key(b"k2", "203.0.113.5"), "keyed");
+        assert_eq!(Some(a), key(b"k1", "::ffff:203.0.113.5"), "mapped is the IPv4 one");
+        assert_eq!(key(b"k1", "2001:db8:1:2::1"), key(b"k1", "2001:db8:1:2:ffff::9"));
+        assert_ne!(key(b"k1", "2001:db8:1:2::1"), key(b"k1", "2001:db8:1:3::1"));
+        assert_eq!(key(b"k1", "127.0.0.1"), None);
+        assert_eq!(key(b"k1", "::1"), None);
+    }
+}

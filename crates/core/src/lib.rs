@@ -26,9 +26,10 @@ mod store;
 
 pub use audit::Audit;
 pub use backend::{
-    Departure, Draft, Joiner, NewRoom, Range, RoomBackend, RoomSpec, Seat, Services, Target,
+    Ban, Departure, Draft, Joiner, NewRoom, Range, Removal, RoomBackend, RoomSpec, Seat, Services,
+    Target,
 };
-pub use clock::{now_rfc3339, rfc3339_ago};
+pub use clock::{now_rfc3339, rfc3339_ago, rfc3339_of_ms, unix_ms};
 pub use confab_proto::{Role, Roles};
 pub use config::{BoardConfig, HubConfig, Limits, RetentionPolicy};
 pub use conn::Conn;

@@ -49,7 +49,7 @@ impl LocalRooms {
     pub async fn open(services: &Arc<Services>) -> Result<LocalRooms, StoreError> {
         let config = &services.config;
         let mut rooms = HashMap::new();
-        for StoredRoom { spec, last_seq, roles, locked } in services.store.rooms().await? {
+        for StoredRoom { spec, last_seq, roles, locked, bans } in services.store.rooms().await? {
             if spec.board && services.board(&spec.code).is_none() {
                 continue;
             }
@@ -62,6 +62,7 @@ impl LocalRooms {
             let persister = Some(services.persister.clone());
             let room = Room::new(spec, limits, persister, last_seq, roles);
             room.set_locked_at_load(locked);
+            room.load_bans(bans);
             rooms.insert(key, Arc::new(room));
         }
         let inner = Inner { services: services.clone(), rooms: RwLock::new(rooms) };
@@ -138,8 +139,13 @@ impl RoomBackend for LocalRooms {
             if !services.store_healthy() {
                 return Err(storage_down());
             }
-            let stored =
-                StoredRoom { spec: spec.clone(), last_seq: 0, roles: new.roles(), locked: false };
+            let stored = StoredRoom {
+                spec: spec.clone(),
+                last_seq: 0,
+                roles: new.roles(),
+                locked: false,
+                bans: Vec::new(),
+            };
             services.store.save_room(&stored).await.map_err(|e| {
                 tracing::warn!("cannot store room {code}: {e}");
                 storage_down()
@@ -212,6 +218,7 @@ impl RoomBackend for LocalRooms {
             services.config.resume_limit,
             stored,
             rejoin,
+            who.address,
         )?;
         let mut result = joined.result;
         if let Some(fetch) = joined.fetch {
@@ -333,19 +340,37 @@ impl RoomBackend for LocalRooms {
         conn: u64,
         actor: &str,
         target: &Target,
-        ban: std::time::Duration,
+        removal: crate::Removal,
     ) -> Result<(), ErrorBody> {
         let room = &seat.0;
-        let had_roles = room.is_persistent().then(|| room.roles());
-        room.kick(conn, actor, target, ban)?;
-        // A moderator removed loses the role, in the store too.
-        if let Some(before) = had_roles {
-            let after = room.roles();
-            if after != before {
-                self.services().remember_roles(room.code(), after);
+        let (ban, roles) = room.kick(conn, actor, target, removal)?;
+        // The ban, and a moderator's lost role, in the store too.
+        if room.is_persistent() {
+            self.services().remember_ban(room.code(), ban);
+            if let Some(roles) = roles {
+                self.services().remember_roles(room.code(), roles);
             }
         }
         Ok(())
+    }
+
+    async fn unban(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+        user_id: &str,
+    ) -> Result<(), ErrorBody> {
+        seat.0.unban(conn, actor, user_id)
+    }
+
+    async fn bans(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+    ) -> Result<Vec<crate::Ban>, ErrorBody> {
+        seat.0.bans(conn, actor)
     }
 
     async fn read(

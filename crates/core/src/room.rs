@@ -23,10 +23,10 @@ use confab_proto::{
 };
 use parking_lot::Mutex;
 
-use crate::backend::{Departure, Draft, Range, RoomSpec, Target};
+use crate::backend::{BANS_MAX, Ban, Departure, Draft, Range, Removal, RoomSpec, Target};
 use crate::fanout::Listener;
 use crate::frames::{
-    event_frame, kicked_out, may_not_kick, message_event, message_json, message_reply, name_taken,
+    event_frame, may_not_kick, message_event, message_json, message_reply, name_taken,
     no_such_member, not_found, own_role, owner_only, room_full, unavailable,
 };
 use crate::outbox::Outbox;
@@ -85,8 +85,10 @@ struct RoomState {
     warm: bool,
     /// The owner and moderators.
     roles: Roles,
-    /// Users removed (`kick`), until when they may not join again.
-    kicked: HashMap<String, std::time::Instant>,
+    /// Users removed (`kick`) or banned, by user id.
+    bans: HashMap<String, Ban>,
+    /// The banned addresses' keyed hashes, each to the user id of its ban.
+    barred: HashMap<String, String>,
     /// Nobody new may join.
     locked: bool,
 }
@@ -100,6 +102,9 @@ enum Dedup {
 struct Member {
     user: User,
     conns: Vec<Listener>,
+    /// Keyed hashes of the addresses the member joined from (the latest
+    /// few), for a ban by address.
+    addrs: Vec<String>,
     /// `Some(epoch)` while the member has no connection and is in grace.
     grace: Option<u64>,
 }
@@ -242,19 +247,14 @@ impl Room {
         resume_limit: usize,
         stored: Option<StoredVisibility>,
         rejoin: bool,
+        address: Option<&str>,
     ) -> Result<Joined, ErrorBody> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         if state.closed || (rejoin && !state.members.contains_key(&user.id)) {
             return Err(not_found(&self.meta.code));
         }
-        if let Some(until) = state.kicked.get(&user.id).copied() {
-            let now = std::time::Instant::now();
-            if until > now {
-                return Err(kicked_out(&self.meta.code, until - now));
-            }
-            state.kicked.remove(&user.id);
-        }
+        self.check_bans(state, &user.id, address)?;
         let entry = Listener::pending(conn, outbox);
         // A member coming back under a new name keeps the old one if the
         // new one is another member's.
@@ -264,6 +264,9 @@ impl Room {
             .any(|(id, m)| *id != user.id && names_clash(&m.user.name, &user.name));
         if let Some(member) = state.members.get_mut(&user.id) {
             member.grace = None;
+            if let Some(address) = address {
+                note_address(&mut member.addrs, address);
+            }
             if renamable {
                 member.user.name.clone_from(&user.name);
             }
@@ -304,9 +307,10 @@ impl Room {
             let frame =
                 event_frame(&Event::Join { room: self.meta.code.clone(), user: user.clone() });
             broadcast(state, &frame, |u, _| u.id != user.id);
+            let addrs = address.map(|a| vec![a.to_owned()]).unwrap_or_default();
             state.members.insert(
                 user.id.clone(),
-                Member { user: user.clone(), conns: vec![entry], grace: None },
+                Member { user: user.clone(), conns: vec![entry], addrs, grace: None },
             );
             self.member_count.store(state.members.len(), Ordering::Relaxed);
             metrics::gauge!(crate::metric::MEMBERS).increment(1.0);
@@ -685,28 +689,91 @@ impl Room {
         }
     }
 
-    /// The owner and moderators.
-    pub fn roles(&self) -> Roles {
-        self.state.lock().roles.clone()
+    /// Refuses a `join` that a ban in force holds off: of `user_id`, or
+    /// from `address`. Bans that ran out on the way are forgotten.
+    fn check_bans(
+        &self,
+        state: &mut RoomState,
+        user_id: &str,
+        address: Option<&str>,
+    ) -> Result<(), ErrorBody> {
+        if state.bans.is_empty() {
+            return Ok(());
+        }
+        let now = crate::unix_ms();
+        let by_address = address.and_then(|a| state.barred.get(a)).cloned();
+        for banned in [Some(user_id.to_owned()), by_address].into_iter().flatten() {
+            let Some(ban) = state.bans.get(&banned) else { continue };
+            if ban.remaining(now).is_some() {
+                return Err(ban.refusal(&self.meta.code, now));
+            }
+            self.lift(state, &banned);
+        }
+        Ok(())
+    }
+
+    /// Forgets the ban of `user_id` (and the addresses it barred), in the
+    /// store too; whether there was one.
+    fn lift(&self, state: &mut RoomState, user_id: &str) -> bool {
+        let Some(ban) = state.bans.remove(user_id) else { return false };
+        for address in &ban.addrs {
+            if state.barred.get(address).is_some_and(|id| id == user_id) {
+                state.barred.remove(address);
+            }
+        }
+        if let Some(persister) = &self.persister {
+            let write = Write::Unban { room: self.meta.code.clone(), user_id: user_id.to_owned() };
+            if persister.try_queue(Job::Write(write)).is_err() {
+                tracing::warn!(room = self.meta.code, "lifted ban not stored: storage is busy");
+            }
+        }
+        true
+    }
+
+    /// Puts `ban` in force (replacing one of the same user), as a stored
+    /// room is loaded or a ban is made.
+    fn bar(state: &mut RoomState, ban: Ban) {
+        if let Some(old) = state.bans.remove(&ban.user.id) {
+            for address in &old.addrs {
+                state.barred.remove(address);
+            }
+        }
+        for address in &ban.addrs {
+            state.barred.insert(address.clone(), ban.user.id.clone());
+        }
+        state.bans.insert(ban.user.id.clone(), ban);
+    }
+
+    /// The bans a stored room had, as it is loaded (those run out are left
+    /// behind).
+    pub fn load_bans(&self, bans: Vec<Ban>) {
+        let now = crate::unix_ms();
+        let mut state = self.state.lock();
+        for ban in bans.into_iter().filter(|b| b.remaining(now).is_some()) {
+            Self::bar(&mut state, ban);
+        }
     }
 
     /// Removes the member `target` on behalf of `actor` (through the
-    /// connection `conn`): the owner removes anyone else, a moderator a
-    /// plain member. Their connections here get `closed` (reason
-    /// `kicked`), the others a `leave`; they may not join again for `ban`.
+    /// connection `conn`) as `removal` says: the owner removes anyone else,
+    /// a moderator a plain member. Their connections here get `closed`,
+    /// the others a `leave` (with the removal's reason); a join of theirs
+    /// (or from their addresses, for an address ban) is refused while the
+    /// ban holds. Returns the ban and, if the target lost a role, the
+    /// roles after it, to be stored.
     ///
     /// # Errors
     ///
     /// `not_member` if the connection has not joined, `forbidden` if the
     /// actor may not remove the target, `bad_request` for a target that is
-    /// not a member, or the actor themselves.
+    /// not a member, the actor themselves, or a room with too many bans.
     pub fn kick(
         &self,
         conn: u64,
         actor: &str,
         target: &Target,
-        ban: std::time::Duration,
-    ) -> Result<(), ErrorBody> {
+        removal: Removal,
+    ) -> Result<(Ban, Option<Roles>), ErrorBody> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         if state.closed || !is_joined(state, actor, conn) {
@@ -735,26 +802,103 @@ impl Room {
             }
             _ => {}
         }
-        if let Some(member) = state.members.get_mut(&target_id) {
-            // Straight into the outboxes: a connection still joining would
-            // otherwise hold the notice back, and lose it with the seat.
-            let frame = event_frame(&Event::Closed {
-                room: self.meta.code.clone(),
-                reason: "kicked".into(),
-            });
-            for listener in &member.conns {
-                listener.outbox.push(frame.clone());
+        let now = crate::unix_ms();
+        if state.bans.len() >= BANS_MAX && !state.bans.contains_key(&target_id) {
+            let expired: Vec<String> = state
+                .bans
+                .iter()
+                .filter(|(_, b)| b.remaining(now).is_none())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                self.lift(state, &id);
+            }
+            if state.bans.len() >= BANS_MAX {
+                return Err(crate::frames::bad(format!(
+                    "room {} has {BANS_MAX} bans, the most it keeps; lift some first",
+                    self.meta.code
+                )));
             }
         }
-        state.kicked.insert(target_id.clone(), std::time::Instant::now() + ban);
+        let member = &state.members[&target_id];
+        let ban = Ban {
+            user: member.user.clone(),
+            by: state.members[actor].user.clone(),
+            reason: removal.reason,
+            until: removal.ban.map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)),
+            addrs: if removal.address { member.addrs.clone() } else { Vec::new() },
+        };
+        // Straight into the outboxes: a connection still joining would
+        // otherwise hold the notice back, and lose it with the seat.
+        let frame = event_frame(&Event::Closed {
+            room: self.meta.code.clone(),
+            reason: removal.reason.as_str().into(),
+        });
+        for listener in &member.conns {
+            listener.outbox.push(frame.clone());
+        }
+        Self::bar(state, ban.clone());
         // A moderator removed is a moderator no more, and the room is told.
+        let mut roles = None;
         if state.roles.remove(&target_id).is_some() {
             let user = state.members[&target_id].user.clone();
             let role = Role::Member;
             let frame = event_frame(&Event::Role { room: self.meta.code.clone(), user, role });
             broadcast(state, &frame, |u, _| u.id != target_id);
+            roles = Some(state.roles.clone());
         }
-        self.remove_member(state, &target_id, LeaveReason::Kicked);
+        self.remove_member(state, &target_id, removal.reason);
+        Ok((ban, roles))
+    }
+
+    /// Lifts the ban of `user_id`, on behalf of `actor`, the owner or a
+    /// moderator.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined, `forbidden` for a
+    /// plain member, `not_found` if no ban of the user is in force.
+    pub fn unban(&self, conn: u64, actor: &str, user_id: &str) -> Result<(), ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        self.check_moderator(state, conn, actor, "only the owner and moderators lift bans")?;
+        let now = crate::unix_ms();
+        let in_force = state.bans.get(user_id).is_some_and(|b| b.remaining(now).is_some());
+        self.lift(state, user_id);
+        match in_force {
+            true => Ok(()),
+            false => Err(crate::frames::no_ban(&self.meta.code, user_id)),
+        }
+    }
+
+    /// The bans in force, for `actor`, the owner or a moderator.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined, `forbidden` for a
+    /// plain member.
+    pub fn bans(&self, conn: u64, actor: &str) -> Result<Vec<Ban>, ErrorBody> {
+        let state = self.state.lock();
+        self.check_moderator(&state, conn, actor, "only the owner and moderators see bans")?;
+        let now = crate::unix_ms();
+        Ok(state.bans.values().filter(|b| b.remaining(now).is_some()).cloned().collect())
+    }
+
+    /// That `actor`, through `conn`, is in the room as its owner or a
+    /// moderator.
+    fn check_moderator(
+        &self,
+        state: &RoomState,
+        conn: u64,
+        actor: &str,
+        why: &str,
+    ) -> Result<(), ErrorBody> {
+        if state.closed || !is_joined(state, actor, conn) {
+            return Err(not_member(&self.meta.code));
+        }
+        if !state.roles.contains_key(actor) {
+            return Err(may_not_kick(&self.meta.code, why));
+        }
         Ok(())
     }
 
@@ -922,6 +1066,18 @@ fn remember(state: &mut RoomState, max: usize, key: (String, String), entry: Ded
     }
 }
 
+/// Keeps `address` among a member's latest few.
+fn note_address(addrs: &mut Vec<String>, address: &str) {
+    const KEPT: usize = 4;
+    if let Some(i) = addrs.iter().position(|a| a == address) {
+        addrs.remove(i);
+    }
+    addrs.push(address.to_owned());
+    if addrs.len() > KEPT {
+        addrs.remove(0);
+    }
+}
+
 fn names_clash(a: &str, b: &str) -> bool {
     crate::limits::name_key(a) == crate::limits::name_key(b)
 }
@@ -981,7 +1137,7 @@ mod tests {
 
     fn join(room: &Room, conn: u64, who: &User) -> Result<Joined, ErrorBody> {
         let (outbox, _receiver) = Outbox::new(64);
-        let joined = room.join(conn, &outbox, who, None, 100, None, false)?;
+        let joined = room.join(conn, &outbox, who, None, 100, None, false, None)?;
         room.activate(conn);
         Ok(joined)
     }
@@ -1056,7 +1212,7 @@ mod tests {
         let (ann, bob) = (user("Ann"), user("Bob"));
         join(&room, 1, &ann).unwrap();
         let (outbox, _receiver) = Outbox::new(8);
-        let resumed = room.join(2, &outbox, &bob, Some(0), 100, None, true);
+        let resumed = room.join(2, &outbox, &bob, Some(0), 100, None, true, None);
         assert_eq!(resumed.err().map(|e| e.code), Some(ErrorCode::NotFound), "no seat to resume");
         assert!(!room.holds_seat(&bob.id));
         assert_eq!(room.leave(1, &ann.id).unwrap(), Departure::Destroyed);

@@ -37,6 +37,8 @@ pub struct StoredRoom {
     pub roles: confab_proto::Roles,
     /// Whether nobody new may join.
     pub locked: bool,
+    /// Its bans and removals (some may have run out).
+    pub bans: Vec<crate::Ban>,
 }
 
 /// What a user may see of a room: from `from` on, up to `left_at`.
@@ -60,6 +62,10 @@ pub enum Write {
     Roles { room: String, roles: confab_proto::Roles },
     /// A room locked or unlocked.
     Locked { room: String, locked: bool },
+    /// A ban (or removal) in a room, inserted or replacing the user's.
+    Ban { room: String, ban: crate::Ban },
+    /// A user's ban in a room lifted (or run out).
+    Unban { room: String, user_id: String },
 }
 
 /// A message as [`Store::append`] left it.
@@ -133,6 +139,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, u64>;
     /// Checks that the store answers.
     fn ping(&self) -> StoreFuture<'_, ()>;
+    /// The secret named `name`: 32 random bytes made the first time it is
+    /// asked for, the same ever after (and for every node sharing the
+    /// store).
+    fn secret<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Vec<u8>>;
 }
 
 /// A store in memory: persistent rooms last as long as the process.
@@ -147,6 +157,7 @@ struct Memory {
     rooms: BTreeMap<String, StoredRoom>,
     messages: HashMap<String, BTreeMap<u64, Message>>,
     visibility: HashMap<(String, String), StoredVisibility>,
+    secrets: HashMap<String, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -225,6 +236,17 @@ impl Store for MemoryStore {
                 Write::Locked { room, locked } => {
                     if let Some(room) = inner.rooms.get_mut(room) {
                         room.locked = *locked;
+                    }
+                }
+                Write::Ban { room, ban } => {
+                    if let Some(room) = inner.rooms.get_mut(room) {
+                        room.bans.retain(|b| b.user.id != ban.user.id);
+                        room.bans.push(ban.clone());
+                    }
+                }
+                Write::Unban { room, user_id } => {
+                    if let Some(room) = inner.rooms.get_mut(room) {
+                        room.bans.retain(|b| b.user.id != *user_id);
                     }
                 }
             }
@@ -361,5 +383,14 @@ impl Store for MemoryStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         ready(())
+    }
+
+    fn secret<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Vec<u8>> {
+        let mut inner = self.inner.lock();
+        let secret = inner
+            .secrets
+            .entry(name.to_owned())
+            .or_insert_with(|| rand::random::<[u8; 32]>().to_vec());
+        ready(secret.clone())
     }
 }

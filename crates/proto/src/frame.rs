@@ -96,6 +96,27 @@ pub enum ClientOp {
         #[serde(default)]
         minutes: Option<u32>,
     },
+    /// Bans a member (owner and moderators): by their session and by the
+    /// addresses they joined from, for `minutes` or until lifted.
+    Ban {
+        room: String,
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        /// How long the ban lasts [default: until lifted].
+        #[serde(default)]
+        minutes: Option<u32>,
+    },
+    /// Lifts the ban (or the removal by `kick`) of a user, by their id.
+    Unban {
+        room: String,
+        user: String,
+    },
+    /// The room's bans and removals in force (owner and moderators).
+    Bans {
+        room: String,
+    },
     /// Tells the operator about a message (the audit log).
     Report {
         room: String,
@@ -125,6 +146,9 @@ impl ClientOp {
             ClientOp::Role { .. } => "role",
             ClientOp::Kick { .. } => "kick",
             ClientOp::Lock { .. } => "lock",
+            ClientOp::Ban { .. } => "ban",
+            ClientOp::Unban { .. } => "unban",
+            ClientOp::Bans { .. } => "bans",
             ClientOp::Ping => "ping",
         }
     }

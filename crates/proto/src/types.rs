@@ -185,6 +185,41 @@ pub enum LeaveReason {
     Disconnected,
     /// Removed by the room's owner or a moderator (`kick`).
     Kicked,
+    /// Banned by the room's owner or a moderator (`ban`).
+    Banned,
+}
+
+impl LeaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Left => "left",
+            LeaveReason::Disconnected => "disconnected",
+            LeaveReason::Kicked => "kicked",
+            LeaveReason::Banned => "banned",
+        }
+    }
+
+    /// Whether the member was removed by someone else: their connections
+    /// get `closed` with this reason.
+    pub fn removed(self) -> bool {
+        matches!(self, LeaveReason::Kicked | LeaveReason::Banned)
+    }
+}
+
+/// One entry of a room's `bans`: a user removed (`kick`) or banned, and
+/// until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanInfo {
+    pub user: User,
+    /// Who removed them.
+    pub by: User,
+    /// `kicked` or `banned`.
+    pub reason: LeaveReason,
+    /// RFC 3339 UTC; absent: until lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Whether the ban holds the addresses they joined from too.
+    pub address: bool,
 }
 
 /// A server push: `{ "ev": "<name>", … }`.

@@ -275,15 +275,46 @@ impl RoomBackend for Rooms {
         conn: u64,
         actor: &str,
         target: &Target,
-        ban: Duration,
+        removal: confab_core::Removal,
     ) -> Result<(), ErrorBody> {
         match (self, seat) {
             (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
-                rooms.kick(seat, conn, actor, target, ban).await
+                rooms.kick(seat, conn, actor, target, removal).await
             }
             (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
-                rooms.kick(seat, conn, actor, target, ban).await
+                rooms.kick(seat, conn, actor, target, removal).await
             }
+            _ => Err(foreign(seat)),
+        }
+    }
+
+    async fn unban(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+        user_id: &str,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.unban(seat, conn, actor, user_id).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.unban(seat, conn, actor, user_id).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
+    async fn bans(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+    ) -> Result<Vec<confab_core::Ban>, ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => rooms.bans(seat, conn, actor).await,
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => rooms.bans(seat, conn, actor).await,
             _ => Err(foreign(seat)),
         }
     }

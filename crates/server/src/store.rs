@@ -130,7 +130,9 @@ impl SqlStore {
                     Write::Visibility { .. }
                     | Write::Session { .. }
                     | Write::Roles { .. }
-                    | Write::Locked { .. } => None,
+                    | Write::Locked { .. }
+                    | Write::Ban { .. }
+                    | Write::Unban { .. } => None,
                 })
                 .collect();
             for m in &new_messages {
@@ -178,6 +180,25 @@ impl SqlStore {
                         sqlx::query("UPDATE rooms SET locked = $1 WHERE code = $2")
                             .bind(i64::from(*locked))
                             .bind(room)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Write::Ban { room, ban } => {
+                        let json = serde_json::to_string(ban).expect("bans serialize");
+                        sqlx::query(
+                            "INSERT INTO room_bans (room, user_id, ban) VALUES ($1, $2, $3) \
+                             ON CONFLICT (room, user_id) DO UPDATE SET ban = excluded.ban",
+                        )
+                        .bind(room)
+                        .bind(&ban.user.id)
+                        .bind(json)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Write::Unban { room, user_id } => {
+                        sqlx::query("DELETE FROM room_bans WHERE room = $1 AND user_id = $2")
+                            .bind(room)
+                            .bind(user_id)
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -351,6 +372,8 @@ fn write_key(write: &Write) -> (u8, &str, &str) {
         Write::Session { token, .. } => (2, token, ""),
         Write::Roles { room, .. } => (3, room, ""),
         Write::Locked { room, .. } => (4, room, ""),
+        Write::Ban { room, ban } => (5, room, &ban.user.id),
+        Write::Unban { room, user_id } => (5, room, user_id),
     }
 }
 
@@ -444,6 +467,19 @@ impl Store for SqlStore {
                     roles.entry(room).or_default().insert(user_id, role);
                 }
             }
+            let ban_rows = sqlx::query("SELECT room, ban FROM room_bans")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error)?;
+            let mut bans: HashMap<String, Vec<confab_core::Ban>> = HashMap::new();
+            for row in &ban_rows {
+                let room: String = row.try_get("room").map_err(error)?;
+                let json: String = row.try_get("ban").map_err(error)?;
+                match serde_json::from_str(&json) {
+                    Ok(ban) => bans.entry(room).or_default().push(ban),
+                    Err(e) => tracing::warn!(room, "a stored ban that cannot be read: {e}"),
+                }
+            }
             let room = |row: &AnyRow| -> Result<StoredRoom, sqlx::Error> {
                 Ok(StoredRoom {
                     spec: RoomSpec {
@@ -461,6 +497,7 @@ impl Store for SqlStore {
                     last_seq: uint(row, "last_seq")?,
                     roles: roles.remove(&row.try_get::<String, _>("code")?).unwrap_or_default(),
                     locked: row.try_get::<i64, _>("locked")? != 0,
+                    bans: bans.remove(&row.try_get::<String, _>("code")?).unwrap_or_default(),
                 })
             };
             rows.iter().map(room).collect::<Result<_, _>>().map_err(error)
@@ -702,6 +739,36 @@ impl Store for SqlStore {
         Box::pin(async move {
             sqlx::query("SELECT 1").execute(&self.pool).await.map_err(error)?;
             Ok(())
+        })
+    }
+
+    fn secret<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            // The first node to ask makes it; every other, and every later
+            // start, reads what that one stored.
+            let made: String =
+                rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+            sqlx::query(
+                "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(made)
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+            let row = sqlx::query("SELECT value FROM secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(error)?;
+            let hex: String = row.try_get("value").map_err(error)?;
+            let bytes: Option<Vec<u8>> = (0..hex.len())
+                .step_by(2)
+                .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect();
+            bytes
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| StoreError::new(format!("secret {name} is not 32 bytes of hex")))
         })
     }
 }

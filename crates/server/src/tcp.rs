@@ -443,6 +443,17 @@ impl Session {
                 Pending::Kick { room: self.label(&room) },
                 ClientOp::Kick { room, user: None, name: Some(name), minutes: None },
             ),
+            Command::Ban { room, name } => (
+                Pending::Ban { room: self.label(&room) },
+                ClientOp::Ban { room, user: None, name: Some(name), minutes: None },
+            ),
+            Command::Unban { room, user } => (
+                Pending::Unban { room: self.label(&room), user: user.clone() },
+                ClientOp::Unban { room, user },
+            ),
+            Command::Bans { room } => {
+                (Pending::Bans { room: self.label(&room) }, ClientOp::Bans { room })
+            }
             Command::Report { room, id, reason } => (
                 Pending::Report { room: self.label(&room), id },
                 ClientOp::Report { room, seq: id, reason },

@@ -759,3 +759,24 @@ async fn a_room_owner_names_a_moderator_over_long_polling() {
     let reply = bob.request(refused).await.unwrap();
     assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
 }
+
+#[tokio::test]
+async fn a_moderator_bans_lists_and_lifts_over_long_polling() {
+    let server = start_lp(|_| {}).await;
+    let (mut ann, _) = Lp::hello(server.http, "Ann").await;
+    let created = ann.ok(json!({"op": "create"})).await;
+    let code = created["room"]["code"].as_str().unwrap().to_owned();
+    ann.ok(json!({"op": "join", "room": code})).await;
+    let (mut troll, hello) = Lp::hello(server.http, "Troll").await;
+    let troll_id = hello["user"]["id"].as_str().unwrap().to_owned();
+    troll.ok(json!({"op": "join", "room": code})).await;
+    ann.ok(json!({"op": "ban", "room": code, "name": "Troll", "minutes": 60})).await;
+    assert_eq!(troll.event("closed").await["reason"], "banned");
+    let refused = troll.request(json!({"op": "join", "room": code})).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    assert!(refused["error"]["retry_after_ms"].as_u64().unwrap() > 59 * 60 * 1000, "{refused}");
+    let listed = ann.ok(json!({"op": "bans", "room": code})).await;
+    assert_eq!(listed["bans"][0]["user"]["id"], json!(troll_id), "{listed}");
+    ann.ok(json!({"op": "unban", "room": code, "user": troll_id})).await;
+    troll.ok(json!({"op": "join", "room": code})).await;
+}

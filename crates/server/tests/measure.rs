@@ -116,6 +116,7 @@ async fn measure_join_cost_against_room_size() {
                     last_seq: 0,
                     roles: Default::default(),
                     locked: false,
+                    bans: Vec::new(),
                 })
                 .await
                 .unwrap();

@@ -26,6 +26,7 @@ fn room(code: &str, board: bool) -> StoredRoom {
         last_seq: 0,
         roles: Default::default(),
         locked: false,
+        bans: Vec::new(),
     }
 }
 
@@ -97,6 +98,43 @@ async fn suite(store: Arc<dyn Store>) {
     assert!(locked_of(&store.rooms().await.unwrap(), "OWNED2"));
     store.write(&[Write::Locked { room: "OWNED2".into(), locked: false }]).await.unwrap();
     assert!(!locked_of(&store.rooms().await.unwrap(), "OWNED2"));
+
+    // Bans: inserted, replaced for the same user, lifted.
+    let bans_of = |rooms: &[StoredRoom], code: &str| {
+        let mut bans = rooms.iter().find(|r| r.spec.code == code).unwrap().bans.clone();
+        bans.sort_by(|a, b| a.user.id.cmp(&b.user.id));
+        bans
+    };
+    let user = |id: &str| User { id: id.into(), name: format!("name of {id}") };
+    let ban = confab_core::Ban {
+        user: user("u_eve"),
+        by: user("u_ann"),
+        reason: confab_proto::LeaveReason::Banned,
+        until: None,
+        addrs: vec!["00ff".into(), "a1b2".into()],
+    };
+    let kick = confab_core::Ban {
+        user: user("u_fay"),
+        reason: confab_proto::LeaveReason::Kicked,
+        until: Some(1_900_000_000_000),
+        addrs: Vec::new(),
+        ..ban.clone()
+    };
+    let room_ban = |ban: &confab_core::Ban| Write::Ban { room: "OWNED2".into(), ban: ban.clone() };
+    store.write(&[room_ban(&ban), room_ban(&kick)]).await.unwrap();
+    assert_eq!(bans_of(&store.rooms().await.unwrap(), "OWNED2"), [ban.clone(), kick.clone()]);
+    let longer = confab_core::Ban { until: Some(1_950_000_000_000), ..kick.clone() };
+    store.write(&[room_ban(&longer)]).await.unwrap();
+    assert_eq!(bans_of(&store.rooms().await.unwrap(), "OWNED2"), [ban.clone(), longer]);
+    let lift = Write::Unban { room: "OWNED2".into(), user_id: "u_fay".into() };
+    store.write(&[lift]).await.unwrap();
+    assert_eq!(bans_of(&store.rooms().await.unwrap(), "OWNED2"), [ban]);
+
+    // A secret is made once and kept.
+    let secret = store.secret("address").await.unwrap();
+    assert_eq!(secret.len(), 32);
+    assert_eq!(store.secret("address").await.unwrap(), secret);
+    assert_ne!(store.secret("another").await.unwrap(), secret);
 
     // A batch of messages and visibility, in one write.
     let mut batch: Vec<Write> = (1..=10)

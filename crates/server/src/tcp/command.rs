@@ -44,6 +44,17 @@ pub(crate) enum Command {
         room: String,
         name: String,
     },
+    Ban {
+        room: String,
+        name: String,
+    },
+    Unban {
+        room: String,
+        user: String,
+    },
+    Bans {
+        room: String,
+    },
     Lock {
         room: String,
         locked: bool,
@@ -81,6 +92,12 @@ pub(crate) const COMMANDS: &[Spec] = &[
         usage: "%kick <name...>",
         about: "remove a member from main for 10 minutes (owner, moderators)",
     },
+    Spec {
+        usage: "%ban <name...>",
+        about: "ban a member from main, their addresses too, until lifted (owner, moderators)",
+    },
+    Spec { usage: "%bans", about: "who is banned or removed from main, with their user ids" },
+    Spec { usage: "%unban <user id>", about: "lift a ban (or removal) in main" },
     Spec { usage: "%groups", about: "public rooms and boards" },
     Spec { usage: "%groupjoin <room>", about: "join a room, by code or board name" },
     Spec { usage: "%groupleave <room>", about: "leave a room" },
@@ -94,6 +111,9 @@ pub(crate) const COMMANDS: &[Spec] = &[
         about: "give a member of a room a role",
     },
     Spec { usage: "%groupkick <room> <name...>", about: "remove a member from a room" },
+    Spec { usage: "%groupban <room> <name...>", about: "ban a member from a room" },
+    Spec { usage: "%groupbans <room>", about: "who is banned or removed from a room" },
+    Spec { usage: "%groupunban <room> <user id>", about: "lift a ban in a room" },
     Spec { usage: "%lock", about: "let nobody new join main (owner, moderators)" },
     Spec { usage: "%unlock", about: "let people join main again" },
     Spec { usage: "%grouplock <room>", about: "lock a room" },
@@ -216,6 +236,18 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
         "%groupkick" => {
             let room = args.word("a room")?;
             Command::Kick { room, name: args.content()? }
+        }
+        "%ban" => Command::Ban { room: MAIN.into(), name: args.content()? },
+        "%groupban" => {
+            let room = args.word("a room")?;
+            Command::Ban { room, name: args.content()? }
+        }
+        "%bans" => Command::Bans { room: MAIN.into() },
+        "%groupbans" => Command::Bans { room: args.word("a room")? },
+        "%unban" => Command::Unban { room: MAIN.into(), user: args.word("a user id")? },
+        "%groupunban" => {
+            let room = args.word("a room")?;
+            Command::Unban { room, user: args.word("a user id")? }
         }
         "%groupreport" => {
             let room = args.word("a room")?;

@@ -27,6 +27,9 @@ pub(crate) enum Pending {
     Report { room: String, id: u64 },
     Role { room: String },
     Kick { room: String },
+    Ban { room: String },
+    Unban { room: String, user: String },
+    Bans { room: String },
     Lock { room: String },
     Groups,
 }
@@ -43,6 +46,9 @@ impl Pending {
             | Pending::Report { room, .. }
             | Pending::Role { room }
             | Pending::Kick { room }
+            | Pending::Ban { room }
+            | Pending::Unban { room, .. }
+            | Pending::Bans { room }
             | Pending::Lock { room } => Some(room),
             Pending::Hello | Pending::Join | Pending::Groups => None,
         }
@@ -76,6 +82,11 @@ pub(crate) fn decode(frame: &[u8]) -> Result<Frame, serde_json::Error> {
 struct Welcome {
     user: User,
     session: String,
+}
+
+#[derive(Deserialize)]
+struct Bans {
+    bans: Vec<confab_proto::BanInfo>,
 }
 
 #[derive(Deserialize)]
@@ -160,7 +171,39 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
             }
         }
         // The change itself comes as an event to every member.
-        Pending::Role { .. } | Pending::Kick { .. } | Pending::Lock { .. } => {}
+        Pending::Role { .. }
+        | Pending::Kick { .. }
+        | Pending::Ban { .. }
+        | Pending::Lock { .. } => {}
+        Pending::Unban { room, user } => {
+            say!(out, "[{room}] the ban of {} is lifted", clean(user));
+        }
+        Pending::Bans { room } => {
+            let Bans { bans } = Bans::deserialize(reply)?;
+            if bans.is_empty() {
+                say!(out, "[{room}] nobody is banned or removed");
+            } else {
+                say!(out, "[{room}] bans ({}):", bans.len());
+            }
+            for ban in &bans {
+                let what = match ban.reason {
+                    LeaveReason::Banned if ban.address => "banned, with their addresses,",
+                    LeaveReason::Banned => "banned",
+                    _ => "removed",
+                };
+                let until = match &ban.until {
+                    Some(until) => format!("until {}", date(until)),
+                    None => "until lifted".to_owned(),
+                };
+                say!(
+                    out,
+                    "{} ({}) {what} by {} {until}",
+                    clean(&ban.user.name),
+                    ban.user.id,
+                    clean(&ban.by.name)
+                );
+            }
+        }
         Pending::Report { room, id } => {
             say!(out, "[{room}] message {id} reported to the operator");
         }
@@ -195,7 +238,10 @@ pub(crate) fn failure(out: &mut String, pending: &Pending, error: &ErrorBody) {
         (ErrorCode::NotMember, Some(MAIN)) => "; %join first".to_owned(),
         (ErrorCode::NotMember, Some(room)) => format!("; %groupjoin {room} first"),
         (ErrorCode::NotFound, _)
-            if !matches!(pending, Pending::Message { .. } | Pending::Report { .. }) =>
+            if !matches!(
+                pending,
+                Pending::Message { .. } | Pending::Report { .. } | Pending::Unban { .. }
+            ) =>
         {
             "; %groups lists the public rooms".to_owned()
         }
@@ -214,11 +260,15 @@ pub(crate) fn event(out: &mut String, event: &Event) {
                 LeaveReason::Left => "left",
                 LeaveReason::Disconnected => "disconnected",
                 LeaveReason::Kicked => "was removed from the room",
+                LeaveReason::Banned => "was banned from the room",
             };
             say!(out, "[{room}] {} {verb}", clean(&user.name));
         }
         Event::Closed { room, reason } if reason == "kicked" => {
             say!(out, "[{room}] you were removed from the room by its owner or a moderator");
+        }
+        Event::Closed { room, reason } if reason == "banned" => {
+            say!(out, "[{room}] you were banned from the room by its owner or a moderator");
         }
         Event::Closed { room, reason } => {
             say!(out, "[{room}] room closed ({})", clean(reason));

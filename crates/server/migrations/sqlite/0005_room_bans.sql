@@ -1,0 +1,14 @@
+-- Users removed from a room (`kick`) or banned from it: the ban as JSON
+-- (who, by whom, until when, and the keyed hashes of the addresses it
+-- bars; never an address itself).
+CREATE TABLE room_bans (
+    room    TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    ban     TEXT NOT NULL,
+    PRIMARY KEY (room, user_id)
+);
+-- Keys the server makes once and keeps (the key of address hashes).
+CREATE TABLE secrets (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
