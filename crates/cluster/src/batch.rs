@@ -40,6 +40,8 @@ pub(crate) enum Posted {
     Sent(u64),
     /// Its `cid` was seen before: the JSON of the message that one posted.
     Again(String),
+    /// Held off by a mute or slow mode: the script's words for it.
+    Refused(String),
     NotMember,
     NotFound,
 }
@@ -52,6 +54,7 @@ impl Posted {
             Value::Int(0) => Ok(Posted::NotMember),
             Value::Int(-1) => Ok(Posted::NotFound),
             Value::BulkString(json) => match String::from_utf8(json) {
+                Ok(refused) if refused.starts_with('!') => Ok(Posted::Refused(refused)),
                 Ok(json) => Ok(Posted::Again(json)),
                 Err(_) => Err(unexpected("a remembered post that is not UTF-8")),
             },

@@ -359,5 +359,6 @@ fn recorded(room: &confab_core::StoredRoom) -> super::Recorded {
         roles: room.roles.clone(),
         locked: room.locked,
         bans: room.bans.clone(),
+        slow: room.slow,
     }
 }

@@ -153,6 +153,8 @@ pub(crate) struct ClusterJoin {
     pub oldest: u64,
     pub roles: confab_proto::Roles,
     pub locked: bool,
+    /// Slow mode, in seconds (0: off).
+    pub slow: u32,
 }
 
 /// What a read of messages answered.
@@ -322,7 +324,8 @@ impl Cluster {
         only_new: bool,
         state: &Recorded,
     ) -> Result<bool, ErrorBody> {
-        let Recorded { last_seq, roles, locked, bans } = state;
+        let Recorded { last_seq, roles, locked, bans, slow } = state;
+        let slow = (u64::from(*slow) * 1000).to_string();
         let (last_seq, locked) = (*last_seq, *locked);
         let now = confab_core::unix_ms();
         let bans: Vec<(String, String)> = bans
@@ -350,6 +353,7 @@ impl Cluster {
             &backlog,
             &roles,
             if locked { "1" } else { "0" },
+            &slow,
         ];
         for (uid, ban) in &bans {
             args.push(uid);
@@ -439,6 +443,8 @@ pub struct Recorded {
     pub roles: confab_proto::Roles,
     pub locked: bool,
     pub bans: Vec<confab_core::Ban>,
+    /// Slow mode, in seconds (0: off).
+    pub slow: u32,
 }
 
 /// A ban as the room script keeps it: "until\naddrs\nreason\nby\nuser"
@@ -453,6 +459,15 @@ pub(crate) fn ban_value(ban: &confab_core::Ban) -> String {
         serde_json::to_string(&ban.by).expect("users serialize"),
         serde_json::to_string(&ban.user).expect("users serialize"),
     )
+}
+
+/// A mute from the room script's form ("until\nby JSON\nuser JSON").
+pub(crate) fn parse_mute(value: &str) -> Option<confab_core::Mute> {
+    let mut parts = value.splitn(3, '\n');
+    let until: u64 = parts.next()?.parse().ok()?;
+    let by = serde_json::from_str(parts.next()?).ok()?;
+    let user = serde_json::from_str(parts.next()?).ok()?;
+    Some(confab_core::Mute { user, by, until: (until > 0).then_some(until) })
 }
 
 /// A ban from the room script's form (see [`ban_value`]).
@@ -512,7 +527,33 @@ fn check(r: &Reply, code: &str) -> Result<(), ErrorBody> {
         "ok" => Ok(()),
         "not_member" => Err(not_member(code)),
         "not_found" => Err(not_found(code)),
+        "muted" => {
+            let left = u64::try_from(r.int(1)?).ok();
+            Err(confab_core::frames::muted(code, left.map(Duration::from_millis)))
+        }
+        "slow" => {
+            let (every, left) = (r.uint(1)?, r.uint(2)?);
+            Err(confab_core::frames::slowed(code, every, left))
+        }
         other => Err(unavailable(&format!("the cluster answered {other}"))),
+    }
+}
+
+/// A post's refusal by `posts.lua` ("!muted <ms>", "!slow <every> <ms>").
+pub(crate) fn refusal(text: &str, code: &str) -> Option<ErrorBody> {
+    let mut words = text.split(' ');
+    match words.next()? {
+        "!muted" => {
+            let left: i64 = words.next()?.parse().ok()?;
+            let left = u64::try_from(left).ok().map(Duration::from_millis);
+            Some(confab_core::frames::muted(code, left))
+        }
+        "!slow" => {
+            let every = words.next()?.parse().ok()?;
+            let left = words.next()?.parse().ok()?;
+            Some(confab_core::frames::slowed(code, every, left))
+        }
+        _ => None,
     }
 }
 

@@ -38,12 +38,21 @@ pub(crate) struct Envelope {
 
 #[derive(Debug)]
 enum Kind {
-    Message { origin: String, conn: u64, reply: Option<i64>, json: Bytes },
+    Message {
+        origin: String,
+        conn: u64,
+        reply: Option<i64>,
+        json: Bytes,
+    },
     Join(User),
     Leave(LeaveReason, User),
     Typing(bool, User),
     Role(Role, User),
     Locked(bool, User),
+    /// Muted (or not), by whom.
+    Muted(bool, User, User),
+    Slow(u32, User),
+    Title(String, User),
 }
 
 /// Reads `"C ev kind …"`; see `room.lua`.
@@ -85,6 +94,22 @@ pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
         "r" => {
             let (role, user) = rest.split_once(' ')?;
             Kind::Role(Role::parse(role)?, serde_json::from_str(user).ok()?)
+        }
+        // "u 1|0 <by JSON>\t<user JSON>" (JSON escapes every tab).
+        "u" => {
+            let (muted, users) = rest.split_once(' ')?;
+            let (by, user) = users.split_once('\t')?;
+            let (by, user) = (serde_json::from_str(by).ok()?, serde_json::from_str(user).ok()?);
+            Kind::Muted(muted == "1", user, by)
+        }
+        "w" => {
+            let (seconds, user) = rest.split_once(' ')?;
+            Kind::Slow(seconds.parse().ok()?, serde_json::from_str(user).ok()?)
+        }
+        // "h <user JSON>\t<title>" (a title holds no control character).
+        "h" => {
+            let (user, title) = rest.split_once('\t')?;
+            Kind::Title(title.to_owned(), serde_json::from_str(user).ok()?)
         }
         _ => return None,
     };
@@ -434,7 +459,13 @@ impl Mirror {
             Kind::Leave(_, user) => {
                 state.members.remove(&user.id);
             }
-            Kind::Message { .. } | Kind::Typing(..) | Kind::Role(..) | Kind::Locked(..) => {}
+            Kind::Message { .. }
+            | Kind::Typing(..)
+            | Kind::Role(..)
+            | Kind::Locked(..)
+            | Kind::Muted(..)
+            | Kind::Slow(..)
+            | Kind::Title(..) => {}
         }
         self.members.store(state.members.len(), Ordering::Relaxed);
         self.render(envelope, me)
@@ -467,6 +498,13 @@ impl Mirror {
             Kind::Locked(locked, user) => {
                 (event_frame(&Event::Locked { room, locked, user }), To::All)
             }
+            Kind::Muted(muted, user, by) => {
+                (event_frame(&Event::Muted { room, user, muted, by }), To::All)
+            }
+            Kind::Slow(seconds, user) => {
+                (event_frame(&Event::Slow { room, seconds, user }), To::All)
+            }
+            Kind::Title(title, user) => (event_frame(&Event::Title { room, title, user }), To::All),
         };
         Applied { ev: envelope.ev, frame, to }
     }
@@ -525,6 +563,7 @@ mod tests {
             oldest: 1,
             roles: Default::default(),
             locked: false,
+            slow: 0,
         }
     }
 

@@ -93,6 +93,7 @@ impl Cluster {
             oldest: r.uint(10)?,
             roles: super::roles(&r.texts(11)?),
             locked: r.text(12)? == "1",
+            slow: u32::try_from(r.uint(13)? / 1000).unwrap_or(u32::MAX),
         })
     }
 
@@ -300,6 +301,90 @@ impl Cluster {
         }
     }
 
+    /// Mutes `target` in `code` for `mute` (`None` inside: until lifted),
+    /// or (`None`) lets them speak again, on behalf of `actor`.
+    pub async fn mute(
+        &self,
+        code: &str,
+        actor: &str,
+        target: &confab_core::Target,
+        mute: Option<Option<Duration>>,
+    ) -> Result<(), ErrorBody> {
+        use confab_core::frames::may_not_kick;
+        let (id, name) = match target {
+            confab_core::Target::Id(id) => (id.clone(), String::new()),
+            confab_core::Target::Name(name) => (String::new(), confab_core::name_key(name)),
+        };
+        let ms = match mute {
+            None => "-1".to_owned(),
+            Some(None) => "0".to_owned(),
+            Some(Some(d)) => d.as_millis().max(1).to_string(),
+        };
+        let most = confab_core::backend::BANS_MAX.to_string();
+        let r = self.room_op(code, &["mute", code, actor, &id, &name, &ms, &most]).await?;
+        let whom = match target {
+            confab_core::Target::Id(id) | confab_core::Target::Name(id) => id,
+        };
+        match r.status() {
+            "ok" => Ok(()),
+            "not_moderator" => {
+                Err(may_not_kick(code, "only the owner and moderators mute members"))
+            }
+            "owner" => Err(may_not_kick(code, "nobody mutes the owner")),
+            "moderator" => Err(may_not_kick(code, "only the owner mutes a moderator")),
+            "self" => Err(confab_core::frames::bad_request(format!(
+                "you cannot mute yourself in room {code}"
+            ))),
+            "too_many" => Err(confab_core::frames::bad_request(format!(
+                "room {code} has {} mutes, the most it keeps; lift some first",
+                confab_core::backend::BANS_MAX
+            ))),
+            "no_member" => Err(confab_core::frames::no_such_member(code, whom)),
+            "no_mute" => Err(confab_core::frames::not_muted(code, whom)),
+            _ => Err(confab_core::frames::not_in(code)),
+        }
+    }
+
+    /// The mutes in force in `code`, for `actor`.
+    pub async fn mutes(
+        &self,
+        code: &str,
+        actor: &str,
+    ) -> Result<Vec<confab_core::Mute>, ErrorBody> {
+        let r = self.room_op(code, &["mutes", code, actor]).await?;
+        match r.status() {
+            "ok" => Ok(r.texts(1)?.iter().filter_map(|v| parse_mute(v)).collect()),
+            "not_moderator" => Err(confab_core::frames::may_not_kick(
+                code,
+                "only the owner and moderators see mutes",
+            )),
+            _ => Err(confab_core::frames::not_in(code)),
+        }
+    }
+
+    /// Sets slow mode (`op` "slow", `value` ms) or the title (`op` "title")
+    /// of `code` on behalf of `actor`; whether it changed.
+    pub async fn set(
+        &self,
+        code: &str,
+        actor: &str,
+        op: &str,
+        value: &str,
+    ) -> Result<bool, ErrorBody> {
+        let r = self.room_op(code, &[op, code, actor, value]).await?;
+        match r.status() {
+            "ok" => Ok(r.int(1)? == 1),
+            "not_moderator" => Err(confab_core::frames::may_not_kick(
+                code,
+                match op {
+                    "slow" => "only the owner and moderators set slow mode",
+                    _ => "only the owner and moderators rename a room",
+                },
+            )),
+            _ => Err(confab_core::frames::not_in(code)),
+        }
+    }
+
     /// Ends a member's grace, unless they came back.
     pub async fn expire(&self, code: &str, user_id: &str, token: &str) -> Result<(), ErrorBody> {
         let r = self.room_op(code, &["expire", code, user_id, token]).await?;
@@ -378,6 +463,8 @@ impl Cluster {
             }
             Posted::NotMember => Err(not_member(code)),
             Posted::NotFound => Err(not_found(code)),
+            Posted::Refused(words) => Err(crate::refusal(&words, code)
+                .unwrap_or_else(|| crate::reply::unexpected("a refusal that cannot be read"))),
         }
     }
 

@@ -16,8 +16,9 @@
 --       cid ('' none), message JSON without its seq, from its first field
 --       on (",...}")
 -- Reply: per post the message's seq (> 0); 0 not a member; -1 no such
---        room; or, for a cid seen before, the JSON of the message it
---        posted. The envelopes go out in one PUBLISH, one per line (JSON
+--        room; for a cid seen before, the JSON of the message it posted;
+--        or, for a post a mute or slow mode holds off, "!muted <ms left,
+--        -1 until lifted>" or "!slow <every ms> <ms left>". The envelopes go out in one PUBLISH, one per line (JSON
 --        holds no raw newline).
 
 local channel = ARGV[1]
@@ -28,6 +29,32 @@ local results = {}
 local envelopes = {}
 local posts = (#ARGV - 4) / 5
 
+-- Whether `uid` may post now in `room`, whose mem "#p" is `slow`: nil, or
+-- the refusal. A post it lets through is noted for slow mode. (room.lua's
+-- `policy` does the same for persistent rooms.)
+local function policy(room, uid, slow)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local muted = redis.call('HGET', room .. 'mute', uid)
+  if muted then
+    local u = tonumber(string.match(muted, '^(%d+)'))
+    if u == 0 then return '!muted -1' end
+    if u > now then return '!muted ' .. (u - now) end
+    -- Run out: gone, and "#p" with it when nothing else needs it.
+    redis.call('HDEL', room .. 'mute', uid)
+    if tonumber(slow) == 0 and redis.call('EXISTS', room .. 'mute') == 0 then
+      redis.call('HDEL', room .. 'mem', '#p')
+    end
+  end
+  slow = tonumber(slow)
+  if slow > 0 and redis.call('HEXISTS', room .. 'roles', uid) == 0 then
+    local last = tonumber(redis.call('HGET', room .. 'last', uid) or '0')
+    if last + slow > now then return '!slow ' .. slow .. ' ' .. (last + slow - now) end
+    redis.call('HSET', room .. 'last', uid, now)
+  end
+  return nil
+end
+
 for i = 0, posts - 1 do
   local a = 4 + i * 5
   local code, uid, origin, cid, tail = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
@@ -35,7 +62,7 @@ for i = 0, posts - 1 do
   local result
   -- Membership, and the joins and leaves so far (room.lua's "#j"): a
   -- room's event number is its seq plus those.
-  local got = redis.call('HMGET', room .. 'mem', uid, '#j')
+  local got = redis.call('HMGET', room .. 'mem', uid, '#j', '#p')
   if not got[1] then
     if redis.call('EXISTS', room .. 'meta') == 0 then result = -1 else result = 0 end
   else
@@ -44,6 +71,8 @@ for i = 0, posts - 1 do
       key = uid .. '|' .. cid
       first = redis.call('HGET', room .. 'cid', key)
     end
+    -- A retry is answered before a mute or slow mode is looked at.
+    if not first and got[3] then first = policy(room, uid, got[3]) end
     if first then
       result = first
     else

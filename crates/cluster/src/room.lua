@@ -44,6 +44,13 @@
 --                and "#a:<hash>" -> the user id whose ban bars that address
 --  22 addr   hash: user id -> the keyed hashes of the addresses the member
 --                joined from, the latest few ("h1,h2")
+--  23 mute   hash: user id -> "until\nby JSON\nuser JSON" of a member who
+--                may not post (until: ms since the epoch, 0 until lifted)
+--  24 last   hash: user id -> when they last posted (ms), in slow mode
+--
+-- mem's "#p" is there only while the room has a mute or slow mode: the
+-- post scripts read it with the member, and check nothing more without
+-- it. Its value is meta's "slow" (ms between one member's posts; 0 off).
 --
 -- ARGV[1] is the op, ARGV[2] the room code; the rest depend on the op.
 -- Envelopes published on the events channel:
@@ -56,6 +63,9 @@
 --   "C 0 r <role> <user JSON>"                a role given (not numbered:
 --                                             join and members tell the
 --                                             roles in force)
+--   "C 0 u 1|0 <by JSON>\t<user JSON>"        a member muted or not
+--   "C 0 w <seconds> <user JSON>"             slow mode set by the user
+--   "C 0 h <user JSON>\t<title>"              the room renamed by the user
 
 local op = ARGV[1]
 local code = ARGV[2]
@@ -78,9 +88,48 @@ local function latest_event()
   return seq() + joins_and_leaves()
 end
 
--- The members (mem less its "#j").
+-- Redis's clock, in milliseconds since the epoch.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The members (mem less its "#j" and "#p").
 local function member_count()
   return redis.call('HLEN', KEYS[2]) - redis.call('HEXISTS', KEYS[2], '#j')
+    - redis.call('HEXISTS', KEYS[2], '#p')
+end
+
+-- Keeps mem's "#p" (see above) true to the mutes and slow mode.
+local function refresh_policy()
+  local slow = tonumber(redis.call('HGET', KEYS[1], 'slow') or '0')
+  if slow > 0 or redis.call('EXISTS', KEYS[23]) == 1 then
+    redis.call('HSET', KEYS[2], '#p', slow)
+  else
+    redis.call('HDEL', KEYS[2], '#p')
+  end
+end
+
+-- Whether `uid` may post now, in a room whose "#p" is `slow`: nil, or the
+-- refusal ({'muted', ms left or -1} or {'slow', every ms, ms left}). A
+-- post it lets through is noted for slow mode. (posts.lua does the same.)
+local function policy(uid, slow)
+  local muted = redis.call('HGET', KEYS[23], uid)
+  local now = now_ms()
+  if muted then
+    local u = tonumber(string.match(muted, '^(%d+)'))
+    if u == 0 then return {'muted', -1} end
+    if u > now then return {'muted', u - now} end
+    redis.call('HDEL', KEYS[23], uid)
+    refresh_policy()
+  end
+  slow = tonumber(slow)
+  if slow > 0 and redis.call('HEXISTS', KEYS[20], uid) == 0 then
+    local last = tonumber(redis.call('HGET', KEYS[24], uid) or '0')
+    if last + slow > now then return {'slow', slow, last + slow - now} end
+    redis.call('HSET', KEYS[24], uid, now)
+  end
+  return nil
 end
 
 -- The members' user JSON.
@@ -112,12 +161,6 @@ local function publish_message(rest, kept)
     redis.call('LPOP', KEYS[9])
   end
   redis.call('PUBLISH', CHANNEL, envelope)
-end
-
--- Redis's clock, in milliseconds since the epoch.
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 -- The user id of the member named by id (`uid`, '' when by name) or by
@@ -174,7 +217,7 @@ end
 
 local function destroy()
   for i = 1, 12 do redis.call('DEL', KEYS[i]) end
-  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18], KEYS[20], KEYS[21], KEYS[22])
+  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18], KEYS[20], KEYS[21], KEYS[22], KEYS[23], KEYS[24])
   redis.call('SREM', KEYS[15], code)
   redis.call('SREM', KEYS[16], code)
 end
@@ -191,6 +234,7 @@ local function remove_member(uid, reason)
   redis.call('HDEL', KEYS[5], uid)
   redis.call('HDEL', KEYS[4], uid)
   redis.call('HDEL', KEYS[22], uid)
+  redis.call('HDEL', KEYS[24], uid)
   local vis = redis.call('HGET', KEYS[6], uid)
   if vis then
     local from = string.match(vis, '^(%d+),')
@@ -255,8 +299,13 @@ if op == 'create' then
   for uid, role in string.gmatch(ARGV[11] or '', '([^=;]+)=([^;]+)') do
     redis.call('HSET', KEYS[20], uid, role)
   end
-  -- ARGV[13] on, in pairs: the bans it starts with (user id, ban).
-  for i = 13, #ARGV - 1, 2 do bar(ARGV[i], ARGV[i + 1]) end
+  -- ARGV[13]: its slow mode (ms; 0 off).
+  if tonumber(ARGV[13]) > 0 then
+    redis.call('HSET', KEYS[1], 'slow', ARGV[13])
+    redis.call('HSET', KEYS[2], '#p', ARGV[13])
+  end
+  -- ARGV[14] on, in pairs: the bans it starts with (user id, ban).
+  for i = 14, #ARGV - 1, 2 do bar(ARGV[i], ARGV[i + 1]) end
   if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[9]) then
     redis.call('SET', KEYS[7], ARGV[9])
     -- The window ends at seq's message: what it held (if anything
@@ -379,7 +428,8 @@ if op == 'join' then
   local ev = latest_event()
   local members = member_list()
   return {'ok', new, latest, ev, from, info, members, messages(after, limit), after, limit, oldest(),
-    redis.call('HGETALL', KEYS[20]), redis.call('HGET', KEYS[1], 'locked') or '0'}
+    redis.call('HGETALL', KEYS[20]), redis.call('HGET', KEYS[1], 'locked') or '0',
+    redis.call('HGET', KEYS[1], 'slow') or '0'}
 end
 
 if op == 'leave' or op == 'drop' then
@@ -444,8 +494,8 @@ if op == 'sweep' then
   local gone = 0
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'ok', 0} end
   for _, uid in ipairs(redis.call('HKEYS', KEYS[2])) do
-    -- (Lua 5.1 has no `continue`: "#j" is not a member.)
-    if uid ~= '#j' then
+    -- (Lua 5.1 has no `continue`: "#j" and "#p" are not members.)
+    if string.sub(uid, 1, 1) ~= '#' then
       local here = tonumber(redis.call('HGET', KEYS[4], uid .. suffix) or '0')
       local left = tonumber(redis.call('HGET', KEYS[4], uid) or '0')
       if here > 0 then
@@ -471,15 +521,28 @@ if op == 'claim' then
   -- does not take effect if it runs late
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
   local uid = ARGV[3]
-  if redis.call('HEXISTS', KEYS[2], uid) == 0 then return {'not_member'} end
-  if ARGV[4] == '' then return {'ok'} end
+  local got = redis.call('HMGET', KEYS[2], uid, '#p')
+  if not got[1] then return {'not_member'} end
   local key = uid .. '|' .. ARGV[4]
-  local first = redis.call('HGET', KEYS[11], key)
-  if first then return {'dup', first} end
-  if redis.call('GET', KEYS[19]) == 'cancelled' then return {'cancelled'} end
-  if redis.call('SET', KEYS[11] .. ':claim:' .. key, ARGV[5], 'NX', 'PX', 30000) then return {'ok'} end
-  if redis.call('GET', KEYS[11] .. ':claim:' .. key) == ARGV[5] then return {'ok'} end
-  return {'pending'}
+  local claim = KEYS[11] .. ':claim:' .. key
+  if ARGV[4] ~= '' then
+    local first = redis.call('HGET', KEYS[11], key)
+    if first then return {'dup', first} end
+    if redis.call('GET', KEYS[19]) == 'cancelled' then return {'cancelled'} end
+    if not redis.call('SET', claim, ARGV[5], 'NX', 'PX', 30000)
+      and redis.call('GET', claim) ~= ARGV[5] then
+      return {'pending'}
+    end
+  end
+  -- A retry is answered (or waits) before a mute or slow mode is looked at.
+  if got[2] then
+    local refused = policy(uid, got[2])
+    if refused then
+      if ARGV[4] ~= '' then redis.call('DEL', claim) end
+      return refused
+    end
+  end
+  return {'ok'}
 end
 
 if op == 'unclaim' then
@@ -689,6 +752,91 @@ if op == 'bans' then
     end
   end
   return {'ok', bans}
+end
+
+if op == 'mute' then
+  -- ARGV: 3 the actor's user id, 4 the target's user id ('' when named),
+  --       5 the target's name key ('' when by id), 6 for how long (ms; 0
+  --       until lifted; -1: unmute), 7 the most mutes kept.
+  -- The owner mutes anyone else; a moderator, a plain member. Anyone
+  -- muted (a member or not) may be unmuted by id.
+  local actor = ARGV[3]
+  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
+    return {'not_member'}
+  end
+  local actor_role = redis.call('HGET', KEYS[20], actor)
+  if not actor_role then return {'not_moderator'} end
+  local by = redis.call('HGET', KEYS[2], actor)
+  if ARGV[6] == '-1' then
+    local target = ARGV[4]
+    if target == '' then target = named_member('', ARGV[5]) end
+    if not target then return {'no_member'} end
+    local muted = redis.call('HGET', KEYS[23], target)
+    if not muted then return {'no_mute'} end
+    redis.call('HDEL', KEYS[23], target)
+    refresh_policy()
+    local u = tonumber(string.match(muted, '^(%d+)'))
+    if u ~= 0 and u <= now_ms() then return {'no_mute'} end
+    local user = string.match(muted, '\n([^\n]*)$')
+    redis.call('PUBLISH', CHANNEL, code .. ' 0 u 0 ' .. by .. '\t' .. user)
+    return {'ok'}
+  end
+  local target = named_member(ARGV[4], ARGV[5])
+  if not target then return {'no_member'} end
+  if target == actor then return {'self'} end
+  local target_role = redis.call('HGET', KEYS[20], target)
+  if target_role == 'owner' then return {'owner'} end
+  if target_role == 'moderator' and actor_role ~= 'owner' then return {'moderator'} end
+  if redis.call('HLEN', KEYS[23]) >= tonumber(ARGV[7]) and redis.call('HEXISTS', KEYS[23], target) == 0 then
+    return {'too_many'}
+  end
+  local untilms = 0
+  if tonumber(ARGV[6]) > 0 then untilms = now_ms() + tonumber(ARGV[6]) end
+  local user = redis.call('HGET', KEYS[2], target)
+  redis.call('HSET', KEYS[23], target, untilms .. '\n' .. by .. '\n' .. user)
+  refresh_policy()
+  redis.call('PUBLISH', CHANNEL, code .. ' 0 u 1 ' .. by .. '\t' .. user)
+  return {'ok'}
+end
+
+if op == 'mutes' then
+  -- ARGV: 3 the actor's user id (the owner or a moderator).
+  local actor = ARGV[3]
+  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
+    return {'not_member'}
+  end
+  if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
+  local now, mutes = now_ms(), {}
+  for _, muted in ipairs(redis.call('HVALS', KEYS[23])) do
+    local u = tonumber(string.match(muted, '^(%d+)'))
+    if u == 0 or u > now then mutes[#mutes + 1] = muted end
+  end
+  return {'ok', mutes}
+end
+
+if op == 'slow' or op == 'title' then
+  -- ARGV: 3 the actor's user id (the owner or a moderator), 4 the slow
+  --       mode (ms between one member's posts; 0 off) or the new title.
+  local actor = ARGV[3]
+  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
+    return {'not_member'}
+  end
+  if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
+  local user = redis.call('HGET', KEYS[2], actor)
+  if op == 'slow' then
+    if (redis.call('HGET', KEYS[1], 'slow') or '0') == ARGV[4] then return {'ok', 0} end
+    redis.call('HSET', KEYS[1], 'slow', ARGV[4])
+    redis.call('DEL', KEYS[24])
+    refresh_policy()
+    redis.call('PUBLISH', CHANNEL, code .. ' 0 w ' .. math.floor(tonumber(ARGV[4]) / 1000) .. ' ' .. user)
+    return {'ok', 1}
+  end
+  local info = cjson.decode(redis.call('HGET', KEYS[1], 'json'))
+  if info.title == ARGV[4] then return {'ok', 0} end
+  info.title = ARGV[4]
+  redis.call('HSET', KEYS[1], 'json', cjson.encode(info))
+  redis.call('PUBLISH', CHANNEL, code .. ' 0 h ' .. user .. '\t' .. ARGV[4])
+  return {'ok', 1}
 end
 
 if op == 'role' then

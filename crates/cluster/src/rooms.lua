@@ -8,8 +8,9 @@ for _, code in ipairs(redis.call('SMEMBERS', ns .. ':public')) do
   if info then
     table.insert(out, info)
     local mem = ns .. ':{' .. code .. '}:mem'
-    -- Less mem's "#j" (room.lua), which counts joins and leaves.
-    table.insert(out, redis.call('HLEN', mem) - redis.call('HEXISTS', mem, '#j'))
+    -- Less mem's "#j" and "#p" (room.lua), which are not members.
+    table.insert(out, redis.call('HLEN', mem) - redis.call('HEXISTS', mem, '#j')
+      - redis.call('HEXISTS', mem, '#p'))
   else
     redis.call('SREM', ns .. ':public', code)
     redis.call('SREM', ns .. ':rooms', code)

@@ -124,6 +124,7 @@ impl RoomBackend for ClusterRooms {
                     roles: start.roles,
                     locked: false,
                     bans: Vec::new(),
+                    slow: 0,
                 };
                 self.services.store.save_room(&stored).await.map_err(|e| {
                     tracing::warn!("cannot store room {}: {e}", info.code);
@@ -213,6 +214,7 @@ impl RoomBackend for ClusterRooms {
             members: joined.members,
             roles: joined.roles,
             locked: joined.locked,
+            slow: joined.slow,
             messages,
             seq: joined.seq,
             gap: false,
@@ -320,6 +322,57 @@ impl RoomBackend for ClusterRooms {
         actor: &str,
     ) -> Result<Vec<confab_core::Ban>, ErrorBody> {
         self.cluster.bans(seat.mirror.code(), actor).await
+    }
+
+    async fn mute(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+        target: &Target,
+        mute: Option<Option<Duration>>,
+    ) -> Result<(), ErrorBody> {
+        self.cluster.mute(seat.mirror.code(), actor, target, mute).await
+    }
+
+    async fn mutes(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+    ) -> Result<Vec<confab_core::Mute>, ErrorBody> {
+        self.cluster.mutes(seat.mirror.code(), actor).await
+    }
+
+    async fn slow(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+        seconds: u32,
+    ) -> Result<(), ErrorBody> {
+        let code = seat.mirror.code();
+        let ms = (u64::from(seconds) * 1000).to_string();
+        if self.cluster.set(code, actor, "slow", &ms).await? && seat.mirror.persistent() {
+            self.services.remember(confab_core::Write::Slow { room: code.to_owned(), seconds });
+        }
+        Ok(())
+    }
+
+    async fn retitle(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+        title: &str,
+    ) -> Result<(), ErrorBody> {
+        let code = seat.mirror.code();
+        if self.cluster.set(code, actor, "title", title).await? && seat.mirror.persistent() {
+            let write =
+                confab_core::Write::Title { room: code.to_owned(), title: title.to_owned() };
+            self.services.remember(write);
+        }
+        Ok(())
     }
 
     async fn post(

@@ -272,6 +272,16 @@ impl<B: RoomBackend> Client<B> {
             }
         }
     }
+
+    /// The next event named `ev` about `room`, skipping others.
+    async fn next_in(&mut self, room: &str, ev: &str) -> Value {
+        loop {
+            let event = self.next_event(ev).await;
+            if event["room"] == room {
+                return event;
+            }
+        }
+    }
 }
 
 // ----- the scenarios -----
@@ -756,6 +766,85 @@ async fn ban<B: RoomBackend>(nodes: Nodes<B>) {
     assert!((29 * 60 * 1000..=30 * 60 * 1000).contains(&wait), "{again}");
 }
 
+/// Mute, slow mode and the title: the owner and moderators set them, every
+/// member hears of them, and posts are held to them (in ephemeral and
+/// persistent rooms, which post by different paths).
+async fn mute_slow_title<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    for retention in ["ephemeral", "persistent"] {
+        let code = ann.create(json!({"public": true, "retention": retention})).await;
+        ann.join(&code).await;
+        bob.join(&code).await;
+        for op in [
+            json!({"op": "mute", "room": code, "name": "Ann"}),
+            json!({"op": "slow", "room": code, "seconds": 5}),
+            json!({"op": "title", "room": code, "title": "Mine now"}),
+        ] {
+            assert_eq!(bob.refused(op.clone()).await, "forbidden", "{op}");
+        }
+        let myself = json!({"op": "mute", "room": code, "name": "Ann"});
+        assert_eq!(ann.refused(myself).await, "bad_request");
+        let too_slow = json!({"op": "slow", "room": code, "seconds": 3601});
+        assert_eq!(ann.refused(too_slow).await, "bad_request");
+        let blank = json!({"op": "title", "room": code, "title": "  "});
+        assert_eq!(ann.refused(blank).await, "bad_request");
+
+        // Muted: told, refused, listed; then let speak again.
+        ann.ok(json!({"op": "mute", "room": code, "name": "bob", "minutes": 5})).await;
+        for client in [&mut ann, &mut bob] {
+            let event = client.next_in(&code, "muted").await;
+            assert_eq!(
+                (&event["user"]["name"], &event["muted"], &event["by"]["name"]),
+                (&json!("Bob"), &json!(true), &json!("Ann"))
+            );
+        }
+        let post = json!({"op": "post", "room": code, "body": "let me speak", "cid": "c1"});
+        let refused = bob.call(post.clone()).await;
+        assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+        let wait = refused["error"]["retry_after_ms"].as_u64().unwrap();
+        assert!((4 * 60 * 1000..=5 * 60 * 1000).contains(&wait), "{refused}");
+        let listed = ann.ok(json!({"op": "bans", "room": code})).await;
+        assert_eq!(listed["mutes"][0]["user"]["name"], "Bob", "{listed}");
+        assert!(listed["mutes"][0]["until"].is_string(), "{listed}");
+        ann.ok(json!({"op": "unmute", "room": code, "user": bob.user})).await;
+        let event = bob.next_in(&code, "muted").await;
+        assert_eq!(event["muted"], false, "{event}");
+        let again = json!({"op": "unmute", "room": code, "user": bob.user});
+        assert_eq!(ann.refused(again).await, "not_found");
+        let first = bob.ok(post.clone()).await["message"]["seq"].as_u64().unwrap();
+
+        // Slow mode: one post per minute for Bob, none of it for the owner;
+        // a retry is answered, not refused.
+        ann.ok(json!({"op": "slow", "room": code, "seconds": 60})).await;
+        let event = bob.next_in(&code, "slow").await;
+        assert_eq!((&event["seconds"], &event["user"]["name"]), (&json!(60), &json!("Ann")));
+        bob.post(&code, "one").await;
+        let refused = bob.call(json!({"op": "post", "room": code, "body": "two"})).await;
+        assert_eq!(refused["error"]["code"], "rate_limited", "{refused}");
+        let wait = refused["error"]["retry_after_ms"].as_u64().unwrap();
+        assert!((50_000..=60_000).contains(&wait), "{refused}");
+        let retried = bob.ok(post).await;
+        assert_eq!(retried["message"]["seq"], first, "the retry is answered");
+        ann.post(&code, "owner one").await;
+        ann.post(&code, "owner two").await;
+        let mut cleo = Client::new(&nodes.a, "Cleo").await;
+        assert_eq!(cleo.join(&code).await["slow"], 60);
+        ann.ok(json!({"op": "slow", "room": code, "seconds": 0})).await;
+        assert_eq!(bob.next_in(&code, "slow").await["seconds"], 0);
+        bob.post(&code, "free again").await;
+
+        // The title: told to every member, and what the room list shows.
+        ann.ok(json!({"op": "title", "room": code, "title": "  Tea room  "})).await;
+        let event = bob.next_in(&code, "title").await;
+        assert_eq!((&event["title"], &event["user"]["name"]), (&json!("Tea room"), &json!("Ann")));
+        let rooms = bob.ok(json!({"op": "rooms"})).await;
+        let listed = rooms["rooms"].as_array().unwrap().iter().find(|r| r["code"] == json!(code));
+        assert_eq!(listed.unwrap()["title"], "Tea room", "{rooms}");
+        assert_eq!(cleo.join(&code).await["room"]["title"], "Tea room");
+    }
+}
+
 /// A locked room takes nobody new; its members stay, and one holding a
 /// seat (another tab) still joins; the owner and moderators lock and
 /// unlock it, and every member hears of it.
@@ -840,6 +929,7 @@ conformance!(
     roles,
     kick,
     ban,
+    mute_slow_title,
     lock,
 );
 

@@ -198,6 +198,39 @@ impl Ban {
     }
 }
 
+/// A member who may not post, as rooms keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mute {
+    pub user: User,
+    pub by: User,
+    /// Until when, in milliseconds since the Unix epoch; `None`: until
+    /// lifted.
+    pub until: Option<u64>,
+}
+
+impl Mute {
+    /// How long it still holds at `now`, as [`Ban::remaining`].
+    pub fn remaining(&self, now: u64) -> Option<Option<Duration>> {
+        match self.until {
+            None => Some(None),
+            Some(until) if until > now => Some(Some(Duration::from_millis(until - now))),
+            Some(_) => None,
+        }
+    }
+
+    /// As `bans` shows it.
+    pub fn info(&self) -> confab_proto::MuteInfo {
+        confab_proto::MuteInfo {
+            user: self.user.clone(),
+            by: self.by.clone(),
+            until: self.until.map(crate::rfc3339_of_ms),
+        }
+    }
+}
+
+/// The longest slow mode, in seconds.
+pub const SLOW_SECONDS_MAX: u32 = 3_600;
+
 /// A post's content, validated, before it gets its `seq`.
 #[derive(Debug, Clone)]
 pub struct Draft {
@@ -381,6 +414,48 @@ pub trait RoomBackend: Send + Sync + 'static {
         locked: bool,
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
 
+    /// Mutes the member `target` in the room of `seat` for `mute` (`None`
+    /// inside: until lifted), on behalf of `actor` (as `kick` decides who
+    /// may); with `mute` none, lets a muted user (by id, member or not)
+    /// speak again. Every member is told.
+    fn mute(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        mute: Option<Option<Duration>>,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
+    /// The room's mutes in force, for its owner or a moderator.
+    fn mutes(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+    ) -> impl Future<Output = Result<Vec<Mute>, ErrorBody>> + Send;
+
+    /// Sets slow mode (`seconds` between one member's posts, 0 off) in the
+    /// room of `seat` on behalf of `actor`, its owner or a moderator.
+    /// Every member is told.
+    fn slow(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+        seconds: u32,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
+    /// Renames the room of `seat` on behalf of `actor`, its owner or a
+    /// moderator. Every member is told.
+    fn retitle(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+        title: &str,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
     /// Messages of `range` the user may see, oldest first (the part older
     /// than what the backend keeps read from the store).
     fn read(
@@ -457,6 +532,7 @@ impl Services {
                 roles: Default::default(),
                 locked: false,
                 bans: Vec::new(),
+                slow: 0,
             };
             store.save_room(&stored).await?;
         }
@@ -505,6 +581,14 @@ impl Services {
         let write = Write::Ban { room: room.to_owned(), ban };
         if self.persister.try_queue(Job::Write(write)).is_err() {
             tracing::warn!(room, "ban not stored: storage is busy");
+        }
+    }
+
+    /// Stores a persistent room's new title or slow mode, in order with its
+    /// other writes, without waiting.
+    pub fn remember(&self, write: Write) {
+        if self.persister.try_queue(Job::Write(write)).is_err() {
+            tracing::warn!("a room setting not stored: storage is busy");
         }
     }
 

@@ -5,12 +5,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use confab_proto::{
-    BanInfo, ClientOp, ErrorBody, ErrorCode, JoinResult, LeaveReason, Message, Request, Retention,
-    RoomInfo, ServerInfo, User, parse_request,
+    BanInfo, ClientOp, ErrorBody, ErrorCode, JoinResult, LeaveReason, Message, MuteInfo, Request,
+    Retention, RoomInfo, ServerInfo, User, parse_request,
 };
 use serde::Serialize;
 
-use crate::backend::{Draft, Joiner, NewRoom, Range, Removal, RoomBackend, Seat, Target};
+use crate::backend::{
+    Draft, Joiner, NewRoom, Range, Removal, RoomBackend, SLOW_SECONDS_MAX, Seat, Target,
+};
 use crate::frames::{bad, error_frame, not_in, reply_frame, storage_down};
 use crate::hub::{Hub, UserRecord};
 use crate::limits::{check_len, check_post, validate_name};
@@ -92,6 +94,7 @@ struct MembersResult {
 #[derive(Serialize)]
 struct BansResult {
     bans: Vec<BanInfo>,
+    mutes: Vec<MuteInfo>,
 }
 
 #[derive(Serialize)]
@@ -210,13 +213,10 @@ impl<B: RoomBackend> Conn<B> {
             }
             ClientOp::Ping => self.ok(id, &Empty {}),
             ClientOp::Create { title, capacity, retention, backlog, public } => {
-                if let Some(title) = &title {
-                    check_len("title", title, config.limits.title_chars)?;
-                    if title.chars().any(char::is_control) {
-                        return Err(bad("title must not contain control characters"));
-                    }
-                }
-                let title = title.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+                let title = match title {
+                    Some(title) => checked_title(&title, config.limits.title_chars)?,
+                    None => None,
+                };
                 if let Some(capacity) = capacity {
                     if capacity < 2 {
                         return Err(bad("capacity must be at least 2"));
@@ -383,7 +383,51 @@ impl<B: RoomBackend> Conn<B> {
                 let mut bans: Vec<BanInfo> =
                     rooms.bans(seat, self.id, &user.id).await?.iter().map(|b| b.info()).collect();
                 bans.sort_by(|a, b| a.user.name.cmp(&b.user.name).then(a.user.id.cmp(&b.user.id)));
-                self.ok(id, &BansResult { bans })
+                let mut mutes: Vec<MuteInfo> =
+                    rooms.mutes(seat, self.id, &user.id).await?.iter().map(|m| m.info()).collect();
+                mutes.sort_by(|a, b| a.user.name.cmp(&b.user.name).then(a.user.id.cmp(&b.user.id)));
+                self.ok(id, &BansResult { bans, mutes })
+            }
+            ClientOp::Mute { room, user: target_id, name, minutes } => {
+                let target = target("mute", target_id, name)?;
+                if let Some(minutes) = minutes
+                    && !(1..=BAN_MINUTES_MAX).contains(&minutes)
+                {
+                    return Err(bad(format!(
+                        "minutes must be from 1 to {BAN_MINUTES_MAX}, or left out for a mute until lifted"
+                    )));
+                }
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                let mute = minutes.map(|m| std::time::Duration::from_secs(u64::from(m) * 60));
+                rooms.mute(seat, self.id, &user.id, &target, Some(mute)).await?;
+                self.ok(id, &Empty {})
+            }
+            ClientOp::Unmute { room, user: muted } => {
+                let target = target("unmute", Some(muted), None)?;
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                rooms.mute(seat, self.id, &user.id, &target, None).await?;
+                self.ok(id, &Empty {})
+            }
+            ClientOp::Slow { room, seconds } => {
+                if seconds > SLOW_SECONDS_MAX {
+                    return Err(bad(format!(
+                        "seconds must be at most {SLOW_SECONDS_MAX} (0 turns slow mode off)"
+                    )));
+                }
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                rooms.slow(seat, self.id, &user.id, seconds).await?;
+                self.ok(id, &Empty {})
+            }
+            ClientOp::Title { room, title } => {
+                let title = checked_title(&title, config.limits.title_chars)?
+                    .ok_or_else(|| bad("title must not be empty"))?;
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                rooms.retitle(seat, self.id, &user.id, &title).await?;
+                self.ok(id, &Empty {})
             }
             ClientOp::Report { room, seq, reason } => {
                 let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
@@ -633,6 +677,16 @@ impl<B: RoomBackend> Drop for Conn<B> {
         }
         self.hub.disconnected();
     }
+}
+
+/// A room title as given: within the limit, no control characters, trimmed
+/// (`None` when that leaves nothing).
+fn checked_title(title: &str, chars: usize) -> Result<Option<String>, ErrorBody> {
+    check_len("title", title, chars)?;
+    if title.chars().any(char::is_control) {
+        return Err(bad("title must not contain control characters"));
+    }
+    Ok(Some(title.trim().to_owned()).filter(|t| !t.is_empty()))
 }
 
 fn page_limit(limit: Option<u32>) -> Result<usize, ErrorBody> {

@@ -114,6 +114,43 @@ pub fn locked_out(code: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::Forbidden, format!("room {code} is locked: nobody new may join"))
 }
 
+/// A post by a muted member, for `wait` more (`None`: until lifted).
+pub fn muted(code: &str, wait: Option<std::time::Duration>) -> ErrorBody {
+    let Some(wait) = wait else {
+        return ErrorBody::new(ErrorCode::Forbidden, format!("you are muted in room {code}"));
+    };
+    let minutes = wait.as_secs().div_ceil(60).max(1);
+    let mut error = ErrorBody::new(
+        ErrorCode::Forbidden,
+        format!(
+            "you are muted in room {code} for {minutes} more minute{}",
+            if minutes == 1 { "" } else { "s" }
+        ),
+    );
+    error.retry_after_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
+    error
+}
+
+/// A post too soon after the member's last in slow mode (`every_ms`):
+/// `wait_ms` more.
+pub fn slowed(code: &str, every_ms: u64, wait_ms: u64) -> ErrorBody {
+    let seconds = every_ms / 1000;
+    let mut error = ErrorBody::new(
+        ErrorCode::RateLimited,
+        format!(
+            "room {code} is in slow mode: one message every {seconds} second{}",
+            if seconds == 1 { "" } else { "s" }
+        ),
+    );
+    error.retry_after_ms = Some(wait_ms.max(1));
+    error
+}
+
+/// An `unmute` of a user who is not muted.
+pub fn not_muted(code: &str, user_id: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotFound, format!("{user_id} is not muted in room {code}"))
+}
+
 /// An `unban` of a user with no ban in force.
 pub fn no_ban(code: &str, user_id: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::NotFound, format!("{user_id} is not banned from room {code}"))

@@ -26,8 +26,8 @@ mod store;
 
 pub use audit::Audit;
 pub use backend::{
-    Ban, Departure, Draft, Joiner, NewRoom, Range, Removal, RoomBackend, RoomSpec, Seat, Services,
-    Target,
+    Ban, Departure, Draft, Joiner, Mute, NewRoom, Range, Removal, RoomBackend, RoomSpec, Seat,
+    Services, Target,
 };
 pub use clock::{now_rfc3339, rfc3339_ago, rfc3339_of_ms, unix_ms};
 pub use confab_proto::{Role, Roles};

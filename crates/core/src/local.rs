@@ -49,7 +49,9 @@ impl LocalRooms {
     pub async fn open(services: &Arc<Services>) -> Result<LocalRooms, StoreError> {
         let config = &services.config;
         let mut rooms = HashMap::new();
-        for StoredRoom { spec, last_seq, roles, locked, bans } in services.store.rooms().await? {
+        for StoredRoom { spec, last_seq, roles, locked, bans, slow } in
+            services.store.rooms().await?
+        {
             if spec.board && services.board(&spec.code).is_none() {
                 continue;
             }
@@ -63,6 +65,7 @@ impl LocalRooms {
             let room = Room::new(spec, limits, persister, last_seq, roles);
             room.set_locked_at_load(locked);
             room.load_bans(bans);
+            room.set_slow_at_load(slow);
             rooms.insert(key, Arc::new(room));
         }
         let inner = Inner { services: services.clone(), rooms: RwLock::new(rooms) };
@@ -145,6 +148,7 @@ impl RoomBackend for LocalRooms {
                 roles: new.roles(),
                 locked: false,
                 bans: Vec::new(),
+                slow: 0,
             };
             services.store.save_room(&stored).await.map_err(|e| {
                 tracing::warn!("cannot store room {code}: {e}");
@@ -371,6 +375,57 @@ impl RoomBackend for LocalRooms {
         actor: &str,
     ) -> Result<Vec<crate::Ban>, ErrorBody> {
         seat.0.bans(conn, actor)
+    }
+
+    async fn mute(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        mute: Option<Option<std::time::Duration>>,
+    ) -> Result<(), ErrorBody> {
+        seat.0.mute(conn, actor, target, mute)
+    }
+
+    async fn mutes(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+    ) -> Result<Vec<crate::Mute>, ErrorBody> {
+        seat.0.mutes(conn, actor)
+    }
+
+    async fn slow(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+        seconds: u32,
+    ) -> Result<(), ErrorBody> {
+        let room = &seat.0;
+        if room.set_slow(conn, actor, seconds)? && room.is_persistent() {
+            let write = crate::Write::Slow { room: room.code().to_owned(), seconds };
+            self.services().remember(write);
+        }
+        Ok(())
+    }
+
+    async fn retitle(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+        title: &str,
+    ) -> Result<(), ErrorBody> {
+        let room = &seat.0;
+        if room.retitle(conn, actor, title)? && room.is_persistent() {
+            let write =
+                crate::Write::Title { room: room.code().to_owned(), title: title.to_owned() };
+            self.services().remember(write);
+        }
+        Ok(())
     }
 
     async fn read(

@@ -23,7 +23,7 @@ use confab_proto::{
 };
 use parking_lot::Mutex;
 
-use crate::backend::{BANS_MAX, Ban, Departure, Draft, Range, Removal, RoomSpec, Target};
+use crate::backend::{BANS_MAX, Ban, Departure, Draft, Mute, Range, Removal, RoomSpec, Target};
 use crate::fanout::Listener;
 use crate::frames::{
     event_frame, may_not_kick, message_event, message_json, message_reply, name_taken,
@@ -53,6 +53,9 @@ pub(crate) struct Room {
     member_count: AtomicUsize,
     /// Mirrors `state.epoch` so the writer can drop stale posts cheaply.
     epoch: AtomicU64,
+    /// The title, which the owner and moderators may change (`meta`'s is
+    /// the one it was created with).
+    title: Mutex<String>,
     state: Mutex<RoomState>,
 }
 
@@ -91,6 +94,12 @@ struct RoomState {
     barred: HashMap<String, String>,
     /// Nobody new may join.
     locked: bool,
+    /// Members who may not post, by user id.
+    mutes: HashMap<String, Mute>,
+    /// Slow mode: the least milliseconds between one member's posts (0:
+    /// off), and when each member last posted.
+    slow_ms: u64,
+    last_post: HashMap<String, u64>,
 }
 
 enum Dedup {
@@ -156,12 +165,14 @@ impl Room {
         roles: Roles,
     ) -> Room {
         let persister = if meta.retention == Retention::Persistent { persister } else { None };
+        let title = meta.title.clone();
         Room {
             meta,
             limits: RoomLimits { window: limits.window.max(1), ..limits },
             persister,
             member_count: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),
+            title: Mutex::new(title),
             state: Mutex::new(RoomState {
                 seq: last_seq,
                 durable: last_seq,
@@ -185,7 +196,9 @@ impl Room {
     }
 
     pub fn info(&self) -> RoomInfo {
-        self.meta.info(self.member_count.load(Ordering::Relaxed))
+        let mut info = self.meta.info(self.member_count.load(Ordering::Relaxed));
+        info.title.clone_from(&self.title.lock());
+        info
     }
 
     /// Whether the room knows `user_id`'s visible range without the store.
@@ -332,6 +345,7 @@ impl Room {
                 members: state.members.values().map(|m| m.user.clone()).collect(),
                 roles: state.roles.clone(),
                 locked: state.locked,
+                slow: u32::try_from(state.slow_ms / 1000).unwrap_or(u32::MAX),
                 messages: slice.window,
                 seq: state.durable,
                 gap: false,
@@ -424,6 +438,7 @@ impl Room {
         let Some(member) = state.members.remove(user_id) else {
             return Departure::Quiet;
         };
+        state.last_post.remove(user_id);
         self.member_count.store(state.members.len(), Ordering::Relaxed);
         metrics::gauge!(crate::metric::MEMBERS).decrement(1.0);
         if let Some(v) = state.visibility.get_mut(user_id) {
@@ -534,6 +549,9 @@ impl Room {
                 None => {}
             }
         }
+        // A retry is answered above, before a mute or slow mode is looked at.
+        let now = crate::unix_ms();
+        self.check_policy(state, &user.id, now)?;
         if let Some(persister) = &self.persister
             && !persister.healthy()
         {
@@ -550,6 +568,9 @@ impl Room {
         });
         match &self.persister {
             None => {
+                if state.slow_ms > 0 {
+                    state.last_post.insert(user.id.clone(), now);
+                }
                 state.seq += 1;
                 if let Some(key) = key {
                     remember(state, self.limits.dedup, key, Dedup::Done(message.clone()));
@@ -558,6 +579,9 @@ impl Room {
                 self.publish(state, &message, conn, &waiters);
             }
             Some(persister) => {
+                if state.slow_ms > 0 {
+                    state.last_post.insert(user.id.clone(), now);
+                }
                 let waiters: Waiters = Arc::new(Mutex::new(vec![(poster, reply_id)]));
                 persister.try_queue(Job::Post(PendingPost {
                     room: self.clone() as Arc<dyn Publish>,
@@ -670,6 +694,169 @@ impl Room {
         let user = state.members[actor].user.clone();
         let frame = event_frame(&Event::Locked { room: self.meta.code.clone(), locked, user });
         broadcast(state, &frame, |_, _| true);
+        Ok(true)
+    }
+
+    /// Refuses a post of `user_id` at `now` that a mute or slow mode holds
+    /// off (the owner and moderators are not held to slow mode).
+    fn check_policy(
+        &self,
+        state: &mut RoomState,
+        user_id: &str,
+        now: u64,
+    ) -> Result<(), ErrorBody> {
+        if let Some(mute) = state.mutes.get(user_id) {
+            match mute.remaining(now) {
+                Some(left) => return Err(crate::frames::muted(&self.meta.code, left)),
+                None => {
+                    state.mutes.remove(user_id);
+                }
+            }
+        }
+        if state.slow_ms > 0
+            && !state.roles.contains_key(user_id)
+            && let Some(last) = state.last_post.get(user_id)
+        {
+            let next = last + state.slow_ms;
+            if next > now {
+                return Err(crate::frames::slowed(&self.meta.code, state.slow_ms, next - now));
+            }
+        }
+        Ok(())
+    }
+
+    /// Mutes the member `target` (`Some`: for so long, or until lifted) or
+    /// lets a muted user speak again (`None`; by id, a member or not), on
+    /// behalf of `actor`: the owner mutes anyone else, a moderator a plain
+    /// member. Every member is told.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined, `forbidden` if the
+    /// actor may not, `bad_request` for a target that is not a member (or
+    /// not muted, to unmute), or the actor themselves.
+    pub fn mute(
+        &self,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        mute: Option<Option<std::time::Duration>>,
+    ) -> Result<(), ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        self.check_moderator(state, conn, actor, "only the owner and moderators mute members")?;
+        let by = state.members[actor].user.clone();
+        let now = crate::unix_ms();
+        let Some(mute) = mute else {
+            let user_id = match target {
+                Target::Id(id) => id.clone(),
+                Target::Name(_) => self.member_named(state, target)?,
+            };
+            let Some(old) = state.mutes.remove(&user_id) else {
+                return Err(crate::frames::not_muted(&self.meta.code, &user_id));
+            };
+            if old.remaining(now).is_none() {
+                return Err(crate::frames::not_muted(&self.meta.code, &user_id));
+            }
+            let event =
+                Event::Muted { room: self.meta.code.clone(), user: old.user, muted: false, by };
+            broadcast(state, &event_frame(&event), |_, _| true);
+            return Ok(());
+        };
+        let target_id = self.member_named(state, target)?;
+        if target_id == actor {
+            return Err(crate::frames::bad(format!(
+                "you cannot mute yourself in room {}",
+                self.meta.code
+            )));
+        }
+        let actor_role = state.roles.get(actor).copied().unwrap_or(Role::Member);
+        match state.roles.get(&target_id) {
+            Some(Role::Owner) => {
+                return Err(may_not_kick(&self.meta.code, "nobody mutes the owner"));
+            }
+            Some(Role::Moderator) if actor_role != Role::Owner => {
+                return Err(may_not_kick(&self.meta.code, "only the owner mutes a moderator"));
+            }
+            _ => {}
+        }
+        if state.mutes.len() >= BANS_MAX && !state.mutes.contains_key(&target_id) {
+            state.mutes.retain(|_, m| m.remaining(now).is_some());
+            if state.mutes.len() >= BANS_MAX {
+                return Err(crate::frames::bad(format!(
+                    "room {} has {BANS_MAX} mutes, the most it keeps; lift some first",
+                    self.meta.code
+                )));
+            }
+        }
+        let user = state.members[&target_id].user.clone();
+        let until = mute.map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
+        state.mutes.insert(target_id, Mute { user: user.clone(), by: by.clone(), until });
+        let event = Event::Muted { room: self.meta.code.clone(), user, muted: true, by };
+        broadcast(state, &event_frame(&event), |_, _| true);
+        Ok(())
+    }
+
+    /// The mutes in force, for `actor`, the owner or a moderator.
+    ///
+    /// # Errors
+    ///
+    /// As [`Room::bans`].
+    pub fn mutes(&self, conn: u64, actor: &str) -> Result<Vec<Mute>, ErrorBody> {
+        let state = self.state.lock();
+        self.check_moderator(&state, conn, actor, "only the owner and moderators see mutes")?;
+        let now = crate::unix_ms();
+        Ok(state.mutes.values().filter(|m| m.remaining(now).is_some()).cloned().collect())
+    }
+
+    /// Sets slow mode, on behalf of `actor`, the owner or a moderator; every
+    /// member is told. Returns whether it changed.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined, `forbidden` for a
+    /// plain member.
+    pub fn set_slow(&self, conn: u64, actor: &str, seconds: u32) -> Result<bool, ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        self.check_moderator(state, conn, actor, "only the owner and moderators set slow mode")?;
+        let ms = u64::from(seconds) * 1000;
+        if state.slow_ms == ms {
+            return Ok(false);
+        }
+        state.slow_ms = ms;
+        state.last_post.clear();
+        let user = state.members[actor].user.clone();
+        let event = Event::Slow { room: self.meta.code.clone(), seconds, user };
+        broadcast(state, &event_frame(&event), |_, _| true);
+        Ok(true)
+    }
+
+    /// A stored room's slow mode, as it is loaded.
+    pub fn set_slow_at_load(&self, seconds: u32) {
+        self.state.lock().slow_ms = u64::from(seconds) * 1000;
+    }
+
+    /// Renames the room, on behalf of `actor`, the owner or a moderator;
+    /// every member is told. Returns whether it changed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Room::set_slow`].
+    pub fn retitle(&self, conn: u64, actor: &str, title: &str) -> Result<bool, ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        self.check_moderator(state, conn, actor, "only the owner and moderators rename a room")?;
+        {
+            let mut current = self.title.lock();
+            if *current == title {
+                return Ok(false);
+            }
+            title.clone_into(&mut current);
+        }
+        let user = state.members[actor].user.clone();
+        let event = Event::Title { room: self.meta.code.clone(), title: title.to_owned(), user };
+        broadcast(state, &event_frame(&event), |_, _| true);
         Ok(true)
     }
 

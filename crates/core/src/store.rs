@@ -39,6 +39,8 @@ pub struct StoredRoom {
     pub locked: bool,
     /// Its bans and removals (some may have run out).
     pub bans: Vec<crate::Ban>,
+    /// Slow mode: seconds between one member's posts (0: off).
+    pub slow: u32,
 }
 
 /// What a user may see of a room: from `from` on, up to `left_at`.
@@ -66,6 +68,10 @@ pub enum Write {
     Ban { room: String, ban: crate::Ban },
     /// A user's ban in a room lifted (or run out).
     Unban { room: String, user_id: String },
+    /// A room renamed.
+    Title { room: String, title: String },
+    /// A room's slow mode set (seconds; 0: off).
+    Slow { room: String, seconds: u32 },
 }
 
 /// A message as [`Store::append`] left it.
@@ -247,6 +253,16 @@ impl Store for MemoryStore {
                 Write::Unban { room, user_id } => {
                     if let Some(room) = inner.rooms.get_mut(room) {
                         room.bans.retain(|b| b.user.id != *user_id);
+                    }
+                }
+                Write::Title { room, title } => {
+                    if let Some(room) = inner.rooms.get_mut(room) {
+                        room.spec.title.clone_from(title);
+                    }
+                }
+                Write::Slow { room, seconds } => {
+                    if let Some(room) = inner.rooms.get_mut(room) {
+                        room.slow = *seconds;
                     }
                 }
             }

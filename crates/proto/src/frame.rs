@@ -113,9 +113,37 @@ pub enum ClientOp {
         room: String,
         user: String,
     },
-    /// The room's bans and removals in force (owner and moderators).
+    /// The room's bans, removals and mutes in force (owner and
+    /// moderators).
     Bans {
         room: String,
+    },
+    /// Mutes a member (owner and moderators): their posts are refused, for
+    /// `minutes` or until lifted.
+    Mute {
+        room: String,
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        minutes: Option<u32>,
+    },
+    /// Lets a muted user speak again, by their id.
+    Unmute {
+        room: String,
+        user: String,
+    },
+    /// Slow mode (owner and moderators): the least seconds between one
+    /// member's posts; 0 turns it off.
+    Slow {
+        room: String,
+        seconds: u32,
+    },
+    /// Renames the room (owner and moderators).
+    Title {
+        room: String,
+        title: String,
     },
     /// Tells the operator about a message (the audit log).
     Report {
@@ -149,6 +177,10 @@ impl ClientOp {
             ClientOp::Ban { .. } => "ban",
             ClientOp::Unban { .. } => "unban",
             ClientOp::Bans { .. } => "bans",
+            ClientOp::Mute { .. } => "mute",
+            ClientOp::Unmute { .. } => "unmute",
+            ClientOp::Slow { .. } => "slow",
+            ClientOp::Title { .. } => "title",
             ClientOp::Ping => "ping",
         }
     }

@@ -106,6 +106,10 @@ pub struct JoinResult {
     /// Whether the room is locked: nobody new may join.
     #[serde(default)]
     pub locked: bool,
+    /// Slow mode: the least seconds between one member's posts (0: off;
+    /// the owner and moderators are not held to it).
+    #[serde(default)]
+    pub slow: u32,
     pub messages: Vec<Message>,
     /// The latest `seq` of the room.
     pub seq: u64,
@@ -176,6 +180,16 @@ impl std::fmt::Display for ErrorBody {
 }
 
 impl std::error::Error for ErrorBody {}
+
+/// One muted member, as `bans` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MuteInfo {
+    pub user: User,
+    pub by: User,
+    /// RFC 3339 UTC; absent: until lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
 
 /// Why a member left a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +267,27 @@ pub enum Event {
     Locked {
         room: String,
         locked: bool,
+        user: User,
+    },
+    /// `by` muted `user` in `room` (their posts are refused) or let them
+    /// speak again.
+    Muted {
+        room: String,
+        user: User,
+        muted: bool,
+        by: User,
+    },
+    /// `user` set slow mode in `room`: one post per `seconds` per member
+    /// (0: off).
+    Slow {
+        room: String,
+        seconds: u32,
+        user: User,
+    },
+    /// `user` renamed `room` to `title`.
+    Title {
+        room: String,
+        title: String,
         user: User,
     },
     Closed {

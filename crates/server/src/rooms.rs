@@ -319,6 +319,76 @@ impl RoomBackend for Rooms {
         }
     }
 
+    async fn mute(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+        target: &Target,
+        mute: Option<Option<Duration>>,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.mute(seat, conn, actor, target, mute).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.mute(seat, conn, actor, target, mute).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
+    async fn mutes(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+    ) -> Result<Vec<confab_core::Mute>, ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => rooms.mutes(seat, conn, actor).await,
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.mutes(seat, conn, actor).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
+    async fn slow(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+        seconds: u32,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.slow(seat, conn, actor, seconds).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.slow(seat, conn, actor, seconds).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
+    async fn retitle(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+        title: &str,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.retitle(seat, conn, actor, title).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.retitle(seat, conn, actor, title).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
     async fn read(
         &self,
         seat: &RoomSeat,

@@ -132,7 +132,9 @@ impl SqlStore {
                     | Write::Roles { .. }
                     | Write::Locked { .. }
                     | Write::Ban { .. }
-                    | Write::Unban { .. } => None,
+                    | Write::Unban { .. }
+                    | Write::Title { .. }
+                    | Write::Slow { .. } => None,
                 })
                 .collect();
             for m in &new_messages {
@@ -199,6 +201,20 @@ impl SqlStore {
                         sqlx::query("DELETE FROM room_bans WHERE room = $1 AND user_id = $2")
                             .bind(room)
                             .bind(user_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Write::Title { room, title } => {
+                        sqlx::query("UPDATE rooms SET title = $1 WHERE code = $2")
+                            .bind(title)
+                            .bind(room)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Write::Slow { room, seconds } => {
+                        sqlx::query("UPDATE rooms SET slow = $1 WHERE code = $2")
+                            .bind(i64::from(*seconds))
+                            .bind(room)
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -374,6 +390,8 @@ fn write_key(write: &Write) -> (u8, &str, &str) {
         Write::Locked { room, .. } => (4, room, ""),
         Write::Ban { room, ban } => (5, room, &ban.user.id),
         Write::Unban { room, user_id } => (5, room, user_id),
+        Write::Title { room, .. } => (6, room, ""),
+        Write::Slow { room, .. } => (7, room, ""),
     }
 }
 
@@ -448,7 +466,7 @@ impl Store for SqlStore {
     fn rooms(&self) -> StoreFuture<'_, Vec<StoredRoom>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT code, title, capacity, backlog, public, board, created, last_seq, locked \
+                "SELECT code, title, capacity, backlog, public, board, created, last_seq, locked, slow \
                  FROM rooms ORDER BY created",
             )
             .fetch_all(&self.pool)
@@ -498,6 +516,7 @@ impl Store for SqlStore {
                     roles: roles.remove(&row.try_get::<String, _>("code")?).unwrap_or_default(),
                     locked: row.try_get::<i64, _>("locked")? != 0,
                     bans: bans.remove(&row.try_get::<String, _>("code")?).unwrap_or_default(),
+                    slow: u32::try_from(row.try_get::<i64, _>("slow")?).unwrap_or(0),
                 })
             };
             rows.iter().map(room).collect::<Result<_, _>>().map_err(error)

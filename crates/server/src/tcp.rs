@@ -454,6 +454,19 @@ impl Session {
             Command::Bans { room } => {
                 (Pending::Bans { room: self.label(&room) }, ClientOp::Bans { room })
             }
+            Command::Mute { room, name } => (
+                Pending::Moderate { room: self.label(&room) },
+                ClientOp::Mute { room, user: None, name: Some(name), minutes: None },
+            ),
+            Command::Unmute { room, user } => {
+                (Pending::Moderate { room: self.label(&room) }, ClientOp::Unmute { room, user })
+            }
+            Command::Slow { room, seconds } => {
+                (Pending::Moderate { room: self.label(&room) }, ClientOp::Slow { room, seconds })
+            }
+            Command::Title { room, title } => {
+                (Pending::Moderate { room: self.label(&room) }, ClientOp::Title { room, title })
+            }
             Command::Report { room, id, reason } => (
                 Pending::Report { room: self.label(&room), id },
                 ClientOp::Report { room, seq: id, reason },

@@ -117,6 +117,7 @@ async fn measure_join_cost_against_room_size() {
                     roles: Default::default(),
                     locked: false,
                     bans: Vec::new(),
+                    slow: 0,
                 })
                 .await
                 .unwrap();

@@ -27,6 +27,7 @@ fn room(code: &str, board: bool) -> StoredRoom {
         roles: Default::default(),
         locked: false,
         bans: Vec::new(),
+        slow: 0,
     }
 }
 
@@ -129,6 +130,16 @@ async fn suite(store: Arc<dyn Store>) {
     let lift = Write::Unban { room: "OWNED2".into(), user_id: "u_fay".into() };
     store.write(&[lift]).await.unwrap();
     assert_eq!(bans_of(&store.rooms().await.unwrap(), "OWNED2"), [ban]);
+
+    // A new title and slow mode.
+    let settings = [
+        Write::Title { room: "OWNED2".into(), title: "Renamed ✓".into() },
+        Write::Slow { room: "OWNED2".into(), seconds: 30 },
+    ];
+    store.write(&settings).await.unwrap();
+    let rooms = store.rooms().await.unwrap();
+    let owned = rooms.iter().find(|r| r.spec.code == "OWNED2").unwrap();
+    assert_eq!((owned.spec.title.as_str(), owned.slow), ("Renamed ✓", 30));
 
     // A secret is made once and kept.
     let secret = store.secret("address").await.unwrap();

@@ -55,6 +55,22 @@ pub(crate) enum Command {
     Bans {
         room: String,
     },
+    Mute {
+        room: String,
+        name: String,
+    },
+    Unmute {
+        room: String,
+        user: String,
+    },
+    Slow {
+        room: String,
+        seconds: u32,
+    },
+    Title {
+        room: String,
+        title: String,
+    },
     Lock {
         room: String,
         locked: bool,
@@ -98,6 +114,16 @@ pub(crate) const COMMANDS: &[Spec] = &[
     },
     Spec { usage: "%bans", about: "who is banned or removed from main, with their user ids" },
     Spec { usage: "%unban <user id>", about: "lift a ban (or removal) in main" },
+    Spec {
+        usage: "%mute <name...>",
+        about: "stop a member of main from posting (owner, moderators)",
+    },
+    Spec { usage: "%unmute <user id>", about: "let a muted user of main post again" },
+    Spec {
+        usage: "%slow <seconds>",
+        about: "slow mode in main: one message per member every so often (0: off)",
+    },
+    Spec { usage: "%title <title...>", about: "rename main's room (owner, moderators)" },
     Spec { usage: "%groups", about: "public rooms and boards" },
     Spec { usage: "%groupjoin <room>", about: "join a room, by code or board name" },
     Spec { usage: "%groupleave <room>", about: "leave a room" },
@@ -114,6 +140,10 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%groupban <room> <name...>", about: "ban a member from a room" },
     Spec { usage: "%groupbans <room>", about: "who is banned or removed from a room" },
     Spec { usage: "%groupunban <room> <user id>", about: "lift a ban in a room" },
+    Spec { usage: "%groupmute <room> <name...>", about: "stop a member of a room from posting" },
+    Spec { usage: "%groupunmute <room> <user id>", about: "let a muted user post again" },
+    Spec { usage: "%groupslow <room> <seconds>", about: "slow mode in a room (0: off)" },
+    Spec { usage: "%grouptitle <room> <title...>", about: "rename a room" },
     Spec { usage: "%lock", about: "let nobody new join main (owner, moderators)" },
     Spec { usage: "%unlock", about: "let people join main again" },
     Spec { usage: "%grouplock <room>", about: "lock a room" },
@@ -245,6 +275,26 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
         "%bans" => Command::Bans { room: MAIN.into() },
         "%groupbans" => Command::Bans { room: args.word("a room")? },
         "%unban" => Command::Unban { room: MAIN.into(), user: args.word("a user id")? },
+        "%mute" => Command::Mute { room: MAIN.into(), name: args.content()? },
+        "%groupmute" => {
+            let room = args.word("a room")?;
+            Command::Mute { room, name: args.content()? }
+        }
+        "%unmute" => Command::Unmute { room: MAIN.into(), user: args.word("a user id")? },
+        "%groupunmute" => {
+            let room = args.word("a room")?;
+            Command::Unmute { room, user: args.word("a user id")? }
+        }
+        "%slow" => Command::Slow { room: MAIN.into(), seconds: args.seconds()? },
+        "%groupslow" => {
+            let room = args.word("a room")?;
+            Command::Slow { room, seconds: args.seconds()? }
+        }
+        "%title" => Command::Title { room: MAIN.into(), title: args.content()? },
+        "%grouptitle" => {
+            let room = args.word("a room")?;
+            Command::Title { room, title: args.content()? }
+        }
         "%groupunban" => {
             let room = args.word("a room")?;
             Command::Unban { room, user: args.word("a user id")? }
@@ -311,6 +361,14 @@ impl Args<'_> {
                 self.name,
             )),
         }
+    }
+
+    /// A number of seconds (0 and up).
+    fn seconds(&mut self) -> Result<u32, Misuse> {
+        let word = self.word("a number of seconds")?;
+        word.parse::<u32>().map_err(|_| {
+            Misuse::usage(format!("seconds are a number from 0 up, not {word:?}"), self.name)
+        })
     }
 
     /// Refuses anything left over.

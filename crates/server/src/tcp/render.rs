@@ -19,18 +19,48 @@ use super::command::{COMMANDS, MAIN};
 pub(crate) enum Pending {
     Hello,
     Join,
-    Leave { room: String },
-    Post { room: String },
-    Users { room: String },
-    List { room: String },
-    Message { room: String },
-    Report { room: String, id: u64 },
-    Role { room: String },
-    Kick { room: String },
-    Ban { room: String },
-    Unban { room: String, user: String },
-    Bans { room: String },
-    Lock { room: String },
+    Leave {
+        room: String,
+    },
+    Post {
+        room: String,
+    },
+    Users {
+        room: String,
+    },
+    List {
+        room: String,
+    },
+    Message {
+        room: String,
+    },
+    Report {
+        room: String,
+        id: u64,
+    },
+    Role {
+        room: String,
+    },
+    Kick {
+        room: String,
+    },
+    Ban {
+        room: String,
+    },
+    Unban {
+        room: String,
+        user: String,
+    },
+    /// A mute, unmute, slow mode or title: the change comes as an event.
+    Moderate {
+        room: String,
+    },
+    Bans {
+        room: String,
+    },
+    Lock {
+        room: String,
+    },
     Groups,
 }
 
@@ -47,6 +77,7 @@ impl Pending {
             | Pending::Role { room }
             | Pending::Kick { room }
             | Pending::Ban { room }
+            | Pending::Moderate { room }
             | Pending::Unban { room, .. }
             | Pending::Bans { room }
             | Pending::Lock { room } => Some(room),
@@ -87,6 +118,8 @@ struct Welcome {
 #[derive(Deserialize)]
 struct Bans {
     bans: Vec<confab_proto::BanInfo>,
+    #[serde(default)]
+    mutes: Vec<confab_proto::MuteInfo>,
 }
 
 #[derive(Deserialize)]
@@ -174,14 +207,15 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
         Pending::Role { .. }
         | Pending::Kick { .. }
         | Pending::Ban { .. }
+        | Pending::Moderate { .. }
         | Pending::Lock { .. } => {}
         Pending::Unban { room, user } => {
             say!(out, "[{room}] the ban of {} is lifted", clean(user));
         }
         Pending::Bans { room } => {
-            let Bans { bans } = Bans::deserialize(reply)?;
-            if bans.is_empty() {
-                say!(out, "[{room}] nobody is banned or removed");
+            let Bans { bans, mutes } = Bans::deserialize(reply)?;
+            if bans.is_empty() && mutes.is_empty() {
+                say!(out, "[{room}] nobody is banned, removed or muted");
             } else {
                 say!(out, "[{room}] bans ({}):", bans.len());
             }
@@ -201,6 +235,22 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
                     clean(&ban.user.name),
                     ban.user.id,
                     clean(&ban.by.name)
+                );
+            }
+            if !mutes.is_empty() {
+                say!(out, "[{room}] muted ({}):", mutes.len());
+            }
+            for mute in &mutes {
+                let until = match &mute.until {
+                    Some(until) => format!("until {}", date(until)),
+                    None => "until lifted".to_owned(),
+                };
+                say!(
+                    out,
+                    "{} ({}) muted by {} {until}",
+                    clean(&mute.user.name),
+                    mute.user.id,
+                    clean(&mute.by.name)
                 );
             }
         }
@@ -240,7 +290,10 @@ pub(crate) fn failure(out: &mut String, pending: &Pending, error: &ErrorBody) {
         (ErrorCode::NotFound, _)
             if !matches!(
                 pending,
-                Pending::Message { .. } | Pending::Report { .. } | Pending::Unban { .. }
+                Pending::Message { .. }
+                    | Pending::Report { .. }
+                    | Pending::Unban { .. }
+                    | Pending::Moderate { .. }
             ) =>
         {
             "; %groups lists the public rooms".to_owned()
@@ -274,6 +327,24 @@ pub(crate) fn event(out: &mut String, event: &Event) {
             say!(out, "[{room}] room closed ({})", clean(reason));
         }
         Event::Error { error } => say!(out, "error: {}", clean(&error.to_string())),
+        Event::Muted { room, user, muted, by } => {
+            let what = if *muted { "muted" } else { "let speak again" };
+            say!(out, "[{room}] {} was {what} by {}", clean(&user.name), clean(&by.name));
+        }
+        Event::Slow { room, seconds: 0, user } => {
+            say!(out, "[{room}] {} turned slow mode off", clean(&user.name));
+        }
+        Event::Slow { room, seconds, user } => {
+            say!(
+                out,
+                "[{room}] {} turned slow mode on: one message every {}",
+                clean(&user.name),
+                plural(*seconds as usize, "second")
+            );
+        }
+        Event::Title { room, title, user } => {
+            say!(out, "[{room}] {} renamed the room \"{}\"", clean(&user.name), clean(title));
+        }
         Event::Role { room, user, role } => match role {
             Role::Member => {
                 say!(out, "[{room}] {} is a member like the others now", clean(&user.name))

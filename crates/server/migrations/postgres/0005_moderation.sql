@@ -12,3 +12,5 @@ CREATE TABLE secrets (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- Slow mode: the least seconds between one member's posts (0: off).
+ALTER TABLE rooms ADD COLUMN slow INTEGER NOT NULL DEFAULT 0;
