@@ -12,6 +12,7 @@ export function describeError(error, { code } = {}) {
       return 'Slow down a little — too many requests. Try again in a moment.';
     case 'too_large':
     case 'bad_request':
+    case 'forbidden':
       return error.message || 'The server refused that request.';
     case 'disconnected':
     case 'timeout':

@@ -11,7 +11,7 @@ const ROLE_NAMES = { owner: 'Owner', moderator: 'Mod' };
 const ROLE_TITLES = { owner: 'Owns the room: names moderators', moderator: 'Moderator' };
 
 export class Members {
-  constructor({ list, count, typingLine }, onChange, onHide = () => {}, onRole = async () => {}, onKick = async () => {}) {
+  constructor({ list, count, typingLine }, onChange, onHide = () => {}, onRole = async () => {}, onKick = async () => {}, onMute = async () => {}, onBan = async () => {}) {
     this.list = list;
     this.count = count;
     this.typingLine = typingLine;
@@ -21,6 +21,12 @@ export class Members {
     this.onRole = onRole;
     // Removes a member from the room (owner and moderators).
     this.onKick = onKick;
+    // Mutes a member, or lets them speak again (owner and moderators).
+    this.onMute = onMute;
+    // Bans a member: their session and addresses (owner and moderators).
+    this.onBan = onBan;
+    // Members who may not post, by user id (as far as this page has heard).
+    this.muted = new Set();
     // The owner and moderators, by user id.
     this.roles = new Map();
     this.self = null;
@@ -46,6 +52,19 @@ export class Members {
   setRole(user, role) {
     if (role === 'member') this.roles.delete(user.id);
     else this.roles.set(user.id, role);
+    this.render();
+  }
+
+  /** Notes that a member was muted, or may speak again. */
+  setMuted(id, muted) {
+    if (muted) this.muted.add(id);
+    else this.muted.delete(id);
+    this.render();
+  }
+
+  /** Replaces the muted members (from `bans`). */
+  setMutedAll(ids) {
+    this.muted = new Set(ids);
     this.render();
   }
 
@@ -116,7 +135,10 @@ export class Members {
         owner && role === 'moderator' ? item('Remove as moderator', () => this.onRole(user, 'member')) : null,
         owner && role !== 'moderator' ? item('Make moderator', () => this.onRole(user, 'moderator')) : null,
         owner ? item('Make owner (you become a moderator)', () => this.onRole(user, 'owner')) : null,
-        removable ? item('Remove from the room for 10 minutes', () => this.onKick(user), true) : null));
+        removable && this.muted.has(user.id) ? item('Let speak again', () => this.onMute(user, false)) : null,
+        removable && !this.muted.has(user.id) ? item('Mute', () => this.onMute(user, true)) : null,
+        removable ? item('Remove from the room for 10 minutes', () => this.onKick(user), true) : null,
+        removable ? item('Ban from the room', () => this.onBan(user), true) : null));
     return menu;
   }
 
@@ -167,6 +189,7 @@ export class Members {
         avatar(user),
         h('span', { class: 'member-name' }, user.name, user.id === selfId ? h('span', { class: 'you' }, ' (you)') : null),
         role ? h('span', { class: `role-badge ${role}`, title: ROLE_TITLES[role] }, ROLE_NAMES[role]) : null,
+        this.muted.has(user.id) ? h('span', { class: 'role-badge muted', title: 'May not post' }, 'Muted') : null,
         this.typing.has(user.id) ? h('span', { class: 'member-typing' }, 'typing…') : null,
         user.id === selfId ? null : this.hideButton(user, isHidden),
         user.id !== selfId ? this.roleMenu(user, role ?? 'member', mine) : null);

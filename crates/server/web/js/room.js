@@ -31,7 +31,7 @@ const members = new Members({
   list: byId('member-list'),
   count: byId('member-count'),
   typingLine: byId('typing'),
-}, renderSeats, () => timeline.applyHidden(), giveRole, kick);
+}, renderSeats, () => timeline.applyHidden(), giveRole, kick, mute, ban);
 const composer = new Composer({
   form: byId('composer'),
   box: byId('composer-box'),
@@ -83,12 +83,15 @@ client.on('join', ({ room: where, user }) => {
 client.on('leave', ({ room: where, user, reason }) => {
   if (!isThisRoom(where) || !members.remove(user)) return;
   if (reason === 'kicked') timeline.system(`${user.name} was removed from the room`);
+  else if (reason === 'banned') timeline.system(`${user.name} was banned from the room`);
+  if (reason === 'kicked' || reason === 'banned') refreshBans();
   else timeline.system(reason === 'disconnected' ? `${user.name} lost the connection` : `${user.name} left`);
 });
 client.on('role', ({ room: where, user, role }) => {
   if (!isThisRoom(where)) return;
   members.setRole(user, role);
   renderControls();
+  if (user.id === client.user?.id) refreshBans();
   const self = user.id === client.user?.id;
   const who = self ? 'You are' : `${user.name} is`;
   if (role === 'owner') timeline.system(`${who} now the owner of this room`);
@@ -101,6 +104,33 @@ client.on('locked', ({ room: where, locked: now, user }) => {
   const who = user.id === client.user?.id ? 'You' : user.name;
   timeline.system(now ? `${who} locked the room: nobody new may join` : `${who} unlocked the room`);
 });
+client.on('muted', ({ room: where, user, muted, by }) => {
+  if (!isThisRoom(where)) return;
+  members.setMuted(user.id, muted);
+  const self = user.id === client.user?.id;
+  const who = self ? 'You were' : `${user.name} was`;
+  timeline.system(muted ? `${who} muted by ${by.name}` : `${who} let speak again by ${by.name}`);
+  if (self) showMuted(muted);
+  refreshBans();
+});
+client.on('slow', ({ room: where, seconds, user }) => {
+  if (!isThisRoom(where)) return;
+  setSlow(seconds);
+  // Messages waiting out slow mode go now that it is off (a cid makes a
+  // second send of one harmless).
+  if (seconds === 0) {
+    for (const entry of outbox.values()) if (entry.state === 'pending') post(entry);
+  }
+  const who = user.id === client.user?.id ? 'You' : user.name;
+  timeline.system(seconds ? `${who} turned slow mode on: one message every ${duration(seconds)}` : `${who} turned slow mode off`);
+});
+client.on('title', ({ room: where, title, user }) => {
+  if (!isThisRoom(where)) return;
+  room = { ...room, title };
+  renderRoom();
+  const who = user.id === client.user?.id ? 'You' : user.name;
+  timeline.system(`${who} renamed the room “${title}”`);
+});
 client.on('typing', ({ room: where, user, active }) => {
   if (isThisRoom(where)) members.setTyping(user, active);
 });
@@ -112,6 +142,8 @@ client.on('closed', ({ room: where, reason }) => {
     updateStatus();
   } else if (reason === 'kicked') {
     roomEnded('You were removed from this room by its owner or a moderator.');
+  } else if (reason === 'banned') {
+    roomEnded('You were banned from this room by its owner or a moderator.');
   } else {
     roomEnded('This room has ended.');
   }
@@ -138,6 +170,8 @@ async function joinRoom() {
     const { came, went } = members.reset(result.members);
     members.setRoles(result.roles);
     setLocked(Boolean(result.locked));
+    setSlow(result.slow ?? 0);
+    refreshBans();
     if (resuming) {
       // Who came and went while we were away.
       for (const user of came) if (user.id !== client.user.id) timeline.system(`${user.name} joined`);
@@ -265,8 +299,91 @@ function setLocked(now) {
 
 /** The room's controls show for its owner and moderators. */
 function renderControls() {
-  show(byId('room-controls'), Boolean(client.user && members.roles.has(client.user.id)));
+  show(byId('room-controls'), moderating());
 }
+
+/** Whether this user is the room's owner or a moderator. */
+function moderating() {
+  return Boolean(client.user && members.roles.has(client.user.id));
+}
+
+/** "30 seconds", "a minute", "5 minutes". */
+function duration(seconds) {
+  if (seconds % 60 !== 0) return `${seconds} second${seconds === 1 ? '' : 's'}`;
+  const minutes = seconds / 60;
+  return minutes === 1 ? 'minute' : `${minutes} minutes`;
+}
+
+/** Shows slow mode: a badge for everyone, the setting for moderators. */
+function setSlow(seconds) {
+  const badge = byId('slow-badge');
+  badge.textContent = `Slow mode: ${duration(seconds)}`;
+  badge.title = `One message per member every ${duration(seconds)}; the owner and moderators are not held to it`;
+  show(badge, seconds > 0);
+  const select = byId('slow-select');
+  if (![...select.options].some((o) => o.value === String(seconds))) {
+    select.append(h('option', { value: String(seconds) }, `One message every ${duration(seconds)}`));
+  }
+  select.value = String(seconds);
+}
+
+/** Tells this user they are muted (or not any more). */
+function showMuted(muted) {
+  byId('body').placeholder = muted ? 'You are muted in this room' : 'Write a message';
+}
+
+/** The bans, removals and mutes, for the owner and moderators. */
+async function refreshBans() {
+  if (!room || !moderating()) return;
+  let result;
+  try {
+    result = await client.request('bans', { room: room.code });
+  } catch {
+    return;
+  }
+  members.setMutedAll(result.mutes.map((m) => m.user.id));
+  const entry = (user, what, op) => {
+    const lift = h('button', { type: 'button', class: 'btn' }, 'Lift');
+    lift.addEventListener('click', async () => {
+      lift.disabled = true;
+      try {
+        await client.request(op, { room: room.code, user: user.id });
+        refreshBans();
+      } catch (error) {
+        byId('controls-note').textContent = `Could not lift it: ${describeError(error)}`;
+        lift.disabled = false;
+      }
+    });
+    return h('li', {}, h('span', { class: 'ban-what' }, user.name, h('small', {}, what)), lift);
+  };
+  const until = (at) => (at ? `until ${new Date(at).toLocaleString()}` : 'until lifted');
+  const items = [
+    ...result.bans.map((b) => entry(b.user, `${b.reason === 'banned' ? 'Banned' : 'Removed'} by ${b.by.name}, ${until(b.until)}`, 'unban')),
+    ...result.mutes.map((m) => entry(m.user, `Muted by ${m.by.name}, ${until(m.until)}`, 'unmute')),
+  ];
+  byId('ban-list').replaceChildren(...items);
+  show(byId('bans-box'), items.length > 0);
+}
+
+byId('slow-select').addEventListener('change', async (event) => {
+  const select = event.target;
+  try {
+    await client.request('slow', { room: room.code, seconds: Number(select.value) });
+  } catch (error) {
+    byId('controls-note').textContent = `Could not set slow mode: ${describeError(error)}`;
+  }
+});
+
+byId('title-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const input = byId('title-input');
+  try {
+    await client.request('title', { room: room.code, title: input.value });
+    input.value = '';
+  } catch (error) {
+    byId('controls-note').textContent = `Could not rename the room: ${describeError(error)}`;
+  }
+});
 
 byId('lock-toggle').addEventListener('click', async () => {
   const toggle = byId('lock-toggle');
@@ -293,6 +410,26 @@ async function giveRole(user, role) {
 async function kick(user) {
   try {
     await client.request('kick', { room: room.code, user: user.id });
+  } catch (error) {
+    throw new Error(describeError(error));
+  }
+}
+
+/** Mutes another member (or lets them speak again). */
+async function mute(user, muted) {
+  try {
+    if (muted) await client.request('mute', { room: room.code, user: user.id });
+    else await client.request('unmute', { room: room.code, user: user.id });
+  } catch (error) {
+    throw new Error(describeError(error));
+  }
+}
+
+/** Bans another member: their session and addresses, until lifted. */
+async function ban(user) {
+  try {
+    await client.request('ban', { room: room.code, user: user.id });
+    refreshBans();
   } catch (error) {
     throw new Error(describeError(error));
   }
