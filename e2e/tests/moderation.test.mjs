@@ -94,6 +94,32 @@ describe('moderating a room', { timeout: 120_000 }, () => {
     await waitForMessage(cleo.page, 'second under slow mode');
     await waitForMessage(bob.page, 'second under slow mode', 'sent');
 
+    // Deleted: by its author, and by the owner; a tombstone for everyone.
+    await send(bob.page, 'buy cheap pills');
+    await waitForMessage(cleo.page, 'buy cheap pills');
+    const spam = ann.page.locator('#messages .msg', { hasText: 'buy cheap pills' });
+    await spam.hover();
+    await spam.getByRole('button', { name: 'Delete this message from Bob' }).click();
+    await spam.locator('form').getByRole('button', { name: 'Delete' }).click();
+    for (const page of [ann.page, bob.page, cleo.page]) {
+      await page.waitForFunction(() => [...document.querySelectorAll('#messages .msg[data-deleted="true"] .tombstone')]
+        .some((t) => t.textContent === 'This message was deleted'), null, { timeout: TIMEOUT });
+    }
+    assert.equal(await cleo.page.locator('#messages .msg', { hasText: 'buy cheap pills' }).count(), 0);
+    // A plain member has no Delete for someone else's message.
+    const annsLine = await ann.page.locator('#messages .msg').count();
+    assert.ok(annsLine > 0);
+    assert.equal(await cleo.page.locator('#messages .msg', { hasText: 'back again' })
+      .getByRole('button', { name: /Delete/ }).isVisible(), false);
+    const own = bob.page.locator('#messages .msg', { hasText: 'back again' });
+    await own.hover();
+    await own.getByRole('button', { name: 'Delete your message' }).click();
+    await bob.page.screenshot({ path: path.join(OUT, 'moderation-delete-confirm-dark.png'), animations: 'disabled' });
+    await own.locator('form').getByRole('button', { name: 'Delete' }).click();
+    await cleo.page.waitForFunction(() => document.querySelectorAll('#messages .msg[data-deleted="true"]').length === 2,
+      null, { timeout: TIMEOUT });
+    await cleo.page.screenshot({ path: path.join(OUT, 'moderation-deleted-dark.png'), animations: 'disabled' });
+
     // Renamed: every page's heading follows.
     await ann.page.fill('#title-input', 'Allotment society');
     await ann.page.click('#title-form button[type="submit"]');

@@ -63,8 +63,10 @@ describe('reporting a message', { timeout: 120_000 }, () => {
     await waitForMessage(ann.page, 'Send me your password and I will fix it');
     await waitForMessage(ann.page, 'My own message has nothing to report', 'sent');
 
-    // Only other people's messages can be reported.
-    assert.equal(await item(ann.page, 'My own message has nothing to report').locator('.msg-action').count(), 0);
+    // Only other people's messages can be reported (one's own can be deleted).
+    const own = item(ann.page, 'My own message has nothing to report');
+    assert.equal(await own.getByRole('button', { name: /Report/ }).count(), 0);
+    assert.equal(await own.getByRole('button', { name: 'Delete your message' }).count(), 1);
     const bobs = item(ann.page, 'Send me your password and I will fix it');
     await bobs.hover();
     await bobs.getByRole('button', { name: 'Report this message from Bob' }).click();

@@ -53,6 +53,7 @@ enum Kind {
     Muted(bool, User, User),
     Slow(u32, User),
     Title(String, User),
+    Deleted(u64, User),
 }
 
 /// Reads `"C ev kind …"`; see `room.lua`.
@@ -101,6 +102,10 @@ pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
             let (by, user) = users.split_once('\t')?;
             let (by, user) = (serde_json::from_str(by).ok()?, serde_json::from_str(user).ok()?);
             Kind::Muted(muted == "1", user, by)
+        }
+        "d" => {
+            let (seq, user) = rest.split_once(' ')?;
+            Kind::Deleted(seq.parse().ok()?, serde_json::from_str(user).ok()?)
         }
         "w" => {
             let (seconds, user) = rest.split_once(' ')?;
@@ -465,7 +470,8 @@ impl Mirror {
             | Kind::Locked(..)
             | Kind::Muted(..)
             | Kind::Slow(..)
-            | Kind::Title(..) => {}
+            | Kind::Title(..)
+            | Kind::Deleted(..) => {}
         }
         self.members.store(state.members.len(), Ordering::Relaxed);
         self.render(envelope, me)
@@ -505,6 +511,7 @@ impl Mirror {
                 (event_frame(&Event::Slow { room, seconds, user }), To::All)
             }
             Kind::Title(title, user) => (event_frame(&Event::Title { room, title, user }), To::All),
+            Kind::Deleted(seq, by) => (event_frame(&Event::Deleted { room, seq, by }), To::All),
         };
         Applied { ev: envelope.ev, frame, to }
     }

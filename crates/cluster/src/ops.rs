@@ -345,6 +345,36 @@ impl Cluster {
         }
     }
 
+    /// Deletes `message` of `code` on behalf of `actor` (see `room.lua`).
+    pub async fn delete(
+        &self,
+        code: &str,
+        actor: &str,
+        message: &Message,
+    ) -> Result<(), ErrorBody> {
+        let tombstone = serde_json::to_string(&message.tombstone()).expect("messages serialize");
+        let key = message.cid.as_ref().map(|cid| format!("{}|{cid}", message.from.id));
+        let seq = message.seq.to_string();
+        let args = [
+            "delete",
+            code,
+            actor,
+            &seq,
+            &message.from.id,
+            &tombstone,
+            key.as_deref().unwrap_or(""),
+        ];
+        let r = self.room_op(code, &args).await?;
+        match r.status() {
+            "ok" => Ok(()),
+            "forbidden" => Err(confab_core::frames::may_not_kick(
+                code,
+                "only its author, the owner and moderators delete a message",
+            )),
+            _ => Err(confab_core::frames::not_in(code)),
+        }
+    }
+
     /// The mutes in force in `code`, for `actor`.
     pub async fn mutes(
         &self,
@@ -524,6 +554,7 @@ impl Cluster {
             body: draft.body,
             ts: draft.ts,
             cid: draft.cid,
+            deleted: false,
         };
         let origin = format!(
             "{} {conn} {} ",

@@ -66,6 +66,7 @@
 --   "C 0 u 1|0 <by JSON>\t<user JSON>"        a member muted or not
 --   "C 0 w <seconds> <user JSON>"             slow mode set by the user
 --   "C 0 h <user JSON>\t<title>"              the room renamed by the user
+--   "C 0 d <seq> <user JSON>"                 message seq deleted by the user
 
 local op = ARGV[1]
 local code = ARGV[2]
@@ -837,6 +838,37 @@ if op == 'slow' or op == 'title' then
   redis.call('HSET', KEYS[1], 'json', cjson.encode(info))
   redis.call('PUBLISH', CHANNEL, code .. ' 0 h ' .. user .. '\t' .. ARGV[4])
   return {'ok', 1}
+end
+
+if op == 'delete' then
+  -- ARGV: 3 the actor's user id, 4 the message's seq, 5 its author's user
+  --       id, 6 its tombstone's JSON, 7 its "user|cid" key ('' none).
+  -- Its author, the owner or a moderator deletes a message: its envelope
+  -- in the window keeps its place with the tombstone in it, and so does
+  -- what a retry of its cid is answered with.
+  local actor = ARGV[3]
+  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
+    return {'not_member'}
+  end
+  if actor ~= ARGV[5] and not redis.call('HGET', KEYS[20], actor) then return {'forbidden'} end
+  local n = tonumber(ARGV[4])
+  local i = n - oldest()
+  if i >= 0 and n <= seq() then
+    local envelope = redis.call('LINDEX', KEYS[9], i)
+    local head, json = string.match(envelope or '', '^(%S+ %S+ m %S+ %S+ %S+ )(.*)$')
+    if json and string.find(json, '"from":{"id":"' .. ARGV[5] .. '"', 1, true) then
+      redis.call('LSET', KEYS[9], i, head .. ARGV[6])
+    end
+  end
+  if ARGV[7] ~= '' then
+    local first = redis.call('HGET', KEYS[11], ARGV[7])
+    -- (A quote inside a body is escaped: only the field itself matches.)
+    if first and string.find(first, '"seq":' .. n .. ',', 1, true) then
+      redis.call('HSET', KEYS[11], ARGV[7], ARGV[6])
+    end
+  end
+  redis.call('PUBLISH', CHANNEL, code .. ' 0 d ' .. n .. ' ' .. redis.call('HGET', KEYS[2], actor))
+  return {'ok'}
 end
 
 if op == 'role' then

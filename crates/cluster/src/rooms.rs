@@ -324,6 +324,23 @@ impl RoomBackend for ClusterRooms {
         self.cluster.bans(seat.mirror.code(), actor).await
     }
 
+    async fn delete(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+        message: &Message,
+    ) -> Result<(), ErrorBody> {
+        let code = seat.mirror.code();
+        self.cluster.delete(code, actor, message).await?;
+        // The store is the record: the text goes from it too.
+        if seat.mirror.persistent() {
+            let write = confab_core::Write::Delete { room: code.to_owned(), seq: message.seq };
+            self.services.remember(write);
+        }
+        Ok(())
+    }
+
     async fn mute(
         &self,
         seat: &ClusterSeat,

@@ -845,6 +845,68 @@ async fn mute_slow_title<B: RoomBackend>(nodes: Nodes<B>) {
     }
 }
 
+/// A message deleted by its author or a moderator: every member is told,
+/// and history, `get`, a join's backlog and a retry of its `cid` show the
+/// tombstone in its place, in ephemeral and persistent rooms.
+async fn delete<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let mut cleo = Client::new(&nodes.a, "Cleo").await;
+    for retention in ["ephemeral", "persistent"] {
+        let code = ann.create(json!({"retention": retention, "backlog": 10})).await;
+        for client in [&mut ann, &mut bob, &mut cleo] {
+            client.join(&code).await;
+        }
+        let post = json!({"op": "post", "room": code, "body": "oops", "subject": "s", "cid": "d1"});
+        let mine = bob.ok(post.clone()).await["message"]["seq"].as_u64().unwrap();
+        let other = cleo.post(&code, "keep me").await;
+        // Not someone else's, as a plain member.
+        let theirs = json!({"op": "delete", "room": code, "seq": other});
+        assert_eq!(bob.refused(theirs).await, "forbidden");
+        let missing = json!({"op": "delete", "room": code, "seq": 999});
+        assert_eq!(bob.refused(missing).await, "not_found");
+        // Bob deletes his own; everyone hears it.
+        bob.ok(json!({"op": "delete", "room": code, "seq": mine})).await;
+        for client in [&mut ann, &mut bob, &mut cleo] {
+            let event = client.next_in(&code, "deleted").await;
+            assert_eq!((&event["seq"], &event["by"]["name"]), (&json!(mine), &json!("Bob")));
+        }
+        // A tombstone everywhere it is read: history, get, a retry, a join.
+        let history = ann.ok(json!({"op": "history", "room": code})).await;
+        let gone = &history["messages"][0];
+        assert_eq!(
+            (&gone["seq"], &gone["deleted"], &gone["body"]),
+            (&json!(mine), &json!(true), &json!(""))
+        );
+        assert!(gone.get("subject").is_none(), "{gone}");
+        assert_eq!(history["messages"][1]["body"], "keep me");
+        let got = cleo.ok(json!({"op": "get", "room": code, "seq": mine})).await;
+        assert_eq!(got["message"]["deleted"], true);
+        let retried = bob.ok(post).await;
+        assert_eq!(
+            (&retried["message"]["seq"], &retried["message"]["deleted"]),
+            (&json!(mine), &json!(true)),
+            "{retried}"
+        );
+        let mut dana = Client::new(&nodes.b, "Dana").await;
+        let joined = dana.join(&code).await;
+        let backlog: Vec<&str> = joined["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["body"].as_str().unwrap())
+            .collect();
+        assert_eq!(backlog, ["", "keep me"]);
+        // The owner deletes anyone's; a second delete is answered alike.
+        let keep = json!({"op": "delete", "room": code, "seq": other});
+        ann.ok(keep.clone()).await;
+        assert_eq!(cleo.next_in(&code, "deleted").await["by"]["name"], "Ann");
+        ann.ok(keep).await;
+        let history = dana.ok(json!({"op": "history", "room": code})).await;
+        assert!(history["messages"].as_array().unwrap().iter().all(|m| m["deleted"] == true));
+    }
+}
+
 /// A locked room takes nobody new; its members stay, and one holding a
 /// seat (another tab) still joins; the owner and moderators lock and
 /// unlock it, and every member hears of it.
@@ -930,6 +992,7 @@ conformance!(
     kick,
     ban,
     mute_slow_title,
+    delete,
     lock,
 );
 

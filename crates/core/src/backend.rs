@@ -456,6 +456,18 @@ pub trait RoomBackend: Send + Sync + 'static {
         title: &str,
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
 
+    /// Deletes `message` (as `read` gave it to `actor`) on behalf of
+    /// `actor`: its author, or the room's owner or a moderator. Its text
+    /// goes from memory and from the store; a tombstone keeps its place.
+    /// Every member is told (an `Event::Deleted`).
+    fn delete(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+        message: &Message,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
     /// Messages of `range` the user may see, oldest first (the part older
     /// than what the backend keeps read from the store).
     fn read(

@@ -310,16 +310,18 @@ impl<B: RoomBackend> Conn<B> {
             }
             ClientOp::Get { room, seq } => {
                 let seat = self.seat(&room)?;
-                let range =
-                    Range { after: seq.saturating_sub(1), before: seq.saturating_add(1), limit: 1 };
-                let message =
-                    rooms.read(seat, self.id, &user.id, range).await?.pop().ok_or_else(|| {
-                        ErrorBody::new(
-                            ErrorCode::NotFound,
-                            format!("no message {seq} in room {} that you may see", seat.code()),
-                        )
-                    })?;
+                let message = self.visible(seat, &user.id, seq).await?;
                 self.ok(id, &MessageResult { message })
+            }
+            ClientOp::Delete { room, seq } => {
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                let message = self.visible(seat, &user.id, seq).await?;
+                // Deleted already: done (a retry is answered alike).
+                if !message.deleted {
+                    rooms.delete(seat, self.id, &user.id, &message).await?;
+                }
+                self.ok(id, &Empty {})
             }
             ClientOp::Role { room, user: target_id, name, role } => {
                 let target = target("role", target_id, name)?;
@@ -441,15 +443,7 @@ impl<B: RoomBackend> Conn<B> {
                 self.hub.limiters().check(Limit::Report, &user.id)?;
                 // What the reporter may see, as `get` reads it: a message
                 // they may not see cannot be reported (nor found out about).
-                let range =
-                    Range { after: seq.saturating_sub(1), before: seq.saturating_add(1), limit: 1 };
-                let message =
-                    rooms.read(seat, self.id, &user.id, range).await?.pop().ok_or_else(|| {
-                        ErrorBody::new(
-                            ErrorCode::NotFound,
-                            format!("no message {seq} in room {} that you may see", seat.code()),
-                        )
-                    })?;
+                let message = self.visible(seat, &user.id, seq).await?;
                 metrics::counter!(crate::metric::REPORTS).increment(1);
                 config.audit.record(
                     "report",
@@ -622,6 +616,18 @@ impl<B: RoomBackend> Conn<B> {
             }
         };
         Ok((at, result))
+    }
+
+    /// Message `seq` of the room of `seat`, if `user_id` may see it.
+    async fn visible(&self, seat: &B::Seat, user_id: &str, seq: u64) -> Result<Message, ErrorBody> {
+        let range = Range { after: seq.saturating_sub(1), before: seq.saturating_add(1), limit: 1 };
+        let read = self.hub.backend().read(seat, self.id, user_id, range).await?;
+        read.into_iter().next().ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("no message {seq} in room {} that you may see", seat.code()),
+            )
+        })
     }
 
     /// Where among this connection's own rooms `code` is.

@@ -133,6 +133,16 @@ impl<B: RoomBackend> Hub<B> {
         self.shared.services.address_key(peer)
     }
 
+    /// Waits (up to `limit`) until the writes queued for the store so far
+    /// (roles, bans, deletions, visibility…) are written: a stopping
+    /// server does so last.
+    pub async fn flush_storage(&self, limit: Duration) {
+        let flushed = tokio::time::timeout(limit, self.shared.services.persister.flush()).await;
+        if flushed.is_err() {
+            tracing::warn!("writes still queued for storage after {limit:?}; stopping anyway");
+        }
+    }
+
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.shared.services.store
     }

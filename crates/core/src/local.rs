@@ -377,6 +377,16 @@ impl RoomBackend for LocalRooms {
         seat.0.bans(conn, actor)
     }
 
+    async fn delete(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+        message: &Message,
+    ) -> Result<(), ErrorBody> {
+        seat.0.delete(conn, actor, message)
+    }
+
     async fn mute(
         &self,
         seat: &LocalSeat,

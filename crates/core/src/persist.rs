@@ -37,6 +37,9 @@ pub(crate) enum Job {
     Write(Write),
     /// A session write, and who waits to hear whether it is durable.
     Session(Write, oneshot::Sender<bool>),
+    /// Answered once every job queued before it has been written (or has
+    /// failed).
+    Flush(oneshot::Sender<()>),
 }
 
 /// Where a written post is published: its room. (A trait, so that the
@@ -96,6 +99,15 @@ impl Persister {
 
     /// Queues a job without waiting. Overflow policy: refuse (the caller
     /// answers `unavailable`).
+    /// Waits until what was queued before now has been written (or has
+    /// failed).
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.tx.send(Job::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+
     pub fn try_queue(&self, job: Job) -> Result<(), ErrorBody> {
         self.tx.try_send(job).map_err(|_| unavailable("storage is busy; try again"))
     }
@@ -107,6 +119,7 @@ async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy:
         let mut posts = Vec::with_capacity(jobs.len());
         let mut writes = Vec::with_capacity(jobs.len());
         let mut sessions = Vec::new();
+        let mut flushes = Vec::new();
         for job in jobs.drain(..) {
             match job {
                 Job::Post(post) if post.room.epoch() != post.epoch => {
@@ -121,9 +134,13 @@ async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy:
                     writes.push(write);
                     sessions.push(done);
                 }
+                Job::Flush(done) => flushes.push(done),
             }
         }
         if writes.is_empty() {
+            for done in flushes {
+                let _ = done.send(());
+            }
             continue;
         }
         let started = std::time::Instant::now();
@@ -150,6 +167,9 @@ async fn write_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, healthy:
                     fail(post, "storage is unavailable; the message was not stored");
                 }
             }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }

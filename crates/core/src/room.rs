@@ -565,6 +565,7 @@ impl Room {
             body,
             ts,
             cid,
+            deleted: false,
         });
         match &self.persister {
             None => {
@@ -858,6 +859,51 @@ impl Room {
         let event = Event::Title { room: self.meta.code.clone(), title: title.to_owned(), user };
         broadcast(state, &event_frame(&event), |_, _| true);
         Ok(true)
+    }
+
+    /// Deletes `message` (read by `actor` through `conn`) on behalf of
+    /// `actor`, its author or the owner or a moderator: a tombstone takes
+    /// its place in the window and in what a retry of its `cid` answers,
+    /// the store is told, and every member gets `deleted`.
+    ///
+    /// # Errors
+    ///
+    /// `not_member` if the connection has not joined, `forbidden` if the
+    /// actor may not delete it.
+    pub fn delete(&self, conn: u64, actor: &str, message: &Message) -> Result<(), ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.closed || !is_joined(state, actor, conn) {
+            return Err(not_member(&self.meta.code));
+        }
+        if message.from.id != actor && !state.roles.contains_key(actor) {
+            return Err(may_not_kick(
+                &self.meta.code,
+                "only its author, the owner and moderators delete a message",
+            ));
+        }
+        let tombstone = Arc::new(message.tombstone());
+        if let Some(kept) = state.window.iter_mut().find(|m| m.seq == message.seq) {
+            *kept = tombstone.clone();
+        }
+        if let Some(cid) = &message.cid {
+            let key = (message.from.id.clone(), cid.clone());
+            if let Some(Dedup::Done(done)) = state.dedup.get_mut(&key)
+                && done.seq == message.seq
+            {
+                *done = tombstone;
+            }
+        }
+        if let Some(persister) = &self.persister {
+            let write = Write::Delete { room: self.meta.code.clone(), seq: message.seq };
+            persister
+                .try_queue(Job::Write(write))
+                .map_err(|_| unavailable("storage is busy; try again shortly"))?;
+        }
+        let by = state.members[actor].user.clone();
+        let event = Event::Deleted { room: self.meta.code.clone(), seq: message.seq, by };
+        broadcast(state, &event_frame(&event), |_, _| true);
+        Ok(())
     }
 
     /// The user id of the member `target` names (`bad_request` if none).

@@ -70,6 +70,8 @@ pub enum Write {
     Unban { room: String, user_id: String },
     /// A room renamed.
     Title { room: String, title: String },
+    /// A message deleted: its text gone, a tombstone in its place.
+    Delete { room: String, seq: u64 },
     /// A room's slow mode set (seconds; 0: off).
     Slow { room: String, seconds: u32 },
 }
@@ -253,6 +255,12 @@ impl Store for MemoryStore {
                 Write::Unban { room, user_id } => {
                     if let Some(room) = inner.rooms.get_mut(room) {
                         room.bans.retain(|b| b.user.id != *user_id);
+                    }
+                }
+                Write::Delete { room, seq } => {
+                    if let Some(message) = inner.messages.get_mut(room).and_then(|m| m.get_mut(seq))
+                    {
+                        *message = message.tombstone();
                     }
                 }
                 Write::Title { room, title } => {

@@ -140,6 +140,11 @@ pub enum ClientOp {
         room: String,
         seconds: u32,
     },
+    /// Deletes a message: your own, or any as the owner or a moderator.
+    Delete {
+        room: String,
+        seq: u64,
+    },
     /// Renames the room (owner and moderators).
     Title {
         room: String,
@@ -181,6 +186,7 @@ impl ClientOp {
             ClientOp::Unmute { .. } => "unmute",
             ClientOp::Slow { .. } => "slow",
             ClientOp::Title { .. } => "title",
+            ClientOp::Delete { .. } => "delete",
             ClientOp::Ping => "ping",
         }
     }

@@ -20,6 +20,17 @@ pub struct Message {
     pub ts: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
+    /// A tombstone: the message was deleted (`body` is empty, `subject`
+    /// gone); `seq`, `from`, `ts` and `cid` stay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+impl Message {
+    /// This message deleted: its text gone, its place kept.
+    pub fn tombstone(&self) -> Message {
+        Message { body: String::new(), subject: None, deleted: true, ..self.clone() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +294,13 @@ pub enum Event {
         room: String,
         seconds: u32,
         user: User,
+    },
+    /// Message `seq` of `room` was deleted by `by` (its author, the owner
+    /// or a moderator).
+    Deleted {
+        room: String,
+        seq: u64,
+        by: User,
     },
     /// `user` renamed `room` to `title`.
     Title {

@@ -328,6 +328,9 @@ async fn run(
     // In a cluster, the departures of the closed connections reach Redis
     // before the node goes (else its seats wait for the lease to lapse).
     app.hub.settle_departures(Duration::from_secs(2)).await;
+    // What the rooms queued for the store (the departures' visibility,
+    // roles, bans, deletions) is written before the process goes.
+    app.hub.flush_storage(Duration::from_secs(5)).await;
     tracing::info!("stopped");
 }
 

@@ -319,6 +319,24 @@ impl RoomBackend for Rooms {
         }
     }
 
+    async fn delete(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+        message: &Message,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.delete(seat, conn, actor, message).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.delete(seat, conn, actor, message).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
     async fn mute(
         &self,
         seat: &RoomSeat,

@@ -18,6 +18,9 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
 /// The columns of a message, in the order [`message`] reads them.
 const MESSAGE_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid";
+/// What a read of messages selects: the columns written, and whether the
+/// message was deleted since.
+const READ_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid, deleted";
 
 /// Rows per multi-row `INSERT` (8 parameters each, well below both
 /// engines' parameter limits).
@@ -86,7 +89,7 @@ async fn stored_by_cid(
     cid: &str,
 ) -> Result<Option<Message>, StoreError> {
     let query = sqlx::AssertSqlSafe(format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages \
+        "SELECT {READ_COLUMNS} FROM messages \
          WHERE room = $1 AND user_id = $2 AND cid = $3 AND seq > $4 ORDER BY seq DESC LIMIT 1"
     ));
     let row = sqlx::query(query)
@@ -134,7 +137,8 @@ impl SqlStore {
                     | Write::Ban { .. }
                     | Write::Unban { .. }
                     | Write::Title { .. }
-                    | Write::Slow { .. } => None,
+                    | Write::Slow { .. }
+                    | Write::Delete { .. } => None,
                 })
                 .collect();
             for m in &new_messages {
@@ -203,6 +207,16 @@ impl SqlStore {
                             .bind(user_id)
                             .execute(&mut *tx)
                             .await?;
+                    }
+                    Write::Delete { room, seq } => {
+                        sqlx::query(
+                            "UPDATE messages SET body = '', subject = NULL, deleted = 1 \
+                             WHERE room = $1 AND seq = $2",
+                        )
+                        .bind(room)
+                        .bind(int(*seq))
+                        .execute(&mut *tx)
+                        .await?;
                     }
                     Write::Title { room, title } => {
                         sqlx::query("UPDATE rooms SET title = $1 WHERE code = $2")
@@ -304,11 +318,13 @@ impl SqlStore {
                         // commit durable (fsync) before it returns. A multi-row
                         // INSERT keeps a statement journal: in memory, not in a
                         // temporary file. A page cache of 16 MiB keeps the
-                        // pages that posts to many rooms touch.
+                        // pages that posts to many rooms touch. What is deleted
+                        // (a deleted message's text, pruned messages) is
+                        // overwritten with zeros, not left in free space.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY; \
-                             PRAGMA cache_size = -16384;",
+                             PRAGMA cache_size = -16384; PRAGMA secure_delete = ON;",
                         )
                         .await?;
                     }
@@ -392,6 +408,7 @@ fn write_key(write: &Write) -> (u8, &str, &str) {
         Write::Unban { room, user_id } => (5, room, user_id),
         Write::Title { room, .. } => (6, room, ""),
         Write::Slow { room, .. } => (7, room, ""),
+        Write::Delete { room, .. } => (8, room, ""),
     }
 }
 
@@ -429,6 +446,7 @@ fn message(row: &AnyRow) -> Result<Message, sqlx::Error> {
         body: row.try_get("body")?,
         ts: row.try_get("ts")?,
         cid: row.try_get("cid")?,
+        deleted: row.try_get::<i64, _>("deleted")? != 0,
     })
 }
 
@@ -569,11 +587,27 @@ impl Store for SqlStore {
                         tracing::debug!("storage write retried ({attempt}): {e}");
                         tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
                     }
-                    written => return written.map_err(error),
+                    written => {
+                        written.map_err(error)?;
+                        break;
+                    }
                 }
             }
+            // A deleted message's old text is still in the write-ahead log:
+            // it goes into the file (whose freed space is zeroed) and the
+            // log is emptied. Best effort: a reader holding an old snapshot
+            // leaves it to the next checkpoint.
+            if self.sqlite && batch.iter().any(|w| matches!(w, Write::Delete { .. })) {
+                if let Err(e) =
+                    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await
+                {
+                    tracing::debug!("checkpoint after a delete: {e}");
+                }
+            }
+            Ok(())
         })
     }
+
     fn append<'a>(
         &'a self,
         room: &'a str,
@@ -642,7 +676,7 @@ impl Store for SqlStore {
     ) -> StoreFuture<'a, Vec<Message>> {
         Box::pin(async move {
             let query = sqlx::AssertSqlSafe(format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages \
+                "SELECT {READ_COLUMNS} FROM messages \
                  WHERE room = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
             ));
             let rows = sqlx::query(query)
@@ -688,7 +722,7 @@ impl Store for SqlStore {
     fn recent_cids<'a>(&'a self, room: &'a str, after: u64) -> StoreFuture<'a, Vec<Message>> {
         Box::pin(async move {
             let query = sqlx::AssertSqlSafe(format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages \
+                "SELECT {READ_COLUMNS} FROM messages \
                  WHERE room = $1 AND seq > $2 AND cid IS NOT NULL ORDER BY seq DESC"
             ));
             let rows = sqlx::query(query)
@@ -704,7 +738,7 @@ impl Store for SqlStore {
     fn mine<'a>(&'a self, user_id: &'a str, limit: usize) -> StoreFuture<'a, Vec<Message>> {
         Box::pin(async move {
             let query = sqlx::AssertSqlSafe(format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages \
+                "SELECT {READ_COLUMNS} FROM messages \
                  WHERE user_id = $1 ORDER BY ts DESC, seq DESC LIMIT $2"
             ));
             let rows = sqlx::query(query)

@@ -467,6 +467,9 @@ impl Session {
             Command::Title { room, title } => {
                 (Pending::Moderate { room: self.label(&room) }, ClientOp::Title { room, title })
             }
+            Command::Delete { room, id } => {
+                (Pending::Moderate { room: self.label(&room) }, ClientOp::Delete { room, seq: id })
+            }
             Command::Report { room, id, reason } => (
                 Pending::Report { room: self.label(&room), id },
                 ClientOp::Report { room, seq: id, reason },

@@ -90,6 +90,7 @@ fn message(room: &str, seq: u64) -> Write {
         body: format!("seeded message {seq} with a body of realistic length for a chat"),
         ts: "2026-01-01T00:00:00.000Z".into(),
         cid: None,
+        deleted: false,
     }))
 }
 

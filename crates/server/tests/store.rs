@@ -40,6 +40,7 @@ fn message(room: &str, seq: u64, user: &str, ts: &str, cid: Option<&str>) -> Wri
         body: format!("body {seq} ✓ 'quoted' \"double\""),
         ts: ts.into(),
         cid: cid.map(str::to_owned),
+        deleted: false,
     }))
 }
 
@@ -168,6 +169,13 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(got[2], **original, "a message reads back exactly as written");
     assert!(store.messages("ROOM22", 10, u64::MAX, 5).await.unwrap().is_empty());
     assert!(store.messages("NOPE", 0, u64::MAX, 5).await.unwrap().is_empty());
+
+    // A deleted message reads back as its tombstone: the text is gone.
+    store.write(&[Write::Delete { room: "ROOM22".into(), seq: 8 }]).await.unwrap();
+    let got = store.messages("ROOM22", 7, 9, 5).await.unwrap();
+    assert_eq!(got, [original.tombstone()]);
+    assert!(got[0].deleted && got[0].body.is_empty() && got[0].subject.is_none());
+    assert_eq!(got[0].cid, original.cid, "its cid stays, for a retry");
 
     // Visibility, replaced on the second write.
     assert_eq!(

@@ -71,6 +71,10 @@ pub(crate) enum Command {
         room: String,
         title: String,
     },
+    Delete {
+        room: String,
+        id: u64,
+    },
     Lock {
         room: String,
         locked: bool,
@@ -100,6 +104,10 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%list", about: "messages of main you can see: id, sender, date, subject" },
     Spec { usage: "%message <id>", about: "one message of main, with its content" },
     Spec { usage: "%report <id> [reason...]", about: "tell the operator about a message of main" },
+    Spec {
+        usage: "%delete <id>",
+        about: "delete a message of main: your own, or any as the owner or a moderator",
+    },
     Spec {
         usage: "%role <owner|moderator|member> <name...>",
         about: "give a member of main a role (the owner only)",
@@ -132,6 +140,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%grouplist <room>", about: "messages of a room you can see" },
     Spec { usage: "%groupmessage <room> <id>", about: "one message of a room" },
     Spec { usage: "%groupreport <room> <id> [reason...]", about: "report a message of a room" },
+    Spec { usage: "%groupdelete <room> <id>", about: "delete a message of a room" },
     Spec {
         usage: "%grouprole <room> <owner|moderator|member> <name...>",
         about: "give a member of a room a role",
@@ -234,6 +243,11 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
         "%report" => {
             let id = args.id()?;
             Command::Report { room: MAIN.into(), id, reason: args.optional_content() }
+        }
+        "%delete" => Command::Delete { room: MAIN.into(), id: args.id()? },
+        "%groupdelete" => {
+            let room = args.word("a room")?;
+            Command::Delete { room, id: args.id()? }
         }
         "%groups" => Command::Groups,
         "%groupjoin" => Command::Join { room: args.word("a room")? },

@@ -51,7 +51,8 @@ pub(crate) enum Pending {
         room: String,
         user: String,
     },
-    /// A mute, unmute, slow mode or title: the change comes as an event.
+    /// A mute, unmute, slow mode, title or delete: the change comes as an
+    /// event.
     Moderate {
         room: String,
     },
@@ -342,6 +343,9 @@ pub(crate) fn event(out: &mut String, event: &Event) {
                 plural(*seconds as usize, "second")
             );
         }
+        Event::Deleted { room, seq, by } => {
+            say!(out, "[{room}] message {seq} was deleted by {}", clean(&by.name));
+        }
         Event::Title { room, title, user } => {
             say!(out, "[{room}] {} renamed the room \"{}\"", clean(&user.name), clean(title));
         }
@@ -371,6 +375,7 @@ pub(crate) fn help(out: &mut String) {
 /// A message's one-line summary: `id | sender | date | subject`.
 pub(crate) fn summary(message: &Message) -> String {
     let subject = match message.subject.as_deref() {
+        _ if message.deleted => "(deleted)".into(),
         Some(subject) => clean(subject),
         None => "(no subject)".into(),
     };

@@ -168,6 +168,7 @@ fn message(subject: Option<&str>) -> Message {
         body: "hi".into(),
         ts: "2026-11-22T05:01:02.345Z".into(),
         cid: None,
+        deleted: false,
     }
 }
 

@@ -26,7 +26,7 @@ const timeline = new Timeline({
   pill: byId('new-pill'),
   pillText: byId('new-pill-text'),
   announcer: byId('announcer'),
-}, retry, report);
+}, retry, report, deleteMessage);
 const members = new Members({
   list: byId('member-list'),
   count: byId('member-count'),
@@ -130,6 +130,10 @@ client.on('title', ({ room: where, title, user }) => {
   renderRoom();
   const who = user.id === client.user?.id ? 'You' : user.name;
   timeline.system(`${who} renamed the room “${title}”`);
+});
+client.on('deleted', ({ room: where, seq, by }) => {
+  if (!isThisRoom(where)) return;
+  timeline.markDeleted(seq);
 });
 client.on('typing', ({ room: where, user, active }) => {
   if (isThisRoom(where)) members.setTyping(user, active);
@@ -300,6 +304,7 @@ function setLocked(now) {
 /** The room's controls show for its owner and moderators. */
 function renderControls() {
   show(byId('room-controls'), moderating());
+  timeline.setModerating(moderating());
 }
 
 /** Whether this user is the room's owner or a moderator. */
@@ -430,6 +435,15 @@ async function ban(user) {
   try {
     await client.request('ban', { room: room.code, user: user.id });
     refreshBans();
+  } catch (error) {
+    throw new Error(describeError(error));
+  }
+}
+
+/** Deletes message `seq`: one's own, or anyone's as owner or moderator. */
+async function deleteMessage(seq) {
+  try {
+    await client.request('delete', { room: room.code, seq });
   } catch (error) {
     throw new Error(describeError(error));
   }

@@ -24,7 +24,7 @@ function isUnconfirmed(el) {
 }
 
 export class Timeline {
-  constructor({ list, scroller, pill, pillText, announcer }, onRetry, onReport = async () => {}) {
+  constructor({ list, scroller, pill, pillText, announcer }, onRetry, onReport = async () => {}, onDelete = async () => {}) {
     this.list = list;
     this.scroller = scroller;
     this.pill = pill;
@@ -34,6 +34,8 @@ export class Timeline {
     // Sends a report of message `seq` with an optional reason; rejects
     // with the error to show.
     this.onReport = onReport;
+    // Deletes message `seq`; rejects with the error to show.
+    this.onDelete = onDelete;
     this.self = null;
     this.bySeq = new Map();
     this.byCid = new Map();
@@ -61,6 +63,21 @@ export class Timeline {
 
   setSelf(user) {
     this.self = user;
+  }
+
+  /** Whether this user may delete anyone's message (owner, moderator). */
+  setModerating(moderating) {
+    this.list.classList.toggle('moderating', moderating);
+  }
+
+  /** Message `seq` was deleted: a tombstone in its place. */
+  markDeleted(seq) {
+    const item = this.bySeq.get(seq);
+    if (!item) return;
+    const bubble = item.querySelector('.bubble');
+    bubble.replaceChildren(h('span', { class: 'msg-body tombstone' }, 'This message was deleted'));
+    item.dataset.deleted = 'true';
+    item.querySelector('.msg-actions')?.remove();
   }
 
   /** The card at the top of the conversation. */
@@ -91,6 +108,7 @@ export class Timeline {
     }
     const own = message.from.id === this.self?.id;
     const item = this.render(message, own ? 'sent' : null);
+    if (own && !message.deleted) item.querySelector('.msg-main').append(this.actions(message, true));
     item.dataset.seq = String(message.seq);
     this.bySeq.set(message.seq, item);
     this.insert(item, message.seq, live);
@@ -119,6 +137,8 @@ export class Timeline {
     this.bySeq.set(message.seq, item);
     this.setTime(item, message.ts);
     this.setState(item, 'sent');
+    if (message.deleted) this.markDeleted(message.seq);
+    else item.querySelector('.msg-main').append(this.actions(message, true));
     const next = item.nextElementSibling;
     item.remove();
     this.regroup(next);
@@ -143,17 +163,60 @@ export class Timeline {
     if (live) this.announce(null, text);
   }
 
-  /** The "Report" action under someone else's message. */
-  reportControls(message) {
+  /**
+   * The actions under a message: Delete for one's own; Report for
+   * someone else's, and Delete for the owner and moderators.
+   */
+  actions(message, own) {
     const actions = h('div', { class: 'msg-actions' });
-    const open = h('button', {
+    if (!own) {
+      const report = h('button', {
+        type: 'button',
+        class: 'msg-action',
+        'aria-label': `Report this message from ${message.from.name}`,
+      }, 'Report');
+      report.addEventListener('click', () => this.openReport(actions, message));
+      actions.append(report);
+    }
+    const remove = h('button', {
       type: 'button',
-      class: 'msg-action',
-      'aria-label': `Report this message from ${message.from.name}`,
-    }, 'Report');
-    open.addEventListener('click', () => this.openReport(actions, message));
-    actions.append(open);
+      class: own ? 'msg-action' : 'msg-action mod-only',
+      'aria-label': own ? 'Delete your message' : `Delete this message from ${message.from.name}`,
+    }, 'Delete');
+    remove.addEventListener('click', () => this.openDelete(actions, message, own));
+    actions.append(remove);
     return actions;
+  }
+
+  /** Asks to be sure, then deletes; says so if it fails. */
+  openDelete(actions, message, own) {
+    const cancel = h('button', { type: 'button', class: 'msg-action' }, 'Cancel');
+    const confirm = h('button', { type: 'submit', class: 'msg-action strong danger' }, 'Delete');
+    const form = h('form', { class: 'report-form' },
+      h('span', {}, own ? 'Delete your message for everyone?' : 'Delete this message for everyone?'),
+      confirm,
+      cancel);
+    const restore = () => {
+      const fresh = this.actions(message, own);
+      actions.replaceWith(fresh);
+      fresh.querySelector('button')?.focus();
+    };
+    cancel.addEventListener('click', restore);
+    form.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape') restore();
+    });
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      for (const control of form.elements) control.disabled = true;
+      try {
+        await this.onDelete(message.seq);
+      } catch (error) {
+        const note = h('span', { class: 'report-note failed', role: 'status' }, `Not deleted: ${error.message}`);
+        actions.replaceChildren(note);
+      }
+    });
+    actions.replaceChildren(form);
+    confirm.focus();
   }
 
   /** Asks why (optional), then reports; says how it went in place of the form. */
@@ -171,7 +234,7 @@ export class Timeline {
       h('button', { type: 'submit', class: 'msg-action strong' }, 'Report'),
       cancel);
     const restore = () => {
-      const fresh = this.reportControls(message);
+      const fresh = this.actions(message, false);
       actions.replaceWith(fresh);
       fresh.querySelector('button')?.focus();
     };
@@ -215,11 +278,14 @@ export class Timeline {
         h('div', { class: 'msg-head' },
           h('span', { class: 'msg-from' }, message.from.name),
           h('time', {})),
-        h('div', { class: 'bubble' },
-          message.subject ? h('strong', { class: 'msg-subject' }, message.subject) : null,
-          h('span', { class: 'msg-body' }, linkify(message.body))),
+        message.deleted
+          ? h('div', { class: 'bubble' }, h('span', { class: 'msg-body tombstone' }, 'This message was deleted'))
+          : h('div', { class: 'bubble' },
+            message.subject ? h('strong', { class: 'msg-subject' }, message.subject) : null,
+            h('span', { class: 'msg-body' }, linkify(message.body))),
         state ? h('div', { class: 'msg-status' }) : null,
-        state ? null : this.reportControls(message)));
+        state || message.deleted ? null : this.actions(message, false)));
+    if (message.deleted) item.dataset.deleted = 'true';
     this.setTime(item, message.ts);
     if (state) this.setState(item, state);
     return item;

@@ -1,8 +1,10 @@
-//! Bans against the real server: a ban bars the member's session and the
-//! address they came from (as a trusted proxy forwards it), outlives a
+//! Moderation against the real server: a ban bars the member's session and
+//! the address they came from (as a trusted proxy forwards it), outlives a
 //! restart in a persistent room, and is listed and lifted; the terminal
-//! bans, lists and lifts by name and id. (The rules on both backends are
-//! in the cluster crate's conformance suite; long polling in `lp.rs`.)
+//! bans, lists and lifts by name and id, mutes, slows and renames; a
+//! deleted message's text is gone from the SQLite file. (The rules on both
+//! backends are in the cluster crate's conformance suite; long polling in
+//! `lp.rs`.)
 
 mod common;
 
@@ -143,4 +145,42 @@ async fn the_terminal_bans_lists_and_lifts() {
         until(&format!("[{code}]")).await,
         format!("[{code}] nobody is banned, removed or muted")
     );
+}
+
+#[tokio::test]
+async fn a_deleted_message_s_text_is_gone_from_the_database_file() {
+    let data = tempfile::tempdir().unwrap();
+    let path = data.path().to_owned();
+    let server = start_with({
+        let path = path.clone();
+        move |c| c.data = path
+    })
+    .await;
+    let mut ann = server.client("Ann").await;
+    let code = server.create(&mut ann, json!({"retention": "persistent"})).await;
+    join(&mut ann, &code).await;
+    let secret = "my-password-is-hunter2-xyzzy";
+    let posted = ann.ok(json!({"op": "post", "room": code, "body": secret})).await.unwrap();
+    let seq = posted["message"]["seq"].as_u64().unwrap();
+    ann.ok(json!({"op": "post", "room": code, "body": "something else"})).await.unwrap();
+    ann.ok(json!({"op": "delete", "room": code, "seq": seq})).await.unwrap();
+    assert_eq!(ann.event("deleted").await.unwrap()["seq"], seq);
+    // Read back through the store (after a restart nothing is in memory).
+    drop(ann);
+    server.server.stop().await;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&path).unwrap() {
+        let file = entry.unwrap().path();
+        let bytes = std::fs::read(&file).unwrap();
+        if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+            found.push(file);
+        }
+    }
+    assert!(found.is_empty(), "the text is still in {found:?}");
+    let server = start_with(move |c| c.data = path).await;
+    let mut ann = server.client("Ann").await;
+    join(&mut ann, &code).await;
+    let history = ann.ok(json!({"op": "history", "room": code})).await.unwrap();
+    assert_eq!(history["messages"][0]["deleted"], true, "{history}");
+    assert_eq!(history["messages"][1]["body"], "something else");
 }
