@@ -363,17 +363,35 @@ impl Cluster {
         Ok(r.status() == "ok")
     }
 
-    /// The public rooms of the whole cluster: of every shard.
-    pub async fn public_rooms(&self) -> Result<Vec<RoomInfo>, ErrorBody> {
-        let lists = self.shards.iter().map(|shard| self.public_rooms_of(shard));
+    /// The public rooms of the whole cluster (or, with `all`, every room):
+    /// of every shard.
+    pub async fn public_rooms(&self, all: bool) -> Result<Vec<RoomInfo>, ErrorBody> {
+        let lists = self.shards.iter().map(|shard| self.public_rooms_of(shard, all));
         let lists = futures_util::future::try_join_all(lists).await?;
         Ok(lists.into_iter().flatten().collect())
     }
 
-    async fn public_rooms_of(&self, shard: &Shard) -> Result<Vec<RoomInfo>, ErrorBody> {
+    /// Runs `rooms.lua` with `args` on every shard; the sum of what each
+    /// answered (`announce`, `purge`).
+    pub async fn every_room(&self, args: &[&str]) -> Result<usize, ErrorBody> {
+        let counts = self.shards.iter().map(|shard| async move {
+            let mut conn = shard.connection().await?;
+            let mut invocation = self.rooms_script.prepare_invoke();
+            invocation.arg(&self.config.namespace);
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            shard.answer(invocation.invoke_async::<i64>(&mut conn)).await
+        });
+        let counts = futures_util::future::try_join_all(counts).await?;
+        Ok(counts.into_iter().map(|n| usize::try_from(n).unwrap_or(0)).sum())
+    }
+
+    async fn public_rooms_of(&self, shard: &Shard, all: bool) -> Result<Vec<RoomInfo>, ErrorBody> {
         let mut conn = shard.connection().await?;
         let mut invocation = self.rooms_script.prepare_invoke();
         invocation.arg(&self.config.namespace);
+        invocation.arg(if all { "all" } else { "public" });
         let items = shard.answer(invocation.invoke_async::<Vec<Value>>(&mut conn)).await?;
         // Pairs of a room's settings and its member count.
         items

@@ -54,6 +54,10 @@ enum Kind {
     Slow(u32, User),
     Title(String, User),
     Deleted(u64, User),
+    /// The operator ended the room.
+    Closed,
+    Notice(String),
+    Purged(String),
 }
 
 /// Reads `"C ev kind …"`; see `room.lua`.
@@ -103,6 +107,9 @@ pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
             let (by, user) = (serde_json::from_str(by).ok()?, serde_json::from_str(user).ok()?);
             Kind::Muted(muted == "1", user, by)
         }
+        "x" => Kind::Closed,
+        "n" => Kind::Notice(rest.to_owned()),
+        "p" => Kind::Purged(rest.to_owned()),
         "d" => {
             let (seq, user) = rest.split_once(' ')?;
             Kind::Deleted(seq.parse().ok()?, serde_json::from_str(user).ok()?)
@@ -359,11 +366,20 @@ impl Mirror {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         if envelope.ev == 0 {
-            if state.synced {
+            let closed = matches!(envelope.kind, Kind::Closed);
+            if state.synced || closed {
                 let applied = self.applied(state, envelope, me);
                 for entry in &mut state.entries {
                     entry.deliver(&applied, me);
                 }
+            }
+            if closed {
+                // Every seat here is gone with the room: stale, as a
+                // removed member's are (their departures count nothing).
+                let ids: Vec<u64> = state.entries.drain(..).map(|e| e.id()).collect();
+                state.kicked.extend(ids);
+                state.members.clear();
+                self.members.store(0, Ordering::Relaxed);
             }
             return false;
         }
@@ -471,7 +487,10 @@ impl Mirror {
             | Kind::Muted(..)
             | Kind::Slow(..)
             | Kind::Title(..)
-            | Kind::Deleted(..) => {}
+            | Kind::Deleted(..)
+            | Kind::Closed
+            | Kind::Notice(..)
+            | Kind::Purged(..) => {}
         }
         self.members.store(state.members.len(), Ordering::Relaxed);
         self.render(envelope, me)
@@ -512,6 +531,12 @@ impl Mirror {
             }
             Kind::Title(title, user) => (event_frame(&Event::Title { room, title, user }), To::All),
             Kind::Deleted(seq, by) => (event_frame(&Event::Deleted { room, seq, by }), To::All),
+            Kind::Closed => {
+                let reason = "closed".to_owned();
+                (event_frame(&Event::Closed { room, reason }), To::All)
+            }
+            Kind::Notice(text) => (event_frame(&Event::Notice { room, text }), To::All),
+            Kind::Purged(user_id) => (event_frame(&Event::Purged { room, user_id }), To::All),
         };
         Applied { ev: envelope.ev, frame, to }
     }

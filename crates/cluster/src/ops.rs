@@ -345,6 +345,16 @@ impl Cluster {
         }
     }
 
+    /// Ends `code` for the operator; whether it was persistent, `None` if
+    /// there is no such room.
+    pub async fn close(&self, code: &str) -> Result<Option<bool>, ErrorBody> {
+        let r = self.room_op(code, &["close", code]).await?;
+        match r.status() {
+            "ok" => Ok(Some(r.int(1)? == 1)),
+            _ => Ok(None),
+        }
+    }
+
     /// Deletes `message` of `code` on behalf of `actor` (see `room.lua`).
     pub async fn delete(
         &self,

@@ -67,6 +67,11 @@
 --   "C 0 w <seconds> <user JSON>"             slow mode set by the user
 --   "C 0 h <user JSON>\t<title>"              the room renamed by the user
 --   "C 0 d <seq> <user JSON>"                 message seq deleted by the user
+--   "C 0 x closed"                            the room closed by the operator
+--   "C 0 n <text>"                            a notice from the operator
+--                                             (rooms.lua)
+--   "C 0 p <user id>"                         every message of the user
+--                                             deleted (rooms.lua)
 
 local op = ARGV[1]
 local code = ARGV[2]
@@ -838,6 +843,17 @@ if op == 'slow' or op == 'title' then
   redis.call('HSET', KEYS[1], 'json', cjson.encode(info))
   redis.call('PUBLISH', CHANNEL, code .. ' 0 h ' .. user .. '\t' .. ARGV[4])
   return {'ok', 1}
+end
+
+if op == 'close' then
+  -- The operator ends the room: every node closes its connections in it.
+  -- Answers whether it was persistent (1|0).
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
+  local persistent = 1
+  if redis.call('HGET', KEYS[1], 'eph') == '1' then persistent = 0 end
+  redis.call('PUBLISH', CHANNEL, code .. ' 0 x closed')
+  destroy()
+  return {'ok', persistent}
 end
 
 if op == 'delete' then

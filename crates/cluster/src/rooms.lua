@@ -1,19 +1,67 @@
--- The public rooms of the cluster: info JSON and member count of each.
--- Codes whose room is gone (an unjoined room that expired) are dropped.
--- ARGV[1] is the namespace of the keys.
+-- What concerns every room of a shard at once. ARGV[1] is the namespace of
+-- the keys, ARGV[2] what to do:
+--   'public' (or none): the public rooms: info JSON and member count of
+--       each. Codes whose room is gone (an unjoined room that expired) are
+--       dropped.
+--   'all': the same for every room.
+--   'announce': ARGV[3] is told to every room ("C 0 n <text>"); how many.
+--   'purge': every message of user ARGV[3] held here (each room's window
+--       and remembered cids) becomes a tombstone, and each room that held
+--       any or knows the user is told ("C 0 p <user id>"); how many rooms.
 local ns = ARGV[1]
+local mode = ARGV[2] or 'public'
+local channel = ns .. ':events'
 local out = {}
-for _, code in ipairs(redis.call('SMEMBERS', ns .. ':public')) do
-  local info = redis.call('HGET', ns .. ':{' .. code .. '}:meta', 'json')
-  if info then
+local set = ns .. ':public'
+if mode ~= 'public' then set = ns .. ':rooms' end
+
+-- A message's JSON as a tombstone: its text gone, its place kept.
+local function tombstone(json)
+  local message = cjson.decode(json)
+  message.body = ''
+  message.subject = nil
+  message.deleted = true
+  return cjson.encode(message)
+end
+
+local told = 0
+for _, code in ipairs(redis.call('SMEMBERS', set)) do
+  local room = ns .. ':{' .. code .. '}:'
+  local info = redis.call('HGET', room .. 'meta', 'json')
+  if not info then
+    redis.call('SREM', ns .. ':public', code)
+    redis.call('SREM', ns .. ':rooms', code)
+  elseif mode == 'announce' then
+    redis.call('PUBLISH', channel, code .. ' 0 n ' .. ARGV[3])
+    told = told + 1
+  elseif mode == 'purge' then
+    local uid = ARGV[3]
+    local mark = '"from":{"id":"' .. uid .. '"'
+    local touched = redis.call('HEXISTS', room .. 'vis', uid) == 1
+    for i, envelope in ipairs(redis.call('LRANGE', room .. 'wl', 0, -1)) do
+      local head, json = string.match(envelope, '^(%S+ %S+ m %S+ %S+ %S+ )(.*)$')
+      if json and string.find(json, mark, 1, true) and not string.find(json, '"deleted":true', 1, true) then
+        redis.call('LSET', room .. 'wl', i - 1, head .. tombstone(json))
+        touched = true
+      end
+    end
+    local cids = redis.call('HGETALL', room .. 'cid')
+    for i = 1, #cids, 2 do
+      if string.sub(cids[i], 1, #uid + 1) == uid .. '|' then
+        redis.call('HSET', room .. 'cid', cids[i], tombstone(cids[i + 1]))
+      end
+    end
+    if touched then
+      redis.call('PUBLISH', channel, code .. ' 0 p ' .. uid)
+      told = told + 1
+    end
+  else
     table.insert(out, info)
-    local mem = ns .. ':{' .. code .. '}:mem'
+    local mem = room .. 'mem'
     -- Less mem's "#j" and "#p" (room.lua), which are not members.
     table.insert(out, redis.call('HLEN', mem) - redis.call('HEXISTS', mem, '#j')
       - redis.call('HEXISTS', mem, '#p'))
-  else
-    redis.call('SREM', ns .. ':public', code)
-    redis.call('SREM', ns .. ':rooms', code)
   end
 end
+if mode == 'announce' or mode == 'purge' then return told end
 return out

@@ -458,8 +458,48 @@ impl RoomBackend for ClusterRooms {
         self.complete(&seat.mirror, read.messages, range, read.oldest).await
     }
 
+    async fn all_rooms(&self) -> Result<Vec<(bool, RoomInfo)>, ErrorBody> {
+        let rooms = self.cluster.public_rooms(true).await?;
+        Ok(rooms
+            .into_iter()
+            .map(|info| (self.services.board(&info.code).is_some(), info))
+            .collect())
+    }
+
+    async fn room_members(&self, code: &str) -> Result<(Vec<User>, Roles), ErrorBody> {
+        let key = self.services.room_key(code);
+        self.cluster.members(&key, true).await?.ok_or_else(|| confab_core::frames::not_found(code))
+    }
+
+    async fn close_room(&self, code: &str) -> Result<(), ErrorBody> {
+        let key = self.services.room_key(code);
+        let persistent = self.cluster.close(&key).await?;
+        let persistent = persistent.ok_or_else(|| confab_core::frames::not_found(code))?;
+        if persistent {
+            self.services.store.delete_room(&key).await.map_err(|e| {
+                tracing::warn!(room = key, "cannot remove a closed room: {e}");
+                confab_core::frames::storage_down()
+            })?;
+        }
+        tracing::info!(room = key, "room closed by the operator");
+        Ok(())
+    }
+
+    async fn announce(&self, text: &str) -> Result<usize, ErrorBody> {
+        self.cluster.every_room(&["announce", text]).await
+    }
+
+    async fn purge(&self, user_id: &str) -> Result<(), ErrorBody> {
+        self.cluster.every_room(&["purge", user_id]).await?;
+        self.services.store.purge_user(user_id).await.map_err(|e| {
+            tracing::warn!("cannot purge a user's messages: {e}");
+            confab_core::frames::storage_down()
+        })?;
+        Ok(())
+    }
+
     async fn public_rooms(&self) -> Result<Vec<(bool, RoomInfo)>, ErrorBody> {
-        let rooms = self.cluster.public_rooms().await?;
+        let rooms = self.cluster.public_rooms(false).await?;
         Ok(rooms
             .into_iter()
             .map(|info| (self.services.board(&info.code).is_some(), info))

@@ -907,6 +907,85 @@ async fn delete<B: RoomBackend>(nodes: Nodes<B>) {
     }
 }
 
+/// The operator's ops: every room (private ones too) and its members, a
+/// notice to every room, a user's messages purged everywhere, and a room
+/// closed under its members, on every node.
+async fn operator<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let private = ann.create(json!({})).await;
+    let stored = ann.create(json!({"retention": "persistent", "public": true})).await;
+    for code in [&private, &stored] {
+        ann.join(code).await;
+        bob.join(code).await;
+    }
+    let rooms = nodes.b.backend().all_rooms().await.unwrap();
+    for code in [&private, &stored] {
+        assert!(rooms.iter().any(|(_, r)| r.code == *code && r.members == 2), "{code}: {rooms:?}");
+    }
+    let (members, roles) = nodes.b.backend().room_members(&private).await.unwrap();
+    assert_eq!(members.len(), 2);
+    assert_eq!(roles.get(&ann.user), Some(&confab_proto::Role::Owner));
+    assert_eq!(
+        nodes.a.backend().room_members("NOSUCH").await.err().map(|e| e.code),
+        Some(confab_proto::ErrorCode::NotFound)
+    );
+
+    // A notice reaches every room, on every node.
+    let told = nodes.a.backend().announce("maintenance at noon").await.unwrap();
+    assert!(told >= 2, "{told}");
+    for client in [&mut ann, &mut bob] {
+        let mut rooms = Vec::new();
+        for _ in 0..2 {
+            let notice = client.next_event("notice").await;
+            assert_eq!(notice["text"], "maintenance at noon");
+            rooms.push(notice["room"].as_str().unwrap().to_owned());
+        }
+        rooms.sort();
+        let mut expected = vec![private.clone(), stored.clone()];
+        expected.sort();
+        assert_eq!(rooms, expected);
+    }
+
+    // Bob's messages are purged everywhere; Ann's stay.
+    let post = json!({"op": "post", "room": private, "body": "spam one", "cid": "p1"});
+    bob.ok(post.clone()).await;
+    bob.post(&stored, "spam two").await;
+    ann.post(&private, "hello").await;
+    nodes.b.backend().purge(&bob.user).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(ann.next_event("purged").await["user_id"], json!(bob.user));
+    }
+    for code in [&private, &stored] {
+        let history = ann.ok(json!({"op": "history", "room": code})).await;
+        for message in history["messages"].as_array().unwrap() {
+            let bobs = message["from"]["id"] == json!(bob.user);
+            assert_eq!(message["deleted"] == true, bobs, "{message}");
+        }
+    }
+    let retried = bob.ok(post).await;
+    assert_eq!(retried["message"]["deleted"], true, "{retried}");
+
+    // Closed: told on every node; the seats are gone, the room too.
+    nodes.b.backend().close_room(&stored).await.unwrap();
+    for client in [&mut ann, &mut bob] {
+        let closed = client.next_in(&stored, "closed").await;
+        assert_eq!(closed["reason"], "closed");
+    }
+    let post = json!({"op": "post", "room": stored, "body": "anyone?"});
+    assert_eq!(ann.refused(post).await, "not_found");
+    assert_eq!(bob.refused(json!({"op": "join", "room": stored})).await, "not_found");
+    ann.ok(json!({"op": "leave", "room": stored})).await;
+    let rooms = nodes.a.backend().all_rooms().await.unwrap();
+    assert!(!rooms.iter().any(|(_, r)| r.code == stored), "{rooms:?}");
+    assert_eq!(
+        nodes.a.backend().close_room(&stored).await.err().map(|e| e.code),
+        Some(confab_proto::ErrorCode::NotFound)
+    );
+    // The other room goes on.
+    ann.post(&private, "still here").await;
+}
+
 /// A locked room takes nobody new; its members stay, and one holding a
 /// seat (another tab) still joins; the owner and moderators lock and
 /// unlock it, and every member hears of it.
@@ -993,6 +1072,7 @@ conformance!(
     ban,
     mute_slow_title,
     delete,
+    operator,
     lock,
 );
 

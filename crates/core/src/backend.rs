@@ -468,6 +468,30 @@ pub trait RoomBackend: Send + Sync + 'static {
         message: &Message,
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
 
+    /// Every room there is (the operator's view), each with whether it
+    /// is a board.
+    fn all_rooms(&self) -> impl Future<Output = Result<Vec<(bool, RoomInfo)>, ErrorBody>> + Send;
+
+    /// The members and roles of `code`, for the operator (private or not).
+    fn room_members(
+        &self,
+        code: &str,
+    ) -> impl Future<Output = Result<(Vec<User>, Roles), ErrorBody>> + Send;
+
+    /// Ends the room `code` for the operator: every connection in it gets
+    /// `closed` (reason `closed`), and a persistent room leaves the store.
+    /// `not_found` if there is none.
+    fn close_room(&self, code: &str) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
+    /// Tells every member of every room `text` (an `Event::Notice`); how
+    /// many rooms.
+    fn announce(&self, text: &str) -> impl Future<Output = Result<usize, ErrorBody>> + Send;
+
+    /// Deletes every message of `user_id` in every room, for the operator
+    /// (the store's included): tombstones in their place, and an
+    /// `Event::Purged` in each room that held any or knows the user.
+    fn purge(&self, user_id: &str) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
     /// Messages of `range` the user may see, oldest first (the part older
     /// than what the backend keeps read from the store).
     fn read(

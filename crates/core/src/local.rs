@@ -454,6 +454,49 @@ impl RoomBackend for LocalRooms {
         Ok(rooms.values().filter(|r| r.meta.public).map(|r| (r.meta.board, r.info())).collect())
     }
 
+    async fn all_rooms(&self) -> Result<Vec<(bool, RoomInfo)>, ErrorBody> {
+        let rooms = self.inner.rooms.read();
+        Ok(rooms.values().map(|r| (r.meta.board, r.info())).collect())
+    }
+
+    async fn room_members(&self, code: &str) -> Result<(Vec<User>, Roles), ErrorBody> {
+        let room = self.room(code).ok_or_else(|| not_found(code))?;
+        room.operator_members()
+    }
+
+    async fn close_room(&self, code: &str) -> Result<(), ErrorBody> {
+        let key = self.services().room_key(code);
+        let room = self.inner.rooms.write().remove(&key).ok_or_else(|| not_found(code))?;
+        room.close_by_operator();
+        if room.is_persistent() {
+            self.services().store.delete_room(room.code()).await.map_err(|e| {
+                tracing::warn!(room = room.code(), "cannot remove a closed room: {e}");
+                storage_down()
+            })?;
+        }
+        tracing::info!(room = room.shown_code(), "room closed by the operator");
+        Ok(())
+    }
+
+    async fn announce(&self, text: &str) -> Result<usize, ErrorBody> {
+        let rooms = self.all();
+        for room in &rooms {
+            room.notice(text);
+        }
+        Ok(rooms.len())
+    }
+
+    async fn purge(&self, user_id: &str) -> Result<(), ErrorBody> {
+        for room in self.all() {
+            room.purge(user_id);
+        }
+        self.services().store.purge_user(user_id).await.map_err(|e| {
+            tracing::warn!("cannot purge a user's messages: {e}");
+            storage_down()
+        })?;
+        Ok(())
+    }
+
     fn room_count(&self) -> usize {
         self.inner.rooms.read().len()
     }

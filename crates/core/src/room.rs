@@ -906,6 +906,69 @@ impl Room {
         Ok(())
     }
 
+    /// Ends the room for the operator: every connection gets `closed`
+    /// (reason `closed`), every seat is dropped, and later ops find it
+    /// gone.
+    pub fn close_by_operator(&self) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let frame =
+            event_frame(&Event::Closed { room: self.meta.code.clone(), reason: "closed".into() });
+        for listener in state.members.values().flat_map(|m| m.conns.iter()) {
+            listener.outbox.push(frame.clone());
+        }
+        metrics::gauge!(crate::metric::MEMBERS).decrement(state.members.len() as f64);
+        state.members.clear();
+        self.member_count.store(0, Ordering::Relaxed);
+        state.closed = true;
+        state.window.clear();
+        state.dedup.clear();
+        state.dedup_order.clear();
+    }
+
+    /// The members and roles, for the operator.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` if the room is closed.
+    pub fn operator_members(&self) -> Result<(Vec<User>, Roles), ErrorBody> {
+        let state = self.state.lock();
+        if state.closed {
+            return Err(not_found(&self.meta.code));
+        }
+        Ok((state.members.values().map(|m| m.user.clone()).collect(), state.roles.clone()))
+    }
+
+    /// Tells every member `text` from the operator.
+    pub fn notice(&self, text: &str) {
+        let mut state = self.state.lock();
+        let event = Event::Notice { room: self.meta.code.clone(), text: text.to_owned() };
+        broadcast(&mut state, &event_frame(&event), |_, _| true);
+    }
+
+    /// Tombstones every message of `user_id` the room holds in memory, and
+    /// tells the members if it held any or knows the user.
+    pub fn purge(&self, user_id: &str) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let mut touched = state.visibility.contains_key(user_id);
+        for kept in state.window.iter_mut().filter(|m| m.from.id == user_id && !m.deleted) {
+            *kept = Arc::new(kept.tombstone());
+            touched = true;
+        }
+        for (key, entry) in &mut state.dedup {
+            if key.0 == user_id
+                && let Dedup::Done(done) = entry
+            {
+                *done = Arc::new(done.tombstone());
+            }
+        }
+        if touched {
+            let event = Event::Purged { room: self.meta.code.clone(), user_id: user_id.to_owned() };
+            broadcast(state, &event_frame(&event), |_, _| true);
+        }
+    }
+
     /// The user id of the member `target` names (`bad_request` if none).
     fn member_named(&self, state: &RoomState, target: &Target) -> Result<String, ErrorBody> {
         let found = match target {

@@ -147,6 +147,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, u64>;
     /// Checks that the store answers.
     fn ping(&self) -> StoreFuture<'_, ()>;
+    /// Removes a room and everything stored of it (its messages, members'
+    /// ranges, roles and bans).
+    fn delete_room<'a>(&'a self, room: &'a str) -> StoreFuture<'a, ()>;
+    /// Deletes every message of `user_id` (tombstones in their place);
+    /// returns how many.
+    fn purge_user<'a>(&'a self, user_id: &'a str) -> StoreFuture<'a, u64>;
     /// The secret named `name`: 32 random bytes made the first time it is
     /// asked for, the same ever after (and for every node sharing the
     /// store).
@@ -407,6 +413,26 @@ impl Store for MemoryStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         ready(())
+    }
+
+    fn delete_room<'a>(&'a self, room: &'a str) -> StoreFuture<'a, ()> {
+        let mut inner = self.inner.lock();
+        inner.rooms.remove(room);
+        inner.messages.remove(room);
+        inner.visibility.retain(|(r, _), _| r != room);
+        ready(())
+    }
+
+    fn purge_user<'a>(&'a self, user_id: &'a str) -> StoreFuture<'a, u64> {
+        let mut inner = self.inner.lock();
+        let mut purged = 0;
+        for message in inner.messages.values_mut().flat_map(|m| m.values_mut()) {
+            if message.from.id == user_id && !message.deleted {
+                *message = message.tombstone();
+                purged += 1;
+            }
+        }
+        ready(purged)
     }
 
     fn secret<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Vec<u8>> {

@@ -302,6 +302,17 @@ pub enum Event {
         seq: u64,
         by: User,
     },
+    /// Every message of `user` in `room` was deleted by the site's
+    /// operator: tombstones in their place.
+    Purged {
+        room: String,
+        user_id: String,
+    },
+    /// A word from the site's operator, to every room.
+    Notice {
+        room: String,
+        text: String,
+    },
     /// `user` renamed `room` to `title`.
     Title {
         room: String,

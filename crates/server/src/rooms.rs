@@ -429,6 +429,26 @@ impl RoomBackend for Rooms {
         either!(self, rooms => rooms.public_rooms().await)
     }
 
+    async fn all_rooms(&self) -> Result<Vec<(bool, RoomInfo)>, ErrorBody> {
+        either!(self, rooms => rooms.all_rooms().await)
+    }
+
+    async fn room_members(&self, code: &str) -> Result<(Vec<User>, Roles), ErrorBody> {
+        either!(self, rooms => rooms.room_members(code).await)
+    }
+
+    async fn close_room(&self, code: &str) -> Result<(), ErrorBody> {
+        either!(self, rooms => rooms.close_room(code).await)
+    }
+
+    async fn announce(&self, text: &str) -> Result<usize, ErrorBody> {
+        either!(self, rooms => rooms.announce(text).await)
+    }
+
+    async fn purge(&self, user_id: &str) -> Result<(), ErrorBody> {
+        either!(self, rooms => rooms.purge(user_id).await)
+    }
+
     fn room_count(&self) -> usize {
         either!(self, rooms => rooms.room_count())
     }

@@ -454,6 +454,27 @@ fn messages(rows: &[AnyRow]) -> Result<Vec<Message>, StoreError> {
     rows.iter().map(message).collect::<Result<_, _>>().map_err(error)
 }
 
+impl SqlStore {
+    /// A deleted message's old text is still in SQLite's write-ahead log:
+    /// it goes into the file (whose freed space is zeroed) and the log is
+    /// emptied. Best effort: a reader holding an old snapshot leaves it to
+    /// the next checkpoint. (PostgreSQL's old row versions go at its next
+    /// vacuum.)
+    async fn forget_deleted(&self) {
+        if !self.sqlite {
+            return;
+        }
+        let checkpoint = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)");
+        match checkpoint.fetch_one(&self.pool).await {
+            Ok(row) if row.try_get::<i64, _>(0).is_ok_and(|busy| busy != 0) => {
+                tracing::debug!("the checkpoint after a delete waits for readers");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("the checkpoint after a delete failed: {e}"),
+        }
+    }
+}
+
 impl Store for SqlStore {
     fn session<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<User>> {
         Box::pin(async move {
@@ -593,16 +614,8 @@ impl Store for SqlStore {
                     }
                 }
             }
-            // A deleted message's old text is still in the write-ahead log:
-            // it goes into the file (whose freed space is zeroed) and the
-            // log is emptied. Best effort: a reader holding an old snapshot
-            // leaves it to the next checkpoint.
-            if self.sqlite && batch.iter().any(|w| matches!(w, Write::Delete { .. })) {
-                if let Err(e) =
-                    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await
-                {
-                    tracing::debug!("checkpoint after a delete: {e}");
-                }
+            if batch.iter().any(|w| matches!(w, Write::Delete { .. })) {
+                self.forget_deleted().await;
             }
             Ok(())
         })
@@ -792,6 +805,39 @@ impl Store for SqlStore {
         Box::pin(async move {
             sqlx::query("SELECT 1").execute(&self.pool).await.map_err(error)?;
             Ok(())
+        })
+    }
+
+    fn delete_room<'a>(&'a self, room: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(error)?;
+            for sql in [
+                "DELETE FROM messages WHERE room = $1",
+                "DELETE FROM visibility WHERE room = $1",
+                "DELETE FROM room_roles WHERE room = $1",
+                "DELETE FROM room_bans WHERE room = $1",
+                "DELETE FROM rooms WHERE code = $1",
+            ] {
+                sqlx::query(sql).bind(room).execute(&mut *tx).await.map_err(error)?;
+            }
+            tx.commit().await.map_err(error)?;
+            self.forget_deleted().await;
+            Ok(())
+        })
+    }
+
+    fn purge_user<'a>(&'a self, user_id: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE messages SET body = '', subject = NULL, deleted = 1 \
+                 WHERE user_id = $1 AND deleted = 0",
+            )
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+            self.forget_deleted().await;
+            Ok(done.rows_affected())
         })
     }
 

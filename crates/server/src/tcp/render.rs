@@ -321,6 +321,9 @@ pub(crate) fn event(out: &mut String, event: &Event) {
         Event::Closed { room, reason } if reason == "kicked" => {
             say!(out, "[{room}] you were removed from the room by its owner or a moderator");
         }
+        Event::Closed { room, reason } if reason == "closed" => {
+            say!(out, "[{room}] the operator closed the room");
+        }
         Event::Closed { room, reason } if reason == "banned" => {
             say!(out, "[{room}] you were banned from the room by its owner or a moderator");
         }
@@ -342,6 +345,12 @@ pub(crate) fn event(out: &mut String, event: &Event) {
                 clean(&user.name),
                 plural(*seconds as usize, "second")
             );
+        }
+        Event::Notice { room, text } => {
+            say!(out, "[{room}] notice from the operator: {}", clean(text));
+        }
+        Event::Purged { room, .. } => {
+            say!(out, "[{room}] the operator deleted every message of one user");
         }
         Event::Deleted { room, seq, by } => {
             say!(out, "[{room}] message {seq} was deleted by {}", clean(&by.name));
