@@ -1,8 +1,10 @@
 //! `confab`: the chat server, its terminal client and its load generator.
 
+mod admin;
 mod bench;
 mod connect;
 mod healthcheck;
+mod http_client;
 mod unchecked_tls;
 
 use std::io::IsTerminal;
@@ -67,6 +69,9 @@ enum Command {
     },
     /// Generate load against a server and measure it.
     Bench(bench::BenchArgs),
+    /// The operator's actions on a running server (its --admin-token in
+    /// CONFAB_ADMIN_TOKEN): rooms, closing a room, notices, purges, address bans.
+    Admin(admin::AdminArgs),
     /// Exit 0 if a server is ready (its /readyz answers 200), else 1: for container and
     /// service health checks.
     Healthcheck {
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
     let cli = match cli.command {
         Command::Bench(args) => return bench::run(args),
         Command::Healthcheck { url } => return healthcheck::run(url.as_deref()),
+        Command::Admin(args) => return admin::run(args),
         command => Cli { command, ..cli },
     };
     // On one core (a container with one CPU, or `taskset -c 0`) the
@@ -123,7 +129,9 @@ fn main() -> ExitCode {
             };
             runtime.block_on(connect::run(host, port, security))
         }
-        Command::Bench(_) | Command::Healthcheck { .. } => unreachable!("run above"),
+        Command::Bench(_) | Command::Healthcheck { .. } | Command::Admin(_) => {
+            unreachable!("run above")
+        }
     }
 }
 

@@ -1011,3 +1011,55 @@ fn in_a_cluster_rooms_created_and_ended_are_logged_private_ones_without_their_co
     signal(&running.child, "-TERM");
     assert!(wait_exit(running).success());
 }
+
+/// Runs `confab admin ARGS` against `server` with `token` in the
+/// environment (none: unset).
+fn confab_admin(server: &str, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+    command.args(["admin", "--server", server]).args(args).env_remove("CONFAB_ADMIN_TOKEN");
+    if let Some(token) = token {
+        command.env("CONFAB_ADMIN_TOKEN", token);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn confab_admin_speaks_the_operators_api_with_the_token_from_the_environment() {
+    // Too short a token stops the start, naming it.
+    let (code, said) = refused(&["--http", "127.0.0.1:0"], &[("CONFAB_ADMIN_TOKEN", "short")]);
+    assert_eq!(code, Some(2));
+    assert!(said.contains("CONFAB_ADMIN_TOKEN") && said.contains("24"), "{said}");
+    assert!(!said.contains("short"), "never the token: {said}");
+
+    let token = "a-token-long-enough-for-the-operator";
+    let running = serve(&["--http", "127.0.0.1:0"], &[("CONFAB_ADMIN_TOKEN", token)]);
+    let server = format!("http://{}", running.addr);
+    let rooms = confab_admin(&server, Some(token), &["rooms"]);
+    let out = String::from_utf8_lossy(&rooms.stdout);
+    assert_eq!(rooms.status.code(), Some(0), "{}", String::from_utf8_lossy(&rooms.stderr));
+    assert!(out.starts_with("rooms (1):\nmain | "), "{out}");
+    assert!(out.contains("| board | persistent"), "{out}");
+    let json = confab_admin(&server, Some(token), &["--json", "bans"]);
+    assert_eq!(String::from_utf8_lossy(&json.stdout).trim(), r#"{"bans":[]}"#);
+    let banned = confab_admin(&server, Some(token), &["ban", "198.51.100.7", "--minutes", "60"]);
+    assert_eq!(banned.status.code(), Some(0));
+    let bans = confab_admin(&server, Some(token), &["bans"]);
+    let out = String::from_utf8_lossy(&bans.stdout);
+    assert!(out.starts_with("bans (1):\n") && out.contains("until "), "{out}");
+    assert!(!out.contains("198.51.100.7"), "{out}");
+    let lifted = confab_admin(&server, Some(token), &["unban", "198.51.100.7"]);
+    assert_eq!(lifted.status.code(), Some(0), "{}", String::from_utf8_lossy(&lifted.stderr));
+    let told = confab_admin(&server, Some(token), &["announce", "back", "in", "five"]);
+    assert_eq!(String::from_utf8_lossy(&told.stdout), "told 1 rooms\n");
+    // The wrong token: refused, saying so; none at all: a usage error.
+    let wrong = confab_admin(&server, Some("not-the-token-at-all-not-at-all"), &["rooms"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+    let none = confab_admin(&server, None, &["rooms"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("CONFAB_ADMIN_TOKEN"));
+    let closing = confab_admin(&server, Some(token), &["close", "main"]);
+    assert_eq!(closing.status.code(), Some(1), "a board is not closed");
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+}

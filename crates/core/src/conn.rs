@@ -65,6 +65,8 @@ pub struct Conn<B: RoomBackend = LocalRooms> {
     peer: Option<IpAddr>,
     /// Its keyed hash, as bans keep it (none for loopback).
     address: Option<String>,
+    /// The hub's site bans this connection was last checked against.
+    ban_epoch: u64,
 }
 
 #[derive(Serialize)]
@@ -117,7 +119,17 @@ impl<B: RoomBackend> Conn<B> {
     pub fn open(hub: &Hub<B>, outbox: Outbox, peer: Option<IpAddr>) -> Conn<B> {
         let id = hub.connected();
         let address = hub.address_key(peer);
-        Conn { hub: hub.clone(), id, outbox, user: None, seats: Vec::new(), peer, address }
+        let ban_epoch = hub.site_ban_epoch();
+        Conn {
+            hub: hub.clone(),
+            id,
+            outbox,
+            user: None,
+            seats: Vec::new(),
+            peer,
+            address,
+            ban_epoch,
+        }
     }
 
     /// The user, once `hello` has been answered.
@@ -201,6 +213,7 @@ impl<B: RoomBackend> Conn<B> {
     }
 
     async fn apply(&mut self, id: Option<i64>, op: ClientOp) -> Result<(), ErrorBody> {
+        self.check_site_ban()?;
         let user = self.authenticated()?;
         let config = self.hub.config();
         let rooms = self.hub.backend();
@@ -494,6 +507,9 @@ impl<B: RoomBackend> Conn<B> {
                 )),
             );
         }
+        if self.hub.address_banned(self.address.as_deref()) {
+            return self.fail(id, site_banned());
+        }
         let name = match validate_name(&name, self.hub.config().limits.name_chars) {
             Ok(name) => name,
             Err(e) => return self.fail(id, e),
@@ -630,6 +646,26 @@ impl<B: RoomBackend> Conn<B> {
         })
     }
 
+    /// Lets go of a connection whose address the operator banned since it
+    /// was last checked: it leaves its rooms and is a stranger again (its
+    /// `hello` refused).
+    fn check_site_ban(&mut self) -> Result<(), ErrorBody> {
+        let epoch = self.hub.site_ban_epoch();
+        if epoch == self.ban_epoch {
+            return Ok(());
+        }
+        self.ban_epoch = epoch;
+        if !self.hub.address_banned(self.address.as_deref()) {
+            return Ok(());
+        }
+        if let Some(user) = self.user.take() {
+            for seat in self.seats.drain(..) {
+                self.hub.backend().disconnect(seat, self.id, &user.id, false);
+            }
+        }
+        Err(site_banned())
+    }
+
     /// Where among this connection's own rooms `code` is.
     fn seat_index(&self, code: &str) -> Option<usize> {
         let key = code.trim();
@@ -693,6 +729,10 @@ fn checked_title(title: &str, chars: usize) -> Result<Option<String>, ErrorBody>
         return Err(bad("title must not contain control characters"));
     }
     Ok(Some(title.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
+fn site_banned() -> ErrorBody {
+    ErrorBody::new(ErrorCode::Forbidden, "this address is banned from this server")
 }
 
 fn page_limit(limit: Option<u32>) -> Result<usize, ErrorBody> {

@@ -65,7 +65,17 @@ struct Shared<B> {
     next_conn: AtomicU64,
     connections: AtomicUsize,
     shutting_down: AtomicBool,
+    /// Addresses banned from the server (keyed hashes), until when (ms;
+    /// `None`: until lifted): the store's, read again every few seconds.
+    site_bans: Mutex<HashMap<String, Option<u64>>>,
+    /// Bumped when `site_bans` changes, so that a connection checks its
+    /// address again only then.
+    site_ban_epoch: AtomicU64,
 }
+
+/// How often a node reads the site bans from the store (other nodes'
+/// bans reach it within this).
+const SITE_BANS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Hub<LocalRooms> {
     /// Opens a hub of one node on `store`, with its rooms here: records
@@ -97,9 +107,12 @@ impl<B: RoomBackend> Hub<B> {
                 next_conn: AtomicU64::new(1),
                 connections: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
+                site_bans: Mutex::new(HashMap::new()),
+                site_ban_epoch: AtomicU64::new(0),
             }),
         };
         tokio::spawn(forget_idle_limits(Arc::downgrade(&hub.shared)));
+        tokio::spawn(read_site_bans(Arc::downgrade(&hub.shared)));
         let config = &hub.shared.services.config;
         if !(config.room_retention.is_off() && config.board_retention.is_off()) {
             tokio::spawn(prune_loop(Arc::downgrade(&hub.shared)));
@@ -131,6 +144,87 @@ impl<B: RoomBackend> Hub<B> {
     /// The keyed hash a ban keeps of a client's address.
     pub(crate) fn address_key(&self, peer: Option<std::net::IpAddr>) -> Option<String> {
         self.shared.services.address_key(peer)
+    }
+
+    /// Whether the address of keyed hash `address` is banned from the
+    /// server now.
+    pub(crate) fn address_banned(&self, address: Option<&str>) -> bool {
+        let Some(address) = address else { return false };
+        let bans = self.shared.site_bans.lock();
+        bans.get(address).is_some_and(|until| until.is_none_or(|u| u > crate::unix_ms()))
+    }
+
+    /// The keyed hash bans keep of `address` (`None` for loopback).
+    pub fn address_hash(&self, address: std::net::IpAddr) -> Option<String> {
+        self.address_key(Some(address))
+    }
+
+    /// Changes whenever the site bans do.
+    pub(crate) fn site_ban_epoch(&self) -> u64 {
+        self.shared.site_ban_epoch.load(Ordering::Relaxed)
+    }
+
+    /// Bans `address` from the whole server (every node within a few
+    /// seconds, this one at once): its new sessions are refused and its
+    /// connections are let go at their next op. `None` for an address no
+    /// ban may hold (loopback).
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when the store cannot take it.
+    pub async fn ban_address(
+        &self,
+        address: std::net::IpAddr,
+        ban: Option<Duration>,
+        reason: &str,
+    ) -> Result<Option<crate::SiteBan>, ErrorBody> {
+        let Some(key) = self.address_key(Some(address)) else { return Ok(None) };
+        let until =
+            ban.map(|d| crate::unix_ms() + u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
+        let ban = crate::SiteBan {
+            address: key.clone(),
+            until,
+            reason: reason.to_owned(),
+            created: crate::now_rfc3339(),
+        };
+        self.shared.services.store.save_site_ban(&ban).await.map_err(|e| {
+            tracing::warn!("cannot store a site ban: {e}");
+            crate::frames::storage_down()
+        })?;
+        self.shared.site_bans.lock().insert(key, until);
+        self.shared.site_ban_epoch.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(ban))
+    }
+
+    /// The addresses banned from the server now (as keyed hashes).
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when the store cannot answer.
+    pub async fn site_bans(&self) -> Result<Vec<crate::SiteBan>, ErrorBody> {
+        let now = crate::unix_ms();
+        let bans = self.shared.services.store.site_bans().await.map_err(|e| {
+            tracing::warn!("cannot read the site bans: {e}");
+            crate::frames::storage_down()
+        })?;
+        Ok(bans.into_iter().filter(|b| b.until.is_none_or(|u| u > now)).collect())
+    }
+
+    /// Lifts the site ban of an address by its keyed hash; whether there
+    /// was one.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when the store cannot take it.
+    pub async fn lift_site_ban(&self, address: &str) -> Result<bool, ErrorBody> {
+        let lifted = self.shared.services.store.delete_site_ban(address).await.map_err(|e| {
+            tracing::warn!("cannot lift a site ban: {e}");
+            crate::frames::storage_down()
+        })?;
+        if self.shared.site_bans.lock().remove(address).is_some() {
+            self.shared.site_ban_epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(lifted)
     }
 
     /// Waits (up to `limit`) until the writes queued for the store so far
@@ -358,6 +452,32 @@ async fn prune_loop<B: RoomBackend>(shared: Weak<Shared<B>>) {
 
 /// Lets rate-limit buckets of idle users go, once a minute. Ends when the
 /// hub is gone.
+/// Reads the site bans from the store now and every few seconds, while
+/// the hub lives.
+async fn read_site_bans<B: RoomBackend>(shared: Weak<Shared<B>>) {
+    loop {
+        let Some(store) = shared.upgrade().map(|s| s.services.store.clone()) else { return };
+        match store.site_bans().await {
+            Ok(bans) => {
+                let Some(shared) = shared.upgrade() else { return };
+                let now = crate::unix_ms();
+                let read: HashMap<String, Option<u64>> = bans
+                    .into_iter()
+                    .filter(|b| b.until.is_none_or(|u| u > now))
+                    .map(|b| (b.address, b.until))
+                    .collect();
+                let mut bans = shared.site_bans.lock();
+                if *bans != read {
+                    *bans = read;
+                    shared.site_ban_epoch.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::debug!("cannot read the site bans: {e}"),
+        }
+        tokio::time::sleep(SITE_BANS_EVERY).await;
+    }
+}
+
 async fn forget_idle_limits<B: RoomBackend>(shared: Weak<Shared<B>>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;

@@ -39,5 +39,6 @@ pub use local::{LocalRooms, LocalSeat};
 pub use outbox::{CloseReason, CloseSignal, Next, Outbox, OutboxReceiver};
 pub use rates::{Rate, Rates};
 pub use store::{
-    Appended, MemoryStore, Store, StoreError, StoreFuture, StoredRoom, StoredVisibility, Write,
+    Appended, MemoryStore, SiteBan, Store, StoreError, StoreFuture, StoredRoom, StoredVisibility,
+    Write,
 };

@@ -43,6 +43,19 @@ pub struct StoredRoom {
     pub slow: u32,
 }
 
+/// An address the operator banned from the whole server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SiteBan {
+    /// The address's keyed hash (`Services::address_key`).
+    pub address: String,
+    /// Until when, in ms since the Unix epoch; `None`: until lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    pub reason: String,
+    /// RFC 3339 UTC.
+    pub created: String,
+}
+
 /// What a user may see of a room: from `from` on, up to `left_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredVisibility {
@@ -147,6 +160,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, u64>;
     /// Checks that the store answers.
     fn ping(&self) -> StoreFuture<'_, ()>;
+    /// The addresses banned from the whole server (some may have run out).
+    fn site_bans(&self) -> StoreFuture<'_, Vec<SiteBan>>;
+    /// Bans an address from the whole server (replacing its ban).
+    fn save_site_ban<'a>(&'a self, ban: &'a SiteBan) -> StoreFuture<'a, ()>;
+    /// Lifts the ban of an address (by its hash); whether there was one.
+    fn delete_site_ban<'a>(&'a self, address: &'a str) -> StoreFuture<'a, bool>;
     /// Removes a room and everything stored of it (its messages, members'
     /// ranges, roles and bans).
     fn delete_room<'a>(&'a self, room: &'a str) -> StoreFuture<'a, ()>;
@@ -172,6 +191,7 @@ struct Memory {
     messages: HashMap<String, BTreeMap<u64, Message>>,
     visibility: HashMap<(String, String), StoredVisibility>,
     secrets: HashMap<String, Vec<u8>>,
+    site_bans: BTreeMap<String, SiteBan>,
 }
 
 impl MemoryStore {
@@ -413,6 +433,19 @@ impl Store for MemoryStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         ready(())
+    }
+
+    fn site_bans(&self) -> StoreFuture<'_, Vec<SiteBan>> {
+        ready(self.inner.lock().site_bans.values().cloned().collect())
+    }
+
+    fn save_site_ban<'a>(&'a self, ban: &'a SiteBan) -> StoreFuture<'a, ()> {
+        self.inner.lock().site_bans.insert(ban.address.clone(), ban.clone());
+        ready(())
+    }
+
+    fn delete_site_ban<'a>(&'a self, address: &'a str) -> StoreFuture<'a, bool> {
+        ready(self.inner.lock().site_bans.remove(address).is_some())
     }
 
     fn delete_room<'a>(&'a self, room: &'a str) -> StoreFuture<'a, ()> {

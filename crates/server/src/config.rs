@@ -120,6 +120,11 @@ pub struct ServeArgs {
     /// either way
     #[arg(long, env = "CONFAB_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// Token of the operator's API (/admin/v1/, `confab admin`), at least 24 characters;
+    /// without it the API is off. Give it in the environment or the config file: a flag
+    /// shows in the process list
+    #[arg(long, env = "CONFAB_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
     /// Typing indicators per user; more are dropped unsent [default: 4/s,burst=8]
     #[arg(long, env = "CONFAB_TYPING_RATE", value_name = "RATE")]
     pub typing_rate: Option<String>,
@@ -177,6 +182,38 @@ pub enum ConfigError {
 }
 
 /// The resolved configuration of a server.
+/// A value that is never shown: `Debug` prints a placeholder.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(secret)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// The shortest `--admin-token` taken.
+pub const ADMIN_TOKEN_MIN: usize = 24;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http: String,
@@ -185,6 +222,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// The audit log's file, when given.
     pub audit_log: Option<PathBuf>,
+    /// The operator's API token; `None`: the API is off.
+    pub admin_token: Option<Secret>,
     /// A separate address for `/metrics`; `None` serves it on `http`.
     pub metrics: Option<String>,
     pub data: PathBuf,
@@ -211,6 +250,7 @@ impl Default for Config {
             tcp: "127.0.0.1:6789".into(),
             tls: None,
             audit_log: None,
+            admin_token: None,
             metrics: None,
             data: PathBuf::from("./confab-data"),
             database: None,
@@ -282,9 +322,21 @@ impl ServeArgs {
                 ));
             }
         };
+        let admin_token = match args.admin_token {
+            Some(token) if token.expose().trim().chars().count() < ADMIN_TOKEN_MIN => {
+                return Err(invalid(
+                    "admin-token",
+                    format!(
+                        "it must be at least {ADMIN_TOKEN_MIN} characters (try `openssl rand -hex 24`)"
+                    ),
+                ));
+            }
+            token => token,
+        };
         Ok(Config {
             tls,
             audit_log: args.audit_log,
+            admin_token,
             edge,
             http,
             tcp,
@@ -615,6 +667,7 @@ impl ServeArgs {
             report_rate: self.report_rate.or(lower.report_rate),
             moderation_rate: self.moderation_rate.or(lower.moderation_rate),
             audit_log: self.audit_log.or(lower.audit_log),
+            admin_token: self.admin_token.or(lower.admin_token),
             max_rooms_per_connection: self
                 .max_rooms_per_connection
                 .or(lower.max_rooms_per_connection),

@@ -1,6 +1,7 @@
 //! The confab server: edge adapters (WebSocket, HTTP pages), configuration
 //! and the run loop around a [`confab_core::Hub`].
 
+mod admin;
 pub mod admission;
 pub mod config;
 mod http;
@@ -49,6 +50,8 @@ pub(crate) struct App {
     /// TLS on the HTTP listener, and on the terminal listener.
     tls: Option<tls::Tls>,
     terminal_tls: Option<tls::Tls>,
+    /// The digest of the operator's API token; `None`: the API is off.
+    admin: Option<[u8; 32]>,
 }
 
 impl App {
@@ -155,7 +158,11 @@ impl Server {
             spread: spread_of(config.drain),
             tls: certificates.clone().map(tls::Tls::http),
             terminal_tls: certificates.clone().map(tls::Tls::terminal),
+            admin: config.admin_token.as_ref().map(|t| admin::digest(t.expose())),
         };
+        if app.admin.is_some() {
+            tracing::info!("the operator's API is on: /admin/v1/");
+        }
         let stop = CancellationToken::new();
         tokio::spawn(tcp::listen(tcp_listener, app.clone()));
         tokio::spawn(mem::trim_after_bursts(stop.clone()));

@@ -808,6 +808,57 @@ impl Store for SqlStore {
         })
     }
 
+    fn site_bans(&self) -> StoreFuture<'_, Vec<confab_core::SiteBan>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT address, until_ms, reason, created FROM site_bans")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(confab_core::SiteBan {
+                        address: row.try_get("address")?,
+                        until: row
+                            .try_get::<Option<i64>, _>("until_ms")?
+                            .and_then(|u| u64::try_from(u).ok()),
+                        reason: row.try_get("reason")?,
+                        created: row.try_get("created")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(error)
+        })
+    }
+
+    fn save_site_ban<'a>(&'a self, ban: &'a confab_core::SiteBan) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO site_bans (address, until_ms, reason, created) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (address) DO UPDATE SET until_ms = excluded.until_ms, \
+                 reason = excluded.reason, created = excluded.created",
+            )
+            .bind(&ban.address)
+            .bind(ban.until.map(int))
+            .bind(&ban.reason)
+            .bind(&ban.created)
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+            Ok(())
+        })
+    }
+
+    fn delete_site_ban<'a>(&'a self, address: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM site_bans WHERE address = $1")
+                .bind(address)
+                .execute(&self.pool)
+                .await
+                .map_err(error)?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
     fn delete_room<'a>(&'a self, room: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(error)?;

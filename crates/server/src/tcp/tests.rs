@@ -197,6 +197,7 @@ async fn session() -> BufReader<DuplexStream> {
         spread: Duration::ZERO,
         tls: None,
         terminal_tls: None,
+        admin: None,
     };
     let ticket = edge.admit(Ipv4Addr::LOCALHOST.into()).expect("room for one connection");
     let (client, server) = tokio::io::duplex(4096);
