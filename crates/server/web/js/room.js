@@ -131,9 +131,15 @@ client.on('title', ({ room: where, title, user }) => {
   const who = user.id === client.user?.id ? 'You' : user.name;
   timeline.system(`${who} renamed the room “${title}”`);
 });
-client.on('deleted', ({ room: where, seq, by }) => {
+client.on('deleted', ({ room: where, seq }) => {
   if (!isThisRoom(where)) return;
   timeline.markDeleted(seq);
+});
+client.on('purged', ({ room: where, user_id: userId }) => {
+  if (isThisRoom(where)) timeline.markDeletedFrom(userId);
+});
+client.on('notice', ({ room: where, text }) => {
+  if (isThisRoom(where)) timeline.system(`From the operator: ${text}`);
 });
 client.on('typing', ({ room: where, user, active }) => {
   if (isThisRoom(where)) members.setTyping(user, active);
@@ -148,6 +154,8 @@ client.on('closed', ({ room: where, reason }) => {
     roomEnded('You were removed from this room by its owner or a moderator.');
   } else if (reason === 'banned') {
     roomEnded('You were banned from this room by its owner or a moderator.');
+  } else if (reason === 'closed') {
+    roomEnded('The operator of this server closed this room.');
   } else {
     roomEnded('This room has ended.');
   }

@@ -70,6 +70,13 @@ export class Timeline {
     this.list.classList.toggle('moderating', moderating);
   }
 
+  /** Every message of `userId` was deleted. */
+  markDeletedFrom(userId) {
+    for (const [seq, item] of this.bySeq) {
+      if (item.dataset.from === userId) this.markDeleted(seq);
+    }
+  }
+
   /** Message `seq` was deleted: a tombstone in its place. */
   markDeleted(seq) {
     const item = this.bySeq.get(seq);

@@ -1,0 +1,79 @@
+// The operator's actions as the people in a room see them: a notice, a
+// user's messages purged, and the room closed under them.
+
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { launchBrowser, newPerson, TIMEOUT } from '../lib/browser.mjs';
+import { createRoom, joinByCode, send, waitForMessage } from '../lib/chat.mjs';
+import { startServer } from '../lib/server.mjs';
+
+const OUT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../target/e2e');
+const TOKEN = 'an-operator-token-for-the-browser-test';
+
+describe('the operator', { timeout: 120_000 }, () => {
+  let server;
+  let browser;
+  const people = [];
+
+  async function person(options) {
+    const p = await newPerson(browser, options);
+    people.push(p);
+    return p;
+  }
+
+  /** One call of the operator's API. */
+  async function api(method, route, body) {
+    const response = await fetch(`${server.url}/admin/v1/${route}`, {
+      method,
+      headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    assert.equal(response.status, 200, `${method} ${route}`);
+    return response.json();
+  }
+
+  before(async () => {
+    await mkdir(OUT, { recursive: true });
+    server = await startServer(['--admin-token', TOKEN]);
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    for (const { page } of people) assert.deepEqual(page.problems, [], 'no script errors or CSP violations');
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test('a notice, a purge and a closed room reach the page', async () => {
+    const ann = await person();
+    const bob = await person({ colorScheme: 'light' });
+    const code = await createRoom(ann.page, server.url, { name: 'Ann', title: 'Night shift', seats: '3' });
+    await joinByCode(bob.page, server.url, 'Bob', code);
+    await send(bob.page, 'visit my shady site');
+    await send(ann.page, 'please do not');
+    await waitForMessage(ann.page, 'visit my shady site');
+
+    await api('POST', 'announce', { text: 'Maintenance at 22:00 UTC' });
+    for (const page of [ann.page, bob.page]) {
+      await page.waitForFunction(() => [...document.querySelectorAll('#messages .system')]
+        .some((line) => line.textContent === 'From the operator: Maintenance at 22:00 UTC'), null, { timeout: TIMEOUT });
+    }
+
+    const { members } = await api('GET', `rooms/${code}`);
+    const bobId = members.find((m) => m.name === 'Bob').id;
+    await api('POST', `users/${bobId}/purge`);
+    await ann.page.waitForFunction(() => document.querySelectorAll('#messages .msg[data-deleted="true"]').length === 1,
+      null, { timeout: TIMEOUT });
+    assert.equal(await ann.page.locator('#messages .msg', { hasText: 'visit my shady site' }).count(), 0);
+    await waitForMessage(ann.page, 'please do not');
+    await bob.page.screenshot({ path: path.join(OUT, 'operator-notice-purge.png'), animations: 'disabled' });
+
+    await api('POST', `rooms/${code}/close`);
+    await ann.page.waitForFunction(() => document.body.textContent
+      .includes('The operator of this server closed this room.'), null, { timeout: TIMEOUT });
+    await ann.page.screenshot({ path: path.join(OUT, 'operator-closed-dark.png'), animations: 'disabled' });
+  });
+});
