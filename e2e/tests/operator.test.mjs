@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { launchBrowser, newPerson, TIMEOUT } from '../lib/browser.mjs';
-import { createRoom, joinByCode, send, waitForMessage } from '../lib/chat.mjs';
+import { createRoom, joinByCode, send, waitForMessage, waitForText } from '../lib/chat.mjs';
 import { startServer } from '../lib/server.mjs';
 
 const OUT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../target/e2e');
@@ -70,6 +70,13 @@ describe('the operator', { timeout: 120_000 }, () => {
     assert.equal(await ann.page.locator('#messages .msg', { hasText: 'visit my shady site' }).count(), 0);
     await waitForMessage(ann.page, 'please do not');
     await bob.page.screenshot({ path: path.join(OUT, 'operator-notice-purge.png'), animations: 'disabled' });
+
+    // The defensive mode: a new visitor's page solves the puzzle and comes in.
+    await api('POST', 'defense', { bits: 12 });
+    const cleo = await person();
+    await joinByCode(cleo.page, server.url, 'Cleo', code);
+    await waitForText(cleo.page, '#conn-label', 'Connected');
+    await api('POST', 'defense', { bits: 0 });
 
     await api('POST', `rooms/${code}/close`);
     await ann.page.waitForFunction(() => document.body.textContent

@@ -47,6 +47,15 @@ enum Action {
     Bans,
     /// Lift a ban, by the address or by the hash `bans` lists
     Unban { address: String },
+    /// The defensive mode: `on` (new sessions must solve a small puzzle), `off`, or
+    /// `status`
+    Defense {
+        #[arg(value_parser = ["on", "off", "status"])]
+        state: String,
+        /// How hard the puzzle is, in bits of work (16: about a second on a phone)
+        #[arg(long, default_value_t = 16)]
+        bits: u32,
+    },
 }
 
 /// Runs one action; 0 when the server did it, 1 when it refused or could
@@ -89,6 +98,11 @@ pub fn run(args: AdminArgs) -> ExitCode {
         }
         Action::Bans => ("GET", path("bans"), None),
         Action::Unban { address } => ("DELETE", path(&format!("bans/{}", segment(address))), None),
+        Action::Defense { state, bits } => match state.as_str() {
+            "status" => ("GET", path("defense"), None),
+            "on" => ("POST", path("defense"), Some(json!({ "bits": bits }))),
+            _ => ("POST", path("defense"), Some(json!({ "bits": 0 }))),
+        },
     };
     let authorization = format!("Bearer {}", token.trim());
     let mut headers = vec![("Authorization", authorization.as_str())];
@@ -173,6 +187,10 @@ fn show(action: &Action, answer: &Value) -> String {
             }
         }
         Action::Unban { .. } => out.push_str(&format!("lifted: {}\n", text(&answer["lifted"]))),
+        Action::Defense { .. } => match answer["bits"].as_u64() {
+            Some(0) | None => out.push_str("defensive mode: off\n"),
+            Some(bits) => out.push_str(&format!("defensive mode: on, {bits} bits of work\n")),
+        },
     }
     out
 }

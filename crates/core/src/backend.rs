@@ -546,6 +546,8 @@ pub struct Services {
     /// The key of address hashes, kept in the store so that every node and
     /// every restart hash an address alike.
     address_secret: Vec<u8>,
+    /// The key of the defensive mode's puzzles, shared alike.
+    pub(crate) pow_secret: Vec<u8>,
 }
 
 impl Services {
@@ -573,8 +575,9 @@ impl Services {
             store.save_room(&stored).await?;
         }
         let address_secret = store.secret("address").await?;
+        let pow_secret = store.secret("pow").await?;
         let persister = Persister::start(store.clone(), PERSIST_QUEUE);
-        Ok(Arc::new(Services { config, store, persister, address_secret }))
+        Ok(Arc::new(Services { config, store, persister, address_secret, pow_secret }))
     }
 
     /// Whether the store answers (false while it is down).

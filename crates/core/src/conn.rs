@@ -196,8 +196,8 @@ impl<B: RoomBackend> Conn<B> {
     pub async fn handle(&mut self, request: Request) {
         let Request { id, op } = request;
         let outcome = match op {
-            ClientOp::Hello { name, session, resume } => {
-                return self.hello(id, name, session, resume.unwrap_or_default()).await;
+            ClientOp::Hello { name, session, resume, pow } => {
+                return self.hello(id, name, session, resume.unwrap_or_default(), pow).await;
             }
             op => self.apply(id, op).await,
         };
@@ -493,6 +493,7 @@ impl<B: RoomBackend> Conn<B> {
         name: String,
         session: Option<String>,
         resume: BTreeMap<String, u64>,
+        pow: Option<confab_proto::Pow>,
     ) {
         if self.user.is_some() {
             return self.fail(id, bad("hello was already sent on this connection"));
@@ -514,7 +515,7 @@ impl<B: RoomBackend> Conn<B> {
             Ok(name) => name,
             Err(e) => return self.fail(id, e),
         };
-        let user = match self.hub.session(session.as_deref(), name, self.peer).await {
+        let user = match self.hub.session(session.as_deref(), name, self.peer, pow.as_ref()).await {
             Ok(user) => user,
             Err(e) => return self.fail(id, e),
         };

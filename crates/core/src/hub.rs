@@ -71,6 +71,10 @@ struct Shared<B> {
     /// Bumped when `site_bans` changes, so that a connection checks its
     /// address again only then.
     site_ban_epoch: AtomicU64,
+    /// The defensive mode: the bits of work a new session must show (0:
+    /// off), the store's, read with the site bans.
+    defense: std::sync::atomic::AtomicU32,
+    puzzles: crate::pow::Puzzles,
 }
 
 /// How often a node reads the site bans from the store (other nodes'
@@ -98,6 +102,7 @@ impl<B: RoomBackend> Hub<B> {
     /// runtime.
     pub fn new(services: Arc<Services>, backend: B) -> Hub<B> {
         let limiters = Mutex::new(Arc::new(Limiters::new(services.config.rates)));
+        let services_for_puzzles = services.clone();
         let hub = Hub {
             shared: Arc::new(Shared {
                 services,
@@ -109,6 +114,8 @@ impl<B: RoomBackend> Hub<B> {
                 shutting_down: AtomicBool::new(false),
                 site_bans: Mutex::new(HashMap::new()),
                 site_ban_epoch: AtomicU64::new(0),
+                defense: std::sync::atomic::AtomicU32::new(0),
+                puzzles: crate::pow::Puzzles::new(services_for_puzzles.pow_secret.clone()),
             }),
         };
         tokio::spawn(forget_idle_limits(Arc::downgrade(&hub.shared)));
@@ -152,6 +159,36 @@ impl<B: RoomBackend> Hub<B> {
         let Some(address) = address else { return false };
         let bans = self.shared.site_bans.lock();
         bans.get(address).is_some_and(|until| until.is_none_or(|u| u > crate::unix_ms()))
+    }
+
+    /// The defensive mode: the bits of work a new session must show (0:
+    /// off).
+    pub fn defense(&self) -> u32 {
+        self.shared.defense.load(Ordering::Relaxed)
+    }
+
+    /// Turns the defensive mode on (`bits` of work, up to
+    /// `pow::MAX_BITS`) or off (0), here at once and on every node within
+    /// a few seconds.
+    ///
+    /// # Errors
+    ///
+    /// `bad_request` for too many bits, `unavailable` when the store
+    /// cannot take it.
+    pub async fn set_defense(&self, bits: u32) -> Result<(), ErrorBody> {
+        if bits > crate::pow::MAX_BITS {
+            return Err(crate::frames::bad(format!(
+                "bits must be at most {}",
+                crate::pow::MAX_BITS
+            )));
+        }
+        let value = bits.to_string();
+        self.shared.services.store.save_setting("defense", &value).await.map_err(|e| {
+            tracing::warn!("cannot store the defensive mode: {e}");
+            crate::frames::storage_down()
+        })?;
+        self.shared.defense.store(bits, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The keyed hash bans keep of `address` (`None` for loopback).
@@ -329,6 +366,7 @@ impl<B: RoomBackend> Hub<B> {
         token: Option<&str>,
         name: String,
         peer: Option<IpAddr>,
+        pow: Option<&confab_proto::Pow>,
     ) -> Result<Arc<UserRecord>, ErrorBody> {
         let known = token.and_then(|token| {
             self.shared.sessions.lock().get(&ids::token_key(token)).and_then(Weak::upgrade)
@@ -363,6 +401,21 @@ impl<B: RoomBackend> Hub<B> {
                 user
             }
             None => {
+                // The defensive mode: a new session shows its work first.
+                let bits = self.defense();
+                if bits > 0 {
+                    let puzzles = &self.shared.puzzles;
+                    match pow.map(|pow| puzzles.check(pow, bits)) {
+                        Some(Ok(())) => {}
+                        Some(Err(why)) => {
+                            return Err(crate::pow::refusal(why, puzzles.issue(bits)));
+                        }
+                        None => {
+                            let why = "none was solved";
+                            return Err(crate::pow::refusal(why, puzzles.issue(bits)));
+                        }
+                    }
+                }
                 self.limiters().check_new_session(peer)?;
                 self.remember_session(UserRecord {
                     id: ids::user_id(),
@@ -473,6 +526,11 @@ async fn read_site_bans<B: RoomBackend>(shared: Weak<Shared<B>>) {
                 }
             }
             Err(e) => tracing::debug!("cannot read the site bans: {e}"),
+        }
+        if let Ok(setting) = store.setting("defense").await {
+            let Some(shared) = shared.upgrade() else { return };
+            let bits = setting.and_then(|s| s.parse().ok()).unwrap_or(0);
+            shared.defense.store(bits, Ordering::Relaxed);
         }
         tokio::time::sleep(SITE_BANS_EVERY).await;
     }

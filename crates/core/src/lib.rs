@@ -20,6 +20,7 @@ mod local;
 pub mod metric;
 mod outbox;
 mod persist;
+pub mod pow;
 mod rates;
 mod room;
 mod store;

@@ -328,6 +328,7 @@ fn refused(what: &str, wait: Duration) -> ErrorBody {
         code: ErrorCode::RateLimited,
         message: format!("{what}; try again in {ms} ms"),
         retry_after_ms: Some(ms),
+        challenge: None,
     }
 }
 

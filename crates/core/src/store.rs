@@ -172,6 +172,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every message of `user_id` (tombstones in their place);
     /// returns how many.
     fn purge_user<'a>(&'a self, user_id: &'a str) -> StoreFuture<'a, u64>;
+    /// A setting the operator made at run time (`None`: never made).
+    fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>>;
+    /// Makes a setting (replacing it).
+    fn save_setting<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, ()>;
     /// The secret named `name`: 32 random bytes made the first time it is
     /// asked for, the same ever after (and for every node sharing the
     /// store).
@@ -191,6 +195,7 @@ struct Memory {
     messages: HashMap<String, BTreeMap<u64, Message>>,
     visibility: HashMap<(String, String), StoredVisibility>,
     secrets: HashMap<String, Vec<u8>>,
+    settings: HashMap<String, String>,
     site_bans: BTreeMap<String, SiteBan>,
 }
 
@@ -437,6 +442,15 @@ impl Store for MemoryStore {
 
     fn site_bans(&self) -> StoreFuture<'_, Vec<SiteBan>> {
         ready(self.inner.lock().site_bans.values().cloned().collect())
+    }
+
+    fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        ready(self.inner.lock().settings.get(name).cloned())
+    }
+
+    fn save_setting<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, ()> {
+        self.inner.lock().settings.insert(name.to_owned(), value.to_owned());
+        ready(())
     }
 
     fn save_site_ban<'a>(&'a self, ban: &'a SiteBan) -> StoreFuture<'a, ()> {

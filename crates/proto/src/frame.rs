@@ -18,6 +18,9 @@ pub enum ClientOp {
         /// Rooms to rejoin: `{ code: last_seq }`.
         #[serde(default)]
         resume: Option<BTreeMap<String, u64>>,
+        /// A puzzle solved, when the server asked for one.
+        #[serde(default)]
+        pow: Option<crate::Pow>,
     },
     Create {
         #[serde(default)]

@@ -10,8 +10,8 @@ mod types;
 
 pub use frame::{ClientOp, FrameError, Request, parse_request};
 pub use types::{
-    BanInfo, ErrorBody, ErrorCode, Event, JoinResult, LeaveReason, Message, MuteInfo, Reply,
-    Retention, Role, Roles, RoomInfo, ServerInfo, User,
+    BanInfo, Challenge, ErrorBody, ErrorCode, Event, JoinResult, LeaveReason, Message, MuteInfo,
+    Pow, Reply, Retention, Role, Roles, RoomInfo, ServerInfo, User,
 };
 
 /// The protocol version this crate speaks.

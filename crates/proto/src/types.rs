@@ -176,11 +176,30 @@ pub struct ErrorBody {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// A puzzle to solve before `hello` is answered (the server's
+    /// defensive mode): see `Pow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<Challenge>,
+}
+
+/// A proof-of-work puzzle: find a `nonce` such that the SHA-256 of
+/// `"<token>:<nonce>"` starts with `bits` zero bits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub token: String,
+    pub bits: u32,
+}
+
+/// A puzzle solved, sent with `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pow {
+    pub token: String,
+    pub nonce: String,
 }
 
 impl ErrorBody {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody { code, message: message.into(), retry_after_ms: None }
+        ErrorBody { code, message: message.into(), retry_after_ms: None, challenge: None }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The operator's API, `/admin/v1/…`: every room and its members, closing
-//! a room, a notice to every room, purging a user's messages, and banning
-//! an address from the whole server. Off unless `--admin-token` is given;
+//! a room, a notice to every room, purging a user's messages, banning an
+//! address from the whole server, and the defensive mode (new sessions
+//! must solve a puzzle). Off unless `--admin-token` is given;
 //! each request carries it as `Authorization: Bearer <token>`, and each
 //! action taken is an entry of the audit log. (`confab admin` speaks it.)
 
@@ -39,6 +40,7 @@ pub(crate) fn router() -> Router<App> {
         .route("/admin/v1/users/{id}/purge", post(purge))
         .route("/admin/v1/bans", get(bans).post(ban))
         .route("/admin/v1/bans/{address}", delete(unban))
+        .route("/admin/v1/defense", get(defense).post(set_defense))
         .layer(DefaultBodyLimit::max(16 * 1024))
 }
 
@@ -324,6 +326,45 @@ async fn unban(
             Json(json!({ "lifted": key })).into_response()
         }
         Ok(false) => failure(ErrorBody::new(ErrorCode::NotFound, "no ban of that address")),
+        Err(e) => failure(e),
+    }
+}
+
+async fn defense(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = authorize(&app, &headers, peer) {
+        return failure(refused);
+    }
+    Json(json!({ "bits": app.hub.defense() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defense {
+    bits: u32,
+}
+
+async fn set_defense(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    if let Err(refused) = authorize(&app, &headers, peer) {
+        return failure(refused);
+    }
+    let defense: Defense = match body(&bytes) {
+        Ok(defense) => defense,
+        Err(refused) => return failure(refused),
+    };
+    match app.hub.set_defense(defense.bits).await {
+        Ok(()) => {
+            audit(&app, peer, "defense", json!({ "bits": defense.bits }));
+            Json(json!({ "bits": defense.bits })).into_response()
+        }
         Err(e) => failure(e),
     }
 }

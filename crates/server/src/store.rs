@@ -808,6 +808,33 @@ impl Store for SqlStore {
         })
     }
 
+    fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            // Settings share the secrets' table, under names of their own.
+            let row = sqlx::query("SELECT value FROM secrets WHERE name = $1")
+                .bind(format!("setting:{name}"))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(error)?;
+            row.map(|row| row.try_get("value")).transpose().map_err(error)
+        })
+    }
+
+    fn save_setting<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO secrets (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(format!("setting:{name}"))
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+            Ok(())
+        })
+    }
+
     fn site_bans(&self) -> StoreFuture<'_, Vec<confab_core::SiteBan>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT address, until_ms, reason, created FROM site_bans")

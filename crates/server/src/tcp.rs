@@ -385,7 +385,12 @@ impl Session {
             if text.trim().is_empty() {
                 return say!(self.out, "username:");
             }
-            let hello = ClientOp::Hello { name: text, session: self.session.clone(), resume: None };
+            let hello = ClientOp::Hello {
+                name: text,
+                session: self.session.clone(),
+                resume: None,
+                pow: None,
+            };
             return self.request(Pending::Hello, hello).await;
         }
         match command::parse(&text) {

@@ -150,3 +150,51 @@ async fn the_operator_lists_announces_purges_bans_and_closes() {
     }
     assert_eq!(actions, ["announce", "purge", "ban", "unban", "close"]);
 }
+
+#[tokio::test]
+async fn the_defensive_mode_asks_new_sessions_for_work_and_lets_known_ones_in() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let server =
+        start_with(|c| c.admin_token = Some(confab_server::config::Secret::new(TOKEN))).await;
+    let on = admin(&server, "POST", "/admin/v1/defense", json!({"bits": 8}), TOKEN).await;
+    assert_eq!(on.json()["bits"], 8);
+    let too_hard = admin(&server, "POST", "/admin/v1/defense", json!({"bits": 40}), TOKEN).await;
+    assert_eq!(too_hard.status, 400);
+
+    // A new visitor is asked to solve a puzzle, then let in.
+    let mut ann = WsClient::connect(&server.url).await.unwrap();
+    let asked = ann.request(json!({"op": "hello", "name": "Ann"})).await.unwrap();
+    assert_eq!(asked["error"]["code"], "forbidden", "{asked}");
+    let challenge: confab_proto::Challenge =
+        serde_json::from_value(asked["error"]["challenge"].clone()).unwrap();
+    assert_eq!(challenge.bits, 8);
+    let pow = confab_core::pow::solve(&challenge);
+    let wrong = json!({"op": "hello", "name": "Ann", "pow": {"token": pow.token, "nonce": "x"}});
+    let refused = ann.request(wrong).await.unwrap();
+    assert!(refused["error"]["challenge"].is_object(), "a new puzzle: {refused}");
+    let hello = json!({"op": "hello", "name": "Ann", "pow": pow});
+    let welcome = ann.ok(hello.clone()).await.unwrap();
+    let session = welcome["session"].as_str().unwrap().to_owned();
+    // The same answer twice: refused.
+    let mut sock = WsClient::connect(&server.url).await.unwrap();
+    let again = sock.request(hello).await.unwrap();
+    assert!(again["error"]["message"].as_str().unwrap().contains("used already"), "{again}");
+    // A known session needs no puzzle.
+    let (_tab, _) = server.tab("Ann", &session).await;
+    // The terminal says how to come in.
+    let stream = tokio::net::TcpStream::connect(server.server.tcp_addr()).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    write.write_all(b"Term\n").await.unwrap();
+    let line = loop {
+        let line = tokio::time::timeout(confab_client::WAIT, lines.next_line()).await.unwrap();
+        let line = line.unwrap().unwrap();
+        if line.starts_with("error:") {
+            break line;
+        }
+    };
+    assert!(line.contains("defensive mode") && line.contains("%session"), "{line}");
+    // Off again: anyone comes in.
+    admin(&server, "POST", "/admin/v1/defense", json!({"bits": 0}), TOKEN).await;
+    server.client("Bob").await;
+}

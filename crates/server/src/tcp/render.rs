@@ -282,6 +282,14 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
 /// Writes a failed reply to `pending` into `out`, with a hint when the
 /// error has an obvious next step.
 pub(crate) fn failure(out: &mut String, pending: &Pending, error: &ErrorBody) {
+    if error.challenge.is_some() {
+        // The terminal protocol cannot carry the puzzle's answer.
+        return say!(
+            out,
+            "error: forbidden: this server is in its defensive mode and admits new visitors \
+             through the web chat only; come back here with %session <token> before your username"
+        );
+    }
     let hint = match (error.code, pending.room()) {
         (ErrorCode::NameTaken, _) => {
             "; reconnect with another username, or with %session if it is you".to_owned()

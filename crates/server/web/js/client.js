@@ -9,6 +9,7 @@
 
 import { connect as openLongPoll } from './longpoll.js';
 import { connect as openSocket } from './transport.js';
+import { solve } from './pow.js';
 import { store } from './store.js';
 
 const REQUEST_TIMEOUT_MS = 15_000;
@@ -24,10 +25,12 @@ const PROBE_MAX_MS = 30_000;
 
 /** An error reply from the server, or a request cut short by a disconnect. */
 export class ProtocolError extends Error {
-  constructor(code, message, retryAfterMs) {
+  constructor(code, message, retryAfterMs, challenge) {
     super(message || code);
     this.code = code;
     this.retryAfterMs = retryAfterMs;
+    // A puzzle the server asks a new visitor to solve (its defensive mode).
+    this.challenge = challenge;
   }
 }
 
@@ -159,10 +162,11 @@ export class Client {
     this.transport = transport;
   }
 
-  async hello() {
+  async hello(pow) {
     const args = { name: this.name };
     const session = store.session;
     if (session) args.session = session;
+    if (pow) args.pow = pow;
     try {
       const result = await this.request('hello', args, true);
       store.session = result.session;
@@ -175,6 +179,13 @@ export class Client {
       this.emit('ready', result);
     } catch (error) {
       if (error.code === 'disconnected') return;
+      if (error.challenge && !pow) {
+        // The server's defensive mode: show the work, then say hello again.
+        this.setState('solving');
+        const solved = await solve(error.challenge);
+        if (this.transport) this.hello(solved);
+        return;
+      }
       if (FATAL_HELLO.has(error.code)) {
         this.stopped = true;
         this.transport?.close();
@@ -327,8 +338,8 @@ export class Client {
       if (frame.ok) {
         entry.resolve(frame);
       } else {
-        const { code = 'internal', message = '', retry_after_ms: retry } = frame.error ?? {};
-        entry.reject(new ProtocolError(code, message, retry ?? frame.retry_after_ms));
+        const { code = 'internal', message = '', retry_after_ms: retry, challenge } = frame.error ?? {};
+        entry.reject(new ProtocolError(code, message, retry ?? frame.retry_after_ms, challenge));
       }
     } else if (frame.ev) {
       this.emit(frame.ev, frame);

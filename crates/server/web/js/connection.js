@@ -5,6 +5,7 @@ const LABELS = {
   connecting: 'Connecting…',
   offline: 'Offline',
   stopped: 'Disconnected',
+  solving: 'Verifying…',
 };
 
 export function bindIndicator(client, root, label, connectedText = 'Connected') {
