@@ -284,6 +284,10 @@ impl Cluster {
                 code,
                 "only the owner and moderators lift bans",
             )),
+            "owners" => Err(confab_core::frames::may_not_kick(
+                code,
+                "only the owner lifts what the owner did",
+            )),
             _ => Err(confab_core::frames::not_in(code)),
         }
     }
@@ -341,16 +345,18 @@ impl Cluster {
             ))),
             "no_member" => Err(confab_core::frames::no_such_member(code, whom)),
             "no_mute" => Err(confab_core::frames::not_muted(code, whom)),
+            "owners" => Err(may_not_kick(code, "only the owner lifts what the owner did")),
+            "self_unmute" => Err(may_not_kick(code, "nobody lets themselves speak again")),
             _ => Err(confab_core::frames::not_in(code)),
         }
     }
 
-    /// Ends `code` for the operator; whether it was persistent, `None` if
-    /// there is no such room.
-    pub async fn close(&self, code: &str) -> Result<Option<bool>, ErrorBody> {
+    /// Ends `code` for the operator; whether it was persistent and public,
+    /// `None` if there is no such room.
+    pub async fn close(&self, code: &str) -> Result<Option<(bool, bool)>, ErrorBody> {
         let r = self.room_op(code, &["close", code]).await?;
         match r.status() {
-            "ok" => Ok(Some(r.int(1)? == 1)),
+            "ok" => Ok(Some((r.int(1)? == 1, r.int(2)? == 1))),
             _ => Ok(None),
         }
     }
@@ -379,7 +385,7 @@ impl Cluster {
             "ok" => Ok(()),
             "forbidden" => Err(confab_core::frames::may_not_kick(
                 code,
-                "only its author, the owner and moderators delete a message",
+                "only its author, the owner and moderators (of members' messages) delete a message",
             )),
             _ => Err(confab_core::frames::not_in(code)),
         }

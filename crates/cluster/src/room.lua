@@ -221,6 +221,36 @@ local function bar(uid, ban)
   end
 end
 
+-- Whether the ban or mute `entry` (its fields split by newlines, the
+-- maker's user JSON the `field`th) was made by the room's owner.
+local function made_by_owner(entry, field)
+  local parts, start = {}, 1
+  entry = entry or ''
+  while true do
+    local i = string.find(entry, '\n', start, true)
+    if not i then
+      parts[#parts + 1] = string.sub(entry, start)
+      break
+    end
+    parts[#parts + 1] = string.sub(entry, start, i - 1)
+    start = i + 1
+  end
+  local by = string.match(parts[field] or '', '"id":"([^"]*)"')
+  return by ~= nil and redis.call('HGET', KEYS[20], by) == 'owner'
+end
+
+-- Forgets the mutes that ran out, and "#p" with them when nothing else
+-- needs it.
+local function forget_expired_mutes()
+  local now = now_ms()
+  local fields = redis.call('HGETALL', KEYS[23])
+  for i = 1, #fields, 2 do
+    local u = tonumber(string.match(fields[i + 1], '^(%d+)'))
+    if u ~= 0 and u <= now then redis.call('HDEL', KEYS[23], fields[i]) end
+  end
+  refresh_policy()
+end
+
 local function destroy()
   for i = 1, 12 do redis.call('DEL', KEYS[i]) end
   redis.call('DEL', KEYS[14], KEYS[17], KEYS[18], KEYS[20], KEYS[21], KEYS[22], KEYS[23], KEYS[24])
@@ -240,7 +270,6 @@ local function remove_member(uid, reason)
   redis.call('HDEL', KEYS[5], uid)
   redis.call('HDEL', KEYS[4], uid)
   redis.call('HDEL', KEYS[22], uid)
-  redis.call('HDEL', KEYS[24], uid)
   local vis = redis.call('HGET', KEYS[6], uid)
   if vis then
     local from = string.match(vis, '^(%d+),')
@@ -708,7 +737,10 @@ if op == 'kick' then
   if target_role == 'moderator' and actor_role ~= 'owner' then return {'moderator'} end
   -- Bans and the addresses they bar: at most about BANS_MAX of each.
   if redis.call('HLEN', KEYS[21]) >= tonumber(ARGV[9]) and redis.call('HEXISTS', KEYS[21], target) == 0 then
-    return {'too_many'}
+    for _, uid in ipairs(redis.call('HKEYS', KEYS[21])) do
+      if string.sub(uid, 1, 1) ~= '#' then ban_of(uid) end
+    end
+    if redis.call('HLEN', KEYS[21]) >= tonumber(ARGV[9]) then return {'too_many'} end
   end
   local untilms = 0
   if tonumber(ARGV[6]) > 0 then untilms = now_ms() + tonumber(ARGV[6]) end
@@ -737,8 +769,12 @@ if op == 'unban' then
   if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
     return {'not_member'}
   end
-  if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
+  local actor_role = redis.call('HGET', KEYS[20], actor)
+  if not actor_role then return {'not_moderator'} end
   local in_force = ban_of(ARGV[4])
+  if in_force and actor_role ~= 'owner' and made_by_owner(redis.call('HGET', KEYS[21], ARGV[4]), 4) then
+    return {'owners'}
+  end
   lift(ARGV[4])
   if not in_force then return {'no_ban'} end
   return {'ok'}
@@ -779,6 +815,8 @@ if op == 'mute' then
     if not target then return {'no_member'} end
     local muted = redis.call('HGET', KEYS[23], target)
     if not muted then return {'no_mute'} end
+    if target == actor and actor_role ~= 'owner' then return {'self_unmute'} end
+    if actor_role ~= 'owner' and made_by_owner(muted, 2) then return {'owners'} end
     redis.call('HDEL', KEYS[23], target)
     refresh_policy()
     local u = tonumber(string.match(muted, '^(%d+)'))
@@ -794,7 +832,8 @@ if op == 'mute' then
   if target_role == 'owner' then return {'owner'} end
   if target_role == 'moderator' and actor_role ~= 'owner' then return {'moderator'} end
   if redis.call('HLEN', KEYS[23]) >= tonumber(ARGV[7]) and redis.call('HEXISTS', KEYS[23], target) == 0 then
-    return {'too_many'}
+    forget_expired_mutes()
+    if redis.call('HLEN', KEYS[23]) >= tonumber(ARGV[7]) then return {'too_many'} end
   end
   local untilms = 0
   if tonumber(ARGV[6]) > 0 then untilms = now_ms() + tonumber(ARGV[6]) end
@@ -812,12 +851,8 @@ if op == 'mutes' then
     return {'not_member'}
   end
   if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
-  local now, mutes = now_ms(), {}
-  for _, muted in ipairs(redis.call('HVALS', KEYS[23])) do
-    local u = tonumber(string.match(muted, '^(%d+)'))
-    if u == 0 or u > now then mutes[#mutes + 1] = muted end
-  end
-  return {'ok', mutes}
+  forget_expired_mutes()
+  return {'ok', redis.call('HVALS', KEYS[23])}
 end
 
 if op == 'slow' or op == 'title' then
@@ -851,9 +886,10 @@ if op == 'close' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
   local persistent = 1
   if redis.call('HGET', KEYS[1], 'eph') == '1' then persistent = 0 end
+  local public = redis.call('SISMEMBER', KEYS[16], code)
   redis.call('PUBLISH', CHANNEL, code .. ' 0 x closed')
   destroy()
-  return {'ok', persistent}
+  return {'ok', persistent, public}
 end
 
 if op == 'delete' then
@@ -866,7 +902,13 @@ if op == 'delete' then
   if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
     return {'not_member'}
   end
-  if actor ~= ARGV[5] and not redis.call('HGET', KEYS[20], actor) then return {'forbidden'} end
+  -- Its author; the owner, anyone's; a moderator, a plain member's.
+  if actor ~= ARGV[5] then
+    local role = redis.call('HGET', KEYS[20], actor)
+    if not role or (role == 'moderator' and redis.call('HGET', KEYS[20], ARGV[5])) then
+      return {'forbidden'}
+    end
+  end
   local n = tonumber(ARGV[4])
   local i = n - oldest()
   if i >= 0 and n <= seq() then

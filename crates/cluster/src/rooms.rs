@@ -332,13 +332,17 @@ impl RoomBackend for ClusterRooms {
         message: &Message,
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
-        self.cluster.delete(code, actor, message).await?;
-        // The store is the record: the text goes from it too.
+        // The store is the record: the text goes from it first (written
+        // again for a tombstone: a delete once refused by a full queue is
+        // completed by its retry).
         if seat.mirror.persistent() {
             let write = confab_core::Write::Delete { room: code.to_owned(), seq: message.seq };
-            self.services.remember(write);
+            self.services.try_remember(write)?;
         }
-        Ok(())
+        if message.deleted {
+            return Ok(());
+        }
+        self.cluster.delete(code, actor, message).await
     }
 
     async fn mute(
@@ -473,15 +477,17 @@ impl RoomBackend for ClusterRooms {
 
     async fn close_room(&self, code: &str) -> Result<(), ErrorBody> {
         let key = self.services.room_key(code);
-        let persistent = self.cluster.close(&key).await?;
-        let persistent = persistent.ok_or_else(|| confab_core::frames::not_found(code))?;
+        let closed = self.cluster.close(&key).await?;
+        let (persistent, public) = closed.ok_or_else(|| confab_core::frames::not_found(code))?;
         if persistent {
             self.services.store.delete_room(&key).await.map_err(|e| {
-                tracing::warn!(room = key, "cannot remove a closed room: {e}");
+                tracing::warn!(room = key, "cannot remove a closed persistent room: {e}");
                 confab_core::frames::storage_down()
             })?;
         }
-        tracing::info!(room = key, "room closed by the operator");
+        // As `RoomSpec::shown_code`: a private ephemeral room's code stays out.
+        let shown = if persistent || public { key.as_str() } else { "(private)" };
+        tracing::info!(room = shown, "room closed by the operator");
         Ok(())
     }
 

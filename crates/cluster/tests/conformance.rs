@@ -748,9 +748,11 @@ async fn ban<B: RoomBackend>(nodes: Nodes<B>) {
     ann.ok(json!({"op": "role", "room": code, "name": "Fay", "role": "moderator"})).await;
     let listed = fay.ok(json!({"op": "bans", "room": code})).await;
     assert_eq!(listed["bans"].as_array().unwrap().len(), 2);
+    // The owner's ban is the owner's to lift.
     let lift_bob = json!({"op": "unban", "room": code, "user": bob.user});
-    fay.ok(lift_bob.clone()).await;
-    assert_eq!(fay.refused(lift_bob).await, "not_found", "lifted already");
+    assert_eq!(fay.refused(lift_bob.clone()).await, "forbidden", "a moderator");
+    ann.ok(lift_bob.clone()).await;
+    assert_eq!(ann.refused(lift_bob).await, "not_found", "lifted already");
     eve.join(&code).await;
     bob.join(&code).await;
     ann.ok(json!({"op": "unban", "room": code, "user": cleo.user})).await;
@@ -807,6 +809,11 @@ async fn mute_slow_title<B: RoomBackend>(nodes: Nodes<B>) {
         let listed = ann.ok(json!({"op": "bans", "room": code})).await;
         assert_eq!(listed["mutes"][0]["user"]["name"], "Bob", "{listed}");
         assert!(listed["mutes"][0]["until"].is_string(), "{listed}");
+        // A moderator the owner muted does not lift it.
+        ann.ok(json!({"op": "role", "room": code, "name": "Bob", "role": "moderator"})).await;
+        let own = json!({"op": "unmute", "room": code, "user": bob.user});
+        assert_eq!(bob.refused(own).await, "forbidden");
+        ann.ok(json!({"op": "role", "room": code, "name": "Bob", "role": "member"})).await;
         ann.ok(json!({"op": "unmute", "room": code, "user": bob.user})).await;
         let event = bob.next_in(&code, "muted").await;
         assert_eq!(event["muted"], false, "{event}");
@@ -826,6 +833,11 @@ async fn mute_slow_title<B: RoomBackend>(nodes: Nodes<B>) {
         assert!((50_000..=60_000).contains(&wait), "{refused}");
         let retried = bob.ok(post).await;
         assert_eq!(retried["message"]["seq"], first, "the retry is answered");
+        // Leaving and coming back is no way around it.
+        bob.ok(json!({"op": "leave", "room": code})).await;
+        bob.join(&code).await;
+        let refused = bob.call(json!({"op": "post", "room": code, "body": "back"})).await;
+        assert_eq!(refused["error"]["code"], "rate_limited", "{refused}");
         ann.post(&code, "owner one").await;
         ann.post(&code, "owner two").await;
         let mut cleo = Client::new(&nodes.a, "Cleo").await;
@@ -897,6 +909,13 @@ async fn delete<B: RoomBackend>(nodes: Nodes<B>) {
             .map(|m| m["body"].as_str().unwrap())
             .collect();
         assert_eq!(backlog, ["", "keep me"]);
+        // A moderator deletes a member's, not the owner's.
+        let owners = ann.post(&code, "the owner's word").await;
+        ann.ok(json!({"op": "role", "room": code, "name": "Bob", "role": "moderator"})).await;
+        let not_owners = json!({"op": "delete", "room": code, "seq": owners});
+        assert_eq!(bob.refused(not_owners).await, "forbidden");
+        ann.ok(json!({"op": "role", "room": code, "name": "Bob", "role": "member"})).await;
+        ann.ok(json!({"op": "delete", "room": code, "seq": owners})).await;
         // The owner deletes anyone's; a second delete is answered alike.
         let keep = json!({"op": "delete", "room": code, "seq": other});
         ann.ok(keep.clone()).await;

@@ -14,6 +14,14 @@ pub struct AdminArgs {
     /// Print the server's JSON answer as it is
     #[arg(long)]
     json: bool,
+    /// With https://, trust the certificates of this PEM file instead of the system's
+    /// bundle (a self-signed server)
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// With https://, trust any certificate: the token goes to whoever answers, so for
+    /// a test server only
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
     #[command(subcommand)]
     action: Action,
 }
@@ -104,6 +112,26 @@ pub fn run(args: AdminArgs) -> ExitCode {
             _ => ("POST", path("defense"), Some(json!({ "bits": 0 }))),
         },
     };
+    let host = server.split("://").nth(1).unwrap_or("").split('/').next().unwrap_or("");
+    let host = crate::http_client::host_of(host);
+    if server.starts_with("http://") && !matches!(host, "127.0.0.1" | "::1" | "localhost") {
+        eprintln!("confab: warning: the token crosses the network in the clear; use https://");
+    }
+    // The token goes only to a server whose certificate checks out.
+    let tls = if server.starts_with("https://") {
+        match crate::connect::client_config(args.ca.as_deref(), args.insecure) {
+            Ok(mut config) => {
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(std::sync::Arc::new(config))
+            }
+            Err(e) => {
+                eprintln!("confab: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     let authorization = format!("Bearer {}", token.trim());
     let mut headers = vec![("Authorization", authorization.as_str())];
     let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -111,7 +139,7 @@ pub fn run(args: AdminArgs) -> ExitCode {
         headers.push(("Content-Type", "application/json"));
     }
     let (status, answer) =
-        match crate::http_client::request(method, &url, &headers, body.as_bytes()) {
+        match crate::http_client::request(method, &url, &headers, body.as_bytes(), tls) {
             Ok(answer) => answer,
             Err(e) => {
                 eprintln!("confab: {url}: {e}");

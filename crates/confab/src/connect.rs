@@ -68,38 +68,49 @@ impl Security {
     ///
     /// The certificates cannot be read.
     pub fn tls(ca: Option<&std::path::Path>, insecure: bool) -> Result<Security, String> {
-        let mut config = if insecure {
-            crate::unchecked_tls::config()
-        } else {
-            let bundle = match ca {
-                Some(path) => path.to_owned(),
-                None => SYSTEM_BUNDLES
-                    .iter()
-                    .map(std::path::PathBuf::from)
-                    .find(|path| path.is_file())
-                    .ok_or("no system CA bundle found; give --ca FILE (or --insecure)")?,
-            };
-            let pem =
-                std::fs::read(&bundle).map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
-                roots.add(cert).map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("--ca {}: no certificate in it", bundle.display()));
-            }
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                confab_server::tls::provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth()
-        };
+        let mut config = client_config(ca, insecure)?;
         config.alpn_protocols = vec![confab_server::tls::TERMINAL_ALPN.to_vec()];
         Ok(Security(Some(TlsConnector::from(std::sync::Arc::new(config)))))
     }
+}
+
+/// A TLS client trusting the certificates of `ca` (PEM), or of the
+/// system's bundle without it; or any certificate, if `insecure`.
+///
+/// # Errors
+///
+/// The certificates cannot be read.
+pub(crate) fn client_config(
+    ca: Option<&std::path::Path>,
+    insecure: bool,
+) -> Result<rustls::ClientConfig, String> {
+    if insecure {
+        return Ok(crate::unchecked_tls::config());
+    }
+    let bundle = match ca {
+        Some(path) => path.to_owned(),
+        None => SYSTEM_BUNDLES
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|path| path.is_file())
+            .ok_or("no system CA bundle found; give --ca FILE (or --insecure)")?,
+    };
+    let pem = std::fs::read(&bundle).map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
+        roots.add(cert).map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("--ca {}: no certificate in it", bundle.display()));
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        confab_server::tls::provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
 }
 
 /// Where Linux distributions keep the system's CA certificates.

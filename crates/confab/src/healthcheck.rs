@@ -11,7 +11,7 @@ pub fn run(url: Option<&str>) -> ExitCode {
     if !rest.contains('/') {
         url.push_str("/readyz");
     }
-    match crate::http_client::request("GET", &url, &[], b"") {
+    match crate::http_client::request("GET", &url, &[], b"", None) {
         Ok((200, _)) => ExitCode::SUCCESS,
         Ok((status, _)) => {
             eprintln!("confab: {url} answered {status}");

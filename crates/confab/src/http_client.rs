@@ -8,6 +8,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConnection, StreamOwned};
 
@@ -16,8 +17,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// The most bytes of an answer read.
 const ANSWER_MAX: u64 = 16 * 1024 * 1024;
 
-/// One request: `method` on `url` (with `path` when the URL has none) with
-/// `headers` and `body`; the answer's status and body.
+/// One request: `method` on `url` with `headers` and `body`; the answer's
+/// status and body. `https://` speaks TLS with `tls`, or, without it,
+/// checks the handshake's signatures but not the certificate's trust (for
+/// a check beside the server).
 ///
 /// # Errors
 ///
@@ -27,6 +30,7 @@ pub fn request(
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
+    tls_config: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<(u16, Vec<u8>), String> {
     let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
         (Some(rest), _) => (false, rest),
@@ -51,7 +55,7 @@ pub fn request(
     tcp.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     tcp.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     let mut stream: Box<dyn ReadWrite> =
-        if tls { Box::new(tls_to(host_of(authority), tcp)?) } else { Box::new(tcp) };
+        if tls { Box::new(tls_to(host_of(authority), tcp, tls_config)?) } else { Box::new(tcp) };
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
     for (name, value) in headers {
@@ -120,13 +124,18 @@ pub fn host_of(authority: &str) -> &str {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
-/// A TLS client that checks the handshake's signatures but not the
-/// certificate's trust: it runs beside the server (whose certificate may
-/// be self-signed, or named for its public address).
-fn tls_to(host: &str, tcp: TcpStream) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
+/// TLS over `tcp` with `config`; without it, a client that checks the
+/// handshake's signatures but not the certificate's trust: it runs beside
+/// the server (whose certificate may be self-signed, or named for its
+/// public address).
+fn tls_to(
+    host: &str,
+    tcp: TcpStream,
+    config: Option<Arc<rustls::ClientConfig>>,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
     let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
-    let connection = ClientConnection::new(Arc::new(crate::unchecked_tls::config()), name)
-        .map_err(|e| e.to_string())?;
+    let config = config.unwrap_or_else(|| Arc::new(crate::unchecked_tls::config()));
+    let connection = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
     Ok(StreamOwned::new(connection, tcp))
 }
 

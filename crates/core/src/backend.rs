@@ -631,6 +631,16 @@ impl Services {
         }
     }
 
+    /// Queues `write` for the store: `unavailable` when the queue is full
+    /// (for a write the op must not answer without).
+    ///
+    /// # Errors
+    ///
+    /// `unavailable`.
+    pub fn try_remember(&self, write: Write) -> Result<(), ErrorBody> {
+        self.persister.try_queue(Job::Write(write))
+    }
+
     /// Forgets a persistent room's ban of `user_id` in the store.
     pub fn remember_unban(&self, room: &str, user_id: &str) {
         let write = Write::Unban { room: room.to_owned(), user_id: user_id.to_owned() };

@@ -330,10 +330,8 @@ impl<B: RoomBackend> Conn<B> {
                 let seat = self.seat(&room)?;
                 self.hub.limiters().check(Limit::Moderate, &user.id)?;
                 let message = self.visible(seat, &user.id, seq).await?;
-                // Deleted already: done (a retry is answered alike).
-                if !message.deleted {
-                    rooms.delete(seat, self.id, &user.id, &message).await?;
-                }
+                // Deleted already: answered alike (the store is told again).
+                rooms.delete(seat, self.id, &user.id, &message).await?;
                 self.ok(id, &Empty {})
             }
             ClientOp::Role { room, user: target_id, name, role } => {

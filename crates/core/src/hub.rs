@@ -401,6 +401,9 @@ impl<B: RoomBackend> Hub<B> {
                 user
             }
             None => {
+                // The address's budget first: a puzzle is taken only by a
+                // session that may be made.
+                self.limiters().check_new_session(peer)?;
                 // The defensive mode: a new session shows its work first.
                 let bits = self.defense();
                 if bits > 0 {
@@ -416,7 +419,6 @@ impl<B: RoomBackend> Hub<B> {
                         }
                     }
                 }
-                self.limiters().check_new_session(peer)?;
                 self.remember_session(UserRecord {
                     id: ids::user_id(),
                     session: ids::session_token(),

@@ -438,7 +438,12 @@ impl Room {
         let Some(member) = state.members.remove(user_id) else {
             return Departure::Quiet;
         };
-        state.last_post.remove(user_id);
+        // A member's last post outlives their seat (leaving and coming back
+        // is no way around slow mode); those past the interval go.
+        if state.last_post.len() > 2 * state.members.len() + 64 {
+            let (now, slow) = (crate::unix_ms(), state.slow_ms);
+            state.last_post.retain(|_, last| *last + slow > now);
+        }
         self.member_count.store(state.members.len(), Ordering::Relaxed);
         metrics::gauge!(crate::metric::MEMBERS).decrement(1.0);
         if let Some(v) = state.visibility.get_mut(user_id) {
@@ -753,6 +758,13 @@ impl Room {
                 Target::Id(id) => id.clone(),
                 Target::Name(_) => self.member_named(state, target)?,
             };
+            let Some(by_id) = state.mutes.get(&user_id).map(|m| m.by.id.clone()) else {
+                return Err(crate::frames::not_muted(&self.meta.code, &user_id));
+            };
+            if user_id == actor && state.roles.get(actor) != Some(&Role::Owner) {
+                return Err(may_not_kick(&self.meta.code, "nobody lets themselves speak again"));
+            }
+            self.may_lift(state, actor, &by_id)?;
             let Some(old) = state.mutes.remove(&user_id) else {
                 return Err(crate::frames::not_muted(&self.meta.code, &user_id));
             };
@@ -876,11 +888,29 @@ impl Room {
         if state.closed || !is_joined(state, actor, conn) {
             return Err(not_member(&self.meta.code));
         }
-        if message.from.id != actor && !state.roles.contains_key(actor) {
+        // Its author; the owner, anyone's; a moderator, a plain member's.
+        let role = |id: &str| state.roles.get(id).copied().unwrap_or(Role::Member);
+        let allowed = message.from.id == actor
+            || role(actor) == Role::Owner
+            || (role(actor) == Role::Moderator && role(&message.from.id) == Role::Member);
+        if !allowed {
             return Err(may_not_kick(
                 &self.meta.code,
-                "only its author, the owner and moderators delete a message",
+                "only its author, the owner and moderators (of members' messages) delete a message",
             ));
+        }
+        // The store first: a delete it cannot take changes nothing, and one
+        // it took is durable whatever happens to memory. A tombstone read
+        // back is written again (harmless): a delete once refused by a full
+        // queue is completed by its retry.
+        if let Some(persister) = &self.persister {
+            let write = Write::Delete { room: self.meta.code.clone(), seq: message.seq };
+            persister
+                .try_queue(Job::Write(write))
+                .map_err(|_| unavailable("storage is busy; try again shortly"))?;
+        }
+        if message.deleted {
+            return Ok(());
         }
         let tombstone = Arc::new(message.tombstone());
         if let Some(kept) = state.window.iter_mut().find(|m| m.seq == message.seq) {
@@ -1160,6 +1190,9 @@ impl Room {
         self.check_moderator(state, conn, actor, "only the owner and moderators lift bans")?;
         let now = crate::unix_ms();
         let in_force = state.bans.get(user_id).is_some_and(|b| b.remaining(now).is_some());
+        if let Some(ban) = state.bans.get(user_id) {
+            self.may_lift(state, actor, &ban.by.id)?;
+        }
         self.lift(state, user_id);
         match in_force {
             true => Ok(()),
@@ -1178,6 +1211,16 @@ impl Room {
         self.check_moderator(&state, conn, actor, "only the owner and moderators see bans")?;
         let now = crate::unix_ms();
         Ok(state.bans.values().filter(|b| b.remaining(now).is_some()).cloned().collect())
+    }
+
+    /// That `actor` may lift a ban or mute made by `by`: the owner lifts
+    /// any, a moderator only those the owner did not make.
+    fn may_lift(&self, state: &RoomState, actor: &str, by: &str) -> Result<(), ErrorBody> {
+        let owner = |id: &str| state.roles.get(id) == Some(&Role::Owner);
+        if !owner(actor) && owner(by) {
+            return Err(may_not_kick(&self.meta.code, "only the owner lifts what the owner did"));
+        }
+        Ok(())
     }
 
     /// That `actor`, through `conn`, is in the room as its owner or a
