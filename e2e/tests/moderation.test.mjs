@@ -23,7 +23,7 @@ async function waitSystem(page, text) {
 /** Opens the owner's menu for `name` and picks `item`. */
 async function pick(page, name, item) {
   await page.click(`#member-list summary[aria-label="Manage ${name}"]`);
-  await page.getByRole('menuitem', { name: item }).click();
+  await page.getByRole('menuitem', { name: item, exact: true }).click();
 }
 
 describe('moderating a room', { timeout: 120_000 }, () => {
@@ -77,6 +77,23 @@ describe('moderating a room', { timeout: 120_000 }, () => {
     await waitSystem(bob.page, 'You were let speak again by Ann');
     await send(bob.page, 'back again');
     await waitForMessage(cleo.page, 'back again');
+
+    // Shadow-muted: Bob sees his own message as sent; nobody else sees it,
+    // nor hears of the mute; the owner sees it in the list.
+    const toldBefore = (await systemLines(bob.page)).filter((l) => l.includes('muted')).length;
+    await pick(ann.page, 'Bob', 'Shadow-mute (their messages reach only them)');
+    await ann.page.waitForFunction(() => document.querySelector('#ban-list')?.textContent.includes('Shadow-muted by Ann'),
+      null, { timeout: TIMEOUT });
+    await send(bob.page, 'into the void');
+    await waitForMessage(bob.page, 'into the void', 'sent');
+    await send(ann.page, 'after the void');
+    await waitForMessage(cleo.page, 'after the void');
+    assert.equal(await cleo.page.locator('#messages .msg', { hasText: 'into the void' }).count(), 0);
+    const toldAfter = (await systemLines(bob.page)).filter((l) => l.includes('muted')).length;
+    assert.equal(toldAfter, toldBefore, 'Bob is not told');
+    await ann.page.screenshot({ path: path.join(OUT, 'moderation-shadow-muted.png'), animations: 'disabled' });
+    await ann.page.getByRole('button', { name: 'Lift' }).click();
+    await ann.page.waitForFunction(() => document.getElementById('bans-box').hidden, null, { timeout: TIMEOUT });
 
     // Slow mode: a badge for everyone; Bob's second message waits its turn.
     await ann.page.selectOption('#slow-select', '30');

@@ -272,7 +272,7 @@ impl Cluster {
                 continue;
             }
             if seen.contains(&(code.to_owned(), next)) {
-                if let Ok(found) = self.store.messages(code, next - 1, next + 1, 1).await
+                if let Ok(found) = self.store.messages(code, next - 1, next + 1, 1, None).await
                     && let Some(message) = found.first()
                 {
                     tracing::warn!(
@@ -285,7 +285,9 @@ impl Cluster {
                     // retry on any node is answered with it, not stored.
                     let cid_key =
                         message.cid.as_ref().map(|cid| format!("{}|{cid}", message.from.id));
-                    let _ = self.commit(code, next, "- 0 - ", &json, cid_key.as_deref()).await;
+                    let (origin, shadow) = ("- 0 - ", message.shadow);
+                    let _ =
+                        self.commit(code, next, origin, &json, cid_key.as_deref(), shadow).await;
                 }
             } else {
                 now.insert((code.to_owned(), next));
@@ -301,6 +303,7 @@ impl Cluster {
         origin: &str,
         json: &str,
         cid_key: Option<&str>,
+        shadow: bool,
     ) -> Result<(), ErrorBody> {
         let r = self
             .room_op(
@@ -314,6 +317,7 @@ impl Cluster {
                     cid_key.unwrap_or(""),
                     &self.window.to_string(),
                     &self.dedup.to_string(),
+                    if shadow { "s" } else { "m" },
                 ],
             )
             .await?;

@@ -479,13 +479,15 @@ pub(crate) fn ban_value(ban: &confab_core::Ban) -> String {
     )
 }
 
-/// A mute from the room script's form ("until\nby JSON\nuser JSON").
+/// A mute from the room script's form ("until\nby JSON\nuser JSON\n
+/// shadow", shadow 1|0).
 pub(crate) fn parse_mute(value: &str) -> Option<confab_core::Mute> {
-    let mut parts = value.splitn(3, '\n');
+    let mut parts = value.splitn(4, '\n');
     let until: u64 = parts.next()?.parse().ok()?;
     let by = serde_json::from_str(parts.next()?).ok()?;
     let user = serde_json::from_str(parts.next()?).ok()?;
-    Some(confab_core::Mute { user, by, until: (until > 0).then_some(until) })
+    let shadow = parts.next() == Some("1");
+    Some(confab_core::Mute { user, by, until: (until > 0).then_some(until), shadow })
 }
 
 /// A ban from the room script's form (see [`ban_value`]).

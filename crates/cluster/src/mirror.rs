@@ -38,11 +38,13 @@ pub(crate) struct Envelope {
 
 #[derive(Debug)]
 enum Kind {
+    /// `shadow`: a shadow-muted member's, for their own connections only.
     Message {
         origin: String,
         conn: u64,
         reply: Option<i64>,
         json: Bytes,
+        shadow: bool,
     },
     Join(User),
     Leave(LeaveReason, User),
@@ -69,13 +71,19 @@ pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
     let kind = parts.next()?;
     let rest = parts.next()?;
     let kind = match kind {
-        "m" => {
+        kind @ ("m" | "s") => {
             let mut parts = rest.splitn(4, ' ');
             let origin = parts.next()?.to_owned();
             let conn = parts.next()?.parse().ok()?;
             let reply = parts.next()?.parse().ok();
             let json = parts.next()?;
-            Kind::Message { origin, conn, reply, json: Bytes::copy_from_slice(json.as_bytes()) }
+            Kind::Message {
+                origin,
+                conn,
+                reply,
+                json: Bytes::copy_from_slice(json.as_bytes()),
+                shadow: kind == "s",
+            }
         }
         "j" => Kind::Join(serde_json::from_str(rest).ok()?),
         "l" => {
@@ -136,8 +144,9 @@ struct Applied {
 }
 
 enum To {
-    /// A message: every connection, but the poster gets the reply.
-    Message { origin: String, conn: u64, reply: Option<Bytes> },
+    /// A message: every connection (or, a shadow-muted member's, the
+    /// `author`'s only), but the poster gets the reply.
+    Message { origin: String, conn: u64, reply: Option<Bytes>, author: Option<String> },
     /// A join or typing: every connection but the user's own.
     Others(String),
     /// A leave: everyone.
@@ -170,11 +179,14 @@ fn deliver(listener: &mut Listener, user: &str, after: u64, applied: &Applied, m
         return false;
     }
     match &applied.to {
-        To::Message { origin, conn, reply } => {
+        To::Message { origin, conn, reply, author } => {
             if *conn == listener.conn && origin == me {
                 if let Some(reply) = reply {
                     listener.push(reply);
                 }
+                return false;
+            }
+            if author.as_deref().is_some_and(|author| author != user) {
                 return false;
             }
         }
@@ -500,9 +512,10 @@ impl Mirror {
     fn render(&self, envelope: Envelope, me: &str) -> Applied {
         let room = self.code.clone();
         let (frame, to) = match envelope.kind {
-            Kind::Message { origin, conn, reply, json } => {
+            Kind::Message { origin, conn, reply, json, shadow } => {
                 let reply = reply.filter(|_| origin == me).map(|id| message_reply(id, &json));
-                (message_event(&json), To::Message { origin, conn, reply })
+                let author = shadow.then(|| author_of(&json)).flatten();
+                (message_event(&json), To::Message { origin, conn, reply, author })
             }
             Kind::Join(user) => {
                 let id = user.id.clone();
@@ -714,4 +727,11 @@ mod tests {
         mirror.lost();
         assert_eq!(receiver.close_reason(), Some(confab_core::CloseReason::Resync));
     }
+}
+
+/// The user id of a message's author, from its JSON (`"from":{"id":…`).
+fn author_of(json: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(json).ok()?;
+    let rest = &text[text.find("\"from\":{\"id\":\"")? + 14..];
+    Some(rest[..rest.find('"')?].to_owned())
 }

@@ -313,6 +313,7 @@ impl Cluster {
         actor: &str,
         target: &confab_core::Target,
         mute: Option<Option<Duration>>,
+        shadow: bool,
     ) -> Result<(), ErrorBody> {
         use confab_core::frames::may_not_kick;
         let (id, name) = match target {
@@ -325,7 +326,9 @@ impl Cluster {
             Some(Some(d)) => d.as_millis().max(1).to_string(),
         };
         let most = confab_core::backend::BANS_MAX.to_string();
-        let r = self.room_op(code, &["mute", code, actor, &id, &name, &ms, &most]).await?;
+        let shadow = if shadow { "1" } else { "0" };
+        let args = ["mute", code, actor, &id, &name, &ms, &most, shadow];
+        let r = self.room_op(code, &args).await?;
         let whom = match target {
             confab_core::Target::Id(id) | confab_core::Target::Name(id) => id,
         };
@@ -528,6 +531,7 @@ impl Cluster {
         let cid = draft.cid.clone().unwrap_or_default();
         // A retry of a post still being stored waits for it, a while.
         let mut claimed = false;
+        let mut shadow = false;
         let key = format!("{}|{cid}", user.id);
         let claim = format!("{:016x}", rand::random::<u64>());
         for _ in 0..100 {
@@ -546,6 +550,8 @@ impl Cluster {
             match r.status() {
                 "ok" => {
                     claimed = true;
+                    // A shadow-muted member's: their own connections only.
+                    shadow = r.int(1).is_ok_and(|s| s == 1);
                     break;
                 }
                 "dup" => {
@@ -571,6 +577,7 @@ impl Cluster {
             ts: draft.ts,
             cid: draft.cid,
             deleted: false,
+            shadow,
         };
         let origin = format!(
             "{} {conn} {} ",

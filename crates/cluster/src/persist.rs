@@ -40,8 +40,10 @@ pub(super) async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<
                             // published, should its first try not have been
                             // (nothing happens if it was).
                             let cid_key = job.cid_key.as_deref();
-                            let published =
-                                c.commit(&code, message.seq, "- 0 - ", &json, cid_key).await;
+                            let shadow = message.shadow;
+                            let published = c
+                                .commit(&code, message.seq, "- 0 - ", &json, cid_key, shadow)
+                                .await;
                             if published.is_err()
                                 && let Some(key) = &job.cid_key
                             {
@@ -53,7 +55,11 @@ pub(super) async fn persist_loop(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<
                             continue;
                         }
                         let cid_key = job.cid_key.as_deref();
-                        match c.commit(&code, message.seq, &job.origin, &json, cid_key).await {
+                        let shadow = message.shadow;
+                        match c
+                            .commit(&code, message.seq, &job.origin, &json, cid_key, shadow)
+                            .await
+                        {
                             Ok(()) => metrics::counter!(confab_core::metric::POSTS).increment(1),
                             // The stall check publishes it from the store,
                             // remembering its cid; meanwhile a retry is not

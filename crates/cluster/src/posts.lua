@@ -15,8 +15,9 @@
 --       namespace, then 5 per post: room code, user id, "node conn reply",
 --       cid ('' none), message JSON without its seq, from its first field
 --       on (",...}")
--- Reply: per post the message's seq (> 0); 0 not a member; -1 no such
---        room; for a cid seen before, the JSON of the message it posted;
+-- Reply: per post the message's seq (> 0; a shadow-muted member's post
+--        is published as "C ev s …", for their own connections only); 0
+--        not a member; -1 no such room; for a cid seen before, the JSON of the message it posted;
 --        or, for a post a mute or slow mode holds off, "!muted <ms left,
 --        -1 until lifted>" or "!slow <every ms> <ms left>". The envelopes go out in one PUBLISH, one per line (JSON
 --        holds no raw newline).
@@ -38,6 +39,8 @@ local function policy(room, uid, slow)
   local muted = redis.call('HGET', room .. 'mute', uid)
   if muted then
     local u = tonumber(string.match(muted, '^(%d+)'))
+    -- Shadow-muted ("…\n1" at its end): posted, marked, theirs only.
+    if (u == 0 or u > now) and string.sub(muted, -2) == '\n1' then return 'shadow' end
     if u == 0 then return '!muted -1' end
     if u > now then return '!muted ' .. (u - now) end
     -- Run out: gone, and "#p" with it when nothing else needs it.
@@ -72,7 +75,12 @@ for i = 0, posts - 1 do
       first = redis.call('HGET', room .. 'cid', key)
     end
     -- A retry is answered before a mute or slow mode is looked at.
+    local kind = ' m '
     if not first and got[3] then first = policy(room, uid, got[3]) end
+    if first == 'shadow' then
+      kind = ' s '
+      first = false
+    end
     if first then
       result = first
     else
@@ -85,9 +93,9 @@ for i = 0, posts - 1 do
         if redis.call('RPUSH', room .. 'cido', key) > cids_kept then
           redis.call('HDEL', room .. 'cid', redis.call('LPOP', room .. 'cido'))
         end
-        envelope = code .. ' ' .. e .. ' m ' .. origin .. ' ' .. message
+        envelope = code .. ' ' .. e .. kind .. origin .. ' ' .. message
       else
-        envelope = code .. ' ' .. e .. ' m ' .. origin .. ' {"seq":' .. n .. tail
+        envelope = code .. ' ' .. e .. kind .. origin .. ' {"seq":' .. n .. tail
       end
       -- The window holds the message's envelope: it is the event log too.
       if redis.call('RPUSH', room .. 'wl', envelope) > window then

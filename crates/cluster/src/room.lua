@@ -44,8 +44,10 @@
 --                and "#a:<hash>" -> the user id whose ban bars that address
 --  22 addr   hash: user id -> the keyed hashes of the addresses the member
 --                joined from, the latest few ("h1,h2")
---  23 mute   hash: user id -> "until\nby JSON\nuser JSON" of a member who
---                may not post (until: ms since the epoch, 0 until lifted)
+--  23 mute   hash: user id -> "until\nby JSON\nuser JSON\nshadow" of a
+--                member who may not post (until: ms since the epoch, 0
+--                until lifted; shadow 1: their posts go on, seen by them
+--                only)
 --  24 last   hash: user id -> when they last posted (ms), in slow mode
 --
 -- mem's "#p" is there only while the room has a mute or slow mode: the
@@ -55,6 +57,8 @@
 -- ARGV[1] is the op, ARGV[2] the room code; the rest depend on the op.
 -- Envelopes published on the events channel:
 --   "C ev m node conn reply <message JSON>"   a message
+--   "C ev s node conn reply <message JSON>"   a shadow-muted member's
+--                                             message: theirs only
 --   "C ev j <user JSON>"                      a join
 --   "C ev l reason <user JSON>"               a leave
 --   "C 0 t 1|0 <user JSON>"                   typing (not numbered)
@@ -124,8 +128,12 @@ local function policy(uid, slow)
   local now = now_ms()
   if muted then
     local u = tonumber(string.match(muted, '^(%d+)'))
-    if u == 0 then return {'muted', -1} end
-    if u > now then return {'muted', u - now} end
+    if u == 0 or u > now then
+      -- Shadow-muted ("…\n1" at its end): let through, marked.
+      if string.sub(muted, -2) == '\n1' then return {'shadow'} end
+      if u == 0 then return {'muted', -1} end
+      return {'muted', u - now}
+    end
     redis.call('HDEL', KEYS[23], uid)
     refresh_policy()
   end
@@ -158,11 +166,12 @@ local function publish(kind, rest)
   return ev
 end
 
--- Publishes the message that is now seq's ("node conn reply <JSON>"),
--- its envelope kept in the window of `kept` messages.
-local function publish_message(rest, kept)
+-- Publishes the message that is now seq's ("node conn reply <JSON>", of
+-- `kind` m, or s for a shadow-muted member's), its envelope kept in the
+-- window of `kept` messages.
+local function publish_message(rest, kept, kind)
   local ev = latest_event()
-  local envelope = code .. ' ' .. ev .. ' m ' .. rest
+  local envelope = code .. ' ' .. ev .. ' ' .. kind .. ' ' .. rest
   if redis.call('RPUSH', KEYS[9], envelope) > kept then
     redis.call('LPOP', KEYS[9])
   end
@@ -180,9 +189,14 @@ local function named_member(uid, name_key)
   return target
 end
 
--- A message envelope's JSON: what follows its sixth space.
-local function message_of(envelope)
-  return string.match(envelope, '^%S+ %S+ m %S+ %S+ %S+ (.*)$')
+-- A message envelope's JSON (what follows its sixth space), for `reader`:
+-- a shadow-muted member's ("s") is its author's only.
+local function message_of(envelope, reader)
+  local kind, json = string.match(envelope, '^%S+ %S+ ([ms]) %S+ %S+ %S+ (.*)$')
+  if kind == 's' and not string.find(json, '"from":{"id":"' .. reader .. '"', 1, true) then
+    return nil
+  end
+  return json
 end
 
 -- Lifts the ban of `uid` and the addresses it bars; whether there was one.
@@ -299,9 +313,9 @@ local function oldest()
   return seq() - redis.call('LLEN', KEYS[9]) + 1
 end
 
--- The newest `limit` messages of the window with after < seq < before,
--- newest first.
-local function window(after, before, limit)
+-- The newest `limit` messages of the window with after < seq < before
+-- that `reader` may see, newest first.
+local function window(after, before, limit, reader)
   if limit <= 0 then return {} end
   local top = seq()
   local first = top - redis.call('LLEN', KEYS[9]) + 1
@@ -310,12 +324,15 @@ local function window(after, before, limit)
   if lo > hi then return {} end
   local items = redis.call('LRANGE', KEYS[9], lo - first, hi - first)
   local newest = {}
-  for i = #items, 1, -1 do newest[#newest + 1] = message_of(items[i]) end
+  for i = #items, 1, -1 do
+    local json = message_of(items[i], reader)
+    if json then newest[#newest + 1] = json end
+  end
   return newest
 end
 
-local function messages(after, limit)
-  return window(after, seq() + 1, limit)
+local function messages(after, limit, reader)
+  return window(after, seq() + 1, limit, reader)
 end
 
 
@@ -462,7 +479,7 @@ if op == 'join' then
   after = math.max(after, from - 1)
   local ev = latest_event()
   local members = member_list()
-  return {'ok', new, latest, ev, from, info, members, messages(after, limit), after, limit, oldest(),
+  return {'ok', new, latest, ev, from, info, members, messages(after, limit, uid), after, limit, oldest(),
     redis.call('HGETALL', KEYS[20]), redis.call('HGET', KEYS[1], 'locked') or '0',
     redis.call('HGET', KEYS[1], 'slow') or '0'}
 end
@@ -570,14 +587,18 @@ if op == 'claim' then
     end
   end
   -- A retry is answered (or waits) before a mute or slow mode is looked at.
+  -- A shadow-muted member's post goes on, marked (1): theirs only.
+  local shadow = 0
   if got[2] then
     local refused = policy(uid, got[2])
-    if refused then
+    if refused and refused[1] == 'shadow' then
+      shadow = 1
+    elseif refused then
       if ARGV[4] ~= '' then redis.call('DEL', claim) end
       return refused
     end
   end
-  return {'ok'}
+  return {'ok', shadow}
 end
 
 if op == 'unclaim' then
@@ -593,19 +614,21 @@ if op == 'commit' then
   -- A stored message, published in seq order: one whose predecessor is
   -- not published yet waits in pend until it is.
   -- ARGV: 3 seq, 4 "node conn reply " (who posted it), 5 message JSON,
-  --       6 "user|cid" ('' none), 7 window, 8 remembered cids
+  --       6 "user|cid" ('' none), 7 window, 8 remembered cids, 9 m, or s
+  --       for a shadow-muted member's
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
   local n = tonumber(ARGV[3])
   local published = seq()
   if n <= published then return {'ok', published} end
   -- The first to commit a seq names its poster; a later commit of the same
   -- stored message (a retry answered from the store) does not replace it.
-  redis.call('HSETNX', KEYS[17], n, ARGV[4] .. ARGV[5])
+  redis.call('HSETNX', KEYS[17], n, (ARGV[9] or 'm') .. ' ' .. ARGV[4] .. ARGV[5])
   if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[18], n, ARGV[6]) end
   while true do
     local next = published + 1
-    local tail = redis.call('HGET', KEYS[17], next)
-    if not tail then break end
+    local kind_tail = redis.call('HGET', KEYS[17], next)
+    if not kind_tail then break end
+    local kind, tail = string.match(kind_tail, '^([ms]) (.*)$')
     redis.call('HDEL', KEYS[17], next)
     redis.call('SET', KEYS[7], next)
     local message = string.match(tail, '^%S+ %S+ %S+ (.*)$')
@@ -619,7 +642,7 @@ if op == 'commit' then
         redis.call('HDEL', KEYS[11], redis.call('LPOP', KEYS[12]))
       end
     end
-    publish_message(tail, tonumber(ARGV[7]))
+    publish_message(tail, tonumber(ARGV[7]), kind)
     published = next
   end
   return {'ok', published}
@@ -653,7 +676,7 @@ if op == 'read' then
   local before = math.min(tonumber(ARGV[5]), seq() + 1)
   local limit = tonumber(ARGV[6])
   if after + 1 >= before then return {'ok', {}, after, before, oldest()} end
-  return {'ok', window(after, before, limit), after, before, oldest()}
+  return {'ok', window(after, before, limit, ARGV[3]), after, before, oldest()}
 end
 
 if op == 'events' then
@@ -799,7 +822,8 @@ end
 if op == 'mute' then
   -- ARGV: 3 the actor's user id, 4 the target's user id ('' when named),
   --       5 the target's name key ('' when by id), 6 for how long (ms; 0
-  --       until lifted; -1: unmute), 7 the most mutes kept.
+  --       until lifted; -1: unmute), 7 the most mutes kept, 8 a shadow
+  --       mute (1|0: their posts reach only themselves, nobody is told).
   -- The owner mutes anyone else; a moderator, a plain member. Anyone
   -- muted (a member or not) may be unmuted by id.
   local actor = ARGV[3]
@@ -821,8 +845,11 @@ if op == 'mute' then
     refresh_policy()
     local u = tonumber(string.match(muted, '^(%d+)'))
     if u ~= 0 and u <= now_ms() then return {'no_mute'} end
-    local user = string.match(muted, '\n([^\n]*)$')
-    redis.call('PUBLISH', CHANNEL, code .. ' 0 u 0 ' .. by .. '\t' .. user)
+    -- "until\nby\nuser\nshadow": a shadow mute ends unheard of too.
+    local user, shadow = string.match(muted, '^%d+\n[^\n]*\n([^\n]*)\n?([01]?)$')
+    if shadow ~= '1' then
+      redis.call('PUBLISH', CHANNEL, code .. ' 0 u 0 ' .. by .. '\t' .. user)
+    end
     return {'ok'}
   end
   local target = named_member(ARGV[4], ARGV[5])
@@ -838,9 +865,13 @@ if op == 'mute' then
   local untilms = 0
   if tonumber(ARGV[6]) > 0 then untilms = now_ms() + tonumber(ARGV[6]) end
   local user = redis.call('HGET', KEYS[2], target)
-  redis.call('HSET', KEYS[23], target, untilms .. '\n' .. by .. '\n' .. user)
+  local shadow = ARGV[8] or '0'
+  redis.call('HSET', KEYS[23], target, untilms .. '\n' .. by .. '\n' .. user .. '\n' .. shadow)
   refresh_policy()
-  redis.call('PUBLISH', CHANNEL, code .. ' 0 u 1 ' .. by .. '\t' .. user)
+  -- A shadow mute is heard of by nobody.
+  if shadow ~= '1' then
+    redis.call('PUBLISH', CHANNEL, code .. ' 0 u 1 ' .. by .. '\t' .. user)
+  end
   return {'ok'}
 end
 

@@ -70,6 +70,7 @@ impl ClusterRooms {
         mut newest_first: Vec<Message>,
         range: Range,
         oldest: u64,
+        reader: &str,
     ) -> Result<Vec<Message>, ErrorBody> {
         newest_first.reverse();
         let mut messages = newest_first;
@@ -81,7 +82,7 @@ impl ClusterRooms {
             return Ok(messages);
         }
         let older = Range { after: range.after, before, limit: range.limit - messages.len() };
-        let mut older = self.services.stored(mirror.code(), older).await?;
+        let mut older = self.services.stored(mirror.code(), older, reader).await?;
         older.append(&mut messages);
         Ok(older)
     }
@@ -196,7 +197,8 @@ impl RoomBackend for ClusterRooms {
             mirror.catch_up(who.conn, after, upto, envelopes, &incarnation);
         }
         let range = Range { after: joined.after, before: joined.seq + 1, limit: joined.limit };
-        let messages = match self.complete(&mirror, joined.messages, range, joined.oldest).await {
+        let completed = self.complete(&mirror, joined.messages, range, joined.oldest, &user.id);
+        let messages = match completed.await {
             Ok(messages) => messages,
             Err(e) => {
                 if seated.is_some() {
@@ -352,8 +354,9 @@ impl RoomBackend for ClusterRooms {
         actor: &str,
         target: &Target,
         mute: Option<Option<Duration>>,
+        shadow: bool,
     ) -> Result<(), ErrorBody> {
-        self.cluster.mute(seat.mirror.code(), actor, target, mute).await
+        self.cluster.mute(seat.mirror.code(), actor, target, mute, shadow).await
     }
 
     async fn mutes(
@@ -459,7 +462,7 @@ impl RoomBackend for ClusterRooms {
         let code = seat.mirror.code();
         let read = self.cluster.read(code, user_id, range.after, range.before, range.limit).await?;
         let range = Range { after: read.after, before: read.before, limit: range.limit };
-        self.complete(&seat.mirror, read.messages, range, read.oldest).await
+        self.complete(&seat.mirror, read.messages, range, read.oldest, user_id).await
     }
 
     async fn all_rooms(&self) -> Result<Vec<(bool, RoomInfo)>, ErrorBody> {

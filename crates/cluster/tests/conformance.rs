@@ -273,11 +273,20 @@ impl<B: RoomBackend> Client<B> {
         }
     }
 
-    /// The next event named `ev` about `room`, skipping others.
+    /// The next event, whatever it is.
+    async fn next_event_any(&mut self) -> Value {
+        match self.events.pop_front() {
+            Some(event) => event,
+            None => self.frame().await,
+        }
+    }
+
+    /// The next event named `ev` about `room` (a message's room is the
+    /// message's), skipping others.
     async fn next_in(&mut self, room: &str, ev: &str) -> Value {
         loop {
             let event = self.next_event(ev).await;
-            if event["room"] == room {
+            if event["room"] == room || event["message"]["room"] == room {
                 return event;
             }
         }
@@ -857,6 +866,78 @@ async fn mute_slow_title<B: RoomBackend>(nodes: Nodes<B>) {
     }
 }
 
+/// A shadow-muted member's posts reach only their own connections: live,
+/// in history, in a join's backlog; the others never see them, nor hear of
+/// the mute, and their `seq`s are simply missing for the others.
+async fn shadow_mute<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let mut cleo = Client::new(&nodes.a, "Cleo").await;
+    for retention in ["ephemeral", "persistent"] {
+        let code = ann.create(json!({"retention": retention, "backlog": 20})).await;
+        for client in [&mut ann, &mut bob, &mut cleo] {
+            client.join(&code).await;
+        }
+        let (mut bob_tab, _) =
+            Client::hello(&nodes.a, "Bob", Some(&bob.session.clone()), json!({})).await;
+        bob_tab.join(&code).await;
+        let shadow = json!({"op": "mute", "room": code, "name": "Bob", "shadow": true});
+        assert_eq!(cleo.refused(shadow.clone()).await, "forbidden");
+        ann.ok(shadow).await;
+        let marker = ann.post(&code, "marker").await;
+        // Nobody heard of it: the next thing each sees is the marker.
+        for client in [&mut bob, &mut bob_tab, &mut cleo] {
+            loop {
+                let event = client.next_event_any().await;
+                assert_ne!(event["ev"], "muted", "{event}");
+                if event["ev"] == "message" && event["message"]["room"] == json!(code) {
+                    assert_eq!(event["message"]["seq"], marker);
+                    break;
+                }
+            }
+        }
+        let hidden = bob.post(&code, "only I see this").await;
+        assert_eq!(hidden, marker + 1);
+        let seen = bob_tab.next_in(&code, "message").await;
+        assert_eq!(seen["message"]["body"], "only I see this", "Bob's other tab");
+        let after = ann.post(&code, "after").await;
+        let next = cleo.next_in(&code, "message").await;
+        assert_eq!(
+            (&next["message"]["seq"], &next["message"]["body"]),
+            (&json!(after), &json!("after"))
+        );
+        // History and a new join: Bob's alone see it.
+        let bodies = |history: &Value| -> Vec<String> {
+            history["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["body"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let theirs = cleo.ok(json!({"op": "history", "room": code})).await;
+        assert_eq!(bodies(&theirs), ["marker", "after"]);
+        let his = bob.ok(json!({"op": "history", "room": code})).await;
+        assert_eq!(bodies(&his), ["marker", "only I see this", "after"]);
+        let got = cleo.call(json!({"op": "get", "room": code, "seq": hidden})).await;
+        assert_eq!(got["error"]["code"], "not_found", "{got}");
+        let mut dana = Client::new(&nodes.b, "Dana").await;
+        assert_eq!(bodies(&dana.join(&code).await), ["marker", "after"]);
+        // The owner sees it in the list; lifting it is unheard of too.
+        let listed = ann.ok(json!({"op": "bans", "room": code})).await;
+        assert_eq!(listed["mutes"][0]["shadow"], true, "{listed}");
+        ann.ok(json!({"op": "unmute", "room": code, "user": bob.user})).await;
+        let visible = bob.post(&code, "now you see me").await;
+        loop {
+            let event = cleo.next_event_any().await;
+            assert_ne!(event["ev"], "muted", "{event}");
+            if event["ev"] == "message" && event["message"]["seq"] == visible {
+                break;
+            }
+        }
+    }
+}
+
 /// A message deleted by its author or a moderator: every member is told,
 /// and history, `get`, a join's backlog and a retry of its `cid` show the
 /// tombstone in its place, in ephemeral and persistent rooms.
@@ -1090,6 +1171,7 @@ conformance!(
     kick,
     ban,
     mute_slow_title,
+    shadow_mute,
     delete,
     operator,
     lock,

@@ -206,6 +206,8 @@ pub struct Mute {
     /// Until when, in milliseconds since the Unix epoch; `None`: until
     /// lifted.
     pub until: Option<u64>,
+    /// Their posts reach only themselves.
+    pub shadow: bool,
 }
 
 impl Mute {
@@ -224,6 +226,7 @@ impl Mute {
             user: self.user.clone(),
             by: self.by.clone(),
             until: self.until.map(crate::rfc3339_of_ms),
+            shadow: self.shadow,
         }
     }
 }
@@ -417,7 +420,9 @@ pub trait RoomBackend: Send + Sync + 'static {
     /// Mutes the member `target` in the room of `seat` for `mute` (`None`
     /// inside: until lifted), on behalf of `actor` (as `kick` decides who
     /// may); with `mute` none, lets a muted user (by id, member or not)
-    /// speak again. Every member is told.
+    /// speak again. Every member is told, unless it is a `shadow` mute:
+    /// then the member's posts reach only themselves, and nobody hears of
+    /// it.
     fn mute(
         &self,
         seat: &Self::Seat,
@@ -425,6 +430,7 @@ pub trait RoomBackend: Send + Sync + 'static {
         actor: &str,
         target: &Target,
         mute: Option<Option<Duration>>,
+        shadow: bool,
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
 
     /// The room's mutes in force, for its owner or a moderator.
@@ -662,8 +668,15 @@ impl Services {
     /// # Errors
     ///
     /// `unavailable` when the store cannot answer.
-    pub async fn stored(&self, room: &str, range: Range) -> Result<Vec<Message>, ErrorBody> {
-        self.store.messages(room, range.after, range.before, range.limit).await.map_err(|e| {
+    /// Messages a shadow-muted member posted are `viewer`'s only.
+    pub async fn stored(
+        &self,
+        room: &str,
+        range: Range,
+        viewer: &str,
+    ) -> Result<Vec<Message>, ErrorBody> {
+        let read = self.store.messages(room, range.after, range.before, range.limit, Some(viewer));
+        read.await.map_err(|e| {
             tracing::warn!(room, "cannot read messages: {e}");
             storage_down()
         })

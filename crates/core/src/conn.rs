@@ -401,7 +401,7 @@ impl<B: RoomBackend> Conn<B> {
                 mutes.sort_by(|a, b| a.user.name.cmp(&b.user.name).then(a.user.id.cmp(&b.user.id)));
                 self.ok(id, &BansResult { bans, mutes })
             }
-            ClientOp::Mute { room, user: target_id, name, minutes } => {
+            ClientOp::Mute { room, user: target_id, name, minutes, shadow } => {
                 let target = target("mute", target_id, name)?;
                 if let Some(minutes) = minutes
                     && !(1..=BAN_MINUTES_MAX).contains(&minutes)
@@ -413,14 +413,14 @@ impl<B: RoomBackend> Conn<B> {
                 let seat = self.seat(&room)?;
                 self.hub.limiters().check(Limit::Moderate, &user.id)?;
                 let mute = minutes.map(|m| std::time::Duration::from_secs(u64::from(m) * 60));
-                rooms.mute(seat, self.id, &user.id, &target, Some(mute)).await?;
+                rooms.mute(seat, self.id, &user.id, &target, Some(mute), shadow).await?;
                 self.ok(id, &Empty {})
             }
             ClientOp::Unmute { room, user: muted } => {
                 let target = target("unmute", Some(muted), None)?;
                 let seat = self.seat(&room)?;
                 self.hub.limiters().check(Limit::Moderate, &user.id)?;
-                rooms.mute(seat, self.id, &user.id, &target, None).await?;
+                rooms.mute(seat, self.id, &user.id, &target, None, false).await?;
                 self.ok(id, &Empty {})
             }
             ClientOp::Slow { room, seconds } => {

@@ -111,10 +111,15 @@ impl LocalRooms {
     }
 
     /// Completes a slice with its store part, if it has one.
-    async fn complete(&self, room: &Room, slice: Slice) -> Result<Vec<Message>, ErrorBody> {
+    async fn complete(
+        &self,
+        room: &Room,
+        slice: Slice,
+        reader: &str,
+    ) -> Result<Vec<Message>, ErrorBody> {
         let Some(fetch) = slice.fetch else { return Ok(slice.window) };
         let range = Range { after: fetch.after, before: fetch.before, limit: fetch.limit };
-        let mut messages = self.services().stored(room.code(), range).await?;
+        let mut messages = self.services().stored(room.code(), range, reader).await?;
         messages.extend(slice.window);
         Ok(messages)
     }
@@ -227,7 +232,7 @@ impl RoomBackend for LocalRooms {
         let mut result = joined.result;
         if let Some(fetch) = joined.fetch {
             let slice = Slice { window: std::mem::take(&mut result.messages), fetch: Some(fetch) };
-            match self.complete(&room, slice).await {
+            match self.complete(&room, slice, &who.user.id).await {
                 Ok(messages) => result.messages = messages,
                 Err(e) => {
                     if seated.is_some() {
@@ -394,8 +399,9 @@ impl RoomBackend for LocalRooms {
         actor: &str,
         target: &Target,
         mute: Option<Option<std::time::Duration>>,
+        shadow: bool,
     ) -> Result<(), ErrorBody> {
-        seat.0.mute(conn, actor, target, mute)
+        seat.0.mute(conn, actor, target, mute, shadow)
     }
 
     async fn mutes(
@@ -446,7 +452,7 @@ impl RoomBackend for LocalRooms {
         range: Range,
     ) -> Result<Vec<Message>, ErrorBody> {
         let slice = seat.0.read(conn, user_id, range)?;
-        self.complete(&seat.0, slice).await
+        self.complete(&seat.0, slice, user_id).await
     }
 
     async fn public_rooms(&self) -> Result<Vec<(bool, RoomInfo)>, ErrorBody> {

@@ -336,7 +336,7 @@ impl Room {
             }
             Some(since) => (since, resume_limit),
         };
-        let slice = self.slice(state, visibility, after, u64::MAX, limit);
+        let slice = self.slice(state, &user.id, visibility, after, u64::MAX, limit);
         let mut info = self.info();
         info.members = state.members.len();
         Ok(Joined {
@@ -556,7 +556,7 @@ impl Room {
         }
         // A retry is answered above, before a mute or slow mode is looked at.
         let now = crate::unix_ms();
-        self.check_policy(state, &user.id, now)?;
+        let shadow = self.check_policy(state, &user.id, now)?;
         if let Some(persister) = &self.persister
             && !persister.healthy()
         {
@@ -571,6 +571,7 @@ impl Room {
             ts,
             cid,
             deleted: false,
+            shadow,
         });
         match &self.persister {
             None => {
@@ -623,7 +624,11 @@ impl Room {
         let json = message_json(message);
         let event = message_event(&json);
         let fanout = std::time::Instant::now();
-        let queued = broadcast(state, &event, |_, c| c.conn != poster);
+        // A shadow-muted member's post reaches their own other tabs only.
+        let author = &message.from.id;
+        let queued = broadcast(state, &event, |u, c| {
+            c.conn != poster && (!message.shadow || u.id == *author)
+        });
         metrics::histogram!(crate::metric::FANOUT).record(fanout.elapsed());
         metrics::counter!(crate::metric::DELIVERIES).increment(queued);
         metrics::counter!(crate::metric::POSTS).increment(1);
@@ -705,14 +710,18 @@ impl Room {
 
     /// Refuses a post of `user_id` at `now` that a mute or slow mode holds
     /// off (the owner and moderators are not held to slow mode).
+    /// Whether the post is a shadow-muted member's (it reaches only them).
     fn check_policy(
         &self,
         state: &mut RoomState,
         user_id: &str,
         now: u64,
-    ) -> Result<(), ErrorBody> {
+    ) -> Result<bool, ErrorBody> {
         if let Some(mute) = state.mutes.get(user_id) {
             match mute.remaining(now) {
+                // Shadow-muted: let through, to be seen by its author only
+                // (slow mode does not apply: nobody else reads it).
+                Some(_) if mute.shadow => return Ok(true),
                 Some(left) => return Err(crate::frames::muted(&self.meta.code, left)),
                 None => {
                     state.mutes.remove(user_id);
@@ -728,7 +737,7 @@ impl Room {
                 return Err(crate::frames::slowed(&self.meta.code, state.slow_ms, next - now));
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Mutes the member `target` (`Some`: for so long, or until lifted) or
@@ -747,6 +756,7 @@ impl Room {
         actor: &str,
         target: &Target,
         mute: Option<Option<std::time::Duration>>,
+        shadow: bool,
     ) -> Result<(), ErrorBody> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
@@ -771,9 +781,12 @@ impl Room {
             if old.remaining(now).is_none() {
                 return Err(crate::frames::not_muted(&self.meta.code, &user_id));
             }
-            let event =
-                Event::Muted { room: self.meta.code.clone(), user: old.user, muted: false, by };
-            broadcast(state, &event_frame(&event), |_, _| true);
+            // A shadow mute ends as it began: unheard of.
+            if !old.shadow {
+                let event =
+                    Event::Muted { room: self.meta.code.clone(), user: old.user, muted: false, by };
+                broadcast(state, &event_frame(&event), |_, _| true);
+            }
             return Ok(());
         };
         let target_id = self.member_named(state, target)?;
@@ -804,9 +817,11 @@ impl Room {
         }
         let user = state.members[&target_id].user.clone();
         let until = mute.map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
-        state.mutes.insert(target_id, Mute { user: user.clone(), by: by.clone(), until });
-        let event = Event::Muted { room: self.meta.code.clone(), user, muted: true, by };
-        broadcast(state, &event_frame(&event), |_, _| true);
+        state.mutes.insert(target_id, Mute { user: user.clone(), by: by.clone(), until, shadow });
+        if !shadow {
+            let event = Event::Muted { room: self.meta.code.clone(), user, muted: true, by };
+            broadcast(state, &event_frame(&event), |_, _| true);
+        }
         Ok(())
     }
 
@@ -1302,7 +1317,7 @@ impl Room {
             return Err(not_member(&self.meta.code));
         }
         let visibility = state.visibility[user_id];
-        Ok(self.slice(&state, visibility, range.after, range.before, range.limit))
+        Ok(self.slice(&state, user_id, visibility, range.after, range.before, range.limit))
     }
 
     /// The newest `limit` messages with `after < seq < before` that
@@ -1311,6 +1326,7 @@ impl Room {
     fn slice(
         &self,
         state: &RoomState,
+        reader: &str,
         visibility: Visibility,
         after: u64,
         before: u64,
@@ -1328,6 +1344,8 @@ impl Room {
             .rev()
             .skip_while(|m| m.seq >= before)
             .take_while(|m| m.seq > after)
+            // A shadow-muted member's posts are theirs only.
+            .filter(|m| !m.shadow || m.from.id == reader)
             .take(limit)
             .map(|m| Message::clone(m))
             .collect();

@@ -131,13 +131,15 @@ pub trait Store: Send + Sync + 'static {
         recent: u64,
     ) -> StoreFuture<'a, Vec<Appended>>;
     /// Up to `limit` messages of `room` with `after < seq < before`, the
-    /// newest ones, returned oldest first.
+    /// newest ones, returned oldest first; with a `viewer`, those they may
+    /// see (a shadow-muted member's posts are their author's only).
     fn messages<'a>(
         &'a self,
         room: &'a str,
         after: u64,
         before: u64,
         limit: usize,
+        viewer: Option<&'a str>,
     ) -> StoreFuture<'a, Vec<Message>>;
     /// A user's visible range in a room, if they ever joined it.
     fn visibility<'a>(
@@ -349,12 +351,14 @@ impl Store for MemoryStore {
         after: u64,
         before: u64,
         limit: usize,
+        viewer: Option<&'a str>,
     ) -> StoreFuture<'a, Vec<Message>> {
         let inner = self.inner.lock();
         let mut found: Vec<Message> = match inner.messages.get(room) {
             Some(messages) if after.saturating_add(1) < before => messages
                 .range(after + 1..before)
                 .rev()
+                .filter(|(_, m)| !m.shadow || viewer.is_none_or(|v| m.from.id == v))
                 .take(limit)
                 .map(|(_, m)| m.clone())
                 .collect(),

@@ -131,6 +131,9 @@ pub enum ClientOp {
         name: Option<String>,
         #[serde(default)]
         minutes: Option<u32>,
+        /// Their posts reach only themselves, and nobody is told.
+        #[serde(default)]
+        shadow: bool,
     },
     /// Lets a muted user speak again, by their id.
     Unmute {

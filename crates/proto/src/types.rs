@@ -24,6 +24,10 @@ pub struct Message {
     /// gone); `seq`, `from`, `ts` and `cid` stay.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// Posted by a shadow-muted member: it reaches its author only. Never
+    /// sent (the author must not learn it).
+    #[serde(skip)]
+    pub shadow: bool,
 }
 
 impl Message {
@@ -219,6 +223,10 @@ pub struct MuteInfo {
     /// RFC 3339 UTC; absent: until lifted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// A shadow mute: their posts reach only themselves, and nobody was
+    /// told.
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 /// Why a member left a room.

@@ -344,13 +344,14 @@ impl RoomBackend for Rooms {
         actor: &str,
         target: &Target,
         mute: Option<Option<Duration>>,
+        shadow: bool,
     ) -> Result<(), ErrorBody> {
         match (self, seat) {
             (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
-                rooms.mute(seat, conn, actor, target, mute).await
+                rooms.mute(seat, conn, actor, target, mute, shadow).await
             }
             (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
-                rooms.mute(seat, conn, actor, target, mute).await
+                rooms.mute(seat, conn, actor, target, mute, shadow).await
             }
             _ => Err(foreign(seat)),
         }

@@ -18,9 +18,9 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
 /// The columns of a message, in the order [`message`] reads them.
 const MESSAGE_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid";
-/// What a read of messages selects: the columns written, and whether the
-/// message was deleted since.
-const READ_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid, deleted";
+/// What a read of messages selects: the columns written, whether the
+/// message was deleted since, and whether it is a shadow-muted member's.
+const READ_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid, deleted, shadow";
 
 /// Rows per multi-row `INSERT` (8 parameters each, well below both
 /// engines' parameter limits).
@@ -75,6 +75,15 @@ async fn insert_all(
                 .bind(m.cid.as_deref());
         }
         query.execute(&mut *conn).await?;
+    }
+    // A shadow-muted member's message is rare: marked by a statement of
+    // its own, in the same transaction.
+    for m in messages.iter().filter(|m| m.shadow) {
+        sqlx::query("UPDATE messages SET shadow = 1 WHERE room = $1 AND seq = $2")
+            .bind(&m.room)
+            .bind(int(m.seq))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -447,6 +456,7 @@ fn message(row: &AnyRow) -> Result<Message, sqlx::Error> {
         ts: row.try_get("ts")?,
         cid: row.try_get("cid")?,
         deleted: row.try_get::<i64, _>("deleted")? != 0,
+        shadow: row.try_get::<i64, _>("shadow")? != 0,
     })
 }
 
@@ -686,20 +696,24 @@ impl Store for SqlStore {
         after: u64,
         before: u64,
         limit: usize,
+        viewer: Option<&'a str>,
     ) -> StoreFuture<'a, Vec<Message>> {
         Box::pin(async move {
+            // A shadow-muted member's messages are their author's only.
+            let seen = if viewer.is_some() { "AND (shadow = 0 OR user_id = $5)" } else { "" };
             let query = sqlx::AssertSqlSafe(format!(
                 "SELECT {READ_COLUMNS} FROM messages \
-                 WHERE room = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
+                 WHERE room = $1 AND seq > $2 AND seq < $3 {seen} ORDER BY seq DESC LIMIT $4"
             ));
-            let rows = sqlx::query(query)
+            let mut query = sqlx::query(query)
                 .bind(room)
                 .bind(int(after))
                 .bind(int(before))
-                .bind(int(limit as u64))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(error)?;
+                .bind(int(limit as u64));
+            if let Some(viewer) = viewer {
+                query = query.bind(viewer);
+            }
+            let rows = query.fetch_all(&self.pool).await.map_err(error)?;
             let mut found = messages(&rows)?;
             found.reverse();
             Ok(found)

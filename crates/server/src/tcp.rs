@@ -459,9 +459,9 @@ impl Session {
             Command::Bans { room } => {
                 (Pending::Bans { room: self.label(&room) }, ClientOp::Bans { room })
             }
-            Command::Mute { room, name } => (
+            Command::Mute { room, name, shadow } => (
                 Pending::Moderate { room: self.label(&room) },
-                ClientOp::Mute { room, user: None, name: Some(name), minutes: None },
+                ClientOp::Mute { room, user: None, name: Some(name), minutes: None, shadow },
             ),
             Command::Unmute { room, user } => {
                 (Pending::Moderate { room: self.label(&room) }, ClientOp::Unmute { room, user })

@@ -91,6 +91,7 @@ fn message(room: &str, seq: u64) -> Write {
         ts: "2026-01-01T00:00:00.000Z".into(),
         cid: None,
         deleted: false,
+        shadow: false,
     }))
 }
 

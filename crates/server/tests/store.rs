@@ -41,6 +41,7 @@ fn message(room: &str, seq: u64, user: &str, ts: &str, cid: Option<&str>) -> Wri
         ts: ts.into(),
         cid: cid.map(str::to_owned),
         deleted: false,
+        shadow: false,
     }))
 }
 
@@ -163,16 +164,36 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(rooms.iter().find(|r| r.spec.code == "ROOM22").unwrap().last_seq, 10);
 
     // Ranges: after < seq < before, newest `limit`, oldest first.
-    let got = store.messages("ROOM22", 2, 9, 3).await.unwrap();
+    let got = store.messages("ROOM22", 2, 9, 3, None).await.unwrap();
     assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), [6, 7, 8]);
     let Write::Message(original) = &batch[7] else { unreachable!() };
     assert_eq!(got[2], **original, "a message reads back exactly as written");
-    assert!(store.messages("ROOM22", 10, u64::MAX, 5).await.unwrap().is_empty());
-    assert!(store.messages("NOPE", 0, u64::MAX, 5).await.unwrap().is_empty());
+    assert!(store.messages("ROOM22", 10, u64::MAX, 5, None).await.unwrap().is_empty());
+    assert!(store.messages("NOPE", 0, u64::MAX, 5, None).await.unwrap().is_empty());
+
+    // A shadow-muted member's message is its author's only, with a viewer.
+    let shadow = Message {
+        room: "OWNED2".into(),
+        seq: 2,
+        from: User { id: "u_eve".into(), name: "Eve".into() },
+        subject: None,
+        body: "only I see this".into(),
+        ts: ts(2),
+        cid: None,
+        deleted: false,
+        shadow: true,
+    };
+    let plain = message("OWNED2", 1, "u_ann", &ts(1), None);
+    store.write(&[plain, Write::Message(Arc::new(shadow.clone()))]).await.unwrap();
+    let seen = |viewer| store.messages("OWNED2", 0, 3, 5, viewer);
+    let seqs = |found: Vec<Message>| found.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(seen(Some("u_ann")).await.unwrap()), [1], "hidden from others");
+    assert_eq!(seen(Some("u_eve")).await.unwrap().last(), Some(&shadow), "its author's");
+    assert_eq!(seqs(seen(None).await.unwrap()), [1, 2], "all, for the server itself");
 
     // A deleted message reads back as its tombstone: the text is gone.
     store.write(&[Write::Delete { room: "ROOM22".into(), seq: 8 }]).await.unwrap();
-    let got = store.messages("ROOM22", 7, 9, 5).await.unwrap();
+    let got = store.messages("ROOM22", 7, 9, 5, None).await.unwrap();
     assert_eq!(got, [original.tombstone()]);
     assert!(got[0].deleted && got[0].body.is_empty() && got[0].subject.is_none());
     assert_eq!(got[0].cid, original.cid, "its cid stays, for a retry");
@@ -209,21 +230,21 @@ async fn suite(store: Arc<dyn Store>) {
         message("ROOM22", 5, "u_ann", &ts(5), None),
     ];
     assert!(store.write(&failing).await.is_err());
-    assert!(store.messages("ROOM22", 10, u64::MAX, 5).await.unwrap().is_empty());
+    assert!(store.messages("ROOM22", 10, u64::MAX, 5, None).await.unwrap().is_empty());
 
     // Pruning: created rooms only; keep the newest 4.
     let pruned = store.prune(false, Some(4), None).await.unwrap();
     assert_eq!(pruned, 6);
-    let left = store.messages("ROOM22", 0, u64::MAX, 100).await.unwrap();
+    let left = store.messages("ROOM22", 0, u64::MAX, 100, None).await.unwrap();
     assert_eq!(left.iter().map(|m| m.seq).collect::<Vec<_>>(), [7, 8, 9, 10]);
     assert_eq!(
-        store.messages("main", 0, u64::MAX, 100).await.unwrap().len(),
+        store.messages("main", 0, u64::MAX, 100, None).await.unwrap().len(),
         1,
         "boards untouched"
     );
     // By age: everything from 2026-01-01 is old now.
     assert_eq!(store.prune(true, None, Some(Duration::from_secs(3600))).await.unwrap(), 1);
-    assert!(store.messages("main", 0, u64::MAX, 100).await.unwrap().is_empty());
+    assert!(store.messages("main", 0, u64::MAX, 100, None).await.unwrap().is_empty());
 
     // Append: the store gives the seqs, after the room's latest, in order,
     // and concurrent appends never share one.
@@ -242,7 +263,7 @@ async fn suite(store: Arc<dyn Store>) {
         a.unwrap().into_iter().chain(b.unwrap()).map(|a| a.message.seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (3..=22).collect::<Vec<_>>(), "no seq given twice, none skipped");
-    let stored = store.messages("APPEND", 0, u64::MAX, 100).await.unwrap();
+    let stored = store.messages("APPEND", 0, u64::MAX, 100, None).await.unwrap();
     assert_eq!(stored.len(), 22);
     assert_eq!(stored[0].body, "draft 1");
     let rooms = store.rooms().await.unwrap();
@@ -263,7 +284,7 @@ async fn suite(store: Arc<dyn Store>) {
         Message { from: User { id: "u_bob".into(), name: "Bob".into() }, ..with_cid(44, "c1") };
     let theirs = store.append("APPEND", vec![other], 1024).await.unwrap();
     assert_eq!((theirs[0].message.seq, theirs[0].new), (25, true), "cids are per author");
-    assert_eq!(store.messages("APPEND", 22, u64::MAX, 100).await.unwrap().len(), 3);
+    assert_eq!(store.messages("APPEND", 22, u64::MAX, 100, None).await.unwrap().len(), 3);
     // Only among the newest: past the window, a cid may be used again.
     let reused = store.append("APPEND", vec![with_cid(45, "c1")], 2).await.unwrap();
     assert_eq!((reused[0].message.seq, reused[0].new), (26, true));

@@ -58,6 +58,7 @@ pub(crate) enum Command {
     Mute {
         room: String,
         name: String,
+        shadow: bool,
     },
     Unmute {
         room: String,
@@ -126,6 +127,10 @@ pub(crate) const COMMANDS: &[Spec] = &[
         usage: "%mute <name...>",
         about: "stop a member of main from posting (owner, moderators)",
     },
+    Spec {
+        usage: "%shadowmute <name...>",
+        about: "let a member of main post to themselves only, unbeknown to anyone",
+    },
     Spec { usage: "%unmute <user id>", about: "let a muted user of main post again" },
     Spec {
         usage: "%slow <seconds>",
@@ -150,6 +155,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%groupbans <room>", about: "who is banned or removed from a room" },
     Spec { usage: "%groupunban <room> <user id>", about: "lift a ban in a room" },
     Spec { usage: "%groupmute <room> <name...>", about: "stop a member of a room from posting" },
+    Spec { usage: "%groupshadowmute <room> <name...>", about: "shadow-mute a member of a room" },
     Spec { usage: "%groupunmute <room> <user id>", about: "let a muted user post again" },
     Spec { usage: "%groupslow <room> <seconds>", about: "slow mode in a room (0: off)" },
     Spec { usage: "%grouptitle <room> <title...>", about: "rename a room" },
@@ -289,10 +295,15 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
         "%bans" => Command::Bans { room: MAIN.into() },
         "%groupbans" => Command::Bans { room: args.word("a room")? },
         "%unban" => Command::Unban { room: MAIN.into(), user: args.word("a user id")? },
-        "%mute" => Command::Mute { room: MAIN.into(), name: args.content()? },
+        "%mute" => Command::Mute { room: MAIN.into(), name: args.content()?, shadow: false },
         "%groupmute" => {
             let room = args.word("a room")?;
-            Command::Mute { room, name: args.content()? }
+            Command::Mute { room, name: args.content()?, shadow: false }
+        }
+        "%shadowmute" => Command::Mute { room: MAIN.into(), name: args.content()?, shadow: true },
+        "%groupshadowmute" => {
+            let room = args.word("a room")?;
+            Command::Mute { room, name: args.content()?, shadow: true }
         }
         "%unmute" => Command::Unmute { room: MAIN.into(), user: args.word("a user id")? },
         "%groupunmute" => {

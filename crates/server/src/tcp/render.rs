@@ -246,9 +246,10 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
                     Some(until) => format!("until {}", date(until)),
                     None => "until lifted".to_owned(),
                 };
+                let what = if mute.shadow { "shadow-muted" } else { "muted" };
                 say!(
                     out,
-                    "{} ({}) muted by {} {until}",
+                    "{} ({}) {what} by {} {until}",
                     clean(&mute.user.name),
                     mute.user.id,
                     clean(&mute.by.name)

@@ -169,6 +169,7 @@ fn message(subject: Option<&str>) -> Message {
         ts: "2026-11-22T05:01:02.345Z".into(),
         cid: None,
         deleted: false,
+        shadow: false,
     }
 }
 

@@ -137,6 +137,9 @@ export class Members {
         owner ? item('Make owner (you become a moderator)', () => this.onRole(user, 'owner')) : null,
         removable && this.muted.has(user.id) ? item('Let speak again', () => this.onMute(user, false)) : null,
         removable && !this.muted.has(user.id) ? item('Mute', () => this.onMute(user, true)) : null,
+        removable && !this.muted.has(user.id)
+          ? item('Shadow-mute (their messages reach only them)', () => this.onMute(user, true, true))
+          : null,
         removable ? item('Remove from the room for 10 minutes', () => this.onKick(user), true) : null,
         removable ? item('Ban from the room', () => this.onBan(user), true) : null));
     return menu;

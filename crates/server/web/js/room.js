@@ -372,7 +372,7 @@ async function refreshBans() {
   const until = (at) => (at ? `until ${new Date(at).toLocaleString()}` : 'until lifted');
   const items = [
     ...result.bans.map((b) => entry(b.user, `${b.reason === 'banned' ? 'Banned' : 'Removed'} by ${b.by.name}, ${until(b.until)}`, 'unban')),
-    ...result.mutes.map((m) => entry(m.user, `Muted by ${m.by.name}, ${until(m.until)}`, 'unmute')),
+    ...result.mutes.map((m) => entry(m.user, `${m.shadow ? 'Shadow-muted' : 'Muted'} by ${m.by.name}, ${until(m.until)}`, 'unmute')),
   ];
   byId('ban-list').replaceChildren(...items);
   show(byId('bans-box'), items.length > 0);
@@ -428,11 +428,16 @@ async function kick(user) {
   }
 }
 
-/** Mutes another member (or lets them speak again). */
-async function mute(user, muted) {
+/** Mutes another member (or lets them speak again); a shadow mute is told to nobody. */
+async function mute(user, muted, shadow = false) {
   try {
-    if (muted) await client.request('mute', { room: room.code, user: user.id });
-    else await client.request('unmute', { room: room.code, user: user.id });
+    if (muted) {
+      await client.request('mute', { room: room.code, user: user.id, ...(shadow ? { shadow: true } : {}) });
+    } else {
+      await client.request('unmute', { room: room.code, user: user.id });
+    }
+    // Nobody is told of a shadow mute, nor of its end: the list shows it.
+    refreshBans();
   } catch (error) {
     throw new Error(describeError(error));
   }
