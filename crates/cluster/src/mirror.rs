@@ -570,6 +570,13 @@ impl Mirror {
     }
 }
 
+/// The user id of a message's author, from its JSON (`"from":{"id":…`).
+fn author_of(json: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(json).ok()?;
+    let rest = &text[text.find("\"from\":{\"id\":\"")? + 14..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use confab_proto::{Retention, RoomInfo};
@@ -727,11 +734,4 @@ mod tests {
         mirror.lost();
         assert_eq!(receiver.close_reason(), Some(confab_core::CloseReason::Resync));
     }
-}
-
-/// The user id of a message's author, from its JSON (`"from":{"id":…`).
-fn author_of(json: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(json).ok()?;
-    let rest = &text[text.find("\"from\":{\"id\":\"")? + 14..];
-    Some(rest[..rest.find('"')?].to_owned())
 }
