@@ -235,6 +235,15 @@ local function bar(uid, ban)
   end
 end
 
+-- The role of `actor` in the room: 'owner', 'moderator', or false for a
+-- plain member; nil when the room or their seat in it is gone.
+local function acting(actor)
+  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
+    return nil
+  end
+  return redis.call('HGET', KEYS[20], actor)
+end
+
 -- Whether the ban or mute `entry` (its fields split by newlines, the
 -- maker's user JSON the `field`th) was made by the room's owner.
 local function made_by_owner(entry, field)
@@ -731,10 +740,9 @@ end
 if op == 'lock' then
   -- ARGV: 3 the actor's user id (the owner or a moderator), 4 1|0.
   local actor = ARGV[3]
-  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
-    return {'not_member'}
-  end
-  if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
+  local actor_role = acting(actor)
+  if actor_role == nil then return {'not_member'} end
+  if not actor_role then return {'not_moderator'} end
   if (redis.call('HGET', KEYS[1], 'locked') or '0') == ARGV[4] then return {'ok', 0} end
   redis.call('HSET', KEYS[1], 'locked', ARGV[4])
   redis.call('PUBLISH', CHANNEL, code .. ' 0 k ' .. ARGV[4] .. ' ' .. redis.call('HGET', KEYS[2], actor))
@@ -747,10 +755,8 @@ if op == 'kick' then
   --       until lifted), 7 kicked|banned, 8 bar their addresses too (1|0).
   -- The owner removes anyone else; a moderator, a plain member.
   local actor = ARGV[3]
-  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
-    return {'not_member'}
-  end
-  local actor_role = redis.call('HGET', KEYS[20], actor)
+  local actor_role = acting(actor)
+  if actor_role == nil then return {'not_member'} end
   if not actor_role then return {'not_moderator'} end
   local target = named_member(ARGV[4], ARGV[5])
   if not target then return {'no_member'} end
@@ -789,10 +795,8 @@ end
 if op == 'unban' then
   -- ARGV: 3 the actor's user id (the owner or a moderator), 4 whose ban.
   local actor = ARGV[3]
-  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
-    return {'not_member'}
-  end
-  local actor_role = redis.call('HGET', KEYS[20], actor)
+  local actor_role = acting(actor)
+  if actor_role == nil then return {'not_member'} end
   if not actor_role then return {'not_moderator'} end
   local in_force = ban_of(ARGV[4])
   if in_force and actor_role ~= 'owner' and made_by_owner(redis.call('HGET', KEYS[21], ARGV[4]), 4) then
@@ -806,10 +810,9 @@ end
 if op == 'bans' then
   -- ARGV: 3 the actor's user id (the owner or a moderator).
   local actor = ARGV[3]
-  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
-    return {'not_member'}
-  end
-  if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
+  local actor_role = acting(actor)
+  if actor_role == nil then return {'not_member'} end
+  if not actor_role then return {'not_moderator'} end
   local bans = {}
   for _, uid in ipairs(redis.call('HKEYS', KEYS[21])) do
     if string.sub(uid, 1, 1) ~= '#' and ban_of(uid) then
@@ -827,10 +830,8 @@ if op == 'mute' then
   -- The owner mutes anyone else; a moderator, a plain member. Anyone
   -- muted (a member or not) may be unmuted by id.
   local actor = ARGV[3]
-  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
-    return {'not_member'}
-  end
-  local actor_role = redis.call('HGET', KEYS[20], actor)
+  local actor_role = acting(actor)
+  if actor_role == nil then return {'not_member'} end
   if not actor_role then return {'not_moderator'} end
   local by = redis.call('HGET', KEYS[2], actor)
   if ARGV[6] == '-1' then
@@ -878,10 +879,9 @@ end
 if op == 'mutes' then
   -- ARGV: 3 the actor's user id (the owner or a moderator).
   local actor = ARGV[3]
-  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
-    return {'not_member'}
-  end
-  if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
+  local actor_role = acting(actor)
+  if actor_role == nil then return {'not_member'} end
+  if not actor_role then return {'not_moderator'} end
   forget_expired_mutes()
   return {'ok', redis.call('HVALS', KEYS[23])}
 end
@@ -890,10 +890,9 @@ if op == 'slow' or op == 'title' then
   -- ARGV: 3 the actor's user id (the owner or a moderator), 4 the slow
   --       mode (ms between one member's posts; 0 off) or the new title.
   local actor = ARGV[3]
-  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
-    return {'not_member'}
-  end
-  if not redis.call('HGET', KEYS[20], actor) then return {'not_moderator'} end
+  local actor_role = acting(actor)
+  if actor_role == nil then return {'not_member'} end
+  if not actor_role then return {'not_moderator'} end
   local user = redis.call('HGET', KEYS[2], actor)
   if op == 'slow' then
     if (redis.call('HGET', KEYS[1], 'slow') or '0') == ARGV[4] then return {'ok', 0} end
@@ -930,9 +929,7 @@ if op == 'delete' then
   -- in the window keeps its place with the tombstone in it, and so does
   -- what a retry of its cid is answered with.
   local actor = ARGV[3]
-  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
-    return {'not_member'}
-  end
+  if acting(actor) == nil then return {'not_member'} end
   -- Its author; the owner, anyone's; a moderator, a plain member's.
   if actor ~= ARGV[5] then
     local role = redis.call('HGET', KEYS[20], actor)
@@ -967,10 +964,9 @@ if op == 'role' then
   -- Only the owner gives roles; making another member the owner hands
   -- the room over, the old owner becoming a moderator.
   local actor = ARGV[3]
-  if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], actor) == 0 then
-    return {'not_member'}
-  end
-  if redis.call('HGET', KEYS[20], actor) ~= 'owner' then return {'forbidden'} end
+  local actor_role = acting(actor)
+  if actor_role == nil then return {'not_member'} end
+  if actor_role ~= 'owner' then return {'forbidden'} end
   local target = named_member(ARGV[4], ARGV[5])
   if not target then return {'no_member'} end
   local user = redis.call('HGET', KEYS[2], target)

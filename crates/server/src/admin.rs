@@ -11,8 +11,11 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use confab_core::RoomBackend;
@@ -70,31 +73,60 @@ fn bad(message: impl Into<String>) -> Response {
     failure(ErrorBody::new(ErrorCode::BadRequest, message))
 }
 
-/// Lets a request through if it carries the token; else the answer to
-/// give. Without a token configured the API does not exist (404), so a
-/// scan learns nothing of it.
-fn authorize(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ErrorBody> {
-    let Some(expected) = app.admin else {
-        return Err(ErrorBody::new(ErrorCode::NotFound, "no such page"));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(digest);
-    // Digests compared in full, whatever differs where: no timing to learn
-    // the token from.
-    let matches = given.is_some_and(|given| {
-        given.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    });
-    if matches {
-        return Ok(());
+/// A request that carries the operator's token, and where it came from.
+/// Without a token configured the API does not exist (404), so a scan
+/// learns nothing of it.
+struct Operator {
+    peer: SocketAddr,
+}
+
+impl FromRequestParts<App> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Operator, Response> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        let Some(expected) = app.admin else {
+            return Err(failure(ErrorBody::new(ErrorCode::NotFound, "no such page")));
+        };
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(digest);
+        // Digests compared in full, whatever differs where: no timing to
+        // learn the token from.
+        let matches = given.is_some_and(|given| {
+            given.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        if !matches {
+            tracing::warn!(peer = %peer.ip(), "admin: a request without the right token was refused");
+            return Err(failure(ErrorBody::new(
+                ErrorCode::Unauthenticated,
+                "this needs the operator's token: Authorization: Bearer <token>",
+            )));
+        }
+        Ok(Operator { peer })
     }
-    tracing::warn!(peer = %peer.ip(), "admin: a request without the right token was refused");
-    Err(ErrorBody::new(
-        ErrorCode::Unauthenticated,
-        "this needs the operator's token: Authorization: Bearer <token>",
-    ))
+}
+
+/// A JSON body of type `T`, refused with the API's own 400.
+struct Input<T>(T);
+
+impl<T: for<'de> Deserialize<'de>> FromRequest<App> for Input<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, app: &App) -> Result<Input<T>, Response> {
+        let bytes = Bytes::from_request(request, app)
+            .await
+            .map_err(|e| bad(format!("the body cannot be read: {e}")))?;
+        serde_json::from_slice(&bytes)
+            .map(Input)
+            .map_err(|e| bad(format!("the body is not what this takes: {e}")))
+    }
 }
 
 /// Writes an admin action to the audit log (and says so in the log).
@@ -111,21 +143,7 @@ fn audit(app: &App, peer: SocketAddr, action: &str, details: Value) {
     app.hub.config().audit.record("admin", entry);
 }
 
-/// A JSON body of type `T`, or the 400 to answer.
-fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ErrorBody> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ErrorBody::new(ErrorCode::BadRequest, format!("the body is not what this takes: {e}"))
-    })
-}
-
-async fn rooms(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = authorize(&app, &headers, peer) {
-        return failure(refused);
-    }
+async fn rooms(State(app): State<App>, _: Operator) -> Response {
     match app.hub.backend().all_rooms().await {
         Ok(mut rooms) => {
             rooms.sort_by(|(a_board, a), (b_board, b)| {
@@ -145,15 +163,7 @@ async fn rooms(
     }
 }
 
-async fn room(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(code): Path<String>,
-) -> Response {
-    if let Err(refused) = authorize(&app, &headers, peer) {
-        return failure(refused);
-    }
+async fn room(State(app): State<App>, _: Operator, Path(code): Path<String>) -> Response {
     match app.hub.backend().room_members(&code).await {
         Ok((members, roles)) => Json(json!({ "members": members, "roles": roles })).into_response(),
         Err(e) => failure(e),
@@ -162,13 +172,9 @@ async fn room(
 
 async fn close(
     State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Operator { peer }: Operator,
     Path(code): Path<String>,
 ) -> Response {
-    if let Err(refused) = authorize(&app, &headers, peer) {
-        return failure(refused);
-    }
     if app.hub.config().boards.iter().any(|b| b.name.eq_ignore_ascii_case(code.trim())) {
         return bad("a board is the configuration's: remove it there");
     }
@@ -189,17 +195,9 @@ struct Notice {
 
 async fn announce(
     State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    Operator { peer }: Operator,
+    Input(notice): Input<Notice>,
 ) -> Response {
-    if let Err(refused) = authorize(&app, &headers, peer) {
-        return failure(refused);
-    }
-    let notice: Notice = match body(&bytes) {
-        Ok(notice) => notice,
-        Err(refused) => return failure(refused),
-    };
     let text = notice.text.trim();
     if text.is_empty() || text.chars().count() > NOTICE_CHARS {
         return bad(format!("text must be 1 to {NOTICE_CHARS} characters"));
@@ -218,13 +216,9 @@ async fn announce(
 
 async fn purge(
     State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Operator { peer }: Operator,
     Path(user): Path<String>,
 ) -> Response {
-    if let Err(refused) = authorize(&app, &headers, peer) {
-        return failure(refused);
-    }
     let valid = user.len() <= 64
         && user.strip_prefix("u_").is_some_and(|rest| {
             !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric())
@@ -253,17 +247,9 @@ struct NewBan {
 
 async fn ban(
     State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    Operator { peer }: Operator,
+    Input(new): Input<NewBan>,
 ) -> Response {
-    if let Err(refused) = authorize(&app, &headers, peer) {
-        return failure(refused);
-    }
-    let new: NewBan = match body(&bytes) {
-        Ok(new) => new,
-        Err(refused) => return failure(refused),
-    };
     let Ok(address) = new.address.trim().parse::<IpAddr>() else {
         return bad("address must be an IPv4 or IPv6 address (an IPv6 address bans its /64)");
     };
@@ -288,14 +274,7 @@ async fn ban(
     }
 }
 
-async fn bans(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = authorize(&app, &headers, peer) {
-        return failure(refused);
-    }
+async fn bans(State(app): State<App>, _: Operator) -> Response {
     match app.hub.site_bans().await {
         Ok(bans) => Json(json!({ "bans": bans })).into_response(),
         Err(e) => failure(e),
@@ -304,13 +283,9 @@ async fn bans(
 
 async fn unban(
     State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Operator { peer }: Operator,
     Path(address): Path<String>,
 ) -> Response {
-    if let Err(refused) = authorize(&app, &headers, peer) {
-        return failure(refused);
-    }
     // By the address itself, or by the hash `bans` lists.
     let key = match address.parse::<IpAddr>() {
         Ok(ip) => app.hub.address_hash(ip),
@@ -330,14 +305,7 @@ async fn unban(
     }
 }
 
-async fn defense(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = authorize(&app, &headers, peer) {
-        return failure(refused);
-    }
+async fn defense(State(app): State<App>, _: Operator) -> Response {
     Json(json!({ "bits": app.hub.defense() })).into_response()
 }
 
@@ -349,17 +317,9 @@ struct Defense {
 
 async fn set_defense(
     State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    Operator { peer }: Operator,
+    Input(defense): Input<Defense>,
 ) -> Response {
-    if let Err(refused) = authorize(&app, &headers, peer) {
-        return failure(refused);
-    }
-    let defense: Defense = match body(&bytes) {
-        Ok(defense) => defense,
-        Err(refused) => return failure(refused),
-    };
     match app.hub.set_defense(defense.bits).await {
         Ok(()) => {
             audit(&app, peer, "defense", json!({ "bits": defense.bits }));

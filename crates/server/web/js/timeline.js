@@ -195,14 +195,15 @@ export class Timeline {
     return actions;
   }
 
-  /** Asks to be sure, then deletes; says so if it fails. */
-  openDelete(actions, message, own) {
+  /**
+   * Puts a small form in place of a message's actions: `fields`, the
+   * `submit` button and Cancel (or Escape), which puts the actions back.
+   * On submit the controls are disabled and `act` runs; what it returns
+   * (a note) takes the form's place, unless it returns nothing.
+   */
+  inlineForm(actions, message, own, fields, submit, act) {
     const cancel = h('button', { type: 'button', class: 'msg-action' }, 'Cancel');
-    const confirm = h('button', { type: 'submit', class: 'msg-action strong danger' }, 'Delete');
-    const form = h('form', { class: 'report-form' },
-      h('span', {}, own ? 'Delete your message for everyone?' : 'Delete this message for everyone?'),
-      confirm,
-      cancel);
+    const form = h('form', { class: 'report-form' }, ...fields, submit, cancel);
     const restore = () => {
       const fresh = this.actions(message, own);
       actions.replaceWith(fresh);
@@ -215,14 +216,24 @@ export class Timeline {
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
       for (const control of form.elements) control.disabled = true;
-      try {
-        await this.onDelete(message.seq);
-      } catch (error) {
-        const note = h('span', { class: 'report-note failed', role: 'status' }, `Not deleted: ${error.message}`);
-        actions.replaceChildren(note);
-      }
+      const note = await act();
+      if (note) actions.replaceChildren(note);
     });
     actions.replaceChildren(form);
+  }
+
+  /** Asks to be sure, then deletes; says so if it fails. */
+  openDelete(actions, message, own) {
+    const confirm = h('button', { type: 'submit', class: 'msg-action strong danger' }, 'Delete');
+    const question = h('span', {}, own ? 'Delete your message for everyone?' : 'Delete this message for everyone?');
+    this.inlineForm(actions, message, own, [question], confirm, async () => {
+      try {
+        await this.onDelete(message.seq);
+        return null;
+      } catch (error) {
+        return h('span', { class: 'report-note failed', role: 'status' }, `Not deleted: ${error.message}`);
+      }
+    });
     confirm.focus();
   }
 
@@ -235,23 +246,8 @@ export class Timeline {
       placeholder: 'Why? (optional)',
       'aria-label': 'Why you report this message (optional)',
     });
-    const cancel = h('button', { type: 'button', class: 'msg-action' }, 'Cancel');
-    const form = h('form', { class: 'report-form' },
-      reason,
-      h('button', { type: 'submit', class: 'msg-action strong' }, 'Report'),
-      cancel);
-    const restore = () => {
-      const fresh = this.actions(message, false);
-      actions.replaceWith(fresh);
-      fresh.querySelector('button')?.focus();
-    };
-    cancel.addEventListener('click', restore);
-    form.addEventListener('keydown', (event) => {
-      if (event.key === 'Escape') restore();
-    });
-    form.addEventListener('submit', async (event) => {
-      event.preventDefault();
-      for (const control of form.elements) control.disabled = true;
+    const submit = h('button', { type: 'submit', class: 'msg-action strong' }, 'Report');
+    this.inlineForm(actions, message, false, [reason], submit, async () => {
       const note = h('span', { class: 'report-note', role: 'status' });
       try {
         await this.onReport(message.seq, reason.value.trim());
@@ -260,9 +256,8 @@ export class Timeline {
         note.classList.add('failed');
         note.textContent = `Not reported: ${error.message}`;
       }
-      actions.replaceChildren(note);
+      return note;
     });
-    actions.replaceChildren(form);
     reason.focus();
   }
 
