@@ -3,16 +3,12 @@
 // the room, and what the other members see of each.
 
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { after, before, describe, test } from 'node:test';
-import { launchBrowser, newPerson, TIMEOUT } from '../lib/browser.mjs';
+import { describe, test } from 'node:test';
+import { TIMEOUT } from '../lib/browser.mjs';
 import { createRoom, joinByCode, send, systemLines, waitForMessage, waitForText } from '../lib/chat.mjs';
 import { contrastFailures } from '../lib/contrast.mjs';
-import { startServer } from '../lib/server.mjs';
-
-const OUT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../target/e2e');
+import { browserSuite, OUT } from '../lib/suite.mjs';
 
 /** Waits until the page shows a system line `text`. */
 async function waitSystem(page, text) {
@@ -27,35 +23,16 @@ async function pick(page, name, item) {
 }
 
 describe('moderating a room', { timeout: 120_000 }, () => {
-  let server;
-  let browser;
-  const people = [];
-
-  async function person(options) {
-    const p = await newPerson(browser, options);
-    people.push(p);
-    return p;
-  }
-
-  before(async () => {
-    await mkdir(OUT, { recursive: true });
-    server = await startServer();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    for (const { page } of people) assert.deepEqual(page.problems, [], 'no script errors or CSP violations');
-    await browser?.close();
-    await server?.stop();
-  });
+  const suite = browserSuite();
+  const person = (options) => suite.person(options);
 
   test('the owner mutes, sets slow mode, renames, bans and lifts', async () => {
     const ann = await person({ colorScheme: 'light' });
     const bob = await person();
     const cleo = await person();
-    const code = await createRoom(ann.page, server.url, { name: 'Ann', title: 'Garden club', seats: '4' });
-    await joinByCode(bob.page, server.url, 'Bob', code);
-    await joinByCode(cleo.page, server.url, 'Cleo', code);
+    const code = await createRoom(ann.page, suite.server.url, { name: 'Ann', title: 'Garden club', seats: '4' });
+    await joinByCode(bob.page, suite.server.url, 'Bob', code);
+    await joinByCode(cleo.page, suite.server.url, 'Cleo', code);
     // The controls are the owner's: a plain member has none.
     assert.equal(await bob.page.isVisible('#slow-select'), false);
     assert.equal(await ann.page.isVisible('#slow-select'), true);

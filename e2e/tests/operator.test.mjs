@@ -2,31 +2,21 @@
 // user's messages purged, and the room closed under them.
 
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { after, before, describe, test } from 'node:test';
-import { launchBrowser, newPerson, TIMEOUT } from '../lib/browser.mjs';
+import { describe, test } from 'node:test';
+import { TIMEOUT } from '../lib/browser.mjs';
 import { createRoom, joinByCode, send, waitForMessage, waitForText } from '../lib/chat.mjs';
-import { startServer } from '../lib/server.mjs';
+import { browserSuite, OUT } from '../lib/suite.mjs';
 
-const OUT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../target/e2e');
 const TOKEN = 'an-operator-token-for-the-browser-test';
 
 describe('the operator', { timeout: 120_000 }, () => {
-  let server;
-  let browser;
-  const people = [];
-
-  async function person(options) {
-    const p = await newPerson(browser, options);
-    people.push(p);
-    return p;
-  }
+  const suite = browserSuite(['--admin-token', TOKEN]);
+  const person = (options) => suite.person(options);
 
   /** One call of the operator's API. */
   async function api(method, route, body) {
-    const response = await fetch(`${server.url}/admin/v1/${route}`, {
+    const response = await fetch(`${suite.server.url}/admin/v1/${route}`, {
       method,
       headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
       body: body ? JSON.stringify(body) : undefined,
@@ -35,23 +25,11 @@ describe('the operator', { timeout: 120_000 }, () => {
     return response.json();
   }
 
-  before(async () => {
-    await mkdir(OUT, { recursive: true });
-    server = await startServer(['--admin-token', TOKEN]);
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    for (const { page } of people) assert.deepEqual(page.problems, [], 'no script errors or CSP violations');
-    await browser?.close();
-    await server?.stop();
-  });
-
   test('a notice, a purge and a closed room reach the page', async () => {
     const ann = await person();
     const bob = await person({ colorScheme: 'light' });
-    const code = await createRoom(ann.page, server.url, { name: 'Ann', title: 'Night shift', seats: '3' });
-    await joinByCode(bob.page, server.url, 'Bob', code);
+    const code = await createRoom(ann.page, suite.server.url, { name: 'Ann', title: 'Night shift', seats: '3' });
+    await joinByCode(bob.page, suite.server.url, 'Bob', code);
     await send(bob.page, 'visit my shady site');
     await send(ann.page, 'please do not');
     await waitForMessage(ann.page, 'visit my shady site');
@@ -74,7 +52,7 @@ describe('the operator', { timeout: 120_000 }, () => {
     // The defensive mode: a new visitor's page solves the puzzle and comes in.
     await api('POST', 'defense', { bits: 12 });
     const cleo = await person();
-    await joinByCode(cleo.page, server.url, 'Cleo', code);
+    await joinByCode(cleo.page, suite.server.url, 'Cleo', code);
     await waitForText(cleo.page, '#conn-label', 'Connected');
     await api('POST', 'defense', { bits: 0 });
 

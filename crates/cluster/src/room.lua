@@ -244,6 +244,15 @@ local function acting(actor)
   return redis.call('HGET', KEYS[20], actor)
 end
 
+-- The role of `actor`, the room's owner or a moderator; else nil and the
+-- answer to give ({'not_member'} or {'not_moderator'}).
+local function moderating(actor)
+  local role = acting(actor)
+  if role == nil then return nil, {'not_member'} end
+  if not role then return nil, {'not_moderator'} end
+  return role, nil
+end
+
 -- Whether the ban or mute `entry` (its fields split by newlines, the
 -- maker's user JSON the `field`th) was made by the room's owner.
 local function made_by_owner(entry, field)
@@ -740,9 +749,8 @@ end
 if op == 'lock' then
   -- ARGV: 3 the actor's user id (the owner or a moderator), 4 1|0.
   local actor = ARGV[3]
-  local actor_role = acting(actor)
-  if actor_role == nil then return {'not_member'} end
-  if not actor_role then return {'not_moderator'} end
+  local actor_role, refused = moderating(actor)
+  if refused then return refused end
   if (redis.call('HGET', KEYS[1], 'locked') or '0') == ARGV[4] then return {'ok', 0} end
   redis.call('HSET', KEYS[1], 'locked', ARGV[4])
   redis.call('PUBLISH', CHANNEL, code .. ' 0 k ' .. ARGV[4] .. ' ' .. redis.call('HGET', KEYS[2], actor))
@@ -755,9 +763,8 @@ if op == 'kick' then
   --       until lifted), 7 kicked|banned, 8 bar their addresses too (1|0).
   -- The owner removes anyone else; a moderator, a plain member.
   local actor = ARGV[3]
-  local actor_role = acting(actor)
-  if actor_role == nil then return {'not_member'} end
-  if not actor_role then return {'not_moderator'} end
+  local actor_role, refused = moderating(actor)
+  if refused then return refused end
   local target = named_member(ARGV[4], ARGV[5])
   if not target then return {'no_member'} end
   if target == actor then return {'self'} end
@@ -795,9 +802,8 @@ end
 if op == 'unban' then
   -- ARGV: 3 the actor's user id (the owner or a moderator), 4 whose ban.
   local actor = ARGV[3]
-  local actor_role = acting(actor)
-  if actor_role == nil then return {'not_member'} end
-  if not actor_role then return {'not_moderator'} end
+  local actor_role, refused = moderating(actor)
+  if refused then return refused end
   local in_force = ban_of(ARGV[4])
   if in_force and actor_role ~= 'owner' and made_by_owner(redis.call('HGET', KEYS[21], ARGV[4]), 4) then
     return {'owners'}
@@ -810,9 +816,8 @@ end
 if op == 'bans' then
   -- ARGV: 3 the actor's user id (the owner or a moderator).
   local actor = ARGV[3]
-  local actor_role = acting(actor)
-  if actor_role == nil then return {'not_member'} end
-  if not actor_role then return {'not_moderator'} end
+  local actor_role, refused = moderating(actor)
+  if refused then return refused end
   local bans = {}
   for _, uid in ipairs(redis.call('HKEYS', KEYS[21])) do
     if string.sub(uid, 1, 1) ~= '#' and ban_of(uid) then
@@ -830,9 +835,8 @@ if op == 'mute' then
   -- The owner mutes anyone else; a moderator, a plain member. Anyone
   -- muted (a member or not) may be unmuted by id.
   local actor = ARGV[3]
-  local actor_role = acting(actor)
-  if actor_role == nil then return {'not_member'} end
-  if not actor_role then return {'not_moderator'} end
+  local actor_role, refused = moderating(actor)
+  if refused then return refused end
   local by = redis.call('HGET', KEYS[2], actor)
   if ARGV[6] == '-1' then
     local target = ARGV[4]
@@ -879,9 +883,8 @@ end
 if op == 'mutes' then
   -- ARGV: 3 the actor's user id (the owner or a moderator).
   local actor = ARGV[3]
-  local actor_role = acting(actor)
-  if actor_role == nil then return {'not_member'} end
-  if not actor_role then return {'not_moderator'} end
+  local actor_role, refused = moderating(actor)
+  if refused then return refused end
   forget_expired_mutes()
   return {'ok', redis.call('HVALS', KEYS[23])}
 end
@@ -890,9 +893,8 @@ if op == 'slow' or op == 'title' then
   -- ARGV: 3 the actor's user id (the owner or a moderator), 4 the slow
   --       mode (ms between one member's posts; 0 off) or the new title.
   local actor = ARGV[3]
-  local actor_role = acting(actor)
-  if actor_role == nil then return {'not_member'} end
-  if not actor_role then return {'not_moderator'} end
+  local actor_role, refused = moderating(actor)
+  if refused then return refused end
   local user = redis.call('HGET', KEYS[2], actor)
   if op == 'slow' then
     if (redis.call('HGET', KEYS[1], 'slow') or '0') == ARGV[4] then return {'ok', 0} end
