@@ -354,6 +354,36 @@ impl Cluster {
         }
     }
 
+    /// Gives `target` `role` in `code` for the operator (see `room.lua`);
+    /// the roles after it, and whether the room is persistent.
+    pub async fn grant(
+        &self,
+        code: &str,
+        target: &confab_core::Target,
+        role: confab_proto::Role,
+        board: bool,
+    ) -> Result<(confab_proto::Roles, bool), ErrorBody> {
+        let (id, name) = match target {
+            confab_core::Target::Id(id) => (id.clone(), String::new()),
+            confab_core::Target::Name(name) => (String::new(), confab_core::name_key(name)),
+        };
+        let board = if board { "1" } else { "0" };
+        let r = self.room_op(code, &["grant", code, &id, &name, role.as_str(), board]).await?;
+        match r.status() {
+            "ok" => Ok((super::roles(&r.texts(1)?), r.int(2)? == 1)),
+            "board" => Err(confab_core::frames::bad_request(
+                "a board's owner is the operator: name moderators",
+            )),
+            "no_member" => {
+                let whom = match target {
+                    confab_core::Target::Id(id) | confab_core::Target::Name(id) => id,
+                };
+                Err(confab_core::frames::no_such_member(code, whom))
+            }
+            _ => Err(not_found(code)),
+        }
+    }
+
     /// Ends `code` for the operator; whether it was persistent and public,
     /// `None` if there is no such room.
     pub async fn close(&self, code: &str) -> Result<Option<(bool, bool)>, ErrorBody> {

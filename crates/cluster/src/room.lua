@@ -912,6 +912,38 @@ if op == 'slow' or op == 'title' then
   return {'ok', 1}
 end
 
+if op == 'grant' then
+  -- The operator gives a member a role (a board's moderators, or a room
+  -- handed over: its owner becomes a moderator).
+  -- ARGV: 3 the target's user id ('' when named), 4 its name key ('' when
+  --       by id), 5 owner|moderator|member, 6 the room is a board (1|0).
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
+  local role = ARGV[5]
+  if role == 'owner' and ARGV[6] == '1' then return {'board'} end
+  local target = named_member(ARGV[3], ARGV[4])
+  if not target then return {'no_member'} end
+  local function give(uid, given)
+    if (redis.call('HGET', KEYS[20], uid) or 'member') == given then return end
+    if given == 'member' then
+      redis.call('HDEL', KEYS[20], uid)
+    else
+      redis.call('HSET', KEYS[20], uid, given)
+    end
+    local user = redis.call('HGET', KEYS[2], uid)
+    if user then redis.call('PUBLISH', CHANNEL, code .. ' 0 r ' .. given .. ' ' .. user) end
+  end
+  if role == 'owner' then
+    local roles = redis.call('HGETALL', KEYS[20])
+    for i = 1, #roles, 2 do
+      if roles[i + 1] == 'owner' and roles[i] ~= target then give(roles[i], 'moderator') end
+    end
+  end
+  give(target, role)
+  local persistent = 1
+  if redis.call('HGET', KEYS[1], 'eph') == '1' then persistent = 0 end
+  return {'ok', redis.call('HGETALL', KEYS[20]), persistent}
+end
+
 if op == 'close' then
   -- The operator ends the room: every node closes its connections in it.
   -- Answers whether it was persistent (1|0).

@@ -498,6 +498,16 @@ impl RoomBackend for ClusterRooms {
         self.cluster.every_room(&["announce", text]).await
     }
 
+    async fn grant(&self, code: &str, target: &Target, role: Role) -> Result<(), ErrorBody> {
+        let key = self.services.room_key(code);
+        let board = self.services.board(&key).is_some();
+        let (roles, persistent) = self.cluster.grant(&key, target, role, board).await?;
+        if persistent {
+            self.services.remember_roles(&key, roles);
+        }
+        Ok(())
+    }
+
     async fn purge(&self, user_id: &str) -> Result<(), ErrorBody> {
         self.cluster.every_room(&["purge", user_id]).await?;
         self.services.store.purge_user(user_id).await.map_err(|e| {

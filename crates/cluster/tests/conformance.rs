@@ -1031,6 +1031,20 @@ async fn operator<B: RoomBackend>(nodes: Nodes<B>) {
         Some(confab_proto::ErrorCode::NotFound)
     );
 
+    // The operator names a moderator, and hands a room over.
+    let bob_target = confab_core::Target::Name("bob".into());
+    nodes.b.backend().grant(&private, &bob_target, confab_proto::Role::Moderator).await.unwrap();
+    let named = ann.next_in(&private, "role").await;
+    assert_eq!((&named["user"]["name"], &named["role"]), (&json!("Bob"), &json!("moderator")));
+    bob.ok(json!({"op": "lock", "room": private, "locked": false})).await;
+    nodes.a.backend().grant(&private, &bob_target, confab_proto::Role::Owner).await.unwrap();
+    let (_, roles) = nodes.a.backend().room_members(&private).await.unwrap();
+    assert_eq!(roles.get(&bob.user), Some(&confab_proto::Role::Owner));
+    assert_eq!(roles.get(&ann.user), Some(&confab_proto::Role::Moderator), "the old owner");
+    let nobody = confab_core::Target::Name("nobody".into());
+    let missing = nodes.a.backend().grant(&private, &nobody, confab_proto::Role::Moderator).await;
+    assert_eq!(missing.err().map(|e| e.code), Some(confab_proto::ErrorCode::BadRequest));
+
     // A notice reaches every room, on every node.
     let told = nodes.a.backend().announce("maintenance at noon").await.unwrap();
     assert!(told >= 2, "{told}");

@@ -34,6 +34,16 @@ enum Action {
     Room { code: String },
     /// End a room: its members are told and let go; a persistent room's messages are deleted
     Close { code: String },
+    /// Give a member of a room a role: moderator (a board's too), member, or owner (a created
+    /// room handed over)
+    Role {
+        code: String,
+        #[arg(value_parser = ["owner", "moderator", "member"])]
+        role: String,
+        /// Their name in the room
+        #[arg(required = true, num_args = 1..)]
+        name: Vec<String>,
+    },
     /// Tell every room something (one line)
     Announce {
         #[arg(required = true, num_args = 1..)]
@@ -90,6 +100,11 @@ pub fn run(args: AdminArgs) -> ExitCode {
         Action::Rooms => ("GET", path("rooms"), None),
         Action::Room { code } => ("GET", path(&format!("rooms/{}", segment(code))), None),
         Action::Close { code } => ("POST", path(&format!("rooms/{}/close", segment(code))), None),
+        Action::Role { code, role, name } => (
+            "POST",
+            path(&format!("rooms/{}/roles", segment(code))),
+            Some(json!({ "name": name.join(" "), "role": role })),
+        ),
         Action::Announce { text } => {
             ("POST", path("announce"), Some(json!({ "text": text.join(" ") })))
         }
@@ -194,6 +209,9 @@ fn show(action: &Action, answer: &Value) -> String {
             }
         }
         Action::Close { code } => out.push_str(&format!("room {code} closed\n")),
+        Action::Role { code, role, name } => {
+            out.push_str(&format!("{} is now {role} in {code}\n", name.join(" ")));
+        }
         Action::Announce { .. } => out.push_str(&format!("told {} rooms\n", answer["rooms"])),
         Action::Purge { user } => out.push_str(&format!("every message of {user} deleted\n")),
         Action::Ban { .. } => {

@@ -489,6 +489,15 @@ pub trait RoomBackend: Send + Sync + 'static {
     /// `not_found` if there is none.
     fn close_room(&self, code: &str) -> impl Future<Output = Result<(), ErrorBody>> + Send;
 
+    /// Gives the member `target` of `code` `role` for the operator (a
+    /// board's moderators, or a room handed over).
+    fn grant(
+        &self,
+        code: &str,
+        target: &Target,
+        role: Role,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
     /// Tells every member of every room `text` (an `Event::Notice`); how
     /// many rooms.
     fn announce(&self, text: &str) -> impl Future<Output = Result<usize, ErrorBody>> + Send;

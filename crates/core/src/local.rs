@@ -484,6 +484,15 @@ impl RoomBackend for LocalRooms {
         Ok(())
     }
 
+    async fn grant(&self, code: &str, target: &Target, role: Role) -> Result<(), ErrorBody> {
+        let room = self.room(code).ok_or_else(|| not_found(code))?;
+        let roles = room.grant(target, role)?;
+        if room.is_persistent() {
+            self.services().remember_roles(room.code(), roles);
+        }
+        Ok(())
+    }
+
     async fn announce(&self, text: &str) -> Result<usize, ErrorBody> {
         let rooms = self.all();
         for room in &rooms {

@@ -1304,6 +1304,52 @@ impl Room {
         Ok(state.roles.clone())
     }
 
+    /// Gives the member `target` `role` for the operator (who owns the
+    /// boards, and is above every room's owner): `owner` hands a created
+    /// room to them (its owner becomes a moderator). Every member is told.
+    /// Returns the roles after it, to be stored.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` if the room is closed, `bad_request` for a target that
+    /// is not a member, or an owner for a board.
+    pub fn grant(&self, target: &Target, role: Role) -> Result<Roles, ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.closed {
+            return Err(not_found(&self.meta.code));
+        }
+        if role == Role::Owner && self.meta.board {
+            return Err(crate::frames::bad("a board's owner is the operator: name moderators"));
+        }
+        let target_id = self.member_named(state, target)?;
+        let mut changes = Vec::new();
+        if state.roles.get(&target_id).copied().unwrap_or(Role::Member) != role {
+            changes.push((target_id.clone(), role));
+        }
+        if role == Role::Owner {
+            for (id, held) in &state.roles {
+                if *held == Role::Owner && *id != target_id {
+                    changes.push((id.clone(), Role::Moderator));
+                }
+            }
+        }
+        for (id, role) in changes {
+            match role {
+                Role::Member => state.roles.remove(&id),
+                role => state.roles.insert(id.clone(), role),
+            };
+            // An owner away from the room is told when they come back (in
+            // their join's roles), as every role is.
+            if let Some(member) = state.members.get(&id) {
+                let user = member.user.clone();
+                let frame = event_frame(&Event::Role { room: self.meta.code.clone(), user, role });
+                broadcast(state, &frame, |_, _| true);
+            }
+        }
+        Ok(state.roles.clone())
+    }
+
     /// The visible messages of `range`: from the window, and, for a
     /// persistent room, a range older than the window to read from the
     /// store.

@@ -39,6 +39,7 @@ pub(crate) fn router() -> Router<App> {
         .route("/admin/v1/rooms", get(rooms))
         .route("/admin/v1/rooms/{code}", get(room))
         .route("/admin/v1/rooms/{code}/close", post(close))
+        .route("/admin/v1/rooms/{code}/roles", post(grant))
         .route("/admin/v1/announce", post(announce))
         .route("/admin/v1/users/{id}/purge", post(purge))
         .route("/admin/v1/bans", get(bans).post(ban))
@@ -324,6 +325,42 @@ async fn set_defense(
         Ok(()) => {
             audit(&app, peer, "defense", json!({ "bits": defense.bits }));
             Json(json!({ "bits": defense.bits })).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Grant {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    role: confab_proto::Role,
+}
+
+async fn grant(
+    State(app): State<App>,
+    Operator { peer }: Operator,
+    Path(code): Path<String>,
+    Input(grant): Input<Grant>,
+) -> Response {
+    let target = match (grant.user, grant.name) {
+        (Some(id), None) if id.starts_with("u_") && id.len() <= 64 => confab_core::Target::Id(id),
+        (None, Some(name)) if !name.trim().is_empty() => {
+            confab_core::Target::Name(name.trim().to_owned())
+        }
+        _ => return bad("name the member by exactly one of user (an id) and name"),
+    };
+    match app.hub.backend().grant(&code, &target, grant.role).await {
+        Ok(()) => {
+            let whom = match &target {
+                confab_core::Target::Id(who) | confab_core::Target::Name(who) => who.clone(),
+            };
+            let room = code.trim().to_owned();
+            audit(&app, peer, "role", json!({ "room": room, "member": whom, "role": grant.role }));
+            Json(json!({ "room": room, "role": grant.role })).into_response()
         }
         Err(e) => failure(e),
     }

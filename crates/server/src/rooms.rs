@@ -446,6 +446,10 @@ impl RoomBackend for Rooms {
         either!(self, rooms => rooms.announce(text).await)
     }
 
+    async fn grant(&self, code: &str, target: &Target, role: Role) -> Result<(), ErrorBody> {
+        either!(self, rooms => rooms.grant(code, target, role).await)
+    }
+
     async fn purge(&self, user_id: &str) -> Result<(), ErrorBody> {
         either!(self, rooms => rooms.purge(user_id).await)
     }

@@ -77,6 +77,20 @@ async fn the_operator_lists_announces_purges_bans_and_closes() {
     let missing = admin(&server, "GET", "/admin/v1/rooms/NOSUCH", Value::Null, TOKEN).await;
     assert_eq!(missing.status, 404);
 
+    // The operator names a board's moderator; a board has no owner.
+    let mut mod_ = server.client("Mod").await;
+    join(&mut mod_, "main").await;
+    let named = json!({"name": "mod", "role": "moderator"});
+    let answer = admin(&server, "POST", "/admin/v1/rooms/main/roles", named, TOKEN).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    assert_eq!(mod_.event("role").await.unwrap()["role"], "moderator");
+    mod_.ok(json!({"op": "slow", "room": "main", "seconds": 0})).await.unwrap();
+    let owner = json!({"name": "mod", "role": "owner"});
+    assert_eq!(
+        admin(&server, "POST", "/admin/v1/rooms/main/roles", owner, TOKEN).await.status,
+        400
+    );
+
     // A notice to every room.
     let told =
         admin(&server, "POST", "/admin/v1/announce", json!({"text": "back in 5"}), TOKEN).await;
@@ -141,14 +155,14 @@ async fn the_operator_lists_announces_purges_bans_and_closes() {
             .filter(|e| e["kind"] == "admin")
             .map(|e| e["action"].as_str().unwrap().to_owned())
             .collect();
-        if actions.len() == 5 {
+        if actions.len() == 6 {
             assert!(!text.contains(TOKEN));
             assert!(!text.contains("203.0.113.9"), "no address: {text}");
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(actions, ["announce", "purge", "ban", "unban", "close"]);
+    assert_eq!(actions, ["role", "announce", "purge", "ban", "unban", "close"]);
 }
 
 #[tokio::test]
