@@ -119,6 +119,9 @@ impl<B: RoomBackend> Conn<B> {
     pub fn open(hub: &Hub<B>, outbox: Outbox, peer: Option<IpAddr>) -> Conn<B> {
         let id = hub.connected();
         let address = hub.address_key(peer);
+        if let Some(address) = &address {
+            hub.opened_from(address, id, &outbox);
+        }
         let ban_epoch = hub.site_ban_epoch();
         Conn {
             hub: hub.clone(),
@@ -705,7 +708,13 @@ impl<B: RoomBackend> Conn<B> {
 
 impl<B: RoomBackend> Drop for Conn<B> {
     fn drop(&mut self) {
-        let grace = self.hub.grace_applies() && !self.hub.config().grace.is_zero();
+        if let Some(address) = &self.address {
+            self.hub.closed_from(address, self.id);
+        }
+        // A connection a site ban closed leaves its rooms at once.
+        let grace = self.hub.grace_applies()
+            && !self.hub.config().grace.is_zero()
+            && !self.hub.address_banned(self.address.as_deref());
         if let Some(user) = &self.user {
             for seat in self.seats.drain(..) {
                 self.hub.backend().disconnect(seat, self.id, &user.id, grace);

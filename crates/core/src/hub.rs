@@ -75,6 +75,9 @@ struct Shared<B> {
     /// off), the store's, read with the site bans.
     defense: std::sync::atomic::AtomicU32,
     puzzles: crate::pow::Puzzles,
+    /// Open connections by the keyed hash of their address (loopback
+    /// ones, which no ban bars, are not kept): a site ban closes them.
+    by_address: Mutex<HashMap<String, Vec<(u64, crate::Outbox)>>>,
 }
 
 /// How often a node reads the site bans from the store (other nodes'
@@ -116,6 +119,7 @@ impl<B: RoomBackend> Hub<B> {
                 site_ban_epoch: AtomicU64::new(0),
                 defense: std::sync::atomic::AtomicU32::new(0),
                 puzzles: crate::pow::Puzzles::new(services_for_puzzles.pow_secret.clone()),
+                by_address: Mutex::new(HashMap::new()),
             }),
         };
         tokio::spawn(forget_idle_limits(Arc::downgrade(&hub.shared)));
@@ -196,6 +200,23 @@ impl<B: RoomBackend> Hub<B> {
         self.address_key(Some(address))
     }
 
+    /// Keeps an open connection by its address, for a site ban to close.
+    pub(crate) fn opened_from(&self, address: &str, conn: u64, outbox: &crate::Outbox) {
+        let mut open = self.shared.by_address.lock();
+        open.entry(address.to_owned()).or_default().push((conn, outbox.clone()));
+    }
+
+    /// Forgets a connection kept by `opened_from`.
+    pub(crate) fn closed_from(&self, address: &str, conn: u64) {
+        let mut open = self.shared.by_address.lock();
+        if let Some(conns) = open.get_mut(address) {
+            conns.retain(|(id, _)| *id != conn);
+            if conns.is_empty() {
+                open.remove(address);
+            }
+        }
+    }
+
     /// Changes whenever the site bans do.
     pub(crate) fn site_ban_epoch(&self) -> u64 {
         self.shared.site_ban_epoch.load(Ordering::Relaxed)
@@ -228,8 +249,9 @@ impl<B: RoomBackend> Hub<B> {
             tracing::warn!("cannot store a site ban: {e}");
             crate::frames::storage_down()
         })?;
-        self.shared.site_bans.lock().insert(key, until);
+        self.shared.site_bans.lock().insert(key.clone(), until);
         self.shared.site_ban_epoch.fetch_add(1, Ordering::Relaxed);
+        close_banned(&self.shared.by_address, &key);
         Ok(Some(ban))
     }
 
@@ -521,10 +543,21 @@ async fn read_site_bans<B: RoomBackend>(shared: Weak<Shared<B>>) {
                     .filter(|b| b.until.is_none_or(|u| u > now))
                     .map(|b| (b.address, b.until))
                     .collect();
-                let mut bans = shared.site_bans.lock();
-                if *bans != read {
-                    *bans = read;
-                    shared.site_ban_epoch.fetch_add(1, Ordering::Relaxed);
+                let fresh: Vec<String> = {
+                    let mut bans = shared.site_bans.lock();
+                    if *bans == read {
+                        Vec::new()
+                    } else {
+                        let fresh =
+                            read.keys().filter(|k| !bans.contains_key(*k)).cloned().collect();
+                        *bans = read;
+                        shared.site_ban_epoch.fetch_add(1, Ordering::Relaxed);
+                        fresh
+                    }
+                };
+                // Another node's bans: this node's connections from there go.
+                for address in fresh {
+                    close_banned(&shared.by_address, &address);
                 }
             }
             Err(e) => tracing::debug!("cannot read the site bans: {e}"),
@@ -536,6 +569,23 @@ async fn read_site_bans<B: RoomBackend>(shared: Weak<Shared<B>>) {
         }
         tokio::time::sleep(SITE_BANS_EVERY).await;
     }
+}
+
+/// Closes the open connections from the address of keyed hash `address`.
+fn close_banned(by_address: &Mutex<HashMap<String, Vec<(u64, crate::Outbox)>>>, address: &str) {
+    let Some(open) = by_address.lock().remove(address) else { return };
+    let closed = open.len();
+    for (_, outbox) in open {
+        outbox.push(crate::frames::error_frame(
+            None,
+            ErrorBody::new(
+                confab_proto::ErrorCode::Forbidden,
+                "this address is banned from this server",
+            ),
+        ));
+        outbox.close(crate::CloseReason::Banned);
+    }
+    tracing::info!(closed, "connections from a banned address closed");
 }
 
 async fn forget_idle_limits<B: RoomBackend>(shared: Weak<Shared<B>>) {

@@ -32,6 +32,8 @@ pub enum CloseReason {
     /// cannot be read back, or a lapsed cluster lease): the client should
     /// reconnect and resume at once; nothing is shutting down.
     Resync,
+    /// The operator banned the client's address from the server.
+    Banned,
 }
 
 impl CloseReason {
@@ -40,7 +42,7 @@ impl CloseReason {
         match self {
             CloseReason::Overflow => false,
             CloseReason::Shutdown | CloseReason::Resync => true,
-            CloseReason::FrameTooLarge | CloseReason::HelloTimeout => true,
+            CloseReason::FrameTooLarge | CloseReason::HelloTimeout | CloseReason::Banned => true,
         }
     }
 
@@ -51,6 +53,7 @@ impl CloseReason {
             CloseReason::FrameTooLarge => "frame over the size limit",
             CloseReason::HelloTimeout => "no hello in time",
             CloseReason::Resync => "this node lost track of a room; reconnect and resume",
+            CloseReason::Banned => "this address is banned from this server",
         }
     }
 }

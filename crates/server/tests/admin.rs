@@ -109,15 +109,16 @@ async fn the_operator_lists_announces_purges_bans_and_closes() {
     assert_eq!(bad_user.status, 400);
 
     // The troll's address banned from the server: the open connection is
-    // let go at its next op, a new session is refused; others come in.
+    // told and closed at once (its seats go without grace), a new session
+    // is refused; others come in.
     let ban = json!({"address": "203.0.113.9", "reason": "spam"});
     let banned = admin(&server, "POST", "/admin/v1/bans", ban, TOKEN).await.json();
     let hash = banned["ban"]["address"].as_str().unwrap().to_owned();
     assert_eq!(hash.len(), 32, "a keyed hash: {banned}");
     assert!(!banned.to_string().contains("203.0.113"), "{banned}");
-    let refused =
-        troll.request(json!({"op": "post", "room": private, "body": "more"})).await.unwrap();
-    assert_eq!(refused["error"]["message"], "this address is banned from this server", "{refused}");
+    let told = troll.event("error").await.unwrap();
+    assert_eq!(told["error"]["message"], "this address is banned from this server", "{told}");
+    assert_eq!(troll.closed().await.unwrap(), Some(1008));
     let left = ann.event("leave").await.unwrap();
     assert_eq!(left["reason"], "disconnected", "{left}");
     let mut again = WsClient::connect_forwarded(&server.url, "203.0.113.9").await.unwrap();

@@ -324,7 +324,7 @@ async fn write_until_closed<S: Socket>(
             CloseReason::Overflow => TRY_AGAIN_LATER,
             CloseReason::Shutdown => SERVICE_RESTART,
             CloseReason::FrameTooLarge => TOO_BIG,
-            CloseReason::HelloTimeout => POLICY_VIOLATION,
+            CloseReason::HelloTimeout | CloseReason::Banned => POLICY_VIOLATION,
             CloseReason::Resync => SERVICE_RESTART,
         };
         let close = frame::close(code, reason.as_str());

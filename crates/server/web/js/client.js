@@ -173,14 +173,17 @@ export class Client {
       this.user = result.user;
       this.ready = true;
       this.attempt = 0;
+      this.puzzles = 0;
       this.setState('connected');
       this.schedulePing();
       if (this.transport?.via === 'longpoll') this.scheduleProbe();
       this.emit('ready', result);
     } catch (error) {
       if (error.code === 'disconnected') return;
-      if (error.challenge && !pow) {
-        // The server's defensive mode: show the work, then say hello again.
+      // The server's defensive mode: show the work, then say hello again
+      // (a puzzle refused, as one that ran out, is followed by a new one).
+      if (error.challenge && (this.puzzles ?? 0) < 3) {
+        this.puzzles = (this.puzzles ?? 0) + 1;
         this.setState('solving');
         const solved = await solve(error.challenge);
         if (this.transport) this.hello(solved);
