@@ -77,7 +77,7 @@ fn without_a_terminal_it_relays_stdin_and_prints_server_lines_on_stdout() {
         ["[main] you joined \"Main board\"; members (1): Ann", "[main] you posted 1"]
     );
     assert!(
-        lines[6].starts_with("[main] 1 | Ann | ") && lines[6].ends_with(" | hello"),
+        lines[6].starts_with("[main] 1 | Ann | ") && lines[6].ends_with(" | hello | Hi all"),
         "{stdout}"
     );
     assert_eq!(lines[7..], ["  Hi all", "[main] you left", "bye: goodbye"]);

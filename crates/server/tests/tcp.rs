@@ -194,6 +194,7 @@ async fn the_board_commands_work_and_a_joiner_sees_the_last_two_posts() {
     let pushed = bob.line().await;
     assert_eq!(fields(&pushed)[0], "[main] 4");
     assert_eq!(fields(&pushed)[3], "(no subject)");
+    assert_eq!(fields(&pushed)[4], "no subject here", "the body, read at once");
 
     assert_eq!(bob.ask("%post hello  Hi there,  Ann ").await, "[main] you posted 5");
     let seen = ann.event("message").await.unwrap();
@@ -209,13 +210,13 @@ async fn the_board_commands_work_and_a_joiner_sees_the_last_two_posts() {
     for _ in 0..4 {
         let line = bob.line().await;
         let parts = fields(&line);
-        assert_eq!(parts.len(), 4, "{line}");
+        assert_eq!(parts.len(), 5, "{line}");
         ids.push(parts[0].parse::<u64>().unwrap());
     }
     assert_eq!(ids, [2, 3, 4, 5], "message 1 was posted too early for Bob");
 
     let shown = bob.run("%message 3", "[main] 3").await;
-    assert_eq!(fields(&shown[0])[1..], ["Ann", fields(&backlog[1])[2], "s3"]);
+    assert_eq!(fields(&shown[0])[1..], ["Ann", fields(&backlog[1])[2], "s3", "body 3"]);
     assert_eq!(bob.line().await, "  body 3");
     let hidden = bob.ask("%message 1").await;
     assert!(hidden.starts_with("error: not_found: no message 1 in room main"), "{hidden}");
@@ -239,7 +240,7 @@ async fn a_multi_line_message_is_shown_indented() {
     let mut bob = Term::login(&server, "Bob").await;
     bob.run("%join", "[main] 1").await;
     let shown = bob.run("%message 1", "[main] 1").await;
-    assert!(shown[0].ends_with("| (no subject)"), "{shown:?}");
+    assert!(shown[0].ends_with("| (no subject) | one…"), "{shown:?}");
     // Control characters from other clients never reach the terminal raw.
     assert_eq!(
         [bob.line().await, bob.line().await, bob.line().await],
@@ -637,7 +638,7 @@ async fn a_terminal_that_reads_nothing_is_closed_and_the_room_goes_on() {
         .expect("the server closes the connection")
         .unwrap();
     let output = String::from_utf8(output).unwrap();
-    let pushed = output.lines().filter(|l| l.ends_with("| Ann | (no subject)")).count();
+    let pushed = output.lines().filter(|l| l.ends_with("| (no subject) | hello")).count();
     assert!(pushed < posted - 1, "all {pushed} posts were written");
     assert_eq!(
         output.lines().last(),

@@ -102,7 +102,10 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%leave", about: "leave the board main" },
     Spec { usage: "%post <subject> <content...>", about: "post to main (subject: one word)" },
     Spec { usage: "%users", about: "members of main" },
-    Spec { usage: "%list", about: "messages of main you can see: id, sender, date, subject" },
+    Spec {
+        usage: "%list",
+        about: "messages of main you can see: id, sender, date, subject, first line",
+    },
     Spec { usage: "%message <id>", about: "one message of main, with its content" },
     Spec { usage: "%report <id> [reason...]", about: "tell the operator about a message of main" },
     Spec {

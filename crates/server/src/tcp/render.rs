@@ -390,14 +390,35 @@ pub(crate) fn help(out: &mut String) {
     }
 }
 
-/// A message's one-line summary: `id | sender | date | subject`.
+/// The most characters of a body a message line shows.
+pub(crate) const PREVIEW_CHARS: usize = 200;
+
+/// A message's one line: `id | sender | date | subject | body`, the body's
+/// first line, cut at `PREVIEW_CHARS` with `…` when there is more (the
+/// whole of it is `%message id`'s); a deleted message ends at
+/// `(deleted)`.
 pub(crate) fn summary(message: &Message) -> String {
     let subject = match message.subject.as_deref() {
         _ if message.deleted => "(deleted)".into(),
         Some(subject) => clean(subject),
         None => "(no subject)".into(),
     };
-    format!("{} | {} | {} | {subject}", message.seq, clean(&message.from.name), date(&message.ts))
+    let head = format!(
+        "{} | {} | {} | {subject}",
+        message.seq,
+        clean(&message.from.name),
+        date(&message.ts)
+    );
+    if message.deleted {
+        return head;
+    }
+    let body = message.body.trim_end();
+    let first = body.lines().next().unwrap_or("");
+    let mut preview: String = first.chars().take(PREVIEW_CHARS).collect();
+    if preview.len() < body.len() {
+        preview.push('…');
+    }
+    format!("{head} | {}", clean(&preview))
 }
 
 /// `members (2): Ann, Bob`, sorted by name.

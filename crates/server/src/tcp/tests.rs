@@ -174,9 +174,16 @@ fn message(subject: Option<&str>) -> Message {
 }
 
 #[test]
-fn a_message_summary_has_id_sender_date_and_subject() {
-    assert_eq!(summary(&message(Some("news"))), "7 | Ann | 2026-11-22 05:01:02 UTC | news");
-    assert_eq!(summary(&message(None)), "7 | Ann | 2026-11-22 05:01:02 UTC | (no subject)");
+fn a_message_line_has_id_sender_date_subject_and_the_body_s_first_line() {
+    assert_eq!(summary(&message(Some("news"))), "7 | Ann | 2026-11-22 05:01:02 UTC | news | hi");
+    assert_eq!(summary(&message(None)), "7 | Ann | 2026-11-22 05:01:02 UTC | (no subject) | hi");
+    let long = Message { body: "x".repeat(300), ..message(None) };
+    let line = summary(&long);
+    assert!(line.ends_with(&format!("| {}…", "x".repeat(200))), "{line}");
+    let lines = Message { body: "first\nsecond\n".into(), ..message(None) };
+    assert!(summary(&lines).ends_with("| first…"));
+    let gone = Message { body: String::new(), deleted: true, ..message(Some("news")) };
+    assert_eq!(summary(&gone), "7 | Ann | 2026-11-22 05:01:02 UTC | (deleted)");
     assert_eq!(date("yesterday"), "yesterday");
     assert_eq!(clean("a\tb\u{1b}[0m"), "a b\u{fffd}[0m");
 }
