@@ -174,7 +174,7 @@ pub fn shard_of(code: &str, shards: usize) -> usize {
     (hash % shards.max(1) as u64) as usize
 }
 
-pub(crate) fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 24] {
+pub(crate) fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 25] {
     let k = |name: &str| format!("{ns}:{{{code}}}:{name}");
     [
         k("meta"),
@@ -201,6 +201,7 @@ pub(crate) fn keys(ns: &str, code: &str, node: &str, op_id: &str) -> [String; 24
         k("addr"),
         k("mute"),
         k("last"),
+        k("chg"),
     ]
 }
 

@@ -364,5 +364,6 @@ fn recorded(room: &confab_core::StoredRoom) -> super::Recorded {
         locked: room.locked,
         bans: room.bans.clone(),
         slow: room.slow,
+        rev: room.rev,
     }
 }

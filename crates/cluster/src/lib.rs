@@ -155,6 +155,11 @@ pub(crate) struct ClusterJoin {
     pub locked: bool,
     /// Slow mode, in seconds (0: off).
     pub slow: u32,
+    /// The room's change number.
+    pub rev: u64,
+    /// On a resume that gave its change number: what changed since,
+    /// oldest first.
+    pub changed: Vec<Message>,
 }
 
 /// What a read of messages answered.
@@ -324,7 +329,8 @@ impl Cluster {
         only_new: bool,
         state: &Recorded,
     ) -> Result<bool, ErrorBody> {
-        let Recorded { last_seq, roles, locked, bans, slow } = state;
+        let Recorded { last_seq, roles, locked, bans, slow, rev } = state;
+        let rev = rev.to_string();
         let slow = (u64::from(*slow) * 1000).to_string();
         let (last_seq, locked) = (*last_seq, *locked);
         let now = confab_core::unix_ms();
@@ -354,6 +360,7 @@ impl Cluster {
             &roles,
             if locked { "1" } else { "0" },
             &slow,
+            &rev,
         ];
         for (uid, ban) in &bans {
             args.push(uid);
@@ -463,6 +470,8 @@ pub struct Recorded {
     pub bans: Vec<confab_core::Ban>,
     /// Slow mode, in seconds (0: off).
     pub slow: u32,
+    /// The latest change number stored.
+    pub rev: u64,
 }
 
 /// A ban as the room script keeps it: "until\naddrs\nreason\nby\nuser"
@@ -529,6 +538,8 @@ fn message_tail(code: &str, user: &User, draft: &Draft) -> String {
         ts: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         cid: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply: Option<&'a confab_proto::Quote>,
     }
     let json = serde_json::to_string(&Tail {
         room: code,
@@ -537,6 +548,7 @@ fn message_tail(code: &str, user: &User, draft: &Draft) -> String {
         body: &draft.body,
         ts: &draft.ts,
         cid: draft.cid.as_deref(),
+        reply: draft.reply.as_ref(),
     })
     .expect("messages serialize");
     format!(",{}", &json[1..])
@@ -679,6 +691,7 @@ mod tests {
         let mirror_b = b.mirror_for_join(&code);
         let _ = mirror_b.add(&joined, &bob.id, 2, &Outbox::new(64).0, &b.incarnation());
         let draft = |body: &str, cid: Option<&str>| Draft {
+            reply: None,
             body: body.into(),
             subject: None,
             cid: cid.map(str::to_owned),

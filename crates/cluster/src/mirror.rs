@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use confab_proto::{Event, LeaveReason, Retention, Role, RoomInfo, User};
+use confab_proto::{Event, LeaveReason, Message, Retention, Role, RoomInfo, User};
 use parking_lot::Mutex;
 
 use confab_core::Outbox;
@@ -55,7 +55,13 @@ enum Kind {
     Muted(bool, User, User),
     Slow(u32, User),
     Title(String, User),
-    Deleted(u64, User),
+    /// Deleted: seq, rev, by whom, and the author if only they see it.
+    Deleted(u64, u64, User, Option<String>),
+    /// Edited: rev, the message now, and whether only its author sees it.
+    Edited(u64, Box<Message>, bool),
+    /// A reaction: seq, rev, on, emoji, by whom, and the message's author
+    /// if only they see it.
+    Reacted(u64, u64, bool, String, User, Option<String>),
     /// The operator ended the room.
     Closed,
     Notice(String),
@@ -118,9 +124,31 @@ pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
         "x" => Kind::Closed,
         "n" => Kind::Notice(rest.to_owned()),
         "p" => Kind::Purged(rest.to_owned()),
+        // "d <seq> <rev> <author or -> <by JSON>"
         "d" => {
-            let (seq, user) = rest.split_once(' ')?;
-            Kind::Deleted(seq.parse().ok()?, serde_json::from_str(user).ok()?)
+            let mut parts = rest.splitn(4, ' ');
+            let seq = parts.next()?.parse().ok()?;
+            let rev = parts.next()?.parse().ok()?;
+            let only = Some(parts.next()?).filter(|a| *a != "-").map(str::to_owned);
+            Kind::Deleted(seq, rev, serde_json::from_str(parts.next()?).ok()?, only)
+        }
+        // "e <rev> <m|s> <message JSON>"
+        "e" => {
+            let mut parts = rest.splitn(3, ' ');
+            let rev = parts.next()?.parse().ok()?;
+            let shadow = parts.next()? == "s";
+            Kind::Edited(rev, serde_json::from_str(parts.next()?).ok()?, shadow)
+        }
+        // "a <seq> <rev> <1|0> <author or -> <emoji> <user JSON>"
+        "a" => {
+            let mut parts = rest.splitn(6, ' ');
+            let seq = parts.next()?.parse().ok()?;
+            let rev = parts.next()?.parse().ok()?;
+            let on = parts.next()? == "1";
+            let only = Some(parts.next()?).filter(|a| *a != "-").map(str::to_owned);
+            let emoji = parts.next()?.to_owned();
+            let user = serde_json::from_str(parts.next()?).ok()?;
+            Kind::Reacted(seq, rev, on, emoji, user, only)
         }
         "w" => {
             let (seconds, user) = rest.split_once(' ')?;
@@ -151,6 +179,8 @@ enum To {
     Others(String),
     /// A leave: everyone.
     All,
+    /// A change of a shadow-muted member's message: theirs only.
+    Only(String),
 }
 
 struct Entry {
@@ -191,7 +221,8 @@ fn deliver(listener: &mut Listener, user: &str, after: u64, applied: &Applied, m
             }
         }
         To::Others(id) if id == user => return false,
-        To::Others(_) | To::All => {}
+        To::Only(id) if id != user => return false,
+        To::Others(_) | To::All | To::Only(_) => {}
     }
     listener.push(&applied.frame);
     true
@@ -500,6 +531,8 @@ impl Mirror {
             | Kind::Slow(..)
             | Kind::Title(..)
             | Kind::Deleted(..)
+            | Kind::Edited(..)
+            | Kind::Reacted(..)
             | Kind::Closed
             | Kind::Notice(..)
             | Kind::Purged(..) => {}
@@ -543,7 +576,19 @@ impl Mirror {
                 (event_frame(&Event::Slow { room, seconds, user }), To::All)
             }
             Kind::Title(title, user) => (event_frame(&Event::Title { room, title, user }), To::All),
-            Kind::Deleted(seq, by) => (event_frame(&Event::Deleted { room, seq, by }), To::All),
+            Kind::Deleted(seq, rev, by, only) => {
+                let to = only.map_or(To::All, To::Only);
+                (event_frame(&Event::Deleted { room, seq, by, rev }), to)
+            }
+            Kind::Edited(rev, message, shadow) => {
+                let to = if shadow { To::Only(message.from.id.clone()) } else { To::All };
+                let seq = message.seq;
+                (event_frame(&Event::Edited { room, seq, rev, message }), to)
+            }
+            Kind::Reacted(seq, rev, on, emoji, user, only) => {
+                let to = only.map_or(To::All, To::Only);
+                (event_frame(&Event::Reacted { room, seq, rev, emoji, user, on }), to)
+            }
             Kind::Closed => {
                 let reason = "closed".to_owned();
                 (event_frame(&Event::Closed { room, reason }), To::All)
@@ -603,6 +648,8 @@ mod tests {
     /// A join's answer whose snapshot ends at event `ev`.
     fn joined(ev: u64) -> ClusterJoin {
         ClusterJoin {
+            changed: Vec::new(),
+            rev: 0,
             new: true,
             seq: 0,
             ev,

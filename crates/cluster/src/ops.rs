@@ -16,7 +16,7 @@ impl Cluster {
         self: &Arc<Self>,
         code: &str,
         user: &User,
-        since: Option<u64>,
+        since: Option<confab_core::Since>,
         resume_limit: usize,
         stored: Option<StoredVisibility>,
         rejoin: bool,
@@ -30,7 +30,8 @@ impl Cluster {
                 format!("{},{}", v.from, v.left_at.map_or(-1, |l| i64::try_from(l).unwrap_or(-1)))
             })
             .unwrap_or_default();
-        let since = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
+        let seen = since.and_then(|s| s.rev).map_or_else(|| "-1".to_owned(), |r| r.to_string());
+        let since = since.map_or_else(|| "-1".to_owned(), |s| s.seq.to_string());
         let incarnation = self.incarnation();
         // A join this node stops waiting for may still run in Redis later
         // (its command held up on the way): named, so that it can be
@@ -54,6 +55,7 @@ impl Cluster {
                     if seated { "1" } else { "0" },
                     &op_id,
                     address.unwrap_or(""),
+                    &seen,
                 ],
             )
             .await;
@@ -94,6 +96,8 @@ impl Cluster {
             roles: super::roles(&r.texts(11)?),
             locked: r.text(12)? == "1",
             slow: u32::try_from(r.uint(13)? / 1000).unwrap_or(u32::MAX),
+            rev: r.uint(14)?,
+            changed: r.list(15)?,
         })
     }
 
@@ -402,6 +406,8 @@ impl Cluster {
         message: &Message,
     ) -> Result<(), ErrorBody> {
         let tombstone = serde_json::to_string(&message.tombstone()).expect("messages serialize");
+        let quote = confab_proto::Quote::of(message).tombstone();
+        let quote = serde_json::to_string(&quote).expect("quotes serialize");
         let key = message.cid.as_ref().map(|cid| format!("{}|{cid}", message.from.id));
         let seq = message.seq.to_string();
         let args = [
@@ -412,6 +418,7 @@ impl Cluster {
             &message.from.id,
             &tombstone,
             key.as_deref().unwrap_or(""),
+            &quote,
         ];
         let r = self.room_op(code, &args).await?;
         match r.status() {
@@ -421,6 +428,50 @@ impl Cluster {
                 "only its author, the owner and moderators (of members' messages) delete a message",
             )),
             _ => Err(confab_core::frames::not_in(code)),
+        }
+    }
+
+    /// Replaces the text of message `seq` of `code` with `body` on behalf
+    /// of `actor`, its author (see `room.lua`); the message as it is now,
+    /// and its change number (`None`: no change).
+    pub async fn edit(
+        &self,
+        code: &str,
+        actor: &str,
+        seq: u64,
+        body: &str,
+        edited: &str,
+    ) -> Result<Option<(Message, u64)>, ErrorBody> {
+        let seq_text = seq.to_string();
+        let r = self.room_op(code, &["edit", code, actor, &seq_text, body, edited]).await?;
+        match r.status() {
+            "ok" => Ok(Some((r.json(2)?, r.uint(1)?))),
+            "same" => Ok(None),
+            status => Err(change_refused(code, seq, status, &r)),
+        }
+    }
+
+    /// Puts `actor`'s `emoji` on message `seq` of `code`, or takes it off
+    /// (see `room.lua`): whether it is on, the message as it is now, and
+    /// its change number.
+    pub async fn react(
+        &self,
+        code: &str,
+        actor: &str,
+        seq: u64,
+        emoji: &str,
+    ) -> Result<(bool, Message, u64), ErrorBody> {
+        let seq_text = seq.to_string();
+        let (kinds, yours, most) = (
+            confab_core::REACTION_EMOJI_MAX.to_string(),
+            confab_core::REACTIONS_PER_USER_MAX.to_string(),
+            confab_core::REACTIONS_MAX.to_string(),
+        );
+        let args = ["react", code, actor, &seq_text, emoji, &kinds, &yours, &most];
+        let r = self.room_op(code, &args).await?;
+        match r.status() {
+            "ok" => Ok((r.int(2)? == 1, r.json(3)?, r.uint(1)?)),
+            status => Err(change_refused(code, seq, status, &r)),
         }
     }
 
@@ -608,6 +659,9 @@ impl Cluster {
             cid: draft.cid,
             deleted: false,
             shadow,
+            reply: draft.reply,
+            edited: None,
+            reactions: Vec::new(),
         };
         let origin = format!(
             "{} {conn} {} ",
@@ -707,4 +761,31 @@ fn departure(r: &Reply, user_id: &str, epoch: u64) -> Option<Departure> {
         "destroyed" => Departure::Destroyed,
         _ => return None,
     })
+}
+
+/// Why the room script refused an edit or a reaction.
+fn change_refused(code: &str, seq: u64, status: &str, r: &Reply) -> ErrorBody {
+    use confab_proto::ErrorCode::Forbidden;
+    match status {
+        "old" => ErrorBody::new(
+            Forbidden,
+            format!(
+                "message {seq} of room {code} is not among the newest the room keeps at hand, which alone may be edited or reacted to"
+            ),
+        ),
+        "deleted" => ErrorBody::new(Forbidden, format!("message {seq} of room {code} was deleted")),
+        "forbidden" => {
+            ErrorBody::new(Forbidden, format!("only its author edits message {seq} of room {code}"))
+        }
+        "gone" => confab_core::frames::no_message(code, seq),
+        "limit" => {
+            let why = match r.text(1).unwrap_or("") {
+                "emoji" => confab_core::ReactionLimit::Emoji,
+                "yours" => confab_core::ReactionLimit::Yours,
+                _ => confab_core::ReactionLimit::Total,
+            };
+            confab_core::reaction_refusal(code, seq, why)
+        }
+        _ => confab_core::frames::not_in(code),
+    }
 }

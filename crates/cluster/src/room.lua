@@ -49,6 +49,10 @@
 --                until lifted; shadow 1: their posts go on, seen by them
 --                only)
 --  24 last   hash: user id -> when they last posted (ms), in slow mode
+--  25 chg    sorted set: the seqs of messages changed (edited, deleted,
+--                reacted to), each scored by the room's change number
+--                ("rev" in meta) of its latest change; the latest
+--                CHANGES_KEPT, for resumes
 --
 -- mem's "#p" is there only while the room has a mute or slow mode: the
 -- post scripts read it with the member, and check nothing more without
@@ -70,7 +74,14 @@
 --   "C 0 u 1|0 <by JSON>\t<user JSON>"        a member muted or not
 --   "C 0 w <seconds> <user JSON>"             slow mode set by the user
 --   "C 0 h <user JSON>\t<title>"              the room renamed by the user
---   "C 0 d <seq> <user JSON>"                 message seq deleted by the user
+--   "C 0 d <seq> <rev> <author|-> <user JSON>"
+--                                             message seq deleted by the
+--                                             user (author: a shadow-muted
+--                                             member's, for them only)
+--   "C 0 e <rev> <m|s> <message JSON>"       a message edited (s: a
+--                                             shadow-muted member's)
+--   "C 0 a <seq> <rev> <1|0> <author|-> <emoji> <user JSON>"
+--                                             a reaction put on or off
 --   "C 0 x closed"                            the room closed by the operator
 --   "C 0 n <text>"                            a notice from the operator
 --                                             (rooms.lua)
@@ -83,6 +94,8 @@ local code = ARGV[2]
 local CHANNEL = string.sub(KEYS[15], 1, -6) .. 'events'
 -- Joins and leaves kept for nodes that missed some (messages: the window).
 local EVENTS_KEPT = 4096
+-- Changes of messages kept for resumes.
+local CHANGES_KEPT = 4096
 
 local function seq()
   return tonumber(redis.call('GET', KEYS[7]) or '0')
@@ -193,10 +206,49 @@ end
 -- a shadow-muted member's ("s") is its author's only.
 local function message_of(envelope, reader)
   local kind, json = string.match(envelope, '^%S+ %S+ ([ms]) %S+ %S+ %S+ (.*)$')
-  if kind == 's' and not string.find(json, '"from":{"id":"' .. reader .. '"', 1, true) then
+  if kind == 's' and cjson.decode(json).from.id ~= reader then
     return nil
   end
   return json
+end
+
+-- Message n as the window holds it: its index, the envelope's head
+-- ("C ev "), its kind, the rest up to its JSON, and the decoded message;
+-- nil if the window does not hold it.
+local function held(n)
+  local first = seq() - redis.call('LLEN', KEYS[9]) + 1
+  if n < first or n > seq() then return nil end
+  local i = n - first
+  local envelope = redis.call('LINDEX', KEYS[9], i)
+  local head, kind, tail, json = string.match(envelope or '', '^(%S+ %S+ )([ms])( %S+ %S+ %S+ )(.*)$')
+  if not json then return nil end
+  return i, head, kind, tail, cjson.decode(json)
+end
+
+-- Notes a change of message n; the room's change number now.
+local function note_change(n)
+  local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
+  redis.call('ZADD', KEYS[25], rev, n)
+  if redis.call('ZCARD', KEYS[25]) > CHANGES_KEPT then
+    redis.call('ZREMRANGEBYRANK', KEYS[25], 0, 0)
+  end
+  return rev
+end
+
+-- Puts `message` (decoded) back in the window at `i` and in what a retry
+-- of its cid is answered with, and notes the change; its JSON and the
+-- change number.
+local function amend(i, head, kind, tail, message)
+  local json = cjson.encode(message)
+  redis.call('LSET', KEYS[9], i, head .. kind .. tail .. json)
+  if message.cid then
+    local key = message.from.id .. '|' .. message.cid
+    local first = redis.call('HGET', KEYS[11], key)
+    if first and cjson.decode(first).seq == message.seq then
+      redis.call('HSET', KEYS[11], key, json)
+    end
+  end
+  return json, note_change(message.seq)
 end
 
 -- Lifts the ban of `uid` and the addresses it bars; whether there was one.
@@ -285,7 +337,8 @@ end
 
 local function destroy()
   for i = 1, 12 do redis.call('DEL', KEYS[i]) end
-  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18], KEYS[20], KEYS[21], KEYS[22], KEYS[23], KEYS[24])
+  redis.call('DEL', KEYS[14], KEYS[17], KEYS[18], KEYS[20], KEYS[21], KEYS[22], KEYS[23], KEYS[24],
+    KEYS[25])
   redis.call('SREM', KEYS[15], code)
   redis.call('SREM', KEYS[16], code)
 end
@@ -374,8 +427,10 @@ if op == 'create' then
     redis.call('HSET', KEYS[1], 'slow', ARGV[13])
     redis.call('HSET', KEYS[2], '#p', ARGV[13])
   end
-  -- ARGV[14] on, in pairs: the bans it starts with (user id, ban).
-  for i = 14, #ARGV - 1, 2 do bar(ARGV[i], ARGV[i + 1]) end
+  -- ARGV[14]: its latest change number stored.
+  if tonumber(ARGV[14]) > 0 then redis.call('HSET', KEYS[1], 'rev', ARGV[14]) end
+  -- ARGV[15] on, in pairs: the bans it starts with (user id, ban).
+  for i = 15, #ARGV - 1, 2 do bar(ARGV[i], ARGV[i + 1]) end
   if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[9]) then
     redis.call('SET', KEYS[7], ARGV[9])
     -- The window ends at seq's message: what it held (if anything
@@ -400,7 +455,8 @@ if op == 'join' then
   --       10 rejoin only (1|0): a resume, which takes no new seat,
   --       11 this connection is counted here already (1|0): a second join,
   --       12 op id ('' none): a join its node gave up on is cancelled by it,
-  --       13 the keyed hash of the client's address ('' none)
+  --       13 the keyed hash of the client's address ('' none),
+  --       14 with since, the room's change number the client saw (-1: none)
   local info = redis.call('HGET', KEYS[1], 'json')
   if not info then return {'not_found'} end
   if ARGV[12] ~= '' and redis.call('GET', KEYS[19]) == 'cancelled' then return {'cancelled'} end
@@ -497,9 +553,31 @@ if op == 'join' then
   after = math.max(after, from - 1)
   local ev = latest_event()
   local members = member_list()
+  local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
+  -- On a resume that gave its change number: the messages up to since
+  -- that changed after it (all those kept if it is ahead of the room's:
+  -- the count started again), oldest first.
+  local changed = {}
+  local seen = tonumber(ARGV[14] or '-1')
+  if since >= 0 and seen >= 0 then
+    if seen > rev then seen = 0 end
+    local wanted = {}
+    for _, s in ipairs(redis.call('ZRANGEBYSCORE', KEYS[25], '(' .. seen, '+inf')) do
+      s = tonumber(s)
+      if s <= since and s >= from then wanted[#wanted + 1] = s end
+    end
+    table.sort(wanted)
+    local first = latest - redis.call('LLEN', KEYS[9]) + 1
+    for _, s in ipairs(wanted) do
+      if s >= first then
+        local json = message_of(redis.call('LINDEX', KEYS[9], s - first) or '', uid)
+        if json then changed[#changed + 1] = json end
+      end
+    end
+  end
   return {'ok', new, latest, ev, from, info, members, messages(after, limit, uid), after, limit, oldest(),
     redis.call('HGETALL', KEYS[20]), redis.call('HGET', KEYS[1], 'locked') or '0',
-    redis.call('HGET', KEYS[1], 'slow') or '0'}
+    redis.call('HGET', KEYS[1], 'slow') or '0', rev, changed}
 end
 
 if op == 'leave' or op == 'drop' then
@@ -690,6 +768,9 @@ if op == 'read' then
   local vis = redis.call('HGET', KEYS[6], ARGV[3])
   if not vis or redis.call('HEXISTS', KEYS[2], ARGV[3]) == 0 then return {'not_member'} end
   local from = tonumber(string.match(vis, '^(%d+),'))
+  -- In a public room, which anyone may join and read, a member reads back
+  -- before their join too.
+  if redis.call('SISMEMBER', KEYS[16], code) == 1 then from = 1 end
   local after = math.max(tonumber(ARGV[4]), from - 1)
   local before = math.min(tonumber(ARGV[5]), seq() + 1)
   local limit = tonumber(ARGV[6])
@@ -958,10 +1039,12 @@ end
 
 if op == 'delete' then
   -- ARGV: 3 the actor's user id, 4 the message's seq, 5 its author's user
-  --       id, 6 its tombstone's JSON, 7 its "user|cid" key ('' none).
+  --       id, 6 its tombstone's JSON, 7 its "user|cid" key ('' none),
+  --       8 the tombstone of a quote of it (JSON).
   -- Its author, the owner or a moderator deletes a message: its envelope
   -- in the window keeps its place with the tombstone in it, and so does
-  -- what a retry of its cid is answered with.
+  -- what a retry of its cid is answered with; the replies that quote it
+  -- quote its tombstone.
   local actor = ARGV[3]
   if acting(actor) == nil then return {'not_member'} end
   -- Its author; the owner, anyone's; a moderator, a plain member's.
@@ -972,23 +1055,110 @@ if op == 'delete' then
     end
   end
   local n = tonumber(ARGV[4])
-  local i = n - oldest()
-  if i >= 0 and n <= seq() then
-    local envelope = redis.call('LINDEX', KEYS[9], i)
-    local head, json = string.match(envelope or '', '^(%S+ %S+ m %S+ %S+ %S+ )(.*)$')
-    if json and string.find(json, '"from":{"id":"' .. ARGV[5] .. '"', 1, true) then
-      redis.call('LSET', KEYS[9], i, head .. ARGV[6])
-    end
+  local only = '-'
+  local i, head, kind, tail, message = held(n)
+  if i and message.from.id == ARGV[5] then
+    redis.call('LSET', KEYS[9], i, head .. kind .. tail .. ARGV[6])
+    if kind == 's' then only = ARGV[5] end
   end
   if ARGV[7] ~= '' then
     local first = redis.call('HGET', KEYS[11], ARGV[7])
-    -- (A quote inside a body is escaped: only the field itself matches.)
-    if first and string.find(first, '"seq":' .. n .. ',', 1, true) then
+    if first and cjson.decode(first).seq == n then
       redis.call('HSET', KEYS[11], ARGV[7], ARGV[6])
     end
   end
-  redis.call('PUBLISH', CHANNEL, code .. ' 0 d ' .. n .. ' ' .. redis.call('HGET', KEYS[2], actor))
-  return {'ok'}
+  -- A delete is rare: the window is searched for quotes of it.
+  local quote = cjson.decode(ARGV[8])
+  for j, envelope in ipairs(redis.call('LRANGE', KEYS[9], 0, -1)) do
+    if string.find(envelope, '"reply":', 1, true) then
+      local h, json = string.match(envelope, '^(%S+ %S+ [ms] %S+ %S+ %S+ )(.*)$')
+      local reply = json and cjson.decode(json)
+      if reply and reply.reply and reply.reply.seq == n and not reply.reply.deleted then
+        reply.reply = quote
+        redis.call('LSET', KEYS[9], j - 1, h .. cjson.encode(reply))
+      end
+    end
+  end
+  local rev = note_change(n)
+  redis.call('PUBLISH', CHANNEL, code .. ' 0 d ' .. n .. ' ' .. rev .. ' ' .. only .. ' '
+    .. redis.call('HGET', KEYS[2], actor))
+  return {'ok', rev}
+end
+
+if op == 'edit' then
+  -- ARGV: 3 the actor's user id, 4 the message's seq, 5 its new text,
+  --       6 the time of the edit.
+  -- Its author edits a message the window holds (the node checked the
+  -- edit window).
+  local actor = ARGV[3]
+  if acting(actor) == nil then return {'not_member'} end
+  local i, head, kind, tail, message = held(tonumber(ARGV[4]))
+  if not i then return {'old'} end
+  if kind == 's' and message.from.id ~= actor then return {'gone'} end
+  if message.deleted then return {'deleted'} end
+  if message.from.id ~= actor then return {'forbidden'} end
+  if message.body == ARGV[5] then return {'same'} end
+  message.body = ARGV[5]
+  message.edited = ARGV[6]
+  local json, rev = amend(i, head, kind, tail, message)
+  redis.call('PUBLISH', CHANNEL, code .. ' 0 e ' .. rev .. ' ' .. kind .. ' ' .. json)
+  return {'ok', rev, json}
+end
+
+if op == 'react' then
+  -- ARGV: 3 the actor's user id, 4 the message's seq, 5 the emoji,
+  --       6 the most different emoji on a message, 7 the most reactions of
+  --       one member on it, 8 the most reactions on it.
+  -- Puts the actor's emoji on a message the window holds, or takes it off
+  -- (as confab_core::toggle_reaction).
+  local actor = ARGV[3]
+  if acting(actor) == nil then return {'not_member'} end
+  local i, head, kind, tail, message = held(tonumber(ARGV[4]))
+  if not i then return {'old'} end
+  if kind == 's' and message.from.id ~= actor then return {'gone'} end
+  if message.deleted then return {'deleted'} end
+  local user_json = redis.call('HGET', KEYS[2], actor)
+  local user = cjson.decode(user_json)
+  local emoji = ARGV[5]
+  local reactions = message.reactions or {}
+  local at, total, yours = nil, 0, 0
+  local on = 1
+  for k, r in ipairs(reactions) do
+    if r.emoji == emoji then at = k end
+    total = total + #r.users
+    for _, u in ipairs(r.users) do
+      if u.id == actor then yours = yours + 1 end
+    end
+  end
+  local mine = nil
+  if at then
+    for k, u in ipairs(reactions[at].users) do
+      if u.id == actor then mine = k end
+    end
+  end
+  if mine then
+    table.remove(reactions[at].users, mine)
+    reactions[at].count = #reactions[at].users
+    if #reactions[at].users == 0 then table.remove(reactions, at) end
+    on = 0
+  else
+    if total >= tonumber(ARGV[8]) then return {'limit', 'total'} end
+    if yours >= tonumber(ARGV[7]) then return {'limit', 'yours'} end
+    if at then
+      table.insert(reactions[at].users, user)
+      reactions[at].count = #reactions[at].users
+    else
+      if #reactions >= tonumber(ARGV[6]) then return {'limit', 'emoji'} end
+      reactions[#reactions + 1] = {emoji = emoji, count = 1, users = {user}}
+    end
+  end
+  if #reactions > 0 then message.reactions = reactions else message.reactions = nil end
+  local json, rev = amend(i, head, kind, tail, message)
+  local only = '-'
+  if kind == 's' then only = message.from.id end
+  redis.call('PUBLISH', CHANNEL, code .. ' 0 a ' .. message.seq .. ' ' .. rev .. ' ' .. on .. ' '
+    .. only .. ' ' .. emoji .. ' ' .. user_json)
+  return {'ok', rev, on, json}
 end
 
 if op == 'role' then

@@ -21,6 +21,9 @@ local function tombstone(json)
   message.body = ''
   message.subject = nil
   message.deleted = true
+  message.edited = nil
+  message.reactions = nil
+  message.reply = nil
   return cjson.encode(message)
 end
 
@@ -36,13 +39,23 @@ for _, code in ipairs(redis.call('SMEMBERS', set)) do
     told = told + 1
   elseif mode == 'purge' then
     local uid = ARGV[3]
-    local mark = '"from":{"id":"' .. uid .. '"'
+    -- (An edited or reacted-to message's JSON is re-encoded by the room
+    -- script, its fields in any order: a match is decoded to be sure.)
+    local mark = '"id":"' .. uid .. '"'
     local touched = redis.call('HEXISTS', room .. 'vis', uid) == 1
     for i, envelope in ipairs(redis.call('LRANGE', room .. 'wl', 0, -1)) do
-      local head, json = string.match(envelope, '^(%S+ %S+ m %S+ %S+ %S+ )(.*)$')
-      if json and string.find(json, mark, 1, true) and not string.find(json, '"deleted":true', 1, true) then
-        redis.call('LSET', room .. 'wl', i - 1, head .. tombstone(json))
-        touched = true
+      local head, json = string.match(envelope, '^(%S+ %S+ [ms] %S+ %S+ %S+ )(.*)$')
+      if json and string.find(json, mark, 1, true) then
+        local message = cjson.decode(json)
+        if message.from.id == uid and not message.deleted then
+          redis.call('LSET', room .. 'wl', i - 1, head .. tombstone(json))
+          touched = true
+        elseif message.reply and message.reply.from.id == uid and not message.reply.deleted then
+          -- A reply quotes the user's message no more.
+          message.reply.body = ''
+          message.reply.deleted = true
+          redis.call('LSET', room .. 'wl', i - 1, head .. cjson.encode(message))
+        end
       end
     end
     local cids = redis.call('HGETALL', room .. 'cid')

@@ -120,6 +120,7 @@ impl RoomBackend for ClusterRooms {
             }
             if persistent {
                 let stored = StoredRoom {
+                    rev: 0,
                     spec,
                     last_seq: 0,
                     roles: start.roles,
@@ -143,7 +144,7 @@ impl RoomBackend for ClusterRooms {
         &self,
         who: Joiner<'_>,
         code: &str,
-        since: Option<u64>,
+        since: Option<confab_core::Since>,
         rejoin: bool,
         seated: Option<&ClusterSeat>,
     ) -> Result<(ClusterSeat, JoinResult), ErrorBody> {
@@ -220,6 +221,8 @@ impl RoomBackend for ClusterRooms {
             messages,
             seq: joined.seq,
             gap: false,
+            rev: joined.rev,
+            changed: joined.changed,
         };
         Ok((seat, result))
     }
@@ -338,13 +341,60 @@ impl RoomBackend for ClusterRooms {
         // again for a tombstone: a delete once refused by a full queue is
         // completed by its retry).
         if seat.mirror.persistent() {
-            let write = confab_core::Write::Delete { room: code.to_owned(), seq: message.seq };
+            let quote = confab_proto::Quote::of(message).tombstone();
+            let write =
+                confab_core::Write::Delete { room: code.to_owned(), seq: message.seq, quote };
             self.services.try_remember(write)?;
         }
         if message.deleted {
             return Ok(());
         }
         self.cluster.delete(code, actor, message).await
+    }
+
+    async fn edit(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+        message: &Message,
+        body: &str,
+        edited: &str,
+    ) -> Result<(), ErrorBody> {
+        let code = seat.mirror.code();
+        let changed = self.cluster.edit(code, actor, message.seq, body, edited).await?;
+        if let Some((message, rev)) = changed
+            && seat.mirror.persistent()
+        {
+            let write = confab_core::Write::Amend {
+                room: code.to_owned(),
+                message: std::sync::Arc::new(message),
+                rev,
+            };
+            self.services.remember(write);
+        }
+        Ok(())
+    }
+
+    async fn react(
+        &self,
+        seat: &ClusterSeat,
+        _conn: u64,
+        actor: &str,
+        seq: u64,
+        emoji: &str,
+    ) -> Result<bool, ErrorBody> {
+        let code = seat.mirror.code();
+        let (on, message, rev) = self.cluster.react(code, actor, seq, emoji).await?;
+        if seat.mirror.persistent() {
+            let write = confab_core::Write::Amend {
+                room: code.to_owned(),
+                message: std::sync::Arc::new(message),
+                rev,
+            };
+            self.services.remember(write);
+        }
+        Ok(on)
     }
 
     async fn mute(

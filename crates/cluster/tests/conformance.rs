@@ -1135,6 +1135,189 @@ async fn lock<B: RoomBackend>(nodes: Nodes<B>) {
     assert_eq!(joined["locked"], false);
 }
 
+/// Edits, replies and reactions: who may, what everyone hears, and what
+/// history, a retry, a join and a resume read back.
+async fn edit_reply_react<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let mut cleo = Client::new(&nodes.a, "Cleo").await;
+    for retention in ["ephemeral", "persistent"] {
+        let code = ann.create(json!({"retention": retention, "backlog": 10})).await;
+        for client in [&mut ann, &mut bob, &mut cleo] {
+            client.join(&code).await;
+        }
+        let post = json!({"op": "post", "room": code, "body": "first draft", "cid": "e1"});
+        let mine = bob.ok(post.clone()).await["message"]["seq"].as_u64().unwrap();
+        let other = ann.post(&code, "other").await;
+
+        // Only its author edits, a message there is, with a body.
+        let edit =
+            |seq: u64, body: &str| json!({"op": "edit", "room": code, "seq": seq, "body": body});
+        assert_eq!(ann.refused(edit(mine, "mine now")).await, "forbidden", "{retention}");
+        assert_eq!(bob.refused(edit(999, "x")).await, "not_found", "{retention}");
+        assert_eq!(bob.refused(edit(mine, "")).await, "bad_request", "{retention}");
+        bob.ok(edit(mine, "second thought")).await;
+        let mut revs = Vec::new();
+        for client in [&mut ann, &mut bob, &mut cleo] {
+            let event = client.next_in(&code, "edited").await;
+            assert_eq!(event["seq"], json!(mine), "{retention}: {event}");
+            assert_eq!(event["message"]["body"], "second thought", "{retention}");
+            assert!(event["message"]["edited"].is_string(), "{retention}: {event}");
+            revs.push(event["rev"].as_u64().unwrap());
+        }
+        assert!(revs[0] > 0 && revs.iter().all(|r| *r == revs[0]), "{retention}: {revs:?}");
+        // The same text again changes nothing, and tells nobody.
+        bob.ok(edit(mine, "second thought")).await;
+        let history = cleo.ok(json!({"op": "history", "room": code})).await;
+        let edited = &history["messages"][0];
+        assert_eq!(
+            (&edited["body"], edited["edited"].is_string()),
+            (&json!("second thought"), true)
+        );
+        let retried = bob.ok(post).await;
+        assert_eq!(
+            retried["message"]["body"], "second thought",
+            "{retention}: a retry reads the edit"
+        );
+
+        // A reply quotes what it answers, in the event and in history.
+        let reply = json!({"op": "post", "room": code, "body": "agreed", "reply": mine});
+        let answer = cleo.ok(reply).await["message"].clone();
+        let quote = &answer["reply"];
+        assert_eq!(
+            (&quote["seq"], &quote["from"]["name"], &quote["body"]),
+            (&json!(mine), &json!("Bob"), &json!("second thought")),
+            "{retention}: {answer}"
+        );
+        let heard = ann.next_in(&code, "message").await;
+        assert_eq!(heard["message"]["reply"], *quote, "{retention}");
+        let nothing = json!({"op": "post", "room": code, "body": "x", "reply": 999});
+        assert_eq!(cleo.refused(nothing).await, "not_found", "{retention}");
+
+        // Reactions toggle; everyone hears each; counts and who are read back.
+        let react = |seq: u64, emoji: &str| json!({"op": "react", "room": code, "seq": seq, "emoji": emoji});
+        assert_eq!(ann.ok(react(mine, "👍")).await["on"], true);
+        assert_eq!(bob.ok(react(mine, "👍")).await["on"], true);
+        assert_eq!(ann.ok(react(mine, "👍")).await["on"], false);
+        assert_eq!(cleo.ok(react(mine, "👨‍👩‍👧")).await["on"], true, "a ZWJ sequence");
+        let mut heard = Vec::new();
+        for _ in 0..4 {
+            let event = cleo.next_in(&code, "reacted").await;
+            assert_eq!(event["seq"], json!(mine));
+            heard.push((
+                event["user"]["name"].clone(),
+                event["emoji"].clone(),
+                event["on"].clone(),
+            ));
+        }
+        assert_eq!(
+            heard,
+            [
+                (json!("Ann"), json!("👍"), json!(true)),
+                (json!("Bob"), json!("👍"), json!(true)),
+                (json!("Ann"), json!("👍"), json!(false)),
+                (json!("Cleo"), json!("👨‍👩‍👧"), json!(true)),
+            ],
+            "{retention}"
+        );
+        let got = ann.ok(json!({"op": "get", "room": code, "seq": mine})).await;
+        let reactions = &got["message"]["reactions"];
+        assert_eq!(reactions[0]["emoji"], "👍", "{retention}: {got}");
+        assert_eq!(
+            (&reactions[0]["count"], &reactions[0]["users"][0]["name"]),
+            (&json!(1), &json!("Bob"))
+        );
+        assert_eq!((&reactions[1]["emoji"], &reactions[1]["count"]), (&json!("👨‍👩‍👧"), &json!(1)));
+        for bad in ["abc", "", "👍 👍", "<b>", "👍👍👍👍👍👍👍👍👍"] {
+            assert_eq!(ann.refused(react(mine, bad)).await, "bad_request", "{retention}: {bad:?}");
+        }
+        // Bounded: ten of one member's on a message, twenty emoji on one.
+        // (Fresh members: the reactions of each are rate-limited.)
+        let emoji: Vec<String> =
+            (0..21u32).map(|i| char::from_u32(0x1F600 + i).unwrap().to_string()).collect();
+        let mut eve = Client::new(&nodes.a, "Eve").await;
+        let mut fay = Client::new(&nodes.b, "Fay").await;
+        eve.join(&code).await;
+        fay.join(&code).await;
+        for e in &emoji[..10] {
+            eve.ok(react(other, e)).await;
+        }
+        assert_eq!(eve.refused(react(other, &emoji[10])).await, "forbidden", "{retention}");
+        for e in &emoji[10..20] {
+            fay.ok(react(other, e)).await;
+        }
+        assert_eq!(cleo.refused(react(other, &emoji[20])).await, "forbidden", "{retention}");
+        cleo.ok(react(other, &emoji[0])).await;
+
+        // A resume that gives the change number it saw hears what changed.
+        let mut dana = Client::new(&nodes.b, "Dana").await;
+        let joined = dana.join(&code).await;
+        let (seen, latest) = (joined["rev"].as_u64().unwrap(), joined["room"]["members"].clone());
+        assert!(seen > 0, "{retention}: {joined}");
+        let _ = latest;
+        let last = joined["messages"].as_array().unwrap().last().unwrap()["seq"].as_u64().unwrap();
+        let session = dana.session.clone();
+        dana.drop_conn();
+        ann.ok(edit(other, "other, edited")).await;
+        bob.ok(react(answer["seq"].as_u64().unwrap(), "🎉")).await;
+        let resume = json!({ code.clone(): {"seq": last, "rev": seen} });
+        let (dana, hello) = Client::hello(&nodes.a, "Dana", Some(&session), resume).await;
+        let room = &hello["rooms"][0];
+        let changed = &room["changed"];
+        assert_eq!(seqs(changed), [other, answer["seq"].as_u64().unwrap()], "{retention}: {hello}");
+        assert_eq!(changed[0]["body"], "other, edited");
+        assert_eq!(changed[1]["reactions"][0]["emoji"], "🎉");
+        assert!(room["rev"].as_u64().unwrap() >= seen + 2, "{retention}");
+        // Without a change number, nothing of the kind.
+        let session = dana.session.clone();
+        dana.drop_conn();
+        let (_dana, hello) =
+            Client::hello(&nodes.b, "Dana", Some(&session), json!({ code.clone(): last })).await;
+        assert!(hello["rooms"][0].get("changed").is_none(), "{retention}: {hello}");
+
+        // A deleted message: its quotes become its tombstone, and it is
+        // neither edited nor reacted to.
+        bob.ok(json!({"op": "delete", "room": code, "seq": mine})).await;
+        let history = ann.ok(json!({"op": "history", "room": code})).await;
+        let messages = history["messages"].as_array().unwrap();
+        let gone = messages.iter().find(|m| m["seq"] == json!(mine)).unwrap();
+        assert!(gone.get("reactions").is_none() && gone.get("edited").is_none(), "{gone}");
+        let quoting = messages.iter().find(|m| m["seq"] == answer["seq"]).unwrap();
+        assert_eq!(
+            (&quoting["reply"]["deleted"], &quoting["reply"]["body"]),
+            (&json!(true), &json!("")),
+            "{retention}: {quoting}"
+        );
+        assert_eq!(bob.refused(edit(mine, "back")).await, "forbidden", "{retention}");
+        assert_eq!(ann.refused(react(mine, "👍")).await, "forbidden", "{retention}");
+        let reply = json!({"op": "post", "room": code, "body": "what was it?", "reply": mine});
+        let late = cleo.ok(reply).await;
+        assert_eq!(late["message"]["reply"]["deleted"], true, "{retention}: {late}");
+    }
+}
+
+/// In a public room a member reads back before their join; in a private
+/// one, from it.
+async fn history_before_join<B: RoomBackend>(nodes: Nodes<B>) {
+    for public in [true, false] {
+        let mut ann = Client::new(&nodes.a, "Ann").await;
+        let code = ann.create(json!({"public": public, "backlog": 2})).await;
+        ann.join(&code).await;
+        for n in 1..=5 {
+            ann.post(&code, &format!("m{n}")).await;
+        }
+        let mut bob = Client::new(&nodes.b, "Bob").await;
+        let joined = bob.join(&code).await;
+        assert_eq!(seqs(&joined["messages"]), [4, 5], "the join's backlog either way");
+        let older = bob.ok(json!({"op": "history", "room": code, "before": 4})).await;
+        let want: &[u64] = if public { &[1, 2, 3] } else { &[] };
+        assert_eq!(seqs(&older["messages"]), want, "public: {public}");
+        let paged = bob.ok(json!({"op": "history", "room": code, "before": 3, "limit": 1})).await;
+        let want: &[u64] = if public { &[2] } else { &[] };
+        assert_eq!(seqs(&paged["messages"]), want, "public: {public}");
+    }
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         /// The local backend: always.
@@ -1189,6 +1372,8 @@ conformance!(
     delete,
     operator,
     lock,
+    edit_reply_react,
+    history_before_join,
 );
 
 /// With three shards, rooms land on every one of them, and each node sees

@@ -241,6 +241,93 @@ pub struct Draft {
     pub subject: Option<String>,
     pub cid: Option<String>,
     pub ts: String,
+    /// The quote of the message it answers.
+    pub reply: Option<confab_proto::Quote>,
+}
+
+/// Most different emoji on one message.
+pub const REACTION_EMOJI_MAX: usize = 20;
+/// Most reactions of one member on one message.
+pub const REACTIONS_PER_USER_MAX: usize = 10;
+/// Most reactions on one message.
+pub const REACTIONS_MAX: usize = 500;
+
+/// Why a reaction was refused.
+pub fn reaction_refusal(code: &str, seq: u64, why: ReactionLimit) -> ErrorBody {
+    let text = match why {
+        ReactionLimit::Emoji => format!(
+            "message {seq} of room {code} has {REACTION_EMOJI_MAX} different emoji, the most it may have"
+        ),
+        ReactionLimit::Yours => format!(
+            "you have {REACTIONS_PER_USER_MAX} reactions on message {seq} of room {code}, the most one member may have"
+        ),
+        ReactionLimit::Total => format!(
+            "message {seq} of room {code} has {REACTIONS_MAX} reactions, the most it may have"
+        ),
+    };
+    ErrorBody::new(confab_proto::ErrorCode::Forbidden, text)
+}
+
+/// Which bound a reaction would cross.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactionLimit {
+    Emoji,
+    Yours,
+    Total,
+}
+
+/// Puts `user`'s `emoji` on `reactions`, or takes it off if it is there;
+/// whether it is on now. (The room script does the same in a cluster.)
+///
+/// # Errors
+///
+/// The bound that putting it on would cross.
+pub fn toggle_reaction(
+    reactions: &mut Vec<confab_proto::Reaction>,
+    user: &User,
+    emoji: &str,
+) -> Result<bool, ReactionLimit> {
+    if let Some(i) = reactions.iter().position(|r| r.emoji == emoji)
+        && let Some(j) = reactions[i].users.iter().position(|u| u.id == user.id)
+    {
+        let reaction = &mut reactions[i];
+        reaction.users.remove(j);
+        reaction.count = reaction.users.len() as u32;
+        if reaction.users.is_empty() {
+            reactions.remove(i);
+        }
+        return Ok(false);
+    }
+    let total: usize = reactions.iter().map(|r| r.users.len()).sum();
+    if total >= REACTIONS_MAX {
+        return Err(ReactionLimit::Total);
+    }
+    let yours = reactions.iter().filter(|r| r.users.iter().any(|u| u.id == user.id)).count();
+    if yours >= REACTIONS_PER_USER_MAX {
+        return Err(ReactionLimit::Yours);
+    }
+    let kinds = reactions.len();
+    match reactions.iter_mut().find(|r| r.emoji == emoji) {
+        Some(reaction) => {
+            reaction.users.push(user.clone());
+            reaction.count = reaction.users.len() as u32;
+        }
+        None if kinds >= REACTION_EMOJI_MAX => return Err(ReactionLimit::Emoji),
+        None => reactions.push(confab_proto::Reaction {
+            emoji: emoji.to_owned(),
+            count: 1,
+            users: vec![user.clone()],
+        }),
+    }
+    Ok(true)
+}
+
+/// Where a rejoining client stopped: its last `seq`, and the room's change
+/// number it had seen, if it said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Since {
+    pub seq: u64,
+    pub rev: Option<u64>,
 }
 
 /// What a member's departure did to the room.
@@ -305,7 +392,7 @@ pub trait RoomBackend: Send + Sync + 'static {
         &self,
         who: Joiner<'_>,
         code: &str,
-        since: Option<u64>,
+        since: Option<Since>,
         rejoin: bool,
         seated: Option<&Self::Seat>,
     ) -> impl Future<Output = Result<(Self::Seat, JoinResult), ErrorBody>> + Send;
@@ -474,6 +561,39 @@ pub trait RoomBackend: Send + Sync + 'static {
         message: &Message,
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
 
+    /// Replaces the text of `message` (as `read` gave it to `actor`) with
+    /// `body`, on behalf of `actor`, its author (the caller checked the
+    /// edit window). `edited` is the time of the edit. Every member who
+    /// may see it is told (an `Event::Edited`); a persistent room stores
+    /// it.
+    ///
+    /// `forbidden` if the actor is not its author, it is deleted, or it is
+    /// older than the messages the room keeps at hand.
+    fn edit(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+        message: &Message,
+        body: &str,
+        edited: &str,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+
+    /// Puts `actor`'s `emoji` on message `seq` (one `actor` may see), or
+    /// takes it off; whether it is on now. Every member who may see the
+    /// message is told (an `Event::Reacted`); a persistent room stores it.
+    ///
+    /// `forbidden` if it is deleted, older than the messages the room keeps
+    /// at hand, or a bound would be crossed (see [`toggle_reaction`]).
+    fn react(
+        &self,
+        seat: &Self::Seat,
+        conn: u64,
+        actor: &str,
+        seq: u64,
+        emoji: &str,
+    ) -> impl Future<Output = Result<bool, ErrorBody>> + Send;
+
     /// Every room there is (the operator's view), each with whether it
     /// is a board.
     fn all_rooms(&self) -> impl Future<Output = Result<Vec<(bool, RoomInfo)>, ErrorBody>> + Send;
@@ -580,6 +700,7 @@ impl Services {
         for board in &config.boards {
             let spec = RoomSpec::board(board, created.clone());
             let stored = StoredRoom {
+                rev: 0,
                 spec,
                 last_seq: 0,
                 roles: Default::default(),

@@ -96,6 +96,8 @@ pub struct HubConfig {
     pub max_rooms_per_conn: usize,
     /// Where reports (and later operators' actions) are recorded.
     pub audit: crate::Audit,
+    /// How long after posting its author may edit a message (zero: never).
+    pub edit_window: Duration,
 }
 
 impl Default for HubConfig {
@@ -122,6 +124,7 @@ impl Default for HubConfig {
             rates: Rates::default(),
             max_rooms_per_conn: 100,
             audit: crate::Audit::default(),
+            edit_window: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -5,13 +5,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use confab_proto::{
-    BanInfo, ClientOp, ErrorBody, ErrorCode, JoinResult, LeaveReason, Message, MuteInfo, Request,
-    Retention, RoomInfo, ServerInfo, User, parse_request,
+    BanInfo, ClientOp, ErrorBody, ErrorCode, JoinResult, LeaveReason, Message, MuteInfo, Quote,
+    Request, ResumePoint, Retention, RoomInfo, ServerInfo, User, parse_request,
 };
 use serde::Serialize;
 
 use crate::backend::{
-    Draft, Joiner, NewRoom, Range, Removal, RoomBackend, SLOW_SECONDS_MAX, Seat, Target,
+    Draft, Joiner, NewRoom, Range, Removal, RoomBackend, SLOW_SECONDS_MAX, Seat, Since, Target,
 };
 use crate::frames::{bad, error_frame, not_in, reply_frame, storage_down};
 use crate::hub::{Hub, UserRecord};
@@ -75,6 +75,11 @@ struct HelloResult<'a> {
     user: User,
     server: ServerInfo,
     rooms: Vec<JoinResult>,
+}
+
+#[derive(Serialize)]
+struct ReactResult {
+    on: bool,
 }
 
 #[derive(Serialize)]
@@ -223,7 +228,8 @@ impl<B: RoomBackend> Conn<B> {
         match op {
             // A first `hello` is answered by `handle`, unauthenticated.
             ClientOp::Hello { .. } => Err(bad("hello was already sent on this connection")),
-            ClientOp::Join { room, since } => {
+            ClientOp::Join { room, since, rev } => {
+                let since = since.map(|seq| Since { seq, rev });
                 self.join_op(id, &room, since).await;
                 Ok(())
             }
@@ -288,12 +294,17 @@ impl<B: RoomBackend> Conn<B> {
                 }
                 self.ok(id, &Empty {})
             }
-            ClientOp::Post { room, body, subject, cid } => {
+            ClientOp::Post { room, body, subject, cid, reply } => {
                 check_post(&config.limits, &body, subject.as_deref(), cid.as_deref())?;
                 let seat = self.seat(&room)?;
                 self.hub.limiters().check(Limit::Post, &user.id)?;
                 let subject = subject.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-                let draft = Draft { body, subject, cid, ts: now_rfc3339() };
+                // The quote is made from the message as the poster sees it.
+                let reply = match reply {
+                    Some(seq) => Some(Quote::of(&self.visible(seat, &user.id, seq).await?)),
+                    None => None,
+                };
+                let draft = Draft { body, subject, cid, ts: now_rfc3339(), reply };
                 let user = user.public();
                 let who = Joiner {
                     conn: self.id,
@@ -336,6 +347,39 @@ impl<B: RoomBackend> Conn<B> {
                 // Deleted already: answered alike (the store is told again).
                 rooms.delete(seat, self.id, &user.id, &message).await?;
                 self.ok(id, &Empty {})
+            }
+            ClientOp::Edit { room, seq, body } => {
+                check_post(&config.limits, &body, None, None)?;
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::Post, &user.id)?;
+                let message = self.visible(seat, &user.id, seq).await?;
+                let forbidden = |text: String| Err(ErrorBody::new(ErrorCode::Forbidden, text));
+                if message.from.id != user.id {
+                    return forbidden(format!(
+                        "only its author edits message {seq} of room {room}"
+                    ));
+                }
+                let window = config.edit_window;
+                if window.is_zero() {
+                    return forbidden("messages are not edited on this server".into());
+                }
+                let posted = crate::ms_of_rfc3339(&message.ts).unwrap_or(0);
+                let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+                if crate::unix_ms().saturating_sub(posted) > window_ms {
+                    return forbidden(format!(
+                        "message {seq} of room {room} may no longer be edited: a message may be edited for {} after it is posted",
+                        spoken(window)
+                    ));
+                }
+                rooms.edit(seat, self.id, &user.id, &message, &body, &now_rfc3339()).await?;
+                self.ok(id, &Empty {})
+            }
+            ClientOp::React { room, seq, emoji } => {
+                check_emoji(&emoji)?;
+                let seat = self.seat(&room)?;
+                self.hub.limiters().check(Limit::React, &user.id)?;
+                let on = rooms.react(seat, self.id, &user.id, seq, &emoji).await?;
+                self.ok(id, &ReactResult { on })
             }
             ClientOp::Role { room, user: target_id, name, role } => {
                 let target = target("role", target_id, name)?;
@@ -493,7 +537,7 @@ impl<B: RoomBackend> Conn<B> {
         id: Option<i64>,
         name: String,
         session: Option<String>,
-        resume: BTreeMap<String, u64>,
+        resume: BTreeMap<String, ResumePoint>,
         pow: Option<confab_proto::Pow>,
     ) {
         if self.user.is_some() {
@@ -538,6 +582,7 @@ impl<B: RoomBackend> Conn<B> {
             if self.hub.limiters().check_join_allowed(&client).is_err() {
                 break;
             }
+            let since = Since { seq: since.seq(), rev: since.rev() };
             match self.join_seat(&code, Some(since), true).await {
                 Ok((at, result)) => {
                     resumed.push(at);
@@ -551,6 +596,7 @@ impl<B: RoomBackend> Conn<B> {
             let server = ServerInfo {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 node: self.hub.config().node.clone(),
+                edit_seconds: self.hub.config().edit_window.as_secs(),
             };
             let result = HelloResult { session: &user.session, user: user.public(), server, rooms };
             self.outbox.push(reply_frame(id, &result));
@@ -560,7 +606,7 @@ impl<B: RoomBackend> Conn<B> {
         }
     }
 
-    async fn join_op(&mut self, id: Option<i64>, code: &str, since: Option<u64>) {
+    async fn join_op(&mut self, id: Option<i64>, code: &str, since: Option<Since>) {
         match self.join_limited(code, since).await {
             Ok((at, result)) => {
                 if let Some(id) = id {
@@ -577,7 +623,7 @@ impl<B: RoomBackend> Conn<B> {
     async fn join_limited(
         &mut self,
         code: &str,
-        since: Option<u64>,
+        since: Option<Since>,
     ) -> Result<(usize, JoinResult), ErrorBody> {
         let user = self.authenticated()?;
         let limiters = self.hub.limiters();
@@ -606,7 +652,7 @@ impl<B: RoomBackend> Conn<B> {
     async fn join_seat(
         &mut self,
         code: &str,
-        since: Option<u64>,
+        since: Option<Since>,
         rejoin: bool,
     ) -> Result<(usize, JoinResult), ErrorBody> {
         let user = self.authenticated()?.public();
@@ -620,7 +666,7 @@ impl<B: RoomBackend> Conn<B> {
         let seated = at.map(|i| &self.seats[i]);
         let (seat, mut result) = self.hub.backend().join(who, code, since, rejoin, seated).await?;
         if let Some(since) = since {
-            result.gap = (result.messages.len() as u64) < result.seq.saturating_sub(since);
+            result.gap = (result.messages.len() as u64) < result.seq.saturating_sub(since.seq);
         }
         // A connection joining a room it is in already keeps one seat.
         let at = match self.seats.iter().position(|s| s.code() == seat.code()) {
@@ -640,12 +686,7 @@ impl<B: RoomBackend> Conn<B> {
     async fn visible(&self, seat: &B::Seat, user_id: &str, seq: u64) -> Result<Message, ErrorBody> {
         let range = Range { after: seq.saturating_sub(1), before: seq.saturating_add(1), limit: 1 };
         let read = self.hub.backend().read(seat, self.id, user_id, range).await?;
-        read.into_iter().next().ok_or_else(|| {
-            ErrorBody::new(
-                ErrorCode::NotFound,
-                format!("no message {seq} in room {} that you may see", seat.code()),
-            )
-        })
+        read.into_iter().next().ok_or_else(|| crate::frames::no_message(seat.code(), seq))
     }
 
     /// Lets go of a connection whose address the operator banned since it
@@ -726,6 +767,47 @@ impl<B: RoomBackend> Drop for Conn<B> {
             self.hub.keep_through_grace(user);
         }
         self.hub.disconnected();
+    }
+}
+
+/// A duration as a person says it: "15 minutes", "90 seconds", "2 hours".
+fn spoken(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = if s >= 3600 && s.is_multiple_of(3600) {
+        (s / 3600, "hour")
+    } else if s >= 60 && s.is_multiple_of(60) {
+        (s / 60, "minute")
+    } else {
+        (s, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Checks that `emoji` is one emoji: a few of the characters emoji are
+/// made of (pictographs, with their joiners, variation selectors, skin
+/// tones, keycaps, flags and tags), and nothing else.
+fn check_emoji(emoji: &str) -> Result<(), ErrorBody> {
+    const MOST_BYTES: usize = 32;
+    let pictograph = |c: char| {
+        matches!(c as u32,
+            0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2300..=0x23FF | 0x2B00..=0x2BFF
+            | 0x2190..=0x21FF | 0x2900..=0x297F | 0x25A0..=0x25FF | 0x3030 | 0x303D
+            | 0x3297 | 0x3299 | 0xA9 | 0xAE | 0x203C | 0x2049 | 0x2122 | 0x2139 | 0x24C2)
+    };
+    let part = |c: char| {
+        matches!(c as u32, 0x200D | 0xFE0E | 0xFE0F | 0x20E3 | 0xE0020..=0xE007F)
+            || c.is_ascii_digit()
+            || c == '#'
+            || c == '*'
+    };
+    let ok = !emoji.is_empty()
+        && emoji.len() <= MOST_BYTES
+        && emoji.chars().all(|c| pictograph(c) || part(c))
+        && emoji.chars().any(|c| pictograph(c) || c as u32 == 0x20E3);
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!("emoji must be one emoji (at most {MOST_BYTES} bytes)")))
     }
 }
 

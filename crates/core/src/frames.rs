@@ -68,6 +68,11 @@ pub fn storage_down() -> ErrorBody {
     unavailable("storage is unavailable; try again shortly")
 }
 
+/// Message `seq` of room `code` does not exist, or the asker may not see it.
+pub fn no_message(code: &str, seq: u64) -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotFound, format!("no message {seq} in room {code} that you may see"))
+}
+
 /// A `join` of a room that does not exist.
 pub fn not_found(code: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::NotFound, format!("no room {code}"))

@@ -27,10 +27,11 @@ mod store;
 
 pub use audit::Audit;
 pub use backend::{
-    Ban, Departure, Draft, Joiner, Mute, NewRoom, Range, Removal, RoomBackend, RoomSpec, Seat,
-    Services, Target,
+    Ban, Departure, Draft, Joiner, Mute, NewRoom, REACTION_EMOJI_MAX, REACTIONS_MAX,
+    REACTIONS_PER_USER_MAX, Range, ReactionLimit, Removal, RoomBackend, RoomSpec, Seat, Services,
+    Since, Target, reaction_refusal, toggle_reaction,
 };
-pub use clock::{now_rfc3339, rfc3339_ago, rfc3339_of_ms, unix_ms};
+pub use clock::{ms_of_rfc3339, now_rfc3339, rfc3339_ago, rfc3339_of_ms, unix_ms};
 pub use confab_proto::{Role, Roles};
 pub use config::{BoardConfig, HubConfig, Limits, RetentionPolicy};
 pub use conn::Conn;

@@ -9,7 +9,7 @@ use confab_proto::{ErrorBody, JoinResult, Message, Retention, Role, Roles, RoomI
 use parking_lot::RwLock;
 
 use crate::backend::{
-    Departure, Draft, Joiner, NewRoom, Range, RoomBackend, Seat, Services, Target,
+    Departure, Draft, Joiner, NewRoom, Range, RoomBackend, Seat, Services, Since, Target,
 };
 use crate::frames::{not_found, not_in, storage_down, unavailable};
 use crate::room::{Room, RoomLimits, Slice};
@@ -49,7 +49,7 @@ impl LocalRooms {
     pub async fn open(services: &Arc<Services>) -> Result<LocalRooms, StoreError> {
         let config = &services.config;
         let mut rooms = HashMap::new();
-        for StoredRoom { spec, last_seq, roles, locked, bans, slow } in
+        for StoredRoom { spec, last_seq, roles, locked, bans, slow, rev } in
             services.store.rooms().await?
         {
             if spec.board && services.board(&spec.code).is_none() {
@@ -66,6 +66,7 @@ impl LocalRooms {
             room.set_locked_at_load(locked);
             room.load_bans(bans);
             room.set_slow_at_load(slow);
+            room.set_rev_at_load(rev);
             rooms.insert(key, Arc::new(room));
         }
         let inner = Inner { services: services.clone(), rooms: RwLock::new(rooms) };
@@ -148,6 +149,7 @@ impl RoomBackend for LocalRooms {
                 return Err(storage_down());
             }
             let stored = StoredRoom {
+                rev: 0,
                 spec: spec.clone(),
                 last_seq: 0,
                 roles: new.roles(),
@@ -196,7 +198,7 @@ impl RoomBackend for LocalRooms {
         &self,
         who: Joiner<'_>,
         code: &str,
-        since: Option<u64>,
+        since: Option<Since>,
         rejoin: bool,
         seated: Option<&LocalSeat>,
     ) -> Result<(LocalSeat, JoinResult), ErrorBody> {
@@ -212,7 +214,14 @@ impl RoomBackend for LocalRooms {
         };
         if let Some(after) = room.needs_warming() {
             let recent = store.recent_cids(room.code(), after).await.map_err(storage_failed)?;
-            room.warm(recent);
+            // The window too, so that the newest stored messages may be
+            // edited and reacted to after a restart.
+            let (after, before, limit) = room.window_to_load();
+            let newest = store
+                .messages(room.code(), after, before, limit, None)
+                .await
+                .map_err(storage_failed)?;
+            room.warm(recent, newest);
         }
         let stored = if room.is_persistent() && !room.knows(&who.user.id) {
             store.visibility(room.code(), &who.user.id).await.map_err(storage_failed)?
@@ -390,6 +399,29 @@ impl RoomBackend for LocalRooms {
         message: &Message,
     ) -> Result<(), ErrorBody> {
         seat.0.delete(conn, actor, message)
+    }
+
+    async fn edit(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+        message: &Message,
+        body: &str,
+        edited: &str,
+    ) -> Result<(), ErrorBody> {
+        seat.0.edit(conn, actor, message.seq, body, edited)
+    }
+
+    async fn react(
+        &self,
+        seat: &LocalSeat,
+        conn: u64,
+        actor: &str,
+        seq: u64,
+        emoji: &str,
+    ) -> Result<bool, ErrorBody> {
+        seat.0.react(conn, actor, seq, emoji)
     }
 
     async fn mute(

@@ -64,6 +64,8 @@ pub struct Rates {
     pub report: Option<Rate>,
     /// Moderation ops (roles) per user.
     pub moderate: Option<Rate>,
+    /// Reactions (put on or taken off) per user.
+    pub react: Option<Rate>,
     /// Whether loopback clients count by address for failed joins (by
     /// default they are exempt and count per user instead).
     pub limit_loopback: bool,
@@ -81,6 +83,7 @@ impl Default for Rates {
             new_session: Some(Rate::new(10, Duration::from_secs(60), 30)),
             report: Some(Rate::new(20, Duration::from_secs(3600), 10)),
             moderate: Some(Rate::new(1, Duration::from_secs(1), 20)),
+            react: Some(Rate::new(2, Duration::from_secs(1), 20)),
             limit_loopback: false,
         }
     }
@@ -95,6 +98,7 @@ pub(crate) enum Limit {
     Typing,
     Report,
     Moderate,
+    React,
 }
 
 pub(crate) struct Limiters {
@@ -108,6 +112,7 @@ pub(crate) struct Limiters {
     new_session: Option<DefaultKeyedRateLimiter<String>>,
     report: Option<DefaultKeyedRateLimiter<String>>,
     moderate: Option<DefaultKeyedRateLimiter<String>>,
+    react: Option<DefaultKeyedRateLimiter<String>>,
     /// Clients whose failed-join bucket ran dry, until when. A short lock:
     /// a lookup or an insert, never across `.await`.
     blocked: Mutex<HashMap<String, Instant>>,
@@ -137,6 +142,7 @@ pub(crate) fn changes(old: &Rates, new: &Rates) -> Vec<String> {
         ("session-rate", old.new_session, new.new_session),
         ("report-rate", old.report, new.report),
         ("moderation-rate", old.moderate, new.moderate),
+        ("react-rate", old.react, new.react),
     ];
     let mut changes: Vec<String> = pairs
         .into_iter()
@@ -168,6 +174,7 @@ impl Limiters {
             new_session: keyed(rates.new_session),
             report: keyed(rates.report),
             moderate: keyed(rates.moderate),
+            react: keyed(rates.react),
             blocked: Mutex::new(HashMap::new()),
         }
     }
@@ -185,6 +192,7 @@ impl Limiters {
             Limit::Typing => &self.typing,
             Limit::Report => &self.report,
             Limit::Moderate => &self.moderate,
+            Limit::React => &self.react,
         };
         let Some(limiter) = limiter else { return Ok(()) };
         limiter.check_key(&user_id.to_owned()).map_err(|not_until| {
@@ -318,6 +326,7 @@ fn name(limit: Limit) -> &'static str {
         Limit::Typing => "typing",
         Limit::Report => "report",
         Limit::Moderate => "moderation",
+        Limit::React => "react",
     }
 }
 

@@ -19,11 +19,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use confab_proto::{
-    ErrorBody, Event, JoinResult, LeaveReason, Message, Retention, Role, Roles, RoomInfo, User,
+    ErrorBody, Event, JoinResult, LeaveReason, Message, Quote, Retention, Role, Roles, RoomInfo,
+    User,
 };
 use parking_lot::Mutex;
 
-use crate::backend::{BANS_MAX, Ban, Departure, Draft, Mute, Range, Removal, RoomSpec, Target};
+use crate::backend::{
+    BANS_MAX, Ban, Departure, Draft, Mute, Range, Removal, RoomSpec, Since, Target,
+    reaction_refusal, toggle_reaction,
+};
 use crate::fanout::Listener;
 use crate::frames::{
     event_frame, may_not_kick, message_event, message_json, message_reply, name_taken,
@@ -100,6 +104,12 @@ struct RoomState {
     /// off), and when each member last posted.
     slow_ms: u64,
     last_post: HashMap<String, u64>,
+    /// The room's change number: bumped by every edit, delete and
+    /// reaction.
+    rev: u64,
+    /// The latest changes, `(rev, seq)`, oldest first, at most a window's
+    /// worth: what a resume that gives its `rev` is told of.
+    changes: VecDeque<(u64, u64)>,
 }
 
 enum Dedup {
@@ -214,15 +224,34 @@ impl Room {
             .then(|| state.durable.saturating_sub(self.limits.dedup as u64))
     }
 
+    /// The stored messages that would fill the window: `(after, before,
+    /// limit)`.
+    pub fn window_to_load(&self) -> (u64, u64, usize) {
+        let state = self.state.lock();
+        let before = state.window.front().map_or(state.durable + 1, |m| m.seq);
+        let room = self.limits.window.saturating_sub(state.window.len());
+        (before.saturating_sub(room as u64 + 1), before, room)
+    }
+
     /// Remembers the cids of recent stored messages, so a retry of a post
     /// from before a restart is still recognised.
-    pub fn warm(&self, recent: Vec<Message>) {
+    pub fn warm(&self, recent: Vec<Message>, newest: Vec<Message>) {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         if state.warm {
             return;
         }
         state.warm = true;
+        // The newest stored messages (`window_to_load`) go before what
+        // the window holds, if they meet it: it stays contiguous.
+        let mut next = state.window.front().map_or(state.durable + 1, |m| m.seq);
+        for message in newest.into_iter().rev() {
+            if message.seq + 1 != next || state.window.len() >= self.limits.window {
+                break;
+            }
+            next = message.seq;
+            state.window.push_front(Arc::new(message));
+        }
         for message in recent.into_iter().rev() {
             if let Some(cid) = message.cid.clone() {
                 let key = (message.from.id.clone(), cid);
@@ -256,7 +285,7 @@ impl Room {
         conn: u64,
         outbox: &Outbox,
         user: &User,
-        since: Option<u64>,
+        since: Option<Since>,
         resume_limit: usize,
         stored: Option<StoredVisibility>,
         rejoin: bool,
@@ -334,9 +363,15 @@ impl Room {
                 let first = (state.durable + 1).saturating_sub(u64::from(self.meta.backlog));
                 (first.saturating_sub(1), self.meta.backlog as usize)
             }
-            Some(since) => (since, resume_limit),
+            Some(since) => (since.seq, resume_limit),
         };
         let slice = self.slice(state, &user.id, visibility, after, u64::MAX, limit);
+        let changed = match since {
+            Some(Since { seq, rev: Some(rev) }) => {
+                changed_since(state, &user.id, visibility, seq.min(state.durable), rev)
+            }
+            _ => Vec::new(),
+        };
         let mut info = self.info();
         info.members = state.members.len();
         Ok(Joined {
@@ -349,6 +384,8 @@ impl Room {
                 messages: slice.window,
                 seq: state.durable,
                 gap: false,
+                rev: state.rev,
+                changed,
             },
             fetch: slice.fetch,
         })
@@ -537,7 +574,7 @@ impl Room {
         };
         let poster = poster.outbox.clone();
         let from = member.user.clone();
-        let Draft { body, subject, cid, ts } = draft;
+        let Draft { body, subject, cid, ts, reply } = draft;
         let key = cid.as_ref().map(|cid| (user.id.clone(), cid.clone()));
         if let Some(key) = &key {
             match state.dedup.get(key) {
@@ -572,6 +609,9 @@ impl Room {
             cid,
             deleted: false,
             shadow,
+            reply,
+            edited: None,
+            reactions: Vec::new(),
         });
         match &self.persister {
             None => {
@@ -918,8 +958,13 @@ impl Room {
         // it took is durable whatever happens to memory. A tombstone read
         // back is written again (harmless): a delete once refused by a full
         // queue is completed by its retry.
+        let quote = Quote::of(message).tombstone();
         if let Some(persister) = &self.persister {
-            let write = Write::Delete { room: self.meta.code.clone(), seq: message.seq };
+            let write = Write::Delete {
+                room: self.meta.code.clone(),
+                seq: message.seq,
+                quote: quote.clone(),
+            };
             persister
                 .try_queue(Job::Write(write))
                 .map_err(|_| unavailable("storage is busy; try again shortly"))?;
@@ -931,6 +976,12 @@ impl Room {
         if let Some(kept) = state.window.iter_mut().find(|m| m.seq == message.seq) {
             *kept = tombstone.clone();
         }
+        // Replies quote it no more.
+        for kept in &mut state.window {
+            if kept.reply.as_ref().is_some_and(|q| q.seq == message.seq && !q.deleted) {
+                *kept = Arc::new(Message { reply: Some(quote.clone()), ..Message::clone(kept) });
+            }
+        }
         if let Some(cid) = &message.cid {
             let key = (message.from.id.clone(), cid.clone());
             if let Some(Dedup::Done(done)) = state.dedup.get_mut(&key)
@@ -939,16 +990,152 @@ impl Room {
                 *done = tombstone;
             }
         }
+        let rev = note_change(state, message.seq, self.limits.window);
+        let by = state.members[actor].user.clone();
+        let event = Event::Deleted { room: self.meta.code.clone(), seq: message.seq, by, rev };
+        let author = message.from.id.as_str();
+        let shadow = message.shadow;
+        broadcast(state, &event_frame(&event), |u, _| !shadow || u.id == author);
+        Ok(())
+    }
+
+    /// The message `seq` as the window holds it, for a change by `actor`
+    /// through `conn`.
+    fn held(
+        &self,
+        state: &RoomState,
+        conn: u64,
+        actor: &str,
+        seq: u64,
+    ) -> Result<usize, ErrorBody> {
+        if state.closed || !is_joined(state, actor, conn) {
+            return Err(not_member(&self.meta.code));
+        }
+        let first = state.window.front().map_or(state.durable + 1, |m| m.seq);
+        if seq < first || seq > state.durable {
+            return Err(too_old(&self.meta.code, seq, self.limits.window));
+        }
+        let i = usize::try_from(seq - first).unwrap_or(usize::MAX);
+        let message = &state.window[i];
+        if message.shadow && message.from.id != actor {
+            return Err(crate::frames::no_message(&self.meta.code, seq));
+        }
+        if message.deleted {
+            return Err(ErrorBody::new(
+                confab_proto::ErrorCode::Forbidden,
+                format!("message {seq} of room {} was deleted", self.meta.code),
+            ));
+        }
+        Ok(i)
+    }
+
+    /// Replaces message `i` of the window with `message`, wherever it is
+    /// kept (the window, what a retry of its `cid` is answered with, the
+    /// store), and notes the change; its `rev`.
+    fn amend(&self, state: &mut RoomState, i: usize, message: Message) -> Result<u64, ErrorBody> {
+        let message = Arc::new(message);
         if let Some(persister) = &self.persister {
-            let write = Write::Delete { room: self.meta.code.clone(), seq: message.seq };
+            let write = Write::Amend {
+                room: self.meta.code.clone(),
+                message: message.clone(),
+                rev: state.rev + 1,
+            };
             persister
                 .try_queue(Job::Write(write))
                 .map_err(|_| unavailable("storage is busy; try again shortly"))?;
         }
-        let by = state.members[actor].user.clone();
-        let event = Event::Deleted { room: self.meta.code.clone(), seq: message.seq, by };
-        broadcast(state, &event_frame(&event), |_, _| true);
+        if let Some(cid) = &message.cid {
+            let key = (message.from.id.clone(), cid.clone());
+            if let Some(Dedup::Done(done)) = state.dedup.get_mut(&key)
+                && done.seq == message.seq
+            {
+                *done = message.clone();
+            }
+        }
+        let seq = message.seq;
+        state.window[i] = message;
+        Ok(note_change(state, seq, self.limits.window))
+    }
+
+    /// Replaces the text of message `seq` with `body` on behalf of
+    /// `actor`, its author; every member who may see it gets `edited`.
+    ///
+    /// # Errors
+    ///
+    /// `not_member`; `forbidden` if the actor is not its author, it was
+    /// deleted, or it is older than the window.
+    pub fn edit(
+        &self,
+        conn: u64,
+        actor: &str,
+        seq: u64,
+        body: &str,
+        edited: &str,
+    ) -> Result<(), ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let i = self.held(state, conn, actor, seq)?;
+        let old = &state.window[i];
+        if old.from.id != actor {
+            return Err(ErrorBody::new(
+                confab_proto::ErrorCode::Forbidden,
+                format!("only its author edits message {seq} of room {}", self.meta.code),
+            ));
+        }
+        if old.body == body {
+            return Ok(());
+        }
+        let message = Message {
+            body: body.to_owned(),
+            edited: Some(edited.to_owned()),
+            ..Message::clone(old)
+        };
+        let shadow = message.shadow;
+        let event_message = message.clone();
+        let rev = self.amend(state, i, message)?;
+        let event = Event::Edited {
+            room: self.meta.code.clone(),
+            seq,
+            rev,
+            message: Box::new(event_message),
+        };
+        broadcast(state, &event_frame(&event), |u, _| !shadow || u.id == actor);
         Ok(())
+    }
+
+    /// Puts `actor`'s `emoji` on message `seq`, or takes it off; whether it
+    /// is on now. Every member who may see the message gets `reacted`.
+    ///
+    /// # Errors
+    ///
+    /// `not_member`; `forbidden` if it was deleted, is older than the
+    /// window, or a bound would be crossed.
+    pub fn react(&self, conn: u64, actor: &str, seq: u64, emoji: &str) -> Result<bool, ErrorBody> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let i = self.held(state, conn, actor, seq)?;
+        let user = state.members[actor].user.clone();
+        let mut message = Message::clone(&state.window[i]);
+        let on = toggle_reaction(&mut message.reactions, &user, emoji)
+            .map_err(|why| reaction_refusal(&self.meta.code, seq, why))?;
+        let shadow = message.shadow;
+        let author = message.from.id.clone();
+        let rev = self.amend(state, i, message)?;
+        let event = Event::Reacted {
+            room: self.meta.code.clone(),
+            seq,
+            rev,
+            emoji: emoji.to_owned(),
+            user,
+            on,
+        };
+        broadcast(state, &event_frame(&event), |u, _| !shadow || u.id == author);
+        Ok(on)
+    }
+
+    /// A stored room's change number, as it is loaded.
+    pub fn set_rev_at_load(&self, rev: u64) {
+        self.state.lock().rev = rev;
     }
 
     /// Ends the room for the operator: every connection gets `closed`
@@ -1000,6 +1187,14 @@ impl Room {
         for kept in state.window.iter_mut().filter(|m| m.from.id == user_id && !m.deleted) {
             *kept = Arc::new(kept.tombstone());
             touched = true;
+        }
+        // Replies quote the user's messages no more.
+        for kept in &mut state.window {
+            if let Some(quote) = kept.reply.as_ref().filter(|q| q.from.id == user_id && !q.deleted)
+            {
+                let reply = Some(quote.tombstone());
+                *kept = Arc::new(Message { reply, ..Message::clone(kept) });
+            }
         }
         for (key, entry) in &mut state.dedup {
             if key.0 == user_id
@@ -1362,7 +1557,12 @@ impl Room {
         if !is_joined(&state, user_id, conn) {
             return Err(not_member(&self.meta.code));
         }
-        let visibility = state.visibility[user_id];
+        let mut visibility = state.visibility[user_id];
+        // In a public room, which anyone may join and read, a member reads
+        // back before their join too.
+        if self.meta.public {
+            visibility.from = 1;
+        }
         Ok(self.slice(&state, user_id, visibility, range.after, range.before, range.limit))
     }
 
@@ -1505,6 +1705,55 @@ fn broadcast(state: &mut RoomState, frame: &Bytes, to: impl Fn(&User, &Listener)
     pushed
 }
 
+/// Notes a change of message `seq`; its `rev`.
+fn note_change(state: &mut RoomState, seq: u64, kept: usize) -> u64 {
+    state.rev += 1;
+    state.changes.push_back((state.rev, seq));
+    while state.changes.len() > kept {
+        state.changes.pop_front();
+    }
+    state.rev
+}
+
+/// The messages up to `seq` that changed after `rev` and that `reader`
+/// may see, as they are now, oldest first: those the window still holds.
+/// A `rev` ahead of the room's (its count started again) gets every change
+/// noted.
+fn changed_since(
+    state: &RoomState,
+    reader: &str,
+    visibility: Visibility,
+    seq: u64,
+    rev: u64,
+) -> Vec<Message> {
+    let rev = if rev > state.rev { 0 } else { rev };
+    let mut seqs: Vec<u64> = state
+        .changes
+        .iter()
+        .filter(|&&(r, s)| r > rev && s <= seq && s >= visibility.from)
+        .map(|&(_, s)| s)
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let first = state.window.front().map_or(u64::MAX, |m| m.seq);
+    seqs.into_iter()
+        .filter(|&s| s >= first)
+        .filter_map(|s| state.window.get(usize::try_from(s - first).ok()?))
+        .filter(|m| !m.shadow || m.from.id == reader)
+        .map(|m| Message::clone(m))
+        .collect()
+}
+
+/// A change refused for a message older than the room keeps at hand.
+fn too_old(code: &str, seq: u64, window: usize) -> ErrorBody {
+    ErrorBody::new(
+        confab_proto::ErrorCode::Forbidden,
+        format!(
+            "message {seq} of room {code} is not among its newest {window}, which alone may be edited or reacted to"
+        ),
+    )
+}
+
 fn not_member(code: &str) -> ErrorBody {
     ErrorBody::new(confab_proto::ErrorCode::NotMember, format!("you have not joined room {code}"))
 }
@@ -1546,7 +1795,8 @@ mod tests {
     }
 
     fn post(room: &Arc<Room>, conn: u64, who: &User, body: &str) {
-        let draft = Draft { body: body.into(), subject: None, cid: None, ts: "t".into() };
+        let draft =
+            Draft { reply: None, body: body.into(), subject: None, cid: None, ts: "t".into() };
         room.post(conn, who, draft, None).unwrap();
     }
 
@@ -1615,7 +1865,8 @@ mod tests {
         let (ann, bob) = (user("Ann"), user("Bob"));
         join(&room, 1, &ann).unwrap();
         let (outbox, _receiver) = Outbox::new(8);
-        let resumed = room.join(2, &outbox, &bob, Some(0), 100, None, true, None);
+        let resumed =
+            room.join(2, &outbox, &bob, Some(Since { seq: 0, rev: None }), 100, None, true, None);
         assert_eq!(resumed.err().map(|e| e.code), Some(ErrorCode::NotFound), "no seat to resume");
         assert!(!room.holds_seat(&bob.id));
         assert_eq!(room.leave(1, &ann.id).unwrap(), Departure::Destroyed);

@@ -41,6 +41,8 @@ pub struct StoredRoom {
     pub bans: Vec<crate::Ban>,
     /// Slow mode: seconds between one member's posts (0: off).
     pub slow: u32,
+    /// The latest change number stored (`Write::Amend`).
+    pub rev: u64,
 }
 
 /// An address the operator banned from the whole server.
@@ -83,8 +85,12 @@ pub enum Write {
     Unban { room: String, user_id: String },
     /// A room renamed.
     Title { room: String, title: String },
-    /// A message deleted: its text gone, a tombstone in its place.
-    Delete { room: String, seq: u64 },
+    /// A message deleted: its text gone, a tombstone in its place, and
+    /// `quote` (its quote's tombstone) in the place of every quote of it.
+    Delete { room: String, seq: u64, quote: confab_proto::Quote },
+    /// A message edited or reacted to: its text, edit time and reactions
+    /// as in `message`, unless the store has a later change (`rev`).
+    Amend { room: String, message: std::sync::Arc<Message>, rev: u64 },
     /// A room's slow mode set (seconds; 0: off).
     Slow { room: String, seconds: u32 },
 }
@@ -199,6 +205,8 @@ struct Memory {
     secrets: HashMap<String, Vec<u8>>,
     settings: HashMap<String, String>,
     site_bans: BTreeMap<String, SiteBan>,
+    /// Each amended message's change number.
+    revs: HashMap<(String, u64), u64>,
 }
 
 impl MemoryStore {
@@ -290,10 +298,37 @@ impl Store for MemoryStore {
                         room.bans.retain(|b| b.user.id != *user_id);
                     }
                 }
-                Write::Delete { room, seq } => {
-                    if let Some(message) = inner.messages.get_mut(room).and_then(|m| m.get_mut(seq))
-                    {
-                        *message = message.tombstone();
+                Write::Delete { room, seq, quote } => {
+                    if let Some(messages) = inner.messages.get_mut(room) {
+                        if let Some(message) = messages.get_mut(seq) {
+                            *message = message.tombstone();
+                        }
+                        for message in messages.values_mut() {
+                            if message.reply.as_ref().is_some_and(|q| q.seq == *seq) {
+                                message.reply = Some(quote.clone());
+                            }
+                        }
+                    }
+                }
+                Write::Amend { room, message, rev } => {
+                    let key = (room.clone(), message.seq);
+                    if inner.revs.get(&key).is_some_and(|r| r >= rev) {
+                        continue;
+                    }
+                    let Some(kept) =
+                        inner.messages.get_mut(room).and_then(|m| m.get_mut(&message.seq))
+                    else {
+                        continue;
+                    };
+                    if kept.deleted {
+                        continue;
+                    }
+                    kept.body.clone_from(&message.body);
+                    kept.edited.clone_from(&message.edited);
+                    kept.reactions.clone_from(&message.reactions);
+                    inner.revs.insert(key, *rev);
+                    if let Some(stored) = inner.rooms.get_mut(room) {
+                        stored.rev = stored.rev.max(*rev);
                     }
                 }
                 Write::Title { room, title } => {
@@ -481,6 +516,9 @@ impl Store for MemoryStore {
             if message.from.id == user_id && !message.deleted {
                 *message = message.tombstone();
                 purged += 1;
+            }
+            if let Some(quote) = message.reply.as_mut().filter(|q| q.from.id == user_id) {
+                *quote = quote.tombstone();
             }
         }
         ready(purged)

@@ -15,9 +15,9 @@ pub enum ClientOp {
         name: String,
         #[serde(default)]
         session: Option<String>,
-        /// Rooms to rejoin: `{ code: last_seq }`.
+        /// Rooms to rejoin: `{ code: last_seq }` or `{ code: { seq, rev } }`.
         #[serde(default)]
-        resume: Option<BTreeMap<String, u64>>,
+        resume: Option<BTreeMap<String, ResumePoint>>,
         /// A puzzle solved, when the server asked for one.
         #[serde(default)]
         pow: Option<crate::Pow>,
@@ -38,6 +38,10 @@ pub enum ClientOp {
         room: String,
         #[serde(default)]
         since: Option<u64>,
+        /// With `since`: the room's change number the client has seen (the
+        /// join then tells what changed after it).
+        #[serde(default)]
+        rev: Option<u64>,
     },
     Leave {
         room: String,
@@ -49,6 +53,21 @@ pub enum ClientOp {
         subject: Option<String>,
         #[serde(default)]
         cid: Option<String>,
+        /// The seq of the message this one answers.
+        #[serde(default)]
+        reply: Option<u64>,
+    },
+    /// Replaces the text of your own message, within the edit window.
+    Edit {
+        room: String,
+        seq: u64,
+        body: String,
+    },
+    /// Puts `emoji` on a message, or takes yours off.
+    React {
+        room: String,
+        seq: u64,
+        emoji: String,
     },
     Typing {
         room: String,
@@ -193,7 +212,37 @@ impl ClientOp {
             ClientOp::Slow { .. } => "slow",
             ClientOp::Title { .. } => "title",
             ClientOp::Delete { .. } => "delete",
+            ClientOp::Edit { .. } => "edit",
+            ClientOp::React { .. } => "react",
             ClientOp::Ping => "ping",
+        }
+    }
+}
+
+/// Where a resumed room's client stopped: its last `seq`, and the
+/// room's change number it had seen (`rev`), if it gives one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ResumePoint {
+    Seq(u64),
+    At {
+        seq: u64,
+        #[serde(default)]
+        rev: Option<u64>,
+    },
+}
+
+impl ResumePoint {
+    pub fn seq(self) -> u64 {
+        match self {
+            ResumePoint::Seq(seq) | ResumePoint::At { seq, .. } => seq,
+        }
+    }
+
+    pub fn rev(self) -> Option<u64> {
+        match self {
+            ResumePoint::Seq(_) => None,
+            ResumePoint::At { rev, .. } => rev,
         }
     }
 }

@@ -8,10 +8,10 @@
 mod frame;
 mod types;
 
-pub use frame::{ClientOp, FrameError, Request, parse_request};
+pub use frame::{ClientOp, FrameError, Request, ResumePoint, parse_request};
 pub use types::{
     BanInfo, Challenge, ErrorBody, ErrorCode, Event, JoinResult, LeaveReason, Message, MuteInfo,
-    Pow, Reply, Retention, Role, Roles, RoomInfo, ServerInfo, User,
+    Pow, QUOTE_CHARS, Quote, Reaction, Reply, Retention, Role, Roles, RoomInfo, ServerInfo, User,
 };
 
 /// The protocol version this crate speaks.

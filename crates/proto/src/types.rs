@@ -28,12 +28,72 @@ pub struct Message {
     /// sent (the author must not learn it).
     #[serde(skip)]
     pub shadow: bool,
+    /// The message this one answers, as it was when this one was posted
+    /// (its tombstone once it is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Quote>,
+    /// RFC 3339 UTC: when its author last edited it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<String>,
+    /// Its reactions, each emoji in the order it was first added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+}
+
+/// A quoted preview of the message a reply answers: enough to show it
+/// without the message itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    pub seq: u64,
+    pub from: User,
+    /// The start of its text (at most [`QUOTE_CHARS`] characters, `…` when
+    /// cut); empty once it is deleted.
+    #[serde(default)]
+    pub body: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// The most characters of a quoted message's text a reply carries.
+pub const QUOTE_CHARS: usize = 100;
+
+impl Quote {
+    /// The preview of `message` that a reply to it carries.
+    pub fn of(message: &Message) -> Quote {
+        let mut body: String = message.body.chars().take(QUOTE_CHARS).collect();
+        if body.len() < message.body.len() {
+            body.push('…');
+        }
+        Quote { seq: message.seq, from: message.from.clone(), body, deleted: message.deleted }
+    }
+
+    /// This quote of a deleted message.
+    pub fn tombstone(&self) -> Quote {
+        Quote { body: String::new(), deleted: true, ..self.clone() }
+    }
+}
+
+/// One emoji on a message and who put it there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: u32,
+    /// Who reacted, oldest first (`count` of them).
+    pub users: Vec<User>,
 }
 
 impl Message {
     /// This message deleted: its text gone, its place kept.
     pub fn tombstone(&self) -> Message {
-        Message { body: String::new(), subject: None, deleted: true, ..self.clone() }
+        Message {
+            body: String::new(),
+            subject: None,
+            deleted: true,
+            edited: None,
+            reactions: Vec::new(),
+            reply: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -108,6 +168,9 @@ pub struct RoomInfo {
 pub struct ServerInfo {
     pub version: String,
     pub node: String,
+    /// How long after posting its author may edit a message (0: never).
+    #[serde(default)]
+    pub edit_seconds: u64,
 }
 
 /// The result of `join`, and one entry of `hello`'s `rooms`.
@@ -130,6 +193,14 @@ pub struct JoinResult {
     pub seq: u64,
     /// True when some message after `since` is not returned.
     pub gap: bool,
+    /// The room's change number: it grows with every edit, delete and
+    /// reaction (`edited`, `deleted` and `reacted` carry theirs).
+    #[serde(default)]
+    pub rev: u64,
+    /// On a resume that gave its `rev`: the messages up to `since` that
+    /// changed after it, as they are now, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<Message>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -328,6 +399,24 @@ pub enum Event {
         room: String,
         seq: u64,
         by: User,
+        rev: u64,
+    },
+    /// Message `seq` of `room` was edited by its author: `message` is how
+    /// it is now.
+    Edited {
+        room: String,
+        seq: u64,
+        rev: u64,
+        message: Box<Message>,
+    },
+    /// `user` put `emoji` on message `seq` of `room` (`on`) or took it off.
+    Reacted {
+        room: String,
+        seq: u64,
+        rev: u64,
+        emoji: String,
+        user: User,
+        on: bool,
     },
     /// Every message of `user` in `room` was deleted by the site's
     /// operator: tombstones in their place.

@@ -119,7 +119,7 @@ proptest! {
         }
         let request = parse_request(frame.to_string().as_bytes()).unwrap();
         prop_assert_eq!(request.id, Some(id));
-        prop_assert_eq!(request.op, ClientOp::Post { room, body, subject, cid });
+        prop_assert_eq!(request.op, ClientOp::Post { reply: None, room, body, subject, cid });
     }
 }
 

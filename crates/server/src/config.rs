@@ -125,6 +125,13 @@ pub struct ServeArgs {
     /// shows in the process list
     #[arg(long, env = "CONFAB_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// Reactions put on or taken off per user [default: 2/s,burst=20]
+    #[arg(long, env = "CONFAB_REACT_RATE", value_name = "RATE")]
+    pub react_rate: Option<String>,
+    /// How long after posting its author may edit a message; 0 turns editing off
+    /// [default: 15m]
+    #[arg(long, env = "CONFAB_EDIT_WINDOW", value_name = "DURATION")]
+    pub edit_window: Option<String>,
     /// Typing indicators per user; more are dropped unsent [default: 4/s,burst=8]
     #[arg(long, env = "CONFAB_TYPING_RATE", value_name = "RATE")]
     pub typing_rate: Option<String>,
@@ -356,6 +363,10 @@ impl ServeArgs {
     fn hub(&self, defaults: &Config) -> Result<HubConfig, ConfigError> {
         let args = self;
         let mut hub = defaults.hub.clone();
+        if let Some(window) = &args.edit_window {
+            hub.edit_window =
+                parse_duration(window).map_err(|problem| invalid("edit-window", problem))?;
+        }
         if let Some(grace) = &args.grace {
             hub.grace = parse_duration(grace).map_err(|problem| invalid("grace", problem))?;
         }
@@ -425,6 +436,7 @@ impl ServeArgs {
             new_session: rate("session-rate", &args.session_rate, rates.new_session)?,
             report: rate("report-rate", &args.report_rate, rates.report)?,
             moderate: rate("moderation-rate", &args.moderation_rate, rates.moderate)?,
+            react: rate("react-rate", &args.react_rate, rates.react)?,
             limit_loopback: args.limit_loopback.unwrap_or(rates.limit_loopback),
         };
         hub.room_retention = RetentionPolicy {
@@ -664,6 +676,8 @@ impl ServeArgs {
             create_rate: self.create_rate.or(lower.create_rate),
             create_rate_per_ip: self.create_rate_per_ip.or(lower.create_rate_per_ip),
             typing_rate: self.typing_rate.or(lower.typing_rate),
+            react_rate: self.react_rate.or(lower.react_rate),
+            edit_window: self.edit_window.or(lower.edit_window),
             report_rate: self.report_rate.or(lower.report_rate),
             moderation_rate: self.moderation_rate.or(lower.moderation_rate),
             audit_log: self.audit_log.or(lower.audit_log),

@@ -112,7 +112,7 @@ impl RoomBackend for Rooms {
         &self,
         who: Joiner<'_>,
         code: &str,
-        since: Option<u64>,
+        since: Option<confab_core::Since>,
         rejoin: bool,
         seated: Option<&RoomSeat>,
     ) -> Result<(RoomSeat, JoinResult), ErrorBody> {
@@ -332,6 +332,45 @@ impl RoomBackend for Rooms {
             }
             (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
                 rooms.delete(seat, conn, actor, message).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
+    async fn edit(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+        message: &Message,
+        body: &str,
+        edited: &str,
+    ) -> Result<(), ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.edit(seat, conn, actor, message, body, edited).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.edit(seat, conn, actor, message, body, edited).await
+            }
+            _ => Err(foreign(seat)),
+        }
+    }
+
+    async fn react(
+        &self,
+        seat: &RoomSeat,
+        conn: u64,
+        actor: &str,
+        seq: u64,
+        emoji: &str,
+    ) -> Result<bool, ErrorBody> {
+        match (self, seat) {
+            (Rooms::Local(rooms), RoomSeat::Local(seat)) => {
+                rooms.react(seat, conn, actor, seq, emoji).await
+            }
+            (Rooms::Cluster(rooms), RoomSeat::Cluster(seat)) => {
+                rooms.react(seat, conn, actor, seq, emoji).await
             }
             _ => Err(foreign(seat)),
         }

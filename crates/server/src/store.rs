@@ -20,7 +20,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 const MESSAGE_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid";
 /// What a read of messages selects: the columns written, whether the
 /// message was deleted since, and whether it is a shadow-muted member's.
-const READ_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid, deleted, shadow";
+const READ_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid, deleted, shadow, edited, reply, reactions";
 
 /// Rows per multi-row `INSERT` (8 parameters each, well below both
 /// engines' parameter limits).
@@ -80,6 +80,18 @@ async fn insert_all(
     // its own, in the same transaction.
     for m in messages.iter().filter(|m| m.shadow) {
         sqlx::query("UPDATE messages SET shadow = 1 WHERE room = $1 AND seq = $2")
+            .bind(&m.room)
+            .bind(int(m.seq))
+            .execute(&mut *conn)
+            .await?;
+    }
+    // So is a reply, in a chat of people (not of a load test).
+    for m in messages.iter() {
+        let Some(quote) = &m.reply else { continue };
+        let json = serde_json::to_string(quote).expect("quotes serialize");
+        sqlx::query("UPDATE messages SET reply = $1, reply_seq = $2 WHERE room = $3 AND seq = $4")
+            .bind(json)
+            .bind(int(quote.seq))
             .bind(&m.room)
             .bind(int(m.seq))
             .execute(&mut *conn)
@@ -147,7 +159,8 @@ impl SqlStore {
                     | Write::Unban { .. }
                     | Write::Title { .. }
                     | Write::Slow { .. }
-                    | Write::Delete { .. } => None,
+                    | Write::Delete { .. }
+                    | Write::Amend { .. } => None,
                 })
                 .collect();
             for m in &new_messages {
@@ -217,15 +230,47 @@ impl SqlStore {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    Write::Delete { room, seq } => {
+                    Write::Delete { room, seq, quote } => {
                         sqlx::query(
-                            "UPDATE messages SET body = '', subject = NULL, deleted = 1 \
+                            "UPDATE messages SET body = '', subject = NULL, deleted = 1, \
+                             edited = NULL, reactions = NULL, reply = NULL, reply_seq = NULL \
                              WHERE room = $1 AND seq = $2",
                         )
                         .bind(room)
                         .bind(int(*seq))
                         .execute(&mut *tx)
                         .await?;
+                        let quote = serde_json::to_string(quote).expect("quotes serialize");
+                        sqlx::query(
+                            "UPDATE messages SET reply = $1 WHERE room = $2 AND reply_seq = $3",
+                        )
+                        .bind(quote)
+                        .bind(room)
+                        .bind(int(*seq))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Write::Amend { room, message, rev } => {
+                        let reactions = (!message.reactions.is_empty()).then(|| {
+                            serde_json::to_string(&message.reactions).expect("reactions serialize")
+                        });
+                        sqlx::query(
+                            "UPDATE messages SET body = $1, edited = $2, reactions = $3, rev = $4 \
+                             WHERE room = $5 AND seq = $6 AND deleted = 0 AND rev < $4",
+                        )
+                        .bind(&message.body)
+                        .bind(message.edited.as_deref())
+                        .bind(reactions)
+                        .bind(int(*rev))
+                        .bind(room)
+                        .bind(int(message.seq))
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("UPDATE rooms SET rev = $1 WHERE code = $2 AND rev < $1")
+                            .bind(int(*rev))
+                            .bind(room)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                     Write::Title { room, title } => {
                         sqlx::query("UPDATE rooms SET title = $1 WHERE code = $2")
@@ -418,6 +463,7 @@ fn write_key(write: &Write) -> (u8, &str, &str) {
         Write::Title { room, .. } => (6, room, ""),
         Write::Slow { room, .. } => (7, room, ""),
         Write::Delete { room, .. } => (8, room, ""),
+        Write::Amend { room, .. } => (9, room, ""),
     }
 }
 
@@ -457,7 +503,25 @@ fn message(row: &AnyRow) -> Result<Message, sqlx::Error> {
         cid: row.try_get("cid")?,
         deleted: row.try_get::<i64, _>("deleted")? != 0,
         shadow: row.try_get::<i64, _>("shadow")? != 0,
+        edited: row.try_get("edited")?,
+        reply: json_column(row, "reply")?,
+        reactions: json_column(row, "reactions")?.unwrap_or_default(),
     })
+}
+
+/// A column of JSON, `None` when null (or, logged, when it cannot be read).
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    column: &str,
+) -> Result<Option<T>, sqlx::Error> {
+    let Some(text) = row.try_get::<Option<String>, _>(column)? else { return Ok(None) };
+    match serde_json::from_str(&text) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) => {
+            tracing::warn!("a stored {column} that cannot be read: {e}");
+            Ok(None)
+        }
+    }
 }
 
 fn messages(rows: &[AnyRow]) -> Result<Vec<Message>, StoreError> {
@@ -515,7 +579,7 @@ impl Store for SqlStore {
     fn rooms(&self) -> StoreFuture<'_, Vec<StoredRoom>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT code, title, capacity, backlog, public, board, created, last_seq, locked, slow \
+                "SELECT code, title, capacity, backlog, public, board, created, last_seq, locked, slow, rev \
                  FROM rooms ORDER BY created",
             )
             .fetch_all(&self.pool)
@@ -566,6 +630,7 @@ impl Store for SqlStore {
                     locked: row.try_get::<i64, _>("locked")? != 0,
                     bans: bans.remove(&row.try_get::<String, _>("code")?).unwrap_or_default(),
                     slow: u32::try_from(row.try_get::<i64, _>("slow")?).unwrap_or(0),
+                    rev: uint(row, "rev")?,
                 })
             };
             rows.iter().map(room).collect::<Result<_, _>>().map_err(error)
@@ -925,6 +990,17 @@ impl Store for SqlStore {
                  WHERE user_id = $1 AND deleted = 0",
             )
             .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+            // Replies quote them no more (the quote goes; its seq was the
+            // user's). Quotes are written by the server, as
+            // `{"seq":…,"from":{"id":"…"`.
+            sqlx::query(
+                "UPDATE messages SET reply = NULL, reply_seq = NULL \
+                 WHERE reply_seq IS NOT NULL AND reply LIKE $1",
+            )
+            .bind(format!("%,\"from\":{{\"id\":\"{user_id}\",%"))
             .execute(&self.pool)
             .await
             .map_err(error)?;

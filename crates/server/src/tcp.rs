@@ -419,13 +419,27 @@ impl Session {
             _ if !self.logged_in => {
                 return say!(self.out, "error: log in first: type a username (or %exit)");
             }
-            Command::Join { room } => (Pending::Join, ClientOp::Join { room, since: None }),
+            Command::Join { room } => {
+                (Pending::Join, ClientOp::Join { room, since: None, rev: None })
+            }
             Command::Leave { room } => {
                 (Pending::Leave { room: self.label(&room) }, ClientOp::Leave { room })
             }
             Command::Post { room, subject, body } => (
                 Pending::Post { room: self.label(&room) },
-                ClientOp::Post { room, body, subject: Some(subject), cid: None },
+                ClientOp::Post { room, body, subject: Some(subject), cid: None, reply: None },
+            ),
+            Command::Reply { room, id, body } => (
+                Pending::Post { room: self.label(&room) },
+                ClientOp::Post { room, body, subject: None, cid: None, reply: Some(id) },
+            ),
+            Command::Edit { room, id, body } => (
+                Pending::Moderate { room: self.label(&room) },
+                ClientOp::Edit { room, seq: id, body },
+            ),
+            Command::React { room, id, emoji } => (
+                Pending::Moderate { room: self.label(&room) },
+                ClientOp::React { room, seq: id, emoji },
             ),
             Command::Users { room } => {
                 (Pending::Users { room: self.label(&room) }, ClientOp::Members { room })

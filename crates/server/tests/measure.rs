@@ -83,6 +83,9 @@ async fn measure_persistent_posts_per_second_on_sqlite() {
 
 fn message(room: &str, seq: u64) -> Write {
     Write::Message(Arc::new(Message {
+        edited: None,
+        reactions: Vec::new(),
+        reply: None,
         room: room.into(),
         seq,
         from: User { id: "u_seed".into(), name: "Seed".into() },
@@ -105,6 +108,7 @@ async fn measure_join_cost_against_room_size() {
         for (code, count) in [("SMALL2", 10u64), ("LARGE2", 1_000_000)] {
             store
                 .save_room(&StoredRoom {
+                    rev: 0,
                     spec: RoomSpec {
                         code: code.into(),
                         title: code.into(),

@@ -13,6 +13,7 @@ use confab_server::store::SqlStore;
 
 fn room(code: &str, board: bool) -> StoredRoom {
     StoredRoom {
+        rev: 0,
         spec: RoomSpec {
             code: code.into(),
             title: format!("Room {code}"),
@@ -33,6 +34,9 @@ fn room(code: &str, board: bool) -> StoredRoom {
 
 fn message(room: &str, seq: u64, user: &str, ts: &str, cid: Option<&str>) -> Write {
     Write::Message(Arc::new(Message {
+        edited: None,
+        reactions: Vec::new(),
+        reply: None,
         room: room.into(),
         seq,
         from: User { id: user.into(), name: format!("name of {user}") },
@@ -173,6 +177,9 @@ async fn suite(store: Arc<dyn Store>) {
 
     // A shadow-muted member's message is its author's only, with a viewer.
     let shadow = Message {
+        edited: None,
+        reactions: Vec::new(),
+        reply: None,
         room: "OWNED2".into(),
         seq: 2,
         from: User { id: "u_eve".into(), name: "Eve".into() },
@@ -192,7 +199,8 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(seqs(seen(None).await.unwrap()), [1, 2], "all, for the server itself");
 
     // A deleted message reads back as its tombstone: the text is gone.
-    store.write(&[Write::Delete { room: "ROOM22".into(), seq: 8 }]).await.unwrap();
+    let quote = confab_proto::Quote::of(original).tombstone();
+    store.write(&[Write::Delete { room: "ROOM22".into(), seq: 8, quote }]).await.unwrap();
     let got = store.messages("ROOM22", 7, 9, 5, None).await.unwrap();
     assert_eq!(got, [original.tombstone()]);
     assert!(got[0].deleted && got[0].body.is_empty() && got[0].subject.is_none());

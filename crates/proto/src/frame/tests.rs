@@ -6,7 +6,13 @@ fn parses_a_post_with_id() {
     assert_eq!(r.id, Some(7));
     assert_eq!(
         r.op,
-        ClientOp::Post { room: "main".into(), body: "hi".into(), subject: None, cid: None }
+        ClientOp::Post {
+            reply: None,
+            room: "main".into(),
+            body: "hi".into(),
+            subject: None,
+            cid: None
+        }
     );
 }
 

@@ -76,6 +76,22 @@ pub(crate) enum Command {
         room: String,
         id: u64,
     },
+    /// A post answering message `id` (no subject).
+    Reply {
+        room: String,
+        id: u64,
+        body: String,
+    },
+    Edit {
+        room: String,
+        id: u64,
+        body: String,
+    },
+    React {
+        room: String,
+        id: u64,
+        emoji: String,
+    },
     Lock {
         room: String,
         locked: bool,
@@ -111,6 +127,15 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec {
         usage: "%delete <id>",
         about: "delete a message of main: your own, or any as the owner or a moderator",
+    },
+    Spec { usage: "%reply <id> <content...>", about: "answer a message of main (quoting it)" },
+    Spec {
+        usage: "%edit <id> <content...>",
+        about: "replace the text of your own message of main, soon after posting it",
+    },
+    Spec {
+        usage: "%react <id> <emoji>",
+        about: "put an emoji on a message of main, or take yours off",
     },
     Spec {
         usage: "%role <owner|moderator|member> <name...>",
@@ -149,6 +174,9 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec { usage: "%groupmessage <room> <id>", about: "one message of a room" },
     Spec { usage: "%groupreport <room> <id> [reason...]", about: "report a message of a room" },
     Spec { usage: "%groupdelete <room> <id>", about: "delete a message of a room" },
+    Spec { usage: "%groupreply <room> <id> <content...>", about: "answer a message of a room" },
+    Spec { usage: "%groupedit <room> <id> <content...>", about: "edit your message of a room" },
+    Spec { usage: "%groupreact <room> <id> <emoji>", about: "react to a message of a room" },
     Spec {
         usage: "%grouprole <room> <owner|moderator|member> <name...>",
         about: "give a member of a room a role",
@@ -257,6 +285,33 @@ pub(crate) fn parse(text: &str) -> Result<Option<Command>, Misuse> {
         "%groupdelete" => {
             let room = args.word("a room")?;
             Command::Delete { room, id: args.id()? }
+        }
+        "%reply" => {
+            let id = args.id()?;
+            Command::Reply { room: MAIN.into(), id, body: args.content()? }
+        }
+        "%groupreply" => {
+            let room = args.word("a room")?;
+            let id = args.id()?;
+            Command::Reply { room, id, body: args.content()? }
+        }
+        "%edit" => {
+            let id = args.id()?;
+            Command::Edit { room: MAIN.into(), id, body: args.content()? }
+        }
+        "%groupedit" => {
+            let room = args.word("a room")?;
+            let id = args.id()?;
+            Command::Edit { room, id, body: args.content()? }
+        }
+        "%react" => {
+            let id = args.id()?;
+            Command::React { room: MAIN.into(), id, emoji: args.word("an emoji")? }
+        }
+        "%groupreact" => {
+            let room = args.word("a room")?;
+            let id = args.id()?;
+            Command::React { room, id, emoji: args.word("an emoji")? }
         }
         "%groups" => Command::Groups,
         "%groupjoin" => Command::Join { room: args.word("a room")? },

@@ -90,7 +90,7 @@ impl Pending {
 /// A frame out of the hub, decoded.
 pub(crate) enum Frame {
     Reply { re: i64, outcome: Result<Value, ErrorBody> },
-    Event(Event),
+    Event(Box<Event>),
 }
 
 /// Decodes a frame the hub queued.
@@ -106,7 +106,7 @@ pub(crate) fn decode(frame: &[u8]) -> Result<Frame, serde_json::Error> {
             let error = ErrorBody::deserialize(&value["error"])?;
             Ok(Frame::Reply { re, outcome: Err(error) })
         }
-        None => Ok(Frame::Event(Event::deserialize(value)?)),
+        None => Ok(Frame::Event(Box::new(Event::deserialize(value)?))),
     }
 }
 
@@ -200,8 +200,18 @@ pub(crate) fn reply(out: &mut String, pending: &Pending, reply: Value) -> serde_
         Pending::Message { .. } => {
             let OneMessage { message } = OneMessage::deserialize(reply)?;
             say!(out, "[{}] {}", message.room, summary(&message));
+            if let Some(quote) = &message.reply {
+                say!(out, "  ↪ in reply to {}", quoted(quote));
+            }
             for text in message.body.split('\n') {
                 say!(out, "  {}", clean(text));
+            }
+            if let Some(edited) = &message.edited {
+                say!(out, "  (edited {})", date(edited));
+            }
+            for reaction in &message.reactions {
+                let names: Vec<String> = reaction.users.iter().map(|u| clean(&u.name)).collect();
+                say!(out, "  {} {}: {}", clean(&reaction.emoji), reaction.count, names.join(", "));
             }
         }
         // The change itself comes as an event to every member.
@@ -316,7 +326,12 @@ pub(crate) fn failure(out: &mut String, pending: &Pending, error: &ErrorBody) {
 /// Writes a pushed event into `out`. Typing indicators are not shown.
 pub(crate) fn event(out: &mut String, event: &Event) {
     match event {
-        Event::Message { message } => say!(out, "[{}] {}", message.room, summary(message)),
+        Event::Message { message } => {
+            say!(out, "[{}] {}", message.room, summary(message));
+            if let Some(quote) = &message.reply {
+                say!(out, "  ↪ in reply to {}", quoted(quote));
+            }
+        }
         Event::Join { room, user } => say!(out, "[{room}] {} joined", clean(&user.name)),
         Event::Leave { room, user, reason } => {
             let verb = match reason {
@@ -361,8 +376,23 @@ pub(crate) fn event(out: &mut String, event: &Event) {
         Event::Purged { room, .. } => {
             say!(out, "[{room}] the operator deleted every message of one user");
         }
-        Event::Deleted { room, seq, by } => {
+        Event::Deleted { room, seq, by, .. } => {
             say!(out, "[{room}] message {seq} was deleted by {}", clean(&by.name));
+        }
+        Event::Edited { room, seq, message, .. } => {
+            say!(out, "[{room}] {} edited message {seq}:", clean(&message.from.name));
+            say!(out, "[{room}] {}", summary(message));
+        }
+        Event::Reacted { room, seq, emoji, user, on, .. } => {
+            let emoji = clean(emoji);
+            match on {
+                true => {
+                    say!(out, "[{room}] {} reacted {emoji} to message {seq}", clean(&user.name))
+                }
+                false => {
+                    say!(out, "[{room}] {} took {emoji} off message {seq}", clean(&user.name))
+                }
+            }
         }
         Event::Title { room, title, user } => {
             say!(out, "[{room}] {} renamed the room \"{}\"", clean(&user.name), clean(title));
@@ -379,6 +409,20 @@ pub(crate) fn event(out: &mut String, event: &Event) {
             say!(out, "[{room}] {} {what}", clean(&user.name));
         }
         Event::Typing { .. } => {}
+    }
+}
+
+/// A quoted message as a reply shows it: `12 (Ann): the start of it…`.
+fn quoted(quote: &confab_proto::Quote) -> String {
+    let from = clean(&quote.from.name);
+    match quote.deleted {
+        true => format!("{} ({from}): (deleted)", quote.seq),
+        false => {
+            let first = quote.body.lines().next().unwrap_or("");
+            let more =
+                if first.len() < quote.body.len() && !first.ends_with('…') { "…" } else { "" };
+            format!("{} ({from}): {}{more}", quote.seq, clean(first))
+        }
     }
 }
 

@@ -161,6 +161,9 @@ async fn memory_stays_bounded_by_the_limit_whatever_the_line() {
 
 fn message(subject: Option<&str>) -> Message {
     Message {
+        edited: None,
+        reactions: Vec::new(),
+        reply: None,
         room: "main".into(),
         seq: 7,
         from: User { id: "u_1".into(), name: "Ann".into() },
