@@ -354,4 +354,48 @@ mod terminal {
         term.exp_string("bye: goodbye").unwrap();
         exits_cleanly(&mut term);
     }
+
+    #[test]
+    fn messages_fit_the_terminal_and_replies_edits_and_reactions_are_typed() {
+        let running = Running::start();
+        let mut ann = running.web("Ann");
+        let mut command = confab();
+        command.arg("connect").arg("127.0.0.1").arg(running.tcp().port().to_string());
+        command.env("TERM", "xterm").env("COLUMNS", "72");
+        let mut term = spawn_command(command, Some(TIMEOUT_MS)).expect("confab connect starts");
+        term.exp_string("username:").unwrap();
+        term.send_line("Bob").unwrap();
+        term.exp_string("hello, Bob;").unwrap();
+        term.send_line("%join").unwrap();
+        term.exp_string("[main] you joined").unwrap();
+        running.ok(&mut ann, json!({"op": "join", "room": "main"}));
+        let body = "a long first line that would never fit sixty columns, and more\nline two";
+        running.ok(&mut ann, json!({"op": "post", "room": "main", "body": body}));
+        // One row: cut at 71 columns, an ellipsis at its end. (The
+        // session reads the terminal's bytes one character each.)
+        let (_, shown) = term.exp_regex(r"\[main\] 1 \| Ann \| [^\r\n]*").unwrap();
+        let shown = String::from_utf8(shown.chars().map(|c| c as u8).collect()).unwrap();
+        assert_eq!(shown.chars().count(), 71, "{shown:?}");
+        assert!(shown.ends_with('…') && shown.contains("(no subject) | a long"), "{shown:?}");
+
+        term.send_line("%reply 1 count me in").unwrap();
+        term.exp_string("[main] you posted 2").unwrap();
+        let reply = running.event(&mut ann, "message");
+        assert_eq!(reply["message"]["reply"]["seq"], 1);
+        term.send_line("%edit 2 count me out").unwrap();
+        term.exp_string("[main] Bob edited message 2:").unwrap();
+        assert_eq!(running.event(&mut ann, "edited")["message"]["body"], "count me out");
+        term.send_line("%react 1 👍").unwrap();
+        term.exp_string("[main] Bob reacted ").unwrap();
+        term.exp_string(" to message 1").unwrap();
+        assert_eq!(running.event(&mut ann, "reacted")["emoji"], "👍");
+        // `%message` shows the whole message, its quote and reactions.
+        term.send_line("%message 1").unwrap();
+        term.exp_string("line two").unwrap();
+        term.exp_string(" 1: Bob").unwrap();
+
+        term.send_line("%exit").unwrap();
+        term.exp_string("bye: goodbye").unwrap();
+        exits_cleanly(&mut term);
+    }
 }

@@ -206,6 +206,48 @@ async fn suite(store: Arc<dyn Store>) {
     assert!(got[0].deleted && got[0].body.is_empty() && got[0].subject.is_none());
     assert_eq!(got[0].cid, original.cid, "its cid stays, for a retry");
 
+    // A reply keeps its quote; an amend its text, edit time and
+    // reactions, unless a later change was stored; a delete turns the
+    // quotes of the message into its tombstone.
+    store.save_room(&room("CONVO", false)).await.unwrap();
+    let Write::Message(asked) = message("CONVO", 1, "u_ann", &ts(1), None) else { unreachable!() };
+    let quote = confab_proto::Quote::of(&asked);
+    let answer = Message { seq: 2, reply: Some(quote.clone()), ..Message::clone(&asked) };
+    store.write(&[Write::Message(asked.clone())]).await.unwrap();
+    let appended = store.append("CONVO", vec![Message { seq: 0, ..answer.clone() }], 16);
+    let appended = appended.await.unwrap();
+    assert_eq!(appended[0].message.seq, 2);
+    assert_eq!(appended[0].message.reply, Some(quote.clone()), "append keeps the quote");
+    let bob = User { id: "u_bob".into(), name: "Bob".into() };
+    let reacted = Message {
+        body: "asked, edited".into(),
+        edited: Some(ts(3)),
+        reactions: vec![confab_proto::Reaction {
+            emoji: "👍".into(), count: 1, users: vec![bob]
+        }],
+        ..Message::clone(&asked)
+    };
+    let stale = Message { body: "an older edit".into(), ..reacted.clone() };
+    let amend = |message: &Message, rev| Write::Amend {
+        room: "CONVO".into(),
+        message: Arc::new(message.clone()),
+        rev,
+    };
+    store.write(&[amend(&reacted, 5), amend(&stale, 4)]).await.unwrap();
+    let read = store.messages("CONVO", 0, 3, 5, None).await.unwrap();
+    assert_eq!(read[0], reacted, "the later change wins");
+    assert_eq!(read[1].reply, Some(quote.clone()));
+    let rooms = store.rooms().await.unwrap();
+    assert_eq!(rooms.iter().find(|r| r.spec.code == "CONVO").unwrap().rev, 5);
+    let tomb = quote.tombstone();
+    store
+        .write(&[Write::Delete { room: "CONVO".into(), seq: 1, quote: tomb.clone() }])
+        .await
+        .unwrap();
+    let read = store.messages("CONVO", 0, 3, 5, None).await.unwrap();
+    assert_eq!(read[0], reacted.tombstone(), "no text, edit or reaction left");
+    assert_eq!(read[1].reply, Some(tomb), "its quote is a tombstone");
+
     // Visibility, replaced on the second write.
     assert_eq!(
         store.visibility("ROOM22", "u_ann").await.unwrap(),

@@ -10,6 +10,8 @@
 //! the client's own notes go to stderr.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
@@ -28,8 +30,9 @@ pub(crate) enum Input {
 
 /// Where output goes.
 pub(crate) enum Screen {
-    /// Above the prompt of the line editor.
-    Terminal(Box<dyn ExternalPrinter + Send>),
+    /// Above the prompt of the line editor, whose width (columns) the
+    /// editing thread keeps up to date.
+    Terminal(Box<dyn ExternalPrinter + Send>, Arc<AtomicUsize>),
     /// Server lines to stdout, notes to stderr.
     Plain,
 }
@@ -38,7 +41,9 @@ impl Screen {
     /// Shows a line from the server.
     pub(crate) fn server(&mut self, line: &str) {
         match self {
-            Screen::Terminal(printer) => print(printer.as_mut(), line),
+            Screen::Terminal(printer, width) => {
+                print(printer.as_mut(), &fit(line, width.load(Ordering::Relaxed)));
+            }
             Screen::Plain => {
                 let mut stdout = std::io::stdout().lock();
                 let _ = writeln!(stdout, "{line}");
@@ -50,7 +55,7 @@ impl Screen {
     /// Shows a note from the client itself.
     pub(crate) fn note(&mut self, text: &str) {
         match self {
-            Screen::Terminal(printer) => print(printer.as_mut(), text),
+            Screen::Terminal(printer, _) => print(printer.as_mut(), text),
             Screen::Plain => eprintln!("{text}"),
         }
     }
@@ -58,6 +63,38 @@ impl Screen {
     pub(crate) fn is_plain(&self) -> bool {
         matches!(self, Screen::Plain)
     }
+}
+
+/// A message line (`[room] id | sender | …`) cut to `width` columns, `…`
+/// at its end when cut, so that each message takes one row; other lines
+/// as they are. (A wide character counts as one column: such a line may
+/// still wrap.)
+pub(crate) fn fit(line: &str, width: usize) -> String {
+    let is_message = line.starts_with('[')
+        && line.split_once("] ").is_some_and(|(_, rest)| {
+            rest.split_once(" | ").is_some_and(|(id, _)| id.bytes().all(|b| b.is_ascii_digit()))
+        });
+    // The last column stays free: a full row wraps on some terminals.
+    let room = width.saturating_sub(1).max(20);
+    if !is_message || line.chars().count() <= room {
+        return line.to_owned();
+    }
+    let mut cut: String = line.chars().take(room - 1).collect();
+    let trimmed = cut.trim_end().len();
+    cut.truncate(trimmed);
+    cut.push('…');
+    cut
+}
+
+/// The terminal's width: `COLUMNS` if it is set, else what the editor
+/// measures (80 if it cannot).
+fn columns(editor: &mut DefaultEditor) -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .or_else(|| editor.dimensions().map(|(columns, _)| columns as usize))
+        .filter(|&c| c > 0)
+        .unwrap_or(80)
 }
 
 fn print(printer: &mut (dyn ExternalPrinter + Send), text: &str) {
@@ -78,9 +115,11 @@ pub(crate) fn open() -> (mpsc::Receiver<Input>, Screen) {
             let printer = editor.create_external_printer()?;
             Ok((editor, printer))
         }) {
-            Ok((editor, printer)) => {
-                std::thread::spawn(move || edit(editor, &tx));
-                return (rx, Screen::Terminal(Box::new(printer)));
+            Ok((mut editor, printer)) => {
+                let width = Arc::new(AtomicUsize::new(columns(&mut editor)));
+                let measured = width.clone();
+                std::thread::spawn(move || edit(editor, &tx, &measured));
+                return (rx, Screen::Terminal(Box::new(printer), width));
             }
             Err(e) => eprintln!("confab: no line editing ({e}); reading plain lines"),
         }
@@ -94,9 +133,12 @@ pub(crate) fn is_exit(line: &str) -> bool {
     line.trim().eq_ignore_ascii_case("%exit")
 }
 
-fn edit(mut editor: DefaultEditor, tx: &mpsc::Sender<Input>) {
+fn edit(mut editor: DefaultEditor, tx: &mpsc::Sender<Input>, width: &AtomicUsize) {
     loop {
-        match editor.readline(PROMPT) {
+        let read = editor.readline(PROMPT);
+        // A resized window is seen at the next line typed.
+        width.store(columns(&mut editor), Ordering::Relaxed);
+        match read {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
@@ -141,5 +183,28 @@ fn read_plain(tx: &mpsc::Sender<Input>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn a_message_line_is_cut_to_the_width_and_other_lines_are_not() {
+        let line =
+            "[main] 12 | Ann | 2026-12-05 11:45:31 UTC | (no subject) | a body that goes on and on";
+        let cut = fit(line, 60);
+        assert_eq!(cut.chars().count(), 59, "{cut}");
+        assert!(cut.ends_with('…') && line.starts_with(cut.trim_end_matches('…')), "{cut}");
+        assert_eq!(fit(line, 200), line);
+        let note =
+            "error: forbidden: only its author edits message 1 of room main, and this goes on";
+        assert_eq!(fit(note, 40), note);
+        assert_eq!(
+            fit("[main] Ann joined and then said a great many things", 20),
+            "[main] Ann joined and then said a great many things"
+        );
+        assert_eq!(fit(line, 5).chars().count(), 19, "never narrower than 20 columns");
     }
 }
