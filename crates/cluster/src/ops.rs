@@ -460,7 +460,7 @@ impl Cluster {
         actor: &str,
         seq: u64,
         emoji: &str,
-    ) -> Result<(bool, Message, u64), ErrorBody> {
+    ) -> Result<(bool, Option<(Message, u64)>), ErrorBody> {
         let seq_text = seq.to_string();
         let (kinds, yours, most) = (
             confab_core::REACTION_EMOJI_MAX.to_string(),
@@ -470,7 +470,9 @@ impl Cluster {
         let args = ["react", code, actor, &seq_text, emoji, &kinds, &yours, &most];
         let r = self.room_op(code, &args).await?;
         match r.status() {
-            "ok" => Ok((r.int(2)? == 1, r.json(3)?, r.uint(1)?)),
+            // Taken nowhere (a shadow-muted member's).
+            "ok" if r.uint(1)? == 0 => Ok((r.int(2)? == 1, None)),
+            "ok" => Ok((r.int(2)? == 1, Some((r.json(3)?, r.uint(1)?)))),
             status => Err(change_refused(code, seq, status, &r)),
         }
     }
@@ -778,6 +780,14 @@ fn change_refused(code: &str, seq: u64, status: &str, r: &Reply) -> ErrorBody {
             ErrorBody::new(Forbidden, format!("only its author edits message {seq} of room {code}"))
         }
         "gone" => confab_core::frames::no_message(code, seq),
+        "over" => ErrorBody::new(
+            Forbidden,
+            format!("message {seq} of room {code} may no longer be edited"),
+        ),
+        "muted" => {
+            let left = u64::try_from(r.int(1).unwrap_or(-1)).ok();
+            confab_core::frames::muted(code, left.map(Duration::from_millis))
+        }
         "limit" => {
             let why = match r.text(1).unwrap_or("") {
                 "emoji" => confab_core::ReactionLimit::Emoji,

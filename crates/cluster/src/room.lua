@@ -235,6 +235,19 @@ local function note_change(n)
   return rev
 end
 
+-- Whether `uid` is muted now: 'shadow', 'muted' (and the ms left, -1
+-- until lifted), or nil.
+local function muting(uid)
+  local muted = redis.call('HGET', KEYS[23], uid)
+  if not muted then return nil end
+  local u = tonumber(string.match(muted, '^(%d+)'))
+  local now = now_ms()
+  if u ~= 0 and u <= now then return nil end
+  if string.sub(muted, -2) == '\n1' then return 'shadow' end
+  if u == 0 then return 'muted', -1 end
+  return 'muted', u - now
+end
+
 -- Puts `message` (decoded) back in the window at `i` and in what a retry
 -- of its cid is answered with, and notes the change; its JSON and the
 -- change number.
@@ -1096,6 +1109,11 @@ if op == 'edit' then
   if not i then return {'old'} end
   if kind == 's' and message.from.id ~= actor then return {'gone'} end
   if message.deleted then return {'deleted'} end
+  local muted, left = muting(actor)
+  if muted == 'muted' then return {'muted', left} end
+  -- A shadow-muted member edits what only they see; their other messages
+  -- are past editing, as far as they can tell.
+  if muted == 'shadow' and kind ~= 's' then return {'over'} end
   if message.from.id ~= actor then return {'forbidden'} end
   if message.body == ARGV[5] then return {'same'} end
   message.body = ARGV[5]
@@ -1117,6 +1135,8 @@ if op == 'react' then
   if not i then return {'old'} end
   if kind == 's' and message.from.id ~= actor then return {'gone'} end
   if message.deleted then return {'deleted'} end
+  local muted, left = muting(actor)
+  if muted == 'muted' then return {'muted', left} end
   local user_json = redis.call('HGET', KEYS[2], actor)
   local user = cjson.decode(user_json)
   local emoji = ARGV[5]
@@ -1152,6 +1172,9 @@ if op == 'react' then
       reactions[#reactions + 1] = {emoji = emoji, count = 1, users = {user}}
     end
   end
+  -- A shadow-muted member's reaction to what others see is answered as
+  -- if it were taken, and taken nowhere.
+  if muted == 'shadow' and kind ~= 's' then return {'ok', 0, on, ''} end
   if #reactions > 0 then message.reactions = reactions else message.reactions = nil end
   local json, rev = amend(i, head, kind, tail, message)
   local only = '-'

@@ -385,8 +385,10 @@ impl RoomBackend for ClusterRooms {
         emoji: &str,
     ) -> Result<bool, ErrorBody> {
         let code = seat.mirror.code();
-        let (on, message, rev) = self.cluster.react(code, actor, seq, emoji).await?;
-        if seat.mirror.persistent() {
+        let (on, changed) = self.cluster.react(code, actor, seq, emoji).await?;
+        if let Some((message, rev)) = changed
+            && seat.mirror.persistent()
+        {
             let write = confab_core::Write::Amend {
                 room: code.to_owned(),
                 message: std::sync::Arc::new(message),

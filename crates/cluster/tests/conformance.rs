@@ -1318,6 +1318,44 @@ async fn history_before_join<B: RoomBackend>(nodes: Nodes<B>) {
     }
 }
 
+/// A muted member neither edits nor reacts; a shadow-muted one edits
+/// what only they see, and their reactions reach nobody.
+async fn muted_members_change_nothing<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let mut cleo = Client::new(&nodes.a, "Cleo").await;
+    let code = ann.create(json!({})).await;
+    for client in [&mut ann, &mut bob, &mut cleo] {
+        client.join(&code).await;
+    }
+    let before = bob.post(&code, "before").await;
+    let edit = |seq: u64, body: &str| json!({"op": "edit", "room": code, "seq": seq, "body": body});
+    let react = |seq: u64| json!({"op": "react", "room": code, "seq": seq, "emoji": "👍"});
+    ann.ok(json!({"op": "mute", "room": code, "name": "Bob"})).await;
+    assert_eq!(bob.refused(edit(before, "sneaky")).await, "forbidden");
+    assert_eq!(bob.refused(react(before)).await, "forbidden");
+    let bob_id = bob.user.clone();
+    ann.ok(json!({"op": "unmute", "room": code, "user": bob_id})).await;
+    ann.ok(json!({"op": "mute", "room": code, "name": "Bob", "shadow": true})).await;
+    let refused = bob.call(edit(before, "sneaky")).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("may no longer be edited"));
+    let hidden = bob.post(&code, "hidden").await;
+    bob.ok(edit(hidden, "hidden, edited")).await;
+    assert_eq!(bob.next_in(&code, "edited").await["message"]["body"], "hidden, edited");
+    assert_eq!(bob.ok(react(before)).await["on"], true, "answered as if taken");
+    let marker = ann.post(&code, "marker").await;
+    loop {
+        let event = cleo.next_event_any().await;
+        assert!(!["edited", "reacted"].contains(&event["ev"].as_str().unwrap()), "{event}");
+        if event["message"]["seq"] == json!(marker) {
+            break;
+        }
+    }
+    let got = cleo.ok(json!({"op": "get", "room": code, "seq": before})).await;
+    assert!(got["message"].get("reactions").is_none(), "{got}");
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         /// The local backend: always.
@@ -1374,6 +1412,7 @@ conformance!(
     lock,
     edit_reply_react,
     history_before_join,
+    muted_members_change_nothing,
 );
 
 /// With three shards, rooms land on every one of them, and each node sees

@@ -1075,7 +1075,13 @@ impl Room {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         let i = self.held(state, conn, actor, seq)?;
+        let muting = self.muting(state, actor)?;
         let old = &state.window[i];
+        // A shadow-muted member edits what only they see; their other
+        // messages are past editing, as far as they can tell.
+        if muting == Some(true) && !old.shadow {
+            return Err(edit_over(&self.meta.code, seq));
+        }
         if old.from.id != actor {
             return Err(ErrorBody::new(
                 confab_proto::ErrorCode::Forbidden,
@@ -1118,6 +1124,11 @@ impl Room {
         let mut message = Message::clone(&state.window[i]);
         let on = toggle_reaction(&mut message.reactions, &user, emoji)
             .map_err(|why| reaction_refusal(&self.meta.code, seq, why))?;
+        // A shadow-muted member's reaction to what others see is answered
+        // as if it were taken, and taken nowhere.
+        if self.muting(state, actor)? == Some(true) && !message.shadow {
+            return Ok(on);
+        }
         let shadow = message.shadow;
         let author = message.from.id.clone();
         let rev = self.amend(state, i, message)?;
@@ -1131,6 +1142,20 @@ impl Room {
         };
         broadcast(state, &event_frame(&event), |u, _| !shadow || u.id == author);
         Ok(on)
+    }
+
+    /// Whether `actor` is muted: `Some(true)` shadow-muted, `None` not;
+    /// a plain mute is the refusal a post gets.
+    fn muting(&self, state: &mut RoomState, actor: &str) -> Result<Option<bool>, ErrorBody> {
+        let Some(mute) = state.mutes.get(actor) else { return Ok(None) };
+        match mute.remaining(crate::unix_ms()) {
+            Some(_) if mute.shadow => Ok(Some(true)),
+            Some(left) => Err(crate::frames::muted(&self.meta.code, left)),
+            None => {
+                state.mutes.remove(actor);
+                Ok(None)
+            }
+        }
     }
 
     /// A stored room's change number, as it is loaded.
@@ -1742,6 +1767,15 @@ fn changed_since(
         .filter(|m| !m.shadow || m.from.id == reader)
         .map(|m| Message::clone(m))
         .collect()
+}
+
+/// An edit refused as past the edit window (as a shadow-muted member's
+/// is).
+fn edit_over(code: &str, seq: u64) -> ErrorBody {
+    ErrorBody::new(
+        confab_proto::ErrorCode::Forbidden,
+        format!("message {seq} of room {code} may no longer be edited"),
+    )
 }
 
 /// A change refused for a message older than the room keeps at hand.
