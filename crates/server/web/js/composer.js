@@ -1,8 +1,8 @@
 // The composer: a growing textarea (Enter sends, Shift+Enter breaks the
-// line), an optional subject, character counters against the server's
-// limits, and typing notifications.
+// line), an optional subject, the message being replied to, character
+// counters against the server's limits, and typing notifications.
 
-import { charCount } from './dom.js';
+import { charCount, h } from './dom.js';
 
 export const BODY_MAX = 4000;
 export const SUBJECT_MAX = 120;
@@ -22,6 +22,8 @@ export class Composer {
     this.online = false;
     this.typingSentAt = 0;
     this.idleTimer = 0;
+    // The message being answered: `{seq, from, body}`, or null.
+    this.reply = null;
 
     this.body.addEventListener('input', () => {
       this.autosize();
@@ -33,6 +35,9 @@ export class Composer {
       if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
         this.submit();
+      } else if (event.key === 'Escape' && this.reply) {
+        event.preventDefault();
+        this.setReply(null);
       }
     });
     this.subject.addEventListener('keydown', (event) => {
@@ -46,6 +51,10 @@ export class Composer {
       this.submit();
     });
     this.subjectToggle.addEventListener('click', () => this.toggleSubject());
+    this.replyCancel.addEventListener('click', () => {
+      this.setReply(null);
+      this.body.focus();
+    });
     this.update();
   }
 
@@ -54,6 +63,21 @@ export class Composer {
     this.ready = ready;
     this.online = online;
     this.update();
+  }
+
+  /**
+   * Answers `reply` with the next message: `{seq, from, body}`, the body
+   * cut to a preview. Null answers nothing.
+   */
+  setReply(reply) {
+    this.reply = reply;
+    this.replyBar.hidden = !reply;
+    if (reply) {
+      this.replyText.replaceChildren('Replying to ', h('strong', {}, reply.from.name), `: ${reply.body}`);
+      this.body.focus();
+    } else {
+      this.replyText.replaceChildren();
+    }
   }
 
   toggleSubject() {
@@ -96,7 +120,8 @@ export class Composer {
   submit() {
     if (!this.canSend()) return;
     const subject = this.subject.value.trim();
-    this.onSend(this.body.value, subject || undefined);
+    this.onSend(this.body.value, subject || undefined, this.reply ?? undefined);
+    this.setReply(null);
     this.body.value = '';
     this.subject.value = '';
     this.autosize();

@@ -52,24 +52,6 @@ export function charCount(text) {
   return [...text].length;
 }
 
-const URL_RE = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
-
-/**
- * Message text as nodes: plain text, with http(s) links made clickable.
- * The link text and its href are both the literal URL.
- */
-export function linkify(text) {
-  const nodes = [];
-  let last = 0;
-  for (const match of text.matchAll(URL_RE)) {
-    if (match.index > last) nodes.push(document.createTextNode(text.slice(last, match.index)));
-    nodes.push(h('a', { href: match[0], target: '_blank', rel: 'noopener noreferrer nofollow' }, match[0]));
-    last = match.index + match[0].length;
-  }
-  if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
-  return nodes;
-}
-
 /** A stable hue (0–359) for a user id, used for avatar colours. */
 export function hueFor(id) {
   let hash = 0;

@@ -2,8 +2,9 @@
 
 import { Client } from './client.js';
 import { bindIndicator } from './connection.js';
-import { byId, h, linkify, setChildren, show } from './dom.js';
+import { byId, h, setChildren, show } from './dom.js';
 import { describeError } from './errors.js';
+import { format } from './markdown.js';
 import { nameProblem, suggestName } from './names.js';
 import { setupThemeToggle } from './prefs.js';
 import { store } from './store.js';
@@ -47,7 +48,7 @@ function render(messages) {
         h('time', { datetime: date.toISOString() }, dateFormat.format(date))),
       h('div', { class: 'history-body' },
         message.subject ? h('strong', { class: 'msg-subject' }, message.subject) : null,
-        h('span', {}, linkify(message.body))));
+        h('div', {}, format(message.body))));
   }));
 }
 

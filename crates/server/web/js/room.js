@@ -1,6 +1,8 @@
 // The room page: joins the room named in the URL, keeps the conversation
-// in step across reconnects (resuming with `since`), and sends our messages
-// with a `cid` so that a retry is never posted twice.
+// in step across reconnects (resuming with `since`, and `rev` for the edits,
+// reactions and deletes), and sends our messages with a `cid` so that a
+// retry is never posted twice. Mentions of the reader, and messages that
+// arrive while they look elsewhere, are counted in the tab's title.
 
 import { Client } from './client.js';
 import { Composer } from './composer.js';
@@ -9,15 +11,16 @@ import { byId, h, show } from './dom.js';
 import { describeError } from './errors.js';
 import { Members } from './members.js';
 import { nameProblem, suggestName } from './names.js';
-import { beep, setupSoundToggle, setupThemeToggle } from './prefs.js';
+import { beep, notifying, setupNotifyToggle, setupSoundToggle, setupThemeToggle } from './prefs.js';
 import { store } from './store.js';
-import { Timeline } from './timeline.js';
+import { preview, Timeline } from './timeline.js';
 
 const code = decodeURIComponent(location.pathname.split('/')[2] ?? '');
 const phone = window.matchMedia('(max-width: 720px)');
 
 setupThemeToggle(byId('theme-toggle'));
 setupSoundToggle(byId('sound-toggle'));
+setupNotifyToggle(byId('notify-toggle'), toast);
 
 const client = new Client(store.name);
 const timeline = new Timeline({
@@ -26,7 +29,17 @@ const timeline = new Timeline({
   pill: byId('new-pill'),
   pillText: byId('new-pill-text'),
   announcer: byId('announcer'),
-}, retry, report, deleteMessage);
+}, {
+  people: () => ({ names: [...members.users.values()].map((u) => u.name), self: selfName() }),
+  onRetry: retry,
+  onReport: report,
+  onDelete: deleteMessage,
+  onEdit: editMessage,
+  onReact: react,
+  onReply: startReply,
+  onOlder: older,
+  onRead: () => { if (!document.hidden) markRead(); },
+});
 const members = new Members({
   list: byId('member-list'),
   count: byId('member-count'),
@@ -42,6 +55,9 @@ const composer = new Composer({
   counter: byId('counter'),
   subjectCounter: byId('subject-counter'),
   send: byId('send'),
+  replyBar: byId('reply-bar'),
+  replyText: byId('reply-bar-text'),
+  replyCancel: byId('reply-cancel'),
 }, {
   onSend: send,
   onTyping: (active) => { if (joined) client.notify('typing', { room: room.code, active }); },
@@ -56,6 +72,11 @@ let ended = false; // the room is gone: no more reconnecting
 let restarting = false; // the server said it is stopping: say so until we are back
 // Every message up to this seq has been seen; a rejoin asks for what follows.
 let since = 0;
+// The room's change number as far as seen (edits, reactions, deletes); a
+// rejoin asks for the messages changed after it. Null until a server says.
+let rev = null;
+// Messages from others that came while the reader looked elsewhere.
+let unread = 0;
 // Our messages not yet confirmed by the server, in the order they were written.
 const outbox = new Map();
 
@@ -64,6 +85,7 @@ bindIndicator(client, byId('conn'), byId('conn-label'));
 
 client.on('ready', (hello) => {
   timeline.setSelf(hello.user);
+  timeline.setEditWindow(hello.server?.edit_seconds ?? 0);
   members.setSelf(hello.user);
   joinRoom();
 });
@@ -75,7 +97,7 @@ client.on('state', (state) => {
 client.on('message', ({ message }) => {
   if (!isThisRoom(message.room)) return;
   members.setTyping(message.from, false);
-  if (receive(message, true)) beep();
+  if (receive(message, true)) arrived(message);
 });
 client.on('join', ({ room: where, user }) => {
   if (isThisRoom(where) && members.add(user)) timeline.system(`${user.name} joined`);
@@ -131,9 +153,20 @@ client.on('title', ({ room: where, title, user }) => {
   const who = user.id === client.user?.id ? 'You' : user.name;
   timeline.system(`${who} renamed the room “${title}”`);
 });
-client.on('deleted', ({ room: where, seq }) => {
+client.on('deleted', ({ room: where, seq, rev: now }) => {
   if (!isThisRoom(where)) return;
+  seen(now);
   timeline.markDeleted(seq);
+});
+client.on('edited', ({ room: where, message, rev: now }) => {
+  if (!isThisRoom(where)) return;
+  seen(now);
+  timeline.update(message);
+});
+client.on('reacted', ({ room: where, seq, emoji, user, on, rev: now }) => {
+  if (!isThisRoom(where)) return;
+  seen(now);
+  timeline.react(seq, emoji, user, on);
 });
 client.on('purged', ({ room: where, user_id: userId }) => {
   if (isThisRoom(where)) timeline.markDeletedFrom(userId);
@@ -174,6 +207,7 @@ async function joinRoom() {
   const resuming = everJoined;
   const args = { room: code };
   if (resuming) args.since = since;
+  if (resuming && rev !== null) args.rev = rev;
   try {
     const result = await client.request('join', args);
     joined = true;
@@ -189,12 +223,20 @@ async function joinRoom() {
       for (const user of came) if (user.id !== client.user.id) timeline.system(`${user.name} joined`);
       for (const user of went) timeline.system(`${user.name} left`);
     } else {
-      const first = result.messages[0];
-      timeline.intro(room, first ? first.seq === 1 : result.seq === 0);
+      timeline.begin(room, result.seq, result.messages[0]);
     }
-    let fresh = false;
-    for (const message of result.messages) fresh = receive(message, resuming) || fresh;
-    if (fresh && resuming) beep();
+    // The room's own number from now on: it may have started again (an
+    // ephemeral room on a restarted server), lower than the one we had.
+    if (typeof result.rev === 'number') rev = result.rev;
+    let fresh = 0;
+    let mentioned = false;
+    for (const message of result.messages) {
+      if (!receive(message, resuming) || !resuming) continue;
+      fresh++;
+      mentioned ||= arrived(message, false);
+    }
+    for (const message of result.changed ?? []) timeline.update(message);
+    if (fresh) beep(mentioned ? 'mention' : 'message');
     if (resuming && result.gap) timeline.system('Some messages from while you were away are no longer available.');
     since = Math.max(since, result.seq);
     advance();
@@ -245,6 +287,59 @@ function advance() {
   while (timeline.bySeq.has(since + 1)) since++;
 }
 
+/** Notes the change number of an event. */
+function seen(now) {
+  if (typeof now === 'number') rev = Math.max(rev ?? 0, now);
+}
+
+/** The name this room knows the reader by. */
+function selfName() {
+  const self = client.user;
+  return self ? (members.users.get(self.id)?.name ?? self.name) : null;
+}
+
+/**
+ * Tells the reader of a new message from someone else: counted in the
+ * title while they look elsewhere, a chime (if chosen, and `chime`), and
+ * for a mention of them while the tab is in the background, a desktop
+ * notification (if allowed). Returns whether it mentions them.
+ */
+function arrived(message, chime = true) {
+  if (document.hidden || !timeline.following) {
+    unread++;
+    renderTitle();
+  }
+  const mentioned = timeline.mentionsMe(message.seq);
+  if (chime) beep(mentioned ? 'mention' : 'message');
+  if (mentioned && document.hidden && notifying()) {
+    try {
+      const note = new Notification(`${message.from.name} mentioned you in ${roomTitle()}`, {
+        body: preview(message.body, 200),
+        tag: `${room.code}:${message.seq}`,
+      });
+      note.addEventListener('click', () => {
+        window.focus();
+        timeline.reveal(message.seq);
+        note.close();
+      });
+    } catch {
+      // Some browsers (Chrome on Android) only notify from a service worker.
+    }
+  }
+  return mentioned;
+}
+
+/** The reader has caught up: the count leaves the title. */
+function markRead() {
+  if (unread === 0) return;
+  unread = 0;
+  renderTitle();
+}
+
+document.addEventListener('visibilitychange', () => {
+  if (!document.hidden && timeline.following) markRead();
+});
+
 function roomEnded(text) {
   ended = true;
   joined = false;
@@ -260,8 +355,8 @@ function newCid() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-function send(body, subject) {
-  const entry = { cid: newCid(), body, subject, state: 'pending', inFlight: false };
+function send(body, subject, reply) {
+  const entry = { cid: newCid(), body, subject, reply, state: 'pending', inFlight: false };
   outbox.set(entry.cid, entry);
   timeline.addPending(entry);
   post(entry);
@@ -272,6 +367,7 @@ async function post(entry) {
   entry.inFlight = true;
   const args = { room: room.code, body: entry.body, cid: entry.cid };
   if (entry.subject) args.subject = entry.subject;
+  if (entry.reply) args.reply = entry.reply.seq;
   try {
     const { message } = await client.request('post', args);
     outbox.delete(entry.cid);
@@ -294,6 +390,7 @@ function postError(error) {
   switch (error.code) {
     case 'too_large': return 'too long';
     case 'not_member': return 'you are not in the room';
+    case 'not_found': return 'the message you answer is not there';
     case 'timeout': return 'no answer from the server';
     default: return error.message || error.code;
   }
@@ -462,6 +559,37 @@ async function deleteMessage(seq) {
   }
 }
 
+/** Replaces the text of our message `seq`. */
+async function editMessage(seq, body) {
+  try {
+    await client.request('edit', { room: room.code, seq, body });
+  } catch (error) {
+    throw new Error(describeError(error));
+  }
+}
+
+/** Puts our `emoji` on message `seq`, or takes it off. */
+async function react(seq, emoji) {
+  try {
+    const { on } = await client.request('react', { room: room.code, seq, emoji });
+    // The event says the same; a change is counted once.
+    if (typeof on === 'boolean') timeline.react(seq, emoji, { id: client.user.id, name: selfName() }, on);
+  } catch (error) {
+    throw new Error(describeError(error));
+  }
+}
+
+/** The messages before `before`, oldest first (scrolling back). */
+async function older(before, limit) {
+  const { messages } = await client.request('history', { room: room.code, before, limit });
+  return messages;
+}
+
+/** Answers `message` with the next one written. */
+function startReply(message) {
+  composer.setReply({ seq: message.seq, from: message.from, body: preview(message.body) });
+}
+
 /** Reports message `seq` of this room to the operator. */
 async function report(seq, reason) {
   try {
@@ -490,11 +618,16 @@ function roomTitle() {
   return isBoard(room) ? `#${room.code}` : `Room ${room.code}`;
 }
 
+function renderTitle() {
+  if (!room) return;
+  document.title = `${unread ? `(${unread}) ` : ''}${roomTitle()} · confab`;
+}
+
 function renderRoom() {
   const title = roomTitle();
   byId('room-title').textContent = title;
   byId('room-code').textContent = isBoard(room) ? 'Board' : room.code;
-  document.title = `${title} · confab`;
+  renderTitle();
   const badge = byId('retention-badge');
   const note = byId('retention-note');
   const ephemeral = room.retention === 'ephemeral';

@@ -33,6 +33,9 @@ export const store = {
   set theme(theme) { write('theme', theme); },
   get sound() { return read('sound') === 'on'; },
   set sound(on) { write('sound', on ? 'on' : null); },
+  /** Desktop notifications of mentions while the tab is in the background. */
+  get notify() { return read('notify') === 'on'; },
+  set notify(on) { write('notify', on ? 'on' : null); },
   /** Ids of the users hidden on this device. */
   get hidden() {
     try {

@@ -1,14 +1,31 @@
 // The message list. Confirmed messages are kept in `seq` order and shown at
 // most once; our own unconfirmed messages (pending or failed) stay at the
 // bottom until the server gives them a `seq`. Consecutive messages from one
-// sender are grouped under one name and time.
+// sender are grouped under one name and time. Older messages are paged in
+// at the top when the reader scrolls there.
+//
+// A message item is laid out as:
+//   li.msg > avatar, .msg-main > .msg-head, .msg-content (quote, bubble),
+//   .reactions, .msg-status (our own), .msg-actions
+// `.msg-content` and `.reactions` are drawn again from the message's latest
+// state whenever it changes (an edit, a reaction, a delete). The actions
+// under a message, and the forms they open, are in actions.js.
 
-import { avatar, h, linkify } from './dom.js';
+import { MessageActions } from './actions.js';
+import { avatar, h, setChildren } from './dom.js';
+import { format } from './markdown.js';
 import { store } from './store.js';
 
 const GROUP_WINDOW_MS = 5 * 60 * 1000;
 const NEAR_BOTTOM_PX = 80;
+const NEAR_TOP_PX = 120;
 const ANNOUNCEMENTS_KEPT = 5;
+/** Messages asked for per page when scrolling back. */
+const PAGE = 50;
+/** How often the Edit buttons whose window has passed are taken away. */
+const EDIT_SWEEP_MS = 15_000;
+
+const touch = window.matchMedia('(hover: none)');
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 const dayTimeFormat = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
@@ -23,24 +40,59 @@ function isUnconfirmed(el) {
   return el.classList.contains('msg') && !el.dataset.seq;
 }
 
+/** "Ann", "Ann and Bob", "Ann, Bob and Cleo". */
+function listNames(names) {
+  if (names.length <= 1) return names.join('');
+  return `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
+}
+
+/** One line of a message's text, at most `max` characters. */
+export function preview(text, max = 100) {
+  const line = text.replace(/\s+/g, ' ').trim();
+  const chars = [...line];
+  return chars.length > max ? `${chars.slice(0, max).join('')}…` : line;
+}
+
 export class Timeline {
-  constructor({ list, scroller, pill, pillText, announcer }, onRetry, onReport = async () => {}, onDelete = async () => {}) {
+  /**
+   * `people()` gives the names a mention may name and the reader's own.
+   * The callbacks act on message `seq` and reject with the error to show:
+   * `onReport(seq, reason)`, `onDelete(seq)`, `onEdit(seq, body)`,
+   * `onReact(seq, emoji)` (resolves to whether the reaction is on now);
+   * `onReply(message)` starts a reply; `onOlder(before, limit)` resolves
+   * to the messages before `before`; `onRetry(cid)` posts again;
+   * `onRead()` is called when the reader has caught up.
+   */
+  constructor({ list, scroller, pill, pillText, announcer }, {
+    people = () => ({ names: [], self: null }),
+    onRetry = () => {},
+    onReport = async () => {},
+    onDelete = async () => {},
+    onEdit = async () => {},
+    onReact = async () => {},
+    onReply = () => {},
+    onOlder = async () => [],
+    onRead = () => {},
+  } = {}) {
     this.list = list;
     this.scroller = scroller;
     this.pill = pill;
     this.pillText = pillText;
     this.announcer = announcer;
-    this.onRetry = onRetry;
-    // Sends a report of message `seq` with an optional reason; rejects
-    // with the error to show.
-    this.onReport = onReport;
-    // Deletes message `seq`; rejects with the error to show.
-    this.onDelete = onDelete;
+    Object.assign(this, { people, onRetry, onReport, onDelete, onEdit, onReact, onReply, onOlder, onRead });
     this.self = null;
     this.bySeq = new Map();
     this.byCid = new Map();
+    // The latest state of each shown message, by seq.
+    this.messages = new Map();
     this.unread = 0;
-    this.introItem = null;
+    this.editSeconds = 0;
+    this.room = null;
+    // The top of the list: where older messages load, or the room's start.
+    this.edgeItem = null;
+    this.edge = null;
+    this.latestSeq = 0;
+    this.actions = new MessageActions(this);
 
     // Whether the reader is following the newest messages. When the
     // scroller shrinks (a growing composer, a phone keyboard) they keep
@@ -49,20 +101,34 @@ export class Timeline {
     scroller.addEventListener('scroll', () => {
       this.following = this.atBottom();
       if (this.following) this.clearUnread();
+      if (scroller.scrollTop < NEAR_TOP_PX && scroller.scrollHeight > scroller.clientHeight) this.loadOlder();
     });
     new ResizeObserver(() => {
       if (this.following) this.scrollToBottom();
     }).observe(scroller);
     // A node that is moved restarts its animation: drop it once it has run.
-    list.addEventListener('animationend', (event) => event.target.classList.remove('enter'));
+    list.addEventListener('animationend', (event) => event.target.classList.remove('enter', 'flash'));
     pill.addEventListener('click', () => {
       this.scrollToBottom();
       this.clearUnread();
     });
+    // On touch there is no hover: a tap on a message shows its actions.
+    list.addEventListener('click', (event) => {
+      const item = event.target.closest('.msg');
+      if (!touch.matches || !item || event.target.closest('a, button, form')) return;
+      for (const other of list.querySelectorAll('.msg.show-actions')) if (other !== item) other.classList.remove('show-actions');
+      item.classList.toggle('show-actions');
+    });
+    setInterval(() => this.actions.sweep(), EDIT_SWEEP_MS);
   }
 
   setSelf(user) {
     this.self = user;
+  }
+
+  /** How long after posting a message its author may edit it; 0: not at all. */
+  setEditWindow(seconds) {
+    this.editSeconds = seconds;
   }
 
   /** Whether this user may delete anyone's message (owner, moderator). */
@@ -70,37 +136,96 @@ export class Timeline {
     this.list.classList.toggle('moderating', moderating);
   }
 
-  /** Every message of `userId` was deleted. */
-  markDeletedFrom(userId) {
-    for (const [seq, item] of this.bySeq) {
-      if (item.dataset.from === userId) this.markDeleted(seq);
+  /** Whether message `seq` is shown and mentions the reader. */
+  mentionsMe(seq) {
+    return Boolean(this.bySeq.get(seq)?.classList.contains('mentions-me'));
+  }
+
+  // ---------- The top of the list ----------
+
+  /**
+   * Starts the list for `room` (a first join): `latestSeq` is the room's
+   * newest message, and `first` the first one shown.
+   */
+  begin(room, latestSeq, first) {
+    this.room = room;
+    this.latestSeq = latestSeq;
+    const fromStart = first ? first.seq === 1 : latestSeq === 0;
+    this.setEdge(fromStart ? 'start' : 'more');
+  }
+
+  /**
+   * The line at the top: `more` (a button to load earlier messages, which
+   * scrolling there presses too), `loading`, `error` (with Retry), `start`
+   * (the room's first message is shown: the welcome card) or `limit` (what
+   * is earlier may not be seen).
+   */
+  setEdge(state) {
+    this.edge = state;
+    let item;
+    if (state === 'start') {
+      const title = this.room?.title || `Room ${this.room?.code ?? ''}`;
+      item = h('li', { class: 'intro edge' },
+        h('div', { class: 'room-glyph', 'aria-hidden': 'true' }, '#'),
+        h('h2', {}, `Welcome to ${title}`),
+        h('p', {}, 'This is the start of the conversation. Share the invite link to bring people in.'));
+    } else if (state === 'limit') {
+      item = h('li', { class: 'edge edge-line' }, 'Earlier messages are not available to you.');
+    } else if (state === 'loading') {
+      item = h('li', { class: 'edge edge-line', role: 'status' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), 'Loading earlier messages…');
+    } else {
+      const button = h('button', { type: 'button', class: 'btn small quiet' },
+        state === 'error' ? 'Could not load earlier messages. Try again' : 'Load earlier messages');
+      button.addEventListener('click', () => this.loadOlder(true));
+      item = h('li', { class: 'edge edge-line' }, button);
     }
-  }
-
-  /** Message `seq` was deleted: a tombstone in its place. */
-  markDeleted(seq) {
-    const item = this.bySeq.get(seq);
-    if (!item) return;
-    const bubble = item.querySelector('.bubble');
-    bubble.replaceChildren(h('span', { class: 'msg-body tombstone' }, 'This message was deleted'));
-    item.dataset.deleted = 'true';
-    item.querySelector('.msg-actions')?.remove();
-  }
-
-  /** The card at the top of the conversation. */
-  intro(room, fromStart) {
-    const title = room.title || `Room ${room.code}`;
-    const text = fromStart
-      ? `This is the start of the conversation. Share the invite link to bring people in.`
-      : 'Earlier messages are not shown here.';
-    const item = h('li', { class: 'intro' },
-      h('div', { class: 'room-glyph', 'aria-hidden': 'true' }, '#'),
-      h('h2', {}, `Welcome to ${title}`),
-      h('p', {}, text));
-    if (this.introItem) this.introItem.replaceWith(item);
+    if (this.edgeItem) this.edgeItem.replaceWith(item);
     else this.list.prepend(item);
-    this.introItem = item;
+    this.edgeItem = item;
   }
+
+  /** Loads the page of messages before the oldest one shown (on a scroll, only once per state). */
+  async loadOlder(asked = false) {
+    if (this.edge !== 'more' && !(asked && this.edge === 'error')) return;
+    const hadFocus = this.edgeItem.contains(document.activeElement);
+    const before = this.bySeq.size ? Math.min(...this.bySeq.keys()) : this.latestSeq + 1;
+    this.setEdge('loading');
+    let messages;
+    try {
+      messages = await this.onOlder(before, PAGE);
+    } catch {
+      this.setEdge('error');
+      return;
+    }
+    this.prependOlder(messages, () => {
+      const oldest = this.bySeq.size ? Math.min(...this.bySeq.keys()) : before;
+      if (oldest === 1) this.setEdge('start');
+      else this.setEdge(messages.length < PAGE ? 'limit' : 'more');
+    });
+    if (hadFocus) this.edgeItem.querySelector('button')?.focus({ preventScroll: true });
+  }
+
+  /**
+   * Puts older messages (oldest first, all older than those shown) above
+   * the others, then runs `andThen`; what the reader was looking at stays
+   * where it was.
+   */
+  prependOlder(messages, andThen) {
+    const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
+    let cursor = this.edgeItem;
+    for (const message of messages) {
+      if (this.bySeq.has(message.seq)) continue;
+      const item = this.render(message);
+      cursor.after(item);
+      cursor = item;
+      this.regroup(item);
+    }
+    this.regroup(cursor.nextElementSibling);
+    andThen();
+    this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
+  }
+
+  // ---------- Messages ----------
 
   /**
    * Shows a message from the server. Returns true when it is new to the
@@ -114,10 +239,7 @@ export class Timeline {
       return false;
     }
     const own = message.from.id === this.self?.id;
-    const item = this.render(message, own ? 'sent' : null);
-    if (own && !message.deleted) item.querySelector('.msg-main').append(this.actions(message, true));
-    item.dataset.seq = String(message.seq);
-    this.bySeq.set(message.seq, item);
+    const item = this.render(message);
     this.insert(item, message.seq, live);
     if (own) this.markLatest();
     if (live && !own && !store.hidden.has(message.from.id)) this.announce(message);
@@ -125,8 +247,9 @@ export class Timeline {
   }
 
   /** Shows one of our own messages before the server has confirmed it. */
-  addPending({ cid, body, subject }) {
-    const item = this.render({ from: this.self, body, subject, ts: new Date().toISOString() }, 'pending');
+  addPending({ cid, body, subject, reply }) {
+    const message = { from: this.self, body, subject, reply, ts: new Date().toISOString() };
+    const item = this.render(message, 'pending');
     item.dataset.cid = cid;
     this.byCid.set(cid, item);
     this.insert(item, Infinity, true, true);
@@ -140,12 +263,11 @@ export class Timeline {
       item.remove();
       return;
     }
-    item.dataset.seq = String(message.seq);
-    this.bySeq.set(message.seq, item);
+    this.track(item, message);
     this.setTime(item, message.ts);
     this.setState(item, 'sent');
-    if (message.deleted) this.markDeleted(message.seq);
-    else item.querySelector('.msg-main').append(this.actions(message, true));
+    this.draw(item, message);
+    if (!message.deleted) item.querySelector('.msg-main').append(this.actions.row(message));
     const next = item.nextElementSibling;
     item.remove();
     this.regroup(next);
@@ -163,6 +285,89 @@ export class Timeline {
     if (item) this.setState(item, 'pending');
   }
 
+  /** A message changed (an edit, or the `changed` of a resume): shows it as it is now. */
+  update(message) {
+    const item = this.bySeq.get(message.seq);
+    if (!item) return;
+    if (message.deleted) {
+      this.markDeleted(message.seq);
+      return;
+    }
+    this.messages.set(message.seq, message);
+    this.draw(item, message);
+  }
+
+  /** Every message of `userId` was deleted. */
+  markDeletedFrom(userId) {
+    for (const [seq, item] of this.bySeq) {
+      if (item.dataset.from === userId) this.markDeleted(seq);
+    }
+  }
+
+  /** Message `seq` was deleted: a tombstone in its place, and in the quotes of it. */
+  markDeleted(seq) {
+    for (const [other, message] of this.messages) {
+      if (message.reply?.seq !== seq || message.reply.deleted) continue;
+      const reply = { ...message.reply, body: '', deleted: true };
+      this.messages.set(other, { ...message, reply });
+      this.bySeq.get(other).querySelector('.reply-quote')?.replaceWith(this.quote(reply));
+    }
+    const item = this.bySeq.get(seq);
+    const message = this.messages.get(seq);
+    if (!item || !message) return;
+    const { subject, reply, reactions, edited, ...rest } = message;
+    const tombstone = { ...rest, body: '', deleted: true };
+    this.messages.set(seq, tombstone);
+    item.classList.remove('editing');
+    item.querySelector('.edit-form')?.remove();
+    this.draw(item, tombstone);
+    item.querySelector('.msg-actions')?.remove();
+  }
+
+  /** Someone put a reaction on message `seq`, or took it off. */
+  react(seq, emoji, user, on) {
+    const message = this.messages.get(seq);
+    if (!message || message.deleted) return;
+    const reactions = (message.reactions ?? []).map((r) => ({ ...r, users: [...r.users] }));
+    let entry = reactions.find((r) => r.emoji === emoji);
+    const has = Boolean(entry?.users.some((u) => u.id === user.id));
+    // The same change twice (our reply, then the event) counts once.
+    if (on === has) return;
+    if (on) {
+      if (!entry) {
+        entry = { emoji, count: 0, users: [] };
+        reactions.push(entry);
+      }
+      entry.count++;
+      entry.users.push(user);
+    } else {
+      entry.count--;
+      entry.users = entry.users.filter((u) => u.id !== user.id);
+    }
+    const kept = reactions.filter((r) => r.count > 0);
+    this.messages.set(seq, { ...message, reactions: kept });
+    this.drawReactions(this.bySeq.get(seq), this.messages.get(seq));
+  }
+
+  /** Brings message `seq` into view and marks it for a moment; false if it is not shown. */
+  reveal(seq) {
+    const item = this.bySeq.get(seq);
+    if (!item) {
+      // Further back than what is shown: to the place where it can be loaded.
+      this.edgeItem?.scrollIntoView({ block: 'start' });
+      this.edgeItem?.querySelector('button')?.focus({ preventScroll: true });
+      return false;
+    }
+    item.scrollIntoView({ block: 'center' });
+    item.classList.remove('flash');
+    // Restart the animation.
+    void item.offsetWidth;
+    item.classList.add('flash');
+    item.tabIndex = -1;
+    item.focus({ preventScroll: true });
+    return true;
+  }
+
   /** A small centred line: joins, leaves, gaps. */
   system(text, { live = true } = {}) {
     const item = h('li', { class: live ? 'system enter' : 'system' }, text);
@@ -170,132 +375,113 @@ export class Timeline {
     if (live) this.announce(null, text);
   }
 
-  /**
-   * The actions under a message: Delete for one's own; Report for
-   * someone else's, and Delete for the owner and moderators.
-   */
-  actions(message, own) {
-    const actions = h('div', { class: 'msg-actions' });
-    if (!own) {
-      const report = h('button', {
-        type: 'button',
-        class: 'msg-action',
-        'aria-label': `Report this message from ${message.from.name}`,
-      }, 'Report');
-      report.addEventListener('click', () => this.openReport(actions, message));
-      actions.append(report);
-    }
-    const remove = h('button', {
-      type: 'button',
-      class: own ? 'msg-action' : 'msg-action mod-only',
-      'aria-label': own ? 'Delete your message' : `Delete this message from ${message.from.name}`,
-    }, 'Delete');
-    remove.addEventListener('click', () => this.openDelete(actions, message, own));
-    actions.append(remove);
-    return actions;
+  // ---------- Drawing a message ----------
+
+  /** Notes `item` as the one showing confirmed `message`. */
+  track(item, message) {
+    item.dataset.seq = String(message.seq);
+    this.bySeq.set(message.seq, item);
+    this.messages.set(message.seq, message);
   }
 
-  /**
-   * Puts a small form in place of a message's actions: `fields`, the
-   * `submit` button and Cancel (or Escape), which puts the actions back.
-   * On submit the controls are disabled and `act` runs; what it returns
-   * (a note) takes the form's place, unless it returns nothing.
-   */
-  inlineForm(actions, message, own, fields, submit, act) {
-    const cancel = h('button', { type: 'button', class: 'msg-action' }, 'Cancel');
-    const form = h('form', { class: 'report-form' }, ...fields, submit, cancel);
-    const restore = () => {
-      const fresh = this.actions(message, own);
-      actions.replaceWith(fresh);
-      fresh.querySelector('button')?.focus();
-    };
-    cancel.addEventListener('click', restore);
-    form.addEventListener('keydown', (event) => {
-      if (event.key === 'Escape') restore();
-    });
-    form.addEventListener('submit', async (event) => {
-      event.preventDefault();
-      for (const control of form.elements) control.disabled = true;
-      const note = await act();
-      if (note) actions.replaceChildren(note);
-    });
-    actions.replaceChildren(form);
-  }
-
-  /** Asks to be sure, then deletes; says so if it fails. */
-  openDelete(actions, message, own) {
-    const confirm = h('button', { type: 'submit', class: 'msg-action strong danger' }, 'Delete');
-    const question = h('span', {}, own ? 'Delete your message for everyone?' : 'Delete this message for everyone?');
-    this.inlineForm(actions, message, own, [question], confirm, async () => {
-      try {
-        await this.onDelete(message.seq);
-        return null;
-      } catch (error) {
-        return h('span', { class: 'report-note failed', role: 'status' }, `Not deleted: ${error.message}`);
-      }
-    });
-    confirm.focus();
-  }
-
-  /** Asks why (optional), then reports; says how it went in place of the form. */
-  openReport(actions, message) {
-    const reason = h('input', {
-      type: 'text',
-      class: 'report-reason',
-      maxlength: '200',
-      placeholder: 'Why? (optional)',
-      'aria-label': 'Why you report this message (optional)',
-    });
-    const submit = h('button', { type: 'submit', class: 'msg-action strong' }, 'Report');
-    this.inlineForm(actions, message, false, [reason], submit, async () => {
-      const note = h('span', { class: 'report-note', role: 'status' });
-      try {
-        await this.onReport(message.seq, reason.value.trim());
-        note.textContent = 'Reported to the operator. Thank you.';
-      } catch (error) {
-        note.classList.add('failed');
-        note.textContent = `Not reported: ${error.message}`;
-      }
-      return note;
-    });
-    reason.focus();
-  }
-
-  /** Hides the messages of the users hidden on this device, and shows the others'. */
-  applyHidden() {
-    const hidden = store.hidden;
-    for (const item of this.list.querySelectorAll('.msg[data-from]')) {
-      item.classList.toggle('hidden-user', hidden.has(item.dataset.from));
-    }
-    for (const item of this.list.querySelectorAll('.msg')) this.regroup(item);
-  }
-
+  /** A new item for `message`; `state` is set for our own unconfirmed ones. */
   render(message, state) {
-    const date = new Date(message.ts);
-    const hidden = !state && store.hidden.has(message.from.id);
-    const classes = ['msg', state ? 'own' : null, hidden ? 'hidden-user' : null].filter(Boolean).join(' ');
-    const item = h('li', { class: classes, 'data-from': message.from.id, 'data-ts': String(date.getTime()) },
+    const own = Boolean(state) || message.from.id === this.self?.id;
+    const hidden = !own && store.hidden.has(message.from.id);
+    const classes = ['msg', own ? 'own' : null, hidden ? 'hidden-user' : null].filter(Boolean).join(' ');
+    const item = h('li', { class: classes, 'data-from': message.from.id },
       avatar(message.from),
       h('div', { class: 'msg-main' },
         h('div', { class: 'msg-head' },
           h('span', { class: 'msg-from' }, message.from.name),
           h('time', {})),
-        message.deleted
-          ? h('div', { class: 'bubble' }, h('span', { class: 'msg-body tombstone' }, 'This message was deleted'))
-          : h('div', { class: 'bubble' },
-            message.subject ? h('strong', { class: 'msg-subject' }, message.subject) : null,
-            h('span', { class: 'msg-body' }, linkify(message.body))),
-        state ? h('div', { class: 'msg-status' }) : null,
-        state || message.deleted ? null : this.actions(message, false)));
-    if (message.deleted) item.dataset.deleted = 'true';
+        h('div', { class: 'msg-content' }),
+        h('div', { class: 'reactions' }),
+        own ? h('div', { class: 'msg-status' }) : null,
+        state || message.deleted ? null : this.actions.row(message)));
     this.setTime(item, message.ts);
-    if (state) this.setState(item, state);
+    if (own && !state) this.setState(item, 'sent');
+    else if (state) this.setState(item, state);
+    if (!state) this.track(item, message);
+    this.draw(item, message);
     return item;
+  }
+
+  /** Draws the quote, the bubble and the reactions of `item` from `message`. */
+  draw(item, message) {
+    this.drawReactions(item, message);
+    if (message.deleted) item.dataset.deleted = 'true';
+    else delete item.dataset.deleted;
+    // An open editor stays; it draws the message again when it closes.
+    if (item.classList.contains('editing')) return;
+    const content = item.querySelector('.msg-content');
+    if (message.deleted) {
+      content.replaceChildren(h('div', { class: 'bubble' }, h('div', { class: 'msg-body tombstone' }, 'This message was deleted')));
+      item.classList.remove('mentions-me');
+      return;
+    }
+    const edited = message.edited ? new Date(message.edited) : null;
+    setChildren(content,
+      message.reply ? this.quote(message.reply) : null,
+      h('div', { class: 'bubble' },
+        message.subject ? h('strong', { class: 'msg-subject' }, message.subject) : null,
+        h('div', { class: 'msg-body' }, format(message.body, this.people())),
+        edited ? h('span', {
+          class: 'msg-edited',
+          title: `Edited ${fullFormat.format(edited)}`,
+        }, h('time', { datetime: edited.toISOString() }, '(edited)')) : null));
+    const own = item.classList.contains('own');
+    item.classList.toggle('mentions-me', !own && content.querySelector('.bubble .mention.self') !== null);
+  }
+
+  /** The quote of the message a reply answers; a click shows that message. */
+  quote(reply) {
+    const text = reply.deleted ? 'Message deleted' : preview(reply.body);
+    const button = h('button', {
+      type: 'button',
+      class: 'reply-quote',
+      'data-seq': String(reply.seq),
+      'aria-label': `In reply to ${reply.from.name}: ${text}. Show that message`,
+    },
+    replyIcon(),
+    h('span', { class: 'reply-from' }, reply.from.name),
+    h('span', { class: reply.deleted ? 'reply-body tombstone' : 'reply-body' }, text));
+    button.addEventListener('click', () => this.reveal(reply.seq));
+    return button;
+  }
+
+  /** The reactions under a message: one toggle button per emoji. */
+  drawReactions(item, message) {
+    const row = item.querySelector('.reactions');
+    const selfId = this.self?.id;
+    row.replaceChildren(...(message.deleted ? [] : message.reactions ?? []).map(({ emoji, count, users }) => {
+      const mine = users.some((u) => u.id === selfId);
+      const names = users.map((u) => (u.id === selfId ? 'you' : u.name));
+      if (count > users.length) names.push(`${count - users.length} more`);
+      const who = listNames(names);
+      const chip = h('button', {
+        type: 'button',
+        class: 'reaction',
+        'aria-pressed': String(mine),
+        'aria-label': `${emoji} ${count}: ${who}`,
+        title: `${who.charAt(0).toUpperCase()}${who.slice(1)} reacted with ${emoji}`,
+      }, h('span', { class: 'reaction-emoji', 'aria-hidden': 'true' }, emoji), h('span', { class: 'reaction-count' }, String(count)));
+      chip.addEventListener('click', () => this.toggleReaction(item, message.seq, emoji));
+      return chip;
+    }));
+  }
+
+  async toggleReaction(item, seq, emoji) {
+    try {
+      await this.onReact(seq, emoji);
+    } catch (error) {
+      this.actions.note(item, `Reaction not changed: ${error.message}`);
+    }
   }
 
   setTime(item, ts) {
     const date = new Date(ts);
-    const time = item.querySelector('time');
+    const time = item.querySelector('.msg-head time');
     time.dateTime = date.toISOString();
     time.title = fullFormat.format(date);
     time.textContent = formatTime(date);
@@ -316,6 +502,17 @@ export class Timeline {
     }
   }
 
+  // ---------- Placing ----------
+
+  /** Hides the messages of the users hidden on this device, and shows the others'. */
+  applyHidden() {
+    const hidden = store.hidden;
+    for (const item of this.list.querySelectorAll('.msg[data-from]')) {
+      item.classList.toggle('hidden-user', hidden.has(item.dataset.from));
+    }
+    for (const item of this.list.querySelectorAll('.msg')) this.regroup(item);
+  }
+
   /**
    * Inserts after the last element that comes before `seq`: scanning up
    * from the bottom, past unconfirmed messages and later messages.
@@ -323,7 +520,7 @@ export class Timeline {
   insert(item, seq, live, own = false) {
     const stick = own || this.atBottom();
     let before = this.list.lastElementChild;
-    while (before && (isUnconfirmed(before) || Number(before.dataset.seq) > seq)) {
+    while (before && before !== this.edgeItem && (isUnconfirmed(before) || Number(before.dataset.seq) > seq)) {
       before = before.previousElementSibling;
     }
     if (seq === Infinity && isUnconfirmed(item)) before = this.list.lastElementChild;
@@ -381,5 +578,19 @@ export class Timeline {
   clearUnread() {
     this.unread = 0;
     this.pill.hidden = true;
+    this.onRead();
   }
+}
+
+/** The small arrow before a quote. */
+function replyIcon() {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('class', 'icon reply-icon');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', 'M9 14L4 9l5-5M4 9h10a6 6 0 0 1 6 6v5');
+  svg.append(path);
+  return svg;
 }
