@@ -245,6 +245,20 @@ async fn a_long_poll_user_and_a_websocket_user_share_a_room() {
     bob.ok(json!({"op": "typing", "room": code, "active": true})).await.unwrap();
     assert_eq!(ann.event("typing").await["user"]["name"], "Bob");
 
+    // Replies, edits and reactions cross the transports both ways.
+    let reply = json!({"op": "post", "room": code, "body": "same here", "reply": 1});
+    let answer = ann.ok(reply).await["message"].clone();
+    assert_eq!(answer["reply"]["body"], "hi from lp");
+    assert_eq!(bob.event("message").await.unwrap()["message"]["reply"]["seq"], 1);
+    let seq = answer["seq"].as_u64().unwrap();
+    ann.ok(json!({"op": "edit", "room": code, "seq": seq, "body": "same here!"})).await;
+    let edited = bob.event("edited").await.unwrap();
+    assert_eq!((&edited["seq"], &edited["message"]["body"]), (&json!(seq), &json!("same here!")));
+    assert_eq!(ann.event("edited").await["rev"], edited["rev"]);
+    bob.ok(json!({"op": "react", "room": code, "seq": seq, "emoji": "❤️"})).await.unwrap();
+    let reacted = ann.event("reacted").await;
+    assert_eq!((&reacted["emoji"], &reacted["user"]["name"]), (&json!("❤️"), &json!("Bob")));
+
     ann.ok(json!({"op": "leave", "room": code})).await;
     let leave = bob.event("leave").await.unwrap();
     assert_eq!(
