@@ -540,6 +540,8 @@ fn message_tail(code: &str, user: &User, draft: &Draft) -> String {
         cid: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         reply: Option<&'a confab_proto::Quote>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        bot: bool,
     }
     let json = serde_json::to_string(&Tail {
         room: code,
@@ -549,6 +551,7 @@ fn message_tail(code: &str, user: &User, draft: &Draft) -> String {
         ts: &draft.ts,
         cid: draft.cid.as_deref(),
         reply: draft.reply.as_ref(),
+        bot: draft.bot,
     })
     .expect("messages serialize");
     format!(",{}", &json[1..])
@@ -691,6 +694,7 @@ mod tests {
         let mirror_b = b.mirror_for_join(&code);
         let _ = mirror_b.add(&joined, &bob.id, 2, &Outbox::new(64).0, &b.incarnation());
         let draft = |body: &str, cid: Option<&str>| Draft {
+            bot: false,
             reply: None,
             body: body.into(),
             subject: None,

@@ -664,6 +664,7 @@ impl Cluster {
             reply: draft.reply,
             edited: None,
             reactions: Vec::new(),
+            bot: draft.bot,
         };
         let origin = format!(
             "{} {conn} {} ",

@@ -243,6 +243,8 @@ pub struct Draft {
     pub ts: String,
     /// The quote of the message it answers.
     pub reply: Option<confab_proto::Quote>,
+    /// Posted through an integration.
+    pub bot: bool,
 }
 
 /// Most different emoji on one message.

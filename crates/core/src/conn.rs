@@ -67,6 +67,8 @@ pub struct Conn<B: RoomBackend = LocalRooms> {
     address: Option<String>,
     /// The hub's site bans this connection was last checked against.
     ban_epoch: u64,
+    /// An integration's connection: its posts are a bot's.
+    bot: bool,
 }
 
 #[derive(Serialize)]
@@ -75,6 +77,11 @@ struct HelloResult<'a> {
     user: User,
     server: ServerInfo,
     rooms: Vec<JoinResult>,
+}
+
+#[derive(Serialize)]
+struct IntegrationsResult {
+    integrations: Vec<confab_proto::IntegrationInfo>,
 }
 
 #[derive(Serialize)]
@@ -137,7 +144,14 @@ impl<B: RoomBackend> Conn<B> {
             peer,
             address,
             ban_epoch,
+            bot: false,
         }
+    }
+
+    /// Makes this an integration's connection: its posts are marked as a
+    /// bot's.
+    pub fn as_bot(&mut self) {
+        self.bot = true;
     }
 
     /// The user, once `hello` has been answered.
@@ -304,7 +318,7 @@ impl<B: RoomBackend> Conn<B> {
                     Some(seq) => Some(Quote::of(&self.visible(seat, &user.id, seq).await?)),
                     None => None,
                 };
-                let draft = Draft { body, subject, cid, ts: now_rfc3339(), reply };
+                let draft = Draft { bot: self.bot, body, subject, cid, ts: now_rfc3339(), reply };
                 let user = user.public();
                 let who = Joiner {
                     conn: self.id,
@@ -379,6 +393,42 @@ impl<B: RoomBackend> Conn<B> {
                 self.hub.limiters().check(Limit::React, &user.id)?;
                 let on = rooms.react(seat, self.id, &user.id, seq, &emoji).await?;
                 self.ok(id, &ReactResult { on })
+            }
+            ClientOp::Integrate { room, name, scopes } => {
+                let seat = self.seat(&room)?;
+                self.owner_of(seat, &user.id, "makes").await?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                let name = validate_name(&name, config.limits.name_chars)?;
+                let scopes = scopes.unwrap_or_else(|| vec!["post".into(), "read".into()]);
+                let made = crate::integrations::make(
+                    self.hub.services(),
+                    seat.code(),
+                    &name,
+                    &scopes,
+                    &user.id,
+                )
+                .await?;
+                self.ok(id, &made)
+            }
+            ClientOp::Integrations { room } => {
+                let seat = self.seat(&room)?;
+                self.owner_of(seat, &user.id, "sees").await?;
+                let integrations =
+                    crate::integrations::list(self.hub.services(), seat.code()).await?;
+                self.ok(id, &IntegrationsResult { integrations })
+            }
+            ClientOp::Revoke { room, integration } => {
+                let seat = self.seat(&room)?;
+                self.owner_of(seat, &user.id, "revokes").await?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                crate::integrations::revoke(
+                    self.hub.services(),
+                    seat.code(),
+                    &integration,
+                    &user.id,
+                )
+                .await?;
+                self.ok(id, &Empty {})
             }
             ClientOp::Role { room, user: target_id, name, role } => {
                 let target = target("role", target_id, name)?;
@@ -679,6 +729,20 @@ impl<B: RoomBackend> Conn<B> {
             }
         };
         Ok((at, result))
+    }
+
+    /// Checks that `user_id` owns the room of `seat` (integrations are the
+    /// owner's).
+    async fn owner_of(&self, seat: &B::Seat, user_id: &str, does: &str) -> Result<(), ErrorBody> {
+        let (_, roles) =
+            self.hub.backend().members(seat.code(), Some(seat), self.id, user_id).await?;
+        if roles.get(user_id) == Some(&confab_proto::Role::Owner) {
+            return Ok(());
+        }
+        Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            format!("only the owner of room {} {does} its integrations", seat.code()),
+        ))
     }
 
     /// Message `seq` of the room of `seat`, if `user_id` may see it.

@@ -135,6 +135,11 @@ impl<B: RoomBackend> Hub<B> {
         &self.shared.services.config
     }
 
+    /// What the rooms share: the configuration, the store, the writer.
+    pub fn services(&self) -> &crate::Services {
+        &self.shared.services
+    }
+
     /// The room backend.
     pub fn backend(&self) -> &B {
         &self.shared.backend

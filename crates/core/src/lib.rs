@@ -15,6 +15,7 @@ pub mod fanout;
 pub mod frames;
 mod hub;
 pub mod ids;
+pub mod integrations;
 mod limits;
 mod local;
 pub mod metric;
@@ -41,6 +42,6 @@ pub use local::{LocalRooms, LocalSeat};
 pub use outbox::{CloseReason, CloseSignal, Next, Outbox, OutboxReceiver};
 pub use rates::{Rate, Rates};
 pub use store::{
-    Appended, MemoryStore, SiteBan, Store, StoreError, StoreFuture, StoredRoom, StoredVisibility,
-    Write,
+    Appended, Integration, MemoryStore, SiteBan, Store, StoreError, StoreFuture, StoredRoom,
+    StoredVisibility, Write,
 };

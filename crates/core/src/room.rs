@@ -574,7 +574,7 @@ impl Room {
         };
         let poster = poster.outbox.clone();
         let from = member.user.clone();
-        let Draft { body, subject, cid, ts, reply } = draft;
+        let Draft { body, subject, cid, ts, reply, bot } = draft;
         let key = cid.as_ref().map(|cid| (user.id.clone(), cid.clone()));
         if let Some(key) = &key {
             match state.dedup.get(key) {
@@ -612,6 +612,7 @@ impl Room {
             reply,
             edited: None,
             reactions: Vec::new(),
+            bot,
         });
         match &self.persister {
             None => {
@@ -1829,8 +1830,14 @@ mod tests {
     }
 
     fn post(room: &Arc<Room>, conn: u64, who: &User, body: &str) {
-        let draft =
-            Draft { reply: None, body: body.into(), subject: None, cid: None, ts: "t".into() };
+        let draft = Draft {
+            bot: false,
+            reply: None,
+            body: body.into(),
+            subject: None,
+            cid: None,
+            ts: "t".into(),
+        };
         room.post(conn, who, draft, None).unwrap();
     }
 

@@ -188,6 +188,34 @@ pub trait Store: Send + Sync + 'static {
     /// asked for, the same ever after (and for every node sharing the
     /// store).
     fn secret<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Vec<u8>>;
+    /// Records an integration (a new one: ids are never reused).
+    fn save_integration<'a>(&'a self, integration: &'a Integration) -> StoreFuture<'a, ()>;
+    /// The integrations of `room`, oldest first.
+    fn integrations<'a>(&'a self, room: &'a str) -> StoreFuture<'a, Vec<Integration>>;
+    /// One integration, by its id.
+    fn integration<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Integration>>;
+    /// Forgets an integration of `room`; whether there was one.
+    fn delete_integration<'a>(&'a self, room: &'a str, id: &'a str) -> StoreFuture<'a, bool>;
+}
+
+/// A room's integration: a token that lets a program act in the room as
+/// a bot (post, read), kept as the digest of its token only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Integration {
+    /// `i_` and 12 random characters; the token starts with it.
+    pub id: String,
+    /// The room's key (a created room's code, a board's lower-case name).
+    pub room: String,
+    /// The bot it posts as: its user id, and its name.
+    pub user: User,
+    /// What it may do: `post`, `read`.
+    pub scopes: Vec<String>,
+    /// The SHA-256 of its token, in hex.
+    pub digest: String,
+    /// RFC 3339.
+    pub created: String,
+    /// Who made it: a user id, or `operator`.
+    pub by: String,
 }
 
 /// A store in memory: persistent rooms last as long as the process.
@@ -207,6 +235,7 @@ struct Memory {
     site_bans: BTreeMap<String, SiteBan>,
     /// Each amended message's change number.
     revs: HashMap<(String, u64), u64>,
+    integrations: BTreeMap<String, Integration>,
 }
 
 impl MemoryStore {
@@ -531,5 +560,31 @@ impl Store for MemoryStore {
             .entry(name.to_owned())
             .or_insert_with(|| rand::random::<[u8; 32]>().to_vec());
         ready(secret.clone())
+    }
+
+    fn save_integration<'a>(&'a self, integration: &'a Integration) -> StoreFuture<'a, ()> {
+        self.inner.lock().integrations.insert(integration.id.clone(), integration.clone());
+        ready(())
+    }
+
+    fn integrations<'a>(&'a self, room: &'a str) -> StoreFuture<'a, Vec<Integration>> {
+        let inner = self.inner.lock();
+        let mut found: Vec<Integration> =
+            inner.integrations.values().filter(|i| i.room == room).cloned().collect();
+        found.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        ready(found)
+    }
+
+    fn integration<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Integration>> {
+        ready(self.inner.lock().integrations.get(id).cloned())
+    }
+
+    fn delete_integration<'a>(&'a self, room: &'a str, id: &'a str) -> StoreFuture<'a, bool> {
+        let mut inner = self.inner.lock();
+        let found = inner.integrations.get(id).is_some_and(|i| i.room == room);
+        if found {
+            inner.integrations.remove(id);
+        }
+        ready(found)
     }
 }

@@ -175,6 +175,24 @@ pub enum ClientOp {
         room: String,
         title: String,
     },
+    /// Makes an integration of the room (its owner): a token for a program
+    /// to post and read as the bot `name`.
+    Integrate {
+        room: String,
+        name: String,
+        #[serde(default)]
+        scopes: Option<Vec<String>>,
+    },
+    /// The room's integrations (its owner).
+    Integrations {
+        room: String,
+    },
+    /// Revokes an integration of the room (its owner).
+    Revoke {
+        room: String,
+        /// The integration's id (`id` is the frame's own).
+        integration: String,
+    },
     /// Tells the operator about a message (the audit log).
     Report {
         room: String,
@@ -214,6 +232,9 @@ impl ClientOp {
             ClientOp::Delete { .. } => "delete",
             ClientOp::Edit { .. } => "edit",
             ClientOp::React { .. } => "react",
+            ClientOp::Integrate { .. } => "integrate",
+            ClientOp::Integrations { .. } => "integrations",
+            ClientOp::Revoke { .. } => "revoke",
             ClientOp::Ping => "ping",
         }
     }

@@ -10,8 +10,9 @@ mod types;
 
 pub use frame::{ClientOp, FrameError, Request, ResumePoint, parse_request};
 pub use types::{
-    BanInfo, Challenge, ErrorBody, ErrorCode, Event, JoinResult, LeaveReason, Message, MuteInfo,
-    Pow, QUOTE_CHARS, Quote, Reaction, Reply, Retention, Role, Roles, RoomInfo, ServerInfo, User,
+    BanInfo, Challenge, ErrorBody, ErrorCode, Event, IntegrationInfo, JoinResult, LeaveReason,
+    Message, MuteInfo, Pow, QUOTE_CHARS, Quote, Reaction, Reply, Retention, Role, Roles, RoomInfo,
+    ServerInfo, User,
 };
 
 /// The protocol version this crate speaks.

@@ -38,6 +38,22 @@ pub struct Message {
     /// Its reactions, each emoji in the order it was first added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<Reaction>,
+    /// Posted by a program through an integration of the room, not by a
+    /// person.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
+}
+
+/// A room's integration, as its owner sees it (never its token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrationInfo {
+    pub id: String,
+    /// The bot it posts as.
+    pub user: User,
+    /// What it may do: `post`, `read`.
+    pub scopes: Vec<String>,
+    /// RFC 3339.
+    pub created: String,
 }
 
 /// A quoted preview of the message a reply answers: enough to show it

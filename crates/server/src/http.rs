@@ -33,7 +33,8 @@ pub(crate) fn router(app: App, with_metrics: bool) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/api/v1/rooms", get(rooms))
-        .merge(crate::admin::router());
+        .merge(crate::admin::router())
+        .merge(crate::api::router());
     let router = if with_metrics { router.route("/metrics", get(metrics::render)) } else { router };
     router.merge(web::router()).with_state(app)
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod admission;
+mod api;
 pub mod config;
 mod http;
 mod lp;
@@ -52,6 +53,8 @@ pub(crate) struct App {
     terminal_tls: Option<tls::Tls>,
     /// The digest of the operator's API token; `None`: the API is off.
     admin: Option<[u8; 32]>,
+    /// The integrations' connections on this node.
+    bots: std::sync::Arc<api::Bots>,
 }
 
 impl App {
@@ -159,7 +162,9 @@ impl Server {
             tls: certificates.clone().map(tls::Tls::http),
             terminal_tls: certificates.clone().map(tls::Tls::terminal),
             admin: config.admin_token.as_ref().map(|t| admin::digest(t.expose())),
+            bots: api::Bots::new(),
         };
+        tokio::spawn(app.bots.clone().reap());
         if app.admin.is_some() {
             tracing::info!("the operator's API is on: /admin/v1/");
         }

@@ -20,7 +20,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 const MESSAGE_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid";
 /// What a read of messages selects: the columns written, whether the
 /// message was deleted since, and whether it is a shadow-muted member's.
-const READ_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid, deleted, shadow, edited, reply, reactions";
+const READ_COLUMNS: &str = "room, seq, user_id, user_name, subject, body, ts, cid, deleted, shadow, edited, reply, reactions, bot";
 
 /// Rows per multi-row `INSERT` (8 parameters each, well below both
 /// engines' parameter limits).
@@ -80,6 +80,14 @@ async fn insert_all(
     // its own, in the same transaction.
     for m in messages.iter().filter(|m| m.shadow) {
         sqlx::query("UPDATE messages SET shadow = 1 WHERE room = $1 AND seq = $2")
+            .bind(&m.room)
+            .bind(int(m.seq))
+            .execute(&mut *conn)
+            .await?;
+    }
+    // So is a bot's.
+    for m in messages.iter().filter(|m| m.bot) {
+        sqlx::query("UPDATE messages SET bot = 1 WHERE room = $1 AND seq = $2")
             .bind(&m.room)
             .bind(int(m.seq))
             .execute(&mut *conn)
@@ -494,6 +502,7 @@ fn uint(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
 
 fn message(row: &AnyRow) -> Result<Message, sqlx::Error> {
     Ok(Message {
+        bot: row.try_get::<i64, _>("bot")? != 0,
         room: row.try_get("room")?,
         seq: uint(row, "seq")?,
         from: User { id: row.try_get("user_id")?, name: row.try_get("user_name")? },
@@ -973,6 +982,7 @@ impl Store for SqlStore {
                 "DELETE FROM visibility WHERE room = $1",
                 "DELETE FROM room_roles WHERE room = $1",
                 "DELETE FROM room_bans WHERE room = $1",
+                "DELETE FROM integrations WHERE room = $1",
                 "DELETE FROM rooms WHERE code = $1",
             ] {
                 sqlx::query(sql).bind(room).execute(&mut *tx).await.map_err(error)?;
@@ -1038,4 +1048,78 @@ impl Store for SqlStore {
                 .ok_or_else(|| StoreError::new(format!("secret {name} is not 32 bytes of hex")))
         })
     }
+
+    fn save_integration<'a>(&'a self, i: &'a confab_core::Integration) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO integrations (id, room, user_id, user_name, scopes, digest, created, made_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&i.id)
+            .bind(&i.room)
+            .bind(&i.user.id)
+            .bind(&i.user.name)
+            .bind(i.scopes.join(","))
+            .bind(&i.digest)
+            .bind(&i.created)
+            .bind(&i.by)
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+            Ok(())
+        })
+    }
+
+    fn integrations<'a>(&'a self, room: &'a str) -> StoreFuture<'a, Vec<confab_core::Integration>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, room, user_id, user_name, scopes, digest, created, made_by \
+                 FROM integrations WHERE room = $1 ORDER BY created, id",
+            )
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error)?;
+            rows.iter().map(integration).collect::<Result<_, _>>().map_err(error)
+        })
+    }
+
+    fn integration<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<confab_core::Integration>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT id, room, user_id, user_name, scopes, digest, created, made_by \
+                 FROM integrations WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(error)?;
+            row.as_ref().map(integration).transpose().map_err(error)
+        })
+    }
+
+    fn delete_integration<'a>(&'a self, room: &'a str, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM integrations WHERE room = $1 AND id = $2")
+                .bind(room)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(error)?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+}
+
+fn integration(row: &AnyRow) -> Result<confab_core::Integration, sqlx::Error> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(confab_core::Integration {
+        id: row.try_get("id")?,
+        room: row.try_get("room")?,
+        user: User { id: row.try_get("user_id")?, name: row.try_get("user_name")? },
+        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        digest: row.try_get("digest")?,
+        created: row.try_get("created")?,
+        by: row.try_get("made_by")?,
+    })
 }

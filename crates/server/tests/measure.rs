@@ -83,6 +83,7 @@ async fn measure_persistent_posts_per_second_on_sqlite() {
 
 fn message(room: &str, seq: u64) -> Write {
     Write::Message(Arc::new(Message {
+        bot: false,
         edited: None,
         reactions: Vec::new(),
         reply: None,

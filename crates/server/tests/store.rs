@@ -34,6 +34,7 @@ fn room(code: &str, board: bool) -> StoredRoom {
 
 fn message(room: &str, seq: u64, user: &str, ts: &str, cid: Option<&str>) -> Write {
     Write::Message(Arc::new(Message {
+        bot: false,
         edited: None,
         reactions: Vec::new(),
         reply: None,
@@ -177,6 +178,7 @@ async fn suite(store: Arc<dyn Store>) {
 
     // A shadow-muted member's message is its author's only, with a viewer.
     let shadow = Message {
+        bot: false,
         edited: None,
         reactions: Vec::new(),
         reply: None,

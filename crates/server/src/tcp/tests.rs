@@ -161,6 +161,7 @@ async fn memory_stays_bounded_by_the_limit_whatever_the_line() {
 
 fn message(subject: Option<&str>) -> Message {
     Message {
+        bot: false,
         edited: None,
         reactions: Vec::new(),
         reply: None,
@@ -209,6 +210,7 @@ async fn session() -> BufReader<DuplexStream> {
         tls: None,
         terminal_tls: None,
         admin: None,
+        bots: crate::api::Bots::new(),
     };
     let ticket = edge.admit(Ipv4Addr::LOCALHOST.into()).expect("room for one connection");
     let (client, server) = tokio::io::duplex(4096);

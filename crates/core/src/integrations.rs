@@ -1,0 +1,182 @@
+//! A room's integrations: tokens that let a program post and read in one
+//! room as a bot. The server keeps the SHA-256 of each token only; the
+//! token is shown once, when it is made.
+//!
+//! A token is `<id>.<secret>`: the id finds the integration, the whole
+//! token is checked against its digest. The bot is a user of its own,
+//! whose session token is derived from the integration's token (so every
+//! node finds the same user without storing a usable credential).
+
+use confab_proto::{ErrorBody, ErrorCode, IntegrationInfo, User};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::Serialize;
+
+use crate::backend::Services;
+use crate::frames::storage_down;
+use crate::store::Integration;
+
+/// The most integrations of one room.
+pub const INTEGRATIONS_MAX: usize = 20;
+
+/// What an integration may do.
+pub const SCOPES: &[&str] = &["post", "read"];
+
+/// A new integration: what its owner sees, its token (shown this once),
+/// and the path of its incoming webhook.
+#[derive(Debug, Serialize)]
+pub struct Made {
+    pub integration: IntegrationInfo,
+    pub token: String,
+    pub hook: String,
+}
+
+fn random(n: usize) -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(n).map(char::from).collect()
+}
+
+/// The session token of the bot of the integration whose token is
+/// `token`.
+pub fn bot_session(token: &str) -> String {
+    crate::ids::token_digest(&format!("confab bot session\n{token}"))
+}
+
+impl Services {
+    async fn persistent(&self, room: &str) -> Result<bool, ErrorBody> {
+        let rooms = self.store.rooms().await.map_err(|e| {
+            tracing::warn!("cannot read rooms: {e}");
+            storage_down()
+        })?;
+        Ok(rooms.iter().any(|r| self.room_key(&r.spec.code) == self.room_key(room)))
+    }
+}
+
+fn info(integration: &Integration) -> IntegrationInfo {
+    IntegrationInfo {
+        id: integration.id.clone(),
+        user: integration.user.clone(),
+        scopes: integration.scopes.clone(),
+        created: integration.created.clone(),
+    }
+}
+
+fn stored<T>(result: Result<T, crate::StoreError>) -> Result<T, ErrorBody> {
+    result.map_err(|e| {
+        tracing::warn!("integrations: {e}");
+        storage_down()
+    })
+}
+
+/// Makes an integration of `room` (a persistent room or a board) posting
+/// as `name` and allowed `scopes`, on behalf of `by` (a user id, or
+/// `operator`).
+///
+/// # Errors
+///
+/// `bad_request` for an ephemeral room, an unknown scope, or a room with
+/// [`INTEGRATIONS_MAX`] of them; `unavailable` when the store fails.
+pub async fn make(
+    services: &Services,
+    room: &str,
+    name: &str,
+    scopes: &[String],
+    by: &str,
+) -> Result<Made, ErrorBody> {
+    let bad = |text: String| ErrorBody::new(ErrorCode::BadRequest, text);
+    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(bad(format!("scopes must be some of {}", SCOPES.join(", "))));
+    }
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    if !services.persistent(room).await? {
+        return Err(bad(format!(
+            "room {room} is ephemeral: integrations are for persistent rooms and boards"
+        )));
+    }
+    let key = services.room_key(room);
+    let existing = stored(services.store.integrations(&key).await)?;
+    if existing.len() >= INTEGRATIONS_MAX {
+        return Err(bad(format!(
+            "room {room} has {INTEGRATIONS_MAX} integrations, the most it may have"
+        )));
+    }
+    // Its bot joins the room under its name: two bots of one name would
+    // keep each other out.
+    if existing.iter().any(|i| crate::name_key(&i.user.name) == crate::name_key(name)) {
+        return Err(bad(format!("room {room} has an integration named {name} already")));
+    }
+    let id = format!("i_{}", random(12));
+    let token = format!("{id}.{}", random(40));
+    let user = User { id: crate::ids::user_id(), name: name.to_owned() };
+    // The bot's session: a user like any other, found by the digest of a
+    // token derived from the integration's.
+    let session = crate::ids::token_digest(&bot_session(&token));
+    stored(services.store.save_session(&session, &user).await)?;
+    let integration = Integration {
+        id: id.clone(),
+        room: key,
+        user,
+        scopes,
+        digest: crate::ids::token_digest(&token),
+        created: crate::now_rfc3339(),
+        by: by.to_owned(),
+    };
+    stored(services.store.save_integration(&integration).await)?;
+    services.config.audit.record(
+        "integration",
+        serde_json::json!({"room": room, "id": id, "name": name, "by": by, "scopes": integration.scopes}),
+    );
+    let hook = format!("/api/v1/hooks/{token}");
+    Ok(Made { integration: info(&integration), token, hook })
+}
+
+/// The integrations of `room`, oldest first.
+///
+/// # Errors
+///
+/// `unavailable` when the store fails.
+pub async fn list(services: &Services, room: &str) -> Result<Vec<IntegrationInfo>, ErrorBody> {
+    let found = stored(services.store.integrations(&services.room_key(room)).await)?;
+    Ok(found.iter().map(info).collect())
+}
+
+/// Revokes integration `id` of `room` on behalf of `by`.
+///
+/// # Errors
+///
+/// `not_found` if the room has none of that id; `unavailable`.
+pub async fn revoke(services: &Services, room: &str, id: &str, by: &str) -> Result<(), ErrorBody> {
+    if !stored(services.store.delete_integration(&services.room_key(room), id).await)? {
+        return Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("room {room} has no integration {id}"),
+        ));
+    }
+    services
+        .config
+        .audit
+        .record("integration", serde_json::json!({"room": room, "revoked": id, "by": by}));
+    Ok(())
+}
+
+/// The integration a token names, if the token is right: compared by
+/// digest, in full.
+///
+/// # Errors
+///
+/// `unavailable` when the store fails.
+pub async fn authenticate(
+    services: &Services,
+    token: &str,
+) -> Result<Option<Integration>, ErrorBody> {
+    let Some((id, _)) = token.split_once('.') else { return Ok(None) };
+    if !id.starts_with("i_") || id.len() > 32 {
+        return Ok(None);
+    }
+    let Some(found) = stored(services.store.integration(id).await)? else { return Ok(None) };
+    let given = crate::ids::token_digest(token);
+    let same = given.len() == found.digest.len()
+        && given.bytes().zip(found.digest.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    Ok(same.then_some(found))
+}
