@@ -169,6 +169,9 @@ struct Applied {
     ev: u64,
     frame: Bytes,
     to: To,
+    /// A change of message `seq` (an edit, delete or reaction): only for
+    /// those who may see that message. 0: not a change.
+    seq: u64,
 }
 
 enum To {
@@ -188,6 +191,8 @@ struct Entry {
     listener: Listener,
     /// The last event the join's snapshot included.
     after: u64,
+    /// The first message the user may see (0 in a public room: all).
+    from: u64,
     incarnation: String,
 }
 
@@ -197,15 +202,26 @@ impl Entry {
     }
 
     fn deliver(&mut self, applied: &Applied, me: &str) -> bool {
-        deliver(&mut self.listener, &self.user, self.after, applied, me)
+        deliver(&mut self.listener, &self.user, (self.after, self.from), applied, me)
     }
 }
 
 /// Gives `listener` (a connection of `user` whose join's snapshot ended
-/// at event `after`) an applied event, if it is for it: the poster's own
+/// at event `after`, who sees messages from `from` on) an applied event, if it is for it: the poster's own
 /// message comes as its reply. True if the event was pushed.
-fn deliver(listener: &mut Listener, user: &str, after: u64, applied: &Applied, me: &str) -> bool {
+fn deliver(
+    listener: &mut Listener,
+    user: &str,
+    (after, from): (u64, u64),
+    applied: &Applied,
+    me: &str,
+) -> bool {
     if applied.ev != 0 && applied.ev <= after {
+        return false;
+    }
+    // A change of a message from before the user's visible range is not
+    // theirs to hear of.
+    if applied.seq != 0 && applied.seq < from {
         return false;
     }
     match &applied.to {
@@ -330,6 +346,7 @@ impl Mirror {
             user: user.to_owned(),
             listener: Listener::pending(conn, outbox),
             after: join.ev,
+            from: if join.info.public { 0 } else { join.from },
             incarnation: me.to_owned(),
         };
         let mut missing = None;
@@ -364,9 +381,9 @@ impl Mirror {
             }
             wanted += 1;
             let applied = self.render(envelope, me);
-            let Entry { user, listener, after, .. } = &mut *entry;
+            let Entry { user, listener, after, from, .. } = &mut *entry;
             frames.extend(listener.collect(|listener| {
-                deliver(listener, user, *after, &applied, me);
+                deliver(listener, user, (*after, *from), &applied, me);
             }));
         }
         if wanted != upto + 1 {
@@ -544,10 +561,16 @@ impl Mirror {
     /// Serializes an event, and says who gets it.
     fn render(&self, envelope: Envelope, me: &str) -> Applied {
         let room = self.code.clone();
+        let seq = match &envelope.kind {
+            Kind::Deleted(seq, ..) | Kind::Reacted(seq, ..) => *seq,
+            Kind::Edited(_, message, _) => message.seq,
+            _ => 0,
+        };
         let (frame, to) = match envelope.kind {
             Kind::Message { origin, conn, reply, json, shadow } => {
                 let reply = reply.filter(|_| origin == me).map(|id| message_reply(id, &json));
-                let author = shadow.then(|| author_of(&json)).flatten();
+                // (An author that cannot be read: nobody else.)
+                let author = shadow.then(|| author_of(&json).unwrap_or_default());
                 (message_event(&json), To::Message { origin, conn, reply, author })
             }
             Kind::Join(user) => {
@@ -596,7 +619,7 @@ impl Mirror {
             Kind::Notice(text) => (event_frame(&Event::Notice { room, text }), To::All),
             Kind::Purged(user_id) => (event_frame(&Event::Purged { room, user_id }), To::All),
         };
-        Applied { ev: envelope.ev, frame, to }
+        Applied { ev: envelope.ev, frame, to, seq }
     }
 
     /// Tells every connection here that the room closes for `reason`, and
@@ -615,11 +638,14 @@ impl Mirror {
     }
 }
 
-/// The user id of a message's author, from its JSON (`"from":{"id":…`).
+/// The user id of a message's author, from its JSON (whose fields may
+/// come in any order: the room script re-encodes a changed message).
 fn author_of(json: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(json).ok()?;
-    let rest = &text[text.find("\"from\":{\"id\":\"")? + 14..];
-    Some(rest[..rest.find('"')?].to_owned())
+    #[derive(serde::Deserialize)]
+    struct Authored {
+        from: User,
+    }
+    serde_json::from_slice::<Authored>(json).ok().map(|m| m.from.id)
 }
 
 #[cfg(test)]
@@ -631,6 +657,14 @@ mod tests {
     use confab_core::OutboxReceiver;
 
     const ME: &str = "n1#00000001";
+
+    #[test]
+    fn the_author_of_a_message_is_read_whatever_the_order_of_its_fields() {
+        let reencoded = br#"{"ts":"t","reply":{"body":"hi","seq":1,"from":{"id":"u_ann","name":"Ann"}},"from":{"name":"Bob","id":"u_bob"},"seq":2}"#;
+        assert_eq!(author_of(reencoded).as_deref(), Some("u_bob"));
+        assert_eq!(author_of(b"{\"seq\":2}"), None);
+        assert_eq!(author_of(b"not json"), None);
+    }
 
     fn info() -> RoomInfo {
         RoomInfo {

@@ -1356,6 +1356,45 @@ async fn muted_members_change_nothing<B: RoomBackend>(nodes: Nodes<B>) {
     assert!(got["message"].get("reactions").is_none(), "{got}");
 }
 
+/// An edit, reaction or delete of a message reaches only those who may
+/// see it: in a private room not a member who joined after it; in a
+/// public one, anyone (who may read back anyway).
+async fn changes_reach_those_who_see_the_message<B: RoomBackend>(nodes: Nodes<B>) {
+    for public in [false, true] {
+        let mut ann = Client::new(&nodes.a, "Ann").await;
+        let code = ann.create(json!({"backlog": 2, "public": public})).await;
+        ann.join(&code).await;
+        for n in 1..=5 {
+            ann.post(&code, &format!("secret {n}")).await;
+        }
+        let mut bob = Client::new(&nodes.b, "Bob").await;
+        bob.join(&code).await;
+        ann.ok(json!({"op": "edit", "room": code, "seq": 1, "body": "secret 1, edited"})).await;
+        ann.ok(json!({"op": "react", "room": code, "seq": 2, "emoji": "👀"})).await;
+        ann.ok(json!({"op": "delete", "room": code, "seq": 3})).await;
+        ann.ok(json!({"op": "edit", "room": code, "seq": 4, "body": "secret 4, edited"})).await;
+        let marker = ann.post(&code, "marker").await;
+        let mut heard = Vec::new();
+        loop {
+            let event = bob.next_event_any().await;
+            if event["message"]["seq"] == json!(marker) {
+                break;
+            }
+            if let Some(seq) = event["seq"].as_u64() {
+                heard.push(seq);
+            }
+        }
+        let want: &[u64] = if public { &[1, 2, 3, 4] } else { &[4] };
+        assert_eq!(heard, want, "public: {public}");
+        let react = json!({"op": "react", "room": code, "seq": 1, "emoji": "👍"});
+        if public {
+            bob.ok(react).await;
+        } else {
+            assert_eq!(bob.refused(react).await, "not_found");
+        }
+    }
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         /// The local backend: always.
@@ -1413,6 +1452,7 @@ conformance!(
     edit_reply_react,
     history_before_join,
     muted_members_change_nothing,
+    changes_reach_those_who_see_the_message,
 );
 
 /// With three shards, rooms land on every one of them, and each node sees

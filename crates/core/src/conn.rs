@@ -391,6 +391,8 @@ impl<B: RoomBackend> Conn<B> {
                 check_emoji(&emoji)?;
                 let seat = self.seat(&room)?;
                 self.hub.limiters().check(Limit::React, &user.id)?;
+                // A message the member may not see is no message to them.
+                self.visible(seat, &user.id, seq).await?;
                 let on = rooms.react(seat, self.id, &user.id, seq, &emoji).await?;
                 self.ok(id, &ReactResult { on })
             }

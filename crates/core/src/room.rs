@@ -996,7 +996,10 @@ impl Room {
         let event = Event::Deleted { room: self.meta.code.clone(), seq: message.seq, by, rev };
         let author = message.from.id.as_str();
         let shadow = message.shadow;
-        broadcast(state, &event_frame(&event), |u, _| !shadow || u.id == author);
+        let readers = self.readers(state, message.seq, shadow.then_some(author));
+        broadcast(state, &event_frame(&event), |u, _| {
+            readers.as_ref().is_none_or(|r| r.contains(&u.id))
+        });
         Ok(())
     }
 
@@ -1106,7 +1109,10 @@ impl Room {
             rev,
             message: Box::new(event_message),
         };
-        broadcast(state, &event_frame(&event), |u, _| !shadow || u.id == actor);
+        let readers = self.readers(state, seq, shadow.then_some(actor));
+        broadcast(state, &event_frame(&event), |u, _| {
+            readers.as_ref().is_none_or(|r| r.contains(&u.id))
+        });
         Ok(())
     }
 
@@ -1141,7 +1147,10 @@ impl Room {
             user,
             on,
         };
-        broadcast(state, &event_frame(&event), |u, _| !shadow || u.id == author);
+        let readers = self.readers(state, seq, shadow.then_some(author.as_str()));
+        broadcast(state, &event_frame(&event), |u, _| {
+            readers.as_ref().is_none_or(|r| r.contains(&u.id))
+        });
         Ok(on)
     }
 
@@ -1157,6 +1166,32 @@ impl Room {
                 Ok(None)
             }
         }
+    }
+
+    /// Who hears of a change of message `seq`: `None` everyone (a public
+    /// room, which anyone may read back); else the members whose visible
+    /// range holds it, and only `author` for a shadow-muted member's.
+    fn readers(
+        &self,
+        state: &RoomState,
+        seq: u64,
+        author: Option<&str>,
+    ) -> Option<std::collections::HashSet<String>> {
+        if let Some(author) = author {
+            return Some([author.to_owned()].into());
+        }
+        if self.meta.public {
+            return None;
+        }
+        let sees = |v: &Visibility| v.from <= seq && v.left_at.is_none_or(|last| seq <= last);
+        Some(
+            state
+                .members
+                .keys()
+                .filter(|id| state.visibility.get(*id).is_some_and(sees))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// A stored room's change number, as it is loaded.
