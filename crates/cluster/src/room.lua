@@ -230,6 +230,9 @@ local function note_change(n)
   local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
   redis.call('ZADD', KEYS[25], rev, n)
   if redis.call('ZCARD', KEYS[25]) > CHANGES_KEPT then
+    -- meta's "rev0": the latest change number no longer kept.
+    local lost = redis.call('ZRANGE', KEYS[25], 0, 0, 'WITHSCORES')
+    redis.call('HSET', KEYS[1], 'rev0', lost[2])
     redis.call('ZREMRANGEBYRANK', KEYS[25], 0, 0)
   end
   return rev
@@ -441,7 +444,7 @@ if op == 'create' then
     redis.call('HSET', KEYS[2], '#p', ARGV[13])
   end
   -- ARGV[14]: its latest change number stored.
-  if tonumber(ARGV[14]) > 0 then redis.call('HSET', KEYS[1], 'rev', ARGV[14]) end
+  if tonumber(ARGV[14]) > 0 then redis.call('HSET', KEYS[1], 'rev', ARGV[14], 'rev0', ARGV[14]) end
   -- ARGV[15] on, in pairs: the bans it starts with (user id, ban).
   for i = 15, #ARGV - 1, 2 do bar(ARGV[i], ARGV[i + 1]) end
   if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[9]) then
@@ -572,8 +575,24 @@ if op == 'join' then
   -- the count started again), oldest first.
   local changed = {}
   local seen = tonumber(ARGV[14] or '-1')
-  if since >= 0 and seen >= 0 then
-    if seen > rev then seen = 0 end
+  local floor = tonumber(redis.call('HGET', KEYS[1], 'rev0') or '0')
+  if since >= 0 and seen >= 0 and (seen > rev or seen < floor) then
+    -- A change number the room cannot vouch for (ahead of its own, or
+    -- older than the changes it keeps): every changed message the window
+    -- holds up to since, as it is now. (The field names are the JSON's
+    -- own: a body's quotes are escaped.)
+    local first = latest - redis.call('LLEN', KEYS[9]) + 1
+    local lo = math.max(first, from)
+    if since >= lo then
+      for _, envelope in ipairs(redis.call('LRANGE', KEYS[9], lo - first, since - first)) do
+        local json = message_of(envelope, uid)
+        if json and (string.find(json, '"edited":', 1, true) or string.find(json, '"deleted":true', 1, true)
+            or string.find(json, '"reactions":', 1, true)) then
+          changed[#changed + 1] = json
+        end
+      end
+    end
+  elseif since >= 0 and seen >= 0 then
     local wanted = {}
     for _, s in ipairs(redis.call('ZRANGEBYSCORE', KEYS[25], '(' .. seen, '+inf')) do
       s = tonumber(s)
@@ -1080,8 +1099,19 @@ if op == 'delete' then
       redis.call('HSET', KEYS[11], ARGV[7], ARGV[6])
     end
   end
-  -- A delete is rare: the window is searched for quotes of it.
+  -- A delete is rare: the window, and what retries of posts are answered
+  -- with, are searched for quotes of it.
   local quote = cjson.decode(ARGV[8])
+  local cids = redis.call('HGETALL', KEYS[11])
+  for j = 1, #cids, 2 do
+    if string.find(cids[j + 1], '"reply":', 1, true) then
+      local reply = cjson.decode(cids[j + 1])
+      if reply.reply and reply.reply.seq == n and not reply.reply.deleted then
+        reply.reply = quote
+        redis.call('HSET', KEYS[11], cids[j], cjson.encode(reply))
+      end
+    end
+  end
   for j, envelope in ipairs(redis.call('LRANGE', KEYS[9], 0, -1)) do
     if string.find(envelope, '"reply":', 1, true) then
       local h, json = string.match(envelope, '^(%S+ %S+ [ms] %S+ %S+ %S+ )(.*)$')

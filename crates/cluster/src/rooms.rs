@@ -342,8 +342,12 @@ impl RoomBackend for ClusterRooms {
         // completed by its retry).
         if seat.mirror.persistent() {
             let quote = confab_proto::Quote::of(message).tombstone();
-            let write =
-                confab_core::Write::Delete { room: code.to_owned(), seq: message.seq, quote };
+            let write = confab_core::Write::Delete {
+                room: code.to_owned(),
+                seq: message.seq,
+                quote,
+                rev: None,
+            };
             self.services.try_remember(write)?;
         }
         if message.deleted {

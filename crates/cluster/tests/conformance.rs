@@ -1395,6 +1395,49 @@ async fn changes_reach_those_who_see_the_message<B: RoomBackend>(nodes: Nodes<B>
     }
 }
 
+/// What a resume hears of changes is complete: many changes to one message
+/// push no other out; a change number the room cannot vouch for gets every
+/// changed message; a retry of a reply to a deleted message quotes its
+/// tombstone.
+async fn resume_changes_are_complete<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let code = ann.create(json!({"backlog": 10})).await;
+    ann.join(&code).await;
+    bob.join(&code).await;
+    let first = ann.post(&code, "first").await;
+    let second = ann.post(&code, "second").await;
+    let reply = json!({"op": "post", "room": code, "body": "re", "cid": "r1", "reply": second});
+    let answer = bob.ok(reply.clone()).await["message"]["seq"].as_u64().unwrap();
+    let untouched = ann.post(&code, "untouched").await;
+    let joined = bob.ok(json!({"op": "join", "room": code})).await;
+    let seen = joined["rev"].as_u64().unwrap();
+    let session = bob.session.clone();
+    bob.drop_conn();
+    ann.ok(json!({"op": "edit", "room": code, "seq": first, "body": "first, edited"})).await;
+    for _ in 0..10 {
+        ann.ok(json!({"op": "react", "room": code, "seq": untouched, "emoji": "👍"})).await;
+    }
+    ann.ok(json!({"op": "delete", "room": code, "seq": second})).await;
+    let seqs_of = |hello: &Value| seqs(&hello["rooms"][0]["changed"]);
+    let resume = |rev: u64| json!({ code.clone(): {"seq": untouched, "rev": rev} });
+    let (bob, hello) = Client::hello(&nodes.a, "Bob", Some(&session), resume(seen)).await;
+    // The reactions were put on and taken off again: the message changed
+    // and is as it was, which a resume hears of too. (A quote of the
+    // deleted message is the client's to update.)
+    assert_eq!(seqs_of(&hello), [first, second, untouched], "{hello}");
+    bob.drop_conn();
+    // A change number ahead of the room's: every message that is not as
+    // it was posted, the reply quoting a tombstone among them.
+    let (mut bob, hello) = Client::hello(&nodes.b, "Bob", Some(&session), resume(1 << 40)).await;
+    assert_eq!(seqs_of(&hello), [first, second, answer], "{hello}");
+    assert_eq!(hello["rooms"][0]["changed"][2]["reply"]["deleted"], true);
+    // A retry of the reply quotes the tombstone.
+    let retried = bob.ok(reply).await;
+    assert_eq!(retried["message"]["seq"], answer);
+    assert_eq!(retried["message"]["reply"]["deleted"], true, "{retried}");
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         /// The local backend: always.
@@ -1453,6 +1496,7 @@ conformance!(
     history_before_join,
     muted_members_change_nothing,
     changes_reach_those_who_see_the_message,
+    resume_changes_are_complete,
 );
 
 /// With three shards, rooms land on every one of them, and each node sees

@@ -107,9 +107,13 @@ struct RoomState {
     /// The room's change number: bumped by every edit, delete and
     /// reaction.
     rev: u64,
-    /// The latest changes, `(rev, seq)`, oldest first, at most a window's
-    /// worth: what a resume that gives its `rev` is told of.
+    /// The latest changes, `(rev, seq)`, oldest first, one a message, at
+    /// most a window's worth: what a resume that gives its `rev` is told
+    /// of.
     changes: VecDeque<(u64, u64)>,
+    /// The latest change number no longer in `changes` (or, for a stored
+    /// room, from before it was loaded).
+    forgotten: u64,
 }
 
 enum Dedup {
@@ -594,6 +598,19 @@ impl Room {
         // A retry is answered above, before a mute or slow mode is looked at.
         let now = crate::unix_ms();
         let shadow = self.check_policy(state, &user.id, now)?;
+        // The quote was made before the lock: the message it quotes may
+        // have been deleted since.
+        let first = state.window.front().map_or(u64::MAX, |m| m.seq);
+        let reply = reply.map(|quote| {
+            let held = quote
+                .seq
+                .checked_sub(first)
+                .and_then(|i| state.window.get(usize::try_from(i).ok()?));
+            match held {
+                Some(m) if m.deleted && !quote.deleted => quote.tombstone(),
+                _ => quote,
+            }
+        });
         if let Some(persister) = &self.persister
             && !persister.healthy()
         {
@@ -965,6 +982,7 @@ impl Room {
                 room: self.meta.code.clone(),
                 seq: message.seq,
                 quote: quote.clone(),
+                rev: (!message.deleted).then_some(state.rev + 1),
             };
             persister
                 .try_queue(Job::Write(write))
@@ -977,10 +995,20 @@ impl Room {
         if let Some(kept) = state.window.iter_mut().find(|m| m.seq == message.seq) {
             *kept = tombstone.clone();
         }
-        // Replies quote it no more.
+        // Replies quote it no more, in the window and in what a retry of
+        // theirs is answered with.
+        let quoting =
+            |m: &Message| m.reply.as_ref().is_some_and(|q| q.seq == message.seq && !q.deleted);
         for kept in &mut state.window {
-            if kept.reply.as_ref().is_some_and(|q| q.seq == message.seq && !q.deleted) {
+            if quoting(kept) {
                 *kept = Arc::new(Message { reply: Some(quote.clone()), ..Message::clone(kept) });
+            }
+        }
+        for entry in state.dedup.values_mut() {
+            if let Dedup::Done(done) = entry
+                && quoting(done)
+            {
+                *done = Arc::new(Message { reply: Some(quote.clone()), ..Message::clone(done) });
             }
         }
         if let Some(cid) = &message.cid {
@@ -1196,7 +1224,9 @@ impl Room {
 
     /// A stored room's change number, as it is loaded.
     pub fn set_rev_at_load(&self, rev: u64) {
-        self.state.lock().rev = rev;
+        let mut state = self.state.lock();
+        state.rev = rev;
+        state.forgotten = rev;
     }
 
     /// Ends the room for the operator: every connection gets `closed`
@@ -1769,11 +1799,25 @@ fn broadcast(state: &mut RoomState, frame: &Bytes, to: impl Fn(&User, &Listener)
 /// Notes a change of message `seq`; its `rev`.
 fn note_change(state: &mut RoomState, seq: u64, kept: usize) -> u64 {
     state.rev += 1;
+    // One entry a message, its latest: many reactions to one message do
+    // not push older changes out.
+    state.changes.retain(|&(_, s)| s != seq);
     state.changes.push_back((state.rev, seq));
     while state.changes.len() > kept {
-        state.changes.pop_front();
+        if let Some((rev, _)) = state.changes.pop_front() {
+            state.forgotten = state.forgotten.max(rev);
+        }
     }
     state.rev
+}
+
+/// Whether a message is other than it was posted: edited, deleted,
+/// reacted to, or quoting a deleted message.
+fn is_changed(message: &Message) -> bool {
+    message.edited.is_some()
+        || message.deleted
+        || !message.reactions.is_empty()
+        || message.reply.as_ref().is_some_and(|q| q.deleted)
 }
 
 /// The messages up to `seq` that changed after `rev` and that `reader`
@@ -1787,7 +1831,22 @@ fn changed_since(
     seq: u64,
     rev: u64,
 ) -> Vec<Message> {
-    let rev = if rev > state.rev { 0 } else { rev };
+    let first = state.window.front().map_or(u64::MAX, |m| m.seq);
+    let visible = |m: &&Arc<Message>| {
+        m.seq <= seq && m.seq >= visibility.from && (!m.shadow || m.from.id == reader)
+    };
+    // A change number the room cannot vouch for (ahead of its own: the
+    // count started again; or older than the changes it remembers): every
+    // changed message the window holds, as it is now.
+    if rev > state.rev || rev < state.forgotten {
+        return state
+            .window
+            .iter()
+            .filter(visible)
+            .filter(|m| is_changed(m))
+            .map(|m| Message::clone(m))
+            .collect();
+    }
     let mut seqs: Vec<u64> = state
         .changes
         .iter()
@@ -1796,11 +1855,10 @@ fn changed_since(
         .collect();
     seqs.sort_unstable();
     seqs.dedup();
-    let first = state.window.front().map_or(u64::MAX, |m| m.seq);
     seqs.into_iter()
         .filter(|&s| s >= first)
         .filter_map(|s| state.window.get(usize::try_from(s - first).ok()?))
-        .filter(|m| !m.shadow || m.from.id == reader)
+        .filter(visible)
         .map(|m| Message::clone(m))
         .collect()
 }

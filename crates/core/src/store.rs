@@ -87,7 +87,7 @@ pub enum Write {
     Title { room: String, title: String },
     /// A message deleted: its text gone, a tombstone in its place, and
     /// `quote` (its quote's tombstone) in the place of every quote of it.
-    Delete { room: String, seq: u64, quote: confab_proto::Quote },
+    Delete { room: String, seq: u64, quote: confab_proto::Quote, rev: Option<u64> },
     /// A message edited or reacted to: its text, edit time and reactions
     /// as in `message`, unless the store has a later change (`rev`).
     Amend { room: String, message: std::sync::Arc<Message>, rev: u64 },
@@ -327,7 +327,10 @@ impl Store for MemoryStore {
                         room.bans.retain(|b| b.user.id != *user_id);
                     }
                 }
-                Write::Delete { room, seq, quote } => {
+                Write::Delete { room, seq, quote, rev } => {
+                    if let (Some(rev), Some(stored)) = (rev, inner.rooms.get_mut(room)) {
+                        stored.rev = stored.rev.max(*rev);
+                    }
                     if let Some(messages) = inner.messages.get_mut(room) {
                         if let Some(message) = messages.get_mut(seq) {
                             *message = message.tombstone();

@@ -238,7 +238,14 @@ impl SqlStore {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    Write::Delete { room, seq, quote } => {
+                    Write::Delete { room, seq, quote, rev } => {
+                        if let Some(rev) = rev {
+                            sqlx::query("UPDATE rooms SET rev = $1 WHERE code = $2 AND rev < $1")
+                                .bind(int(*rev))
+                                .bind(room)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
                         sqlx::query(
                             "UPDATE messages SET body = '', subject = NULL, deleted = 1, \
                              edited = NULL, reactions = NULL, reply = NULL, reply_seq = NULL \

@@ -202,7 +202,10 @@ async fn suite(store: Arc<dyn Store>) {
 
     // A deleted message reads back as its tombstone: the text is gone.
     let quote = confab_proto::Quote::of(original).tombstone();
-    store.write(&[Write::Delete { room: "ROOM22".into(), seq: 8, quote }]).await.unwrap();
+    store
+        .write(&[Write::Delete { room: "ROOM22".into(), seq: 8, quote, rev: None }])
+        .await
+        .unwrap();
     let got = store.messages("ROOM22", 7, 9, 5, None).await.unwrap();
     assert_eq!(got, [original.tombstone()]);
     assert!(got[0].deleted && got[0].body.is_empty() && got[0].subject.is_none());
@@ -243,12 +246,14 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(rooms.iter().find(|r| r.spec.code == "CONVO").unwrap().rev, 5);
     let tomb = quote.tombstone();
     store
-        .write(&[Write::Delete { room: "CONVO".into(), seq: 1, quote: tomb.clone() }])
+        .write(&[Write::Delete { room: "CONVO".into(), seq: 1, quote: tomb.clone(), rev: Some(6) }])
         .await
         .unwrap();
     let read = store.messages("CONVO", 0, 3, 5, None).await.unwrap();
     assert_eq!(read[0], reacted.tombstone(), "no text, edit or reaction left");
     assert_eq!(read[1].reply, Some(tomb), "its quote is a tombstone");
+    let rooms = store.rooms().await.unwrap();
+    assert_eq!(rooms.iter().find(|r| r.spec.code == "CONVO").unwrap().rev, 6, "a delete's rev");
 
     // Visibility, replaced on the second write.
     assert_eq!(
