@@ -835,31 +835,67 @@ impl<B: RoomBackend> Drop for Conn<B> {
     }
 }
 
-/// Checks that `emoji` is one emoji: a few of the characters emoji are
-/// made of (pictographs, with their joiners, variation selectors, skin
-/// tones, keycaps, flags and tags), and nothing else.
+/// Checks that `emoji` is one emoji: a pictograph (with its variation
+/// selector and skin tone) or several joined by zero-width joiners, a flag
+/// (two regional indicators, or the black flag with its tag characters),
+/// or a keycap; at most 32 bytes. Enclosed letters, a row of emoji,
+/// dangling joiners and stray tags are not one.
 fn check_emoji(emoji: &str) -> Result<(), ErrorBody> {
     const MOST_BYTES: usize = 32;
+    if emoji.is_empty() || emoji.len() > MOST_BYTES || !is_one_emoji(emoji) {
+        return Err(bad(format!("emoji must be one emoji (at most {MOST_BYTES} bytes)")));
+    }
+    Ok(())
+}
+
+fn is_one_emoji(emoji: &str) -> bool {
     let pictograph = |c: char| {
         matches!(c as u32,
-            0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2300..=0x23FF | 0x2B00..=0x2BFF
-            | 0x2190..=0x21FF | 0x2900..=0x297F | 0x25A0..=0x25FF | 0x3030 | 0x303D
-            | 0x3297 | 0x3299 | 0xA9 | 0xAE | 0x203C | 0x2049 | 0x2122 | 0x2139 | 0x24C2)
+            0x1F000..=0x1F0FF | 0x1F200..=0x1FAFF | 0x2600..=0x27BF | 0x2300..=0x23FF
+            | 0x2B00..=0x2BFF | 0x2190..=0x21FF | 0x2900..=0x297F | 0x25A0..=0x25FF | 0x3030
+            | 0x303D | 0x3297 | 0x3299 | 0xA9 | 0xAE | 0x203C | 0x2049 | 0x2122 | 0x2139
+            | 0x24C2)
     };
-    let part = |c: char| {
-        matches!(c as u32, 0x200D | 0xFE0E | 0xFE0F | 0x20E3 | 0xE0020..=0xE007F)
-            || c.is_ascii_digit()
-            || c == '#'
-            || c == '*'
-    };
-    let ok = !emoji.is_empty()
-        && emoji.len() <= MOST_BYTES
-        && emoji.chars().all(|c| pictograph(c) || part(c))
-        && emoji.chars().any(|c| pictograph(c) || c as u32 == 0x20E3);
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(format!("emoji must be one emoji (at most {MOST_BYTES} bytes)")))
+    let regional = |c: char| matches!(c as u32, 0x1F1E6..=0x1F1FF);
+    let skin = |c: char| matches!(c as u32, 0x1F3FB..=0x1F3FF);
+    let selector = |c: char| matches!(c as u32, 0xFE0E | 0xFE0F);
+    let chars: Vec<char> = emoji.chars().collect();
+    // A flag of two regional indicators.
+    if chars.iter().all(|&c| regional(c)) {
+        return chars.len() == 2;
+    }
+    // A keycap: 0-9, # or *, a variation selector maybe, and U+20E3.
+    if let [base, rest @ ..] = chars.as_slice()
+        && (base.is_ascii_digit() || *base == '#' || *base == '*')
+    {
+        return matches!(rest, ['\u{20E3}'] | ['\u{FE0F}', '\u{20E3}']);
+    }
+    // A subdivision flag: the black flag, tag letters, the cancel tag.
+    if let ['\u{1F3F4}', tags @ .., '\u{E007F}'] = chars.as_slice()
+        && !tags.is_empty()
+    {
+        return tags.iter().all(|&c| matches!(c as u32, 0xE0061..=0xE007A | 0xE0030..=0xE0039));
+    }
+    // Pictographs, each with its selector and skin tone, joined by ZWJs.
+    let mut i = 0;
+    let mut parts = 0;
+    loop {
+        if !chars.get(i).is_some_and(|&c| pictograph(c) && !skin(c)) {
+            return false;
+        }
+        i += 1;
+        parts += 1;
+        if chars.get(i).is_some_and(|&c| selector(c)) {
+            i += 1;
+        }
+        if chars.get(i).is_some_and(|&c| skin(c)) {
+            i += 1;
+        }
+        match chars.get(i) {
+            None => return parts <= 8,
+            Some('\u{200D}') => i += 1,
+            Some(_) => return false,
+        }
     }
 }
 
@@ -882,5 +918,45 @@ fn page_limit(limit: Option<u32>) -> Result<usize, ErrorBody> {
         0 => Err(bad("limit must be at least 1")),
         n if n > PAGE_MAX => Err(bad(format!("limit must be at most {PAGE_MAX}"))),
         n => Ok(n as usize),
+    }
+}
+
+#[cfg(test)]
+mod emoji_tests {
+    use super::is_one_emoji;
+
+    #[test]
+    fn one_emoji_is_one_and_a_row_or_letters_are_not() {
+        for one in [
+            "👍",
+            "👍🏽",
+            "❤️",
+            "👨‍👩‍👧",
+            "🏳️‍🌈",
+            "🇫🇷",
+            "1️⃣",
+            "#⃣",
+            "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+            "🦀",
+            "©",
+        ] {
+            assert!(is_one_emoji(one), "{one:?}");
+        }
+        for not in [
+            "👍👍",
+            "abc",
+            "1",
+            "🇫",
+            "🇫🇷🇫🇷",
+            "👍\u{200D}",
+            "👍\u{E0061}",
+            "🄵🅄🄽",
+            "👍\u{200D}\u{200D}👍",
+            "🏽",
+            "👍 ",
+            "<b>",
+        ] {
+            assert!(!is_one_emoji(not), "{not:?}");
+        }
     }
 }
