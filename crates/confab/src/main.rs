@@ -5,6 +5,7 @@ mod bench;
 mod connect;
 mod healthcheck;
 mod http_client;
+mod post;
 mod unchecked_tls;
 
 use std::io::IsTerminal;
@@ -72,6 +73,9 @@ enum Command {
     /// The operator's actions on a running server (its --admin-token in
     /// CONFAB_ADMIN_TOKEN): rooms, closing a room, notices, purges, address bans.
     Admin(admin::AdminArgs),
+    /// Post a message to a room through the HTTP API, as the bot of one of its
+    /// integrations (its token in CONFAB_TOKEN): for scripts and CI jobs.
+    Post(post::PostArgs),
     /// Exit 0 if a server is ready (its /readyz answers 200), else 1: for container and
     /// service health checks.
     Healthcheck {
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => return bench::run(args),
         Command::Healthcheck { url } => return healthcheck::run(url.as_deref()),
         Command::Admin(args) => return admin::run(args),
+        Command::Post(args) => return post::run(args),
         command => Cli { command, ..cli },
     };
     // On one core (a container with one CPU, or `taskset -c 0`) the
@@ -129,7 +134,7 @@ fn main() -> ExitCode {
             };
             runtime.block_on(connect::run(host, port, security))
         }
-        Command::Bench(_) | Command::Healthcheck { .. } | Command::Admin(_) => {
+        Command::Bench(_) | Command::Healthcheck { .. } | Command::Admin(_) | Command::Post(_) => {
             unreachable!("run above")
         }
     }

@@ -1063,3 +1063,74 @@ fn confab_admin_speaks_the_operators_api_with_the_token_from_the_environment() {
     signal(&running.child, "-TERM");
     assert!(wait_exit(running).success());
 }
+
+/// One HTTP/1.1 request on a connection of its own: the status and body.
+fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn confab_post_posts_as_an_integration_s_bot() {
+    let token = "a-token-long-enough-for-the-operator";
+    let running = serve(&["--http", "127.0.0.1:0"], &[("CONFAB_ADMIN_TOKEN", token)]);
+    let addr = running.addr.to_string();
+    // The operator makes an integration of the board.
+    let (status, made) =
+        http(&addr, "POST", "/admin/v1/rooms/main/integrations", token, r#"{"name": "CI"}"#);
+    assert_eq!(status, 201, "{made}");
+    let made: serde_json::Value = serde_json::from_str(&made).unwrap();
+    let bot = made["token"].as_str().unwrap().to_owned();
+    let post = |args: &[&str], bot: Option<&str>, stdin: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+        command.arg("post").args(["--server", &format!("http://{addr}")]).args(args);
+        command.env_remove("CONFAB_TOKEN").stdin(Stdio::piped()).stdout(Stdio::piped());
+        command.stderr(Stdio::piped());
+        if let Some(bot) = bot {
+            command.env("CONFAB_TOKEN", bot);
+        }
+        let mut child = command.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let posted = post(&["main", "build", "41", "passed", "--cid", "job-41"], Some(&bot), "");
+    assert_eq!(posted.status.code(), Some(0), "{}", String::from_utf8_lossy(&posted.stderr));
+    assert_eq!(String::from_utf8_lossy(&posted.stdout), "posted 1 to main\n");
+    let again = post(&["main", "build", "41", "passed", "--cid", "job-41"], Some(&bot), "");
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "posted 1 to main\n", "a retry, once");
+    let piped = post(&["main"], Some(&bot), "from a pipe\nline two\n");
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), "posted 2 to main\n");
+    let (status, read) = http(&addr, "GET", "/api/v1/rooms/main/messages", &bot, "");
+    assert_eq!(status, 200);
+    let read: serde_json::Value = serde_json::from_str(&read).unwrap();
+    let messages = read["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(
+        (&messages[0]["bot"], &messages[0]["from"]["name"]),
+        (&serde_json::json!(true), &serde_json::json!("CI"))
+    );
+    assert_eq!(messages[1]["body"], "from a pipe\nline two");
+    // The wrong token is refused (1); none is a usage error (2).
+    let wrong = post(&["main", "x"], Some("i_nope.nope"), "");
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+    assert_eq!(post(&["main", "x"], None, "").status.code(), Some(2));
+    // The operator revokes it: refused from then on.
+    let id = made["integration"]["id"].as_str().unwrap();
+    let path = format!("/admin/v1/rooms/main/integrations/{id}");
+    assert_eq!(http(&addr, "DELETE", &path, token, "").0, 200);
+    assert_eq!(post(&["main", "x"], Some(&bot), "").status.code(), Some(1));
+    signal(&running.child, "-TERM");
+    assert!(wait_exit(running).success());
+}

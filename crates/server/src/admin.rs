@@ -40,6 +40,8 @@ pub(crate) fn router() -> Router<App> {
         .route("/admin/v1/rooms/{code}", get(room))
         .route("/admin/v1/rooms/{code}/close", post(close))
         .route("/admin/v1/rooms/{code}/roles", post(grant))
+        .route("/admin/v1/rooms/{code}/integrations", get(integrations).post(integrate))
+        .route("/admin/v1/rooms/{code}/integrations/{id}", delete(revoke))
         .route("/admin/v1/announce", post(announce))
         .route("/admin/v1/users/{id}/purge", post(purge))
         .route("/admin/v1/bans", get(bans).post(ban))
@@ -183,6 +185,62 @@ async fn close(
         Ok(()) => {
             audit(&app, peer, "close", json!({ "room": code.trim().to_uppercase() }));
             Json(json!({ "closed": code.trim().to_uppercase() })).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewIntegration {
+    name: String,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+}
+
+/// Makes an integration of a persistent room or a board (a board's are the
+/// operator's to make).
+async fn integrate(
+    State(app): State<App>,
+    Operator { peer }: Operator,
+    Path(code): Path<String>,
+    Input(new): Input<NewIntegration>,
+) -> Response {
+    let name = match confab_core::validate_name(&new.name, app.hub.config().limits.name_chars) {
+        Ok(name) => name,
+        Err(e) => return failure(e),
+    };
+    let scopes = new.scopes.unwrap_or_else(|| vec!["post".into(), "read".into()]);
+    let services = app.hub.services();
+    match confab_core::integrations::make(services, &code, &name, &scopes, "operator").await {
+        Ok(made) => {
+            audit(&app, peer, "integrate", json!({ "room": code, "id": made.integration.id }));
+            (StatusCode::CREATED, Json(made)).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+async fn integrations(
+    State(app): State<App>,
+    _operator: Operator,
+    Path(code): Path<String>,
+) -> Response {
+    match confab_core::integrations::list(app.hub.services(), &code).await {
+        Ok(list) => Json(json!({ "integrations": list })).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn revoke(
+    State(app): State<App>,
+    Operator { peer }: Operator,
+    Path((code, id)): Path<(String, String)>,
+) -> Response {
+    match confab_core::integrations::revoke(app.hub.services(), &code, &id, "operator").await {
+        Ok(()) => {
+            audit(&app, peer, "revoke", json!({ "room": code, "id": id }));
+            Json(json!({ "revoked": id })).into_response()
         }
         Err(e) => failure(e),
     }

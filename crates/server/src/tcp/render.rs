@@ -447,12 +447,11 @@ pub(crate) fn summary(message: &Message) -> String {
         Some(subject) => clean(subject),
         None => "(no subject)".into(),
     };
-    let head = format!(
-        "{} | {} | {} | {subject}",
-        message.seq,
-        clean(&message.from.name),
-        date(&message.ts)
-    );
+    let sender = match message.bot {
+        true => format!("{} (bot)", clean(&message.from.name)),
+        false => clean(&message.from.name),
+    };
+    let head = format!("{} | {sender} | {} | {subject}", message.seq, date(&message.ts));
     if message.deleted {
         return head;
     }
