@@ -29,6 +29,9 @@ export class Members {
     this.muted = new Set();
     // The owner and moderators, by user id.
     this.roles = new Map();
+    // Users who are bots: programs posting through an integration of the
+    // room (known from their messages, or from the owner's list).
+    this.bots = new Set();
     this.self = null;
     this.users = new Map();
     this.typing = new Map();
@@ -66,6 +69,13 @@ export class Members {
   setMutedAll(ids) {
     this.muted = new Set(ids);
     this.render();
+  }
+
+  /** Notes that `user` is a bot. */
+  markBot(user) {
+    if (this.bots.has(user.id)) return;
+    this.bots.add(user.id);
+    if (this.users.has(user.id)) this.render();
   }
 
   /** Replaces the whole list (after a join); returns who came and who went. */
@@ -192,6 +202,7 @@ export class Members {
         avatar(user),
         h('span', { class: 'member-name' }, user.name, user.id === selfId ? h('span', { class: 'you' }, ' (you)') : null),
         role ? h('span', { class: `role-badge ${role}`, title: ROLE_TITLES[role] }, ROLE_NAMES[role]) : null,
+        this.bots.has(user.id) ? h('span', { class: 'role-badge bot', title: 'A program posting through an integration of this room' }, 'Bot') : null,
         this.muted.has(user.id) ? h('span', { class: 'role-badge muted', title: 'May not post' }, 'Muted') : null,
         this.typing.has(user.id) ? h('span', { class: 'member-typing' }, 'typing…') : null,
         user.id === selfId ? null : this.hideButton(user, isHidden),

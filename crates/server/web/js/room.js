@@ -9,6 +9,7 @@ import { Composer } from './composer.js';
 import { bindIndicator } from './connection.js';
 import { byId, h, show } from './dom.js';
 import { describeError } from './errors.js';
+import { Integrations } from './integrations.js';
 import { Members } from './members.js';
 import { nameProblem, suggestName } from './names.js';
 import { beep, notifying, setupNotifyToggle, setupSoundToggle, setupThemeToggle } from './prefs.js';
@@ -45,6 +46,10 @@ const members = new Members({
   count: byId('member-count'),
   typingLine: byId('typing'),
 }, renderSeats, () => timeline.applyHidden(), giveRole, kick, mute, ban);
+const integrations = new Integrations({
+  request: (op, args) => client.request(op, args),
+  onBots: (users) => { for (const user of users) members.markBot(user); },
+});
 const composer = new Composer({
   form: byId('composer'),
   box: byId('composer-box'),
@@ -100,7 +105,7 @@ client.on('message', ({ message }) => {
   if (receive(message, true)) arrived(message);
 });
 client.on('join', ({ room: where, user }) => {
-  if (isThisRoom(where) && members.add(user)) timeline.system(`${user.name} joined`);
+  if (isThisRoom(where) && members.add(user)) timeline.system(`${user.name}${members.bots.has(user.id) ? ' (a bot)' : ''} joined`);
 });
 client.on('leave', ({ room: where, user, reason }) => {
   if (!isThisRoom(where) || !members.remove(user)) return;
@@ -215,6 +220,7 @@ async function joinRoom() {
     renderRoom();
     const { came, went } = members.reset(result.members);
     members.setRoles(result.roles);
+    integrations.refresh();
     setLocked(Boolean(result.locked));
     setSlow(result.slow ?? 0);
     refreshBans();
@@ -278,6 +284,7 @@ function joinFailed(error) {
 function receive(message, live) {
   const own = message.from.id === client.user?.id;
   if (own && message.cid) outbox.delete(message.cid);
+  if (message.bot) members.markBot(message.from);
   const fresh = timeline.add(message, { live });
   advance();
   return fresh && !own && !store.hidden.has(message.from.id);
@@ -406,10 +413,11 @@ function setLocked(now) {
   renderControls();
 }
 
-/** The room's controls show for its owner and moderators. */
+/** The room's controls show for its owner and moderators; its integrations, for its owner. */
 function renderControls() {
   show(byId('room-controls'), moderating());
   timeline.setModerating(moderating());
+  integrations.render(room, Boolean(client.user) && members.roles.get(client.user.id) === 'owner');
 }
 
 /** Whether this user is the room's owner or a moderator. */
@@ -582,6 +590,7 @@ async function react(seq, emoji) {
 /** The messages before `before`, oldest first (scrolling back). */
 async function older(before, limit) {
   const { messages } = await client.request('history', { room: room.code, before, limit });
+  for (const message of messages) if (message.bot) members.markBot(message.from);
   return messages;
 }
 

@@ -388,12 +388,13 @@ export class Timeline {
   render(message, state) {
     const own = Boolean(state) || message.from.id === this.self?.id;
     const hidden = !own && store.hidden.has(message.from.id);
-    const classes = ['msg', own ? 'own' : null, hidden ? 'hidden-user' : null].filter(Boolean).join(' ');
+    const classes = ['msg', own ? 'own' : null, message.bot ? 'bot' : null, hidden ? 'hidden-user' : null].filter(Boolean).join(' ');
     const item = h('li', { class: classes, 'data-from': message.from.id },
       avatar(message.from),
       h('div', { class: 'msg-main' },
         h('div', { class: 'msg-head' },
           h('span', { class: 'msg-from' }, message.from.name),
+          message.bot ? botBadge() : null,
           h('time', {})),
         h('div', { class: 'msg-content' }),
         h('div', { class: 'reactions' }),
@@ -560,7 +561,7 @@ export class Timeline {
 
   announce(message, text) {
     const line = message
-      ? `${message.from.name}: ${message.subject ? `${message.subject}. ` : ''}${message.body}`
+      ? `${message.from.name}${message.bot ? ' (bot)' : ''}: ${message.subject ? `${message.subject}. ` : ''}${message.body}`
       : text;
     this.announcer.append(h('p', {}, line.length > 300 ? `${line.slice(0, 300)}…` : line));
     while (this.announcer.childElementCount > ANNOUNCEMENTS_KEPT) this.announcer.firstElementChild.remove();
@@ -580,6 +581,14 @@ export class Timeline {
     this.pill.hidden = true;
     this.onRead();
   }
+}
+
+/** The mark beside the name of a bot: a program posting through an integration of the room. */
+function botBadge() {
+  return h('span', {
+    class: 'bot-badge',
+    title: 'Posted by a program, through an integration of this room',
+  }, h('span', { 'aria-hidden': 'true' }, 'Bot'), h('span', { class: 'sr-only' }, '(a bot)'));
 }
 
 /** The small arrow before a quote. */
