@@ -45,6 +45,49 @@ impl std::fmt::Debug for ClusterRooms {
 }
 
 impl ClusterRooms {
+    /// Takes (or, held already by `holder`, extends) the cluster-wide lease
+    /// `name` for `ttl`: whether `holder` holds it now. One node at a time
+    /// holds a lease; one that stops holds it no longer once `ttl` passes.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when Redis cannot answer.
+    pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, ErrorBody> {
+        let key = format!("{}:lease:{{{name}}}", self.cluster.config.namespace);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(
+            "local v = redis.call('GET', KEYS[1]) \
+             if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
+             if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end \
+             return 0",
+        )
+        .arg(1)
+        .arg(&key)
+        .arg(holder)
+        .arg(ms);
+        let held: i64 = self.cluster.shard(name).query(&cmd).await?;
+        Ok(held == 1)
+    }
+
+    /// Lets go of the lease `name` if `holder` holds it.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when Redis cannot answer.
+    pub async fn release(&self, name: &str, holder: &str) -> Result<(), ErrorBody> {
+        let key = format!("{}:lease:{{{name}}}", self.cluster.config.namespace);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0",
+        )
+        .arg(1)
+        .arg(&key)
+        .arg(holder);
+        let _: i64 = self.cluster.shard(name).query(&cmd).await?;
+        Ok(())
+    }
+
     /// Joins the cluster at `config.url`: connects to Redis, records the
     /// boards and the stored rooms there (keeping what other nodes
     /// recorded), and starts the node's subscription, lease and sweeps.

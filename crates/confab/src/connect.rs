@@ -24,8 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, ReadHalf, Writ
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use self::console::{Input, Screen};
 use self::hidden::Hidden;
@@ -87,38 +86,8 @@ pub(crate) fn client_config(
     if insecure {
         return Ok(crate::unchecked_tls::config());
     }
-    let bundle = match ca {
-        Some(path) => path.to_owned(),
-        None => SYSTEM_BUNDLES
-            .iter()
-            .map(std::path::PathBuf::from)
-            .find(|path| path.is_file())
-            .ok_or("no system CA bundle found; give --ca FILE (or --insecure)")?,
-    };
-    let pem = std::fs::read(&bundle).map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
-        roots.add(cert).map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("--ca {}: no certificate in it", bundle.display()));
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        confab_server::tls::provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
+    confab_server::tls::client_config(ca)
 }
-
-/// Where Linux distributions keep the system's CA certificates.
-const SYSTEM_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
 
 /// A connection to a server.
 struct Link {

@@ -98,6 +98,10 @@ pub struct HubConfig {
     pub audit: crate::Audit,
     /// How long after posting its author may edit a message (zero: never).
     pub edit_window: Duration,
+    /// Whether webhooks may go to private, loopback and link-local
+    /// addresses (off: a room's owner could make the server reach inside
+    /// its network).
+    pub webhooks_private: bool,
 }
 
 impl Default for HubConfig {
@@ -125,6 +129,7 @@ impl Default for HubConfig {
             max_rooms_per_conn: 100,
             audit: crate::Audit::default(),
             edit_window: Duration::from_secs(15 * 60),
+            webhooks_private: false,
         }
     }
 }

@@ -432,6 +432,41 @@ impl<B: RoomBackend> Conn<B> {
                 .await?;
                 self.ok(id, &Empty {})
             }
+            ClientOp::Webhook { room, url, events } => {
+                let seat = self.seat(&room)?;
+                self.owner_of(seat, &user.id, "makes").await?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                let events = events.unwrap_or_default();
+                let made = crate::integrations::make_webhook(
+                    self.hub.services(),
+                    seat.code(),
+                    url.trim(),
+                    &events,
+                    &user.id,
+                )
+                .await?;
+                self.ok(id, &made)
+            }
+            ClientOp::Webhooks { room } => {
+                let seat = self.seat(&room)?;
+                self.owner_of(seat, &user.id, "sees").await?;
+                let webhooks =
+                    crate::integrations::list_webhooks(self.hub.services(), seat.code()).await?;
+                self.ok(id, &serde_json::json!({ "webhooks": webhooks }))
+            }
+            ClientOp::Unhook { room, webhook } => {
+                let seat = self.seat(&room)?;
+                self.owner_of(seat, &user.id, "removes").await?;
+                self.hub.limiters().check(Limit::Moderate, &user.id)?;
+                crate::integrations::delete_webhook(
+                    self.hub.services(),
+                    seat.code(),
+                    &webhook,
+                    &user.id,
+                )
+                .await?;
+                self.ok(id, &Empty {})
+            }
             ClientOp::Role { room, user: target_id, name, role } => {
                 let target = target("role", target_id, name)?;
                 let seat = self.seat(&room)?;
@@ -570,6 +605,21 @@ impl<B: RoomBackend> Conn<B> {
                         "reason": reason,
                     }),
                 );
+                // The room's webhooks that want reports hear of it (best
+                // effort: the report is the audit log's first).
+                let data = serde_json::json!({
+                    "seq": message.seq, "reporter": user.public(), "reason": reason,
+                });
+                let key = self.hub.services().room_key(seat.code());
+                if let Err(e) = self
+                    .hub
+                    .services()
+                    .store
+                    .hook_event(&key, "message.reported", data.to_string())
+                    .await
+                {
+                    tracing::warn!("a report not queued for the room's webhooks: {e}");
+                }
                 self.ok(id, &Empty {})
             }
             ClientOp::Mine { limit } => {

@@ -180,3 +180,181 @@ pub async fn authenticate(
         && given.bytes().zip(found.digest.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
     Ok(same.then_some(found))
 }
+
+/// The events a webhook may want.
+pub const HOOK_EVENTS: &[&str] = &[
+    "message.created",
+    "message.updated",
+    "message.deleted",
+    "member.joined",
+    "member.left",
+    "message.reported",
+];
+
+/// The most webhooks of one room.
+pub const WEBHOOKS_MAX: usize = 5;
+
+/// A webhook as its room's owner sees it; its secret only when made.
+#[derive(Debug, Serialize)]
+pub struct WebhookInfo {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created: String,
+}
+
+/// A new webhook and its signing secret (shown this once).
+#[derive(Debug, Serialize)]
+pub struct HookMade {
+    pub webhook: WebhookInfo,
+    pub secret: String,
+}
+
+fn hook_info(hook: &crate::Webhook) -> WebhookInfo {
+    WebhookInfo {
+        id: hook.id.clone(),
+        url: hook.url.clone(),
+        events: hook.events.clone(),
+        created: hook.created.clone(),
+    }
+}
+
+/// Whether `ip` is one a webhook may not reach unless the operator allows
+/// private addresses: loopback, private, link-local, unspecified, and the
+/// like.
+pub fn private_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1])
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| private_address(v4.into()))
+        }
+    }
+}
+
+/// Checks a webhook's URL: `http://` or `https://`, a host, at most 500
+/// characters, and (unless allowed) no private address written out.
+fn check_url(url: &str, allow_private: bool) -> Result<(), ErrorBody> {
+    let bad = |text: &str| Err(ErrorBody::new(ErrorCode::BadRequest, format!("url: {text}")));
+    if url.len() > 500 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("at most 500 characters, no spaces or control characters");
+    }
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return bad("must start with http:// or https://");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') {
+        return bad("must name a host (and no user or password)");
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if !allow_private {
+        let named_private = host.eq_ignore_ascii_case("localhost")
+            || host.to_ascii_lowercase().ends_with(".localhost")
+            || host.parse::<std::net::IpAddr>().is_ok_and(private_address);
+        if named_private {
+            return bad("a private or loopback address is not allowed on this server");
+        }
+    }
+    Ok(())
+}
+
+/// Makes a webhook of `room` (a persistent room or a board) sending
+/// `events` (all when empty) to `url`, on behalf of `by`.
+///
+/// # Errors
+///
+/// `bad_request` for an ephemeral room, a bad URL, an unknown event, or
+/// a room with [`WEBHOOKS_MAX`]; `unavailable`.
+pub async fn make_webhook(
+    services: &Services,
+    room: &str,
+    url: &str,
+    events: &[String],
+    by: &str,
+) -> Result<HookMade, ErrorBody> {
+    let bad = |text: String| ErrorBody::new(ErrorCode::BadRequest, text);
+    check_url(url, services.config.webhooks_private)?;
+    if let Some(unknown) = events.iter().find(|e| !HOOK_EVENTS.contains(&e.as_str())) {
+        return Err(bad(format!("no event {unknown}; events are {}", HOOK_EVENTS.join(", "))));
+    }
+    let mut events: Vec<String> = if events.is_empty() {
+        HOOK_EVENTS.iter().map(|e| (*e).to_owned()).collect()
+    } else {
+        events.to_vec()
+    };
+    events.sort();
+    events.dedup();
+    if !services.persistent(room).await? {
+        return Err(bad(format!(
+            "room {room} is ephemeral: webhooks are for persistent rooms and boards"
+        )));
+    }
+    let key = services.room_key(room);
+    if stored(services.store.webhooks(&key).await)?.len() >= WEBHOOKS_MAX {
+        return Err(bad(format!("room {room} has {WEBHOOKS_MAX} webhooks, the most it may have")));
+    }
+    let hook = crate::Webhook {
+        id: format!("h_{}", random(12)),
+        room: key,
+        url: url.to_owned(),
+        events,
+        secret: format!("whsec_{}", crate::ids::base64(&rand::random::<[u8; 24]>())),
+        created: crate::now_rfc3339(),
+        by: by.to_owned(),
+    };
+    stored(services.store.save_webhook(&hook).await)?;
+    services
+        .config
+        .audit
+        .record("webhook", serde_json::json!({"room": room, "id": hook.id, "url": url, "by": by}));
+    Ok(HookMade { webhook: hook_info(&hook), secret: hook.secret.clone() })
+}
+
+/// The webhooks of `room`, oldest first (never their secrets).
+///
+/// # Errors
+///
+/// `unavailable` when the store fails.
+pub async fn list_webhooks(services: &Services, room: &str) -> Result<Vec<WebhookInfo>, ErrorBody> {
+    let found = stored(services.store.webhooks(&services.room_key(room)).await)?;
+    Ok(found.iter().map(hook_info).collect())
+}
+
+/// Removes webhook `id` of `room`, and what it had still to deliver.
+///
+/// # Errors
+///
+/// `not_found` if the room has none of that id; `unavailable`.
+pub async fn delete_webhook(
+    services: &Services,
+    room: &str,
+    id: &str,
+    by: &str,
+) -> Result<(), ErrorBody> {
+    if !stored(services.store.delete_webhook(&services.room_key(room), id).await)? {
+        return Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("room {room} has no webhook {id}"),
+        ));
+    }
+    services
+        .config
+        .audit
+        .record("webhook", serde_json::json!({"room": room, "removed": id, "by": by}));
+    Ok(())
+}

@@ -42,6 +42,6 @@ pub use local::{LocalRooms, LocalSeat};
 pub use outbox::{CloseReason, CloseSignal, Next, Outbox, OutboxReceiver};
 pub use rates::{Rate, Rates};
 pub use store::{
-    Appended, Integration, MemoryStore, SiteBan, Store, StoreError, StoreFuture, StoredRoom,
-    StoredVisibility, Write,
+    Appended, HookEvent, Integration, MemoryStore, SiteBan, Store, StoreError, StoreFuture,
+    StoredRoom, StoredVisibility, Webhook, Write,
 };

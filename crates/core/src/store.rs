@@ -196,6 +196,79 @@ pub trait Store: Send + Sync + 'static {
     fn integration<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Integration>>;
     /// Forgets an integration of `room`; whether there was one.
     fn delete_integration<'a>(&'a self, room: &'a str, id: &'a str) -> StoreFuture<'a, bool>;
+    /// Records a webhook. (Webhooks need a database: the store in memory
+    /// has none.)
+    fn save_webhook<'a>(&'a self, _hook: &'a Webhook) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Err(StoreError::new("webhooks need a database"))))
+    }
+    /// The webhooks of `room`, oldest first.
+    fn webhooks<'a>(&'a self, _room: &'a str) -> StoreFuture<'a, Vec<Webhook>> {
+        ready(Vec::new())
+    }
+    /// One webhook, by its id.
+    fn webhook<'a>(&'a self, _id: &'a str) -> StoreFuture<'a, Option<Webhook>> {
+        ready(None)
+    }
+    /// Forgets a webhook of `room` and what it has still to deliver;
+    /// whether there was one.
+    fn delete_webhook<'a>(&'a self, _room: &'a str, _id: &'a str) -> StoreFuture<'a, bool> {
+        ready(false)
+    }
+    /// Queues an event of `room` (`kind`, its `data` JSON) for the room's
+    /// webhooks that want it. (Messages, edits, deletes, joins and leaves
+    /// are queued by the store itself as it writes them.)
+    fn hook_event<'a>(
+        &'a self,
+        _room: &'a str,
+        _kind: &'a str,
+        _data: String,
+    ) -> StoreFuture<'a, ()> {
+        ready(())
+    }
+    /// The webhooks with an event due by `now_ms`.
+    fn due_hooks(&self, _now_ms: u64) -> StoreFuture<'_, Vec<String>> {
+        ready(Vec::new())
+    }
+    /// The oldest `limit` undelivered events of webhook `hook`, in order.
+    fn hook_events<'a>(&'a self, _hook: &'a str, _limit: usize) -> StoreFuture<'a, Vec<HookEvent>> {
+        ready(Vec::new())
+    }
+    /// An event delivered (`retry: None`: forgotten), or to be tried again
+    /// at `retry` (ms), its attempts counted.
+    fn hook_attempted(&self, _event: u64, _retry: Option<u64>) -> StoreFuture<'_, ()> {
+        ready(())
+    }
+}
+
+/// A room's outgoing webhook: the events it wants go, signed with its
+/// secret, to its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// `h_` and 12 random characters.
+    pub id: String,
+    pub room: String,
+    pub url: String,
+    /// The event types it wants (`message.created`, …).
+    pub events: Vec<String>,
+    /// `whsec_` and the base64 of its key (Standard Webhooks).
+    pub secret: String,
+    pub created: String,
+    pub by: String,
+}
+
+/// One event queued for a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookEvent {
+    /// Its number: stable over retries, unique in the database.
+    pub id: u64,
+    pub hook: String,
+    /// The JSON body to deliver.
+    pub body: String,
+    /// When it was queued, in ms since the epoch.
+    pub created_ms: u64,
+    pub attempts: u32,
+    /// Not before this (ms since the epoch).
+    pub next_ms: u64,
 }
 
 /// A room's integration: a token that lets a program act in the room as

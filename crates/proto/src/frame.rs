@@ -193,6 +193,23 @@ pub enum ClientOp {
         /// The integration's id (`id` is the frame's own).
         integration: String,
     },
+    /// Makes an outgoing webhook of the room (its owner): `events` (all
+    /// when left out) go, signed, to `url`.
+    Webhook {
+        room: String,
+        url: String,
+        #[serde(default)]
+        events: Option<Vec<String>>,
+    },
+    /// The room's webhooks (its owner).
+    Webhooks {
+        room: String,
+    },
+    /// Removes a webhook of the room (its owner).
+    Unhook {
+        room: String,
+        webhook: String,
+    },
     /// Tells the operator about a message (the audit log).
     Report {
         room: String,
@@ -235,6 +252,9 @@ impl ClientOp {
             ClientOp::Integrate { .. } => "integrate",
             ClientOp::Integrations { .. } => "integrations",
             ClientOp::Revoke { .. } => "revoke",
+            ClientOp::Webhook { .. } => "webhook",
+            ClientOp::Webhooks { .. } => "webhooks",
+            ClientOp::Unhook { .. } => "unhook",
             ClientOp::Ping => "ping",
         }
     }

@@ -125,6 +125,13 @@ pub struct ServeArgs {
     /// shows in the process list
     #[arg(long, env = "CONFAB_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// Give up delivering a webhook event this long after it happened [default: 24h]
+    #[arg(long, env = "CONFAB_WEBHOOK_GIVE_UP", value_name = "DURATION")]
+    pub webhook_give_up: Option<String>,
+    /// Let webhooks reach private, loopback and link-local addresses (a room's owner
+    /// could then make the server reach inside its network) [default: false]
+    #[arg(long, env = "CONFAB_WEBHOOK_PRIVATE", value_name = "BOOL")]
+    pub webhook_private: Option<bool>,
     /// Reactions put on or taken off per user [default: 2/s,burst=20]
     #[arg(long, env = "CONFAB_REACT_RATE", value_name = "RATE")]
     pub react_rate: Option<String>,
@@ -231,6 +238,10 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// The operator's API token; `None`: the API is off.
     pub admin_token: Option<Secret>,
+    /// A webhook event not delivered within this is given up.
+    pub webhook_give_up: Duration,
+    /// How long one webhook delivery may take.
+    pub webhook_timeout: Duration,
     /// A separate address for `/metrics`; `None` serves it on `http`.
     pub metrics: Option<String>,
     pub data: PathBuf,
@@ -258,6 +269,8 @@ impl Default for Config {
             tls: None,
             audit_log: None,
             admin_token: None,
+            webhook_give_up: Duration::from_secs(24 * 3600),
+            webhook_timeout: Duration::from_secs(10),
             metrics: None,
             data: PathBuf::from("./confab-data"),
             database: None,
@@ -340,10 +353,18 @@ impl ServeArgs {
             }
             token => token,
         };
+        let webhook_give_up = match &args.webhook_give_up {
+            Some(text) => {
+                parse_duration(text).map_err(|problem| invalid("webhook-give-up", problem))?
+            }
+            None => Duration::from_secs(24 * 3600),
+        };
         Ok(Config {
             tls,
             audit_log: args.audit_log,
             admin_token,
+            webhook_give_up,
+            webhook_timeout: Duration::from_secs(10),
             edge,
             http,
             tcp,
@@ -363,6 +384,9 @@ impl ServeArgs {
     fn hub(&self, defaults: &Config) -> Result<HubConfig, ConfigError> {
         let args = self;
         let mut hub = defaults.hub.clone();
+        if let Some(private) = args.webhook_private {
+            hub.webhooks_private = private;
+        }
         if let Some(window) = &args.edit_window {
             hub.edit_window =
                 parse_duration(window).map_err(|problem| invalid("edit-window", problem))?;
@@ -677,6 +701,8 @@ impl ServeArgs {
             create_rate_per_ip: self.create_rate_per_ip.or(lower.create_rate_per_ip),
             typing_rate: self.typing_rate.or(lower.typing_rate),
             react_rate: self.react_rate.or(lower.react_rate),
+            webhook_give_up: self.webhook_give_up.or(lower.webhook_give_up),
+            webhook_private: self.webhook_private.or(lower.webhook_private),
             edit_window: self.edit_window.or(lower.edit_window),
             report_rate: self.report_rate.or(lower.report_rate),
             moderation_rate: self.moderation_rate.or(lower.moderation_rate),

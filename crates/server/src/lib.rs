@@ -5,6 +5,7 @@ mod admin;
 pub mod admission;
 mod api;
 pub mod config;
+mod hooks;
 mod http;
 mod lp;
 mod mem;
@@ -169,6 +170,9 @@ impl Server {
             tracing::info!("the operator's API is on: /admin/v1/");
         }
         let stop = CancellationToken::new();
+        let delivery =
+            hooks::Delivery { give_up: config.webhook_give_up, timeout: config.webhook_timeout };
+        tokio::spawn(hooks::deliver(app.clone(), delivery, stop.clone()));
         tokio::spawn(tcp::listen(tcp_listener, app.clone()));
         tokio::spawn(mem::trim_after_bursts(stop.clone()));
         if certificates.is_some() {

@@ -31,6 +31,10 @@ pub(crate) use confab_core::metric::{
 /// recorder, so that two servers in one process never see each other's.
 const ROOMS: &str = "confab_rooms";
 
+/// Webhook deliveries, by outcome: `delivered`, `failed` (to be tried
+/// again), `given_up`.
+pub(crate) const WEBHOOK_DELIVERIES: &str = "confab_webhook_deliveries_total";
+
 /// How often histogram samples are folded into their buckets when nobody
 /// scrapes, so that memory stays bounded.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -90,6 +94,10 @@ fn describe() {
     describe_counter!(DELIVERIES, "Message frames queued for recipients.");
     describe_counter!(OUTBOX_OVERFLOWS, "Connections closed because they read too slowly.");
     describe_counter!(RATE_LIMITED, "Operations refused with rate_limited.");
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Webhook deliveries, by outcome (delivered, failed, given_up)."
+    );
     describe_histogram!(STORE_WRITE, Unit::Seconds, "Time to commit one batch to the store.");
     describe_histogram!(STORE_BATCH, Unit::Count, "Messages in one committed batch.");
     describe_histogram!(

@@ -137,6 +137,101 @@ pub struct SqlStore {
     pool: AnyPool,
     /// Whether the database is SQLite (else PostgreSQL).
     sqlite: bool,
+    /// The webhooks by room and the events each wants, as last read: the
+    /// writes queue events for them (read again every few seconds, so a
+    /// webhook made on another node is seen soon).
+    hooks: parking_lot::Mutex<HookIndex>,
+}
+
+#[derive(Default)]
+struct HookIndex {
+    read: Option<std::time::Instant>,
+    by_room: HashMap<String, Vec<(String, Vec<String>)>>,
+}
+
+/// How long the webhook index is trusted.
+const HOOK_INDEX_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The webhooks of `room` that want `kind`.
+fn hooks_for<'a>(
+    index: &'a HashMap<String, Vec<(String, Vec<String>)>>,
+    room: &str,
+    kind: &str,
+) -> Vec<&'a str> {
+    index
+        .get(room)
+        .map(|hooks| {
+            hooks
+                .iter()
+                .filter(|(_, events)| events.iter().any(|e| e == kind))
+                .map(|(id, _)| id.as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Queues `kind` of `room` with `data` for each webhook in `hooks`.
+async fn queue_hook_event(
+    conn: &mut AnyConnection,
+    hooks: &[&str],
+    room: &str,
+    kind: &str,
+    data: &str,
+) -> Result<(), sqlx::Error> {
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let now = confab_core::unix_ms();
+    let body = format!(
+        "{{\"type\":{},\"timestamp\":\"{}\",\"room\":{},\"data\":{data}}}",
+        serde_json::Value::from(kind),
+        confab_core::rfc3339_of_ms(now),
+        serde_json::Value::from(room),
+    );
+    for hook in hooks {
+        sqlx::query("INSERT INTO hook_events (hook, body, created_ms, attempts, next_ms) VALUES ($1, $2, $3, 0, 0)")
+            .bind(*hook)
+            .bind(&body)
+            .bind(int(now))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The events a batch of writes makes, for the webhooks that want them:
+/// `(room, kind, data JSON)`. A shadow-muted member's messages are nobody
+/// else's, webhooks' included.
+fn batch_events<'a>(
+    index: &HashMap<String, Vec<(String, Vec<String>)>>,
+    batch: impl Iterator<Item = &'a Write>,
+) -> Vec<(String, &'static str, String)> {
+    let mut events = Vec::new();
+    for write in batch {
+        let (room, kind, data) = match write {
+            Write::Message(m) if !m.shadow => {
+                (&m.room, "message.created", serde_json::to_string(&**m))
+            }
+            Write::Amend { room, message, .. } if !message.shadow => {
+                (room, "message.updated", serde_json::to_string(&**message))
+            }
+            Write::Delete { room, seq, .. } => {
+                (room, "message.deleted", Ok(format!("{{\"seq\":{seq}}}")))
+            }
+            Write::Visibility { room, user_id, visibility } => {
+                let kind =
+                    if visibility.left_at.is_none() { "member.joined" } else { "member.left" };
+                (room, kind, Ok(serde_json::json!({ "user_id": user_id }).to_string()))
+            }
+            _ => continue,
+        };
+        if index.contains_key(room.as_str())
+            && let Ok(data) = data
+        {
+            events.push((room.clone(), kind, data));
+        }
+    }
+    events
 }
 
 /// Why the database could not be opened.
@@ -311,8 +406,41 @@ impl SqlStore {
                     .execute(&mut *tx)
                     .await?;
             }
+            let index = self.hook_index().await?;
+            if !index.is_empty() {
+                for (room, kind, data) in batch_events(&index, batch.iter()) {
+                    let hooks = hooks_for(&index, &room, kind);
+                    queue_hook_event(&mut tx, &hooks, &room, kind, &data).await?;
+                }
+            }
             tx.commit().await
         }
+    }
+
+    /// The webhooks by room, read again when the last reading is older
+    /// than [`HOOK_INDEX_TTL`].
+    async fn hook_index(&self) -> Result<HashMap<String, Vec<(String, Vec<String>)>>, sqlx::Error> {
+        {
+            let index = self.hooks.lock();
+            if index.read.is_some_and(|at| at.elapsed() < HOOK_INDEX_TTL) {
+                return Ok(index.by_room.clone());
+            }
+        }
+        let rows =
+            sqlx::query("SELECT id, room, events FROM webhooks").fetch_all(&self.pool).await?;
+        let mut by_room: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
+        for row in &rows {
+            let events: String = row.try_get("events")?;
+            let events = events.split(',').map(str::to_owned).collect();
+            by_room.entry(row.try_get("room")?).or_default().push((row.try_get("id")?, events));
+        }
+        let mut index = self.hooks.lock();
+        *index = HookIndex { read: Some(std::time::Instant::now()), by_room: by_room.clone() };
+        Ok(by_room)
+    }
+
+    fn forget_hook_index(&self) {
+        self.hooks.lock().read = None;
     }
 
     /// Opens the database at `url` (or `DATA/confab.db` when `url` is
@@ -408,7 +536,7 @@ impl SqlStore {
         };
         migrator.run(&pool).await.map_err(|e| fail(describe(&e)))?;
         tracing::info!("database {name} ready");
-        Ok(SqlStore { pool, sqlite })
+        Ok(SqlStore { pool, sqlite, hooks: parking_lot::Mutex::new(HookIndex::default()) })
     }
 
     pub fn into_store(self) -> Arc<dyn Store> {
@@ -765,6 +893,14 @@ impl Store for SqlStore {
                     .await
                     .map_err(error)?;
                 insert_all(&mut tx, &new, self.sqlite).await.map_err(error)?;
+                let index = self.hook_index().await.map_err(error)?;
+                let hooks = hooks_for(&index, room, "message.created");
+                for m in new.iter().filter(|m| !m.shadow && !hooks.is_empty()) {
+                    let data = serde_json::to_string(m).expect("messages serialize");
+                    queue_hook_event(&mut tx, &hooks, room, "message.created", &data)
+                        .await
+                        .map_err(error)?;
+                }
             }
             tx.commit().await.map_err(error)?;
             Ok(appended)
@@ -1116,6 +1252,157 @@ impl Store for SqlStore {
             Ok(done.rows_affected() > 0)
         })
     }
+
+    fn save_webhook<'a>(&'a self, hook: &'a confab_core::Webhook) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO webhooks (id, room, url, events, secret, created, made_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&hook.id)
+            .bind(&hook.room)
+            .bind(&hook.url)
+            .bind(hook.events.join(","))
+            .bind(&hook.secret)
+            .bind(&hook.created)
+            .bind(&hook.by)
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+            self.forget_hook_index();
+            Ok(())
+        })
+    }
+
+    fn webhooks<'a>(&'a self, room: &'a str) -> StoreFuture<'a, Vec<confab_core::Webhook>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, room, url, events, secret, created, made_by FROM webhooks \
+                 WHERE room = $1 ORDER BY created, id",
+            )
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error)?;
+            rows.iter().map(webhook).collect::<Result<_, _>>().map_err(error)
+        })
+    }
+
+    fn webhook<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<confab_core::Webhook>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT id, room, url, events, secret, created, made_by FROM webhooks WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(error)?;
+            row.as_ref().map(webhook).transpose().map_err(error)
+        })
+    }
+
+    fn delete_webhook<'a>(&'a self, room: &'a str, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(error)?;
+            let done = sqlx::query("DELETE FROM webhooks WHERE room = $1 AND id = $2")
+                .bind(room)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(error)?;
+            sqlx::query("DELETE FROM hook_events WHERE hook = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(error)?;
+            tx.commit().await.map_err(error)?;
+            self.forget_hook_index();
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn hook_event<'a>(&'a self, room: &'a str, kind: &'a str, data: String) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let index = self.hook_index().await.map_err(error)?;
+            let hooks = hooks_for(&index, room, kind);
+            if hooks.is_empty() {
+                return Ok(());
+            }
+            let mut conn = self.pool.acquire().await.map_err(error)?;
+            queue_hook_event(&mut conn, &hooks, room, kind, &data).await.map_err(error)
+        })
+    }
+
+    fn due_hooks(&self, now_ms: u64) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT DISTINCT hook FROM hook_events WHERE next_ms <= $1")
+                .bind(int(now_ms))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error)?;
+            rows.iter()
+                .map(|r| r.try_get::<String, _>("hook"))
+                .collect::<Result<_, _>>()
+                .map_err(error)
+        })
+    }
+
+    fn hook_events<'a>(
+        &'a self,
+        hook: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<confab_core::HookEvent>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, hook, body, created_ms, attempts, next_ms FROM hook_events \
+                 WHERE hook = $1 ORDER BY id LIMIT $2",
+            )
+            .bind(hook)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error)?;
+            let event = |row: &AnyRow| -> Result<confab_core::HookEvent, sqlx::Error> {
+                Ok(confab_core::HookEvent {
+                    id: uint(row, "id")?,
+                    hook: row.try_get("hook")?,
+                    body: row.try_get("body")?,
+                    created_ms: uint(row, "created_ms")?,
+                    attempts: u32::try_from(uint(row, "attempts")?).unwrap_or(u32::MAX),
+                    next_ms: uint(row, "next_ms")?,
+                })
+            };
+            rows.iter().map(event).collect::<Result<_, _>>().map_err(error)
+        })
+    }
+
+    fn hook_attempted(&self, event: u64, retry: Option<u64>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let query = match retry {
+                None => sqlx::query("DELETE FROM hook_events WHERE id = $1").bind(int(event)),
+                Some(next) => sqlx::query(
+                    "UPDATE hook_events SET attempts = attempts + 1, next_ms = $2 WHERE id = $1",
+                )
+                .bind(int(event))
+                .bind(int(next)),
+            };
+            query.execute(&self.pool).await.map_err(error)?;
+            Ok(())
+        })
+    }
+}
+
+fn webhook(row: &AnyRow) -> Result<confab_core::Webhook, sqlx::Error> {
+    let events: String = row.try_get("events")?;
+    Ok(confab_core::Webhook {
+        id: row.try_get("id")?,
+        room: row.try_get("room")?,
+        url: row.try_get("url")?,
+        events: events.split(',').filter(|e| !e.is_empty()).map(str::to_owned).collect(),
+        secret: row.try_get("secret")?,
+        created: row.try_get("created")?,
+        by: row.try_get("made_by")?,
+    })
 }
 
 fn integration(row: &AnyRow) -> Result<confab_core::Integration, sqlx::Error> {

@@ -188,3 +188,42 @@ impl Tls {
         }
     }
 }
+
+/// Where Linux distributions keep the system's CA bundle.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// A TLS client that trusts the certificates of `ca` (a PEM file), or the
+/// system's CA bundle.
+///
+/// # Errors
+///
+/// No bundle, or one that cannot be read, in words.
+pub fn client_config(ca: Option<&Path>) -> Result<tokio_rustls::rustls::ClientConfig, String> {
+    let bundle = match ca {
+        Some(path) => path.to_owned(),
+        None => SYSTEM_BUNDLES
+            .iter()
+            .map(PathBuf::from)
+            .find(|path| path.is_file())
+            .ok_or("no system CA bundle found; give --ca FILE (or --insecure)")?,
+    };
+    let pem = std::fs::read(&bundle).map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
+        roots.add(cert).map_err(|e| format!("--ca {}: {e}", bundle.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("--ca {}: no certificate in it", bundle.display()));
+    }
+    Ok(tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
