@@ -1134,3 +1134,131 @@ fn confab_post_posts_as_an_integration_s_bot() {
     signal(&running.child, "-TERM");
     assert!(wait_exit(running).success());
 }
+
+#[test]
+#[ignore = "needs Redis and PostgreSQL: CONFAB_TEST_REDIS, CONFAB_TEST_POSTGRES"]
+fn a_webhook_gets_each_event_once_from_three_nodes_one_killed_mid_run() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    // The receiver: records (webhook-id, seq, node) of every request,
+    // answering each after a little while, so that deliveries are under
+    // way when a node dies.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: Arc<Mutex<Vec<(String, u64, String)>>> = Arc::default();
+    let record = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut headers = HashMap::new();
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+                }
+            }
+            let length: usize =
+                headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let node = headers.get("user-agent").cloned().unwrap_or_default();
+            let id = headers.get("webhook-id").cloned().unwrap_or_default();
+            record.lock().unwrap().push((id, body["data"]["seq"].as_u64().unwrap(), node));
+            std::thread::sleep(Duration::from_millis(30));
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let namespace = format!("hooks{}", std::process::id());
+    let flags = ["--webhook-private", "true", "--webhook-timeout", "1s", "--node-lease", "2s"];
+    let mut nodes: Vec<Option<Running>> =
+        ["n1", "n2", "n3"].iter().map(|n| Some(cluster_node(&namespace, n, &flags))).collect();
+    let urls: Vec<String> =
+        nodes.iter().map(|n| format!("ws://{}/ws", n.as_ref().unwrap().addr)).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let posts = 60u64;
+    runtime.block_on(async {
+        use serde_json::json;
+        let (mut ann, _) = confab_client::WsClient::hello(&urls[0], "Ann").await.unwrap();
+        let created = ann.ok(json!({"op": "create", "retention": "persistent"})).await.unwrap();
+        let code = created["room"]["code"].as_str().unwrap().to_owned();
+        ann.ok(json!({"op": "join", "room": code})).await.unwrap();
+        let hook =
+            json!({"op": "webhook", "room": code, "url": url, "events": ["message.created"]});
+        ann.ok(hook).await.unwrap();
+        // Posters on the two other nodes.
+        let mut posters = Vec::new();
+        for (i, name) in [(1, "Bob"), (2, "Cleo")] {
+            let (mut client, _) = confab_client::WsClient::hello(&urls[i], name).await.unwrap();
+            client.ok(json!({"op": "join", "room": code})).await.unwrap();
+            posters.push(client);
+        }
+        for n in 0..posts {
+            let poster = &mut posters[(n % 2) as usize];
+            poster.ok(json!({"op": "post", "room": code, "body": format!("m{n}")})).await.unwrap();
+        }
+    });
+    // Mid-run, the node delivering is killed (its lease lapses; another
+    // takes the webhook over).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deliverer = loop {
+        assert!(std::time::Instant::now() < deadline, "deliveries begin");
+        let got = got.lock().unwrap();
+        if got.len() >= 10 {
+            break got.last().unwrap().2.clone();
+        }
+        drop(got);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let victim =
+        ["n1", "n2", "n3"].iter().position(|n| deliverer.contains(&format!("(node {n})"))).unwrap();
+    let mut killed = nodes[victim].take().unwrap();
+    signal(&killed.child, "-KILL");
+    let _ = killed.child.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seqs: std::collections::BTreeSet<u64> =
+            got.lock().unwrap().iter().map(|r| r.1).collect();
+        if seqs.len() as u64 == posts {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every event delivered: {} of {posts}",
+            seqs.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = got.lock().unwrap().clone();
+    // Each event once, but the one in flight when its node died, which may
+    // come twice (at least once: its receiver de-duplicates by id).
+    let mut ids: Vec<&str> = got.iter().map(|r| r.0.as_str()).collect();
+    ids.sort_unstable();
+    let all = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, posts, "one id an event");
+    assert!(all - ids.len() <= 1, "{} deliveries of {posts} events", all);
+    // In order: each first delivery after the one before it.
+    let mut firsts = Vec::new();
+    for (_, seq, _) in &got {
+        if !firsts.contains(seq) {
+            firsts.push(*seq);
+        }
+    }
+    assert_eq!(firsts, (1..=posts).collect::<Vec<_>>(), "in order");
+    let nodes_seen: std::collections::BTreeSet<&str> = got.iter().map(|r| r.2.as_str()).collect();
+    assert!(nodes_seen.len() >= 2, "another node took over: {nodes_seen:?}");
+    for running in nodes.into_iter().flatten() {
+        signal(&running.child, "-TERM");
+        assert!(wait_exit(running).success());
+    }
+}

@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// shows in the process list
     #[arg(long, env = "CONFAB_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// How long one webhook delivery may take; a node delivering a webhook's events
+    /// holds them for three times this [default: 10s]
+    #[arg(long, env = "CONFAB_WEBHOOK_TIMEOUT", value_name = "DURATION")]
+    pub webhook_timeout: Option<String>,
     /// Give up delivering a webhook event this long after it happened [default: 24h]
     #[arg(long, env = "CONFAB_WEBHOOK_GIVE_UP", value_name = "DURATION")]
     pub webhook_give_up: Option<String>,
@@ -353,6 +357,12 @@ impl ServeArgs {
             }
             token => token,
         };
+        let webhook_timeout = match &args.webhook_timeout {
+            Some(text) => {
+                parse_duration(text).map_err(|problem| invalid("webhook-timeout", problem))?
+            }
+            None => Duration::from_secs(10),
+        };
         let webhook_give_up = match &args.webhook_give_up {
             Some(text) => {
                 parse_duration(text).map_err(|problem| invalid("webhook-give-up", problem))?
@@ -364,7 +374,7 @@ impl ServeArgs {
             audit_log: args.audit_log,
             admin_token,
             webhook_give_up,
-            webhook_timeout: Duration::from_secs(10),
+            webhook_timeout,
             edge,
             http,
             tcp,
@@ -702,6 +712,7 @@ impl ServeArgs {
             typing_rate: self.typing_rate.or(lower.typing_rate),
             react_rate: self.react_rate.or(lower.react_rate),
             webhook_give_up: self.webhook_give_up.or(lower.webhook_give_up),
+            webhook_timeout: self.webhook_timeout.or(lower.webhook_timeout),
             webhook_private: self.webhook_private.or(lower.webhook_private),
             edit_window: self.edit_window.or(lower.edit_window),
             report_rate: self.report_rate.or(lower.report_rate),

@@ -31,8 +31,6 @@ use tokio_util::sync::CancellationToken;
 use crate::App;
 use crate::rooms::Rooms;
 
-/// A webhook's lease: longer than a delivery, renewed before each.
-const LEASE: Duration = Duration::from_secs(30);
 /// How often the queue is looked at.
 const POLL: Duration = Duration::from_millis(500);
 /// The first wait before a retry; it doubles up to [`BACKOFF_MAX`].
@@ -69,7 +67,7 @@ pub(crate) async fn deliver(app: App, delivery: Delivery, stop: CancellationToke
             }
             let (app, holder, busy) = (app.clone(), holder.clone(), busy.clone());
             tokio::spawn(async move {
-                if lease(&app, &hook, &holder).await {
+                if lease(&app, &hook, &holder, delivery).await {
                     drain(&app, &hook, &holder, delivery).await;
                     release(&app, &hook, &holder).await;
                 }
@@ -79,11 +77,14 @@ pub(crate) async fn deliver(app: App, delivery: Delivery, stop: CancellationToke
     }
 }
 
-async fn lease(app: &App, hook: &str, holder: &str) -> bool {
+/// Takes or renews the lease on `hook`'s deliveries: three deliveries
+/// long, renewed before each.
+async fn lease(app: &App, hook: &str, holder: &str, delivery: Delivery) -> bool {
     match app.hub.backend() {
         Rooms::Local(_) => true,
         Rooms::Cluster(rooms) => {
-            rooms.lease(&format!("hook:{hook}"), holder, LEASE).await.unwrap_or(false)
+            let ttl = delivery.timeout.saturating_mul(3);
+            rooms.lease(&format!("hook:{hook}"), holder, ttl).await.unwrap_or(false)
         }
     }
 }
@@ -107,10 +108,11 @@ async fn drain(app: &App, hook: &str, holder: &str, delivery: Delivery) {
         }
         for event in events {
             let now = confab_core::unix_ms();
-            if event.next_ms > now || !lease(app, hook, holder).await {
+            if event.next_ms > now || !lease(app, hook, holder, delivery).await {
                 return;
             }
-            let outcome = post(&webhook, &event, allow_private, delivery.timeout).await;
+            let node = &app.hub.config().node;
+            let outcome = post(&webhook, &event, allow_private, delivery.timeout, node).await;
             let retry = match &outcome {
                 Ok(()) => {
                     metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "delivered")
@@ -182,8 +184,9 @@ async fn post(
     event: &HookEvent,
     allow_private: bool,
     wait: Duration,
+    node: &str,
 ) -> Result<(), String> {
-    tokio::time::timeout(wait, post_once(webhook, event, allow_private))
+    tokio::time::timeout(wait, post_once(webhook, event, allow_private, node))
         .await
         .map_err(|_| format!("no answer within {wait:?}"))?
 }
@@ -192,6 +195,7 @@ async fn post_once(
     webhook: &Webhook,
     event: &HookEvent,
     allow_private: bool,
+    node: &str,
 ) -> Result<(), String> {
     let url = webhook.url.as_str();
     let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
@@ -222,7 +226,7 @@ async fn post_once(
     let timestamp = confab_core::unix_ms() / 1000;
     let signature = signature(&webhook.secret, &id, timestamp, &event.body);
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: confab/{}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: confab/{} (node {node})\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\
          webhook-id: {id}\r\nwebhook-timestamp: {timestamp}\r\nwebhook-signature: {signature}\r\n\r\n{}",
         env!("CARGO_PKG_VERSION"),
