@@ -189,6 +189,7 @@ pub const HOOK_EVENTS: &[&str] = &[
     "member.joined",
     "member.left",
     "message.reported",
+    "room.ended",
 ];
 
 /// The most webhooks of one room.

@@ -1119,7 +1119,11 @@ impl Store for SqlStore {
 
     fn delete_room<'a>(&'a self, room: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let index = self.hook_index().await.map_err(error)?;
             let mut tx = self.pool.begin().await.map_err(error)?;
+            // Its webhooks hear of its end (and are kept for that).
+            let hooks = hooks_for(&index, room, "room.ended");
+            queue_hook_event(&mut tx, &hooks, room, "room.ended", "{}").await.map_err(error)?;
             for sql in [
                 "DELETE FROM messages WHERE room = $1",
                 "DELETE FROM visibility WHERE room = $1",

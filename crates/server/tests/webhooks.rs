@@ -43,7 +43,14 @@ struct Receiver {
 
 impl Receiver {
     async fn start(answer: impl Fn(usize) -> Option<u16> + Send + Sync + 'static) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Receiver::start_on(0, answer).await
+    }
+
+    async fn start_on(
+        port: u16,
+        answer: impl Fn(usize) -> Option<u16> + Send + Sync + 'static,
+    ) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let got: Arc<parking_lot::Mutex<Vec<Received>>> = Arc::default();
         let arrived = Arc::new(Notify::new());
@@ -271,4 +278,51 @@ async fn a_private_address_is_refused_unless_the_operator_allows_it() {
     join(&mut ann, &fleeting).await;
     let ephemeral = json!({"op": "webhook", "room": fleeting, "url": "https://example.org/x"});
     assert_eq!(ann.error_code(ephemeral).await.unwrap(), "bad_request");
+}
+
+#[tokio::test]
+async fn pending_deliveries_survive_a_restart_and_a_room_s_end_is_told() {
+    const TOKEN: &str = "an-operator-token-long-enough";
+    let data = tempfile::tempdir().unwrap();
+    let path = data.path().to_owned();
+    // The receiver's address, not listening yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let configure = |path: std::path::PathBuf| {
+        move |c: &mut confab_server::Config| {
+            c.data = path;
+            c.hub.webhooks_private = true;
+            c.webhook_timeout = Duration::from_millis(300);
+            c.admin_token = Some(confab_server::config::Secret::new(TOKEN));
+        }
+    };
+    let server = start_with(configure(path.clone())).await;
+    let mut ann = server.client("Ann").await;
+    let code = server.create(&mut ann, json!({"retention": "persistent"})).await;
+    join(&mut ann, &code).await;
+    ann.ok(json!({"op": "webhook", "room": code, "url": url})).await.unwrap();
+    for n in 1..=2 {
+        ann.ok(json!({"op": "post", "room": code, "body": format!("while down {n}")}))
+            .await
+            .unwrap();
+    }
+    drop(ann);
+    server.server.stop().await;
+
+    // Back up, with the receiver there now: what was queued is delivered.
+    let server = start_with(configure(path)).await;
+    let receiver = Receiver::start_on(port, |_| Some(200)).await;
+    let got = receiver.wait_for(2).await;
+    let bodies: Vec<String> =
+        got.iter().map(|r| r.json()["data"]["body"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(bodies[..2], ["while down 1", "while down 2"]);
+    // The operator ends the room: its webhook hears of it.
+    let mut http = common::http::Http::connect(server.http).await.unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    let path = format!("/admin/v1/rooms/{code}/close");
+    http.send_with("POST", &path, &[("Authorization", &auth)], b"").await.unwrap();
+    assert_eq!(http.response().await.unwrap().status, 200);
+    let got = receiver.wait_for(3).await;
+    let last = got.last().unwrap().json();
+    assert_eq!((&last["type"], &last["room"]), (&json!("room.ended"), &json!(code)), "{last}");
 }
