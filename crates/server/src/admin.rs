@@ -42,6 +42,8 @@ pub(crate) fn router() -> Router<App> {
         .route("/admin/v1/rooms/{code}/roles", post(grant))
         .route("/admin/v1/rooms/{code}/integrations", get(integrations).post(integrate))
         .route("/admin/v1/rooms/{code}/integrations/{id}", delete(revoke))
+        .route("/admin/v1/rooms/{code}/webhooks", get(webhooks).post(webhook))
+        .route("/admin/v1/rooms/{code}/webhooks/{id}", delete(unhook))
         .route("/admin/v1/announce", post(announce))
         .route("/admin/v1/users/{id}/purge", post(purge))
         .route("/admin/v1/bans", get(bans).post(ban))
@@ -241,6 +243,61 @@ async fn revoke(
         Ok(()) => {
             audit(&app, peer, "revoke", json!({ "room": code, "id": id }));
             Json(json!({ "revoked": id })).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewWebhook {
+    url: String,
+    #[serde(default)]
+    events: Vec<String>,
+}
+
+/// Registers an outgoing webhook of a persistent room or a board.
+async fn webhook(
+    State(app): State<App>,
+    Operator { peer }: Operator,
+    Path(code): Path<String>,
+    Input(new): Input<NewWebhook>,
+) -> Response {
+    let services = app.hub.services();
+    let url = new.url.trim();
+    match confab_core::integrations::make_webhook(services, &code, url, &new.events, "operator")
+        .await
+    {
+        Ok(made) => {
+            audit(&app, peer, "webhook", json!({ "room": code, "id": made.webhook.id }));
+            (StatusCode::CREATED, Json(made)).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+async fn webhooks(
+    State(app): State<App>,
+    _operator: Operator,
+    Path(code): Path<String>,
+) -> Response {
+    match confab_core::integrations::list_webhooks(app.hub.services(), &code).await {
+        Ok(list) => Json(json!({ "webhooks": list })).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn unhook(
+    State(app): State<App>,
+    Operator { peer }: Operator,
+    Path((code, id)): Path<(String, String)>,
+) -> Response {
+    match confab_core::integrations::delete_webhook(app.hub.services(), &code, &id, "operator")
+        .await
+    {
+        Ok(()) => {
+            audit(&app, peer, "unhook", json!({ "room": code, "id": id }));
+            Json(json!({ "removed": id })).into_response()
         }
         Err(e) => failure(e),
     }

@@ -325,4 +325,33 @@ async fn pending_deliveries_survive_a_restart_and_a_room_s_end_is_told() {
     let got = receiver.wait_for(3).await;
     let last = got.last().unwrap().json();
     assert_eq!((&last["type"], &last["room"]), (&json!("room.ended"), &json!(code)), "{last}");
+
+    // A board's webhooks are the operator's.
+    let mut admin = |method: &'static str, path: String, body: String| {
+        let auth = auth.clone();
+        let addr = server.http;
+        async move {
+            let mut http = common::http::Http::connect(addr).await.unwrap();
+            http.send_with(method, &path, &[("Authorization", &auth)], body.as_bytes())
+                .await
+                .unwrap();
+            http.response().await.unwrap()
+        }
+    };
+    let body = json!({"url": url, "events": ["message.created"]}).to_string();
+    let made = admin("POST", "/admin/v1/rooms/main/webhooks".into(), body).await;
+    assert_eq!(made.status, 201);
+    let id = made.json()["webhook"]["id"].as_str().unwrap().to_owned();
+    let listed = admin("GET", "/admin/v1/rooms/main/webhooks".into(), String::new()).await;
+    assert_eq!(listed.json()["webhooks"][0]["id"], id);
+    let mut ann = server.client("Ann").await;
+    join(&mut ann, "main").await;
+    ann.ok(json!({"op": "post", "room": "main", "body": "to the board"})).await.unwrap();
+    let got = receiver.wait_for(4).await;
+    assert_eq!(got.last().unwrap().json()["data"]["body"], "to the board");
+    let removed =
+        admin("DELETE", format!("/admin/v1/rooms/main/webhooks/{id}"), String::new()).await;
+    assert_eq!(removed.status, 200);
+    let again = admin("DELETE", format!("/admin/v1/rooms/main/webhooks/{id}"), String::new()).await;
+    assert_eq!(again.status, 404);
 }

@@ -205,6 +205,6 @@ mod tests {
             fit("[main] Ann joined and then said a great many things", 20),
             "[main] Ann joined and then said a great many things"
         );
-        assert_eq!(fit(line, 5).chars().count(), 19, "never narrower than 20 columns");
+        assert_eq!(fit(line, 5).chars().count(), 20, "never narrower than 20 columns");
     }
 }

@@ -198,7 +198,7 @@ export class Integrations {
 }
 
 /** A value shown once, with its label and a Copy button (`copyLabel` for a screen reader). */
-function secret(label, value, id, copyLabel) {
+export function secret(label, value, id, copyLabel) {
   const copy = h('button', { type: 'button', class: 'btn copy', 'aria-label': copyLabel }, 'Copy');
   const text = h('code', { class: 'secret', id }, value);
   const say = (shown, told) => {

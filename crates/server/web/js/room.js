@@ -15,6 +15,7 @@ import { nameProblem, suggestName } from './names.js';
 import { beep, notifying, setupNotifyToggle, setupSoundToggle, setupThemeToggle } from './prefs.js';
 import { store } from './store.js';
 import { preview, Timeline } from './timeline.js';
+import { Webhooks } from './webhooks.js';
 
 const code = decodeURIComponent(location.pathname.split('/')[2] ?? '');
 const phone = window.matchMedia('(max-width: 720px)');
@@ -50,6 +51,7 @@ const integrations = new Integrations({
   request: (op, args) => client.request(op, args),
   onBots: (users) => { for (const user of users) members.markBot(user); },
 });
+const webhooks = new Webhooks({ request: (op, args) => client.request(op, args) });
 const composer = new Composer({
   form: byId('composer'),
   box: byId('composer-box'),
@@ -221,6 +223,7 @@ async function joinRoom() {
     const { came, went } = members.reset(result.members);
     members.setRoles(result.roles);
     integrations.refresh();
+    webhooks.refresh();
     setLocked(Boolean(result.locked));
     setSlow(result.slow ?? 0);
     refreshBans();
@@ -413,11 +416,13 @@ function setLocked(now) {
   renderControls();
 }
 
-/** The room's controls show for its owner and moderators; its integrations, for its owner. */
+/** The room's controls show for its owner and moderators; its integrations and webhooks, for its owner. */
 function renderControls() {
   show(byId('room-controls'), moderating());
   timeline.setModerating(moderating());
-  integrations.render(room, Boolean(client.user) && members.roles.get(client.user.id) === 'owner');
+  const owner = Boolean(client.user) && members.roles.get(client.user.id) === 'owner';
+  integrations.render(room, owner);
+  webhooks.render(room, owner);
 }
 
 /** Whether this user is the room's owner or a moderator. */
