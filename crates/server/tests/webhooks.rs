@@ -327,7 +327,7 @@ async fn pending_deliveries_survive_a_restart_and_a_room_s_end_is_told() {
     assert_eq!((&last["type"], &last["room"]), (&json!("room.ended"), &json!(code)), "{last}");
 
     // A board's webhooks are the operator's.
-    let mut admin = |method: &'static str, path: String, body: String| {
+    let admin = |method: &'static str, path: String, body: String| {
         let auth = auth.clone();
         let addr = server.http;
         async move {
