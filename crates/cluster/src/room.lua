@@ -1128,19 +1128,29 @@ if op == 'delete' then
   return {'ok', rev}
 end
 
+-- Message n as `actor` may change it (edit, react): nil and the refusal,
+-- or its place in the window (as `held`) and the actor's mute ('shadow'
+-- or nil).
+local function changeable(actor, n)
+  if acting(actor) == nil then return nil, {'not_member'} end
+  local i, head, kind, tail, message = held(n)
+  if not i then return nil, {'old'} end
+  if kind == 's' and message.from.id ~= actor then return nil, {'gone'} end
+  if message.deleted then return nil, {'deleted'} end
+  local muted, left = muting(actor)
+  if muted == 'muted' then return nil, {'muted', left} end
+  return {i, head, kind, tail, message, muted}
+end
+
 if op == 'edit' then
   -- ARGV: 3 the actor's user id, 4 the message's seq, 5 its new text,
   --       6 the time of the edit.
   -- Its author edits a message the window holds (the node checked the
   -- edit window).
   local actor = ARGV[3]
-  if acting(actor) == nil then return {'not_member'} end
-  local i, head, kind, tail, message = held(tonumber(ARGV[4]))
-  if not i then return {'old'} end
-  if kind == 's' and message.from.id ~= actor then return {'gone'} end
-  if message.deleted then return {'deleted'} end
-  local muted, left = muting(actor)
-  if muted == 'muted' then return {'muted', left} end
+  local found, refusal = changeable(actor, tonumber(ARGV[4]))
+  if not found then return refusal end
+  local i, head, kind, tail, message, muted = unpack(found)
   -- A shadow-muted member edits what only they see; their other messages
   -- are past editing, as far as they can tell.
   if muted == 'shadow' and kind ~= 's' then return {'over'} end
@@ -1160,13 +1170,9 @@ if op == 'react' then
   -- Puts the actor's emoji on a message the window holds, or takes it off
   -- (as confab_core::toggle_reaction).
   local actor = ARGV[3]
-  if acting(actor) == nil then return {'not_member'} end
-  local i, head, kind, tail, message = held(tonumber(ARGV[4]))
-  if not i then return {'old'} end
-  if kind == 's' and message.from.id ~= actor then return {'gone'} end
-  if message.deleted then return {'deleted'} end
-  local muted, left = muting(actor)
-  if muted == 'muted' then return {'muted', left} end
+  local found, refusal = changeable(actor, tonumber(ARGV[4]))
+  if not found then return refusal end
+  local i, head, kind, tail, message, muted = unpack(found)
   local user_json = redis.call('HGET', KEYS[2], actor)
   local user = cjson.decode(user_json)
   local emoji = ARGV[5]

@@ -45,6 +45,19 @@ impl std::fmt::Debug for ClusterRooms {
 }
 
 impl ClusterRooms {
+    /// Queues for the store a persistent room's message as a change left
+    /// it (an edit, a reaction), with the change's number.
+    fn store_change(&self, seat: &ClusterSeat, changed: Option<(Message, u64)>) {
+        if let Some((message, rev)) = changed
+            && seat.mirror.persistent()
+        {
+            let room = seat.mirror.code().to_owned();
+            let write =
+                confab_core::Write::Amend { room, message: std::sync::Arc::new(message), rev };
+            self.services.remember(write);
+        }
+    }
+
     /// Takes (or, held already by `holder`, extends) the cluster-wide lease
     /// `name` for `ttl`: whether `holder` holds it now. One node at a time
     /// holds a lease; one that stops holds it no longer once `ttl` passes.
@@ -410,16 +423,7 @@ impl RoomBackend for ClusterRooms {
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
         let changed = self.cluster.edit(code, actor, message.seq, body, edited).await?;
-        if let Some((message, rev)) = changed
-            && seat.mirror.persistent()
-        {
-            let write = confab_core::Write::Amend {
-                room: code.to_owned(),
-                message: std::sync::Arc::new(message),
-                rev,
-            };
-            self.services.remember(write);
-        }
+        self.store_change(seat, changed);
         Ok(())
     }
 
@@ -433,16 +437,7 @@ impl RoomBackend for ClusterRooms {
     ) -> Result<bool, ErrorBody> {
         let code = seat.mirror.code();
         let (on, changed) = self.cluster.react(code, actor, seq, emoji).await?;
-        if let Some((message, rev)) = changed
-            && seat.mirror.persistent()
-        {
-            let write = confab_core::Write::Amend {
-                room: code.to_owned(),
-                message: std::sync::Arc::new(message),
-                rev,
-            };
-            self.services.remember(write);
-        }
+        self.store_change(seat, changed);
         Ok(on)
     }
 

@@ -133,19 +133,12 @@ pub fn run(args: AdminArgs) -> ExitCode {
         eprintln!("confab: warning: the token crosses the network in the clear; use https://");
     }
     // The token goes only to a server whose certificate checks out.
-    let tls = if server.starts_with("https://") {
-        match crate::connect::client_config(args.ca.as_deref(), args.insecure) {
-            Ok(mut config) => {
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Some(std::sync::Arc::new(config))
-            }
-            Err(e) => {
-                eprintln!("confab: {e}");
-                return ExitCode::from(2);
-            }
+    let tls = match crate::http_client::tls_for(server, args.ca.as_deref(), args.insecure) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("confab: {e}");
+            return ExitCode::from(2);
         }
-    } else {
-        None
     };
     let authorization = format!("Bearer {}", token.trim());
     let mut headers = vec![("Authorization", authorization.as_str())];

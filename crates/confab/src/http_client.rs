@@ -139,6 +139,26 @@ fn tls_to(
     Ok(StreamOwned::new(connection, tcp))
 }
 
+/// The TLS client for `server`: `None` for `http://`; for `https://`, one
+/// that checks the certificate against `ca` or the system's bundle (or,
+/// `insecure`, not at all), speaking HTTP/1.1.
+///
+/// # Errors
+///
+/// A CA file or bundle that cannot be read, in words.
+pub fn tls_for(
+    server: &str,
+    ca: Option<&std::path::Path>,
+    insecure: bool,
+) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    if !server.starts_with("https://") {
+        return Ok(None);
+    }
+    let mut config = crate::connect::client_config(ca, insecure)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -62,19 +62,12 @@ pub fn run(args: PostArgs) -> ExitCode {
         })
         .collect();
     let url = format!("{server}/api/v1/rooms/{room}/messages");
-    let tls = if server.starts_with("https://") {
-        match crate::connect::client_config(args.ca.as_deref(), args.insecure) {
-            Ok(mut config) => {
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Some(std::sync::Arc::new(config))
-            }
-            Err(e) => {
-                eprintln!("confab: {e}");
-                return ExitCode::from(2);
-            }
+    let tls = match crate::http_client::tls_for(server, args.ca.as_deref(), args.insecure) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("confab: {e}");
+            return ExitCode::from(2);
         }
-    } else {
-        None
     };
     let mut message = json!({ "body": body });
     if let Some(subject) = args.subject {
