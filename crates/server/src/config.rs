@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Address for the terminal line protocol [default: 127.0.0.1:6789]
     #[arg(long, env = "CONFAB_TCP", value_name = "ADDR")]
     pub tcp: Option<String>,
+    /// Address for IRC clients (irssi, WeeChat, HexChat; 6667 is the usual port)
+    /// [default: off]
+    #[arg(long, env = "CONFAB_IRC", value_name = "ADDR")]
+    pub irc: Option<String>,
     /// Certificate chain (PEM) to serve HTTPS, WSS and the terminal protocol over TLS;
     /// read again on SIGHUP. Needs --tls-key
     #[arg(long, env = "CONFAB_TLS_CERT", value_name = "FILE")]
@@ -236,6 +240,8 @@ pub const ADMIN_TOKEN_MIN: usize = 24;
 pub struct Config {
     pub http: String,
     pub tcp: String,
+    /// IRC clients' address, when on.
+    pub irc: Option<String>,
     /// TLS on the HTTP and terminal listeners, when given.
     pub tls: Option<crate::tls::TlsFiles>,
     /// The audit log's file, when given.
@@ -270,6 +276,7 @@ impl Default for Config {
         Config {
             http: "127.0.0.1:8080".into(),
             tcp: "127.0.0.1:6789".into(),
+            irc: None,
             tls: None,
             audit_log: None,
             admin_token: None,
@@ -329,6 +336,7 @@ impl ServeArgs {
         let edge = args.edge(&defaults, hub.rates.limit_loopback)?;
         let http = listen_address("http", args.http.unwrap_or(defaults.http))?;
         let tcp = listen_address("tcp", args.tcp.unwrap_or(defaults.tcp))?;
+        let irc = args.irc.map(|irc| listen_address("irc", irc)).transpose()?;
         let metrics = args.metrics.map(|m| listen_address("metrics", m)).transpose()?;
         let tls = match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
@@ -378,6 +386,7 @@ impl ServeArgs {
             edge,
             http,
             tcp,
+            irc,
             metrics,
             data: args.data.unwrap_or(defaults.data),
             database: args.database,
@@ -682,6 +691,7 @@ impl ServeArgs {
         ServeArgs {
             http: self.http.or(lower.http),
             tcp: self.tcp.or(lower.tcp),
+            irc: self.irc.or(lower.irc),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             tls_handshake_rate: self.tls_handshake_rate.or(lower.tls_handshake_rate),

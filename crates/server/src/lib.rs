@@ -7,6 +7,7 @@ mod api;
 pub mod config;
 mod hooks;
 mod http;
+mod irc;
 mod lp;
 mod mem;
 mod metrics;
@@ -84,6 +85,7 @@ fn spread_of(drain: Duration) -> Duration {
 pub struct Server {
     http: SocketAddr,
     tcp: SocketAddr,
+    irc: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
     hub: Hub,
     edge: std::sync::Arc<admission::Edge>,
@@ -116,6 +118,15 @@ impl Server {
             format!("cannot listen for the terminal protocol on {}", config.tcp)
         })?;
         let tcp = tcp_listener.local_addr()?;
+        let irc_listener = match &config.irc {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for IRC on {addr}"))?,
+            ),
+            None => None,
+        };
+        let irc = irc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let metrics_listener = match &config.metrics {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
@@ -174,6 +185,9 @@ impl Server {
             hooks::Delivery { give_up: config.webhook_give_up, timeout: config.webhook_timeout };
         tokio::spawn(hooks::deliver(app.clone(), delivery, stop.clone()));
         tokio::spawn(tcp::listen(tcp_listener, app.clone()));
+        if let Some(listener) = irc_listener {
+            tokio::spawn(irc::listen(listener, app.clone()));
+        }
         tokio::spawn(mem::trim_after_bursts(stop.clone()));
         if certificates.is_some() {
             tokio::spawn(forget_idle_handshakes(app.edge.clone(), stop.clone()));
@@ -197,11 +211,14 @@ impl Server {
         }
         tracing::info!("http listening on {http}");
         tracing::info!("tcp listening on {tcp}");
+        if let Some(irc) = irc {
+            tracing::info!("irc listening on {irc}");
+        }
         tracing::info!("web chat at {}", web_address(http, certificates.is_some()));
         let router = http::router(app.clone(), metrics.is_none());
         let edge = app.edge.clone();
         let task = tokio::spawn(run(listener, router, app, stop.clone(), config.drain));
-        Ok(Server { http, tcp, metrics, hub, edge, certificates, stop, task })
+        Ok(Server { http, tcp, irc, metrics, hub, edge, certificates, stop, task })
     }
 
     /// The bound HTTP address (with the real port when 0 was asked for).
@@ -212,6 +229,11 @@ impl Server {
     /// The bound address of the terminal line protocol.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp
+    }
+
+    /// The bound address for IRC clients, when it is on.
+    pub fn irc_addr(&self) -> Option<SocketAddr> {
+        self.irc
     }
 
     /// The bound address of `/metrics`, when it has its own.

@@ -27,7 +27,7 @@ macro_rules! say {
 }
 
 mod command;
-mod line;
+pub(crate) mod line;
 mod render;
 
 use std::collections::HashMap;
@@ -240,7 +240,7 @@ where
 }
 
 /// What became of [`send_unless_closed`].
-enum Sent {
+pub(crate) enum Sent {
     /// Everything was written.
     Done,
     /// The client is gone or stopped reading.
@@ -255,7 +255,7 @@ enum Sent {
 /// A client that reads nothing stalls this write, and with it the session's
 /// loop: without the race, an outbox overflow or a shutdown would go
 /// unnoticed until [`WRITE_TIMEOUT`] ran out.
-async fn send_unless_closed<W: AsyncWrite + Unpin>(
+pub(crate) async fn send_unless_closed<W: AsyncWrite + Unpin>(
     writer: &mut W,
     out: &mut String,
     signal: &CloseSignal,
@@ -313,7 +313,7 @@ async fn write_counted<W: AsyncWrite + Unpin>(
 }
 
 /// Writes and clears `out`. False if the client is gone or stopped reading.
-async fn send<W: AsyncWrite + Unpin>(writer: &mut W, out: &mut String) -> bool {
+pub(crate) async fn send<W: AsyncWrite + Unpin>(writer: &mut W, out: &mut String) -> bool {
     let written = timeout(WRITE_TIMEOUT, async {
         writer.write_all(out.as_bytes()).await?;
         writer.flush().await

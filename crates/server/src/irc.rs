@@ -1,0 +1,806 @@
+//! IRC for the clients people already have (irssi, WeeChat, HexChat):
+//! the client side of the protocol, as modern.ircdocs.horse describes it,
+//! onto the same rooms. A room is a channel: `#main` is the board main,
+//! `#K7QX2M` the room of that code.
+//!
+//! As the terminal protocol does, each IRC connection is an ordinary hub
+//! [`Conn`]: a command becomes ops of the JSON protocol, and what the hub
+//! queues (replies and events, as JSON) becomes IRC lines. So an IRC user
+//! is a user like any other: the rooms' seats, bans, visibility, rates and
+//! grace hold for them, and they talk with web and terminal users.
+//!
+//! Registration: `CAP LS`/`REQ`/`END` (the capabilities `server-time`,
+//! `message-tags` and `echo-message`), `PASS` (a confab session token:
+//! the same user again, back in their seats within the grace), `NICK` and
+//! `USER`; then 001–005 and 422 (no MOTD). Joining a channel joins an
+//! existing room; IRC makes no rooms (the web chat or the protocol does).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use confab_core::Outbox;
+use confab_proto::{ClientOp, Request};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::time::{Instant, timeout};
+
+use crate::admission::Ticket;
+use crate::tcp::line::{Line, LineReader};
+use crate::tcp::{IDLE_TIMEOUT, LOGIN_TIMEOUT, Sent, WRITE_TIMEOUT, send, send_unless_closed};
+use crate::{App, Conn};
+
+/// The server's name in IRC lines.
+const SERVER: &str = "confab";
+/// The most bytes of a line from a client: IRC's 512, and the IRCv3
+/// allowance for tags.
+const LINE_BYTES: usize = 512 + 8191;
+/// The capabilities this server offers.
+const CAPS: &[&str] = &["server-time", "message-tags", "echo-message"];
+
+/// Accepts IRC connections until the server shuts down.
+pub(crate) async fn listen(listener: TcpListener, app: App) {
+    loop {
+        let accepted = tokio::select! {
+            () = app.draining.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let tracked = app.sockets.token();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    match app.edge.admit(peer.ip()) {
+                        Ok(ticket) => serve(stream, app, Some(peer.ip()), ticket).await,
+                        Err(refusal) => {
+                            let mut stream = stream;
+                            let mut out = format!("ERROR :{}\r\n", refusal.message());
+                            send(&mut stream, &mut out).await;
+                        }
+                    }
+                    drop(tracked);
+                });
+            }
+            Err(e) => {
+                tracing::warn!("irc accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Runs one IRC session until either side ends it.
+async fn serve<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    app: App,
+    peer: Option<IpAddr>,
+    ticket: Ticket,
+) {
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut lines = LineReader::new(reader, LINE_BYTES);
+    let (outbox, mut receiver) = Outbox::new(app.outbox);
+    let signal = receiver.signal();
+    let mut irc = Irc::new(Conn::open(&app.hub, outbox, peer));
+    metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "irc").increment(1.0);
+    let mut deadline = Instant::now() + LOGIN_TIMEOUT;
+    let farewell = loop {
+        if !irc.out.is_empty() {
+            match send_unless_closed(&mut writer, &mut irc.out, &signal, &app).await {
+                Sent::Done => {}
+                Sent::Gone => break None,
+                Sent::Interrupted(reason) => break Some(reason.as_str().to_owned()),
+            }
+        }
+        if irc.quit.is_some() && irc.pending.is_empty() {
+            break irc.quit.take();
+        }
+        tokio::select! {
+            biased;
+            reason = signal.closed() => break Some(reason.as_str().to_owned()),
+            frame = receiver.recv() => {
+                let Some(frame) = frame else { break Some("shutting down".into()) };
+                irc.frame(&frame);
+                while let Some(frame) = receiver.try_recv() {
+                    irc.frame(&frame);
+                }
+            }
+            line = lines.next_line(), if irc.quit.is_none() => {
+                match line {
+                    Ok(Some(Line::Complete(bytes))) => {
+                        let text = String::from_utf8_lossy(&bytes).into_owned();
+                        irc.line(&text).await;
+                    }
+                    Ok(Some(Line::TooLong(_))) => irc.numeric("417", &[], "Input line was too long"),
+                    Ok(None) | Err(_) => break None,
+                }
+                while let Some(frame) = receiver.try_recv() {
+                    irc.frame(&frame);
+                }
+                if irc.registered {
+                    deadline = Instant::now() + IDLE_TIMEOUT;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => break Some("ping timeout".into()),
+        }
+    };
+    if let Some(reason) = farewell {
+        irc.out.push_str(&format!("ERROR :Closing link: {}\r\n", clean(&reason)));
+        send(&mut writer, &mut irc.out).await;
+    }
+    let _ = timeout(WRITE_TIMEOUT, writer.shutdown()).await;
+    drop(irc);
+    metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "irc").decrement(1.0);
+    drop(ticket);
+}
+
+/// What a reply answers.
+#[derive(Debug, Clone)]
+enum Pending {
+    Hello,
+    Join(String),
+    Part(String),
+    Post { channel: String, text: String, notice: bool },
+    Names(String),
+    Who(String),
+    Topic(String),
+    SetTopic(String),
+    List,
+    Quiet,
+}
+
+/// An IRC user's side of a hub connection.
+struct Irc {
+    conn: Conn,
+    out: String,
+    nick: Option<String>,
+    user: bool,
+    pass: Option<String>,
+    /// CAP negotiation under way: registration waits for `CAP END`.
+    negotiating: bool,
+    caps: HashSet<&'static str>,
+    registered: bool,
+    /// This user's id once `hello` was answered.
+    me: Option<String>,
+    pending: HashMap<i64, Pending>,
+    next_id: i64,
+    /// Rooms joined, by code as the hub spells it: their titles.
+    titles: HashMap<String, String>,
+    quit: Option<String>,
+}
+
+/// Text safe on one IRC line: no CR, LF or NUL.
+fn clean(text: &str) -> String {
+    text.chars().map(|c| if matches!(c, '\r' | '\n' | '\0') { ' ' } else { c }).collect()
+}
+
+/// A confab name as an IRC nick: letters, digits and `[]\`_^{|}-`, the
+/// rest (spaces among them) as `_`; never empty or starting with a digit
+/// or `-`.
+pub(crate) fn nick_of(name: &str) -> String {
+    let mut nick: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "[]\\`_^{|}-".contains(c) { c } else { '_' })
+        .collect();
+    if nick.is_empty() || nick.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        nick.insert(0, '_');
+    }
+    nick
+}
+
+/// The room of a channel name (`#main` → `main`), if it is one.
+fn room_of(channel: &str) -> Option<&str> {
+    channel.strip_prefix('#').filter(|r| !r.is_empty() && r.len() <= 32)
+}
+
+fn channel_of(code: &str) -> String {
+    format!("#{code}")
+}
+
+/// Splits an IRC line into its command and parameters (tags and a
+/// source, if a client sends them, are dropped).
+fn parse(line: &str) -> Option<(String, Vec<String>)> {
+    let mut rest = line.trim_end_matches(['\r', '\n']);
+    if rest.starts_with('@') {
+        rest = rest.split_once(' ').map_or("", |(_, r)| r);
+    }
+    if rest.starts_with(':') {
+        rest = rest.split_once(' ').map_or("", |(_, r)| r);
+    }
+    let rest = rest.trim_start();
+    if rest.is_empty() {
+        return None;
+    }
+    let (head, trailing) = match rest.split_once(" :") {
+        Some((head, trailing)) => (head, Some(trailing)),
+        None => (rest, None),
+    };
+    let mut words = head.split(' ').filter(|w| !w.is_empty());
+    let command = words.next()?.to_ascii_uppercase();
+    let mut params: Vec<String> = words.map(str::to_owned).collect();
+    if let Some(trailing) = trailing {
+        params.push(trailing.to_owned());
+    }
+    Some((command, params))
+}
+
+impl Irc {
+    fn new(conn: Conn) -> Irc {
+        Irc {
+            conn,
+            out: String::new(),
+            nick: None,
+            user: false,
+            pass: None,
+            negotiating: false,
+            caps: HashSet::new(),
+            registered: false,
+            me: None,
+            pending: HashMap::new(),
+            next_id: 1,
+            titles: HashMap::new(),
+            quit: None,
+        }
+    }
+
+    fn nick(&self) -> &str {
+        self.nick.as_deref().unwrap_or("*")
+    }
+
+    fn say(&mut self, line: &str) {
+        self.out.push_str(line);
+        self.out.push_str("\r\n");
+    }
+
+    /// `:confab <code> <nick> <params…> :<text>`.
+    fn numeric(&mut self, code: &str, params: &[&str], text: &str) {
+        let mut line = format!(":{SERVER} {code} {}", self.nick());
+        for param in params {
+            line.push(' ');
+            line.push_str(param);
+        }
+        line.push_str(" :");
+        line.push_str(&clean(text));
+        self.say(&line);
+    }
+
+    /// The tags a line from the hub carries, for the capabilities asked.
+    fn tags(&self, ts: Option<&str>, msgid: Option<String>) -> String {
+        let mut tags = Vec::new();
+        if let Some(ts) = ts.filter(|_| self.caps.contains("server-time")) {
+            tags.push(format!("time={ts}"));
+        }
+        if let Some(id) = msgid.filter(|_| self.caps.contains("message-tags")) {
+            tags.push(format!("msgid={id}"));
+        }
+        if tags.is_empty() { String::new() } else { format!("@{} ", tags.join(";")) }
+    }
+
+    async fn request(&mut self, pending: Pending, op: ClientOp) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(id, pending);
+        self.conn.handle(Request { id: Some(id), op }).await;
+    }
+
+    /// Acts on one line from the client.
+    async fn line(&mut self, text: &str) {
+        let Some((command, params)) = parse(text) else { return };
+        let param = |i: usize| params.get(i).map(String::as_str);
+        match command.as_str() {
+            "CAP" => self.cap(param(0).unwrap_or(""), param(1).unwrap_or("")).await,
+            "PASS" => {
+                if let Some(pass) = param(0) {
+                    self.pass = Some(pass.to_owned());
+                }
+            }
+            "NICK" => match param(0) {
+                None => self.numeric("431", &[], "No nickname given"),
+                Some(_) if self.registered => self.numeric(
+                    "484",
+                    &[],
+                    "Your nickname is the one you chose when you connected",
+                ),
+                Some(nick) => {
+                    self.nick = Some(nick.to_owned());
+                    self.register().await;
+                }
+            },
+            "USER" => {
+                if params.len() < 4 {
+                    return self.numeric("461", &["USER"], "Not enough parameters");
+                }
+                self.user = true;
+                self.register().await;
+            }
+            "PING" => {
+                let token = clean(param(0).unwrap_or(SERVER));
+                self.say(&format!(":{SERVER} PONG {SERVER} :{token}"));
+            }
+            "PONG" => {}
+            "QUIT" => {
+                let rooms: Vec<String> = self.conn.rooms().map(str::to_owned).collect();
+                for room in rooms {
+                    self.request(Pending::Quiet, ClientOp::Leave { room }).await;
+                }
+                self.quit = Some(format!("Quit: {}", param(0).unwrap_or("")));
+            }
+            _ if !self.registered => self.numeric("451", &[], "You have not registered"),
+            "JOIN" => {
+                let Some(channels) = param(0) else {
+                    return self.numeric("461", &["JOIN"], "Not enough parameters");
+                };
+                for channel in channels.split(',').map(str::to_owned).collect::<Vec<_>>() {
+                    match room_of(&channel) {
+                        Some(room) => {
+                            let op =
+                                ClientOp::Join { room: room.to_owned(), since: None, rev: None };
+                            self.request(Pending::Join(channel.clone()), op).await;
+                        }
+                        None => self.numeric("403", &[&channel], "No such channel"),
+                    }
+                }
+            }
+            "PART" => {
+                let Some(channels) = param(0) else {
+                    return self.numeric("461", &["PART"], "Not enough parameters");
+                };
+                for channel in channels.split(',').map(str::to_owned).collect::<Vec<_>>() {
+                    let Some(room) = room_of(&channel) else {
+                        self.numeric("403", &[&channel], "No such channel");
+                        continue;
+                    };
+                    let op = ClientOp::Leave { room: room.to_owned() };
+                    self.request(Pending::Part(channel.clone()), op).await;
+                }
+            }
+            "PRIVMSG" | "NOTICE" => {
+                let notice = command == "NOTICE";
+                let (Some(target), Some(text)) = (param(0), param(1)) else {
+                    if !notice {
+                        self.numeric("412", &[], "No text to send");
+                    }
+                    return;
+                };
+                let Some(room) = room_of(target) else {
+                    if !notice {
+                        self.numeric("401", &[target], "Only channels (rooms) take messages here");
+                    }
+                    return;
+                };
+                // A CTCP ACTION (/me) is sent as its words.
+                let body = match text.strip_prefix("\u{1}ACTION ") {
+                    Some(action) => {
+                        format!("* {} {}", self.nick(), action.trim_end_matches('\u{1}'))
+                    }
+                    None => text.to_owned(),
+                };
+                let op = ClientOp::Post {
+                    room: room.to_owned(),
+                    body,
+                    subject: None,
+                    cid: None,
+                    reply: None,
+                };
+                let pending =
+                    Pending::Post { channel: target.to_owned(), text: text.to_owned(), notice };
+                self.request(pending, op).await;
+            }
+            "TOPIC" => {
+                let Some(channel) = param(0).map(str::to_owned) else {
+                    return self.numeric("461", &["TOPIC"], "Not enough parameters");
+                };
+                let Some(room) = room_of(&channel).map(str::to_owned) else {
+                    return self.numeric("403", &[&channel], "No such channel");
+                };
+                match param(1) {
+                    Some(title) => {
+                        let op = ClientOp::Title { room, title: title.to_owned() };
+                        self.request(Pending::SetTopic(channel), op).await;
+                    }
+                    None => self.request(Pending::Topic(channel), ClientOp::Members { room }).await,
+                }
+            }
+            "NAMES" => {
+                let Some(channel) = param(0).map(str::to_owned) else {
+                    return self.numeric("366", &["*"], "End of /NAMES list");
+                };
+                match room_of(&channel).map(str::to_owned) {
+                    Some(room) => {
+                        self.request(Pending::Names(channel), ClientOp::Members { room }).await
+                    }
+                    None => self.numeric("366", &[&channel], "End of /NAMES list"),
+                }
+            }
+            "WHO" => {
+                let mask = param(0).unwrap_or("*").to_owned();
+                match room_of(&mask).map(str::to_owned) {
+                    Some(room) => {
+                        self.request(Pending::Who(mask), ClientOp::Members { room }).await
+                    }
+                    None => self.numeric("315", &[&mask], "End of WHO list"),
+                }
+            }
+            "LIST" => self.request(Pending::List, ClientOp::Rooms).await,
+            "MODE" => {
+                let Some(target) = param(0).map(str::to_owned) else {
+                    return self.numeric("461", &["MODE"], "Not enough parameters");
+                };
+                if target.starts_with('#') {
+                    match param(1) {
+                        Some(b) if b.trim_start_matches('+') == "b" => {
+                            self.numeric("368", &[&target], "End of channel ban list");
+                        }
+                        Some(_) => {
+                            self.numeric("482", &[&target], "Modes are not changed from IRC")
+                        }
+                        None => {
+                            let nick = self.nick().to_owned();
+                            self.say(&format!(":{SERVER} 324 {nick} {target} +nt"));
+                        }
+                    }
+                } else {
+                    self.numeric("221", &[], "+");
+                }
+            }
+            "AWAY" => {
+                if params.is_empty() {
+                    self.numeric("305", &[], "You are no longer marked as being away");
+                } else {
+                    self.numeric("306", &[], "You have been marked as being away");
+                }
+            }
+            "MOTD" => self.numeric("422", &[], "MOTD File is missing"),
+            "WHOIS" | "USERHOST" | "ISON" | "INVITE" | "KICK" | "OPER" => {
+                self.numeric("421", &[&command], "Unknown command (not spoken here)");
+            }
+            _ => self.numeric("421", &[&command], "Unknown command"),
+        }
+    }
+
+    async fn cap(&mut self, sub: &str, args: &str) {
+        match sub.to_ascii_uppercase().as_str() {
+            "LS" => {
+                self.negotiating = !self.registered;
+                let nick = self.nick().to_owned();
+                self.say(&format!(":{SERVER} CAP {nick} LS :{}", CAPS.join(" ")));
+            }
+            "REQ" => {
+                self.negotiating = !self.registered;
+                let asked: Vec<&str> = args.split(' ').filter(|c| !c.is_empty()).collect();
+                let known = asked.iter().all(|c| CAPS.contains(&c.trim_start_matches('-')));
+                let nick = self.nick().to_owned();
+                if known {
+                    for cap in &asked {
+                        match cap.strip_prefix('-') {
+                            Some(off) => {
+                                self.caps.retain(|c| *c != off);
+                            }
+                            None => {
+                                if let Some(on) = CAPS.iter().find(|c| *c == cap) {
+                                    self.caps.insert(on);
+                                }
+                            }
+                        }
+                    }
+                    self.say(&format!(":{SERVER} CAP {nick} ACK :{args}"));
+                } else {
+                    self.say(&format!(":{SERVER} CAP {nick} NAK :{args}"));
+                }
+            }
+            "LIST" => {
+                let nick = self.nick().to_owned();
+                let on: Vec<&str> = self.caps.iter().copied().collect();
+                self.say(&format!(":{SERVER} CAP {nick} LIST :{}", on.join(" ")));
+            }
+            "END" => {
+                self.negotiating = false;
+                self.register().await;
+            }
+            other => self.numeric("410", &[other], "Invalid CAP command"),
+        }
+    }
+
+    /// Says `hello` once NICK and USER are in (and CAP is done).
+    async fn register(&mut self) {
+        if self.registered
+            || self.negotiating
+            || !self.user
+            || self.pending.values().any(|p| matches!(p, Pending::Hello))
+        {
+            return;
+        }
+        let Some(nick) = self.nick.clone() else { return };
+        let hello =
+            ClientOp::Hello { name: nick, session: self.pass.clone(), resume: None, pow: None };
+        self.request(Pending::Hello, hello).await;
+    }
+
+    /// Writes out one frame the hub queued.
+    fn frame(&mut self, frame: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<Value>(frame) else { return };
+        if let Some(re) = value["re"].as_i64() {
+            let Some(pending) = self.pending.remove(&re) else { return };
+            if value["ok"] == true {
+                self.answered(pending, &value);
+            } else {
+                self.refused(pending, &value["error"]);
+            }
+        } else {
+            self.event(&value);
+        }
+    }
+
+    fn welcome(&mut self, hello: &Value) {
+        self.registered = true;
+        self.me = hello["user"]["id"].as_str().map(str::to_owned);
+        let nick = self.nick().to_owned();
+        let version = env!("CARGO_PKG_VERSION");
+        self.numeric("001", &[], &format!("Welcome to confab, {nick}"));
+        self.numeric("002", &[], &format!("Your host is {SERVER}, running version {version}"));
+        self.numeric("003", &[], "This server speaks IRC onto confab's rooms");
+        self.say(&format!(":{SERVER} 004 {nick} {SERVER} {version} i nt"));
+        self.say(&format!(
+            ":{SERVER} 005 {nick} CHANTYPES=# CASEMAPPING=ascii NICKLEN=32 CHANNELLEN=33 \
+             TOPICLEN=80 NETWORK=confab PREFIX=(qo)~@ CHANMODES=,,,nt :are supported by this server"
+        ));
+        self.numeric("422", &[], "MOTD File is missing");
+        if let Some(session) = hello["session"].as_str() {
+            let note = format!(
+                "your confab session is {session}: connect with PASS {session} to come back as yourself"
+            );
+            self.say(&format!(":{SERVER} NOTICE {nick} :{note}"));
+        }
+    }
+
+    fn names(&mut self, channel: &str, members: &Value, roles: &Value) {
+        let mut names: Vec<String> = members
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|u| {
+                        let prefix = match roles[u["id"].as_str().unwrap_or("")].as_str() {
+                            Some("owner") => "~",
+                            Some("moderator") => "@",
+                            _ => "",
+                        };
+                        format!("{prefix}{}", nick_of(u["name"].as_str().unwrap_or("")))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        let nick = self.nick().to_owned();
+        for chunk in names.chunks(40) {
+            self.say(&format!(":{SERVER} 353 {nick} = {channel} :{}", chunk.join(" ")));
+        }
+        self.numeric("366", &[channel], "End of /NAMES list");
+    }
+
+    fn answered(&mut self, pending: Pending, reply: &Value) {
+        let me = self.nick().to_owned();
+        match pending {
+            Pending::Hello => self.welcome(reply),
+            Pending::Join(_) => {
+                let code = reply["room"]["code"].as_str().unwrap_or("").to_owned();
+                let channel = channel_of(&code);
+                let title = reply["room"]["title"].as_str().unwrap_or("").to_owned();
+                self.titles.insert(code, title.clone());
+                self.say(&format!(
+                    ":{me}!{}@{SERVER} JOIN {channel}",
+                    self.me.clone().unwrap_or_default()
+                ));
+                self.numeric("332", &[&channel], &title);
+                self.names(&channel, &reply["members"], &reply["roles"]);
+                // The room's recent messages, as history a client shows.
+                for message in reply["messages"].as_array().cloned().unwrap_or_default() {
+                    self.message(&message, false);
+                }
+            }
+            Pending::Part(channel) => {
+                let id = self.me.clone().unwrap_or_default();
+                self.say(&format!(":{me}!{id}@{SERVER} PART {channel}"));
+            }
+            Pending::Post { channel, text, notice } => {
+                if self.caps.contains("echo-message") {
+                    let id = self.me.clone().unwrap_or_default();
+                    let message = &reply["message"];
+                    let tags = self.tags(message["ts"].as_str(), msgid(message));
+                    let verb = if notice { "NOTICE" } else { "PRIVMSG" };
+                    self.say(&format!(
+                        "{tags}:{me}!{id}@{SERVER} {verb} {channel} :{}",
+                        clean(&text)
+                    ));
+                }
+            }
+            Pending::Names(channel) => self.names(&channel, &reply["members"], &reply["roles"]),
+            Pending::Who(channel) => {
+                for user in reply["members"].as_array().cloned().unwrap_or_default() {
+                    let nick = nick_of(user["name"].as_str().unwrap_or(""));
+                    let id = user["id"].as_str().unwrap_or("");
+                    let name = clean(user["name"].as_str().unwrap_or(""));
+                    self.say(&format!(
+                        ":{SERVER} 352 {me} {channel} {id} {SERVER} {SERVER} {nick} H :0 {name}"
+                    ));
+                }
+                self.numeric("315", &[&channel], "End of WHO list");
+            }
+            Pending::Topic(channel) => {
+                let code = room_of(&channel).unwrap_or("");
+                let title = self
+                    .titles
+                    .iter()
+                    .find(|(c, _)| c.eq_ignore_ascii_case(code))
+                    .map(|(_, t)| t.clone());
+                match title {
+                    Some(title) => self.numeric("332", &[&channel], &title),
+                    None => self.numeric("331", &[&channel], "No topic is set"),
+                }
+            }
+            Pending::SetTopic(_) | Pending::Quiet => {}
+            Pending::List => {
+                self.numeric("321", &["Channel"], "Users  Name");
+                for room in reply["rooms"].as_array().cloned().unwrap_or_default() {
+                    let channel = channel_of(room["code"].as_str().unwrap_or(""));
+                    let users = room["members"].as_u64().unwrap_or(0).to_string();
+                    let title = room["title"].as_str().unwrap_or("").to_owned();
+                    self.numeric("322", &[&channel, &users], &title);
+                }
+                self.numeric("323", &[], "End of /LIST");
+            }
+        }
+    }
+
+    fn refused(&mut self, pending: Pending, error: &Value) {
+        let code = error["code"].as_str().unwrap_or("");
+        let text = error["message"].as_str().unwrap_or("refused").to_owned();
+        match pending {
+            Pending::Hello => {
+                let nick = self.nick.take().unwrap_or_default();
+                match code {
+                    "bad_request" => self.numeric("432", &[&nick], &text),
+                    _ => self.numeric("465", &[], &text),
+                }
+            }
+            Pending::Join(channel) => match code {
+                "room_full" => self.numeric("471", &[&channel], &text),
+                "forbidden" => self.numeric("474", &[&channel], &text),
+                "name_taken" => self.numeric("433", &[self.nick().to_owned().as_str()], &text),
+                "not_found" => self.numeric(
+                    "403",
+                    &[&channel],
+                    "No such channel (IRC joins rooms that exist; make one in the web chat)",
+                ),
+                _ => self.numeric("479", &[&channel], &text),
+            },
+            Pending::Part(channel) => {
+                self.numeric("442", &[&channel], "You're not on that channel")
+            }
+            Pending::Post { channel, notice, .. } => {
+                if !notice {
+                    let text = if code == "not_member" {
+                        "Cannot send to channel (join it first)".into()
+                    } else {
+                        text
+                    };
+                    self.numeric("404", &[&channel], &text);
+                }
+            }
+            Pending::SetTopic(channel) => match code {
+                "forbidden" => {
+                    self.numeric("482", &[&channel], "You're not the room's owner or a moderator")
+                }
+                _ => self.numeric("442", &[&channel], &text),
+            },
+            Pending::Names(channel) | Pending::Who(channel) | Pending::Topic(channel) => {
+                self.numeric("442", &[&channel], "You're not on that channel");
+            }
+            Pending::List | Pending::Quiet => {}
+        }
+    }
+
+    /// A message of a room, as PRIVMSG lines (one per line of its body).
+    fn message(&mut self, message: &Value, live: bool) {
+        let _ = live;
+        let from = &message["from"];
+        let nick = nick_of(from["name"].as_str().unwrap_or(""));
+        let id = from["id"].as_str().unwrap_or("");
+        let channel = channel_of(message["room"].as_str().unwrap_or(""));
+        let tags = self.tags(message["ts"].as_str(), msgid(message));
+        if message["deleted"] == true {
+            return self.say(&format!("{tags}:{nick}!{id}@{SERVER} NOTICE {channel} :(deleted)"));
+        }
+        let mut body = message["body"].as_str().unwrap_or("").to_owned();
+        if let Some(subject) = message["subject"].as_str() {
+            body = format!("[{subject}] {body}");
+        }
+        for line in body.split('\n').filter(|l| !l.trim().is_empty()) {
+            self.say(&format!("{tags}:{nick}!{id}@{SERVER} PRIVMSG {channel} :{}", clean(line)));
+        }
+    }
+
+    /// An event of a room, as IRC lines.
+    fn event(&mut self, event: &Value) {
+        let room = event["room"].as_str().unwrap_or("");
+        let channel = channel_of(room);
+        let user = &event["user"];
+        let nick = nick_of(user["name"].as_str().unwrap_or(""));
+        let id = user["id"].as_str().unwrap_or("");
+        match event["ev"].as_str().unwrap_or("") {
+            "message" => self.message(&event["message"], true),
+            "join" => self.say(&format!(":{nick}!{id}@{SERVER} JOIN {channel}")),
+            "leave" => {
+                let reason = event["reason"].as_str().unwrap_or("left");
+                self.say(&format!(":{nick}!{id}@{SERVER} PART {channel} :{reason}"));
+            }
+            "title" => {
+                let title = clean(event["title"].as_str().unwrap_or(""));
+                self.titles.insert(room.to_owned(), title.clone());
+                self.say(&format!(":{nick}!{id}@{SERVER} TOPIC {channel} :{title}"));
+            }
+            "edited" => {
+                let message = &event["message"];
+                let nick = nick_of(message["from"]["name"].as_str().unwrap_or(""));
+                let first =
+                    message["body"].as_str().unwrap_or("").lines().next().unwrap_or("").to_owned();
+                self.say(&format!(
+                    ":{SERVER} NOTICE {channel} :{nick} edited a message: {}",
+                    clean(&first)
+                ));
+            }
+            "deleted" => {
+                let by = nick_of(event["by"]["name"].as_str().unwrap_or(""));
+                self.say(&format!(":{SERVER} NOTICE {channel} :a message was deleted by {by}"));
+            }
+            "closed" => {
+                let me = self.nick().to_owned();
+                let reason = event["reason"].as_str().unwrap_or("closed");
+                self.say(&format!(":{SERVER} KICK {channel} {me} :{reason}"));
+            }
+            "notice" => {
+                let text = clean(event["text"].as_str().unwrap_or(""));
+                self.say(&format!(":{SERVER} NOTICE {channel} :{text}"));
+            }
+            "error" => {
+                let text = event["error"]["message"].as_str().unwrap_or("").to_owned();
+                let me = self.nick().to_owned();
+                self.say(&format!(":{SERVER} NOTICE {me} :{}", clean(&text)));
+            }
+            // Typing, reactions, roles, locks, mutes and slow mode have no
+            // IRC line every client shows.
+            _ => {}
+        }
+    }
+}
+
+/// A message's id for the `msgid` tag: its room and seq.
+fn msgid(message: &Value) -> Option<String> {
+    Some(format!("{}-{}", message["room"].as_str()?, message["seq"].as_u64()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_into_command_and_parameters() {
+        let (command, params) = parse("@label=x :me PRIVMSG #main :hello there").unwrap();
+        assert_eq!(
+            (command.as_str(), params),
+            ("PRIVMSG", vec!["#main".to_owned(), "hello there".to_owned()])
+        );
+        let (command, params) = parse("join #a,#b").unwrap();
+        assert_eq!((command.as_str(), params), ("JOIN", vec!["#a,#b".to_owned()]));
+        assert_eq!(parse("   "), None);
+    }
+
+    #[test]
+    fn names_become_nicks() {
+        assert_eq!(nick_of("Ann"), "Ann");
+        assert_eq!(nick_of("Ann Lee"), "Ann_Lee");
+        assert_eq!(nick_of("9lives"), "_9lives");
+        assert_eq!(nick_of("Zoë"), "Zo_");
+        assert_eq!(nick_of(""), "_");
+    }
+}

@@ -1,0 +1,182 @@
+//! IRC against the real server, with raw lines as a client sends them:
+//! registration with CAP, the numerics clients wait for, a channel shared
+//! with a WebSocket user both ways, server-time and echo-message, and the
+//! numerics for what cannot be done.
+
+mod common;
+
+use common::{join, start_with};
+use confab_client::WAIT;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+struct Client {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Client {
+        let (reader, writer) = TcpStream::connect(addr).await.unwrap().into_split();
+        Client { reader: BufReader::new(reader), writer }
+    }
+
+    async fn send(&mut self, line: &str) {
+        self.writer.write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
+    }
+
+    async fn line(&mut self) -> String {
+        let mut line = String::new();
+        let read = tokio::time::timeout(WAIT, self.reader.read_line(&mut line)).await;
+        assert!(read.expect("a line within the wait").unwrap() > 0, "the connection ended");
+        assert!(line.ends_with("\r\n"), "{line:?}");
+        line.truncate(line.len() - 2);
+        line
+    }
+
+    /// Lines up to and including the first that contains `needle`.
+    async fn until(&mut self, needle: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line().await;
+            let done = line.contains(needle);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_irc_user_registers_joins_and_talks_with_a_web_user() {
+    let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
+    let addr = server.server.irc_addr().expect("irc is on");
+    let mut irc = Client::connect(addr).await;
+    irc.send("CAP LS 302").await;
+    assert_eq!(irc.line().await, ":confab CAP * LS :server-time message-tags echo-message");
+    irc.send("NICK bob").await;
+    irc.send("USER bob 0 * :Bob B").await;
+    irc.send("CAP REQ :server-time echo-message").await;
+    assert_eq!(irc.line().await, ":confab CAP bob ACK :server-time echo-message");
+    irc.send("CAP REQ :sasl").await;
+    assert_eq!(irc.line().await, ":confab CAP bob NAK :sasl");
+    irc.send("CAP END").await;
+    let welcome = irc.until(" 422 ").await;
+    for code in ["001", "002", "003", "004", "005"] {
+        assert!(
+            welcome.iter().any(|l| l.starts_with(&format!(":confab {code} bob "))),
+            "{code}: {welcome:?}"
+        );
+    }
+    let isupport = welcome.iter().find(|l| l.contains(" 005 ")).unwrap();
+    assert!(isupport.contains("CHANTYPES=#") && isupport.contains("NETWORK=confab"), "{isupport}");
+    let session = irc.line().await;
+    assert!(session.contains("connect with PASS "), "{session}");
+    irc.send("PING :abc").await;
+    assert_eq!(irc.line().await, ":confab PONG confab :abc");
+
+    // A channel is a room; a web user is in it.
+    let mut ann = server.client("Ann").await;
+    join(&mut ann, "main").await;
+    ann.ok(json!({"op": "post", "room": "main", "body": "before you came"})).await.unwrap();
+    irc.send("JOIN #main").await;
+    let joined = irc.until(" 366 ").await;
+    assert!(joined[0].starts_with(":bob!u_") && joined[0].ends_with(" JOIN #main"), "{joined:?}");
+    assert!(joined.iter().any(|l| l == ":confab 332 bob #main :Main board"), "{joined:?}");
+    assert!(joined.iter().any(|l| l.starts_with(":confab 353 bob = #main :")
+        && l.contains("Ann")
+        && l.contains("bob")));
+    // The board's backlog, with its time.
+    let backlog = irc.line().await;
+    assert!(
+        backlog.starts_with("@time=20") && backlog.ends_with(" PRIVMSG #main :before you came"),
+        "{backlog}"
+    );
+    assert_eq!(ann.event("join").await.unwrap()["user"]["name"], "bob");
+
+    // Both ways, multi-line bodies as several lines.
+    ann.ok(json!({"op": "post", "room": "main", "body": "hello irc\nsecond line"})).await.unwrap();
+    let first = irc.line().await;
+    assert!(
+        first.starts_with("@time=")
+            && first.contains(":Ann!u_")
+            && first.ends_with("PRIVMSG #main :hello irc"),
+        "{first}"
+    );
+    assert!(irc.line().await.ends_with("PRIVMSG #main :second line"));
+    irc.send("PRIVMSG #main :hello web").await;
+    let heard = ann.event("message").await.unwrap();
+    assert_eq!(
+        (&heard["message"]["body"], &heard["message"]["from"]["name"]),
+        (&json!("hello web"), &json!("bob"))
+    );
+    let echoed = irc.line().await;
+    assert!(echoed.starts_with("@time=") && echoed.contains(":bob!u_"), "{echoed}");
+    assert!(echoed.ends_with(" PRIVMSG #main :hello web"), "echo-message: {echoed}");
+    irc.send("PRIVMSG #main :\u{1}ACTION waves\u{1}").await;
+    assert_eq!(ann.event("message").await.unwrap()["message"]["body"], "* bob waves");
+    irc.line().await;
+
+    // What cannot be done: each its numeric, and the session goes on.
+    irc.send("JOIN #NOSUCH").await;
+    assert!(irc.line().await.starts_with(":confab 403 bob #NOSUCH :No such channel"));
+    irc.send("FROB").await;
+    assert_eq!(irc.line().await, ":confab 421 bob FROB :Unknown command");
+    irc.send("PRIVMSG #other :x").await;
+    assert!(irc.line().await.starts_with(":confab 404 bob #other :"));
+    irc.send("TOPIC #main :new title").await;
+    assert!(irc.line().await.starts_with(":confab 482 bob #main"));
+    irc.send("MODE #main").await;
+    assert_eq!(irc.line().await, ":confab 324 bob #main +nt");
+    irc.send("WHO #main").await;
+    let who = irc.until(" 315 ").await;
+    assert!(
+        who.iter().any(|l| l.starts_with(":confab 352 bob #main ") && l.contains(" Ann H :0 Ann")),
+        "{who:?}"
+    );
+    irc.send("LIST").await;
+    let list = irc.until(" 323 ").await;
+    assert!(list.iter().any(|l| l.starts_with(":confab 322 bob #main ")), "{list:?}");
+
+    // Leaving, and quitting.
+    irc.send("PART #main").await;
+    assert!(irc.line().await.ends_with(" PART #main"));
+    let left = ann.event("leave").await.unwrap();
+    assert_eq!((&left["user"]["name"], &left["reason"]), (&json!("bob"), &json!("left")));
+    irc.send("QUIT :bye").await;
+    assert!(irc.line().await.starts_with("ERROR :Closing link: Quit: bye"));
+}
+
+#[tokio::test]
+async fn registration_comes_first_and_pass_brings_the_same_user_back() {
+    let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
+    let addr = server.server.irc_addr().unwrap();
+    let mut irc = Client::connect(addr).await;
+    irc.send("JOIN #main").await;
+    assert_eq!(irc.line().await, ":confab 451 * :You have not registered");
+    irc.send("NICK x y").await;
+    irc.send("USER a").await;
+    assert_eq!(irc.line().await, ":confab 461 x USER :Not enough parameters");
+    irc.send("NICK   ").await;
+    assert_eq!(irc.line().await, ":confab 431 x :No nickname given");
+    irc.send("USER cy 0 * :Cy").await;
+    let welcome = irc.until(" 422 ").await;
+    assert!(welcome[0].starts_with(":confab 001 x "), "{welcome:?}");
+    let note = irc.line().await;
+    let token = note.split("PASS ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    irc.send("JOIN #main").await;
+    let joined = irc.until(" 366 ").await;
+    let id = joined[0].split('!').nth(1).unwrap().split('@').next().unwrap().to_owned();
+    drop(irc);
+    let mut again = Client::connect(addr).await;
+    again.send(&format!("PASS {token}")).await;
+    again.send("NICK x").await;
+    again.send("USER x 0 * :x").await;
+    again.until(" 422 ").await;
+    again.line().await;
+    again.send("JOIN #main").await;
+    let joined = again.until(" 366 ").await;
+    assert!(joined[0].contains(&format!("!{id}@")), "the same user: {joined:?}");
+}
