@@ -180,3 +180,66 @@ async fn registration_comes_first_and_pass_brings_the_same_user_back() {
     let joined = again.until(" 366 ").await;
     assert!(joined[0].contains(&format!("!{id}@")), "the same user: {joined:?}");
 }
+
+/// tmux with its own server socket, so the test's session is apart from
+/// any other.
+fn tmux(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("tmux").arg("-S").arg(socket).args(args).output().expect("tmux runs")
+}
+
+#[tokio::test]
+#[ignore = "needs irssi and tmux (.ci/services installs them)"]
+async fn irssi_in_tmux_talks_with_a_web_user() {
+    for tool in ["irssi", "tmux"] {
+        let found =
+            std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "{tool} is not installed: this test needs it"
+        );
+    }
+    let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
+    let port = server.server.irc_addr().unwrap().port().to_string();
+    let mut ann = server.client("Ann").await;
+    join(&mut ann, "main").await;
+    let home = tempfile::tempdir().unwrap();
+    let socket = home.path().join("tmux.sock");
+    let command =
+        format!("irssi --home={} -c 127.0.0.1 -p {port} -n irssiuser", home.path().display());
+    let started =
+        tmux(&socket, &["new-session", "-d", "-s", "irc", "-x", "160", "-y", "40", &command]);
+    assert!(started.status.success(), "{started:?}");
+    let keys = |text: &str| {
+        let sent = tmux(&socket, &["send-keys", "-t", "irc", text, "Enter"]);
+        assert!(sent.status.success());
+    };
+    let screen = || {
+        String::from_utf8_lossy(&tmux(&socket, &["capture-pane", "-p", "-t", "irc"]).stdout)
+            .into_owned()
+    };
+    // Registered once the welcome is shown; then join the board.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !screen().contains("Welcome to confab") {
+        assert!(std::time::Instant::now() < deadline, "irssi registers: {}", screen());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    keys("/join #main");
+    let joined = ann.event("join").await.unwrap();
+    assert_eq!(joined["user"]["name"], "irssiuser");
+    ann.ok(json!({"op": "post", "room": "main", "body": "hello from the web"})).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !screen().contains("hello from the web") {
+        assert!(std::time::Instant::now() < deadline, "irssi shows the message: {}", screen());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    keys("hello from irssi");
+    let heard = ann.event("message").await.unwrap();
+    assert_eq!(
+        (&heard["message"]["body"], &heard["message"]["from"]["name"]),
+        (&json!("hello from irssi"), &json!("irssiuser"))
+    );
+    keys("/quit");
+    let left = ann.event("leave").await.unwrap();
+    assert_eq!(left["user"]["name"], "irssiuser");
+    let _ = tmux(&socket, &["kill-server"]);
+}
