@@ -243,3 +243,36 @@ async fn irssi_in_tmux_talks_with_a_web_user() {
     assert_eq!(left["user"]["name"], "irssiuser");
     let _ = tmux(&socket, &["kill-server"]);
 }
+
+#[tokio::test]
+#[ignore = "needs python3 with the irc package from PyPI (.ci/services installs it)"]
+async fn an_independent_python_irc_client_talks_with_a_web_user() {
+    let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
+    let port = server.server.irc_addr().unwrap().port().to_string();
+    let mut ann = server.client("Ann").await;
+    join(&mut ann, "main").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/irc_client.py");
+    let child = tokio::process::Command::new("python3")
+        .args([script, "127.0.0.1", &port])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let heard = ann.event("message").await.unwrap();
+    assert_eq!(
+        (&heard["message"]["body"], &heard["message"]["from"]["name"]),
+        (&json!("hello from python"), &json!("pyuser"))
+    );
+    ann.ok(json!({"op": "post", "room": "main", "body": "hello from the web"})).await.unwrap();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the client ends")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("GOT hello from the web"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
