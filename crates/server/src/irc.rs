@@ -13,7 +13,7 @@
 //! `message-tags` and `echo-message`), `PASS` (a confab session token:
 //! the same user again, back in their seats within the grace), `NICK` and
 //! `USER`; then 001–005 and 422 (no MOTD). Joining a channel joins an
-//! existing room; IRC makes no rooms (the web chat or the protocol does).
+//! existing room; a room is made with `/msg confab create [title]`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -52,13 +52,26 @@ pub(crate) async fn listen(listener: TcpListener, app: App) {
                 let tracked = app.sockets.token();
                 let app = app.clone();
                 tokio::spawn(async move {
-                    match app.edge.admit(peer.ip()) {
-                        Ok(ticket) => serve(stream, app, Some(peer.ip()), ticket).await,
-                        Err(refusal) => {
+                    // TLS with the server's certificate when it has one, as
+                    // the terminal protocol.
+                    match (app.edge.admit(peer.ip()), app.terminal_tls.clone()) {
+                        (Ok(ticket), None) => serve(stream, app, Some(peer.ip()), ticket).await,
+                        (Ok(_), Some(_)) if !app.edge.allow_handshake(peer.ip()) => {}
+                        (Ok(ticket), Some(tls)) => {
+                            let stream = tokio::select! {
+                                stream = tls.accept(stream) => stream,
+                                () = app.draining.cancelled() => None,
+                            };
+                            if let Some(stream) = stream {
+                                serve(stream, app, Some(peer.ip()), ticket).await;
+                            }
+                        }
+                        (Err(refusal), None) => {
                             let mut stream = stream;
                             let mut out = format!("ERROR :{}\r\n", refusal.message());
                             send(&mut stream, &mut out).await;
                         }
+                        (Err(_), Some(_)) => {}
                     }
                     drop(tracked);
                 });
@@ -135,9 +148,43 @@ async fn serve<S: AsyncRead + AsyncWrite>(
     drop(ticket);
 }
 
+/// The value of client tag `name` on a raw line, if it has it.
+fn client_tag<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let tags = line.strip_prefix('@')?.split(' ').next()?;
+    tags.split(';').find_map(|tag| {
+        let (key, value) = tag.split_once('=').unwrap_or((tag, ""));
+        (key == name).then_some(value)
+    })
+}
+
+/// Cuts a line of text into pieces of at most `bytes` bytes, at character
+/// boundaries (at a space when there is one near the end).
+fn pieces(text: &str, bytes: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > bytes {
+        let mut cut = bytes;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if let Some(space) = rest[..cut].rfind(' ').filter(|&s| s > cut / 2) {
+            cut = space + 1;
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    out.push(rest);
+    out
+}
+
+/// The most bytes of message text in one PRIVMSG line, leaving room for
+/// the prefix, the channel and the tags within IRC's 512.
+const TEXT_BYTES: usize = 350;
+
 /// What a reply answers.
 #[derive(Debug, Clone)]
 enum Pending {
+    Create,
     Hello,
     Join(String),
     Part(String),
@@ -363,6 +410,9 @@ impl Irc {
                     }
                     return;
                 };
+                if target.eq_ignore_ascii_case(SERVER) && !notice {
+                    return self.service(text).await;
+                }
                 let Some(room) = room_of(target) else {
                     if !notice {
                         self.numeric("401", &[target], "Only channels (rooms) take messages here");
@@ -452,6 +502,17 @@ impl Irc {
                 }
             }
             "MOTD" => self.numeric("422", &[], "MOTD File is missing"),
+            // `@+typing=active TAGMSG #room`: typing, as IRCv3's client tag.
+            "TAGMSG" => {
+                let (Some(target), Some(typing)) = (param(0), client_tag(text, "+typing")) else {
+                    return;
+                };
+                if let Some(room) = room_of(target) {
+                    let active = typing == "active";
+                    let op = ClientOp::Typing { room: room.to_owned(), active };
+                    self.request(Pending::Quiet, op).await;
+                }
+            }
             "WHOIS" | "USERHOST" | "ISON" | "INVITE" | "KICK" | "OPER" => {
                 self.numeric("421", &[&command], "Unknown command (not spoken here)");
             }
@@ -582,6 +643,13 @@ impl Irc {
         let me = self.nick().to_owned();
         match pending {
             Pending::Hello => self.welcome(reply),
+            Pending::Create => {
+                let code = reply["room"]["code"].as_str().unwrap_or("");
+                let text = format!(
+                    "room #{code} is made: /join #{code} (only you and those you give the code to can find it)"
+                );
+                self.say(&format!(":{SERVER}!{SERVER}@{SERVER} NOTICE {me} :{text}"));
+            }
             Pending::Join(_) => {
                 let code = reply["room"]["code"].as_str().unwrap_or("").to_owned();
                 let channel = channel_of(&code);
@@ -696,7 +764,36 @@ impl Irc {
             Pending::Names(channel) | Pending::Who(channel) | Pending::Topic(channel) => {
                 self.numeric("442", &[&channel], "You're not on that channel");
             }
+            Pending::Create => {
+                let me = self.nick().to_owned();
+                self.say(&format!(":{SERVER}!{SERVER}@{SERVER} NOTICE {me} :{}", clean(&text)));
+            }
             Pending::List | Pending::Quiet => {}
+        }
+    }
+
+    /// A message to the service user `confab`: `create [title]` makes a
+    /// room (IRC makes none by joining), `help` says so.
+    async fn service(&mut self, text: &str) {
+        let (word, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+        match word.to_ascii_lowercase().as_str() {
+            "create" => {
+                let title = Some(rest.trim().to_owned()).filter(|t| !t.is_empty());
+                let op = ClientOp::Create {
+                    title,
+                    capacity: None,
+                    retention: None,
+                    backlog: None,
+                    public: None,
+                };
+                self.request(Pending::Create, op).await;
+            }
+            _ => {
+                let me = self.nick().to_owned();
+                let help =
+                    "/msg confab create [title] makes a private room and tells you its channel";
+                self.say(&format!(":{SERVER}!{SERVER}@{SERVER} NOTICE {me} :{help}"));
+            }
         }
     }
 
@@ -716,7 +813,12 @@ impl Irc {
             body = format!("[{subject}] {body}");
         }
         for line in body.split('\n').filter(|l| !l.trim().is_empty()) {
-            self.say(&format!("{tags}:{nick}!{id}@{SERVER} PRIVMSG {channel} :{}", clean(line)));
+            for piece in pieces(line, TEXT_BYTES) {
+                self.say(&format!(
+                    "{tags}:{nick}!{id}@{SERVER} PRIVMSG {channel} :{}",
+                    clean(piece)
+                ));
+            }
         }
     }
 
@@ -758,6 +860,10 @@ impl Irc {
                 let reason = event["reason"].as_str().unwrap_or("closed");
                 self.say(&format!(":{SERVER} KICK {channel} {me} :{reason}"));
             }
+            "typing" if self.caps.contains("message-tags") => {
+                let state = if event["active"] == true { "active" } else { "done" };
+                self.say(&format!("@+typing={state} :{nick}!{id}@{SERVER} TAGMSG {channel}"));
+            }
             "notice" => {
                 let text = clean(event["text"].as_str().unwrap_or(""));
                 self.say(&format!(":{SERVER} NOTICE {channel} :{text}"));
@@ -793,6 +899,18 @@ mod tests {
         let (command, params) = parse("join #a,#b").unwrap();
         assert_eq!((command.as_str(), params), ("JOIN", vec!["#a,#b".to_owned()]));
         assert_eq!(parse("   "), None);
+    }
+
+    #[test]
+    fn long_text_is_cut_at_characters_and_spaces() {
+        let text = "é".repeat(300);
+        let cut = pieces(&text, 350);
+        assert!(cut.iter().all(|p| p.len() <= 350) && cut.concat() == text);
+        let words = "word ".repeat(100);
+        let cut = pieces(&words, 350);
+        assert!(cut[0].ends_with(' ') && cut.concat() == words);
+        assert_eq!(client_tag("@+typing=active;x TAGMSG #main", "+typing"), Some("active"));
+        assert_eq!(client_tag("TAGMSG #main", "+typing"), None);
     }
 
     #[test]

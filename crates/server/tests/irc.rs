@@ -276,3 +276,53 @@ async fn an_independent_python_irc_client_talks_with_a_web_user() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_room_is_made_by_asking_the_service_and_typing_and_long_lines_cross() {
+    let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
+    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
+    irc.send("CAP REQ :message-tags server-time").await;
+    irc.line().await;
+    irc.send("NICK dee").await;
+    irc.send("USER dee 0 * :Dee").await;
+    irc.send("CAP END").await;
+    irc.until(" 422 ").await;
+    irc.line().await;
+    // Joining a channel of no room makes none; the service does.
+    irc.send("JOIN #Tea").await;
+    assert!(irc.line().await.starts_with(":confab 403 dee #Tea "));
+    irc.send("PRIVMSG confab :help").await;
+    assert!(irc.line().await.contains(":/msg confab create [title]"));
+    irc.send("PRIVMSG confab :create Tea time").await;
+    let made = irc.line().await;
+    let code = made.split("room #").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    irc.send(&format!("JOIN #{code}")).await;
+    let joined = irc.until(" 366 ").await;
+    assert!(
+        joined.iter().any(|l| l == &format!(":confab 332 dee #{code} :Tea time")),
+        "{joined:?}"
+    );
+    let mut ann = server.client("Ann").await;
+    join(&mut ann, &code).await;
+    irc.line().await;
+    // Typing both ways, as the client tag.
+    irc.send(&format!("@+typing=active TAGMSG #{code}")).await;
+    let typing = ann.event("typing").await.unwrap();
+    assert_eq!((&typing["user"]["name"], &typing["active"]), (&json!("dee"), &json!(true)));
+    ann.ok(json!({"op": "typing", "room": code, "active": true})).await.unwrap();
+    let tag = irc.line().await;
+    assert!(
+        tag.starts_with("@+typing=active :Ann!") && tag.ends_with(&format!(" TAGMSG #{code}")),
+        "{tag}"
+    );
+    // A long line is cut into IRC-sized pieces, whole.
+    let long = "lorem ipsum ".repeat(80);
+    ann.ok(json!({"op": "post", "room": code, "body": long.trim_end()})).await.unwrap();
+    let mut text = String::new();
+    while text.len() < long.trim_end().len() {
+        let line = irc.line().await;
+        assert!(line.len() <= 512, "{} bytes", line.len());
+        text.push_str(line.split(" PRIVMSG ").nth(1).unwrap().split_once(" :").unwrap().1);
+    }
+    assert_eq!(text, long.trim_end());
+}
