@@ -37,7 +37,16 @@ const SERVER: &str = "confab";
 /// allowance for tags.
 const LINE_BYTES: usize = 512 + 8191;
 /// The capabilities this server offers.
-const CAPS: &[&str] = &["server-time", "message-tags", "echo-message"];
+const CAPS: &[&str] = &[
+    "server-time",
+    "message-tags",
+    "echo-message",
+    "batch",
+    "draft/chathistory",
+    "labeled-response",
+];
+/// The most messages one CHATHISTORY answers (as `history`).
+const HISTORY_MOST: u32 = 100;
 
 /// Accepts IRC connections until the server shuts down.
 pub(crate) async fn listen(listener: TcpListener, app: App) {
@@ -190,6 +199,7 @@ enum Pending {
     Part(String),
     Post { channel: String, text: String, notice: bool },
     Names(String),
+    History(String),
     Who(String),
     Topic(String),
     SetTopic(String),
@@ -215,6 +225,11 @@ struct Irc {
     /// Rooms joined, by code as the hub spells it: their titles.
     titles: HashMap<String, String>,
     quit: Option<String>,
+    /// The batch the lines being written belong to, if any.
+    batch: Option<String>,
+    /// The `label` of a command whose answer is a reply still to come, by
+    /// the reply's id (labeled-response).
+    labels: HashMap<i64, String>,
 }
 
 /// Text safe on one IRC line: no CR, LF or NUL.
@@ -288,6 +303,8 @@ impl Irc {
             next_id: 1,
             titles: HashMap::new(),
             quit: None,
+            batch: None,
+            labels: HashMap::new(),
         }
     }
 
@@ -315,6 +332,9 @@ impl Irc {
     /// The tags a line from the hub carries, for the capabilities asked.
     fn tags(&self, ts: Option<&str>, msgid: Option<String>) -> String {
         let mut tags = Vec::new();
+        if let Some(batch) = &self.batch {
+            tags.push(format!("batch={batch}"));
+        }
         if let Some(ts) = ts.filter(|_| self.caps.contains("server-time")) {
             tags.push(format!("time={ts}"));
         }
@@ -331,8 +351,50 @@ impl Irc {
         self.conn.handle(Request { id: Some(id), op }).await;
     }
 
-    /// Acts on one line from the client.
+    /// Acts on one line from the client, its answer labelled if it asked
+    /// (labeled-response): the lines it wrote now, or, when its answer is
+    /// the hub's reply, that reply's.
     async fn line(&mut self, text: &str) {
+        let label = client_tag(text, "label")
+            .filter(|l| !l.is_empty() && l.len() <= 64 && self.caps.contains("labeled-response"))
+            .map(str::to_owned);
+        let (start, first_id) = (self.out.len(), self.next_id);
+        self.command(text).await;
+        let Some(label) = label else { return };
+        let made = self.next_id - first_id;
+        if made == 1 && self.out.len() == start {
+            self.labels.insert(first_id, label);
+        } else {
+            self.label(start, &label);
+        }
+    }
+
+    /// Tags the lines written since `start` with `label`: one line gets
+    /// the tag, several a `labeled-response` batch, none an ACK.
+    fn label(&mut self, start: usize, label: &str) {
+        let written: Vec<String> =
+            self.out[start..].split("\r\n").filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        self.out.truncate(start);
+        let tagged = |line: &str, tag: &str| match line.strip_prefix('@') {
+            Some(rest) => format!("@{tag};{rest}"),
+            None => format!("@{tag} {line}"),
+        };
+        match written.as_slice() {
+            [] => self.say(&format!("@label={label} :{SERVER} ACK")),
+            [one] => self.say(&tagged(one, &format!("label={label}"))),
+            many => {
+                let batch = format!("l{}", self.next_id);
+                self.next_id += 1;
+                self.say(&format!("@label={label} :{SERVER} BATCH +{batch} labeled-response"));
+                for line in many {
+                    self.say(&tagged(line, &format!("batch={batch}")));
+                }
+                self.say(&format!(":{SERVER} BATCH -{batch}"));
+            }
+        }
+    }
+
+    async fn command(&mut self, text: &str) {
         let Some((command, params)) = parse(text) else { return };
         let param = |i: usize| params.get(i).map(String::as_str);
         match command.as_str() {
@@ -473,6 +535,51 @@ impl Irc {
                 }
             }
             "LIST" => self.request(Pending::List, ClientOp::Rooms).await,
+            // IRCv3 draft/chathistory: LATEST <target> * <limit>, and
+            // BEFORE <target> msgid=<room>-<seq> <limit> (the ids this
+            // server gives).
+            "CHATHISTORY" => {
+                let (Some(sub), Some(target), Some(at), Some(limit)) =
+                    (param(0), param(1), param(2), param(3))
+                else {
+                    return self.say(&format!(
+                        ":{SERVER} FAIL CHATHISTORY NEED_MORE_PARAMS :Missing parameters"
+                    ));
+                };
+                let Some(room) = room_of(target).map(str::to_owned) else {
+                    return self.say(&format!(":{SERVER} FAIL CHATHISTORY INVALID_TARGET {target} :Only channels have history"));
+                };
+                let limit =
+                    limit.parse::<u32>().ok().filter(|l| *l > 0).map(|l| l.min(HISTORY_MOST));
+                let before = match (sub.to_ascii_uppercase().as_str(), at) {
+                    ("LATEST", "*") => None,
+                    ("BEFORE", at) => match at
+                        .strip_prefix("msgid=")
+                        .and_then(|id| id.rsplit_once('-'))
+                        .and_then(|(_, seq)| seq.parse::<u64>().ok())
+                    {
+                        Some(seq) => Some(seq),
+                        None => {
+                            return self.say(&format!(
+                                ":{SERVER} FAIL CHATHISTORY INVALID_PARAMS {at} :Give msgid=<an id this server gave>"
+                            ));
+                        }
+                    },
+                    _ => {
+                        return self.say(&format!(
+                            ":{SERVER} FAIL CHATHISTORY INVALID_PARAMS {sub} :LATEST * and BEFORE msgid= are answered"
+                        ));
+                    }
+                };
+                let Some(limit) = limit else {
+                    return self.say(&format!(
+                        ":{SERVER} FAIL CHATHISTORY INVALID_PARAMS {} :Bad limit",
+                        param(3).unwrap_or("")
+                    ));
+                };
+                let op = ClientOp::History { room, before, limit: Some(limit) };
+                self.request(Pending::History(target.to_owned()), op).await;
+            }
             "MODE" => {
                 let Some(target) = param(0).map(str::to_owned) else {
                     return self.numeric("461", &["MODE"], "Not enough parameters");
@@ -583,10 +690,14 @@ impl Irc {
         let Ok(value) = serde_json::from_slice::<Value>(frame) else { return };
         if let Some(re) = value["re"].as_i64() {
             let Some(pending) = self.pending.remove(&re) else { return };
+            let start = self.out.len();
             if value["ok"] == true {
                 self.answered(pending, &value);
             } else {
                 self.refused(pending, &value["error"]);
+            }
+            if let Some(label) = self.labels.remove(&re) {
+                self.label(start, &label);
             }
         } else {
             self.event(&value);
@@ -604,7 +715,8 @@ impl Irc {
         self.say(&format!(":{SERVER} 004 {nick} {SERVER} {version} i nt"));
         self.say(&format!(
             ":{SERVER} 005 {nick} CHANTYPES=# CASEMAPPING=ascii NICKLEN=32 CHANNELLEN=33 \
-             TOPICLEN=80 NETWORK=confab PREFIX=(qo)~@ CHANMODES=,,,nt :are supported by this server"
+             TOPICLEN=80 NETWORK=confab PREFIX=(qo)~@ CHANMODES=,,,nt CHATHISTORY=100 MSGREFTYPES=msgid \
+             :are supported by this server"
         ));
         self.numeric("422", &[], "MOTD File is missing");
         if let Some(session) = hello["session"].as_str() {
@@ -683,6 +795,22 @@ impl Irc {
                 }
             }
             Pending::Names(channel) => self.names(&channel, &reply["members"], &reply["roles"]),
+            Pending::History(channel) => {
+                let batch = format!("h{}", self.next_id);
+                self.next_id += 1;
+                let batched = self.caps.contains("batch");
+                if batched {
+                    self.say(&format!(":{SERVER} BATCH +{batch} chathistory {channel}"));
+                    self.batch = Some(batch.clone());
+                }
+                for message in reply["messages"].as_array().cloned().unwrap_or_default() {
+                    self.message(&message, false);
+                }
+                if batched {
+                    self.batch = None;
+                    self.say(&format!(":{SERVER} BATCH -{batch}"));
+                }
+            }
             Pending::Who(channel) => {
                 for user in reply["members"].as_array().cloned().unwrap_or_default() {
                     let nick = nick_of(user["name"].as_str().unwrap_or(""));
@@ -761,6 +889,12 @@ impl Irc {
                 }
                 _ => self.numeric("442", &[&channel], &text),
             },
+            Pending::History(channel) => {
+                self.say(&format!(
+                    ":{SERVER} FAIL CHATHISTORY INVALID_TARGET {channel} :{}",
+                    clean(&text)
+                ));
+            }
             Pending::Names(channel) | Pending::Who(channel) | Pending::Topic(channel) => {
                 self.numeric("442", &[&channel], "You're not on that channel");
             }

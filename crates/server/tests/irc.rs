@@ -55,7 +55,9 @@ async fn an_irc_user_registers_joins_and_talks_with_a_web_user() {
     let addr = server.server.irc_addr().expect("irc is on");
     let mut irc = Client::connect(addr).await;
     irc.send("CAP LS 302").await;
-    assert_eq!(irc.line().await, ":confab CAP * LS :server-time message-tags echo-message");
+    let caps = ":confab CAP * LS :server-time message-tags echo-message batch draft/chathistory \
+                labeled-response";
+    assert_eq!(irc.line().await, caps);
     irc.send("NICK bob").await;
     irc.send("USER bob 0 * :Bob B").await;
     irc.send("CAP REQ :server-time echo-message").await;
@@ -325,4 +327,81 @@ async fn a_room_is_made_by_asking_the_service_and_typing_and_long_lines_cross() 
         text.push_str(line.split(" PRIVMSG ").nth(1).unwrap().split_once(" :").unwrap().1);
     }
     assert_eq!(text, long.trim_end());
+}
+
+#[tokio::test]
+async fn a_client_pages_back_with_chathistory_in_a_batch() {
+    let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
+    let mut ann = server.client("Ann").await;
+    join(&mut ann, "main").await;
+    for n in 1..=5 {
+        ann.ok(json!({"op": "post", "room": "main", "body": format!("m{n}")})).await.unwrap();
+    }
+    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
+    irc.send("CAP REQ :batch draft/chathistory message-tags server-time").await;
+    irc.line().await;
+    irc.send("NICK eve").await;
+    irc.send("USER eve 0 * :Eve").await;
+    irc.send("CAP END").await;
+    let welcome = irc.until(" 422 ").await;
+    assert!(welcome.iter().any(|l| l.contains("CHATHISTORY=100")), "{welcome:?}");
+    irc.line().await;
+    irc.send("JOIN #main").await;
+    irc.until(" 366 ").await;
+    irc.line().await;
+    irc.line().await; // the board's last 2
+    irc.send("CHATHISTORY BEFORE #main msgid=main-4 2").await;
+    let opened = irc.line().await;
+    let batch =
+        opened.strip_prefix(":confab BATCH +").unwrap().split(' ').next().unwrap().to_owned();
+    assert!(opened.ends_with(" chathistory #main"), "{opened}");
+    let first = irc.line().await;
+    assert!(
+        first.starts_with(&format!("@batch={batch};time=")) && first.contains("msgid=main-2"),
+        "{first}"
+    );
+    assert!(first.ends_with(" PRIVMSG #main :m2"));
+    assert!(irc.line().await.ends_with(" PRIVMSG #main :m3"));
+    assert_eq!(irc.line().await, format!(":confab BATCH -{batch}"));
+    irc.send("CHATHISTORY LATEST #main * 1").await;
+    irc.line().await;
+    assert!(irc.line().await.ends_with(" PRIVMSG #main :m5"));
+    irc.line().await;
+    irc.send("CHATHISTORY AROUND #main msgid=main-2 5").await;
+    assert!(irc.line().await.starts_with(":confab FAIL CHATHISTORY INVALID_PARAMS"));
+    irc.send("CHATHISTORY LATEST #nope * 5").await;
+    assert!(irc.line().await.starts_with(":confab FAIL CHATHISTORY INVALID_TARGET #nope"));
+}
+
+#[tokio::test]
+async fn labelled_commands_get_labelled_answers() {
+    let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
+    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
+    irc.send("CAP REQ :labeled-response batch message-tags echo-message").await;
+    irc.line().await;
+    irc.send("NICK fay").await;
+    irc.send("USER fay 0 * :Fay").await;
+    irc.send("CAP END").await;
+    irc.until(" 422 ").await;
+    irc.line().await;
+    // One line: the label on it; none: an ACK; several: a batch.
+    irc.send("@label=a1 PING :x").await;
+    assert_eq!(irc.line().await, "@label=a1 :confab PONG confab :x");
+    irc.send("@label=a2 PONG :x").await;
+    assert_eq!(irc.line().await, "@label=a2 :confab ACK");
+    irc.send("@label=a3 JOIN #main").await;
+    let opened = irc.line().await;
+    assert!(
+        opened.starts_with("@label=a3 :confab BATCH +") && opened.ends_with(" labeled-response"),
+        "{opened}"
+    );
+    let lines = irc.until(":confab BATCH -").await;
+    assert!(lines.iter().any(|l| l.contains(" JOIN #main")), "{lines:?}");
+    // A message echoed back carries its command's label.
+    irc.send("@label=a4 PRIVMSG #main :labelled").await;
+    let echoed = irc.line().await;
+    assert!(
+        echoed.starts_with("@label=a4;msgid=main-") && echoed.ends_with(" PRIVMSG #main :labelled"),
+        "{echoed}"
+    );
 }
