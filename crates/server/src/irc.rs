@@ -237,18 +237,57 @@ fn clean(text: &str) -> String {
     text.chars().map(|c| if matches!(c, '\r' | '\n' | '\0') { ' ' } else { c }).collect()
 }
 
-/// A confab name as an IRC nick: letters, digits and `[]\`_^{|}-`, the
-/// rest (spaces among them) as `_`; never empty or starting with a digit
-/// or `-`.
+/// A confab name as an IRC nick, reversibly ([`name_of`] turns it back):
+/// letters, digits and ``[]`_^{|}-`` as they are; a space as `\_`; a
+/// backslash as `\\`; anything else as `\{hex}`; a name that would start
+/// with a digit or `-` (or be empty) gets a `\` in front.
 pub(crate) fn nick_of(name: &str) -> String {
-    let mut nick: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "[]\\`_^{|}-".contains(c) { c } else { '_' })
-        .collect();
-    if nick.is_empty() || nick.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
-        nick.insert(0, '_');
+    let mut nick = String::with_capacity(name.len());
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        nick.push('\\');
+    }
+    for c in name.chars() {
+        match c {
+            ' ' => nick.push_str("\\_"),
+            '\\' => nick.push_str("\\\\"),
+            c if c.is_ascii_alphanumeric() || "[]`_^{|}-".contains(c) => nick.push(c),
+            c => nick.push_str(&format!("\\{{{:x}}}", c as u32)),
+        }
     }
     nick
+}
+
+/// The confab name an IRC nick stands for (see [`nick_of`]); a nick
+/// without escapes is the name itself.
+pub(crate) fn name_of(nick: &str) -> String {
+    let mut name = String::with_capacity(nick.len());
+    let mut chars = nick.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            name.push(c);
+            continue;
+        }
+        match chars.peek().copied() {
+            Some('_') => {
+                chars.next();
+                name.push(' ');
+            }
+            Some('\\') => {
+                chars.next();
+                name.push('\\');
+            }
+            Some('{') => {
+                chars.next();
+                let hex: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                if let Some(c) = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    name.push(c);
+                }
+            }
+            // The lead-in of a name starting with a digit or `-`.
+            _ => {}
+        }
+    }
+    name
 }
 
 /// The room of a channel name (`#main` → `main`), if it is one.
@@ -680,8 +719,12 @@ impl Irc {
             return;
         }
         let Some(nick) = self.nick.clone() else { return };
-        let hello =
-            ClientOp::Hello { name: nick, session: self.pass.clone(), resume: None, pow: None };
+        let hello = ClientOp::Hello {
+            name: name_of(&nick),
+            session: self.pass.clone(),
+            resume: None,
+            pow: None,
+        };
         self.request(Pending::Hello, hello).await;
     }
 
@@ -714,7 +757,7 @@ impl Irc {
         self.numeric("003", &[], "This server speaks IRC onto confab's rooms");
         self.say(&format!(":{SERVER} 004 {nick} {SERVER} {version} i nt"));
         self.say(&format!(
-            ":{SERVER} 005 {nick} CHANTYPES=# CASEMAPPING=ascii NICKLEN=32 CHANNELLEN=33 \
+            ":{SERVER} 005 {nick} CHANTYPES=# CASEMAPPING=ascii NICKLEN=64 CHANNELLEN=33 \
              TOPICLEN=80 NETWORK=confab PREFIX=(qo)~@ CHANMODES=,,,nt CHATHISTORY=100 MSGREFTYPES=msgid \
              :are supported by this server"
         ));
@@ -1050,9 +1093,14 @@ mod tests {
     #[test]
     fn names_become_nicks() {
         assert_eq!(nick_of("Ann"), "Ann");
-        assert_eq!(nick_of("Ann Lee"), "Ann_Lee");
-        assert_eq!(nick_of("9lives"), "_9lives");
-        assert_eq!(nick_of("Zoë"), "Zo_");
-        assert_eq!(nick_of(""), "_");
+        assert_eq!(nick_of("Ann Lee"), "Ann\\_Lee");
+        assert_eq!(nick_of("9lives"), "\\9lives");
+        assert_eq!(nick_of("Zoë"), "Zo\\{eb}");
+        for name in
+            ["Ann", "Ann Lee", "9lives", "-x", "", "Zoë 🦀", "a\\b_c", "snake_case", "[x]{y}|z"]
+        {
+            assert_eq!(name_of(&nick_of(name)), name, "{name:?} by {:?}", nick_of(name));
+        }
+        assert_eq!(name_of("plain_nick"), "plain_nick");
     }
 }

@@ -405,3 +405,24 @@ async fn labelled_commands_get_labelled_answers() {
         "{echoed}"
     );
 }
+
+#[tokio::test]
+async fn names_irc_cannot_carry_are_mapped_both_ways() {
+    let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
+    let mut web = server.client("Zoë Ray").await;
+    join(&mut web, "main").await;
+    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
+    irc.send("NICK Bo\\_Ek").await;
+    irc.send("USER bo 0 * :Bo").await;
+    irc.until(" 422 ").await;
+    irc.line().await;
+    irc.send("JOIN #main").await;
+    let joined = irc.until(" 366 ").await;
+    let names = joined.iter().find(|l| l.contains(" 353 ")).unwrap();
+    assert!(names.contains("Zo\\{eb}\\_Ray"), "{names}");
+    assert_eq!(
+        web.event("join").await.unwrap()["user"]["name"],
+        "Bo Ek",
+        "the nick read back as the name"
+    );
+}
