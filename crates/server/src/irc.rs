@@ -44,7 +44,11 @@ const CAPS: &[&str] = &[
     "batch",
     "draft/chathistory",
     "labeled-response",
+    "draft/multiline=max-bytes=4096,max-lines=64",
 ];
+/// The most of one multi-line message (draft/multiline).
+const MULTILINE_BYTES: usize = 4096;
+const MULTILINE_LINES: usize = 64;
 /// The most messages one CHATHISTORY answers (as `history`).
 const HISTORY_MOST: u32 = 100;
 
@@ -230,6 +234,17 @@ struct Irc {
     /// The `label` of a command whose answer is a reply still to come, by
     /// the reply's id (labeled-response).
     labels: HashMap<i64, String>,
+    /// A multi-line message being received (draft/multiline).
+    multiline: Option<Multiline>,
+}
+
+/// A `draft/multiline` batch from the client: its reference, target and
+/// text so far.
+struct Multiline {
+    reference: String,
+    target: String,
+    text: String,
+    lines: usize,
 }
 
 /// Text safe on one IRC line: no CR, LF or NUL.
@@ -344,6 +359,7 @@ impl Irc {
             quit: None,
             batch: None,
             labels: HashMap::new(),
+            multiline: None,
         }
     }
 
@@ -501,6 +517,29 @@ impl Irc {
                     };
                     let op = ClientOp::Leave { room: room.to_owned() };
                     self.request(Pending::Part(channel.clone()), op).await;
+                }
+            }
+            "BATCH" => self.batch_command(param(0).unwrap_or(""), param(1), param(2)).await,
+            "PRIVMSG"
+                if self
+                    .multiline
+                    .as_ref()
+                    .is_some_and(|m| client_tag(text, "batch") == Some(m.reference.as_str())) =>
+            {
+                let concat = client_tag(text, "draft/multiline-concat").is_some();
+                let line = param(1).unwrap_or("");
+                let Some(batch) = self.multiline.as_mut() else { return };
+                if batch.lines > 0 && !concat {
+                    batch.text.push('\n');
+                }
+                batch.text.push_str(line);
+                batch.lines += 1;
+                if batch.text.len() > MULTILINE_BYTES || batch.lines > MULTILINE_LINES {
+                    let reference = batch.reference.clone();
+                    self.multiline = None;
+                    self.say(&format!(
+                        ":{SERVER} FAIL BATCH MULTILINE_MAX_BYTES {MULTILINE_BYTES} :Multi-line message {reference} is too long"
+                    ));
                 }
             }
             "PRIVMSG" | "NOTICE" => {
@@ -676,7 +715,9 @@ impl Irc {
             "REQ" => {
                 self.negotiating = !self.registered;
                 let asked: Vec<&str> = args.split(' ').filter(|c| !c.is_empty()).collect();
-                let known = asked.iter().all(|c| CAPS.contains(&c.trim_start_matches('-')));
+                let name = |cap: &str| cap.split('=').next().unwrap_or("").to_owned();
+                let known =
+                    asked.iter().all(|c| CAPS.iter().any(|k| name(k) == c.trim_start_matches('-')));
                 let nick = self.nick().to_owned();
                 if known {
                     for cap in &asked {
@@ -685,8 +726,8 @@ impl Irc {
                                 self.caps.retain(|c| *c != off);
                             }
                             None => {
-                                if let Some(on) = CAPS.iter().find(|c| *c == cap) {
-                                    self.caps.insert(on);
+                                if let Some(on) = CAPS.iter().find(|c| name(c) == *cap) {
+                                    self.caps.insert(on.split('=').next().unwrap_or(on));
                                 }
                             }
                         }
@@ -946,6 +987,52 @@ impl Irc {
                 self.say(&format!(":{SERVER}!{SERVER}@{SERVER} NOTICE {me} :{}", clean(&text)));
             }
             Pending::List | Pending::Quiet => {}
+        }
+    }
+
+    /// `BATCH +ref draft/multiline #room` opens a multi-line message;
+    /// `BATCH -ref` sends it, as one message.
+    async fn batch_command(&mut self, reference: &str, kind: Option<&str>, target: Option<&str>) {
+        if let Some(reference) = reference.strip_prefix('+') {
+            if kind != Some("draft/multiline") || !self.caps.contains("draft/multiline") {
+                return self.say(&format!(
+                    ":{SERVER} FAIL BATCH INVALID_TYPE :Only draft/multiline batches are taken"
+                ));
+            }
+            let Some(target) = target else {
+                return self.numeric("461", &["BATCH"], "Not enough parameters");
+            };
+            self.multiline = Some(Multiline {
+                reference: reference.to_owned(),
+                target: target.to_owned(),
+                text: String::new(),
+                lines: 0,
+            });
+        } else if let Some(reference) = reference.strip_prefix('-') {
+            let Some(batch) = self.multiline.take().filter(|m| m.reference == reference) else {
+                return self.say(&format!(
+                    ":{SERVER} FAIL BATCH INVALID_REFTAG {reference} :No such batch"
+                ));
+            };
+            let Some(room) = room_of(&batch.target).map(str::to_owned) else {
+                return self.numeric(
+                    "401",
+                    &[&batch.target],
+                    "Only channels (rooms) take messages here",
+                );
+            };
+            if batch.text.trim().is_empty() {
+                return;
+            }
+            let op = ClientOp::Post {
+                room,
+                body: batch.text.clone(),
+                subject: None,
+                cid: None,
+                reply: None,
+            };
+            let pending = Pending::Post { channel: batch.target, text: batch.text, notice: false };
+            self.request(pending, op).await;
         }
     }
 

@@ -56,7 +56,7 @@ async fn an_irc_user_registers_joins_and_talks_with_a_web_user() {
     let mut irc = Client::connect(addr).await;
     irc.send("CAP LS 302").await;
     let caps = ":confab CAP * LS :server-time message-tags echo-message batch draft/chathistory \
-                labeled-response";
+                labeled-response draft/multiline=max-bytes=4096,max-lines=64";
     assert_eq!(irc.line().await, caps);
     irc.send("NICK bob").await;
     irc.send("USER bob 0 * :Bob B").await;
@@ -425,4 +425,31 @@ async fn names_irc_cannot_carry_are_mapped_both_ways() {
         "Bo Ek",
         "the nick read back as the name"
     );
+}
+
+#[tokio::test]
+async fn a_multi_line_batch_is_one_message() {
+    let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
+    let mut web = server.client("Web").await;
+    join(&mut web, "main").await;
+    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
+    irc.send("CAP REQ :batch draft/multiline").await;
+    assert_eq!(irc.line().await, ":confab CAP * ACK :batch draft/multiline");
+    irc.send("NICK gus").await;
+    irc.send("USER gus 0 * :Gus").await;
+    irc.send("CAP END").await;
+    irc.until(" 422 ").await;
+    irc.line().await;
+    irc.send("JOIN #main").await;
+    irc.until(" 366 ").await;
+    web.event("join").await.unwrap();
+    irc.send("BATCH +m1 draft/multiline #main").await;
+    irc.send("@batch=m1 PRIVMSG #main :line one").await;
+    irc.send("@batch=m1 PRIVMSG #main :line two").await;
+    irc.send("@batch=m1;draft/multiline-concat PRIVMSG #main : continued").await;
+    irc.send("BATCH -m1").await;
+    let heard = web.event("message").await.unwrap();
+    assert_eq!(heard["message"]["body"], "line one\nline two continued");
+    irc.send("BATCH -nope").await;
+    assert!(irc.line().await.starts_with(":confab FAIL BATCH INVALID_REFTAG nope"));
 }
