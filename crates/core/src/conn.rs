@@ -28,7 +28,7 @@ fn target(op: &str, user: Option<String>, name: Option<String>) -> Result<Target
     match (user, name) {
         // A user id is `u_` and letters and digits; nothing else names a
         // member (the backends keep counters beside the members).
-        (Some(id), None) if !id.starts_with("u_") || id.len() > 64 => {
+        (Some(id), None) if !crate::ids::is_user_id(&id) => {
             Err(bad(format!("{op}: user must be a user id")))
         }
         (Some(id), None) => Ok(Target::Id(id)),
@@ -516,7 +516,7 @@ impl<B: RoomBackend> Conn<B> {
                 self.ok(id, &Empty {})
             }
             ClientOp::Unban { room, user: banned } => {
-                if !banned.starts_with("u_") || banned.len() > 64 {
+                if !crate::ids::is_user_id(&banned) {
                     return Err(bad("unban: user must be a user id"));
                 }
                 let seat = self.seat(&room)?;
@@ -605,11 +605,10 @@ impl<B: RoomBackend> Conn<B> {
                         "reason": reason,
                     }),
                 );
-                // The room's webhooks that want reports hear of it (best
-                // effort: the report is the audit log's first).
-                let data = serde_json::json!({
-                    "seq": message.seq, "reporter": user.public(), "reason": reason,
-                });
+                // The room's webhooks that want reports hear that one was
+                // made, and of which message: never who made it, nor why
+                // (the room's owner may be the one reported).
+                let data = serde_json::json!({ "seq": message.seq });
                 let key = self.hub.services().room_key(seat.code());
                 if let Err(e) = self
                     .hub
@@ -661,7 +660,11 @@ impl<B: RoomBackend> Conn<B> {
             Ok(name) => name,
             Err(e) => return self.fail(id, e),
         };
-        let user = match self.hub.session(session.as_deref(), name, self.peer, pow.as_ref()).await {
+        let user = match self
+            .hub
+            .session(session.as_deref(), name, self.peer, pow.as_ref(), self.bot)
+            .await
+        {
             Ok(user) => user,
             Err(e) => return self.fail(id, e),
         };

@@ -394,6 +394,7 @@ impl<B: RoomBackend> Hub<B> {
         name: String,
         peer: Option<IpAddr>,
         pow: Option<&confab_proto::Pow>,
+        bot: bool,
     ) -> Result<Arc<UserRecord>, ErrorBody> {
         let known = token.and_then(|token| {
             self.shared.sessions.lock().get(&ids::token_key(token)).and_then(Weak::upgrade)
@@ -422,7 +423,17 @@ impl<B: RoomBackend> Hub<B> {
             },
             (None, None) => None,
         };
+        // A bot's session is its integration's connections' only: a token
+        // that leaked, or was revoked, is no way in as the bot.
+        if user.as_ref().is_some_and(|u| u.id.starts_with("b_")) != bot {
+            return Err(ErrorBody::new(
+                confab_proto::ErrorCode::Forbidden,
+                "that session is an integration's, used through the API only",
+            ));
+        }
         let user = match user {
+            // A bot keeps the name its integration gave it.
+            Some(user) if bot => user,
             Some(user) => {
                 *user.name.lock() = name;
                 user

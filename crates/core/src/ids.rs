@@ -18,6 +18,19 @@ pub fn user_id() -> String {
     format!("u_{suffix}")
 }
 
+/// A bot's user id, `b_` and 12 random characters: an integration's user,
+/// whose session only its own connections may use.
+pub fn bot_id() -> String {
+    let suffix: String = rand::rng().sample_iter(&Alphanumeric).take(12).map(char::from).collect();
+    format!("b_{suffix}")
+}
+
+/// Whether `id` has the form of a user id (a person's `u_…` or a bot's
+/// `b_…`).
+pub fn is_user_id(id: &str) -> bool {
+    (id.starts_with("u_") || id.starts_with("b_")) && id.len() <= 64
+}
+
 /// A room code of `len` characters from [`CODE_ALPHABET`].
 pub fn room_code(len: usize) -> String {
     let mut rng = rand::rng();

@@ -108,17 +108,19 @@ pub async fn make(
     }
     let id = format!("i_{}", random(12));
     let token = format!("{id}.{}", random(40));
-    let user = User { id: crate::ids::user_id(), name: name.to_owned() };
+    let user = User { id: crate::ids::bot_id(), name: name.to_owned() };
     // The bot's session: a user like any other, found by the digest of a
     // token derived from the integration's.
     let session = crate::ids::token_digest(&bot_session(&token));
     stored(services.store.save_session(&session, &user).await)?;
+    let session_digest = session.clone();
     let integration = Integration {
         id: id.clone(),
         room: key,
         user,
         scopes,
         digest: crate::ids::token_digest(&token),
+        session: session_digest,
         created: crate::now_rfc3339(),
         by: by.to_owned(),
     };
@@ -147,6 +149,11 @@ pub async fn list(services: &Services, room: &str) -> Result<Vec<IntegrationInfo
 ///
 /// `not_found` if the room has none of that id; `unavailable`.
 pub async fn revoke(services: &Services, room: &str, id: &str, by: &str) -> Result<(), ErrorBody> {
+    // Its bot's session ends with it.
+    let found = stored(services.store.integration(id).await)?;
+    if let Some(found) = found.filter(|i| i.room == services.room_key(room)) {
+        stored(services.store.delete_session(&found.session).await)?;
+    }
     if !stored(services.store.delete_integration(&services.room_key(room), id).await)? {
         return Err(ErrorBody::new(
             ErrorCode::NotFound,
@@ -226,27 +233,43 @@ fn hook_info(hook: &crate::Webhook) -> WebhookInfo {
 pub fn private_address(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
-                || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_multicast()
-                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1])
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240
         }
         std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            // An IPv4 address inside (mapped, compatible, NAT64, 6to4) is
+            // judged as itself.
+            let embedded =
+                |hi: u16, lo: u16| std::net::Ipv4Addr::from(u32::from(hi) << 16 | u32::from(lo));
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
                 || v6.to_ipv4_mapped().is_some_and(|v4| private_address(v4.into()))
+                || (s[..6] == [0; 6] && private_address(embedded(s[6], s[7]).into()))
+                || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                    && private_address(embedded(s[6], s[7]).into()))
+                || (s[0] == 0x2002 && private_address(embedded(s[1], s[2]).into()))
         }
     }
 }
 
 /// Checks a webhook's URL: `http://` or `https://`, a host, at most 500
-/// characters, and (unless allowed) no private address written out.
+/// characters, and (unless allowed) no private address written out as an
+/// address. (Every address a name or another spelling resolves to is
+/// checked again when a delivery connects.)
 fn check_url(url: &str, allow_private: bool) -> Result<(), ErrorBody> {
     let bad = |text: &str| Err(ErrorBody::new(ErrorCode::BadRequest, format!("url: {text}")));
     if url.len() > 500 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -358,4 +381,41 @@ pub async fn delete_webhook(
         .audit
         .record("webhook", serde_json::json!({"room": room, "removed": id, "by": by}));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::private_address;
+
+    #[test]
+    fn inside_addresses_are_private_in_every_spelling() {
+        for inside in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "192.0.0.8",
+            "198.18.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "fec0::1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+        ] {
+            assert!(private_address(inside.parse().unwrap()), "{inside}");
+        }
+        for outside in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808"] {
+            assert!(!private_address(outside.parse().unwrap()), "{outside}");
+        }
+    }
 }

@@ -196,6 +196,15 @@ pub trait Store: Send + Sync + 'static {
     fn integration<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Integration>>;
     /// Forgets an integration of `room`; whether there was one.
     fn delete_integration<'a>(&'a self, room: &'a str, id: &'a str) -> StoreFuture<'a, bool>;
+    /// Forgets a session, by the digest of its token.
+    fn delete_session<'a>(&'a self, _digest: &'a str) -> StoreFuture<'a, ()> {
+        ready(())
+    }
+    /// Forgets the events of webhook `hook` queued before `before_ms`
+    /// (given up); how many.
+    fn expire_hook_events<'a>(&'a self, _hook: &'a str, _before_ms: u64) -> StoreFuture<'a, u64> {
+        ready(0)
+    }
     /// Records a webhook. (Webhooks need a database: the store in memory
     /// has none.)
     fn save_webhook<'a>(&'a self, _hook: &'a Webhook) -> StoreFuture<'a, ()> {
@@ -285,6 +294,8 @@ pub struct Integration {
     pub scopes: Vec<String>,
     /// The SHA-256 of its token, in hex.
     pub digest: String,
+    /// The digest of its bot's session (the sessions table's key).
+    pub session: String,
     /// RFC 3339.
     pub created: String,
     /// Who made it: a user id, or `operator`.
@@ -640,6 +651,11 @@ impl Store for MemoryStore {
 
     fn save_integration<'a>(&'a self, integration: &'a Integration) -> StoreFuture<'a, ()> {
         self.inner.lock().integrations.insert(integration.id.clone(), integration.clone());
+        ready(())
+    }
+
+    fn delete_session<'a>(&'a self, digest: &'a str) -> StoreFuture<'a, ()> {
+        self.inner.lock().sessions.remove(digest);
         ready(())
     }
 

@@ -336,7 +336,7 @@ async fn purge(
     Path(user): Path<String>,
 ) -> Response {
     let valid = user.len() <= 64
-        && user.strip_prefix("u_").is_some_and(|rest| {
+        && user.strip_prefix("u_").or_else(|| user.strip_prefix("b_")).is_some_and(|rest| {
             !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric())
         });
     if !valid {
@@ -462,7 +462,7 @@ async fn grant(
     Input(grant): Input<Grant>,
 ) -> Response {
     let target = match (grant.user, grant.name) {
-        (Some(id), None) if id.starts_with("u_") && id.len() <= 64 => confab_core::Target::Id(id),
+        (Some(id), None) if confab_core::ids::is_user_id(&id) => confab_core::Target::Id(id),
         (None, Some(name)) if !name.trim().is_empty() => {
             confab_core::Target::Name(name.trim().to_owned())
         }

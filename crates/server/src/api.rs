@@ -81,16 +81,26 @@ impl Bots {
         })
     }
 
-    /// Lets go of the bots idle for [`IDLE`], every minute, for as long as
-    /// the server runs.
-    pub(crate) async fn reap(self: Arc<Bots>) {
+    /// Lets go of the bots idle for [`IDLE`], and of those whose
+    /// integration was revoked, every minute, for as long as the server
+    /// runs.
+    pub(crate) async fn reap(self: Arc<Bots>, app: App) {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
+            let ids: Vec<String> = self.live.lock().keys().cloned().collect();
+            let mut revoked = Vec::new();
+            for id in ids {
+                if matches!(app.hub.services().store.integration(&id).await, Ok(None)) {
+                    revoked.push(id);
+                }
+            }
             let idle: Vec<Arc<Bot>> = {
                 let mut live = self.live.lock();
                 let gone: Vec<String> = live
                     .iter()
-                    .filter(|(_, b)| !b.alive() || b.last.lock().elapsed() > IDLE)
+                    .filter(|(id, b)| {
+                        !b.alive() || b.last.lock().elapsed() > IDLE || revoked.contains(id)
+                    })
                     .map(|(id, _)| id.clone())
                     .collect();
                 gone.iter().filter_map(|id| live.remove(id)).collect()

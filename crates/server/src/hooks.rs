@@ -99,7 +99,6 @@ async fn release(app: &App, hook: &str, holder: &str) {
 /// stops at the first that must wait.
 async fn drain(app: &App, hook: &str, holder: &str, delivery: Delivery) {
     let store = &app.hub.services().store;
-    let Ok(Some(webhook)) = store.webhook(hook).await else { return };
     let allow_private = app.hub.config().webhooks_private;
     loop {
         let Ok(events) = store.hook_events(hook, 16).await else { return };
@@ -111,6 +110,13 @@ async fn drain(app: &App, hook: &str, holder: &str, delivery: Delivery) {
             if event.next_ms > now || !lease(app, hook, holder, delivery).await {
                 return;
             }
+            // Looked up before each delivery: a webhook removed meanwhile
+            // gets nothing more, and what was queued for it goes.
+            let webhook = match store.webhook(hook).await {
+                Ok(Some(webhook)) => webhook,
+                Ok(None) => return forget(app, hook).await,
+                Err(_) => return,
+            };
             let node = &app.hub.config().node;
             let outcome = post(&webhook, &event, allow_private, delivery.timeout, node).await;
             let retry = match &outcome {
@@ -128,6 +134,20 @@ async fn drain(app: &App, hook: &str, holder: &str, delivery: Delivery) {
                         attempts = event.attempts + 1,
                         "webhook: delivery given up: {why}"
                     );
+                    // Every event as old goes too, at once: a receiver that
+                    // is gone for good does not keep a queue growing.
+                    let before = now.saturating_sub(millis(delivery.give_up));
+                    if let Ok(more) = store.expire_hook_events(hook, before).await
+                        && more > 0
+                    {
+                        metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "given_up")
+                            .increment(more);
+                        tracing::warn!(
+                            webhook = hook,
+                            events = more,
+                            "webhook: older events given up"
+                        );
+                    }
                     None
                 }
                 Err(why) => {
@@ -143,6 +163,26 @@ async fn drain(app: &App, hook: &str, holder: &str, delivery: Delivery) {
                 }
             };
             if store.hook_attempted(event.id, retry).await.is_err() || retry.is_some() {
+                return;
+            }
+            // The end of its room was its last word: the webhook goes.
+            if event.body.starts_with("{\"type\":\"room.ended\"") {
+                let _ = store.delete_webhook(&webhook.room, hook).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Drops what is still queued for a webhook that is no more.
+async fn forget(app: &App, hook: &str) {
+    let store = &app.hub.services().store;
+    while let Ok(events) = store.hook_events(hook, 64).await {
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            if store.hook_attempted(event.id, None).await.is_err() {
                 return;
             }
         }
@@ -203,9 +243,15 @@ async fn post_once(
         (_, Some(rest)) => (false, rest),
         _ => return Err("the URL is neither http:// nor https://".into()),
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    // The authority ends at the path, the query or the fragment; the
+    // fragment is not sent.
+    let rest = rest.split('#').next().unwrap_or("");
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = (&rest[..end], &rest[end..]);
+    let path = match path {
+        "" => "/".to_owned(),
+        query if query.starts_with('?') => format!("/{query}"),
+        path => path.to_owned(),
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {

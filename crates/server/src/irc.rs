@@ -111,6 +111,9 @@ async fn serve<S: AsyncRead + AsyncWrite>(
     let mut irc = Irc::new(Conn::open(&app.hub, outbox, peer));
     metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "irc").increment(1.0);
     let mut deadline = Instant::now() + LOGIN_TIMEOUT;
+    // A drain closes each connection at its turn, as the other transports'.
+    let turn = app.leave_turn();
+    tokio::pin!(turn);
     let farewell = loop {
         if !irc.out.is_empty() {
             match send_unless_closed(&mut writer, &mut irc.out, &signal, &app).await {
@@ -125,6 +128,10 @@ async fn serve<S: AsyncRead + AsyncWrite>(
         tokio::select! {
             biased;
             reason = signal.closed() => break Some(reason.as_str().to_owned()),
+            () = &mut turn => {
+                irc.conn.close_for_shutdown();
+                break Some("the server is shutting down".into());
+            }
             frame = receiver.recv() => {
                 let Some(frame) = frame else { break Some("shutting down".into()) };
                 irc.frame(&frame);
@@ -158,6 +165,11 @@ async fn serve<S: AsyncRead + AsyncWrite>(
     let _ = timeout(WRITE_TIMEOUT, writer.shutdown()).await;
     drop(irc);
     metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => "irc").decrement(1.0);
+    // Unread input would make the kernel reset the connection, and the
+    // last lines with it.
+    if !app.shutdown.is_cancelled() {
+        let _ = timeout(Duration::from_secs(2), lines.discard()).await;
+    }
     drop(ticket);
 }
 
@@ -245,6 +257,8 @@ struct Multiline {
     target: String,
     text: String,
     lines: usize,
+    /// Over the bounds: refused, its lines dropped until its end.
+    failed: bool,
 }
 
 /// Text safe on one IRC line: no CR, LF or NUL.
@@ -442,7 +456,13 @@ impl Irc {
                 self.next_id += 1;
                 self.say(&format!("@label={label} :{SERVER} BATCH +{batch} labeled-response"));
                 for line in many {
-                    self.say(&tagged(line, &format!("batch={batch}")));
+                    // A line of an inner batch is that batch's; its BATCH
+                    // lines are this one's.
+                    if line.starts_with("@batch=") {
+                        self.say(line);
+                    } else {
+                        self.say(&tagged(line, &format!("batch={batch}")));
+                    }
                 }
                 self.say(&format!(":{SERVER} BATCH -{batch}"));
             }
@@ -529,14 +549,21 @@ impl Irc {
                 let concat = client_tag(text, "draft/multiline-concat").is_some();
                 let line = param(1).unwrap_or("");
                 let Some(batch) = self.multiline.as_mut() else { return };
+                if batch.failed {
+                    return;
+                }
                 if batch.lines > 0 && !concat {
                     batch.text.push('\n');
                 }
                 batch.text.push_str(line);
                 batch.lines += 1;
-                if batch.text.len() > MULTILINE_BYTES || batch.lines > MULTILINE_LINES {
+                if !batch.failed
+                    && (batch.text.len() > MULTILINE_BYTES || batch.lines > MULTILINE_LINES)
+                {
+                    // The rest of it is taken and dropped, up to its end.
+                    batch.failed = true;
+                    batch.text.clear();
                     let reference = batch.reference.clone();
-                    self.multiline = None;
                     self.say(&format!(
                         ":{SERVER} FAIL BATCH MULTILINE_MAX_BYTES {MULTILINE_BYTES} :Multi-line message {reference} is too long"
                     ));
@@ -791,6 +818,10 @@ impl Irc {
     fn welcome(&mut self, hello: &Value) {
         self.registered = true;
         self.me = hello["user"]["id"].as_str().map(str::to_owned);
+        // The nick others see: made from the name, as theirs are.
+        if let Some(name) = hello["user"]["name"].as_str() {
+            self.nick = Some(nick_of(name));
+        }
         let nick = self.nick().to_owned();
         let version = env!("CARGO_PKG_VERSION");
         self.numeric("001", &[], &format!("Welcome to confab, {nick}"));
@@ -872,10 +903,14 @@ impl Irc {
                     let message = &reply["message"];
                     let tags = self.tags(message["ts"].as_str(), msgid(message));
                     let verb = if notice { "NOTICE" } else { "PRIVMSG" };
-                    self.say(&format!(
-                        "{tags}:{me}!{id}@{SERVER} {verb} {channel} :{}",
-                        clean(&text)
-                    ));
+                    for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+                        for piece in pieces(line, TEXT_BYTES) {
+                            let piece = clean(piece);
+                            self.say(&format!(
+                                "{tags}:{me}!{id}@{SERVER} {verb} {channel} :{piece}"
+                            ));
+                        }
+                    }
                 }
             }
             Pending::Names(channel) => self.names(&channel, &reply["members"], &reply["roles"]),
@@ -1007,6 +1042,7 @@ impl Irc {
                 target: target.to_owned(),
                 text: String::new(),
                 lines: 0,
+                failed: false,
             });
         } else if let Some(reference) = reference.strip_prefix('-') {
             let Some(batch) = self.multiline.take().filter(|m| m.reference == reference) else {
@@ -1021,7 +1057,7 @@ impl Irc {
                     "Only channels (rooms) take messages here",
                 );
             };
-            if batch.text.trim().is_empty() {
+            if batch.failed || batch.text.trim().is_empty() {
                 return;
             }
             let op = ClientOp::Post {

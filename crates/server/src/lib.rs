@@ -176,7 +176,7 @@ impl Server {
             admin: config.admin_token.as_ref().map(|t| admin::digest(t.expose())),
             bots: api::Bots::new(),
         };
-        tokio::spawn(app.bots.clone().reap());
+        tokio::spawn(app.bots.clone().reap(app.clone()));
         if app.admin.is_some() {
             tracing::info!("the operator's API is on: /admin/v1/");
         }

@@ -1121,9 +1121,20 @@ impl Store for SqlStore {
         Box::pin(async move {
             let index = self.hook_index().await.map_err(error)?;
             let mut tx = self.pool.begin().await.map_err(error)?;
-            // Its webhooks hear of its end (and are kept for that).
+            // Its webhooks that want to hear of its end do (and go once it
+            // is delivered); the others go now, with what they had queued.
             let hooks = hooks_for(&index, room, "room.ended");
             queue_hook_event(&mut tx, &hooks, room, "room.ended", "{}").await.map_err(error)?;
+            for (hook, _) in
+                index.get(room).into_iter().flatten().filter(|(h, _)| !hooks.contains(&h.as_str()))
+            {
+                for sql in [
+                    "DELETE FROM hook_events WHERE hook = $1",
+                    "DELETE FROM webhooks WHERE id = $1",
+                ] {
+                    sqlx::query(sql).bind(hook).execute(&mut *tx).await.map_err(error)?;
+                }
+            }
             for sql in [
                 "DELETE FROM messages WHERE room = $1",
                 "DELETE FROM visibility WHERE room = $1",
@@ -1135,6 +1146,7 @@ impl Store for SqlStore {
                 sqlx::query(sql).bind(room).execute(&mut *tx).await.map_err(error)?;
             }
             tx.commit().await.map_err(error)?;
+            self.forget_hook_index();
             self.forget_deleted().await;
             Ok(())
         })
@@ -1199,8 +1211,8 @@ impl Store for SqlStore {
     fn save_integration<'a>(&'a self, i: &'a confab_core::Integration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             sqlx::query(
-                "INSERT INTO integrations (id, room, user_id, user_name, scopes, digest, created, made_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO integrations (id, room, user_id, user_name, scopes, digest, created, made_by, session) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&i.id)
             .bind(&i.room)
@@ -1210,6 +1222,7 @@ impl Store for SqlStore {
             .bind(&i.digest)
             .bind(&i.created)
             .bind(&i.by)
+            .bind(&i.session)
             .execute(&self.pool)
             .await
             .map_err(error)?;
@@ -1220,7 +1233,7 @@ impl Store for SqlStore {
     fn integrations<'a>(&'a self, room: &'a str) -> StoreFuture<'a, Vec<confab_core::Integration>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT id, room, user_id, user_name, scopes, digest, created, made_by \
+                "SELECT id, room, user_id, user_name, scopes, digest, created, made_by, session \
                  FROM integrations WHERE room = $1 ORDER BY created, id",
             )
             .bind(room)
@@ -1234,7 +1247,7 @@ impl Store for SqlStore {
     fn integration<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<confab_core::Integration>> {
         Box::pin(async move {
             let row = sqlx::query(
-                "SELECT id, room, user_id, user_name, scopes, digest, created, made_by \
+                "SELECT id, room, user_id, user_name, scopes, digest, created, made_by, session \
                  FROM integrations WHERE id = $1",
             )
             .bind(id)
@@ -1254,6 +1267,29 @@ impl Store for SqlStore {
                 .await
                 .map_err(error)?;
             Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn delete_session<'a>(&'a self, digest: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query("DELETE FROM sessions WHERE token = $1")
+                .bind(digest)
+                .execute(&self.pool)
+                .await
+                .map_err(error)?;
+            Ok(())
+        })
+    }
+
+    fn expire_hook_events<'a>(&'a self, hook: &'a str, before_ms: u64) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM hook_events WHERE hook = $1 AND created_ms < $2")
+                .bind(hook)
+                .bind(int(before_ms))
+                .execute(&self.pool)
+                .await
+                .map_err(error)?;
+            Ok(done.rows_affected())
         })
     }
 
@@ -1339,7 +1375,12 @@ impl Store for SqlStore {
 
     fn due_hooks(&self, now_ms: u64) -> StoreFuture<'_, Vec<String>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT DISTINCT hook FROM hook_events WHERE next_ms <= $1")
+            // A webhook is due when its oldest event is: the ones behind
+            // it wait their turn.
+            let rows = sqlx::query(
+                "SELECT hook FROM hook_events WHERE id IN (SELECT MIN(id) FROM hook_events GROUP BY hook) \
+                 AND next_ms <= $1",
+            )
                 .bind(int(now_ms))
                 .fetch_all(&self.pool)
                 .await
@@ -1417,6 +1458,7 @@ fn integration(row: &AnyRow) -> Result<confab_core::Integration, sqlx::Error> {
         user: User { id: row.try_get("user_id")?, name: row.try_get("user_name")? },
         scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         digest: row.try_get("digest")?,
+        session: row.try_get::<Option<String>, _>("session")?.unwrap_or_default(),
         created: row.try_get("created")?,
         by: row.try_get("made_by")?,
     })

@@ -180,6 +180,14 @@ async fn an_owner_s_integration_posts_reads_and_hooks_as_a_bot() {
     assert_eq!(ann.error_code(revoke_again).await.unwrap(), "not_found");
     let after = call(&server, "POST", &path, Some(&token), br#"{"body": "x"}"#).await;
     assert_eq!(after.status, 401);
+
+    // A bot's session is no way in as the bot, revoked or not.
+    for token in [&token, &reader] {
+        let session = confab_core::integrations::bot_session(token);
+        let mut client = confab_client::WsClient::connect(&server.url).await.unwrap();
+        let hello = json!({"op": "hello", "name": "CI", "session": session});
+        assert_eq!(client.error_code(hello).await.unwrap(), "forbidden");
+    }
 }
 
 #[tokio::test]

@@ -367,6 +367,12 @@ async fn a_client_pages_back_with_chathistory_in_a_batch() {
     irc.line().await;
     assert!(irc.line().await.ends_with(" PRIVMSG #main :m5"));
     irc.line().await;
+    irc.send("CAP REQ :labeled-response").await;
+    irc.line().await;
+    irc.send("@label=h CHATHISTORY LATEST #main * 1").await;
+    let lines = irc.until(":confab BATCH -l").await;
+    let inner = lines.iter().find(|l| l.contains(" PRIVMSG ")).unwrap();
+    assert_eq!(inner.matches("batch=").count(), 1, "one batch tag: {inner}");
     irc.send("CHATHISTORY AROUND #main msgid=main-2 5").await;
     assert!(irc.line().await.starts_with(":confab FAIL CHATHISTORY INVALID_PARAMS"));
     irc.send("CHATHISTORY LATEST #nope * 5").await;
@@ -452,4 +458,13 @@ async fn a_multi_line_batch_is_one_message() {
     assert_eq!(heard["message"]["body"], "line one\nline two continued");
     irc.send("BATCH -nope").await;
     assert!(irc.line().await.starts_with(":confab FAIL BATCH INVALID_REFTAG nope"));
+    // Over the bounds: refused, and none of its lines posted.
+    irc.send("BATCH +m2 draft/multiline #main").await;
+    for n in 0..70 {
+        irc.send(&format!("@batch=m2 PRIVMSG #main :line {n}")).await;
+    }
+    irc.send("BATCH -m2").await;
+    assert!(irc.line().await.starts_with(":confab FAIL BATCH MULTILINE_MAX_BYTES"));
+    irc.send("PRIVMSG #main :after").await;
+    assert_eq!(web.event("message").await.unwrap()["message"]["body"], "after");
 }

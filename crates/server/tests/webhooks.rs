@@ -338,7 +338,7 @@ async fn pending_deliveries_survive_a_restart_and_a_room_s_end_is_told() {
             http.response().await.unwrap()
         }
     };
-    let body = json!({"url": url, "events": ["message.created"]}).to_string();
+    let body = json!({"url": url, "events": ["message.created", "message.reported"]}).to_string();
     let made = admin("POST", "/admin/v1/rooms/main/webhooks".into(), body).await;
     assert_eq!(made.status, 201);
     let id = made.json()["webhook"]["id"].as_str().unwrap().to_owned();
@@ -348,7 +348,21 @@ async fn pending_deliveries_survive_a_restart_and_a_room_s_end_is_told() {
     join(&mut ann, "main").await;
     ann.ok(json!({"op": "post", "room": "main", "body": "to the board"})).await.unwrap();
     let got = receiver.wait_for(4).await;
-    assert_eq!(got.last().unwrap().json()["data"]["body"], "to the board");
+    let posted = got.last().unwrap().json();
+    assert_eq!(posted["data"]["body"], "to the board");
+    // A report: which message, never who reported it nor why.
+    let seq = posted["data"]["seq"].clone();
+    let report = json!({"op": "report", "room": "main", "seq": seq, "reason": "mine to know"});
+    ann.ok(report).await.unwrap();
+    let got = receiver.wait_for(5).await;
+    let reported = got.last().unwrap().json();
+    assert_eq!(
+        (&reported["type"], &reported["data"]),
+        (&json!("message.reported"), &json!({"seq": seq}))
+    );
+    // The closed room's webhook went with its last event.
+    let gone = admin("GET", format!("/admin/v1/rooms/{code}/webhooks"), String::new()).await;
+    assert_eq!(gone.json()["webhooks"], json!([]), "{:?}", String::from_utf8_lossy(&gone.body));
     let removed =
         admin("DELETE", format!("/admin/v1/rooms/main/webhooks/{id}"), String::new()).await;
     assert_eq!(removed.status, 200);
