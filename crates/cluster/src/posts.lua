@@ -24,6 +24,8 @@
 
 local channel = ARGV[1]
 local window = tonumber(ARGV[2])
+-- How far the window may grow past `window` before it is cut back.
+local SLACK = 64
 local cids_kept = tonumber(ARGV[3])
 local ns = ARGV[4]
 local results = {}
@@ -98,8 +100,11 @@ for i = 0, posts - 1 do
         envelope = code .. ' ' .. e .. kind .. origin .. ' {"seq":' .. n .. tail
       end
       -- The window holds the message's envelope: it is the event log too.
-      if redis.call('RPUSH', room .. 'wl', envelope) > window then
-        redis.call('LPOP', room .. 'wl')
+      -- It is cut back to `window` once it is SLACK over, not by one at
+      -- every post: one call a post fewer (the scripts read its length,
+      -- never assume it).
+      if redis.call('RPUSH', room .. 'wl', envelope) > window + SLACK then
+        redis.call('LTRIM', room .. 'wl', -window, -1)
       end
       envelopes[#envelopes + 1] = envelope
       result = n
