@@ -23,12 +23,13 @@ use confab_core::Outbox;
 use confab_proto::{ClientOp, Request};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout};
 
 use crate::admission::Ticket;
 use crate::tcp::line::{Line, LineReader};
-use crate::tcp::{IDLE_TIMEOUT, LOGIN_TIMEOUT, Sent, WRITE_TIMEOUT, send, send_unless_closed};
+use crate::tcp::{
+    IDLE_TIMEOUT, LOGIN_TIMEOUT, Lines, Sent, WRITE_TIMEOUT, send, send_unless_closed,
+};
 use crate::{App, Conn};
 
 /// The server's name in IRC lines.
@@ -52,48 +53,26 @@ const MULTILINE_LINES: usize = 64;
 /// The most messages one CHATHISTORY answers (as `history`).
 const HISTORY_MOST: u32 = 100;
 
-/// Accepts IRC connections until the server shuts down.
-pub(crate) async fn listen(listener: TcpListener, app: App) {
-    loop {
-        let accepted = tokio::select! {
-            () = app.draining.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let tracked = app.sockets.token();
-                let app = app.clone();
-                tokio::spawn(async move {
-                    // TLS with the server's certificate when it has one, as
-                    // the terminal protocol.
-                    match (app.edge.admit(peer.ip()), app.terminal_tls.clone()) {
-                        (Ok(ticket), None) => serve(stream, app, Some(peer.ip()), ticket).await,
-                        (Ok(_), Some(_)) if !app.edge.allow_handshake(peer.ip()) => {}
-                        (Ok(ticket), Some(tls)) => {
-                            let stream = tokio::select! {
-                                stream = tls.accept(stream) => stream,
-                                () = app.draining.cancelled() => None,
-                            };
-                            if let Some(stream) = stream {
-                                serve(stream, app, Some(peer.ip()), ticket).await;
-                            }
-                        }
-                        (Err(refusal), None) => {
-                            let mut stream = stream;
-                            let mut out = format!("ERROR :{}\r\n", refusal.message());
-                            send(&mut stream, &mut out).await;
-                        }
-                        (Err(_), Some(_)) => {}
-                    }
-                    drop(tracked);
-                });
-            }
-            Err(e) => {
-                tracing::warn!("irc accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+/// IRC, on the terminal protocol's accept loop (`tcp::listen`).
+pub(crate) struct Protocol;
+
+impl Lines for Protocol {
+    const NAME: &'static str = "irc";
+
+    fn refusal(reason: &str) -> String {
+        format!("ERROR :{reason}\r\n")
+    }
+
+    fn serve<S>(
+        stream: S,
+        app: App,
+        peer: Option<IpAddr>,
+        ticket: Ticket,
+    ) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        serve(stream, app, peer, ticket)
     }
 }
 
