@@ -65,7 +65,9 @@ enum Kind {
     /// The operator ended the room.
     Closed,
     Notice(String),
-    Purged(String),
+    /// The user, and the room's change number after, if it held any of
+    /// their messages.
+    Purged(String, Option<u64>),
 }
 
 /// Reads `"C ev kind …"`; see `room.lua`.
@@ -123,7 +125,10 @@ pub(crate) fn parse_envelope(payload: &[u8]) -> Option<Envelope> {
         }
         "x" => Kind::Closed,
         "n" => Kind::Notice(rest.to_owned()),
-        "p" => Kind::Purged(rest.to_owned()),
+        "p" => match rest.split_once(' ') {
+            Some((user_id, rev)) => Kind::Purged(user_id.to_owned(), Some(rev.parse().ok()?)),
+            None => Kind::Purged(rest.to_owned(), None),
+        },
         // "d <seq> <rev> <author or -> <by JSON>"
         "d" => {
             let mut parts = rest.splitn(4, ' ');
@@ -617,7 +622,9 @@ impl Mirror {
                 (event_frame(&Event::Closed { room, reason }), To::All)
             }
             Kind::Notice(text) => (event_frame(&Event::Notice { room, text }), To::All),
-            Kind::Purged(user_id) => (event_frame(&Event::Purged { room, user_id }), To::All),
+            Kind::Purged(user_id, rev) => {
+                (event_frame(&Event::Purged { room, user_id, rev }), To::All)
+            }
         };
         Applied { ev: envelope.ev, frame, to, seq }
     }

@@ -6,8 +6,10 @@
 --   'all': the same for every room.
 --   'announce': ARGV[3] is told to every room ("C 0 n <text>"); how many.
 --   'purge': every message of user ARGV[3] held here (each room's window
---       and remembered cids) becomes a tombstone, and each room that held
---       any or knows the user is told ("C 0 p <user id>"); how many rooms.
+--       and remembered cids) becomes a tombstone, each a change of its
+--       room (as room.lua's delete notes one), and each room that held any
+--       or knows the user is told ("C 0 p <user id>[ <its change number>]",
+--       the number when it held any); how many rooms.
 local ns = ARGV[1]
 local mode = ARGV[2] or 'public'
 local channel = ns .. ':events'
@@ -27,6 +29,20 @@ local function tombstone(json)
   return cjson.encode(message)
 end
 
+-- Notes a change of message n of `room` (room.lua's note_change, with
+-- the same CHANGES_KEPT); the room's change number now.
+local CHANGES_KEPT = 4096
+local function note_change(room, n)
+  local rev = redis.call('HINCRBY', room .. 'meta', 'rev', 1)
+  redis.call('ZADD', room .. 'chg', rev, n)
+  if redis.call('ZCARD', room .. 'chg') > CHANGES_KEPT then
+    local lost = redis.call('ZRANGE', room .. 'chg', 0, 0, 'WITHSCORES')
+    redis.call('HSET', room .. 'meta', 'rev0', lost[2])
+    redis.call('ZREMRANGEBYRANK', room .. 'chg', 0, 0)
+  end
+  return rev
+end
+
 local told = 0
 for _, code in ipairs(redis.call('SMEMBERS', set)) do
   local room = ns .. ':{' .. code .. '}:'
@@ -43,12 +59,14 @@ for _, code in ipairs(redis.call('SMEMBERS', set)) do
     -- script, its fields in any order: a match is decoded to be sure.)
     local mark = '"id":"' .. uid .. '"'
     local touched = redis.call('HEXISTS', room .. 'vis', uid) == 1
+    local rev = nil
     for i, envelope in ipairs(redis.call('LRANGE', room .. 'wl', 0, -1)) do
       local head, json = string.match(envelope, '^(%S+ %S+ [ms] %S+ %S+ %S+ )(.*)$')
       if json and string.find(json, mark, 1, true) then
         local message = cjson.decode(json)
         if message.from.id == uid and not message.deleted then
           redis.call('LSET', room .. 'wl', i - 1, head .. tombstone(json))
+          rev = note_change(room, message.seq)
           touched = true
         elseif message.reply and message.reply.from.id == uid and not message.reply.deleted then
           -- A reply quotes the user's message no more.
@@ -65,7 +83,7 @@ for _, code in ipairs(redis.call('SMEMBERS', set)) do
       end
     end
     if touched then
-      redis.call('PUBLISH', channel, code .. ' 0 p ' .. uid)
+      redis.call('PUBLISH', channel, code .. ' 0 p ' .. uid .. (rev and (' ' .. rev) or ''))
       told = told + 1
     end
   else

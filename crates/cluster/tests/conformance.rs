@@ -8,7 +8,7 @@
 //! connection's outbox), without sockets; the edges have their own tests.
 //! Every wait is for a frame, bounded by a timeout; nothing sleeps.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1063,13 +1063,25 @@ async fn operator<B: RoomBackend>(nodes: Nodes<B>) {
 
     // Bob's messages are purged everywhere; Ann's stay.
     let post = json!({"op": "post", "room": private, "body": "spam one", "cid": "p1"});
-    bob.ok(post.clone()).await;
+    let spam = bob.ok(post.clone()).await["message"]["seq"].as_u64().unwrap();
     bob.post(&stored, "spam two").await;
-    ann.post(&private, "hello").await;
+    let hello = ann.post(&private, "hello").await;
+    let seen = ann.join(&private).await["rev"].as_u64().unwrap();
     nodes.b.backend().purge(&bob.user).await.unwrap();
+    let mut revs = HashMap::new();
     for _ in 0..2 {
-        assert_eq!(ann.next_event("purged").await["user_id"], json!(bob.user));
+        let purged = ann.next_event("purged").await;
+        assert_eq!(purged["user_id"], json!(bob.user));
+        revs.insert(purged["room"].as_str().unwrap().to_owned(), purged["rev"].as_u64());
     }
+    // Each tombstone is a change: one who resumes from before it hears of
+    // it, as of a delete.
+    let purge_rev = revs[&private].expect("the room held Bob's message: a change number");
+    assert!(purge_rev > seen, "{purge_rev} after {seen}");
+    let resumed = ann.ok(json!({"op": "join", "room": private, "since": hello, "rev": seen})).await;
+    assert_eq!(seqs(&resumed["changed"]), [spam], "{resumed}");
+    assert_eq!(resumed["changed"][0]["deleted"], true, "{resumed}");
+    assert_eq!(resumed["rev"].as_u64(), Some(purge_rev), "{resumed}");
     for code in [&private, &stored] {
         let history = ann.ok(json!({"op": "history", "room": code})).await;
         for message in history["messages"].as_array().unwrap() {

@@ -1275,9 +1275,31 @@ impl Room {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         let mut touched = state.visibility.contains_key(user_id);
+        let mut purged = Vec::new();
         for kept in state.window.iter_mut().filter(|m| m.from.id == user_id && !m.deleted) {
+            purged.push((kept.seq, Quote::of(kept).tombstone()));
             *kept = Arc::new(kept.tombstone());
+        }
+        // Each tombstone is a change, as a delete's is, so that a member
+        // who resumes hears of it. The store's copy is the hub's to purge
+        // (every message, not only the window's); its change number goes
+        // with a delete of each, best effort: an operator's purge is not
+        // refused for a busy store.
+        let mut rev = None;
+        for (seq, quote) in purged {
             touched = true;
+            if let Some(persister) = &self.persister {
+                let write = Write::Delete {
+                    room: self.meta.code.clone(),
+                    seq,
+                    quote,
+                    rev: Some(state.rev + 1),
+                };
+                if persister.try_queue(Job::Write(write)).is_err() {
+                    tracing::warn!(room = %self.meta.code, seq, "a purge's change number not stored: the store is busy");
+                }
+            }
+            rev = Some(note_change(state, seq, self.limits.window));
         }
         // Replies quote the user's messages no more.
         for kept in &mut state.window {
@@ -1295,7 +1317,8 @@ impl Room {
             }
         }
         if touched {
-            let event = Event::Purged { room: self.meta.code.clone(), user_id: user_id.to_owned() };
+            let event =
+                Event::Purged { room: self.meta.code.clone(), user_id: user_id.to_owned(), rev };
             broadcast(state, &event_frame(&event), |_, _| true);
         }
     }

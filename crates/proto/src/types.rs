@@ -435,10 +435,14 @@ pub enum Event {
         on: bool,
     },
     /// Every message of `user` in `room` was deleted by the site's
-    /// operator: tombstones in their place.
+    /// operator: tombstones in their place. `rev`: the room's change
+    /// number after it, when the room held any of them (each tombstone is
+    /// a change, as a delete is, so a resume hears of it).
     Purged {
         room: String,
         user_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rev: Option<u64>,
     },
     /// A word from the site's operator, to every room.
     Notice {

@@ -175,8 +175,10 @@ client.on('reacted', ({ room: where, seq, emoji, user, on, rev: now }) => {
   seen(now);
   timeline.react(seq, emoji, user, on);
 });
-client.on('purged', ({ room: where, user_id: userId }) => {
-  if (isThisRoom(where)) timeline.markDeletedFrom(userId);
+client.on('purged', ({ room: where, user_id: userId, rev: now }) => {
+  if (!isThisRoom(where)) return;
+  seen(now);
+  timeline.markDeletedFrom(userId);
 });
 client.on('notice', ({ room: where, text }) => {
   if (isThisRoom(where)) timeline.system(`From the operator: ${text}`);
