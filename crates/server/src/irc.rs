@@ -15,6 +15,8 @@
 //! `USER`; then 001–005 and 422 (no MOTD). Joining a channel joins an
 //! existing room; a room is made with `/msg confab create [title]`.
 
+mod history;
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -117,6 +119,7 @@ async fn serve<S: AsyncRead + AsyncWrite>(
                 while let Some(frame) = receiver.try_recv() {
                     irc.frame(&frame);
                 }
+                irc.follow_up().await;
             }
             line = lines.next_line(), if irc.quit.is_none() => {
                 match line {
@@ -130,6 +133,7 @@ async fn serve<S: AsyncRead + AsyncWrite>(
                 while let Some(frame) = receiver.try_recv() {
                     irc.frame(&frame);
                 }
+                irc.follow_up().await;
                 if irc.registered {
                     deadline = Instant::now() + IDLE_TIMEOUT;
                 }
@@ -192,9 +196,21 @@ enum Pending {
     Hello,
     Join(String),
     Part(String),
-    Post { channel: String, text: String, notice: bool },
+    Post {
+        channel: String,
+        text: String,
+        notice: bool,
+    },
     Names(String),
-    History(String),
+    /// A CHATHISTORY's answer: the messages after `floor`, as a batch.
+    History {
+        channel: String,
+        floor: Option<u64>,
+    },
+    /// A CHATHISTORY's search for a time: the room's newest message.
+    Newest(history::Seek),
+    /// The same, reading a message.
+    Seek(history::Seek, u64),
     Who(String),
     Topic(String),
     SetTopic(String),
@@ -227,6 +243,9 @@ struct Irc {
     labels: HashMap<i64, String>,
     /// A multi-line message being received (draft/multiline).
     multiline: Option<Multiline>,
+    /// The requests answers call for (each a CHATHISTORY's next step),
+    /// with the label its command's answer carries, if any.
+    follow: Vec<(Pending, ClientOp, Option<String>)>,
 }
 
 /// A `draft/multiline` batch from the client: its reference, target and
@@ -353,6 +372,7 @@ impl Irc {
             batch: None,
             labels: HashMap::new(),
             multiline: None,
+            follow: Vec::new(),
         }
     }
 
@@ -619,13 +639,28 @@ impl Irc {
                 }
             }
             "LIST" => self.request(Pending::List, ClientOp::Rooms).await,
-            // IRCv3 draft/chathistory: LATEST <target> * <limit>, and
-            // BEFORE <target> msgid=<room>-<seq> <limit> (the ids this
-            // server gives).
+            // IRCv3 draft/chathistory (irc/history.rs).
             "CHATHISTORY" => {
-                let (Some(sub), Some(target), Some(at), Some(limit)) =
-                    (param(0), param(1), param(2), param(3))
-                else {
+                let sub = param(0).unwrap_or("").to_ascii_uppercase();
+                let sub = match sub.as_str() {
+                    "BEFORE" => history::Sub::Before,
+                    "AFTER" => history::Sub::After,
+                    "LATEST" => history::Sub::Latest,
+                    "AROUND" => history::Sub::Around,
+                    "BETWEEN" => history::Sub::Between,
+                    "" => {
+                        return self.say(&format!(
+                            ":{SERVER} FAIL CHATHISTORY NEED_MORE_PARAMS :Missing parameters"
+                        ));
+                    }
+                    _ => {
+                        return self.say(&format!(
+                            ":{SERVER} FAIL CHATHISTORY INVALID_PARAMS {sub} :Unknown subcommand"
+                        ));
+                    }
+                };
+                let marks = if sub == history::Sub::Between { 2 } else { 1 };
+                let (Some(target), Some(limit)) = (param(1), param(2 + marks)) else {
                     return self.say(&format!(
                         ":{SERVER} FAIL CHATHISTORY NEED_MORE_PARAMS :Missing parameters"
                     ));
@@ -633,36 +668,33 @@ impl Irc {
                 let Some(room) = room_of(target).map(str::to_owned) else {
                     return self.say(&format!(":{SERVER} FAIL CHATHISTORY INVALID_TARGET {target} :Only channels have history"));
                 };
-                let limit =
-                    limit.parse::<u32>().ok().filter(|l| *l > 0).map(|l| l.min(HISTORY_MOST));
-                let before = match (sub.to_ascii_uppercase().as_str(), at) {
-                    ("LATEST", "*") => None,
-                    ("BEFORE", at) => match at
-                        .strip_prefix("msgid=")
-                        .and_then(|id| id.rsplit_once('-'))
-                        .and_then(|(_, seq)| seq.parse::<u64>().ok())
-                    {
-                        Some(seq) => Some(seq),
+                let mut found = Vec::new();
+                for at in (2..2 + marks).filter_map(&param) {
+                    if sub == history::Sub::Latest && at == "*" {
+                        continue;
+                    }
+                    match history::mark(at, &room) {
+                        Some(mark) => found.push(mark),
                         None => {
                             return self.say(&format!(
-                                ":{SERVER} FAIL CHATHISTORY INVALID_PARAMS {at} :Give msgid=<an id this server gave>"
+                                ":{SERVER} FAIL CHATHISTORY INVALID_PARAMS {at} :Give msgid=<an id of this channel's> or timestamp=YYYY-MM-DDThh:mm:ss.sssZ"
                             ));
                         }
-                    },
-                    _ => {
-                        return self.say(&format!(
-                            ":{SERVER} FAIL CHATHISTORY INVALID_PARAMS {sub} :LATEST * and BEFORE msgid= are answered"
-                        ));
                     }
-                };
-                let Some(limit) = limit else {
+                }
+                let Some(limit) =
+                    limit.parse::<u32>().ok().filter(|l| *l > 0).map(|l| l.min(HISTORY_MOST))
+                else {
                     return self.say(&format!(
-                        ":{SERVER} FAIL CHATHISTORY INVALID_PARAMS {} :Bad limit",
-                        param(3).unwrap_or("")
+                        ":{SERVER} FAIL CHATHISTORY INVALID_PARAMS {limit} :Bad limit"
                     ));
                 };
-                let op = ClientOp::History { room, before, limit: Some(limit) };
-                self.request(Pending::History(target.to_owned()), op).await;
+                let query =
+                    history::Query { channel: target.to_owned(), room, sub, limit, marks: found };
+                let (step, seek) = query.clone().next();
+                if let Some((pending, op)) = self.history_step(&query, step, seek) {
+                    self.request(pending, op).await;
+                }
             }
             "MODE" => {
                 let Some(target) = param(0).map(str::to_owned) else {
@@ -780,17 +812,79 @@ impl Irc {
         let Ok(value) = serde_json::from_slice::<Value>(frame) else { return };
         if let Some(re) = value["re"].as_i64() {
             let Some(pending) = self.pending.remove(&re) else { return };
-            let start = self.out.len();
+            let (start, follows) = (self.out.len(), self.follow.len());
             if value["ok"] == true {
                 self.answered(pending, &value);
             } else {
                 self.refused(pending, &value["error"]);
             }
             if let Some(label) = self.labels.remove(&re) {
-                self.label(start, &label);
+                match self.follow.get_mut(follows) {
+                    // The answer is the next request's.
+                    Some((_, _, next)) => *next = Some(label),
+                    None => self.label(start, &label),
+                }
             }
         } else {
             self.event(&value);
+        }
+    }
+
+    /// Acts on a CHATHISTORY's next step: the request it needs, if any
+    /// (an empty answer is written at once).
+    fn history_step(
+        &mut self,
+        query: &history::Query,
+        step: history::Step,
+        seek: Option<history::Seek>,
+    ) -> Option<(Pending, ClientOp)> {
+        let room = query.room.clone();
+        match (step, seek) {
+            (history::Step::Newest, Some(seek)) => {
+                let op = ClientOp::History { room, before: None, limit: Some(1) };
+                Some((Pending::Newest(seek), op))
+            }
+            (history::Step::Get(seq), Some(seek)) => {
+                Some((Pending::Seek(seek, seq), ClientOp::Get { room, seq }))
+            }
+            (history::Step::History { before, limit, floor }, _) => {
+                let channel = query.channel.clone();
+                let op = ClientOp::History { room, before, limit: Some(limit) };
+                Some((Pending::History { channel, floor }, op))
+            }
+            (history::Step::Empty | history::Step::Newest | history::Step::Get(_), _) => {
+                self.history_batch(&query.channel, Vec::new());
+                None
+            }
+        }
+    }
+
+    /// A CHATHISTORY's answer: `messages` in a `chathistory` batch.
+    fn history_batch(&mut self, channel: &str, messages: Vec<Value>) {
+        let batch = format!("h{}", self.next_id);
+        self.next_id += 1;
+        let batched = self.caps.contains("batch");
+        if batched {
+            self.say(&format!(":{SERVER} BATCH +{batch} chathistory {channel}"));
+            self.batch = Some(batch.clone());
+        }
+        for message in messages {
+            self.message(&message, false);
+        }
+        if batched {
+            self.batch = None;
+            self.say(&format!(":{SERVER} BATCH -{batch}"));
+        }
+    }
+
+    /// Sends the requests answers called for.
+    async fn follow_up(&mut self) {
+        for (pending, op, label) in std::mem::take(&mut self.follow) {
+            let id = self.next_id;
+            self.request(pending, op).await;
+            if let Some(label) = label {
+                self.labels.insert(id, label);
+            }
         }
     }
 
@@ -893,20 +987,25 @@ impl Irc {
                 }
             }
             Pending::Names(channel) => self.names(&channel, &reply["members"], &reply["roles"]),
-            Pending::History(channel) => {
-                let batch = format!("h{}", self.next_id);
-                self.next_id += 1;
-                let batched = self.caps.contains("batch");
-                if batched {
-                    self.say(&format!(":{SERVER} BATCH +{batch} chathistory {channel}"));
-                    self.batch = Some(batch.clone());
+            Pending::History { channel, floor } => {
+                let messages = reply["messages"].as_array().cloned().unwrap_or_default();
+                let after = |m: &Value| floor.is_none_or(|f| m["seq"].as_u64() > Some(f));
+                self.history_batch(&channel, messages.into_iter().filter(after).collect());
+            }
+            Pending::Newest(seek) => {
+                let query = seek.query.clone();
+                let newest = reply["messages"].as_array().and_then(|m| m.last());
+                let newest = newest.and_then(|m| Some((m["seq"].as_u64()?, m["ts"].as_str()?)));
+                let (step, seek) = seek.newest(newest);
+                if let Some((pending, op)) = self.history_step(&query, step, seek) {
+                    self.follow.push((pending, op, None));
                 }
-                for message in reply["messages"].as_array().cloned().unwrap_or_default() {
-                    self.message(&message, false);
-                }
-                if batched {
-                    self.batch = None;
-                    self.say(&format!(":{SERVER} BATCH -{batch}"));
+            }
+            Pending::Seek(seek, seq) => {
+                let query = seek.query.clone();
+                let (step, seek) = seek.read(seq, reply["message"]["ts"].as_str());
+                if let Some((pending, op)) = self.history_step(&query, step, seek) {
+                    self.follow.push((pending, op, None));
                 }
             }
             Pending::Who(channel) => {
@@ -987,9 +1086,25 @@ impl Irc {
                 }
                 _ => self.numeric("442", &[&channel], &text),
             },
-            Pending::History(channel) => {
+            // A message that cannot be read lies before the user's join
+            // (or was pruned): earlier than any the search looks for.
+            Pending::Seek(seek, seq) if code == "not_found" => {
+                let query = seek.query.clone();
+                let (step, seek) = seek.read(seq, None);
+                if let Some((pending, op)) = self.history_step(&query, step, seek) {
+                    self.follow.push((pending, op, None));
+                }
+            }
+            Pending::History { channel, .. } => {
                 self.say(&format!(
                     ":{SERVER} FAIL CHATHISTORY INVALID_TARGET {channel} :{}",
+                    clean(&text)
+                ));
+            }
+            Pending::Newest(seek) | Pending::Seek(seek, _) => {
+                self.say(&format!(
+                    ":{SERVER} FAIL CHATHISTORY INVALID_TARGET {} :{}",
+                    seek.query.channel,
                     clean(&text)
                 ));
             }

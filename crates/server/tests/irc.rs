@@ -373,10 +373,76 @@ async fn a_client_pages_back_with_chathistory_in_a_batch() {
     let lines = irc.until(":confab BATCH -l").await;
     let inner = lines.iter().find(|l| l.contains(" PRIVMSG ")).unwrap();
     assert_eq!(inner.matches("batch=").count(), 1, "one batch tag: {inner}");
-    irc.send("CHATHISTORY AROUND #main msgid=main-2 5").await;
-    assert!(irc.line().await.starts_with(":confab FAIL CHATHISTORY INVALID_PARAMS"));
+    // The other subcommands, by message id.
+    let expect = [
+        ("AFTER #main msgid=main-2 2", vec!["m3", "m4"]),
+        ("AROUND #main msgid=main-3 3", vec!["m2", "m3", "m4"]),
+        ("BETWEEN #main msgid=main-1 msgid=main-5 10", vec!["m2", "m3", "m4"]),
+        ("BETWEEN #main msgid=main-5 msgid=main-1 2", vec!["m3", "m4"]),
+        ("LATEST #main msgid=main-3 10", vec!["m4", "m5"]),
+        ("BEFORE #main msgid=main-1 10", vec![]),
+    ];
+    for (command, bodies) in expect {
+        irc.send(&format!("CHATHISTORY {command}")).await;
+        assert_eq!(history_bodies(&mut irc).await, bodies, "{command}");
+    }
+    // By time: every message's time from the batch, then what lies
+    // before, after and between times, against those.
+    irc.send("CHATHISTORY LATEST #main * 10").await;
+    let all = history_lines(&mut irc).await;
+    let timed: Vec<(String, String)> = all
+        .iter()
+        .map(|l| {
+            let time = l.split("time=").nth(1).unwrap().split([';', ' ']).next().unwrap();
+            (time.to_owned(), l.rsplit(" :").next().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(timed.len(), 5, "{all:?}");
+    let t3 = timed[2].0.clone();
+    let bodies_where = |keep: &dyn Fn(&str) -> bool| -> Vec<String> {
+        timed.iter().filter(|(t, _)| keep(t)).map(|(_, b)| b.clone()).collect()
+    };
+    irc.send(&format!("CHATHISTORY BEFORE #main timestamp={t3} 10")).await;
+    assert_eq!(history_bodies(&mut irc).await, bodies_where(&|t| t < t3.as_str()));
+    irc.send(&format!("CHATHISTORY AFTER #main timestamp={t3} 10")).await;
+    assert_eq!(history_bodies(&mut irc).await, bodies_where(&|t| t > t3.as_str()));
+    irc.send(&format!("CHATHISTORY LATEST #main timestamp={t3} 10")).await;
+    assert_eq!(history_bodies(&mut irc).await, bodies_where(&|t| t > t3.as_str()));
+    let (t1, t5) = (timed[0].0.clone(), timed[4].0.clone());
+    irc.send(&format!("CHATHISTORY BETWEEN #main timestamp={t5} timestamp={t1} 10")).await;
+    let inside = bodies_where(&|t| t > t1.as_str() && t < t5.as_str());
+    assert_eq!(history_bodies(&mut irc).await, inside);
+    irc.send("CHATHISTORY BEFORE #main timestamp=2000-01-01T00:00:00Z 10").await;
+    assert_eq!(history_bodies(&mut irc).await, Vec::<String>::new());
+    irc.send("CHATHISTORY AFTER #main timestamp=2000-01-01T00:00:00.000Z 2").await;
+    assert_eq!(history_bodies(&mut irc).await, ["m1", "m2"]);
+    // A search's answer carries its command's label.
+    irc.send(&format!("@label=t CHATHISTORY BEFORE #main timestamp={t5} 1")).await;
+    let lines = irc.until(":confab BATCH -l").await;
+    assert!(lines[0].starts_with("@label=t "), "{lines:?}");
+    let newest_before = bodies_where(&|t| t < t5.as_str()).pop().unwrap();
+    assert!(lines.iter().any(|l| l.ends_with(&format!(" PRIVMSG #main :{newest_before}"))));
+    for bad in
+        ["BEFORE #main timestamp=yesterday 5", "BEFORE #main msgid=other-2 5", "SIDEWAYS #main * 5"]
+    {
+        irc.send(&format!("CHATHISTORY {bad}")).await;
+        assert!(irc.line().await.starts_with(":confab FAIL CHATHISTORY INVALID_PARAMS"), "{bad}");
+    }
     irc.send("CHATHISTORY LATEST #nope * 5").await;
     assert!(irc.line().await.starts_with(":confab FAIL CHATHISTORY INVALID_TARGET #nope"));
+}
+
+/// The lines of a `chathistory` batch, its messages'.
+async fn history_lines(irc: &mut Client) -> Vec<String> {
+    let lines = irc.until(":confab BATCH -h").await;
+    assert!(lines[0].contains(" chathistory #main"), "{lines:?}");
+    lines.into_iter().filter(|l| l.contains(" PRIVMSG ")).collect()
+}
+
+/// The messages of a `chathistory` batch, their text.
+async fn history_bodies(irc: &mut Client) -> Vec<String> {
+    let lines = history_lines(irc).await;
+    lines.iter().map(|l| l.rsplit(" :").next().unwrap().to_owned()).collect()
 }
 
 #[tokio::test]

@@ -1,0 +1,324 @@
+//! CHATHISTORY (IRCv3 draft/chathistory) on top of the protocol's
+//! `history` and `get`: what a command asks for, how its references are
+//! found, and which `history` answers it.
+//!
+//! A reference is a message this server gave an id (`msgid=<room>-<seq>`)
+//! or a time (`timestamp=YYYY-MM-DDThh:mm:ss.sssZ`). A time is found by a
+//! binary search over the room's numbers with `get` (a room's messages are
+//! numbered in the order they were posted, so their times only grow): the
+//! newest message first, then about log2(seq) more reads, each answered
+//! from the room's window or the store.
+
+/// The subcommands answered.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Sub {
+    Before,
+    After,
+    Latest,
+    Around,
+    Between,
+}
+
+/// A reference, as given or as found.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Mark {
+    /// A message's seq.
+    Seq(u64),
+    /// A time, in the form the server writes (`…T12:10:12.466Z`), which
+    /// compares as text.
+    Time(String),
+}
+
+/// How a time reference bounds what is answered: it names the first
+/// message at or after it (`Upper`, `Center`: BEFORE, AROUND) or the last
+/// at or before it (`Lower`: AFTER, LATEST, the earlier end of BETWEEN).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Role {
+    Lower,
+    Upper,
+}
+
+/// One CHATHISTORY command, its references being found.
+#[derive(Clone, Debug)]
+pub(super) struct Query {
+    pub channel: String,
+    pub room: String,
+    pub sub: Sub,
+    pub limit: u32,
+    /// LATEST `*` has none; BETWEEN has two.
+    pub marks: Vec<Mark>,
+}
+
+/// A binary search for the message a time names: the answer lies in
+/// `lo..=hi` (`hi` one past the newest when no message is late enough).
+#[derive(Clone, Debug)]
+pub(super) struct Seek {
+    pub query: Query,
+    /// Which of the query's marks is being found.
+    pub index: usize,
+    pub lo: u64,
+    pub hi: u64,
+}
+
+/// The next step of a CHATHISTORY: read a message, or answer.
+#[derive(Debug, PartialEq)]
+pub(super) enum Step {
+    /// Read the newest message (to bound the search).
+    Newest,
+    /// Read message `seq`.
+    Get(u64),
+    /// Ask `history` for `limit` before `before` and answer those after
+    /// `floor`.
+    History { before: Option<u64>, limit: u32, floor: Option<u64> },
+    /// Nothing can be in range: an empty batch.
+    Empty,
+}
+
+/// Reads a reference: `msgid=<room>-<seq>` of `room`, or a timestamp.
+pub(super) fn mark(text: &str, room: &str) -> Option<Mark> {
+    if let Some(id) = text.strip_prefix("msgid=") {
+        let (of, seq) = id.rsplit_once('-')?;
+        if !of.eq_ignore_ascii_case(room) {
+            return None;
+        }
+        return Some(Mark::Seq(seq.parse().ok()?));
+    }
+    let time = text.strip_prefix("timestamp=")?;
+    // YYYY-MM-DDThh:mm:ss(.sss)?Z, written as the server writes times.
+    let shape = |s: &str, form: &str| {
+        s.len() == form.len()
+            && s.bytes()
+                .zip(form.bytes())
+                .all(|(c, f)| if f == b'9' { c.is_ascii_digit() } else { c == f })
+    };
+    if shape(time, "9999-99-99T99:99:99.999Z") {
+        Some(Mark::Time(time.to_owned()))
+    } else if shape(time, "9999-99-99T99:99:99Z") {
+        Some(Mark::Time(format!("{}.000Z", &time[..19])))
+    } else {
+        None
+    }
+}
+
+impl Query {
+    /// The role of mark `index` when it is a time.
+    fn role(&self, index: usize) -> Role {
+        match self.sub {
+            Sub::Before | Sub::Around => Role::Upper,
+            Sub::After | Sub::Latest => Role::Lower,
+            Sub::Between => {
+                let other = &self.marks[1 - index];
+                let this = &self.marks[index];
+                let earlier = match (this, other) {
+                    (Mark::Time(a), Mark::Time(b)) => a < b || (a == b && index == 0),
+                    // Against a message, a time is taken as where it falls.
+                    _ => index == 0,
+                };
+                if earlier { Role::Lower } else { Role::Upper }
+            }
+        }
+    }
+
+    /// What to do next: find the first time reference left, or answer.
+    pub(super) fn next(self) -> (Step, Option<Seek>) {
+        if let Some(index) = self.marks.iter().position(|m| matches!(m, Mark::Time(_))) {
+            return (Step::Newest, Some(Seek { query: self, index, lo: 1, hi: 0 }));
+        }
+        (self.answer(), None)
+    }
+
+    /// The `history` that answers the query, its marks all messages.
+    fn answer(&self) -> Step {
+        let seq = |i: usize| match self.marks.get(i) {
+            Some(Mark::Seq(s)) => Some(*s),
+            _ => None,
+        };
+        let limit = self.limit;
+        let (before, floor) = match (self.sub, seq(0), seq(1)) {
+            (Sub::Before, Some(s), _) => (Some(s), None),
+            (Sub::After, Some(s), _) => (Some(s.saturating_add(u64::from(limit)) + 1), Some(s)),
+            (Sub::Latest, s, _) => (None, s),
+            (Sub::Around, Some(s), _) => (Some(s.saturating_add(u64::from(limit / 2)) + 1), None),
+            (Sub::Between, Some(a), Some(b)) => {
+                let (lo, hi) = (a.min(b), a.max(b));
+                if a <= b {
+                    (Some(hi.min(lo.saturating_add(u64::from(limit)) + 1)), Some(lo))
+                } else {
+                    (Some(hi), Some(lo))
+                }
+            }
+            _ => return Step::Empty,
+        };
+        match (before, floor) {
+            (Some(0 | 1), _) => Step::Empty,
+            (Some(b), Some(f)) if b <= f.saturating_add(1) => Step::Empty,
+            _ => Step::History { before, limit, floor },
+        }
+    }
+}
+
+impl Seek {
+    fn time(&self) -> &str {
+        match &self.query.marks[self.index] {
+            Mark::Time(t) => t,
+            Mark::Seq(_) => "",
+        }
+    }
+
+    /// Whether a message posted at `ts` lies at or past the mark (for a
+    /// lower bound, strictly past it).
+    fn past(&self, ts: &str) -> bool {
+        match self.query.role(self.index) {
+            Role::Lower => ts > self.time(),
+            Role::Upper => ts >= self.time(),
+        }
+    }
+
+    /// The newest message is `newest` (seq and time), or there is none.
+    pub(super) fn newest(mut self, newest: Option<(u64, &str)>) -> (Step, Option<Seek>) {
+        match newest {
+            Some((seq, ts)) if self.past(ts) => {
+                self.hi = seq;
+                self.probe()
+            }
+            Some((seq, _)) => self.found(seq + 1),
+            None => self.found(1),
+        }
+    }
+
+    /// Message `seq` was posted at `ts`, or cannot be read (`None`: not
+    /// visible to this user, which only a message before their join, or
+    /// pruned, is: taken as earlier).
+    pub(super) fn read(mut self, seq: u64, ts: Option<&str>) -> (Step, Option<Seek>) {
+        if ts.is_some_and(|ts| self.past(ts)) {
+            self.hi = seq;
+        } else {
+            self.lo = seq + 1;
+        }
+        self.probe()
+    }
+
+    fn probe(self) -> (Step, Option<Seek>) {
+        if self.lo >= self.hi {
+            let at = self.hi;
+            return self.found(at);
+        }
+        let mid = self.lo + (self.hi - self.lo) / 2;
+        (Step::Get(mid), Some(self))
+    }
+
+    /// The mark names the first message past it, `first`: as a message,
+    /// the one a lower bound is after, or the one an upper bound is before.
+    fn found(mut self, first: u64) -> (Step, Option<Seek>) {
+        let at = match self.query.role(self.index) {
+            Role::Lower => first - 1,
+            Role::Upper => first,
+        };
+        self.query.marks[self.index] = Mark::Seq(at);
+        self.query.next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(sub: Sub, marks: Vec<Mark>, limit: u32) -> Query {
+        Query { channel: "#R".into(), room: "R".into(), sub, limit, marks }
+    }
+
+    #[test]
+    fn references_are_read_as_this_server_writes_them() {
+        assert_eq!(mark("msgid=ROOM-12", "ROOM"), Some(Mark::Seq(12)));
+        assert_eq!(mark("msgid=room-12", "ROOM"), Some(Mark::Seq(12)));
+        assert_eq!(mark("msgid=OTHER-12", "ROOM"), None, "another room's message");
+        assert_eq!(mark("msgid=ROOM-x", "ROOM"), None);
+        let t = "timestamp=2026-12-05T12:10:12.466Z";
+        assert_eq!(mark(t, "R"), Some(Mark::Time("2026-12-05T12:10:12.466Z".into())));
+        let t = "timestamp=2026-12-05T12:10:12Z";
+        assert_eq!(mark(t, "R"), Some(Mark::Time("2026-12-05T12:10:12.000Z".into())));
+        for bad in ["timestamp=yesterday", "timestamp=2026-12-05 12:10:12Z", "*", "12"] {
+            assert_eq!(mark(bad, "R"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn messages_name_their_history_at_once() {
+        let ask = |sub, marks, limit| query(sub, marks, limit).next().0;
+        let history = |before, limit, floor| Step::History { before, limit, floor };
+        assert_eq!(ask(Sub::Before, vec![Mark::Seq(50)], 10), history(Some(50), 10, None));
+        assert_eq!(ask(Sub::After, vec![Mark::Seq(50)], 10), history(Some(61), 10, Some(50)));
+        assert_eq!(ask(Sub::Latest, vec![], 10), history(None, 10, None));
+        assert_eq!(ask(Sub::Latest, vec![Mark::Seq(7)], 10), history(None, 10, Some(7)));
+        assert_eq!(ask(Sub::Around, vec![Mark::Seq(50)], 10), history(Some(56), 10, None));
+        let between = |a, b| ask(Sub::Between, vec![Mark::Seq(a), Mark::Seq(b)], 10);
+        assert_eq!(between(10, 100), history(Some(21), 10, Some(10)), "the first 10 after 10");
+        assert_eq!(between(100, 10), history(Some(100), 10, Some(10)), "the last 10 before 100");
+        assert_eq!(between(10, 15), history(Some(15), 10, Some(10)));
+        assert_eq!(between(10, 11), Step::Empty);
+        assert_eq!(ask(Sub::Before, vec![Mark::Seq(1)], 10), Step::Empty);
+    }
+
+    /// Runs a search over messages posted at `times` (seq 1 first), those
+    /// in `hidden` unreadable; the step it ends in.
+    fn search(q: Query, times: &[&str], hidden: &[u64]) -> (Step, usize) {
+        let (mut step, mut seek) = q.next();
+        let mut reads = 0;
+        while let Some(s) = seek.take() {
+            (step, seek) = match step {
+                Step::Newest => s.newest(times.last().map(|t| (times.len() as u64, *t))),
+                Step::Get(seq) => {
+                    reads += 1;
+                    let ts = (!hidden.contains(&seq)).then(|| times[seq as usize - 1]);
+                    s.read(seq, ts)
+                }
+                other => panic!("{other:?} with a search under way"),
+            };
+        }
+        (step, reads)
+    }
+
+    #[test]
+    fn a_time_is_found_by_a_binary_search() {
+        let times: Vec<String> =
+            (0..1000).map(|i| format!("2026-12-05T12:{:02}:{:02}.000Z", i / 60, i % 60)).collect();
+        let times: Vec<&str> = times.iter().map(String::as_str).collect();
+        let time = |s: &str| Mark::Time(s.into());
+        let history = |before, limit, floor| Step::History { before, limit, floor };
+        // Message 101 was posted at 12:01:40: before it, the 10 up to 100.
+        let (step, reads) =
+            search(query(Sub::Before, vec![time("2026-12-05T12:01:40.000Z")], 10), &times, &[]);
+        assert_eq!(step, history(Some(101), 10, None));
+        assert!(reads <= 10, "{reads} reads");
+        // After it: from 102 on (a time between two messages: from 102 too).
+        let (step, _) =
+            search(query(Sub::After, vec![time("2026-12-05T12:01:40.000Z")], 10), &times, &[]);
+        assert_eq!(step, history(Some(112), 10, Some(101)));
+        let (step, _) =
+            search(query(Sub::After, vec![time("2026-12-05T12:01:40.500Z")], 10), &times, &[]);
+        assert_eq!(step, history(Some(112), 10, Some(101)));
+        // Later than every message: nothing after, all before.
+        let (step, _) =
+            search(query(Sub::Latest, vec![time("2027-01-01T00:00:00.000Z")], 10), &times, &[]);
+        assert_eq!(step, history(None, 10, Some(1000)));
+        let (step, _) =
+            search(query(Sub::Before, vec![time("2020-01-01T00:00:00.000Z")], 10), &times, &[]);
+        assert_eq!(step, Step::Empty);
+        // BETWEEN two times, given either way round.
+        let (a, b) = (time("2026-12-05T12:00:10.000Z"), time("2026-12-05T12:00:20.000Z"));
+        let (step, _) = search(query(Sub::Between, vec![a.clone(), b.clone()], 100), &times, &[]);
+        assert_eq!(step, history(Some(21), 100, Some(11)), "11 < seq < 21");
+        let (step, _) = search(query(Sub::Between, vec![b, a], 100), &times, &[]);
+        assert_eq!(step, history(Some(21), 100, Some(11)));
+        // Messages before a private room's join are not readable: taken as
+        // earlier, which they are.
+        let hidden: Vec<u64> = (1..=500).collect();
+        let (step, _) =
+            search(query(Sub::Around, vec![time("2026-12-05T12:10:00.000Z")], 10), &times, &hidden);
+        assert_eq!(step, history(Some(607), 10, None));
+        // An empty room.
+        let (step, _) =
+            search(query(Sub::Before, vec![time("2026-12-05T12:10:00.000Z")], 10), &[], &[]);
+        assert_eq!(step, Step::Empty);
+    }
+}
