@@ -29,9 +29,7 @@ use tokio::time::{Instant, timeout};
 
 use crate::admission::Ticket;
 use crate::tcp::line::{Line, LineReader};
-use crate::tcp::{
-    IDLE_TIMEOUT, LOGIN_TIMEOUT, Lines, Sent, WRITE_TIMEOUT, send, send_unless_closed,
-};
+use crate::tcp::{IDLE_TIMEOUT, LOGIN_TIMEOUT, Sent, WRITE_TIMEOUT, send, send_unless_closed};
 use crate::{App, Conn};
 
 /// The server's name in IRC lines.
@@ -55,31 +53,9 @@ const MULTILINE_LINES: usize = 64;
 /// The most messages one CHATHISTORY answers (as `history`).
 const HISTORY_MOST: u32 = 100;
 
-/// IRC, on the terminal protocol's accept loop (`tcp::listen`).
-pub(crate) struct Protocol;
-
-impl Lines for Protocol {
-    const NAME: &'static str = "irc";
-
-    fn refusal(reason: &str) -> String {
-        format!("ERROR :{reason}\r\n")
-    }
-
-    fn serve<S>(
-        stream: S,
-        app: App,
-        peer: Option<IpAddr>,
-        ticket: Ticket,
-    ) -> impl Future<Output = ()> + Send
-    where
-        S: AsyncRead + AsyncWrite + Send + 'static,
-    {
-        serve(stream, app, peer, ticket)
-    }
-}
-
-/// Runs one IRC session until either side ends it.
-async fn serve<S: AsyncRead + AsyncWrite>(
+/// Runs one IRC session until either side ends it (accepted by
+/// `tcp::listen`).
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite>(
     stream: S,
     app: App,
     peer: Option<IpAddr>,

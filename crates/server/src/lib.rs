@@ -184,9 +184,9 @@ impl Server {
         let delivery =
             hooks::Delivery { give_up: config.webhook_give_up, timeout: config.webhook_timeout };
         tokio::spawn(hooks::deliver(app.clone(), delivery, stop.clone()));
-        tokio::spawn(tcp::listen::<tcp::Terminal>(tcp_listener, app.clone()));
+        tokio::spawn(tcp::listen(tcp_listener, app.clone(), tcp::Lines::Terminal));
         if let Some(listener) = irc_listener {
-            tokio::spawn(tcp::listen::<irc::Protocol>(listener, app.clone()));
+            tokio::spawn(tcp::listen(listener, app.clone(), tcp::Lines::Irc));
         }
         tokio::spawn(mem::trim_after_bursts(stop.clone()));
         if certificates.is_some() {

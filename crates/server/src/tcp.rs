@@ -63,53 +63,50 @@ const LINGER: Duration = Duration::from_secs(2);
 /// The most messages `%list` shows: the newest of what you may see.
 const LIST_LIMIT: u32 = 200;
 
-/// A protocol of lines served on a listener of its own: the terminal
-/// protocol, and IRC.
-pub(crate) trait Lines: 'static {
+/// A protocol of lines served on a listener of its own.
+#[derive(Clone, Copy)]
+pub(crate) enum Lines {
+    /// The terminal protocol.
+    Terminal,
+    /// IRC (`irc.rs`).
+    Irc,
+}
+
+impl Lines {
     /// What its connections are called in the logs.
-    const NAME: &'static str;
+    fn name(self) -> &'static str {
+        match self {
+            Lines::Terminal => "terminal",
+            Lines::Irc => "irc",
+        }
+    }
+
     /// The line a client refused admission is sent before its socket
     /// closes (over plain TCP only).
-    fn refusal(reason: &str) -> String;
+    fn refusal(self, reason: &str) -> String {
+        match self {
+            Lines::Terminal => format!("bye: {reason}\n"),
+            Lines::Irc => format!("ERROR :{reason}\r\n"),
+        }
+    }
+
     /// Runs one session from `peer` until either side ends it; its place
     /// at the server, `ticket`, is held until then.
-    fn serve<S>(
-        stream: S,
-        app: App,
-        peer: Option<IpAddr>,
-        ticket: Ticket,
-    ) -> impl Future<Output = ()> + Send
+    async fn serve<S>(self, stream: S, app: App, peer: Option<IpAddr>, ticket: Ticket)
     where
-        S: AsyncRead + AsyncWrite + Send + 'static;
-}
-
-/// The terminal protocol.
-pub(crate) struct Terminal;
-
-impl Lines for Terminal {
-    const NAME: &'static str = "terminal";
-
-    fn refusal(reason: &str) -> String {
-        format!("bye: {reason}\n")
-    }
-
-    fn serve<S>(
-        stream: S,
-        app: App,
-        peer: Option<IpAddr>,
-        ticket: Ticket,
-    ) -> impl Future<Output = ()> + Send
-    where
-        S: AsyncRead + AsyncWrite + Send + 'static,
+        S: AsyncRead + AsyncWrite,
     {
-        serve(stream, app, peer, ticket)
+        match self {
+            Lines::Terminal => serve(stream, app, peer, ticket).await,
+            Lines::Irc => crate::irc::serve(stream, app, peer, ticket).await,
+        }
     }
 }
 
-/// Accepts connections of protocol `L` until the server shuts down: each
+/// Accepts connections of `protocol` until the server shuts down: each
 /// admitted, then given a TLS handshake when the server has a certificate
 /// (with the terminal's ALPN: a client naming no protocol is served).
-pub(crate) async fn listen<L: Lines>(listener: TcpListener, app: App) {
+pub(crate) async fn listen(listener: TcpListener, app: App, protocol: Lines) {
     loop {
         let accepted = tokio::select! {
             // A drain refuses new connections: the listener closes.
@@ -118,7 +115,7 @@ pub(crate) async fn listen<L: Lines>(listener: TcpListener, app: App) {
         };
         match accepted {
             Ok((mut stream, peer)) => {
-                tracing::debug!(%peer, "{} connection", L::NAME);
+                tracing::debug!(%peer, "{} connection", protocol.name());
                 // Line-at-a-time output should not wait for Nagle.
                 let _ = stream.set_nodelay(true);
                 // Held until the session ends, so shutdown can wait for it.
@@ -127,7 +124,9 @@ pub(crate) async fn listen<L: Lines>(listener: TcpListener, app: App) {
                 tokio::spawn(async move {
                     // Admission before anything is allocated for the session.
                     match (app.edge.admit(peer.ip()), app.terminal_tls.clone()) {
-                        (Ok(ticket), None) => L::serve(stream, app, Some(peer.ip()), ticket).await,
+                        (Ok(ticket), None) => {
+                            protocol.serve(stream, app, Some(peer.ip()), ticket).await
+                        }
                         (Ok(_), Some(_)) if !app.edge.allow_handshake(peer.ip()) => {}
                         (Ok(ticket), Some(tls)) => {
                             let stream = tokio::select! {
@@ -135,11 +134,11 @@ pub(crate) async fn listen<L: Lines>(listener: TcpListener, app: App) {
                                 () = app.draining.cancelled() => None,
                             };
                             if let Some(stream) = stream {
-                                L::serve(stream, app, Some(peer.ip()), ticket).await;
+                                protocol.serve(stream, app, Some(peer.ip()), ticket).await;
                             }
                         }
                         (Err(refusal), None) => {
-                            let mut out = L::refusal(refusal.message());
+                            let mut out = protocol.refusal(refusal.message());
                             send(&mut stream, &mut out).await;
                         }
                         // Over TLS the words would need a handshake first: a
@@ -152,7 +151,7 @@ pub(crate) async fn listen<L: Lines>(listener: TcpListener, app: App) {
             Err(e) => {
                 // Out of file descriptors, most likely: back off instead of
                 // spinning on the same error.
-                tracing::warn!("{} accept failed: {e}", L::NAME);
+                tracing::warn!("{} accept failed: {e}", protocol.name());
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
