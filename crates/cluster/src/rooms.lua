@@ -29,16 +29,26 @@ local function tombstone(json)
   return cjson.encode(message)
 end
 
--- Notes a change of message n of `room` (room.lua's note_change, with
--- the same CHANGES_KEPT); the room's change number now.
+-- Notes one change of each message of `seqs` in `room`, under one change
+-- number (room.lua's note_change, with the same CHANGES_KEPT); the room's
+-- change number now.
 local CHANGES_KEPT = 4096
-local function note_change(room, n)
+local function note_changes(room, seqs)
   local rev = redis.call('HINCRBY', room .. 'meta', 'rev', 1)
-  redis.call('ZADD', room .. 'chg', rev, n)
-  if redis.call('ZCARD', room .. 'chg') > CHANGES_KEPT then
-    local lost = redis.call('ZRANGE', room .. 'chg', 0, 0, 'WITHSCORES')
+  for i = 1, #seqs, 1000 do
+    local pairs = {}
+    for j = i, math.min(i + 999, #seqs) do
+      pairs[#pairs + 1] = rev
+      pairs[#pairs + 1] = seqs[j]
+    end
+    redis.call('ZADD', room .. 'chg', unpack(pairs))
+  end
+  local over = redis.call('ZCARD', room .. 'chg') - CHANGES_KEPT
+  if over > 0 then
+    -- meta's "rev0": the latest change number no longer kept.
+    local lost = redis.call('ZRANGE', room .. 'chg', over - 1, over - 1, 'WITHSCORES')
     redis.call('HSET', room .. 'meta', 'rev0', lost[2])
-    redis.call('ZREMRANGEBYRANK', room .. 'chg', 0, 0)
+    redis.call('ZREMRANGEBYRANK', room .. 'chg', 0, over - 1)
   end
   return rev
 end
@@ -59,14 +69,14 @@ for _, code in ipairs(redis.call('SMEMBERS', set)) do
     -- script, its fields in any order: a match is decoded to be sure.)
     local mark = '"id":"' .. uid .. '"'
     local touched = redis.call('HEXISTS', room .. 'vis', uid) == 1
-    local rev = nil
+    local purged = {}
     for i, envelope in ipairs(redis.call('LRANGE', room .. 'wl', 0, -1)) do
       local head, json = string.match(envelope, '^(%S+ %S+ [ms] %S+ %S+ %S+ )(.*)$')
       if json and string.find(json, mark, 1, true) then
         local message = cjson.decode(json)
         if message.from.id == uid and not message.deleted then
           redis.call('LSET', room .. 'wl', i - 1, head .. tombstone(json))
-          rev = note_change(room, message.seq)
+          purged[#purged + 1] = message.seq
           touched = true
         elseif message.reply and message.reply.from.id == uid and not message.reply.deleted then
           -- A reply quotes the user's message no more.
@@ -83,7 +93,9 @@ for _, code in ipairs(redis.call('SMEMBERS', set)) do
       end
     end
     if touched then
-      redis.call('PUBLISH', channel, code .. ' 0 p ' .. uid .. (rev and (' ' .. rev) or ''))
+      local rev = ''
+      if #purged > 0 then rev = ' ' .. note_changes(room, purged) end
+      redis.call('PUBLISH', channel, code .. ' 0 p ' .. uid .. rev)
       told = told + 1
     end
   else

@@ -1277,30 +1277,22 @@ impl Room {
         let mut touched = state.visibility.contains_key(user_id);
         let mut purged = Vec::new();
         for kept in state.window.iter_mut().filter(|m| m.from.id == user_id && !m.deleted) {
-            purged.push((kept.seq, Quote::of(kept).tombstone()));
             *kept = Arc::new(kept.tombstone());
+            purged.push(kept.seq);
         }
-        // Each tombstone is a change, as a delete's is, so that a member
-        // who resumes hears of it. The store's copy is the hub's to purge
-        // (every message, not only the window's); its change number goes
-        // with a delete of each, best effort: an operator's purge is not
-        // refused for a busy store.
-        let mut rev = None;
-        for (seq, quote) in purged {
-            touched = true;
-            if let Some(persister) = &self.persister {
-                let write = Write::Delete {
-                    room: self.meta.code.clone(),
-                    seq,
-                    quote,
-                    rev: Some(state.rev + 1),
-                };
-                if persister.try_queue(Job::Write(write)).is_err() {
-                    tracing::warn!(room = %self.meta.code, seq, "a purge's change number not stored: the store is busy");
-                }
+        // The tombstones are one change of the room, numbered as a delete
+        // is, so that a member who resumes hears of each. The store's copy
+        // is the hub's to purge (every message, not only the window's);
+        // the change number goes with it, best effort: an operator's purge
+        // is not refused for a busy store.
+        let rev = (!purged.is_empty()).then(|| note_changes(state, &purged, self.limits.window));
+        if let (Some(rev), Some(persister)) = (rev, &self.persister) {
+            let write = Write::Rev { room: self.meta.code.clone(), rev };
+            if persister.try_queue(Job::Write(write)).is_err() {
+                tracing::warn!(room = %self.meta.code, "a purge's change number not stored: the store is busy");
             }
-            rev = Some(note_change(state, seq, self.limits.window));
         }
+        touched |= rev.is_some();
         // Replies quote the user's messages no more.
         for kept in &mut state.window {
             if let Some(quote) = kept.reply.as_ref().filter(|q| q.from.id == user_id && !q.deleted)
@@ -1820,6 +1812,22 @@ fn broadcast(state: &mut RoomState, frame: &Bytes, to: impl Fn(&User, &Listener)
 }
 
 /// Notes a change of message `seq`; its `rev`.
+/// Notes one change of every message of `seqs` (an operator's purge),
+/// under one change number; the room's change number now.
+fn note_changes(state: &mut RoomState, seqs: &[u64], kept: usize) -> u64 {
+    state.rev += 1;
+    let rev = state.rev;
+    let changed: std::collections::HashSet<u64> = seqs.iter().copied().collect();
+    state.changes.retain(|(_, s)| !changed.contains(s));
+    state.changes.extend(seqs.iter().map(|&s| (rev, s)));
+    while state.changes.len() > kept {
+        if let Some((old, _)) = state.changes.pop_front() {
+            state.forgotten = state.forgotten.max(old);
+        }
+    }
+    rev
+}
+
 fn note_change(state: &mut RoomState, seq: u64, kept: usize) -> u64 {
     state.rev += 1;
     // One entry a message, its latest: many reactions to one message do

@@ -93,6 +93,10 @@ pub enum Write {
     Amend { room: String, message: std::sync::Arc<Message>, rev: u64 },
     /// A room's slow mode set (seconds; 0: off).
     Slow { room: String, seconds: u32 },
+    /// A room's change number moved on with no message write of its own
+    /// (an operator's purge: the store's tombstones are `purge_user`'s):
+    /// stored so that it never goes back.
+    Rev { room: String, rev: u64 },
 }
 
 /// A message as [`Store::append`] left it.
@@ -409,6 +413,11 @@ impl Store for MemoryStore {
                 Write::Unban { room, user_id } => {
                     if let Some(room) = inner.rooms.get_mut(room) {
                         room.bans.retain(|b| b.user.id != *user_id);
+                    }
+                }
+                Write::Rev { room, rev } => {
+                    if let Some(stored) = inner.rooms.get_mut(room) {
+                        stored.rev = stored.rev.max(*rev);
                     }
                 }
                 Write::Delete { room, seq, quote, rev } => {

@@ -52,6 +52,10 @@ const MULTILINE_BYTES: usize = 4096;
 const MULTILINE_LINES: usize = 64;
 /// The most messages one CHATHISTORY answers (as `history`).
 const HISTORY_MOST: u32 = 100;
+/// The most CHATHISTORY searches for a time one session has under way
+/// (each costs about log2 of the room's message count reads); more are
+/// refused until one is answered.
+const SEARCHES_MOST: usize = 16;
 
 /// Runs one IRC session until either side ends it (accepted by
 /// `tcp::listen`).
@@ -187,6 +191,10 @@ enum Pending {
     Newest(history::Seek),
     /// The same, reading a message.
     Seek(history::Seek, u64),
+    /// A CHATHISTORY read forward: the room's newest message.
+    ForwardNewest(history::Forward),
+    /// The same, a page (read below its number).
+    Forward(history::Forward, u64),
     Who(String),
     Topic(String),
     SetTopic(String),
@@ -665,6 +673,14 @@ impl Irc {
                         ":{SERVER} FAIL CHATHISTORY INVALID_PARAMS {limit} :Bad limit"
                     ));
                 };
+                let searching = |p: &Pending| matches!(p, Pending::Newest(_) | Pending::Seek(..));
+                let timed = found.iter().any(|m| matches!(m, history::Mark::Time(_)));
+                if timed && self.pending.values().filter(|p| searching(p)).count() >= SEARCHES_MOST
+                {
+                    return self.say(&format!(
+                        ":{SERVER} FAIL CHATHISTORY MESSAGE_ERROR {target} :Too many searches by time under way; ask again once they are answered"
+                    ));
+                }
                 let query =
                     history::Query { channel: target.to_owned(), room, sub, limit, marks: found };
                 let (step, seek) = query.clone().next();
@@ -820,17 +836,39 @@ impl Irc {
                 let op = ClientOp::History { room, before: None, limit: Some(1) };
                 Some((Pending::Newest(seek), op))
             }
-            (history::Step::Get(seq), Some(seek)) => {
-                Some((Pending::Seek(seek, seq), ClientOp::Get { room, seq }))
+            (history::Step::Probe(seq), Some(seek)) => {
+                let op =
+                    ClientOp::History { room, before: Some(seq.saturating_add(1)), limit: Some(1) };
+                Some((Pending::Seek(seek, seq), op))
+            }
+            (history::Step::Forward { after, until, limit }, _) => {
+                let forward = history::Forward::new(query, after, until, limit);
+                let op = ClientOp::History { room, before: None, limit: Some(1) };
+                Some((Pending::ForwardNewest(forward), op))
             }
             (history::Step::History { before, limit, floor }, _) => {
                 let channel = query.channel.clone();
                 let op = ClientOp::History { room, before, limit: Some(limit) };
                 Some((Pending::History { channel, floor }, op))
             }
-            (history::Step::Empty | history::Step::Newest | history::Step::Get(_), _) => {
+            (history::Step::Empty | history::Step::Newest | history::Step::Probe(_), _) => {
                 self.history_batch(&query.channel, Vec::new());
                 None
+            }
+        }
+    }
+
+    /// A forward read's next page, or its answer.
+    fn forward(&mut self, forward: history::Forward, page: Option<(u64, u32)>) {
+        match page {
+            Some((before, limit)) => {
+                let room = forward.room.clone();
+                let op = ClientOp::History { room, before: Some(before), limit: Some(limit) };
+                self.follow.push((Pending::Forward(forward, before), op, None));
+            }
+            None => {
+                let history::Forward { channel, got, .. } = forward;
+                self.history_batch(&channel, got);
             }
         }
     }
@@ -977,9 +1015,21 @@ impl Irc {
                     self.follow.push((pending, op, None));
                 }
             }
-            Pending::Seek(seek, seq) => {
+            Pending::ForwardNewest(mut forward) => {
+                let newest = reply["messages"].as_array().and_then(|m| m.last());
+                let page = forward.newest(newest.and_then(|m| m["seq"].as_u64()));
+                self.forward(forward, page);
+            }
+            Pending::Forward(mut forward, before) => {
+                let messages = reply["messages"].as_array().cloned().unwrap_or_default();
+                let page = forward.page(before, messages);
+                self.forward(forward, page);
+            }
+            Pending::Seek(seek, probe) => {
                 let query = seek.query.clone();
-                let (step, seek) = seek.read(seq, reply["message"]["ts"].as_str());
+                let found = reply["messages"].as_array().and_then(|m| m.last());
+                let found = found.and_then(|m| Some((m["seq"].as_u64()?, m["ts"].as_str()?)));
+                let (step, seek) = seek.read(probe, found);
                 if let Some((pending, op)) = self.history_step(&query, step, seek) {
                     self.follow.push((pending, op, None));
                 }
@@ -1062,15 +1112,6 @@ impl Irc {
                 }
                 _ => self.numeric("442", &[&channel], &text),
             },
-            // A message that cannot be read lies before the user's join
-            // (or was pruned): earlier than any the search looks for.
-            Pending::Seek(seek, seq) if code == "not_found" => {
-                let query = seek.query.clone();
-                let (step, seek) = seek.read(seq, None);
-                if let Some((pending, op)) = self.history_step(&query, step, seek) {
-                    self.follow.push((pending, op, None));
-                }
-            }
             Pending::History { channel, .. } => {
                 self.say(&format!(
                     ":{SERVER} FAIL CHATHISTORY INVALID_TARGET {channel} :{}",
@@ -1081,6 +1122,13 @@ impl Irc {
                 self.say(&format!(
                     ":{SERVER} FAIL CHATHISTORY INVALID_TARGET {} :{}",
                     seek.query.channel,
+                    clean(&text)
+                ));
+            }
+            Pending::ForwardNewest(forward) | Pending::Forward(forward, _) => {
+                self.say(&format!(
+                    ":{SERVER} FAIL CHATHISTORY INVALID_TARGET {} :{}",
+                    forward.channel,
                     clean(&text)
                 ));
             }

@@ -263,7 +263,8 @@ impl SqlStore {
                     | Write::Title { .. }
                     | Write::Slow { .. }
                     | Write::Delete { .. }
-                    | Write::Amend { .. } => None,
+                    | Write::Amend { .. }
+                    | Write::Rev { .. } => None,
                 })
                 .collect();
             for m in &new_messages {
@@ -330,6 +331,13 @@ impl SqlStore {
                         sqlx::query("DELETE FROM room_bans WHERE room = $1 AND user_id = $2")
                             .bind(room)
                             .bind(user_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Write::Rev { room, rev } => {
+                        sqlx::query("UPDATE rooms SET rev = $1 WHERE code = $2 AND rev < $1")
+                            .bind(int(*rev))
+                            .bind(room)
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -607,6 +615,7 @@ fn write_key(write: &Write) -> (u8, &str, &str) {
         Write::Slow { room, .. } => (7, room, ""),
         Write::Delete { room, .. } => (8, room, ""),
         Write::Amend { room, .. } => (9, room, ""),
+        Write::Rev { room, .. } => (10, room, ""),
     }
 }
 

@@ -254,6 +254,11 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(read[1].reply, Some(tomb), "its quote is a tombstone");
     let rooms = store.rooms().await.unwrap();
     assert_eq!(rooms.iter().find(|r| r.spec.code == "CONVO").unwrap().rev, 6, "a delete's rev");
+    // A purge's change number, stored on its own; never back.
+    store.write(&[Write::Rev { room: "CONVO".into(), rev: 9 }]).await.unwrap();
+    store.write(&[Write::Rev { room: "CONVO".into(), rev: 7 }]).await.unwrap();
+    let rooms = store.rooms().await.unwrap();
+    assert_eq!(rooms.iter().find(|r| r.spec.code == "CONVO").unwrap().rev, 9, "a purge's rev");
 
     // Visibility, replaced on the second write.
     assert_eq!(

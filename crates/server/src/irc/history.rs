@@ -4,10 +4,14 @@
 //!
 //! A reference is a message this server gave an id (`msgid=<room>-<seq>`)
 //! or a time (`timestamp=YYYY-MM-DDThh:mm:ss.sssZ`). A time is found by a
-//! binary search over the room's numbers with `get` (a room's messages are
-//! numbered in the order they were posted, so their times only grow): the
-//! newest message first, then about log2(seq) more reads, each answered
-//! from the room's window or the store.
+//! binary search over the room's numbers (a room's messages are numbered
+//! in the order they were posted, so their times grow with their numbers,
+//! to within the few milliseconds between a post's time and its number,
+//! or between two nodes' clocks): the newest message first, then about
+//! log2(seq) more reads of one message each. A read asks `history` for the
+//! newest message the user may see at or below a number, so messages they
+//! may not see (before their join in a private room, another member's
+//! shadow-muted posts) are passed over wherever they lie.
 
 /// The subcommands answered.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -65,11 +69,14 @@ pub(super) struct Seek {
 pub(super) enum Step {
     /// Read the newest message (to bound the search).
     Newest,
-    /// Read message `seq`.
-    Get(u64),
+    /// Read the newest message at or below `seq`.
+    Probe(u64),
     /// Ask `history` for `limit` before `before` and answer those after
     /// `floor`.
     History { before: Option<u64>, limit: u32, floor: Option<u64> },
+    /// Answer the oldest `limit` after `after` (and before `until`), read
+    /// forward a page at a time ([`Forward`]).
+    Forward { after: u64, until: Option<u64>, limit: u32 },
     /// Nothing can be in range: an empty batch.
     Empty,
 }
@@ -136,13 +143,18 @@ impl Query {
         let limit = self.limit;
         let (before, floor) = match (self.sub, seq(0), seq(1)) {
             (Sub::Before, Some(s), _) => (Some(s), None),
-            (Sub::After, Some(s), _) => (Some(s.saturating_add(u64::from(limit)) + 1), Some(s)),
+            (Sub::After, Some(s), _) => {
+                return Step::Forward { after: s, until: None, limit };
+            }
             (Sub::Latest, s, _) => (None, s),
-            (Sub::Around, Some(s), _) => (Some(s.saturating_add(u64::from(limit / 2)) + 1), None),
+            (Sub::Around, Some(s), _) => (Some(s.saturating_add(u64::from(limit / 2) + 1)), None),
             (Sub::Between, Some(a), Some(b)) => {
                 let (lo, hi) = (a.min(b), a.max(b));
                 if a <= b {
-                    (Some(hi.min(lo.saturating_add(u64::from(limit)) + 1)), Some(lo))
+                    if hi <= lo.saturating_add(1) {
+                        return Step::Empty;
+                    }
+                    return Step::Forward { after: lo, until: Some(hi), limit };
                 } else {
                     (Some(hi), Some(lo))
                 }
@@ -154,6 +166,80 @@ impl Query {
             (Some(b), Some(f)) if b <= f.saturating_add(1) => Step::Empty,
             _ => Step::History { before, limit, floor },
         }
+    }
+}
+
+/// Messages to read a page.
+const PAGE: u64 = 200;
+/// Pages one forward read reads at most: beyond, what it has is answered
+/// (only a long run of messages the user may not see gets that far).
+const PAGES_MOST: u32 = 8;
+
+/// The oldest `want` messages the user may see after `after` and before
+/// `until`, read forward. `history` answers the newest of a range, so each
+/// page asks for a range no longer than a page, and every message of it
+/// the user may see comes back; pages go on until enough are read, or the
+/// room's newest message is passed.
+#[derive(Clone, Debug)]
+pub(super) struct Forward {
+    pub channel: String,
+    pub room: String,
+    after: u64,
+    until: u64,
+    want: usize,
+    newest: u64,
+    pages: u32,
+    pub got: Vec<serde_json::Value>,
+}
+
+impl Forward {
+    pub(super) fn new(query: &Query, after: u64, until: Option<u64>, limit: u32) -> Forward {
+        Forward {
+            channel: query.channel.clone(),
+            room: query.room.clone(),
+            after,
+            until: until.unwrap_or(u64::MAX),
+            want: limit as usize,
+            newest: 0,
+            pages: 0,
+            got: Vec::new(),
+        }
+    }
+
+    /// The room's newest message is `newest` (none: the room has none):
+    /// the first page to read (`before`, `limit`), or none.
+    pub(super) fn newest(&mut self, newest: Option<u64>) -> Option<(u64, u32)> {
+        self.newest = newest.unwrap_or(0);
+        self.next()
+    }
+
+    /// A page read: its messages, oldest first. The next page, or none.
+    pub(super) fn page(
+        &mut self,
+        before: u64,
+        messages: Vec<serde_json::Value>,
+    ) -> Option<(u64, u32)> {
+        let (after, until) = (self.after, self.until);
+        let fresh = messages
+            .into_iter()
+            .filter(|m| m["seq"].as_u64().is_some_and(|s| s > after && s < until && s < before));
+        let room = self.want - self.got.len().min(self.want);
+        self.got.extend(fresh.take(room));
+        self.after = before - 1;
+        self.pages += 1;
+        self.next()
+    }
+
+    fn next(&self) -> Option<(u64, u32)> {
+        if self.got.len() >= self.want || self.pages >= PAGES_MOST {
+            return None;
+        }
+        let end = self.until.min(self.newest.saturating_add(1));
+        let before = end.min(self.after.saturating_add(PAGE + 1));
+        if before <= self.after.saturating_add(1) {
+            return None;
+        }
+        Some((before, u32::try_from(before - self.after - 1).unwrap_or(u32::MAX)))
     }
 }
 
@@ -186,14 +272,14 @@ impl Seek {
         }
     }
 
-    /// Message `seq` was posted at `ts`, or cannot be read (`None`: not
-    /// visible to this user, which only a message before their join, or
-    /// pruned, is: taken as earlier).
-    pub(super) fn read(mut self, seq: u64, ts: Option<&str>) -> (Step, Option<Seek>) {
-        if ts.is_some_and(|ts| self.past(ts)) {
-            self.hi = seq;
-        } else {
-            self.lo = seq + 1;
+    /// The newest message the user may see at or below `probe` is
+    /// `found` (its seq and time), or there is none.
+    pub(super) fn read(mut self, probe: u64, found: Option<(u64, &str)>) -> (Step, Option<Seek>) {
+        match found {
+            // It is past the mark: the first past it is no later.
+            Some((seq, ts)) if seq <= probe && self.past(ts) => self.hi = seq.max(self.lo),
+            // None up to `probe` is (those not seen lie among them).
+            _ => self.lo = probe + 1,
         }
         self.probe()
     }
@@ -204,7 +290,7 @@ impl Seek {
             return self.found(at);
         }
         let mid = self.lo + (self.hi - self.lo) / 2;
-        (Step::Get(mid), Some(self))
+        (Step::Probe(mid), Some(self))
     }
 
     /// The mark names the first message past it, `first`: as a message,
@@ -247,14 +333,15 @@ mod tests {
         let ask = |sub, marks, limit| query(sub, marks, limit).next().0;
         let history = |before, limit, floor| Step::History { before, limit, floor };
         assert_eq!(ask(Sub::Before, vec![Mark::Seq(50)], 10), history(Some(50), 10, None));
-        assert_eq!(ask(Sub::After, vec![Mark::Seq(50)], 10), history(Some(61), 10, Some(50)));
+        let forward = |after, until, limit| Step::Forward { after, until, limit };
+        assert_eq!(ask(Sub::After, vec![Mark::Seq(50)], 10), forward(50, None, 10));
         assert_eq!(ask(Sub::Latest, vec![], 10), history(None, 10, None));
         assert_eq!(ask(Sub::Latest, vec![Mark::Seq(7)], 10), history(None, 10, Some(7)));
         assert_eq!(ask(Sub::Around, vec![Mark::Seq(50)], 10), history(Some(56), 10, None));
         let between = |a, b| ask(Sub::Between, vec![Mark::Seq(a), Mark::Seq(b)], 10);
-        assert_eq!(between(10, 100), history(Some(21), 10, Some(10)), "the first 10 after 10");
+        assert_eq!(between(10, 100), forward(10, Some(100), 10), "the first 10 after 10");
         assert_eq!(between(100, 10), history(Some(100), 10, Some(10)), "the last 10 before 100");
-        assert_eq!(between(10, 15), history(Some(15), 10, Some(10)));
+        assert_eq!(between(10, 15), forward(10, Some(15), 10));
         assert_eq!(between(10, 11), Step::Empty);
         assert_eq!(ask(Sub::Before, vec![Mark::Seq(1)], 10), Step::Empty);
     }
@@ -267,15 +354,69 @@ mod tests {
         while let Some(s) = seek.take() {
             (step, seek) = match step {
                 Step::Newest => s.newest(times.last().map(|t| (times.len() as u64, *t))),
-                Step::Get(seq) => {
+                Step::Probe(probe) => {
                     reads += 1;
-                    let ts = (!hidden.contains(&seq)).then(|| times[seq as usize - 1]);
-                    s.read(seq, ts)
+                    // The newest readable at or below `probe`.
+                    let found = (1..=probe.min(times.len() as u64))
+                        .rev()
+                        .find(|seq| !hidden.contains(seq))
+                        .map(|seq| (seq, times[seq as usize - 1]));
+                    s.read(probe, found)
                 }
                 other => panic!("{other:?} with a search under way"),
             };
         }
         (step, reads)
+    }
+
+    /// What `step` answers in a room of `newest` messages of which those of
+    /// `readable` may be read: the seqs, as `history` (the newest `limit`
+    /// below `before`) and the forward reads would give them.
+    fn answer(step: Step, readable: &[u64], newest: u64) -> Vec<u64> {
+        let history = |before: Option<u64>, limit: u32| -> Vec<u64> {
+            let below: Vec<u64> =
+                readable.iter().copied().filter(|&s| before.is_none_or(|b| s < b)).collect();
+            below[below.len().saturating_sub(limit as usize)..].to_vec()
+        };
+        match step {
+            Step::History { before, limit, floor } => history(before, limit)
+                .into_iter()
+                .filter(|&s| floor.is_none_or(|f| s > f))
+                .collect(),
+            Step::Forward { after, until, limit } => {
+                let q = query(Sub::After, vec![], limit);
+                let mut forward = Forward::new(&q, after, until, limit);
+                let mut page = forward.newest(readable.last().map(|_| newest));
+                while let Some((before, limit)) = page {
+                    let read = history(Some(before), limit);
+                    let read = read.into_iter().map(|s| serde_json::json!({"seq": s})).collect();
+                    page = forward.page(before, read);
+                }
+                forward.got.iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn forward_reads_pass_over_what_may_not_be_read() {
+        let all: Vec<u64> = (1..=1000).collect();
+        let after = |s, limit| Step::Forward { after: s, until: None, limit };
+        assert_eq!(answer(after(100, 10), &all, 1000), (101..=110).collect::<Vec<_>>());
+        // Near the end: what there is.
+        assert_eq!(answer(after(995, 10), &all, 1000), (996..=1000).collect::<Vec<_>>());
+        assert_eq!(answer(after(1000, 10), &all, 1000), Vec::<u64>::new());
+        // A run of messages that may not be read, longer than a page.
+        let readable: Vec<u64> = all.iter().copied().filter(|s| !(101..=450).contains(s)).collect();
+        assert_eq!(answer(after(100, 10), &readable, 1000), (451..=460).collect::<Vec<_>>());
+        // BETWEEN stops at its end.
+        let between = Step::Forward { after: 100, until: Some(455), limit: 10 };
+        assert_eq!(answer(between, &readable, 1000), (451..=454).collect::<Vec<_>>());
+        // Past eight pages of them, what was found is answered.
+        let readable: Vec<u64> = (1..=3000).filter(|s| !(2..=1999).contains(s)).collect();
+        assert_eq!(answer(after(1, 3), &readable, 3000), Vec::<u64>::new());
+        let readable: Vec<u64> = (1..=3000).filter(|s| !(2..=1598).contains(s)).collect();
+        assert_eq!(answer(after(1, 3), &readable, 3000), [1599, 1600, 1601]);
     }
 
     #[test]
@@ -293,10 +434,10 @@ mod tests {
         // After it: from 102 on (a time between two messages: from 102 too).
         let (step, _) =
             search(query(Sub::After, vec![time("2026-12-05T12:01:40.000Z")], 10), &times, &[]);
-        assert_eq!(step, history(Some(112), 10, Some(101)));
+        assert_eq!(step, Step::Forward { after: 101, until: None, limit: 10 });
         let (step, _) =
             search(query(Sub::After, vec![time("2026-12-05T12:01:40.500Z")], 10), &times, &[]);
-        assert_eq!(step, history(Some(112), 10, Some(101)));
+        assert_eq!(step, Step::Forward { after: 101, until: None, limit: 10 });
         // Later than every message: nothing after, all before.
         let (step, _) =
             search(query(Sub::Latest, vec![time("2027-01-01T00:00:00.000Z")], 10), &times, &[]);
@@ -307,7 +448,8 @@ mod tests {
         // BETWEEN two times, given either way round.
         let (a, b) = (time("2026-12-05T12:00:10.000Z"), time("2026-12-05T12:00:20.000Z"));
         let (step, _) = search(query(Sub::Between, vec![a.clone(), b.clone()], 100), &times, &[]);
-        assert_eq!(step, history(Some(21), 100, Some(11)), "11 < seq < 21");
+        assert_eq!(step, Step::Forward { after: 11, until: Some(21), limit: 100 }, "11 < seq < 21");
+        // The later first: the last of them before it (here the same).
         let (step, _) = search(query(Sub::Between, vec![b, a], 100), &times, &[]);
         assert_eq!(step, history(Some(21), 100, Some(11)));
         // Messages before a private room's join are not readable: taken as
@@ -316,6 +458,34 @@ mod tests {
         let (step, _) =
             search(query(Sub::Around, vec![time("2026-12-05T12:10:00.000Z")], 10), &times, &hidden);
         assert_eq!(step, history(Some(607), 10, None));
+        // Messages not readable in the middle (another member's
+        // shadow-muted posts) are passed over, wherever the probes fall:
+        // what is answered is what is readable on either side of the time.
+        let mark = "2026-12-05T12:01:40.000Z";
+        for hidden in [vec![500], (102..=600).collect::<Vec<u64>>(), vec![101, 102], vec![99, 100]]
+        {
+            let readable: Vec<u64> = (1..=1000).filter(|s| !hidden.contains(s)).collect();
+            let answered = |step: Step| answer(step, &readable, 1000);
+            let at = |s: &u64| times[*s as usize - 1];
+            let after = query(Sub::After, vec![time(mark)], 10);
+            let expected: Vec<u64> =
+                readable.iter().copied().filter(|s| at(s) > mark).take(10).collect();
+            assert_eq!(answered(search(after, &times, &hidden).0), expected, "after, {hidden:?}");
+            let before = query(Sub::Before, vec![time(mark)], 10);
+            let mut expected: Vec<u64> =
+                readable.iter().copied().filter(|s| at(s) < mark).collect();
+            let expected = expected.split_off(expected.len() - 10);
+            assert_eq!(answered(search(before, &times, &hidden).0), expected, "before, {hidden:?}");
+        }
+        // Numbers near the end of the range do not overflow.
+        let past_the_end = query(Sub::After, vec![Mark::Seq(u64::MAX)], 10);
+        let Step::Forward { after, until, limit } = past_the_end.clone().next().0 else { panic!() };
+        let mut forward = Forward::new(&past_the_end, after, until, limit);
+        assert_eq!(forward.newest(Some(u64::MAX)), None);
+        assert_eq!(
+            query(Sub::Around, vec![Mark::Seq(u64::MAX - 1)], 10).next().0,
+            history(Some(u64::MAX), 10, None)
+        );
         // An empty room.
         let (step, _) =
             search(query(Sub::Before, vec![time("2026-12-05T12:10:00.000Z")], 10), &[], &[]);
