@@ -187,19 +187,22 @@ describe('the conversation', { timeout: 150_000 }, () => {
     await bob.getByRole('group', { name: 'Pick a reaction' }).getByRole('button', { name: 'React with thumbs up' }).click();
 
     const chip = (page) => item(page, target).locator('.reaction', { hasText: '👍' });
-    await until(ann, (t) => [...document.querySelectorAll('#messages .msg')].some((msg) =>
-      msg.querySelector('.msg-body')?.textContent === t && msg.querySelector('.reaction .reaction-count')?.textContent === '1'), target);
+    // Each page counts a reaction when it hears of it: the reacting page
+    // by its own answer, which may come after the others' events.
+    const count = (page, n) => until(page, ([t, want]) => [...document.querySelectorAll('#messages .msg')].some((msg) =>
+      msg.querySelector('.msg-body')?.textContent === t && msg.querySelector('.reaction .reaction-count')?.textContent === want),
+    [target, n]);
+    await count(ann, '1');
+    await count(bob, '1');
     assert.equal(await chip(ann).getAttribute('aria-pressed'), 'false');
     assert.equal(await chip(bob).getAttribute('aria-pressed'), 'true');
     assert.equal(await chip(ann).getAttribute('title'), 'Bob reacted with 👍');
 
     // Ann adds hers from the chip; both see two, each their own pressed.
     await chip(ann).click();
-    const count = (page, n) => until(page, ([t, want]) => [...document.querySelectorAll('#messages .msg')].some((msg) =>
-      msg.querySelector('.msg-body')?.textContent === t && msg.querySelector('.reaction .reaction-count')?.textContent === want),
-    [target, n]);
     await count(bob, '2');
     await count(phone, '2');
+    await count(ann, '2');
     assert.equal(await chip(ann).getAttribute('aria-pressed'), 'true');
     assert.equal(await chip(bob).getAttribute('title'), 'You and Ann reacted with 👍');
 

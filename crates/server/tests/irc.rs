@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{join, start_with};
+use common::{join, post, start_with};
 use confab_client::WAIT;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -432,10 +432,52 @@ async fn a_client_pages_back_with_chathistory_in_a_batch() {
     assert!(irc.line().await.starts_with(":confab FAIL CHATHISTORY INVALID_TARGET #nope"));
 }
 
+#[tokio::test]
+async fn chathistory_passes_over_what_the_user_may_not_see() {
+    let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
+    let mut ann = server.client("Ann").await;
+    let code = server.create(&mut ann, json!({"public": true})).await;
+    join(&mut ann, &code).await;
+    let mut bob = server.client("Bob").await;
+    join(&mut bob, &code).await;
+    let a1 = post(&mut ann, &code, "a1").await;
+    // Bob's posts from now on are his alone.
+    ann.ok(json!({"op": "mute", "room": code, "name": "Bob", "shadow": true})).await.unwrap();
+    for body in ["b1", "b2", "b3"] {
+        post(&mut bob, &code, body).await;
+    }
+    let a2 = post(&mut ann, &code, "a2").await;
+    post(&mut ann, &code, "a3").await;
+    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
+    irc.send("CAP REQ :batch draft/chathistory message-tags server-time").await;
+    irc.line().await;
+    irc.send("NICK eve").await;
+    irc.send("USER eve 0 * :Eve").await;
+    irc.send("CAP END").await;
+    irc.until(" 422 ").await;
+    irc.send(&format!("JOIN #{code}")).await;
+    irc.send("PING :joined").await;
+    irc.until("PONG").await;
+    // After a1, two: the next two Eve may see, past Bob's three.
+    let seq = a1["seq"].as_u64().unwrap();
+    irc.send(&format!("CHATHISTORY AFTER #{code} msgid={code}-{seq} 2")).await;
+    assert_eq!(history_bodies(&mut irc).await, ["a2", "a3"]);
+    // Before a2's time: a1 only; the search's probes land on Bob's too.
+    let ts = a2["ts"].as_str().unwrap();
+    irc.send(&format!("CHATHISTORY BEFORE #{code} timestamp={ts} 10")).await;
+    let earlier: Vec<&str> = if a1["ts"].as_str().unwrap() < ts { vec!["a1"] } else { vec![] };
+    assert_eq!(history_bodies(&mut irc).await, earlier);
+    irc.send(&format!("CHATHISTORY LATEST #{code} * 10")).await;
+    assert_eq!(history_bodies(&mut irc).await, ["a1", "a2", "a3"]);
+    // Bob sees his own.
+    let mine = bob.ok(json!({"op": "history", "room": code})).await.unwrap();
+    assert_eq!(mine["messages"].as_array().unwrap().len(), 6);
+}
+
 /// The lines of a `chathistory` batch, its messages'.
 async fn history_lines(irc: &mut Client) -> Vec<String> {
     let lines = irc.until(":confab BATCH -h").await;
-    assert!(lines[0].contains(" chathistory #main"), "{lines:?}");
+    assert!(lines[0].contains(" chathistory #"), "{lines:?}");
     lines.into_iter().filter(|l| l.contains(" PRIVMSG ")).collect()
 }
 
