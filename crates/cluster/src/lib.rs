@@ -49,6 +49,7 @@ mod rooms;
 use events::subscribe_loop;
 use lease::{lease_loop, upkeep_loop};
 use persist::persist_loop;
+use reply::unexpected;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -392,6 +393,37 @@ impl Cluster {
         });
         let counts = futures_util::future::try_join_all(counts).await?;
         Ok(counts.into_iter().map(|n| usize::try_from(n).unwrap_or(0)).sum())
+    }
+
+    /// Purges `user_id`'s messages from every room (rooms.lua's `purge`):
+    /// how many rooms were told, and the code and change number of each
+    /// room whose messages it purged.
+    pub async fn purge(&self, user_id: &str) -> Result<(usize, Vec<(String, u64)>), ErrorBody> {
+        let shards = self.shards.iter().map(|shard| async move {
+            let mut conn = shard.connection().await?;
+            let mut invocation = self.rooms_script.prepare_invoke();
+            invocation.arg(&self.config.namespace).arg("purge").arg(user_id);
+            shard.answer(invocation.invoke_async::<Vec<Value>>(&mut conn)).await
+        });
+        let mut told = 0;
+        let mut purged = Vec::new();
+        for items in futures_util::future::try_join_all(shards).await? {
+            let mut items = items.into_iter();
+            match items.next() {
+                Some(Value::Int(n)) => told += usize::try_from(n).unwrap_or(0),
+                other => return Err(unexpected(&format!("a purge told {other:?} rooms"))),
+            }
+            while let (Some(code), Some(rev)) = (items.next(), items.next()) {
+                match (code, rev) {
+                    (Value::BulkString(code), Value::Int(rev)) => purged.push((
+                        String::from_utf8_lossy(&code).into_owned(),
+                        u64::try_from(rev).unwrap_or(0),
+                    )),
+                    other => return Err(unexpected(&format!("a purged room: {other:?}"))),
+                }
+            }
+        }
+        Ok((told, purged))
     }
 
     async fn public_rooms_of(&self, shard: &Shard, all: bool) -> Result<Vec<RoomInfo>, ErrorBody> {

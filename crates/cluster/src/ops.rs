@@ -399,12 +399,13 @@ impl Cluster {
     }
 
     /// Deletes `message` of `code` on behalf of `actor` (see `room.lua`).
+    /// Deletes `message` on behalf of `actor`: the room's change number of it.
     pub async fn delete(
         &self,
         code: &str,
         actor: &str,
         message: &Message,
-    ) -> Result<(), ErrorBody> {
+    ) -> Result<u64, ErrorBody> {
         let tombstone = serde_json::to_string(&message.tombstone()).expect("messages serialize");
         let quote = confab_proto::Quote::of(message).tombstone();
         let quote = serde_json::to_string(&quote).expect("quotes serialize");
@@ -422,7 +423,7 @@ impl Cluster {
         ];
         let r = self.room_op(code, &args).await?;
         match r.status() {
-            "ok" => Ok(()),
+            "ok" => r.uint(1),
             "forbidden" => Err(confab_core::frames::may_not_kick(
                 code,
                 "only its author, the owner and moderators (of members' messages) delete a message",

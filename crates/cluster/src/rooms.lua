@@ -9,7 +9,8 @@
 --       and remembered cids) becomes a tombstone, each a change of its
 --       room (as room.lua's delete notes one), and each room that held any
 --       or knows the user is told ("C 0 p <user id>[ <its change number>]",
---       the number when it held any); how many rooms.
+--       the number when it held any); how many rooms, then the code and
+--       change number of each room whose messages it purged.
 local ns = ARGV[1]
 local mode = ARGV[2] or 'public'
 local channel = ns .. ':events'
@@ -54,6 +55,7 @@ local function note_changes(room, seqs)
 end
 
 local told = 0
+local purges = {}
 for _, code in ipairs(redis.call('SMEMBERS', set)) do
   local room = ns .. ':{' .. code .. '}:'
   local info = redis.call('HGET', room .. 'meta', 'json')
@@ -94,7 +96,12 @@ for _, code in ipairs(redis.call('SMEMBERS', set)) do
     end
     if touched then
       local rev = ''
-      if #purged > 0 then rev = ' ' .. note_changes(room, purged) end
+      if #purged > 0 then
+        local n = note_changes(room, purged)
+        rev = ' ' .. n
+        purges[#purges + 1] = code
+        purges[#purges + 1] = n
+      end
       redis.call('PUBLISH', channel, code .. ' 0 p ' .. uid .. rev)
       told = told + 1
     end
@@ -106,5 +113,9 @@ for _, code in ipairs(redis.call('SMEMBERS', set)) do
       - redis.call('HEXISTS', mem, '#p'))
   end
 end
-if mode == 'announce' or mode == 'purge' then return told end
+if mode == 'announce' then return told end
+if mode == 'purge' then
+  table.insert(purges, 1, told)
+  return purges
+end
 return out

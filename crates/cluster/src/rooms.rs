@@ -409,7 +409,13 @@ impl RoomBackend for ClusterRooms {
         if message.deleted {
             return Ok(());
         }
-        self.cluster.delete(code, actor, message).await
+        let rev = self.cluster.delete(code, actor, message).await?;
+        // Its change number, so that the stored one never goes back should
+        // Redis lose the room (the stored room comes back with it).
+        if seat.mirror.persistent() {
+            self.services.remember(confab_core::Write::Rev { room: code.to_owned(), rev });
+        }
+        Ok(())
     }
 
     async fn edit(
@@ -603,7 +609,12 @@ impl RoomBackend for ClusterRooms {
     }
 
     async fn purge(&self, user_id: &str) -> Result<(), ErrorBody> {
-        self.cluster.every_room(&["purge", user_id]).await?;
+        let (_, purged) = self.cluster.purge(user_id).await?;
+        // Each room's change number, so that the stored one never goes back
+        // (a room that is not stored has none to move).
+        for (room, rev) in purged {
+            self.services.remember(confab_core::Write::Rev { room, rev });
+        }
         self.services.store.purge_user(user_id).await.map_err(|e| {
             tracing::warn!("cannot purge a user's messages: {e}");
             confab_core::frames::storage_down()

@@ -1082,6 +1082,18 @@ async fn operator<B: RoomBackend>(nodes: Nodes<B>) {
     assert_eq!(seqs(&resumed["changed"]), [spam], "{resumed}");
     assert_eq!(resumed["changed"][0]["deleted"], true, "{resumed}");
     assert_eq!(resumed["rev"].as_u64(), Some(purge_rev), "{resumed}");
+    // The persistent room's change number is stored, so that it never goes
+    // back (should the room be read back from the store).
+    let stored_rev = revs[&stored].expect("the stored room held Bob's message");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rooms = nodes.a.services().store.rooms().await.unwrap();
+        if rooms.iter().any(|r| r.spec.code == stored && r.rev >= stored_rev) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the purge's change number is not stored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for code in [&private, &stored] {
         let history = ann.ok(json!({"op": "history", "room": code})).await;
         for message in history["messages"].as_array().unwrap() {
