@@ -35,6 +35,19 @@ impl Client {
         line
     }
 
+    /// A client registered as `nick` with the capabilities `caps`: the
+    /// lines of its welcome, to the 422 that ends it.
+    async fn register(addr: std::net::SocketAddr, caps: &str, nick: &str) -> (Client, Vec<String>) {
+        let mut irc = Client::connect(addr).await;
+        irc.send(&format!("CAP REQ :{caps}")).await;
+        assert!(irc.line().await.ends_with(&format!(" ACK :{caps}")));
+        irc.send(&format!("NICK {nick}")).await;
+        irc.send(&format!("USER {nick} 0 * :{nick}")).await;
+        irc.send("CAP END").await;
+        let welcome = irc.until(" 422 ").await;
+        (irc, welcome)
+    }
+
     /// Lines up to and including the first that contains `needle`.
     async fn until(&mut self, needle: &str) -> Vec<String> {
         let mut lines = Vec::new();
@@ -282,13 +295,8 @@ async fn an_independent_python_irc_client_talks_with_a_web_user() {
 #[tokio::test]
 async fn a_room_is_made_by_asking_the_service_and_typing_and_long_lines_cross() {
     let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
-    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
-    irc.send("CAP REQ :message-tags server-time").await;
-    irc.line().await;
-    irc.send("NICK dee").await;
-    irc.send("USER dee 0 * :Dee").await;
-    irc.send("CAP END").await;
-    irc.until(" 422 ").await;
+    let addr = server.server.irc_addr().unwrap();
+    let (mut irc, _) = Client::register(addr, "message-tags server-time", "dee").await;
     irc.line().await;
     // Joining a channel of no room makes none; the service does.
     irc.send("JOIN #Tea").await;
@@ -337,13 +345,9 @@ async fn a_client_pages_back_with_chathistory_in_a_batch() {
     for n in 1..=5 {
         ann.ok(json!({"op": "post", "room": "main", "body": format!("m{n}")})).await.unwrap();
     }
-    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
-    irc.send("CAP REQ :batch draft/chathistory message-tags server-time").await;
-    irc.line().await;
-    irc.send("NICK eve").await;
-    irc.send("USER eve 0 * :Eve").await;
-    irc.send("CAP END").await;
-    let welcome = irc.until(" 422 ").await;
+    let addr = server.server.irc_addr().unwrap();
+    let (mut irc, welcome) =
+        Client::register(addr, "batch draft/chathistory message-tags server-time", "eve").await;
     assert!(welcome.iter().any(|l| l.contains("CHATHISTORY=100")), "{welcome:?}");
     irc.line().await;
     irc.send("JOIN #main").await;
@@ -448,13 +452,9 @@ async fn chathistory_passes_over_what_the_user_may_not_see() {
     }
     let a2 = post(&mut ann, &code, "a2").await;
     post(&mut ann, &code, "a3").await;
-    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
-    irc.send("CAP REQ :batch draft/chathistory message-tags server-time").await;
-    irc.line().await;
-    irc.send("NICK eve").await;
-    irc.send("USER eve 0 * :Eve").await;
-    irc.send("CAP END").await;
-    irc.until(" 422 ").await;
+    let addr = server.server.irc_addr().unwrap();
+    let (mut irc, _) =
+        Client::register(addr, "batch draft/chathistory message-tags server-time", "eve").await;
     irc.send(&format!("JOIN #{code}")).await;
     irc.send("PING :joined").await;
     irc.until("PONG").await;
@@ -490,13 +490,9 @@ async fn history_bodies(irc: &mut Client) -> Vec<String> {
 #[tokio::test]
 async fn labelled_commands_get_labelled_answers() {
     let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
-    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
-    irc.send("CAP REQ :labeled-response batch message-tags echo-message").await;
-    irc.line().await;
-    irc.send("NICK fay").await;
-    irc.send("USER fay 0 * :Fay").await;
-    irc.send("CAP END").await;
-    irc.until(" 422 ").await;
+    let addr = server.server.irc_addr().unwrap();
+    let (mut irc, _) =
+        Client::register(addr, "labeled-response batch message-tags echo-message", "fay").await;
     irc.line().await;
     // One line: the label on it; none: an ACK; several: a batch.
     irc.send("@label=a1 PING :x").await;
@@ -546,13 +542,8 @@ async fn a_multi_line_batch_is_one_message() {
     let server = start_with(|c| c.irc = Some("127.0.0.1:0".into())).await;
     let mut web = server.client("Web").await;
     join(&mut web, "main").await;
-    let mut irc = Client::connect(server.server.irc_addr().unwrap()).await;
-    irc.send("CAP REQ :batch draft/multiline").await;
-    assert_eq!(irc.line().await, ":confab CAP * ACK :batch draft/multiline");
-    irc.send("NICK gus").await;
-    irc.send("USER gus 0 * :Gus").await;
-    irc.send("CAP END").await;
-    irc.until(" 422 ").await;
+    let addr = server.server.irc_addr().unwrap();
+    let (mut irc, _) = Client::register(addr, "batch draft/multiline", "gus").await;
     irc.line().await;
     irc.send("JOIN #main").await;
     irc.until(" 366 ").await;
