@@ -681,8 +681,7 @@ impl Irc {
                         ":{SERVER} FAIL CHATHISTORY MESSAGE_ERROR {target} :Too many searches by time under way; ask again once they are answered"
                     ));
                 }
-                let query =
-                    history::Query { channel: target.to_owned(), room, sub, limit, marks: found };
+                let query = history::Query::new(target.to_owned(), room, sub, limit, found);
                 let (step, seek) = query.clone().next();
                 if let Some((pending, op)) = self.history_step(&query, step, seek) {
                     self.request(pending, op).await;

@@ -34,12 +34,18 @@ pub(super) enum Mark {
 }
 
 /// How a time reference bounds what is answered: it names the first
-/// message at or after it (`Upper`, `Center`: BEFORE, AROUND) or the last
-/// at or before it (`Lower`: AFTER, LATEST, the earlier end of BETWEEN).
+/// message at or after it (`Upper`: BEFORE, AROUND, the later end of
+/// BETWEEN) or the last at or before it (`Lower`: AFTER, LATEST, the
+/// earlier end of BETWEEN). Messages posted in the same millisecond share
+/// a time, so the two differ by every message at the time.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Role {
     Lower,
     Upper,
+    /// A time against a message in BETWEEN: which end it is shows once it
+    /// is found. It is searched as `Lower`, and again as `Upper` when the
+    /// message turns out to be at or before it.
+    Either,
 }
 
 /// One CHATHISTORY command, its references being found.
@@ -51,6 +57,9 @@ pub(super) struct Query {
     pub limit: u32,
     /// LATEST `*` has none; BETWEEN has two.
     pub marks: Vec<Mark>,
+    /// Each mark's role when it is a time, decided from the marks as given
+    /// (a found mark no longer shows which end it was).
+    roles: Vec<Role>,
 }
 
 /// A binary search for the message a time names: the answer lies in
@@ -108,22 +117,31 @@ pub(super) fn mark(text: &str, room: &str) -> Option<Mark> {
 }
 
 impl Query {
-    /// The role of mark `index` when it is a time.
-    fn role(&self, index: usize) -> Role {
-        match self.sub {
+    pub(super) fn new(
+        channel: String,
+        room: String,
+        sub: Sub,
+        limit: u32,
+        marks: Vec<Mark>,
+    ) -> Query {
+        let role = |index: usize| match sub {
             Sub::Before | Sub::Around => Role::Upper,
             Sub::After | Sub::Latest => Role::Lower,
-            Sub::Between => {
-                let other = &self.marks[1 - index];
-                let this = &self.marks[index];
-                let earlier = match (this, other) {
-                    (Mark::Time(a), Mark::Time(b)) => a < b || (a == b && index == 0),
-                    // Against a message, a time is taken as where it falls.
-                    _ => index == 0,
-                };
-                if earlier { Role::Lower } else { Role::Upper }
-            }
-        }
+            Sub::Between => match (&marks[index], marks.get(1 - index)) {
+                // Two equal times bound nothing: both are taken as lower
+                // bounds, naming the same message.
+                (Mark::Time(a), Some(Mark::Time(b))) => {
+                    if a <= b {
+                        Role::Lower
+                    } else {
+                        Role::Upper
+                    }
+                }
+                _ => Role::Either,
+            },
+        };
+        let roles = (0..marks.len()).map(role).collect();
+        Query { channel, room, sub, limit, marks, roles }
     }
 
     /// What to do next: find the first time reference left, or answer.
@@ -254,8 +272,8 @@ impl Seek {
     /// Whether a message posted at `ts` lies at or past the mark (for a
     /// lower bound, strictly past it).
     fn past(&self, ts: &str) -> bool {
-        match self.query.role(self.index) {
-            Role::Lower => ts > self.time(),
+        match self.query.roles[self.index] {
+            Role::Lower | Role::Either => ts > self.time(),
             Role::Upper => ts >= self.time(),
         }
     }
@@ -296,9 +314,26 @@ impl Seek {
     /// The mark names the first message past it, `first`: as a message,
     /// the one a lower bound is after, or the one an upper bound is before.
     fn found(mut self, first: u64) -> (Step, Option<Seek>) {
-        let at = match self.query.role(self.index) {
+        let other = match (self.query.sub, self.query.marks.get(1 - self.index)) {
+            (Sub::Between, Some(Mark::Seq(other))) => Some(*other),
+            _ => None,
+        };
+        let at = match self.query.roles[self.index] {
             Role::Lower => first - 1,
-            Role::Upper => first,
+            // The later end of BETWEEN is never taken as before the earlier
+            // (a message at the very time): nothing lies between them.
+            Role::Upper => other.map_or(first, |other| first.max(other)),
+            Role::Either => match other {
+                // The message is at or before the time: the time is the
+                // later end, and names the first message at or after it,
+                // which is no later than `first`.
+                Some(message) if message < first => {
+                    self.query.roles[self.index] = Role::Upper;
+                    (self.lo, self.hi) = (1, first);
+                    return self.probe();
+                }
+                _ => first - 1,
+            },
         };
         self.query.marks[self.index] = Mark::Seq(at);
         self.query.next()
@@ -310,7 +345,7 @@ mod tests {
     use super::*;
 
     fn query(sub: Sub, marks: Vec<Mark>, limit: u32) -> Query {
-        Query { channel: "#R".into(), room: "R".into(), sub, limit, marks }
+        Query::new("#R".into(), "R".into(), sub, limit, marks)
     }
 
     #[test]
@@ -417,6 +452,57 @@ mod tests {
         assert_eq!(answer(after(1, 3), &readable, 3000), Vec::<u64>::new());
         let readable: Vec<u64> = (1..=3000).filter(|s| !(2..=1598).contains(s)).collect();
         assert_eq!(answer(after(1, 3), &readable, 3000), [1599, 1600, 1601]);
+    }
+
+    /// Messages posted in the same millisecond share a time: a time names
+    /// none of them as a bound, whichever end of BETWEEN it is, given
+    /// either way round, against a time or a message.
+    #[test]
+    fn messages_sharing_a_time_are_all_inside_or_all_outside() {
+        // Three messages a millisecond, 60 of them.
+        let times: Vec<String> =
+            (0..60).map(|i| format!("2026-12-05T12:00:00.{:03}Z", i / 3)).collect();
+        let times: Vec<&str> = times.iter().map(String::as_str).collect();
+        let all: Vec<u64> = (1..=60).collect();
+        let at = |s: u64| times[s as usize - 1];
+        // Where a reference falls against message `m`: -1 before it, 0 at
+        // it, 1 after it.
+        let side = |mark: &Mark, m: u64| match mark {
+            Mark::Seq(s) => s.cmp(&m) as i32,
+            Mark::Time(t) => t.as_str().cmp(at(m)) as i32,
+        };
+        let mut marks: Vec<Mark> = [0, 7, 8, 12]
+            .iter()
+            .map(|ms| Mark::Time(format!("2026-12-05T12:00:00.{ms:03}Z")))
+            .collect();
+        marks.extend([3, 22, 26].map(Mark::Seq));
+        for a in &marks {
+            for b in &marks {
+                if matches!((a, b), (Mark::Seq(_), Mark::Seq(_))) {
+                    continue;
+                }
+                let (step, reads) =
+                    search(query(Sub::Between, vec![a.clone(), b.clone()], 100), &times, &[]);
+                assert!(reads <= 14, "{reads} reads");
+                let expected: Vec<u64> =
+                    all.iter().copied().filter(|&m| side(a, m) * side(b, m) == -1).collect();
+                assert_eq!(answer(step, &all, 60), expected, "BETWEEN {a:?} {b:?}");
+            }
+        }
+        // BEFORE, AFTER and LATEST a shared time: none of those at it.
+        for ms in [0, 7, 19] {
+            let mark = format!("2026-12-05T12:00:00.{ms:03}Z");
+            let time = Mark::Time(mark.clone());
+            let (before, _) = search(query(Sub::Before, vec![time.clone()], 100), &times, &[]);
+            let earlier: Vec<u64> =
+                all.iter().copied().filter(|&m| at(m) < mark.as_str()).collect();
+            assert_eq!(answer(before, &all, 60), earlier, "BEFORE {mark}");
+            let later: Vec<u64> = all.iter().copied().filter(|&m| at(m) > mark.as_str()).collect();
+            let (after, _) = search(query(Sub::After, vec![time.clone()], 100), &times, &[]);
+            assert_eq!(answer(after, &all, 60), later, "AFTER {mark}");
+            let (latest, _) = search(query(Sub::Latest, vec![time], 100), &times, &[]);
+            assert_eq!(answer(latest, &all, 60), later, "LATEST {mark}");
+        }
     }
 
     #[test]
