@@ -8,7 +8,7 @@ use std::time::Duration;
 use confab_core::frames::{not_in, storage_down, unavailable};
 use confab_core::{
     Draft, Joiner, NewRoom, Range, RoomBackend, Seat, Services, StoredRoom, StoredVisibility,
-    Target,
+    Target, Write, WriteSlot,
 };
 use confab_proto::{ErrorBody, JoinResult, Message, Retention, Role, Roles, RoomInfo, User};
 
@@ -45,16 +45,28 @@ impl std::fmt::Debug for ClusterRooms {
 }
 
 impl ClusterRooms {
-    /// Queues for the store a persistent room's message as a change left
-    /// it (an edit, a reaction), with the change's number.
-    fn store_change(&self, seat: &ClusterSeat, changed: Option<(Message, u64)>) {
-        if let Some((message, rev)) = changed
-            && seat.mirror.persistent()
-        {
+    /// A place in the store's queue for what a change of a persistent room
+    /// writes, taken before Redis makes the change: with the queue full the
+    /// op is refused (`unavailable`) before anything changed, so that no
+    /// change Redis made goes unstored. None for a room not stored.
+    fn slots(&self, seat: &ClusterSeat, count: usize) -> Result<Vec<WriteSlot>, ErrorBody> {
+        if !seat.mirror.persistent() {
+            return Ok(Vec::new());
+        }
+        (0..count).map(|_| self.services.reserve_write()).collect()
+    }
+
+    /// Queues in `slots` (see [`ClusterRooms::slots`]) a message as a
+    /// change left it (an edit, a reaction), with the change's number.
+    fn store_change(
+        &self,
+        seat: &ClusterSeat,
+        slots: Vec<WriteSlot>,
+        changed: Option<(Message, u64)>,
+    ) {
+        if let (Some(slot), Some((message, rev))) = (slots.into_iter().next(), changed) {
             let room = seat.mirror.code().to_owned();
-            let write =
-                confab_core::Write::Amend { room, message: std::sync::Arc::new(message), rev };
-            self.services.remember(write);
+            slot.write(Write::Amend { room, message: std::sync::Arc::new(message), rev });
         }
     }
 
@@ -335,8 +347,11 @@ impl RoomBackend for ClusterRooms {
         locked: bool,
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
-        if self.cluster.lock(code, actor, locked).await? && seat.mirror.persistent() {
-            self.services.remember_locked(code, locked);
+        let slots = self.slots(seat, 1)?;
+        if self.cluster.lock(code, actor, locked).await?
+            && let Some(slot) = slots.into_iter().next()
+        {
+            slot.write(Write::Locked { room: code.to_owned(), locked });
         }
         Ok(())
     }
@@ -350,13 +365,14 @@ impl RoomBackend for ClusterRooms {
         removal: confab_core::Removal,
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
+        let mut slots = self.slots(seat, 2)?.into_iter();
         let (ban, roles) = self.cluster.kick(code, actor, target, removal).await?;
         // The ban, and a moderator's lost role, in the store too.
-        if seat.mirror.persistent() {
-            self.services.remember_ban(code, ban);
-            if let Some(roles) = roles {
-                self.services.remember_roles(code, roles);
-            }
+        if let Some(slot) = slots.next() {
+            slot.write(Write::Ban { room: code.to_owned(), ban });
+        }
+        if let (Some(slot), Some(roles)) = (slots.next(), roles) {
+            slot.write(Write::Roles { room: code.to_owned(), roles });
         }
         Ok(())
     }
@@ -369,9 +385,10 @@ impl RoomBackend for ClusterRooms {
         user_id: &str,
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
+        let slots = self.slots(seat, 1)?;
         self.cluster.unban(code, actor, user_id).await?;
-        if seat.mirror.persistent() {
-            self.services.remember_unban(code, user_id);
+        if let Some(slot) = slots.into_iter().next() {
+            slot.write(Write::Unban { room: code.to_owned(), user_id: user_id.to_owned() });
         }
         Ok(())
     }
@@ -409,11 +426,12 @@ impl RoomBackend for ClusterRooms {
         if message.deleted {
             return Ok(());
         }
+        let slots = self.slots(seat, 1)?;
         let rev = self.cluster.delete(code, actor, message).await?;
         // Its change number, so that the stored one never goes back should
         // Redis lose the room (the stored room comes back with it).
-        if seat.mirror.persistent() {
-            self.services.remember(confab_core::Write::Rev { room: code.to_owned(), rev });
+        if let Some(slot) = slots.into_iter().next() {
+            slot.write(Write::Rev { room: code.to_owned(), rev });
         }
         Ok(())
     }
@@ -428,8 +446,9 @@ impl RoomBackend for ClusterRooms {
         edited: &str,
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
+        let slots = self.slots(seat, 1)?;
         let changed = self.cluster.edit(code, actor, message.seq, body, edited).await?;
-        self.store_change(seat, changed);
+        self.store_change(seat, slots, changed);
         Ok(())
     }
 
@@ -442,8 +461,9 @@ impl RoomBackend for ClusterRooms {
         emoji: &str,
     ) -> Result<bool, ErrorBody> {
         let code = seat.mirror.code();
+        let slots = self.slots(seat, 1)?;
         let (on, changed) = self.cluster.react(code, actor, seq, emoji).await?;
-        self.store_change(seat, changed);
+        self.store_change(seat, slots, changed);
         Ok(on)
     }
 
@@ -477,8 +497,11 @@ impl RoomBackend for ClusterRooms {
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
         let ms = (u64::from(seconds) * 1000).to_string();
-        if self.cluster.set(code, actor, "slow", &ms).await? && seat.mirror.persistent() {
-            self.services.remember(confab_core::Write::Slow { room: code.to_owned(), seconds });
+        let slots = self.slots(seat, 1)?;
+        if self.cluster.set(code, actor, "slow", &ms).await?
+            && let Some(slot) = slots.into_iter().next()
+        {
+            slot.write(Write::Slow { room: code.to_owned(), seconds });
         }
         Ok(())
     }
@@ -491,10 +514,11 @@ impl RoomBackend for ClusterRooms {
         title: &str,
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
-        if self.cluster.set(code, actor, "title", title).await? && seat.mirror.persistent() {
-            let write =
-                confab_core::Write::Title { room: code.to_owned(), title: title.to_owned() };
-            self.services.remember(write);
+        let slots = self.slots(seat, 1)?;
+        if self.cluster.set(code, actor, "title", title).await?
+            && let Some(slot) = slots.into_iter().next()
+        {
+            slot.write(Write::Title { room: code.to_owned(), title: title.to_owned() });
         }
         Ok(())
     }
@@ -544,10 +568,11 @@ impl RoomBackend for ClusterRooms {
         role: Role,
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
+        let slots = self.slots(seat, 1)?;
         let roles = self.cluster.set_role(code, actor, target, role).await?;
         // A persistent room's roles outlive Redis: the store is the record.
-        if seat.mirror.persistent() {
-            self.services.remember_roles(code, roles);
+        if let Some(slot) = slots.into_iter().next() {
+            slot.write(Write::Roles { room: code.to_owned(), roles });
         }
         Ok(())
     }

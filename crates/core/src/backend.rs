@@ -674,6 +674,17 @@ pub trait RoomBackend: Send + Sync + 'static {
     }
 }
 
+/// A place held in the store's queue ([`Services::reserve_write`]).
+pub struct WriteSlot(crate::persist::Slot);
+
+impl WriteSlot {
+    /// Queues `write` in the place held, in order with the node's other
+    /// writes: it cannot be refused.
+    pub fn write(self, write: Write) {
+        self.0.queue(Job::Write(write));
+    }
+}
+
 /// What every backend of a node shares: the configuration, the store, and
 /// the writer that batches what goes into it.
 pub struct Services {
@@ -767,6 +778,19 @@ impl Services {
         if self.persister.try_queue(Job::Write(write)).is_err() {
             tracing::warn!("a room setting not stored: storage is busy");
         }
+    }
+
+    /// Holds a place in the store's queue for a write that follows a
+    /// change made elsewhere first (in Redis): with the queue full the op
+    /// is refused before anything changed, rather than changing what the
+    /// store would then miss. A slot dropped unused (the change was
+    /// refused) gives its place back.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when the queue is full.
+    pub fn reserve_write(&self) -> Result<WriteSlot, ErrorBody> {
+        self.persister.reserve().map(WriteSlot)
     }
 
     /// Queues `write` for the store: `unavailable` when the queue is full

@@ -30,7 +30,7 @@ pub use audit::Audit;
 pub use backend::{
     Ban, Departure, Draft, Joiner, Mute, NewRoom, REACTION_EMOJI_MAX, REACTIONS_MAX,
     REACTIONS_PER_USER_MAX, Range, ReactionLimit, Removal, RoomBackend, RoomSpec, Seat, Services,
-    Since, Target, reaction_refusal, toggle_reaction,
+    Since, Target, WriteSlot, reaction_refusal, toggle_reaction,
 };
 pub use clock::{ms_of_rfc3339, now_rfc3339, rfc3339_ago, rfc3339_of_ms, unix_ms};
 pub use confab_proto::{Role, Roles};

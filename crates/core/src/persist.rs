@@ -97,8 +97,6 @@ impl Persister {
         Ok(written.await.unwrap_or(false))
     }
 
-    /// Queues a job without waiting. Overflow policy: refuse (the caller
-    /// answers `unavailable`).
     /// Waits until what was queued before now has been written (or has
     /// failed).
     pub async fn flush(&self) {
@@ -108,8 +106,31 @@ impl Persister {
         }
     }
 
+    /// Queues a job without waiting. Overflow policy: refuse (the caller
+    /// answers `unavailable`).
     pub fn try_queue(&self, job: Job) -> Result<(), ErrorBody> {
         self.tx.try_send(job).map_err(|_| unavailable("storage is busy; try again"))
+    }
+
+    /// Takes a place in the queue for a job to be queued later, without
+    /// waiting. Overflow policy: refuse (the caller answers
+    /// `unavailable`). A slot dropped unused gives its place back.
+    pub fn reserve(&self) -> Result<Slot, ErrorBody> {
+        self.tx
+            .clone()
+            .try_reserve_owned()
+            .map(Slot)
+            .map_err(|_| unavailable("storage is busy; try again"))
+    }
+}
+
+/// A place held in the writer's queue (see [`Persister::reserve`]).
+pub(crate) struct Slot(mpsc::OwnedPermit<Job>);
+
+impl Slot {
+    /// Queues `job` in the place held: it cannot be refused.
+    pub fn queue(self, job: Job) {
+        self.0.send(job);
     }
 }
 
@@ -201,5 +222,43 @@ async fn health_loop(store: Arc<dyn Store>, healthy: std::sync::Weak<AtomicBool>
             Some(healthy) => healthy.store(ok, Ordering::Relaxed),
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use confab_proto::ErrorCode;
+
+    fn session(n: u32) -> Job {
+        let user = User { id: format!("u_{n}"), name: format!("user {n}") };
+        Job::Write(Write::Session { token: format!("t{n}"), user })
+    }
+
+    /// A place held counts as queued: with the queue full, others are
+    /// refused until a place is given back; what a slot queues is written.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slot_holds_a_place_that_cannot_be_refused() {
+        let store = Arc::new(MemoryStore::new());
+        // On this thread the writer runs only when the test awaits.
+        let persister = Persister::start(store.clone(), 2);
+        let held = persister.reserve().unwrap();
+        persister.try_queue(session(1)).unwrap();
+        assert_eq!(persister.reserve().err().map(|e| e.code), Some(ErrorCode::Unavailable));
+        assert_eq!(
+            persister.try_queue(session(2)).err().map(|e| e.code),
+            Some(ErrorCode::Unavailable)
+        );
+        // A slot dropped unused gives its place back.
+        drop(held);
+        let again = persister.reserve().expect("the place given back");
+        again.queue(session(3));
+        persister.flush().await;
+        for n in [1, 3] {
+            let user = store.session(&format!("t{n}")).await.unwrap();
+            assert_eq!(user.map(|u| u.id), Some(format!("u_{n}")));
+        }
+        assert_eq!(store.session("t2").await.unwrap(), None, "refused, not stored");
     }
 }
