@@ -216,12 +216,28 @@ impl<B: RoomBackend> Conn<B> {
     ///
     /// Not cancel safe; see [`Conn::handle_frame`].
     pub async fn handle(&mut self, request: Request) {
+        self.handle_charged(request, true).await;
+    }
+
+    /// Applies a read that the command it is part of has paid for: a
+    /// gateway's follow-up (an IRC `CHATHISTORY`'s search steps and pages,
+    /// bounded in number by the gateway), which draws nothing more from
+    /// the read budget.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Conn::handle`].
+    pub async fn handle_follow_up(&mut self, request: Request) {
+        self.handle_charged(request, false).await;
+    }
+
+    async fn handle_charged(&mut self, request: Request, charge_reads: bool) {
         let Request { id, op } = request;
         let outcome = match op {
             ClientOp::Hello { name, session, resume, pow } => {
                 return self.hello(id, name, session, resume.unwrap_or_default(), pow).await;
             }
-            op => self.apply(id, op).await,
+            op => self.apply(id, op, charge_reads).await,
         };
         if let Err(e) = outcome {
             self.fail(id, e);
@@ -234,11 +250,19 @@ impl<B: RoomBackend> Conn<B> {
         })
     }
 
-    async fn apply(&mut self, id: Option<i64>, op: ClientOp) -> Result<(), ErrorBody> {
+    async fn apply(
+        &mut self,
+        id: Option<i64>,
+        op: ClientOp,
+        charge_reads: bool,
+    ) -> Result<(), ErrorBody> {
         self.check_site_ban()?;
         let user = self.authenticated()?;
         let config = self.hub.config();
         let rooms = self.hub.backend();
+        if charge_reads && op.reads() {
+            self.hub.limiters().check(Limit::Read, &user.id)?;
+        }
         match op {
             // A first `hello` is answered by `handle`, unauthenticated.
             ClientOp::Hello { .. } => Err(bad("hello was already sent on this connection")),

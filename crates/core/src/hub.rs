@@ -321,12 +321,13 @@ impl<B: RoomBackend> Hub<B> {
     }
 
     /// Puts `rates` in force (a reload), and says what changed, one line
-    /// per limit. Changed limits start with full buckets.
+    /// per limit. Changed limits start with full buckets; the others keep
+    /// theirs.
     pub fn reload_rates(&self, rates: Rates) -> Vec<String> {
         let mut limiters = self.shared.limiters.lock();
         let changes = crate::rates::changes(limiters.rates(), &rates);
         if !changes.is_empty() {
-            *limiters = Arc::new(Limiters::new(rates));
+            *limiters = Arc::new(limiters.reloaded(rates));
         }
         changes
     }
@@ -364,6 +365,18 @@ impl<B: RoomBackend> Hub<B> {
     /// # Errors
     ///
     /// `unavailable` when the backend cannot answer.
+    /// The public rooms for a client without a session (the list over
+    /// HTTP), drawn from the read budget of its address `peer` (loopback
+    /// exempt unless `limit_loopback`).
+    ///
+    /// # Errors
+    ///
+    /// `rate_limited` over the budget; as [`Hub::public_rooms`].
+    pub async fn public_rooms_for(&self, peer: IpAddr) -> Result<Vec<RoomInfo>, ErrorBody> {
+        self.limiters().check_address_read(Some(peer))?;
+        self.public_rooms().await
+    }
+
     pub async fn public_rooms(&self) -> Result<Vec<RoomInfo>, ErrorBody> {
         let mut rooms = self.shared.backend.public_rooms().await?;
         rooms.sort_by(|(a_board, a), (b_board, b)| {

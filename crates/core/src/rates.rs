@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_proto::{ErrorBody, ErrorCode};
@@ -66,6 +67,10 @@ pub struct Rates {
     pub moderate: Option<Rate>,
     /// Reactions (put on or taken off) per user.
     pub react: Option<Rate>,
+    /// Reads per user (`rooms`, `members`, `history`, `get`, `mine`,
+    /// `bans`, `integrations`, `webhooks`): each may read the store, so a
+    /// client that asks for pages in a loop is held to a steady pace.
+    pub read: Option<Rate>,
     /// Whether loopback clients count by address for failed joins (by
     /// default they are exempt and count per user instead).
     pub limit_loopback: bool,
@@ -84,6 +89,7 @@ impl Default for Rates {
             report: Some(Rate::new(20, Duration::from_secs(3600), 10)),
             moderate: Some(Rate::new(1, Duration::from_secs(1), 20)),
             react: Some(Rate::new(2, Duration::from_secs(1), 20)),
+            read: Some(Rate::new(20, Duration::from_secs(1), 100)),
             limit_loopback: false,
         }
     }
@@ -99,20 +105,26 @@ pub(crate) enum Limit {
     Report,
     Moderate,
     React,
+    Read,
 }
+
+/// A limit's buckets, shared so that a reload keeps those of the limits
+/// that did not change; `None` when the limit is off.
+type Keyed = Option<Arc<DefaultKeyedRateLimiter<String>>>;
 
 pub(crate) struct Limiters {
     rates: Rates,
-    post: Option<DefaultKeyedRateLimiter<String>>,
-    join: Option<DefaultKeyedRateLimiter<String>>,
-    create: Option<DefaultKeyedRateLimiter<String>>,
-    typing: Option<DefaultKeyedRateLimiter<String>>,
-    address_create: Option<DefaultKeyedRateLimiter<String>>,
-    failed_join: Option<DefaultKeyedRateLimiter<String>>,
-    new_session: Option<DefaultKeyedRateLimiter<String>>,
-    report: Option<DefaultKeyedRateLimiter<String>>,
-    moderate: Option<DefaultKeyedRateLimiter<String>>,
-    react: Option<DefaultKeyedRateLimiter<String>>,
+    post: Keyed,
+    join: Keyed,
+    create: Keyed,
+    typing: Keyed,
+    address_create: Keyed,
+    failed_join: Keyed,
+    new_session: Keyed,
+    report: Keyed,
+    moderate: Keyed,
+    react: Keyed,
+    read: Keyed,
     /// Clients whose failed-join bucket ran dry, until when. A short lock:
     /// a lookup or an insert, never across `.await`.
     blocked: Mutex<HashMap<String, Instant>>,
@@ -143,6 +155,7 @@ pub(crate) fn changes(old: &Rates, new: &Rates) -> Vec<String> {
         ("report-rate", old.report, new.report),
         ("moderation-rate", old.moderate, new.moderate),
         ("react-rate", old.react, new.react),
+        ("read-rate", old.read, new.read),
     ];
     let mut changes: Vec<String> = pairs
         .into_iter()
@@ -162,7 +175,6 @@ impl Limiters {
     }
 
     pub fn new(rates: Rates) -> Limiters {
-        let keyed = |rate: Option<Rate>| rate.map(|r| RateLimiter::keyed(r.quota()));
         Limiters {
             rates,
             post: keyed(rates.post),
@@ -175,7 +187,37 @@ impl Limiters {
             report: keyed(rates.report),
             moderate: keyed(rates.moderate),
             react: keyed(rates.react),
+            read: keyed(rates.read),
             blocked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The limiters for `rates` after a reload: a limit that did not change
+    /// keeps its buckets (and, for failed joins, the clients it blocks), so
+    /// that a reload gives nobody a fresh budget; a changed one starts full.
+    pub fn reloaded(&self, rates: Rates) -> Limiters {
+        let was = &self.rates;
+        let keep = |old: &Keyed, before: Option<Rate>, now: Option<Rate>| -> Keyed {
+            if before == now { old.clone() } else { keyed(now) }
+        };
+        let blocked = match was.failed_join == rates.failed_join {
+            true => self.blocked.lock().clone(),
+            false => HashMap::new(),
+        };
+        Limiters {
+            rates,
+            post: keep(&self.post, was.post, rates.post),
+            join: keep(&self.join, was.join, rates.join),
+            create: keep(&self.create, was.create, rates.create),
+            typing: keep(&self.typing, was.typing, rates.typing),
+            address_create: keep(&self.address_create, was.address_create, rates.address_create),
+            failed_join: keep(&self.failed_join, was.failed_join, rates.failed_join),
+            new_session: keep(&self.new_session, was.new_session, rates.new_session),
+            report: keep(&self.report, was.report, rates.report),
+            moderate: keep(&self.moderate, was.moderate, rates.moderate),
+            react: keep(&self.react, was.react, rates.react),
+            read: keep(&self.read, was.read, rates.read),
+            blocked: Mutex::new(blocked),
         }
     }
 
@@ -193,6 +235,7 @@ impl Limiters {
             Limit::Report => &self.report,
             Limit::Moderate => &self.moderate,
             Limit::React => &self.react,
+            Limit::Read => &self.read,
         };
         let Some(limiter) = limiter else { return Ok(()) };
         limiter.check_key(&user_id.to_owned()).map_err(|not_until| {
@@ -231,10 +274,20 @@ impl Limiters {
         self.check_address(&self.address_create, peer, "too many rooms created from your address")
     }
 
+    /// Takes a token from the read bucket of the client at `peer`, for a
+    /// read made without a session (exempt as for new sessions).
+    ///
+    /// # Errors
+    ///
+    /// `rate_limited` with `retry_after_ms` when the bucket is empty.
+    pub fn check_address_read(&self, peer: Option<IpAddr>) -> Result<(), ErrorBody> {
+        self.check_address(&self.read, peer, "too many reads from your address")
+    }
+
     /// Takes a token from `limiter`'s bucket for the address `peer`.
     fn check_address(
         &self,
-        limiter: &Option<DefaultKeyedRateLimiter<String>>,
+        limiter: &Keyed,
         peer: Option<IpAddr>,
         what: &str,
     ) -> Result<(), ErrorBody> {
@@ -290,6 +343,8 @@ impl Limiters {
             &self.new_session,
             &self.report,
             &self.moderate,
+            &self.react,
+            &self.read,
         ]
         .into_iter()
         .flatten()
@@ -300,6 +355,10 @@ impl Limiters {
         let now = Instant::now();
         self.blocked.lock().retain(|_, until| *until > now);
     }
+}
+
+fn keyed(rate: Option<Rate>) -> Keyed {
+    rate.map(|r| Arc::new(RateLimiter::keyed(r.quota())))
 }
 
 /// The key a client address counts under. An IPv6 client counts by its
@@ -327,6 +386,7 @@ fn name(limit: Limit) -> &'static str {
         Limit::Report => "report",
         Limit::Moderate => "moderation",
         Limit::React => "react",
+        Limit::Read => "read",
     }
 }
 
@@ -411,5 +471,27 @@ mod tests {
         let refused = limiters.check_join_allowed(&client).unwrap_err();
         assert_eq!(refused.code, ErrorCode::RateLimited);
         assert!(refused.retry_after_ms.unwrap() > 50_000);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_buckets_of_the_limits_it_did_not_change() {
+        let tight = Some(Rate::new(1, Duration::from_secs(60), 1));
+        let before = Rates { post: tight, read: tight, failed_join: tight, ..Rates::default() };
+        let limiters = Limiters::new(before);
+        limiters.check(Limit::Post, "u_a").unwrap();
+        limiters.check(Limit::Read, "u_a").unwrap();
+        limiters.failed_join("ip:192.0.2.7");
+        limiters.failed_join("ip:192.0.2.7");
+        assert!(limiters.check_join_allowed("ip:192.0.2.7").is_err());
+        // Only the read limit changes: it starts full, the rest are spent.
+        let read = Some(Rate::new(2, Duration::from_secs(60), 1));
+        let reloaded = limiters.reloaded(Rates { read, ..before });
+        reloaded.check(Limit::Read, "u_a").expect("a changed limit starts full");
+        assert!(reloaded.check(Limit::Post, "u_a").is_err(), "no fresh posts for a reload");
+        assert!(reloaded.check_join_allowed("ip:192.0.2.7").is_err(), "still blocked");
+        // Changing the failed-join limit lets its blocked clients go.
+        let again = reloaded.reloaded(Rates { read, failed_join: None, ..before });
+        again.check_join_allowed("ip:192.0.2.7").unwrap();
+        assert!(again.check(Limit::Post, "u_a").is_err());
     }
 }

@@ -221,6 +221,21 @@ pub enum ClientOp {
 }
 
 impl ClientOp {
+    /// Whether the op only reads (and draws from the read budget).
+    pub fn reads(&self) -> bool {
+        matches!(
+            self,
+            ClientOp::Rooms
+                | ClientOp::Members { .. }
+                | ClientOp::History { .. }
+                | ClientOp::Get { .. }
+                | ClientOp::Mine { .. }
+                | ClientOp::Bans { .. }
+                | ClientOp::Integrations { .. }
+                | ClientOp::Webhooks { .. }
+        )
+    }
+
     /// The op's name as it appears on the wire.
     pub fn name(&self) -> &'static str {
         match self {

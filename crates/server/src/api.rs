@@ -219,7 +219,7 @@ fn answered(reply: Value) -> Result<Value, ErrorBody> {
 
 /// A refusal or failure, as `{"error": {"code", "message"}}` with its
 /// status.
-fn failure(error: ErrorBody) -> Response {
+pub(crate) fn failure(error: ErrorBody) -> Response {
     let status = match error.code {
         ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,

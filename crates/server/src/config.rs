@@ -143,6 +143,10 @@ pub struct ServeArgs {
     /// Reactions put on or taken off per user [default: 2/s,burst=20]
     #[arg(long, env = "CONFAB_REACT_RATE", value_name = "RATE")]
     pub react_rate: Option<String>,
+    /// Reads per user (history pages, member lists, the room list, single
+    /// messages) [default: 20/s,burst=100]
+    #[arg(long, env = "CONFAB_READ_RATE", value_name = "RATE")]
+    pub read_rate: Option<String>,
     /// How long after posting its author may edit a message; 0 turns editing off
     /// [default: 15m]
     #[arg(long, env = "CONFAB_EDIT_WINDOW", value_name = "DURATION")]
@@ -480,6 +484,7 @@ impl ServeArgs {
             report: rate("report-rate", &args.report_rate, rates.report)?,
             moderate: rate("moderation-rate", &args.moderation_rate, rates.moderate)?,
             react: rate("react-rate", &args.react_rate, rates.react)?,
+            read: rate("read-rate", &args.read_rate, rates.read)?,
             limit_loopback: args.limit_loopback.unwrap_or(rates.limit_loopback),
         };
         hub.room_retention = RetentionPolicy {
@@ -721,6 +726,7 @@ impl ServeArgs {
             create_rate_per_ip: self.create_rate_per_ip.or(lower.create_rate_per_ip),
             typing_rate: self.typing_rate.or(lower.typing_rate),
             react_rate: self.react_rate.or(lower.react_rate),
+            read_rate: self.read_rate.or(lower.read_rate),
             webhook_give_up: self.webhook_give_up.or(lower.webhook_give_up),
             webhook_timeout: self.webhook_timeout.or(lower.webhook_timeout),
             webhook_private: self.webhook_private.or(lower.webhook_private),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use hyper::body::Incoming;
@@ -115,12 +115,17 @@ async fn health(State(app): State<App>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-async fn rooms(State(app): State<App>) -> axum::response::Response {
-    match app.hub.public_rooms().await {
+/// `GET /api/v1/rooms`: the public rooms, to anyone, each request drawn
+/// from the read budget of the client's address.
+async fn rooms(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let ip = app.edge.client_ip(peer, &headers);
+    match app.hub.public_rooms_for(ip).await {
         Ok(rooms) => Json(rooms).into_response(),
-        Err(error) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": error }))).into_response()
-        }
+        Err(error) => crate::api::failure(error),
     }
 }
 

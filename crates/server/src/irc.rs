@@ -891,10 +891,17 @@ impl Irc {
     }
 
     /// Sends the requests answers called for.
+    ///
+    /// A follow-up is part of a command already paid for from the read
+    /// budget: a CHATHISTORY costs one read, whatever its search and pages
+    /// take (at most about log2 of the room's messages reads of one message
+    /// and 8 pages, and 16 searches at once).
     async fn follow_up(&mut self) {
         for (pending, op, label) in std::mem::take(&mut self.follow) {
             let id = self.next_id;
-            self.request(pending, op).await;
+            self.next_id += 1;
+            self.pending.insert(id, pending);
+            self.conn.handle_follow_up(Request { id: Some(id), op }).await;
             if let Some(label) = label {
                 self.labels.insert(id, label);
             }
@@ -1073,6 +1080,9 @@ impl Irc {
     fn refused(&mut self, pending: Pending, error: &Value) {
         let code = error["code"].as_str().unwrap_or("");
         let text = error["message"].as_str().unwrap_or("refused").to_owned();
+        // Over the read budget: RPL_TRYAGAIN (and MESSAGE_ERROR for a
+        // CHATHISTORY) instead of "not on that channel".
+        let busy = code == "rate_limited";
         match pending {
             Pending::Hello => {
                 let nick = self.nick.take().unwrap_or_default();
@@ -1111,34 +1121,44 @@ impl Irc {
                 }
                 _ => self.numeric("442", &[&channel], &text),
             },
-            Pending::History { channel, .. } => {
-                self.say(&format!(
-                    ":{SERVER} FAIL CHATHISTORY INVALID_TARGET {channel} :{}",
-                    clean(&text)
-                ));
+            Pending::History { channel, .. }
+            | Pending::Newest(history::Seek { query: history::Query { channel, .. }, .. })
+            | Pending::Seek(history::Seek { query: history::Query { channel, .. }, .. }, _)
+            | Pending::ForwardNewest(history::Forward { channel, .. })
+            | Pending::Forward(history::Forward { channel, .. }, _) => {
+                let why = if busy { "MESSAGE_ERROR" } else { "INVALID_TARGET" };
+                self.say(&format!(":{SERVER} FAIL CHATHISTORY {why} {channel} :{}", clean(&text)));
             }
-            Pending::Newest(seek) | Pending::Seek(seek, _) => {
-                self.say(&format!(
-                    ":{SERVER} FAIL CHATHISTORY INVALID_TARGET {} :{}",
-                    seek.query.channel,
-                    clean(&text)
-                ));
+            // A list ends, whatever refused it, so that a client waiting
+            // for its end goes on.
+            Pending::Names(channel) => {
+                self.not_read(busy, "NAMES", &channel, &text);
+                self.numeric("366", &[&channel], "End of /NAMES list");
             }
-            Pending::ForwardNewest(forward) | Pending::Forward(forward, _) => {
-                self.say(&format!(
-                    ":{SERVER} FAIL CHATHISTORY INVALID_TARGET {} :{}",
-                    forward.channel,
-                    clean(&text)
-                ));
+            Pending::Who(mask) => {
+                self.not_read(busy, "WHO", &mask, &text);
+                self.numeric("315", &[&mask], "End of WHO list");
             }
-            Pending::Names(channel) | Pending::Who(channel) | Pending::Topic(channel) => {
-                self.numeric("442", &[&channel], "You're not on that channel");
+            Pending::Topic(channel) => self.not_read(busy, "TOPIC", &channel, &text),
+            Pending::List => {
+                self.numeric("263", &["LIST"], &text);
+                self.numeric("323", &[], "End of /LIST");
             }
             Pending::Create => {
                 let me = self.nick().to_owned();
                 self.say(&format!(":{SERVER}!{SERVER}@{SERVER} NOTICE {me} :{}", clean(&text)));
             }
-            Pending::List | Pending::Quiet => {}
+            Pending::Quiet => {}
+        }
+    }
+
+    /// Why a channel's list or topic was refused: over the read budget
+    /// (try again), or not a channel one may read.
+    fn not_read(&mut self, busy: bool, command: &str, channel: &str, text: &str) {
+        if busy {
+            self.numeric("263", &[command], text);
+        } else {
+            self.numeric("442", &[channel], "You're not on that channel");
         }
     }
 

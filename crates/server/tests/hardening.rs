@@ -41,6 +41,64 @@ async fn posts_over_the_rate_are_refused_with_a_retry_time_and_change_nothing() 
 }
 
 #[tokio::test]
+async fn reads_over_the_rate_are_refused_and_every_kind_draws_from_one_budget() {
+    let server = start_with(|c| c.hub.rates.read = tight(1, 4)).await;
+    let mut ann = server.client("Ann").await;
+    let mut bob = server.client("Bob").await;
+    join(&mut ann, "main").await;
+    join(&mut bob, "main").await;
+    post(&mut ann, "main", "one").await;
+    let reads = [
+        json!({"op": "history", "room": "main"}),
+        json!({"op": "members", "room": "main"}),
+        json!({"op": "rooms"}),
+        json!({"op": "get", "room": "main", "seq": 1}),
+    ];
+    for read in &reads {
+        ann.ok(read.clone()).await.unwrap();
+    }
+    // The budget is spent, whatever is read next.
+    for read in reads.iter().chain([&json!({"op": "mine"}), &json!({"op": "bans", "room": "main"})])
+    {
+        let refused = ann.request(read.clone()).await.unwrap();
+        assert_eq!(refused["error"]["code"], "rate_limited", "{read}: {refused}");
+        let retry = refused["error"]["retry_after_ms"].as_u64().unwrap();
+        assert!(retry > 1_000 && retry <= 60_000, "{retry}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("read"), "{refused}");
+    }
+    // Writing is not reading: Ann still posts, and pings.
+    assert_eq!(post(&mut ann, "main", "two").await["seq"], 2);
+    ann.ok(json!({"op": "ping"})).await.unwrap();
+    // Bob has his own budget.
+    let page = bob.ok(json!({"op": "history", "room": "main"})).await.unwrap();
+    assert_eq!(page["messages"].as_array().unwrap().len(), 2, "{page}");
+}
+
+#[tokio::test]
+async fn the_public_list_over_http_draws_from_the_address_read_budget() {
+    let server = start_with(|c| {
+        c.hub.rates.read = tight(1, 2);
+        c.hub.rates.limit_loopback = true;
+        c.edge.limit_loopback = false;
+    })
+    .await;
+    for _ in 0..2 {
+        let (status, body) = server.get("/api/v1/rooms").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"main\""), "{body}");
+    }
+    let (status, body) = server.get("/api/v1/rooms").await;
+    assert_eq!(status, 429, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("from your address"));
+    // A user's reads have a budget of their own.
+    let mut ann = server.client("Ann").await;
+    let rooms = ann.ok(json!({"op": "rooms"})).await.unwrap();
+    assert!(rooms["rooms"].to_string().contains("\"main\""), "{rooms}");
+}
+
+#[tokio::test]
 async fn creates_and_joins_have_their_own_limits() {
     let server = start_with(|c| {
         c.hub.rates.create = tight(1, 2);

@@ -154,6 +154,14 @@ async fn an_irc_user_registers_joins_and_talks_with_a_web_user() {
     irc.send("LIST").await;
     let list = irc.until(" 323 ").await;
     assert!(list.iter().any(|l| l.starts_with(":confab 322 bob #main ")), "{list:?}");
+    // A private room not joined: not on that channel, and the list ends.
+    let private = server.create(&mut ann, json!({})).await;
+    irc.send(&format!("NAMES #{private}")).await;
+    assert!(irc.line().await.starts_with(&format!(":confab 442 bob #{private} :")));
+    assert!(irc.line().await.starts_with(&format!(":confab 366 bob #{private} :")));
+    irc.send(&format!("WHO #{private}")).await;
+    assert!(irc.line().await.starts_with(&format!(":confab 442 bob #{private} :")));
+    assert!(irc.line().await.starts_with(&format!(":confab 315 bob #{private} :")));
 
     // Leaving, and quitting.
     irc.send("PART #main").await;
@@ -472,6 +480,64 @@ async fn chathistory_passes_over_what_the_user_may_not_see() {
     // Bob sees his own.
     let mine = bob.ok(json!({"op": "history", "room": code})).await.unwrap();
     assert_eq!(mine["messages"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn reads_over_the_budget_are_answered_try_again_and_end_their_lists() {
+    let server = start_with(|c| {
+        c.irc = Some("127.0.0.1:0".into());
+        let slow = std::time::Duration::from_secs(60);
+        c.hub.rates.read = Some(confab_core::Rate::new(1, slow, 3));
+    })
+    .await;
+    let mut ann = server.client("Ann").await;
+    join(&mut ann, "main").await;
+    let mut times = Vec::new();
+    for n in 1..=5 {
+        times.push(
+            post(&mut ann, "main", &format!("m{n}")).await["ts"].as_str().unwrap().to_owned(),
+        );
+    }
+    let addr = server.server.irc_addr().unwrap();
+    let (mut irc, _) =
+        Client::register(addr, "batch draft/chathistory message-tags server-time", "eve").await;
+    // A join reads nothing (its answer has the names).
+    irc.send("JOIN #main").await;
+    irc.until(" 366 ").await;
+    irc.send("PING :joined").await;
+    irc.until("PONG").await;
+    // A command is one read, however many its search and pages take: a
+    // search by time reads the newest message, then probes, then the
+    // answer; a forward read, the newest, then a page.
+    irc.send(&format!("CHATHISTORY BEFORE #main timestamp={} 5", times[2])).await;
+    let earlier: Vec<String> =
+        (0..5).filter(|&i| times[i] < times[2]).map(|i| format!("m{}", i + 1)).collect();
+    assert_eq!(history_bodies(&mut irc).await, earlier);
+    irc.send("CHATHISTORY AFTER #main msgid=main-1 2").await;
+    assert_eq!(history_bodies(&mut irc).await, ["m2", "m3"]);
+    irc.send("CHATHISTORY LATEST #main * 2").await;
+    assert_eq!(history_bodies(&mut irc).await, ["m4", "m5"]);
+    // The fourth is over the budget.
+    irc.send("CHATHISTORY BEFORE #main timestamp=2100-01-01T00:00:00.000Z 5").await;
+    let refused = irc.line().await;
+    assert!(
+        refused.starts_with(":confab FAIL CHATHISTORY MESSAGE_ERROR #main :too many read ops"),
+        "{refused}"
+    );
+    // Lists are answered "try again", then ended.
+    for (command, end) in [("NAMES #main", " 366 eve #main "), ("WHO #main", " 315 eve #main ")] {
+        irc.send(command).await;
+        let verb = command.split(' ').next().unwrap();
+        let line = irc.line().await;
+        assert!(line.starts_with(&format!(":confab 263 eve {verb} :too many read ops")), "{line}");
+        assert!(irc.line().await.contains(end), "{command}");
+    }
+    irc.send("LIST").await;
+    assert!(irc.line().await.starts_with(":confab 263 eve LIST :"));
+    assert!(irc.line().await.starts_with(":confab 323 eve :End of /LIST"));
+    // Talking is not reading.
+    irc.send("PRIVMSG #main :still here").await;
+    assert_eq!(ann.event("message").await.unwrap()["message"]["body"], "still here");
 }
 
 /// The lines of a `chathistory` batch, its messages'.

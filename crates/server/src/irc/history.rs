@@ -326,10 +326,12 @@ impl Seek {
             Role::Either => match other {
                 // The message is at or before the time: the time is the
                 // later end, and names the first message at or after it,
-                // which is no later than `first`.
+                // which is no later than `first`; one at or before the
+                // message leaves nothing between them, as the message's
+                // next does.
                 Some(message) if message < first => {
                     self.query.roles[self.index] = Role::Upper;
-                    (self.lo, self.hi) = (1, first);
+                    (self.lo, self.hi) = (message + 1, first);
                     return self.probe();
                 }
                 _ => first - 1,
