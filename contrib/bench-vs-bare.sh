@@ -6,7 +6,7 @@
 # alternating on each rung, ROUNDS times (2 by default). A single node
 # keeps ephemeral rooms in memory, so the database does not enter in it.
 #
-#   cargo build --release -p confab --example bare_broadcast
+#   cargo build --release -p confab --bin confab --example bare_broadcast
 #   contrib/bench-vs-bare.sh
 #
 # Each line: rung, server, deliveries, loss, duplicates, out of order,
