@@ -45,15 +45,22 @@ impl std::fmt::Debug for ClusterRooms {
 }
 
 impl ClusterRooms {
-    /// A place in the store's queue for what a change of a persistent room
+    /// Places in the store's queue for what a change of a persistent room
     /// writes, taken before Redis makes the change: with the queue full the
     /// op is refused (`unavailable`) before anything changed, so that no
     /// change Redis made goes unstored. None for a room not stored.
     fn slots(&self, seat: &ClusterSeat, count: usize) -> Result<Vec<WriteSlot>, ErrorBody> {
-        if !seat.mirror.persistent() {
-            return Ok(Vec::new());
+        self.services.reserve_writes(seat.mirror.persistent(), count)
+    }
+
+    /// As [`ClusterRooms::slots`], for a change of a message's content (an
+    /// edit, a reaction, a delete): refused too while the store is down, as
+    /// a post to the room is, since a failed write is not written again.
+    fn content_slots(&self, seat: &ClusterSeat, count: usize) -> Result<Vec<WriteSlot>, ErrorBody> {
+        if seat.mirror.persistent() && !self.services.store_healthy() {
+            return Err(storage_down());
         }
-        (0..count).map(|_| self.services.reserve_write()).collect()
+        self.slots(seat, count)
     }
 
     /// Queues in `slots` (see [`ClusterRooms::slots`]) a message as a
@@ -410,27 +417,23 @@ impl RoomBackend for ClusterRooms {
         message: &Message,
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
+        // The places for the tombstone and the change number, both taken
+        // before either is used.
+        let mut slots = self.content_slots(seat, 2)?.into_iter();
         // The store is the record: the text goes from it first (written
-        // again for a tombstone: a delete once refused by a full queue is
+        // again for a tombstone: a delete that Redis then refused is
         // completed by its retry).
-        if seat.mirror.persistent() {
+        if let Some(slot) = slots.next() {
             let quote = confab_proto::Quote::of(message).tombstone();
-            let write = confab_core::Write::Delete {
-                room: code.to_owned(),
-                seq: message.seq,
-                quote,
-                rev: None,
-            };
-            self.services.try_remember(write)?;
+            slot.write(Write::Delete { room: code.to_owned(), seq: message.seq, quote, rev: None });
         }
         if message.deleted {
             return Ok(());
         }
-        let slots = self.slots(seat, 1)?;
         let rev = self.cluster.delete(code, actor, message).await?;
         // Its change number, so that the stored one never goes back should
         // Redis lose the room (the stored room comes back with it).
-        if let Some(slot) = slots.into_iter().next() {
+        if let Some(slot) = slots.next() {
             slot.write(Write::Rev { room: code.to_owned(), rev });
         }
         Ok(())
@@ -446,7 +449,7 @@ impl RoomBackend for ClusterRooms {
         edited: &str,
     ) -> Result<(), ErrorBody> {
         let code = seat.mirror.code();
-        let slots = self.slots(seat, 1)?;
+        let slots = self.content_slots(seat, 1)?;
         let changed = self.cluster.edit(code, actor, message.seq, body, edited).await?;
         self.store_change(seat, slots, changed);
         Ok(())
@@ -461,7 +464,7 @@ impl RoomBackend for ClusterRooms {
         emoji: &str,
     ) -> Result<bool, ErrorBody> {
         let code = seat.mirror.code();
-        let slots = self.slots(seat, 1)?;
+        let slots = self.content_slots(seat, 1)?;
         let (on, changed) = self.cluster.react(code, actor, seq, emoji).await?;
         self.store_change(seat, slots, changed);
         Ok(on)
@@ -626,9 +629,12 @@ impl RoomBackend for ClusterRooms {
     async fn grant(&self, code: &str, target: &Target, role: Role) -> Result<(), ErrorBody> {
         let key = self.services.room_key(code);
         let board = self.services.board(&key).is_some();
+        // Whether the room is stored shows only in Redis's answer: a place
+        // is held either way.
+        let slot = self.services.reserve_write()?;
         let (roles, persistent) = self.cluster.grant(&key, target, role, board).await?;
         if persistent {
-            self.services.remember_roles(&key, roles);
+            slot.write(Write::Roles { room: key, roles });
         }
         Ok(())
     }

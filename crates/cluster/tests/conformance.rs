@@ -1159,6 +1159,69 @@ async fn lock<B: RoomBackend>(nodes: Nodes<B>) {
     assert_eq!(joined["locked"], false);
 }
 
+/// With the store's queue full, a change to a persistent room is refused
+/// before anything changed (so none is made that the store would miss),
+/// and nobody hears of it; once there is room again it goes through and
+/// is stored.
+async fn a_full_store_queue_changes_nothing<B: RoomBackend>(nodes: Nodes<B>) {
+    let mut ann = Client::new(&nodes.a, "Ann").await;
+    let mut bob = Client::new(&nodes.b, "Bob").await;
+    let code = ann.create(json!({"retention": "persistent"})).await;
+    ann.join(&code).await;
+    bob.join(&code).await;
+    ann.post(&code, "one").await;
+    bob.next_in(&code, "message").await;
+    // Ann's node: nothing left to write, then every place in its queue
+    // held, so that none frees up.
+    nodes.a.flush_storage(Duration::from_secs(10)).await;
+    let mut held = Vec::new();
+    while let Ok(slot) = nodes.a.services().reserve_write() {
+        held.push(slot);
+    }
+    assert!(!held.is_empty());
+    let room = json!(code);
+    let changes = [
+        json!({"op": "lock", "room": room, "locked": true}),
+        json!({"op": "edit", "room": room, "seq": 1, "body": "changed"}),
+        json!({"op": "react", "room": room, "seq": 1, "emoji": "👍"}),
+        json!({"op": "title", "room": room, "title": "New title"}),
+        json!({"op": "slow", "room": room, "seconds": 30}),
+        json!({"op": "role", "room": room, "name": "Bob", "role": "moderator"}),
+        json!({"op": "kick", "room": room, "name": "Bob"}),
+        json!({"op": "delete", "room": room, "seq": 1}),
+    ];
+    for change in &changes {
+        assert_eq!(ann.refused(change.clone()).await, "unavailable", "{change}");
+    }
+    drop(held);
+    // Nothing changed: the message as it was, Bob a member still, and the
+    // first thing Bob hears of is the next post.
+    let history = bob.ok(json!({"op": "history", "room": code})).await;
+    let one = &history["messages"][0];
+    assert_eq!(
+        (&one["body"], &one["edited"], &one["deleted"]),
+        (&json!("one"), &Value::Null, &Value::Null),
+        "{one}"
+    );
+    assert!(one["reactions"].as_array().is_none_or(|r| r.is_empty()), "{one}");
+    ann.post(&code, "two").await;
+    let next = bob.next_event_any().await;
+    assert_eq!(
+        (&next["ev"], &next["message"]["body"]),
+        (&json!("message"), &json!("two")),
+        "{next}"
+    );
+    let members = bob.ok(json!({"op": "members", "room": code})).await;
+    assert!(!members.to_string().contains("moderator"), "{members}");
+    // With room again, a change goes through, and is stored.
+    ann.ok(changes[0].clone()).await;
+    assert_eq!(bob.next_event("locked").await["locked"], true);
+    nodes.a.flush_storage(Duration::from_secs(10)).await;
+    let stored = nodes.a.services().store.rooms().await.unwrap();
+    let stored = stored.iter().find(|r| r.spec.code == code).expect("the room is stored");
+    assert!(stored.locked, "the lock is stored");
+}
+
 /// Edits, replies and reactions: who may, what everyone hears, and what
 /// history, a retry, a join and a resume read back.
 async fn edit_reply_react<B: RoomBackend>(nodes: Nodes<B>) {
@@ -1521,6 +1584,7 @@ conformance!(
     muted_members_change_nothing,
     changes_reach_those_who_see_the_message,
     resume_changes_are_complete,
+    a_full_store_queue_changes_nothing,
 );
 
 /// With three shards, rooms land on every one of them, and each node sees

@@ -678,8 +678,9 @@ pub trait RoomBackend: Send + Sync + 'static {
 pub struct WriteSlot(crate::persist::Slot);
 
 impl WriteSlot {
-    /// Queues `write` in the place held, in order with the node's other
-    /// writes: it cannot be refused.
+    /// Queues `write` in the place held: it cannot be refused. (A place is
+    /// room in the queue, not a position in it: the write goes after what
+    /// was queued before now.)
     pub fn write(self, write: Write) {
         self.0.queue(Job::Write(write));
     }
@@ -745,35 +746,9 @@ impl Services {
         }
     }
 
-    /// Stores a persistent room's roles, in order with its other writes,
-    /// without waiting.
-    pub fn remember_roles(&self, room: &str, roles: Roles) {
-        let write = Write::Roles { room: room.to_owned(), roles };
-        if self.persister.try_queue(Job::Write(write)).is_err() {
-            tracing::warn!(room, "roles not stored: storage is busy");
-        }
-    }
-
-    /// Stores whether a persistent room is locked, in order with its other
-    /// writes, without waiting.
-    pub fn remember_locked(&self, room: &str, locked: bool) {
-        let write = Write::Locked { room: room.to_owned(), locked };
-        if self.persister.try_queue(Job::Write(write)).is_err() {
-            tracing::warn!(room, "lock not stored: storage is busy");
-        }
-    }
-
-    /// Stores a persistent room's ban (or removal), in order with its other
-    /// writes, without waiting.
-    pub fn remember_ban(&self, room: &str, ban: Ban) {
-        let write = Write::Ban { room: room.to_owned(), ban };
-        if self.persister.try_queue(Job::Write(write)).is_err() {
-            tracing::warn!(room, "ban not stored: storage is busy");
-        }
-    }
-
-    /// Stores a persistent room's new title or slow mode, in order with its
-    /// other writes, without waiting.
+    /// Queues `write` for the store, best effort: with the queue full it is
+    /// logged and dropped (for what cannot hold a place beforehand: an
+    /// operator's purge, whose rooms show only once it is made).
     pub fn remember(&self, write: Write) {
         if self.persister.try_queue(Job::Write(write)).is_err() {
             tracing::warn!("a room setting not stored: storage is busy");
@@ -781,9 +756,9 @@ impl Services {
     }
 
     /// Holds a place in the store's queue for a write that follows a
-    /// change made elsewhere first (in Redis): with the queue full the op
-    /// is refused before anything changed, rather than changing what the
-    /// store would then miss. A slot dropped unused (the change was
+    /// change (made in Redis, or in a room in memory): with the queue full
+    /// the op is refused before anything changed, rather than changing
+    /// what the store would then miss. A slot dropped unused (the change was
     /// refused) gives its place back.
     ///
     /// # Errors
@@ -793,22 +768,22 @@ impl Services {
         self.persister.reserve().map(WriteSlot)
     }
 
-    /// Queues `write` for the store: `unavailable` when the queue is full
-    /// (for a write the op must not answer without).
+    /// `count` places ([`Services::reserve_write`]) for what a change of a
+    /// room writes, none when the room is not stored (`persistent` false).
     ///
     /// # Errors
     ///
-    /// `unavailable`.
-    pub fn try_remember(&self, write: Write) -> Result<(), ErrorBody> {
-        self.persister.try_queue(Job::Write(write))
-    }
-
-    /// Forgets a persistent room's ban of `user_id` in the store.
-    pub fn remember_unban(&self, room: &str, user_id: &str) {
-        let write = Write::Unban { room: room.to_owned(), user_id: user_id.to_owned() };
-        if self.persister.try_queue(Job::Write(write)).is_err() {
-            tracing::warn!(room, "lifted ban not stored: storage is busy");
+    /// `unavailable` when the queue cannot hold them all (those taken are
+    /// given back).
+    pub fn reserve_writes(
+        &self,
+        persistent: bool,
+        count: usize,
+    ) -> Result<Vec<WriteSlot>, ErrorBody> {
+        if !persistent {
+            return Ok(Vec::new());
         }
+        (0..count).map(|_| self.reserve_write()).collect()
     }
 
     /// The keyed hash a ban keeps of `peer`, the client's address (an IPv6

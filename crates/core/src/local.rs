@@ -331,9 +331,10 @@ impl RoomBackend for LocalRooms {
         role: Role,
     ) -> Result<(), ErrorBody> {
         let room = &seat.0;
+        let slots = self.services().reserve_writes(room.is_persistent(), 1)?;
         let roles = room.set_role(conn, actor, target, role)?;
-        if room.is_persistent() {
-            self.services().remember_roles(room.code(), roles);
+        if let Some(slot) = slots.into_iter().next() {
+            slot.write(crate::Write::Roles { room: room.code().to_owned(), roles });
         }
         Ok(())
     }
@@ -346,8 +347,11 @@ impl RoomBackend for LocalRooms {
         locked: bool,
     ) -> Result<(), ErrorBody> {
         let room = &seat.0;
-        if room.lock(conn, actor, locked)? && room.is_persistent() {
-            self.services().remember_locked(room.code(), locked);
+        let slots = self.services().reserve_writes(room.is_persistent(), 1)?;
+        if room.lock(conn, actor, locked)?
+            && let Some(slot) = slots.into_iter().next()
+        {
+            slot.write(crate::Write::Locked { room: room.code().to_owned(), locked });
         }
         Ok(())
     }
@@ -361,13 +365,14 @@ impl RoomBackend for LocalRooms {
         removal: crate::Removal,
     ) -> Result<(), ErrorBody> {
         let room = &seat.0;
+        let mut slots = self.services().reserve_writes(room.is_persistent(), 2)?.into_iter();
         let (ban, roles) = room.kick(conn, actor, target, removal)?;
         // The ban, and a moderator's lost role, in the store too.
-        if room.is_persistent() {
-            self.services().remember_ban(room.code(), ban);
-            if let Some(roles) = roles {
-                self.services().remember_roles(room.code(), roles);
-            }
+        if let Some(slot) = slots.next() {
+            slot.write(crate::Write::Ban { room: room.code().to_owned(), ban });
+        }
+        if let (Some(slot), Some(roles)) = (slots.next(), roles) {
+            slot.write(crate::Write::Roles { room: room.code().to_owned(), roles });
         }
         Ok(())
     }
@@ -453,9 +458,11 @@ impl RoomBackend for LocalRooms {
         seconds: u32,
     ) -> Result<(), ErrorBody> {
         let room = &seat.0;
-        if room.set_slow(conn, actor, seconds)? && room.is_persistent() {
-            let write = crate::Write::Slow { room: room.code().to_owned(), seconds };
-            self.services().remember(write);
+        let slots = self.services().reserve_writes(room.is_persistent(), 1)?;
+        if room.set_slow(conn, actor, seconds)?
+            && let Some(slot) = slots.into_iter().next()
+        {
+            slot.write(crate::Write::Slow { room: room.code().to_owned(), seconds });
         }
         Ok(())
     }
@@ -468,10 +475,14 @@ impl RoomBackend for LocalRooms {
         title: &str,
     ) -> Result<(), ErrorBody> {
         let room = &seat.0;
-        if room.retitle(conn, actor, title)? && room.is_persistent() {
-            let write =
-                crate::Write::Title { room: room.code().to_owned(), title: title.to_owned() };
-            self.services().remember(write);
+        let slots = self.services().reserve_writes(room.is_persistent(), 1)?;
+        if room.retitle(conn, actor, title)?
+            && let Some(slot) = slots.into_iter().next()
+        {
+            slot.write(crate::Write::Title {
+                room: room.code().to_owned(),
+                title: title.to_owned(),
+            });
         }
         Ok(())
     }
@@ -518,9 +529,10 @@ impl RoomBackend for LocalRooms {
 
     async fn grant(&self, code: &str, target: &Target, role: Role) -> Result<(), ErrorBody> {
         let room = self.room(code).ok_or_else(|| not_found(code))?;
+        let slots = self.services().reserve_writes(room.is_persistent(), 1)?;
         let roles = room.grant(target, role)?;
-        if room.is_persistent() {
-            self.services().remember_roles(room.code(), roles);
+        if let Some(slot) = slots.into_iter().next() {
+            slot.write(crate::Write::Roles { room: room.code().to_owned(), roles });
         }
         Ok(())
     }
